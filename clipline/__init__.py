@@ -1,0 +1,3 @@
+"""clipline: a CLIP-style contrastive image-text pipeline."""
+
+__version__ = "0.1.0"

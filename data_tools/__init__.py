@@ -1,0 +1,1 @@
+"""Writing, validating, inspecting and streaming WebDataset shards."""

@@ -1,0 +1,4 @@
+from data_tools.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Zero-shot, probes, adapters, fusion heads, metrics and reports."""

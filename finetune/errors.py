@@ -1,0 +1,8 @@
+"""The one exception type a user of finetune can cause."""
+
+
+class FinetuneError(Exception):
+    """Bad input to finetune (bad class file, missing labels, mismatched adapter).
+
+    The message says what was wrong and what to do; the CLI prints it on one line.
+    """

@@ -1,0 +1,1 @@
+"""Models, losses, training loop, checkpoints and the Encoder."""

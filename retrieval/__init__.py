@@ -1,0 +1,1 @@
+"""Embedding shards, FAISS indices, search and the HTTP service."""

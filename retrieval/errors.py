@@ -1,0 +1,8 @@
+"""The one exception type a user of retrieval can cause."""
+
+
+class RetrievalError(Exception):
+    """Bad input to retrieval (empty embedding dir, corrupt index, bad query).
+
+    The message says what was wrong and what to do; the CLI prints it on one line.
+    """
