@@ -1,0 +1,23 @@
+"""Suite-wide settings: offline, deterministic, small thread pools."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def emoji_shards() -> Path:
+    """Tiny real emoji shard set checked in under tests/fixtures/."""
+    path = FIXTURES / "emoji_shards"
+    if not path.exists():
+        pytest.skip("fixture shards not built yet")
+    return path
