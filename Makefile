@@ -23,5 +23,12 @@ install: $(STAMP)
 test: install
 	$(PY) -m pytest -q -x --durations=10
 
+DEMO := runs/demo
+CLI := $(VENV)/bin/clipline
+
 demo: install
-	bash benchmarks/../scripts_demo.sh
+	@command -v npm >/dev/null || { echo "make demo: npm is needed for the emoji corpus (apt-get install npm)"; exit 2; }
+	$(CLI) data build emoji --split train --out $(DEMO)/data/emoji-train
+	$(CLI) data build emoji --split val --out $(DEMO)/data/emoji-val
+	$(CLI) data inspect $(DEMO)/data/emoji-train --grid $(DEMO)/data/emoji-train-grid.png
+	@echo "demo: shards in $(DEMO)/data, contact sheet $(DEMO)/data/emoji-train-grid.png"
