@@ -1,0 +1,120 @@
+"""Build WebDataset shards from a source: encode in worker processes, write tars in order."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import multiprocessing
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from data_tools.encode_sample import EncodedSample, Skipped, encode_record
+from data_tools.errors import DataError
+from data_tools.records import SourceData, SourceRecord
+from data_tools.shard_writer import ShardWriter
+
+LOG = logging.getLogger("data_tools")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildConfig:
+    """How to write the shards (what to read is the source's business)."""
+
+    out: Path
+    """Output directory; created if missing."""
+    image_size: int = 64
+    """Side of the square stored images (short side resized to this, then centre-cropped)."""
+    shard_size: int = 1000
+    """Samples per tar."""
+    workers: int = 2
+    """Encoding processes; 0 or 1 encodes in this process. Output is identical either way."""
+    overwrite: bool = False
+    """Replace shards already in `out` (otherwise refuse, so two datasets never mix)."""
+    progress: bool = True
+    """Show a progress bar on stderr."""
+
+
+def _prepare_out_dir(config: BuildConfig) -> None:
+    config.out.mkdir(parents=True, exist_ok=True)
+    old = sorted(config.out.glob("*.tar")) + sorted(config.out.glob("*.tar.tmp"))
+    if old and not config.overwrite:
+        raise DataError(f"{config.out} already holds shards ({old[0].name}, ...); pass --overwrite or choose another --out")
+    for path in old:
+        path.unlink()
+    (config.out / "dataset.json").unlink(missing_ok=True)
+
+
+def _encoded(records: list[SourceRecord], config: BuildConfig) -> Iterator[EncodedSample | Skipped]:
+    """Encoded samples in record order, whatever the number of workers."""
+    encode = functools.partial(encode_record, image_size=config.image_size)
+    if config.workers <= 1:
+        yield from map(encode, records)
+        return
+    chunk = max(1, min(64, len(records) // (config.workers * 8) or 1))
+    with multiprocessing.Pool(config.workers) as pool:
+        yield from pool.imap(encode, records, chunksize=chunk)  # imap keeps input order
+
+
+def build_shards(data: SourceData, config: BuildConfig) -> dict:
+    """Write `data` as shards under `config.out`; returns the dataset.json contents it wrote."""
+    if config.image_size < 8 or config.shard_size < 1:
+        raise DataError("--image-size must be >= 8 and --shard-size >= 1")
+    if not data.records:
+        raise DataError(f"source {data.name} gave no samples (check the path, split or columns)")
+    keys = [r.key for r in data.records]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k, n in Counter(keys).items() if n > 1)
+        raise DataError(f"source {data.name} gives duplicate sample key {dup!r}; keys must be unique")
+    _prepare_out_dir(config)
+    writer, skipped = ShardWriter(config.out, config.shard_size), Counter(data.skipped)
+    bar = tqdm(total=len(data.records), desc=f"build {data.name}", unit="img", disable=not config.progress)
+    try:
+        for result in _encoded(data.records, config):
+            bar.update(1)
+            if isinstance(result, Skipped):
+                skipped[result.reason] += 1
+                LOG.warning("skipped %s (%s): %s", result.key, result.reason, result.detail)
+            else:
+                writer.write(result)
+    except BaseException:
+        writer.abort()  # an interrupted build leaves only finished tars, never a partial one
+        raise
+    finally:
+        bar.close()
+    counts = writer.close()
+    if not counts:
+        raise DataError(f"every sample of {data.name} was skipped ({dict(skipped)}); nothing written")
+    info = {
+        "shards": counts,
+        "num_samples": sum(counts.values()),
+        "classes": data.classes,
+        "label_fields": data.label_fields,
+        "image_size": config.image_size,
+        "source": data.name,
+        "build": {
+            "shard_size": config.shard_size,
+            "image_format": "jpg",
+            "tool": "clipline data build",
+            **data.details,
+        },
+        "skipped": dict(sorted(skipped.items())),
+    }
+    _write_json_atomic(config.out / "dataset.json", info)
+    return info
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def config_summary(config: BuildConfig) -> dict:
+    """The config as plain JSON values (for printing)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}

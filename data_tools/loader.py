@@ -1,0 +1,322 @@
+"""Streaming loader: shard tars -> shuffled, rank/worker-split, decoded, batched dicts.
+
+The pipeline (a webdataset `DataPipeline` inside a torch `DataLoader`):
+
+    shard list -> [shard shuffle] -> split by rank -> split by worker   (or: resample shards)
+      -> read tar samples -> [sample shuffle buffer] -> decode + transform -> batch (+ tokenize)
+
+Splitting is by whole shards. In the normal (non-resampled) mode every sample is seen
+exactly once per epoch across all ranks and workers; a rank or worker that gets no
+shard (fewer shards than ranks x workers) yields nothing and ends at once, it never
+waits. Ranks can therefore see different numbers of batches: for DDP training use
+`resampled=True`, which draws shards with replacement forever (each rank/worker with
+its own seeded stream), and stop after a fixed number of steps.
+
+Corrupt samples and tars are skipped, logged and counted (`loader.skipped`), never raised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import torch
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import DataLoader, get_worker_info
+
+from data_tools.errors import DataError
+from data_tools.sample_fields import SampleProblem, parse_sample
+from data_tools.skips import LOG, SkipCounter
+from data_tools.tar_samples import iter_tar_samples
+
+ImageTransform = Callable[[Image.Image], torch.Tensor]
+Tokenize = Callable[[list[str]], torch.Tensor]
+
+
+def list_shards(path: str | Path) -> list[str]:
+    """Sorted `*.tar` paths in a shard directory (or `[path]` for one tar file)."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".tar":
+        return [str(path)]
+    if not path.is_dir():
+        raise DataError(f"shard directory {path} does not exist; build one with `clipline data build`")
+    shards = sorted(str(p) for p in path.glob("*.tar"))
+    if not shards:
+        raise DataError(f"no .tar shards in {path}; build some with `clipline data build SOURCE --out {path}`")
+    return shards
+
+
+def read_dataset_info(path: str | Path) -> dict:
+    """Contents of `dataset.json` in a shard directory (or next to a tar); {} if absent."""
+    path = Path(path)
+    info_path = (path if path.is_dir() else path.parent) / "dataset.json"
+    if not info_path.is_file():
+        return {}
+    try:
+        return json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{info_path} is not valid JSON ({exc}); rebuild the shards or delete it") from exc
+
+
+def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Explicit rank/world size, else torch.distributed's, else env RANK/WORLD_SIZE, else (0, 1)."""
+    if rank is not None and world_size is not None:
+        resolved = (rank, world_size)
+    elif torch.distributed.is_available() and torch.distributed.is_initialized():
+        resolved = (torch.distributed.get_rank(), torch.distributed.get_world_size())
+    else:
+        resolved = (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
+    if not 0 <= resolved[0] < resolved[1]:
+        raise DataError(f"rank {resolved[0]} is outside world size {resolved[1]}; pass 0 <= rank < world_size")
+    return resolved
+
+
+def _worker() -> tuple[int, int]:
+    info = get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Spec:
+    """Everything a pipeline stage needs; frozen and picklable for worker processes."""
+
+    shards: tuple[str, ...]
+    batch_size: int
+    shuffle: bool
+    shuffle_buffer: int
+    resampled: bool
+    seed: int
+    epoch: int
+    caption: str
+    drop_last: bool
+    rank: int
+    world_size: int
+
+    def rng(self, purpose: str, per_worker: bool = True) -> random.Random:
+        """A seeded generator; string seeds hash the same in every process."""
+        worker = _worker()[0] if per_worker else -1
+        return random.Random(f"{purpose}-{self.seed}-{self.epoch}-{self.rank}-{worker}")
+
+
+class _ShardSource:
+    """First stage: the shard paths this rank and worker read, in order."""
+
+    def __init__(self, spec: _Spec) -> None:
+        self.spec = spec
+
+    def __call__(self) -> Iterator[str]:
+        spec, (worker, num_workers) = self.spec, _worker()
+        if spec.resampled:
+            rng = spec.rng("resample")
+            while True:
+                yield rng.choice(spec.shards)
+        order = list(spec.shards)
+        if spec.shuffle:
+            # same permutation on every rank (no rank/worker in the seed) so the split stays disjoint
+            random.Random(f"shards-{spec.seed}-{spec.epoch}").shuffle(order)
+        yield from order[spec.rank :: spec.world_size][worker::num_workers]
+
+
+class _ReadSamples:
+    def __init__(self, spec: _Spec, skips: SkipCounter) -> None:
+        self.skips = skips
+        # resampling draws shards forever: if none of many draws gives a sample, every
+        # shard is unreadable, and stopping beats spinning without ever yielding
+        self.max_empty_draws = max(100, 10 * len(spec.shards))
+
+    def __call__(self, urls: Iterable[str]) -> Iterator[dict]:
+        empty_draws = 0
+        for url in urls:
+            produced = False
+            for sample in iter_tar_samples(url, self.skips.add):
+                produced = True
+                yield sample
+            empty_draws = 0 if produced else empty_draws + 1
+            if empty_draws >= self.max_empty_draws:
+                LOG.error("no readable sample in %d shard draws; stopping this loader worker", empty_draws)
+                return
+
+
+class _ShuffleBuffer:
+    """Sample-level shuffle with a bounded buffer (random pick, replaced by the next sample)."""
+
+    def __init__(self, spec: _Spec) -> None:
+        self.spec = spec
+
+    def __call__(self, samples: Iterable[dict]) -> Iterator[dict]:
+        rng, size, buffer = self.spec.rng("samples"), max(1, self.spec.shuffle_buffer), []
+        for sample in samples:
+            if len(buffer) < size:
+                buffer.append(sample)
+                continue
+            index = rng.randrange(size)
+            yield buffer[index]
+            buffer[index] = sample
+        rng.shuffle(buffer)
+        yield from buffer
+
+
+class _Decode:
+    """Raw sample -> {image, caption, key, label, meta}; bad samples are counted and dropped."""
+
+    def __init__(self, spec: _Spec, transform: ImageTransform, skips: SkipCounter) -> None:
+        self.spec, self.transform, self.skips = spec, transform, skips
+
+    def __call__(self, samples: Iterable[dict]) -> Iterator[dict]:
+        rng = self.spec.rng("captions")
+        for raw in samples:
+            parsed = parse_sample(raw)
+            where = f"{raw['__url__']}:{raw['__key__']}"
+            if isinstance(parsed, SampleProblem):
+                self.skips.add(parsed.reason, where, parsed.detail or None)
+                continue
+            try:
+                tensor = self.transform(parsed.image)
+            except Exception as exc:  # a user transform may fail on an odd image; skip, don't stop training
+                self.skips.add("transform_error", where, exc)
+                continue
+            captions = parsed.captions
+            caption = captions[0] if self.spec.caption == "first" else rng.choice(captions)
+            yield {"image": tensor, "caption": caption, "key": parsed.key, "label": parsed.label, "meta": parsed.meta}
+
+
+class _Batch:
+    """Group decoded samples into batch dicts; tokenizing here keeps it in the workers."""
+
+    def __init__(self, spec: _Spec, tokenize: Tokenize | None) -> None:
+        self.spec, self.tokenize = spec, tokenize
+
+    def __call__(self, samples: Iterable[dict]) -> Iterator[dict]:
+        batch: list[dict] = []
+        for sample in samples:
+            batch.append(sample)
+            if len(batch) == self.spec.batch_size:
+                yield self._collate(batch)
+                batch = []
+        if batch and not self.spec.drop_last:
+            yield self._collate(batch)
+
+    def _collate(self, batch: list[dict]) -> dict:
+        captions = [s["caption"] for s in batch]
+        images = [s["image"] for s in batch]
+        out = None
+        if get_worker_info() is not None:
+            # stack straight into shared memory, as torch's default_collate does in workers:
+            # saves copying the batch into shared memory again when it is sent to the parent
+            out = images[0].new_empty((len(images), *images[0].shape)).share_memory_()
+        return {
+            "image": torch.stack(images, out=out),  # (B, 3, H, W)
+            "text": self.tokenize(captions) if self.tokenize is not None else captions,  # (B, L)
+            "caption": captions,
+            "key": [s["key"] for s in batch],
+            "label": torch.tensor([s["label"] for s in batch], dtype=torch.long),  # (B,)
+            "meta": [s["meta"] for s in batch],
+        }
+
+
+class ShardLoader:
+    """Iterable of batch dicts over shards; each `iter()` is one epoch (or endless if resampled).
+
+    Attributes: `skipped` (counts by reason, summed over workers), `num_samples`
+    (from dataset.json when every shard is listed there, else None), `set_epoch(n)`.
+    """
+
+    def __init__(self, spec: _Spec, transform: ImageTransform, tokenize: Tokenize | None, num_workers: int) -> None:
+        self._spec, self._transform, self._tokenize = spec, transform, tokenize
+        self._num_workers = num_workers
+        self._skips = SkipCounter()
+        self.num_samples = _count_samples(spec.shards)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle for `epoch` (takes effect at the next `iter()`)."""
+        self._spec = replace(self._spec, epoch=epoch)
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        return self._skips.as_dict()
+
+    def __iter__(self) -> Iterator[dict]:
+        spec = self._spec
+        pipeline = wds.DataPipeline(
+            _ShardSource(spec),
+            _ReadSamples(spec, self._skips),
+            _ShuffleBuffer(spec) if spec.shuffle else None,
+            _Decode(spec, self._transform, self._skips),
+            _Batch(spec, self._tokenize),
+        )
+        if self._num_workers == 0:
+            return iter(pipeline)
+        return iter(DataLoader(pipeline, batch_size=None, num_workers=self._num_workers))
+
+
+def _count_samples(shards: tuple[str, ...]) -> int | None:
+    counts: dict[str, int] = {}
+    for directory in {str(Path(s).parent) for s in shards}:
+        for name, count in read_dataset_info(directory).get("shards", {}).items():
+            counts[str(Path(directory) / name)] = int(count)
+    if not all(s in counts for s in shards):
+        return None
+    return sum(counts[s] for s in shards)
+
+
+def _expand_shards(shards: str | Path | list[str]) -> tuple[str, ...]:
+    if isinstance(shards, (str, Path)) and "{" in str(shards):
+        expanded = list(wds.shardlists.expand_urls(str(shards)))
+    elif isinstance(shards, (str, Path)):
+        expanded = list_shards(shards)
+    else:
+        expanded = [str(s) for s in shards]
+    if not expanded:
+        raise DataError("no shards given to the loader; pass a shard directory or a list of .tar paths")
+    return tuple(expanded)
+
+
+def make_loader(
+    shards: str | Path | list[str],
+    *,
+    batch_size: int,
+    image_transform: ImageTransform,
+    tokenize: Tokenize | None = None,
+    num_workers: int = 2,
+    shuffle: bool = False,
+    shuffle_buffer: int = 1000,
+    resampled: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    caption: Literal["random", "first"] = "first",
+    drop_last: bool = False,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> ShardLoader:
+    """A streaming loader over `shards` (a directory, a `{a..b}` pattern, or a list of tars).
+
+    Yields dicts: `image` (B,3,H,W) float, `text` (B,L) long if `tokenize` else list[str],
+    `caption`, `key`, `label` (B,) long (-1 without .cls), `meta` (the .json dicts).
+    `caption="random"` picks one of the stored caption variants per sample (training);
+    `"first"` uses the .txt caption (evaluation). See the module docstring for splitting.
+    """
+    if batch_size < 1:
+        raise DataError(f"batch_size must be >= 1, got {batch_size}")
+    if caption not in ("random", "first"):
+        raise DataError(f"caption must be 'random' or 'first', got {caption!r}")
+    resolved_rank, resolved_world = resolve_rank(rank, world_size)
+    spec = _Spec(
+        shards=_expand_shards(shards),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        shuffle_buffer=shuffle_buffer,
+        resampled=resampled,
+        seed=seed,
+        epoch=epoch,
+        caption=caption,
+        drop_last=drop_last,
+        rank=resolved_rank,
+        world_size=resolved_world,
+    )
+    return ShardLoader(spec, image_transform, tokenize, num_workers)

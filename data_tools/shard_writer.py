@@ -1,0 +1,71 @@
+"""Write numbered webdataset tars atomically and byte-for-byte reproducibly."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+from data_tools.encode_sample import EncodedSample
+
+# member order inside a sample; readers group consecutive members by key
+MEMBER_ORDER = ("jpg", "txt", "json", "cls")
+
+
+class ShardWriter:
+    """Writes `DIR/00000.tar`, `00001.tar`, ... with `shard_size` samples each.
+
+    Each tar is written as `NNNNN.tar.tmp` and renamed when complete, so an interrupted
+    build never leaves a `.tar` that looks finished. Member headers carry fixed
+    mtime/owner/mode so the same samples give identical bytes.
+    """
+
+    def __init__(self, out_dir: Path, shard_size: int) -> None:
+        self.out_dir, self.shard_size = out_dir, shard_size
+        self.counts: dict[str, int] = {}
+        self._tar: tarfile.TarFile | None = None
+        self._tmp_path: Path | None = None
+        self._in_shard = 0
+
+    def write(self, sample: EncodedSample) -> None:
+        if self._tar is None:
+            self._open_next()
+        assert self._tar is not None
+        for ext in sorted(sample.files, key=lambda e: (MEMBER_ORDER + (e,)).index(e)):
+            data = sample.files[ext]
+            info = tarfile.TarInfo(f"{sample.key}.{ext}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o444
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            self._tar.addfile(info, io.BytesIO(data))
+        self._in_shard += 1
+        if self._in_shard == self.shard_size:
+            self._close_current()
+
+    def close(self) -> dict[str, int]:
+        """Finish the last shard; returns samples per shard file name."""
+        self._close_current()
+        return self.counts
+
+    def abort(self) -> None:
+        """Drop the shard being written (after an error), leaving finished shards in place."""
+        if self._tar is not None and self._tmp_path is not None:
+            self._tar.close()
+            self._tmp_path.unlink(missing_ok=True)
+        self._tar, self._tmp_path = None, None
+
+    def _open_next(self) -> None:
+        name = f"{len(self.counts):05d}.tar"
+        self._tmp_path = self.out_dir / f"{name}.tmp"
+        self._tar = tarfile.open(self._tmp_path, "w", format=tarfile.USTAR_FORMAT)
+        self._in_shard = 0
+
+    def _close_current(self) -> None:
+        if self._tar is None or self._tmp_path is None:
+            return
+        self._tar.close()
+        final = self._tmp_path.with_suffix("")  # strip ".tmp"
+        os.replace(self._tmp_path, final)
+        self.counts[final.name] = self._in_shard
+        self._tar, self._tmp_path = None, None

@@ -1,0 +1,42 @@
+"""Tiny synthetic inputs for data_tools tests (real emoji live in tests/fixtures/emoji_shards)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shards"
+
+COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
+
+
+def image_bytes(colour: tuple[int, int, int], size: tuple[int, int] = (40, 30), fmt: str = "PNG", mode: str = "RGB") -> bytes:
+    image = Image.new(mode, size, colour + ((255,) if mode == "RGBA" else ()))
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def write_image(path: Path, colour: tuple[int, int, int], **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}[path.suffix[1:].lower()]
+    path.write_bytes(image_bytes(colour, fmt=fmt, **kwargs))
+    return path
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """A minimal image transform: (3, H, W) floats in [0, 1]."""
+    return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3).permute(2, 0, 1).float() / 255
+
+
+@pytest.fixture
+def fixture_shards(tmp_path: Path) -> Path:
+    """A private copy of the checked-in emoji shards (tests may damage it)."""
+    copy = tmp_path / "emoji_shards"
+    shutil.copytree(FIXTURE_SHARDS, copy)
+    return copy

@@ -1,0 +1,117 @@
+"""Bad inputs are skipped and counted (build and read), interrupted builds leave no finished-looking tar."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from data_tools import shard_writer
+from data_tools.build import BuildConfig, build_shards
+from data_tools.errors import DataError
+from data_tools.loader import list_shards, make_loader
+from data_tools.sources import SourceOptions, load_source
+from data_tools.sources import npm_cache
+from data_tools.validate import validate_shards
+from tests.data_tools.conftest import COLOURS, image_bytes, to_tensor, write_image
+
+
+def _messy_folder(root: Path) -> Path:
+    """3 good pairs, plus a truncated JPEG, a text file named .jpg, and an empty caption."""
+    for i, colour in enumerate(COLOURS.values()):
+        write_image(root / f"good{i}.jpg", colour)
+        (root / f"good{i}.txt").write_text(f"good picture {i}")
+    full = image_bytes((1, 2, 3), size=(64, 64), fmt="JPEG")
+    (root / "truncated.jpg").write_bytes(full[: len(full) // 2])
+    (root / "truncated.txt").write_text("half an image")
+    (root / "notes.jpg").write_text("this is not an image")
+    (root / "notes.txt").write_text("text pretending")
+    write_image(root / "blank.png", (9, 9, 9))
+    (root / "blank.txt").write_text("   \n")
+    return root
+
+
+def test_build_skips_and_counts_each_bad_input(tmp_path: Path) -> None:
+    data = load_source(f"folder:{_messy_folder(tmp_path / 'in')}", SourceOptions())
+    info = build_shards(data, BuildConfig(out=tmp_path / "out", workers=2, progress=False))
+    assert info["skipped"] == {"corrupt_image": 1, "not_an_image": 1, "empty_caption": 1}
+    assert info["num_samples"] == 3
+    loader = make_loader(tmp_path / "out", batch_size=8, image_transform=to_tensor, num_workers=0)
+    assert sorted(c for batch in loader for c in batch["caption"]) == [f"good picture {i}" for i in range(3)]
+
+
+def test_interrupted_build_leaves_only_finished_tars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    records = load_source(f"folder:{_messy_folder(tmp_path / 'in')}", SourceOptions())
+    real_write, calls = shard_writer.ShardWriter.write, []
+
+    def write_then_crash(self, sample) -> None:
+        calls.append(sample.key)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C while the 2nd shard was open
+        real_write(self, sample)
+
+    monkeypatch.setattr(shard_writer.ShardWriter, "write", write_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_shards(records, BuildConfig(out=tmp_path / "out", shard_size=2, workers=1, progress=False))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["00000.tar"]
+    with tarfile.open(tmp_path / "out" / "00000.tar") as tar:
+        assert len(tar.getnames()) == 2 * 3  # complete: 2 samples x jpg/txt/json
+
+
+def test_a_leftover_tmp_shard_is_never_read(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build_shards(load_source(f"folder:{_messy_folder(tmp_path / 'in')}", SourceOptions()),
+                 BuildConfig(out=out, workers=1, progress=False))
+    (out / "00001.tar.tmp").write_bytes(b"partial")  # as if a build was killed with SIGKILL
+    assert list_shards(out) == [str(out / "00000.tar")]
+    with pytest.raises(DataError, match="already holds shards"):
+        build_shards(load_source(f"folder:{tmp_path / 'in'}", SourceOptions()),
+                     BuildConfig(out=out, workers=1, progress=False))
+
+
+def test_validate_reports_zero_byte_truncated_and_undecodable(fixture_shards: Path) -> None:
+    assert validate_shards(fixture_shards)["ok"] is True
+    data = (fixture_shards / "00001.tar").read_bytes()
+    (fixture_shards / "00001.tar").write_bytes(data[: len(data) // 2 + 7])
+    (fixture_shards / "00002.tar").write_bytes(b"")
+    with tarfile.open(fixture_shards / "00000.tar") as tar:
+        offset = tar.getmember("google_1f600.jpg").offset_data
+    with open(fixture_shards / "00000.tar", "r+b") as handle:
+        handle.seek(offset + 20)
+        handle.write(b"\xff" * 2000)
+    report = validate_shards(fixture_shards)
+    assert report["ok"] is False
+    reasons = {(p["shard"], p["key"], p["reason"]) for p in report["problems"]}
+    assert ("00000.tar", "google_1f600", "undecodable_image") in reasons
+    assert ("00001.tar", None, "corrupt_tar") in reasons and ("00001.tar", None, "missing_samples") in reasons
+    assert ("00002.tar", None, "corrupt_tar") in reasons
+    assert report["shards"]["00000.tar"]["good"] == 23
+    assert 0 < report["shards"]["00001.tar"]["good"] < 24
+
+
+def test_missing_npm_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(npm_cache.shutil, "which", lambda name: None)
+    with pytest.raises(DataError, match="npm is not installed"):
+        npm_cache.npm_pack("emoji-datasource-google", "16.0.0", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("imagenet", "unknown source 'imagenet'"),
+        ("folder:/no/such/dir", "does not exist"),
+        ("csv:/no/such.csv", "does not exist"),
+        ("folder:", "needs a path"),
+    ],
+)
+def test_bad_sources_raise_data_error(spec: str, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        load_source(spec, SourceOptions())
+
+
+def test_wrong_column_name_says_which_columns_exist(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png", COLOURS["red"])
+    (tmp_path / "t.csv").write_text("path,text\na.png,red\n")
+    with pytest.raises(DataError, match="no column 'image' .*columns: path, text"):
+        load_source(f"csv:{tmp_path / 't.csv'}", SourceOptions())

@@ -1,0 +1,205 @@
+"""Round trip of every source type: inputs -> shards -> samples read back with the loader's parser."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import struct
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from data_tools.build import BuildConfig, build_shards
+from data_tools.loader import list_shards, read_dataset_info
+from data_tools.sample_fields import ParsedSample, parse_sample
+from data_tools.sources import SourceOptions, load_source
+from data_tools.sources.emoji import is_val_concept
+from data_tools.tar_samples import iter_tar_samples
+from tests.data_tools.conftest import COLOURS, image_bytes, write_image
+
+
+def build_and_read(spec: str, out: Path, options: SourceOptions | None = None, **config) -> tuple[dict, list[ParsedSample]]:
+    data = load_source(spec, options or SourceOptions())
+    info = build_shards(data, BuildConfig(out=out, workers=1, progress=False, **config))
+    samples = [parse_sample(raw) for path in list_shards(out) for raw in iter_tar_samples(path, pytest.fail)]
+    assert all(isinstance(s, ParsedSample) for s in samples)
+    assert info == read_dataset_info(out)
+    return info, samples  # type: ignore[return-value]
+
+
+def test_folder_with_class_subfolders(tmp_path: Path) -> None:
+    root = tmp_path / "pets"
+    for name, colour in COLOURS.items():
+        for i in range(2):
+            write_image(root / name / f"img{i}.jpg", colour)
+    (root / "README.md").write_text("not an image")
+    info, samples = build_and_read(f"folder:{root}", tmp_path / "out", image_size=16, shard_size=4)
+    assert info["classes"] == ["blue", "green", "red"]
+    assert info["shards"] == {"00000.tar": 4, "00001.tar": 2}
+    assert info["skipped"] == {"unsupported_file": 1}
+    for s in samples:
+        assert s.image.size == (16, 16)
+        name = s.meta["label"]
+        assert info["classes"][s.label] == name
+        assert s.captions[0] == f"a photo of a {name}"
+        r, g, b = s.image.getpixel((8, 8))
+        assert (r, g, b)[["red", "green", "blue"].index(name)] > 180  # the colour survived encoding
+    assert [s.key for s in samples] == [f"{i:09d}" for i in range(6)]
+
+
+def test_folder_with_caption_sidecars_and_resize_crop(tmp_path: Path) -> None:
+    root = tmp_path / "pairs"
+    write_image(root / "a.png", (10, 10, 10), size=(80, 40))
+    (root / "a.txt").write_text("  a dark wide picture \n")
+    write_image(root / "sub" / "b.webp", (250, 250, 0), size=(30, 60))
+    (root / "sub" / "b.txt").write_text("a yellow tall picture")
+    write_image(root / "c.jpg", (0, 0, 0))  # no sidecar: empty caption
+    info, samples = build_and_read(f"folder:{root}", tmp_path / "out", image_size=20)
+    assert info["skipped"] == {"empty_caption": 1}
+    assert [(s.captions[0], s.meta["source"]) for s in samples] == [
+        ("a dark wide picture", "a.png"),
+        ("a yellow tall picture", "sub/b.webp"),
+    ]
+    assert all(s.image.size == (20, 20) for s in samples) and all(s.label == -1 for s in samples)
+
+
+def test_rgba_is_composited_on_white(tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = tmp_path / "alpha"
+    root.mkdir()
+    image = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    image.paste((200, 0, 0, 255), (8, 8, 24, 24))
+    image.save(root / "x.png")
+    (root / "x.txt").write_text("red square")
+    _, [sample] = build_and_read(f"folder:{root}", tmp_path / "out", image_size=32)
+    assert sample.image.getpixel((1, 1)) == (255, 255, 255)
+    r, g, b = sample.image.getpixel((16, 16))
+    assert r > 180 and g < 40 and b < 40
+
+
+def _table_rows(tmp_path: Path) -> list[dict]:
+    write_image(tmp_path / "imgs" / "r.png", COLOURS["red"])
+    write_image(tmp_path / "imgs" / "g.jpg", COLOURS["green"])
+    return [
+        {"img": "imgs/r.png", "text": "a red thing", "kind": "warm"},
+        {"img": "imgs/g.jpg", "text": "a green thing", "kind": "cool"},
+        {"img": "imgs/missing.png", "text": "gone", "kind": "cool"},
+        {"img": "", "text": "no path", "kind": "cool"},
+        {"img": "imgs/r.png", "text": "   ", "kind": "warm"},
+    ]
+
+
+def _check_table(info: dict, samples: list[ParsedSample]) -> None:
+    assert info["skipped"] == {"missing_image": 2, "empty_caption": 1}
+    assert [s.captions[0] for s in samples] == ["a red thing", "a green thing"]
+    assert info["classes"] == ["cool", "warm"] and [s.label for s in samples] == [1, 0]
+    assert info["label_fields"] == {"kind": ["cool", "warm"]} and samples[0].meta["labels"] == {"kind": "warm"}
+
+
+def test_csv(tmp_path: Path) -> None:
+    rows = _table_rows(tmp_path)
+    with (tmp_path / "pairs.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["img", "text", "kind"])
+        writer.writeheader()
+        writer.writerows(rows)
+    options = SourceOptions(image_column="img", caption_column="text", label_column="kind")
+    _check_table(*build_and_read(f"csv:{tmp_path / 'pairs.csv'}", tmp_path / "out", options))
+
+
+def test_jsonl_with_caption_lists_and_a_bad_line(tmp_path: Path) -> None:
+    rows = _table_rows(tmp_path)
+    rows[0]["text"] = ["a red thing", "red"]
+    lines = [json.dumps(r) for r in rows] + ["{not json"]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    options = SourceOptions(image_column="img", caption_column="text", label_column="kind")
+    info, samples = build_and_read(f"jsonl:{tmp_path / 'pairs.jsonl'}", tmp_path / "out", options)
+    assert info["skipped"].pop("bad_row") == 1
+    _check_table(info, samples)
+    assert samples[0].captions == ["a red thing", "red"]
+
+
+def test_parquet_with_paths_and_bytes(tmp_path: Path) -> None:
+    rows = _table_rows(tmp_path)
+    table = pa.table({k: [r[k] for r in rows] for k in ("img", "text", "kind")})
+    pq.write_table(table, tmp_path / "pairs.parquet")
+    options = SourceOptions(image_column="img", caption_column="text", label_column="kind")
+    _check_table(*build_and_read(f"parquet:{tmp_path / 'pairs.parquet'}", tmp_path / "out", options))
+    blob = pa.table({"image": [image_bytes(COLOURS["blue"])], "caption": ["a blue thing"]})
+    pq.write_table(blob, tmp_path / "bytes.parquet")
+    info, [sample] = build_and_read(f"parquet:{tmp_path / 'bytes.parquet'}", tmp_path / "out2")
+    assert sample.captions == ["a blue thing"] and sample.image.getpixel((5, 5))[2] > 180
+
+
+def _write_idx(path: Path, shape: tuple[int, ...], payload: bytes) -> None:
+    header = struct.pack(">HBB", 0, 8, len(shape)) + struct.pack(f">{len(shape)}I", *shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + payload)
+
+
+def test_fashion_mnist_from_synthetic_idx(tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    labels = bytes([0, 9, 4])
+    pixels = b"".join(bytes([value] * 28 * 28) for value in (0, 128, 255))
+    _write_idx(idx / "t10k-images-idx3-ubyte.gz", (3, 28, 28), pixels)
+    _write_idx(idx / "t10k-labels-idx1-ubyte.gz", (3,), labels)
+    info, samples = build_and_read("fashion-mnist", tmp_path / "out", SourceOptions(split="test", path=idx), image_size=32)
+    assert info["classes"][9] == "Ankle boot" and len(info["classes"]) == 10
+    assert [s.label for s in samples] == [0, 9, 4]
+    assert [s.meta["label"] for s in samples] == ["T-shirt/top", "Ankle boot", "Coat"]
+    assert samples[0].captions[0] == "a photo of a t-shirt or top"
+    assert samples[1].captions[0] == "a photo of an ankle boot"
+    assert [s.image.getpixel((16, 16))[0] for s in samples] == pytest.approx([0, 128, 255], abs=3)
+    assert samples[1].image.mode == "RGB" and samples[1].image.size == (32, 32)
+
+
+def _fake_emoji_package(cache: Path, vendor: str, entries: list[dict]) -> None:
+    """A stand-in for `npm pack emoji-datasource-VENDOR@16.0.0` output, already in the cache."""
+    npm = cache / "npm"
+    npm.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(npm / f"emoji-datasource-{vendor}-16.0.0.tgz", "w:gz") as tgz:
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(f"package/{name}")
+            info.size = len(data)
+            tgz.addfile(info, io.BytesIO(data))
+
+        add("emoji.json", json.dumps(entries).encode())
+        for i, entry in enumerate(entries):
+            add(f"img/{vendor}/64/{entry['image']}", image_bytes((i * 60, 0, 200), size=(64, 64), mode="RGBA"))
+
+
+def test_emoji_source_offline_from_cached_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    entries = [
+        {"name": f"THING {i}", "unified": f"1F{0x600 + i * 17:X}", "image": f"1f{0x600 + i * 17:x}.png", "short_names": [f"thing_{i}", f"t-{i}"],
+         "category": ["Smileys & Emotion", "Objects"][i % 2], "subcategory": f"sub{i % 3}", "sort_order": i,
+         "has_img_google": True, "has_img_twitter": i != 3}
+        for i in range(6)
+    ]
+    for vendor in ("google", "twitter"):
+        _fake_emoji_package(tmp_path / "cache", vendor, entries)
+    monkeypatch.setenv("CLIPLINE_CACHE", str(tmp_path / "cache"))
+    info, samples = build_and_read("emoji", tmp_path / "all")
+    assert info["num_samples"] == 11 and info["skipped"] == {"no_vendor_image": 1}
+    assert info["classes"] == ["Objects", "Smileys & Emotion"]
+    assert info["label_fields"]["subcategory"] == ["sub0", "sub1", "sub2"]
+    first = samples[0]
+    assert first.key == "google_1f600" and samples[1].key == "twitter_1f600"
+    assert first.captions == ["thing 0", "an emoji of thing 0", "thing 0 emoji", "thing 0, t 0"]
+    assert first.meta["labels"] == {"category": "Smileys & Emotion", "subcategory": "sub0"} and first.label == 1
+    assert first.image.getpixel((0, 0)) == pytest.approx((0, 0, 200), abs=4)
+
+    val_concepts = {e["unified"].lower() for e in entries if is_val_concept(e["unified"], 0.5)}
+    split = SourceOptions(split="val", val_fraction=0.5)
+    _, val = build_and_read("emoji", tmp_path / "val", split)
+    _, train = build_and_read("emoji", tmp_path / "train", SourceOptions(split="train", val_fraction=0.5))
+    assert {s.meta["unified"] for s in val} == val_concepts and val_concepts
+    assert not {s.meta["unified"] for s in train} & val_concepts
+    assert len(train) + len(val) == 11
+    _, by_vendor = build_and_read("emoji", tmp_path / "vendor", SourceOptions(split="val", split_by="vendor"))
+    assert {s.meta["vendor"] for s in by_vendor} == {"twitter"} and len(by_vendor) == 5
