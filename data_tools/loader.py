@@ -98,10 +98,9 @@ class _Spec:
     rank: int
     world_size: int
 
-    def rng(self, purpose: str, per_worker: bool = True) -> random.Random:
-        """A seeded generator; string seeds hash the same in every process."""
-        worker = _worker()[0] if per_worker else -1
-        return random.Random(f"{purpose}-{self.seed}-{self.epoch}-{self.rank}-{worker}")
+    def rng(self, purpose: str) -> random.Random:
+        """A generator seeded per (seed, epoch, rank, worker); string seeds hash the same in every process."""
+        return random.Random(f"{purpose}-{self.seed}-{self.epoch}-{self.rank}-{_worker()[0]}")
 
 
 class _ShardSource:

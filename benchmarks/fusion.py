@@ -1,0 +1,172 @@
+"""Fusion heads on real shards: image-only, text-only, concat, cross-attention and gated fusion.
+
+    python benchmarks/fusion.py --checkpoint RUN --emoji-train DIR --emoji-eval DIR \\
+        [--fmnist-train DIR --fmnist-eval DIR] [--out JSON]
+
+Emoji: image + caption -> category and subcategory (two tasks, one multi-task head).
+Fashion-MNIST: image + a noisy caption -> class; the caption names a wrong class
+with probability --caption-noise (default 0.4), so neither modality is enough
+alone. For every head: top-1 and macro-F1 per task with both modalities, with
+the caption missing at test time (image only) and with the image missing (text
+only). Towers frozen; tower outputs cached once per dataset and shared by all
+heads through the same `train_fusion` the CLI runs. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import random
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from jsonargparse import ArgumentParser
+
+from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
+from data_tools.loader import list_shards, read_dataset_info
+from data_tools.sources.fashion_mnist import fashion_captions
+from data_tools.tar_samples import iter_tar_samples
+from finetune.fusion.config import FusionConfig
+from finetune.fusion.run import train_fusion
+
+FUSIONS = ("attention", "image", "text", "concat", "gated")  # attention first: its cache holds the tokens too
+
+
+@dataclass(kw_only=True)
+class BenchConfig:
+    """Fusion heads vs single-modality heads on emoji and Fashion-MNIST."""
+
+    checkpoint: str
+    """clipline run or checkpoint dir (the shared representation)."""
+    emoji_train: str
+    """Emoji training shards (labels category, subcategory)."""
+    emoji_eval: str
+    """Emoji evaluation shards (e.g. the unseen-concept val split)."""
+    fmnist_train: str | None = None
+    """Fashion-MNIST training shards (label field `class`)."""
+    fmnist_eval: str | None = None
+    """Fashion-MNIST test shards."""
+    fmnist_train_samples: int = 6000
+    """Fashion-MNIST training subset (the first N samples)."""
+    fmnist_eval_samples: int = 2000
+    """Fashion-MNIST test subset."""
+    caption_noise: float = 0.4
+    """Probability that a Fashion-MNIST caption names a random wrong class."""
+    fusions: str = ",".join(FUSIONS)
+    """Heads to compare."""
+    epochs: int = 40
+    """Epochs per head (cached features: cheap)."""
+    modality_dropout: float = 0.3
+    """Training-time modality dropout for every head."""
+    seed: int = 0
+    """Seed of the heads and of the caption noise."""
+    out: str | None = None
+    """Also write the JSON here."""
+
+
+def noisy_caption_shards(source: str, out: Path, *, count: int, noise: float, seed: int) -> Path:
+    """Copy the first `count` samples of `source` with new captions: with probability `noise` the
+    caption describes a random other class (the label is kept)."""
+    info = read_dataset_info(source)
+    classes = info["label_fields"]["class"]
+    rng = random.Random(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    written, flipped = 0, 0
+    with tarfile.open(out / "00000.tar", "w") as tar:
+        for shard in list_shards(source):
+            for sample in iter_tar_samples(shard, lambda *_: None):
+                if written == count:
+                    break
+                meta = json.loads(sample["json"])
+                shown = meta["labels"]["class"]
+                if rng.random() < noise:
+                    shown = rng.choice([c for c in classes if c != shown])
+                    flipped += 1
+                # a random template for every sample, so the wording carries no hint of a flip
+                caption = rng.choice(fashion_captions(shown))
+                meta["caption"], meta["captions"] = caption, [caption]
+                for ext, data in ((e, sample[e]) for e in ("jpg", "png") if e in sample):
+                    _add(tar, f"{sample['__key__']}.{ext}", data)
+                _add(tar, f"{sample['__key__']}.txt", caption.encode())
+                _add(tar, f"{sample['__key__']}.json", json.dumps(meta).encode())
+                written += 1
+    (out / "dataset.json").write_text(json.dumps({**info, "shards": {"00000.tar": written}, "num_samples": written,
+                                                  "caption_noise": {"p": noise, "flipped": flipped}}))
+    return out
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def compare_heads(checkpoint: str, train: str, eval_data: str, tasks: str, cfg: BenchConfig,
+                  work: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    shared: dict = {}  # tower outputs computed once per dataset, reused by every head
+    for fusion in cfg.fusions.split(","):
+        started = time.perf_counter()
+        report = train_fusion(
+            checkpoint=checkpoint, train_data=train, eval_data=eval_data, out=str(work / fusion),
+            config=FusionConfig(fusion=fusion, tasks=tasks, epochs=cfg.epochs, seed=cfg.seed,
+                                modality_dropout=cfg.modality_dropout), log=lambda _: None, shared_cache=shared)
+        results[fusion] = {
+            condition: {task: {"top1": round(r["top1"], 4), "macro_f1": round(r["macro_f1"], 4)}
+                        for task, r in per_task.items()}
+            for condition, per_task in report["summary"].items()
+        }
+        results[fusion]["seconds"] = round(time.perf_counter() - started, 1)
+        if "gate_mean_image_share" in report:
+            results[fusion]["gate_mean_image_share"] = round(report["gate_mean_image_share"]["both"], 4)
+        results[fusion]["n_eval"] = report["n"]
+        print(f"{Path(train).name} {fusion}: {json.dumps(results[fusion]['both'])}", flush=True)
+    return results
+
+
+def environment() -> dict[str, Any]:
+    flags = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        lines = cpuinfo.read_text().splitlines()
+        flags = next((line.split(":", 1)[1] for line in lines if line.startswith("flags")), "")
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
+    return {"cpu": platform.processor() or platform.machine(), "cpu_flags": [f for f in wanted if f in flags.split()],
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "open_clip": open_clip.__version__,
+            "python": platform.python_version()}
+
+
+def main() -> None:
+    parser = ArgumentParser(prog="benchmarks/fusion.py", description=BenchConfig.__doc__)
+    add_dataclass_flags(parser, BenchConfig)
+    cfg = dataclass_from_namespace(BenchConfig, parser.parse_args())
+    torch.manual_seed(cfg.seed)
+    result: dict[str, Any] = {"benchmark": "fusion", "environment": environment(), "checkpoint": cfg.checkpoint,
+                              "epochs": cfg.epochs, "modality_dropout": cfg.modality_dropout, "towers": "frozen"}
+    with tempfile.TemporaryDirectory(prefix="fusion-bench-") as tmp:
+        work = Path(tmp)
+        result["emoji"] = compare_heads(cfg.checkpoint, cfg.emoji_train, cfg.emoji_eval, "category,subcategory",
+                                        cfg, work / "emoji")
+        if cfg.fmnist_train and cfg.fmnist_eval:
+            train = noisy_caption_shards(cfg.fmnist_train, work / "fm-train", count=cfg.fmnist_train_samples,
+                                         noise=cfg.caption_noise, seed=cfg.seed)
+            test = noisy_caption_shards(cfg.fmnist_eval, work / "fm-eval", count=cfg.fmnist_eval_samples,
+                                        noise=cfg.caption_noise, seed=cfg.seed + 1)
+            result["fashion_mnist"] = compare_heads(cfg.checkpoint, str(train), str(test), "class", cfg,
+                                                    work / "fashion")
+            result["fashion_mnist"]["caption_noise"] = cfg.caption_noise
+    text = json.dumps(result, indent=1)
+    print(text)
+    if cfg.out:
+        Path(cfg.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()

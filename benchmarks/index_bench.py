@@ -1,0 +1,226 @@
+"""Index benchmark: 1M x 512 real-like embeddings, `clipline index build`, recall@10 and q/s vs exact.
+
+Data (DESIGN.md, "Benchmarks that mean something"): a base set of concept
+embeddings, each tiled into ~n/m noisy copies, so that every query has a few
+hundred near-tied candidates, as near-duplicates do in web corpora. The base is
+either real (`--base-emb EMB`: image and text embeddings from `clipline embed`,
+e.g. the emoji corpus through a trained checkpoint) or a synthetic stand-in
+with the structure of CLIP embeddings: 10 categories > 100 subcategories >
+4,000 concepts, power-law spectra in a random rotation, a shared mean direction
+(the "cone"), and a text view offset from the image view (the modality gap).
+Noise is drawn from the same anisotropic spectrum plus a 10 % isotropic floor;
+--noise sets its norm relative to the unit base vectors.
+
+The index is built by the real pipeline (`build_index`: choose factory under
+--max-memory, train, add, tune on the text view of 1,000 rows), then measured
+on 1,000 *other* held-out text queries against exact `IndexFlatIP` in the same
+run: recall@10, batched q/s (all threads), single-query q/s (ours on ONE
+thread, flat on all threads: a conservative ratio). A sweep rebuilds at other
+noise levels. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from retrieval.embedding_store import EmbeddingSet  # noqa: E402
+from retrieval.index_build import IndexBuildConfig, build_index  # noqa: E402
+from retrieval.index_store import load_index  # noqa: E402
+from retrieval.index_tune import recall_at_k, single_query_latencies  # noqa: E402
+from retrieval.metadata import metadata_row, write_metadata  # noqa: E402
+
+K = 10
+PART_ROWS = 125_000
+
+
+def spectrum(n: int, dim: int, alpha: float, rng: np.random.Generator, rotation: np.ndarray) -> np.ndarray:
+    """(n, dim) Gaussian rows with eigenvalues ∝ i^-alpha, unit expected norm, in `rotation`'s basis."""
+    lam = np.arange(1, dim + 1, dtype=np.float32) ** (-alpha)
+    z = rng.standard_normal((n, dim), dtype=np.float32) * np.sqrt(lam / lam.sum())
+    return z @ rotation
+
+
+def synthetic_base(m: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image view (m, dim), text view (m, dim), rotation) of m synthetic concepts, unit rows."""
+    rng = np.random.default_rng(seed)
+    rotation = np.linalg.qr(rng.standard_normal((dim, dim)))[0].astype(np.float32)
+    cone = rng.standard_normal(dim).astype(np.float32)
+    cone /= np.linalg.norm(cone)
+    category = spectrum(10, dim, 0.5, rng, rotation)
+    sub = category[rng.integers(0, 10, 100)] + 0.7 * spectrum(100, dim, 0.8, rng, rotation)
+    concept = sub[rng.integers(0, 100, m)] + 0.6 * spectrum(m, dim, 1.0, rng, rotation)
+    image = concept + 0.6 * cone
+    gap = rng.standard_normal(dim).astype(np.float32)
+    text = concept + 0.3 * spectrum(m, dim, 1.0, rng, rotation) + 0.6 * gap / np.linalg.norm(gap)
+    return _unit(image), _unit(text), rotation
+
+
+def real_base(emb_dir: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image and text views from a `clipline embed` dir; noise basis from their principal axes."""
+    emb = EmbeddingSet(emb_dir)
+    image = np.concatenate(list(emb.batches("image")))
+    text = np.concatenate(list(emb.batches("text")))
+    _, _, vt = np.linalg.svd(image - image.mean(0), full_matrices=True)
+    return image, text, vt.astype(np.float32)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def noisy(base: np.ndarray, concepts: np.ndarray, sigma: float, rng: np.random.Generator,
+          rotation: np.ndarray) -> np.ndarray:
+    dim = base.shape[1]
+    noise = 0.9 * spectrum(len(concepts), dim, 1.0, rng, rotation)
+    noise += 0.1 * rng.standard_normal((len(concepts), dim), dtype=np.float32) / np.sqrt(dim)
+    return _unit(base[concepts] + sigma * noise)
+
+
+def write_tiled_emb(out: Path, n: int, sigma: float, base: tuple, seed: int) -> None:
+    """EMB dir of n tiles (image float32, text float16), concept i's rows captioned `concept i`."""
+    image, text, rotation = base
+    rng = np.random.default_rng(seed)
+    for folder in ("img_emb", "text_emb", "metadata"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    concepts = rng.integers(0, len(image), n)
+    for p, start in enumerate(range(0, n, PART_ROWS)):
+        c = concepts[start:start + PART_ROWS]
+        np.save(out / "img_emb" / f"part_{p:05d}.npy", noisy(image, c, sigma, rng, rotation))
+        np.save(out / "text_emb" / f"part_{p:05d}.npy", noisy(text, c, sigma, rng, rotation).astype(np.float16))
+        rows = [metadata_row(key=f"{start + i}", caption=f"concept {ci}", shard="-", member="", offset=-1, size=0,
+                             meta={}) for i, ci in enumerate(c.tolist())]
+        write_metadata(rows, out / "metadata" / f"part_{p:05d}.parquet")
+    (out / "info.json").write_text(json.dumps({"dim": image.shape[1], "count": n, "noise": sigma}))
+
+
+def measure(index_dir: Path, emb_dir: Path, queries: np.ndarray, flat_single_queries: int) -> dict:
+    """Recall@10 and q/s of the built index vs exact IndexFlatIP, on the same held-out queries."""
+    emb = EmbeddingSet(emb_dir)
+    flat = faiss.IndexFlatIP(emb.dim)
+    for batch in emb.batches("image"):
+        flat.add(batch)
+    start = time.perf_counter()
+    _, truth = flat.search(queries, K)
+    flat_batched = len(queries) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for q in queries[:flat_single_queries]:
+        flat.search(q[None], K)
+    flat_single = flat_single_queries / (time.perf_counter() - start)
+    del flat
+    loaded = load_index(index_dir, "image", mmap=True)
+    loaded.index.search(queries[:100], K)  # touch the mapped pages once, as a warm server would
+    start = time.perf_counter()
+    _, found = loaded.index.search(queries, K)
+    batched = len(queries) / (time.perf_counter() - start)
+    single = 1.0 / float(np.mean(single_query_latencies(loaded.index, queries, K)))
+    return {"recall_at_10": round(recall_at_k(found, truth, K), 4), "qps": round(batched, 1),
+            "qps_single": round(single, 1), "flat_qps": round(flat_batched, 1),
+            "flat_qps_single": round(flat_single, 2), "speedup_vs_flat": round(batched / flat_batched, 1),
+            "speedup_vs_flat_single": round(single / flat_single, 1)}
+
+
+def run_level(work: Path, n: int, sigma: float, base: tuple, args: argparse.Namespace, queries: np.ndarray) -> dict:
+    emb_dir, index_dir = work / f"emb_{sigma}", work / f"index_{sigma}"
+    shutil.rmtree(emb_dir, ignore_errors=True)
+    start = time.perf_counter()
+    write_tiled_emb(emb_dir, n, sigma, base, args.seed)
+    generate_s = time.perf_counter() - start
+    start = time.perf_counter()
+    summary = build_index(IndexBuildConfig(emb=str(emb_dir), out=str(index_dir), max_memory=args.max_memory,
+                                           target_recall=args.target_recall, overwrite=True),
+                          log=lambda m: print(m, file=sys.stderr, flush=True))["image"]
+    build_s = time.perf_counter() - start
+    figures = measure(index_dir, emb_dir, queries, args.flat_single_queries)
+    return {"noise": sigma, "n": n, "factory": summary["factory"], "params": summary["params"],
+            "build_s": round(build_s, 1), "build_breakdown_s": summary["build_seconds"],
+            "generate_s": round(generate_s, 1), "size_on_disk_bytes": summary["size_on_disk_bytes"],
+            "flat_size_bytes": summary["flat_size_bytes"], "memory_bytes": summary["memory_bytes"],
+            "peak_rss_bytes": summary["peak_rss_bytes"], "tuning_recall_at_10": summary["recall_at_10"],
+            "latency_ms_median": summary["latency_ms_median"], "latency_ms_p99": summary["latency_ms_p99"],
+            "end_to_end": summary["end_to_end"], **figures}
+
+
+def held_out_queries(base: tuple, count: int, sigma: float, seed: int) -> np.ndarray:
+    """Text views of random concepts with fresh noise: never in the index, never used for tuning."""
+    image, text, rotation = base
+    rng = np.random.default_rng(seed + 1000)
+    return noisy(text, rng.integers(0, len(image), count), sigma, rng, rotation)
+
+
+def run_autofaiss(python: str, emb_dir: Path, work: Path, queries: np.ndarray, max_memory: str) -> dict:
+    """autofaiss's own choice and tuning for the same embeddings and budget, measured the same way."""
+    np.save(work / "queries.npy", queries)
+    script = Path(__file__).with_name("autofaiss_peer.py")
+    result = subprocess.run([python, str(script), str(emb_dir / "img_emb"), str(work / "autofaiss"),
+                             str(work / "queries.npy"), max_memory], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def environment() -> dict:
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = {f for f in line.split(":")[1].split() if f.startswith(("avx", "sse4", "fma"))}
+            break
+    return {"cpu": platform.processor() or platform.machine(), "cpu_flags": sorted(flags),
+            "threads": faiss.omp_get_max_threads(), "faiss": faiss.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "faiss_simd": faiss.get_compile_options()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--concepts", type=int, default=4000, help="synthetic base size")
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--noise", type=float, default=0.5, help="noise norm of the headline run")
+    parser.add_argument("--sweep", type=str, default="0.25,1.0", help="other noise levels (comma list, '' = none)")
+    parser.add_argument("--sweep-n", type=int, default=None, help="vectors per sweep level (default --n)")
+    parser.add_argument("--base-emb", type=str, default=None, help="real base: a `clipline embed` dir")
+    parser.add_argument("--max-memory", type=str, default="4GB")
+    parser.add_argument("--target-recall", type=float, default=0.95)
+    parser.add_argument("--flat-single-queries", type=int, default=50)
+    parser.add_argument("--autofaiss-python", type=str, default=None, help="python of a venv with autofaiss")
+    parser.add_argument("--work", type=str, default="/tmp/clipline_index_bench")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    base = real_base(args.base_emb, args.seed) if args.base_emb else synthetic_base(args.concepts, args.dim, args.seed)
+    queries = held_out_queries(base, args.queries, args.noise, args.seed)
+    headline = run_level(work, args.n, args.noise, base, args, queries)
+    report = {"benchmark": "index_bench", "data": "real embeddings tiled" if args.base_emb else
+              "synthetic CLIP-like base (hierarchical, anisotropic, cone + modality gap) tiled with noise",
+              "base_size": len(base[0]), "dim": base[0].shape[1], "queries": args.queries,
+              "max_memory": args.max_memory, "target_recall": args.target_recall, **headline}
+    if args.autofaiss_python:
+        report["autofaiss"] = run_autofaiss(args.autofaiss_python, work / f"emb_{args.noise}", work, queries,
+                                            args.max_memory)
+    report["noise_sweep"] = [{k: headline[k] for k in ("noise", "n", "recall_at_10", "qps", "qps_single",
+                                                        "speedup_vs_flat", "params", "build_s")}]
+    for sigma in [float(s) for s in args.sweep.split(",") if s.strip()]:
+        shutil.rmtree(work / f"emb_{args.noise}", ignore_errors=True)  # disk: keep one level at a time
+        level = run_level(work, args.sweep_n or args.n, sigma, base, args,
+                          held_out_queries(base, args.queries, sigma, args.seed))
+        report["noise_sweep"].append({k: level[k] for k in report["noise_sweep"][0]})
+    report["total_s"] = round(time.perf_counter() - start, 1)
+    report["environment"] = environment()
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""Load test of `clipline serve` on localhost: N concurrent clients of text queries for T seconds.
+
+    flock /tmp/clipline-cpu.lock .venv/bin/python benchmarks/serve_load.py \
+        emoji=INDEX_DIR [--tile-emb EMB --tile-n 1000000] [--clients 16] [--seconds 60] \
+        [--peer-python /tmp/crvenv/bin/python]
+
+--tile-emb builds (once, cached under --work) a second index of --tile-n
+vectors from a real embedding dir (e.g. the emoji corpus): each row a real
+embedding plus noise, keeping its key's image and caption, so the big index
+is as servable as the small one (DESIGN.md: real embeddings tiled with noise).
+
+For each index it starts the server in its own process (ours with and without
+text micro-batching, and clip-retrieval's Flask back end when --peer-python
+points at an environment where clip-retrieval is installed), waits for it,
+warms it up, then runs the clients from this process with keep-alive
+connections and reports queries/s, median and p99 latency and errors.
+Configurations run back to back in one invocation so that their ratios are
+comparable. Only 127.0.0.1 is ever contacted. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+QUERIES = [
+    "a red heart", "smiling face with sunglasses", "a cat", "a dog face", "flag of france", "a green apple",
+    "pizza", "a rocket", "thumbs up", "crying face", "a yellow star", "a house with a garden", "a train",
+    "the moon", "a clock showing three", "a musical note", "a soccer ball", "an angry face", "a snowman",
+    "a birthday cake", "a blue car", "a tree", "a fish", "a laptop computer", "a red apple", "fire",
+    "a crown", "money with wings", "a face with tears of joy", "a woman dancing", "a man running", "a ghost",
+    "a pile of poo", "an umbrella with rain drops", "a hot beverage", "a penguin", "the flag of japan",
+    "a light bulb", "a key", "a lock", "a book", "a map of the world", "a volcano", "an airplane",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def post_json(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: bytes) -> int:
+    """One keep-alive HTTP/1.1 POST; returns the status (the body is read and dropped)."""
+    writer.write(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    chunked = False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+        elif name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    if chunked:
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    else:
+        await reader.readexactly(length)
+    return status
+
+
+async def run_clients(port: int, path: str, make_body, clients: int, seconds: float, seed: int) -> dict:
+    latencies: list[float] = []
+    errors: list[str] = []
+    deadline = time.perf_counter() + seconds
+
+    async def client(i: int) -> None:
+        rng = random.Random(seed * 1000 + i)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline:
+                body = make_body(rng.choice(QUERIES))
+                start = time.perf_counter()
+                try:
+                    status = await post_json(reader, writer, path, body)
+                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    errors.append(type(exc).__name__)
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    continue
+                latencies.append(time.perf_counter() - start)
+                if status != 200:
+                    errors.append(str(status))
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "queries": len(latencies), "seconds": round(elapsed, 2),
+        "queries_per_s": round(len(latencies) / elapsed, 1),
+        "latency_ms_median": round(1000 * statistics.median(latencies), 1) if latencies else None,
+        "latency_ms_p99": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 1) if latencies else None,
+        "errors": len(errors), "error_kinds": sorted(set(errors))[:5],
+    }
+
+
+def wait_ready(port: int, process: subprocess.Popen, path: str, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}; see its stderr above")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+                if b" 200 " in sock.recv(64):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("server did not become ready")
+
+
+def measure(name: str, command: list[str], port: int, ready_path: str, query_path: str, make_body,
+            args: argparse.Namespace) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr)
+    try:
+        load_start = time.perf_counter()
+        wait_ready(port, process, ready_path)
+        load_s = time.perf_counter() - load_start
+        asyncio.run(run_clients(port, query_path, make_body, args.clients, args.warmup, seed=99))
+        result = asyncio.run(run_clients(port, query_path, make_body, args.clients, args.seconds, seed=1))
+        print(f"serve_load: {name}: {result}", file=sys.stderr)
+        return {"config": name, "startup_s": round(load_s, 1), **result}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def ours(name: str, index_dir: str, batch: bool, args: argparse.Namespace) -> dict:
+    port = free_port()
+    command = [sys.executable, "-m", "retrieval.serve_cli", f"{name}={index_dir}", "--port", str(port),
+               "--log-level", "warning", "--batch-text" if batch else "--no-batch-text"]
+
+    def body(text: str) -> bytes:
+        return json.dumps({"text": text, "k": args.k, "index": name}).encode()
+
+    label = "clipline (micro-batching)" if batch else "clipline (no batching)"
+    return measure(label, command, port, "/health", "/search", body, args)
+
+
+def peer(name: str, index_dir: str, args: argparse.Namespace) -> dict:
+    port = free_port()
+    command = [args.peer_python, str(REPO / "benchmarks" / "serve_load_peer.py"), name, index_dir, str(port)]
+
+    def body(text: str) -> bytes:
+        return json.dumps({"text": text, "modality": "image", "num_images": args.k, "indice_name": name,
+                           "deduplicate": False, "use_mclip": False}).encode()
+
+    return measure("clip-retrieval back end (Flask)", command, port, "/indices-list", "/knn-service", body, args)
+
+
+def tiled_index(emb_dir: str, n: int, noise: float, work: Path) -> Path:
+    """An index of n noisy copies of the rows of `emb_dir`, built by `build_index` (cached)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from retrieval.embedding_store import EmbeddingSet
+    from retrieval.index_build import IndexBuildConfig, build_index
+
+    out_emb, out_index = work / f"emb-{n}", work / f"index-{n}"
+    if (out_index / "summary.json").is_file():
+        return out_index
+    emb = EmbeddingSet(emb_dir)
+    image = np.concatenate(list(emb.batches("image")))  # (M, D)
+    text = np.concatenate(list(emb.batches("text")))
+    meta = pa.concat_tables([pq.read_table(f) for f in emb.metadata_files()])
+    rng = np.random.default_rng(0)
+    for folder in ("img_emb", "text_emb", "metadata"):
+        (out_emb / folder).mkdir(parents=True, exist_ok=True)
+    part_rows = 125_000
+    for p, start in enumerate(range(0, n, part_rows)):
+        rows = rng.integers(0, len(image), min(part_rows, n - start))
+        for folder, base in (("img_emb", image), ("text_emb", text)):
+            x = base[rows] + noise * rng.standard_normal((len(rows), base.shape[1]), dtype=np.float32) / base.shape[1] ** 0.5
+            np.save(out_emb / folder / f"part_{p:05d}.npy", (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
+        part = meta.take(pa.array(rows))
+        keys = pa.array([f"{k}~{start + i}" for i, k in enumerate(part["key"].to_pylist())])
+        pq.write_table(part.set_column(part.schema.get_field_index("key"), "key", keys),
+                       out_emb / "metadata" / f"part_{p:05d}.parquet")
+    (out_emb / "info.json").write_text(json.dumps({**emb.info, "count": n, "tiled_from": emb_dir, "noise": noise}))
+    build_index(IndexBuildConfig(emb=str(out_emb), out=str(out_index), modality="image", overwrite=True),
+                log=lambda m: print(f"serve_load: {m}", file=sys.stderr, flush=True))
+    return out_index
+
+
+def cpu_flags() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return sorted(flags & {"avx", "avx2", "avx512f", "avx512bw", "avx512_vnni", "amx_tile", "fma", "f16c"})
+    except OSError:
+        pass
+    return []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("indices", nargs="+", help="NAME=INDEX_DIR, one per index to load-test")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--peer-python", default=None, help="python of a venv with clip-retrieval installed")
+    parser.add_argument("--no-unbatched", action="store_true", help="skip the run without micro-batching")
+    parser.add_argument("--tile-emb", default=None, help="embedding dir to tile into a big index (see above)")
+    parser.add_argument("--tile-n", type=int, default=1_000_000)
+    parser.add_argument("--tile-noise", type=float, default=0.5, help="noise norm relative to the unit rows")
+    parser.add_argument("--work", default="/tmp/clipline_serve_load")
+    args = parser.parse_args()
+    if args.clients > 64 or args.seconds > 600:
+        parser.error("bounded by design: at most 64 clients and 600 s")
+
+    import faiss
+    import fastapi
+    import torch
+    import uvicorn
+
+    results: dict[str, list[dict]] = {}
+    sizes: dict[str, dict] = {}
+    specs = list(args.indices)
+    if args.tile_emb:
+        big = tiled_index(args.tile_emb, args.tile_n, args.tile_noise, Path(args.work))
+        specs.append(f"tiled{args.tile_n}={big}")
+    for spec in specs:
+        name, _, index_dir = spec.partition("=")
+        summary = json.loads((Path(index_dir) / "summary.json").read_text())
+        sizes[name] = {m: {"count": s["count"], "factory": s["factory"], "params": s.get("params")} for m, s in summary.items()}
+        runs = [ours(name, index_dir, True, args)]
+        if not args.no_unbatched:
+            runs.append(ours(name, index_dir, False, args))
+        if args.peer_python:
+            try:
+                runs.append(peer(name, index_dir, args))
+            except RuntimeError as exc:
+                runs.append({"config": "clip-retrieval back end (Flask)", "error": str(exc)})
+        results[name] = runs
+    print(json.dumps({
+        "benchmark": "serve_load", "clients": args.clients, "seconds": args.seconds, "k": args.k,
+        "indices": sizes, "results": results,
+        "machine": {"cpus": os.cpu_count(), "cpu_flags": cpu_flags(), "python": platform.python_version(),
+                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "faiss": faiss.__version__,
+                    "fastapi": fastapi.__version__, "uvicorn": uvicorn.__version__},
+        "note": "clients run in this process on the same cores as the server",
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""clip-retrieval's back end (its Flask `KnnService`) serving one of our indices, for serve_load.py.
+
+    /tmp/crvenv/bin/python benchmarks/serve_load_peer.py NAME INDEX_DIR PORT
+
+Run with the python of a throwaway venv where `clip-retrieval` is installed
+(it pins old versions, so never into .venv). clip-retrieval loads models by
+name through `all_clip` (which downloads weights); instead this builds its
+`ClipResource` from our checkpoint's open_clip model, tokenizer and
+preprocess, our FAISS index and our metadata parquet, then serves the same
+routes its `clip_back` serves, with Flask's threaded server as `clip_back`
+runs it, on 127.0.0.1 only. Its package `__init__` imports the whole tool
+chain (wandb, img2dataset...), so the `clip_back` module is imported alone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def import_clip_back() -> types.ModuleType:
+    spec = importlib.util.find_spec("clip_retrieval")
+    if spec is None:
+        raise SystemExit("clip-retrieval is not installed in this python")
+    package = types.ModuleType("clip_retrieval")
+    package.__path__ = list(spec.submodule_search_locations)
+    sys.modules["clip_retrieval"] = package
+    import clip_retrieval.clip_back as clip_back
+
+    return clip_back
+
+
+def main() -> None:
+    name, index_dir, port = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    import faiss
+    from flask import Flask
+    from flask_restful import Api
+
+    from pretrain.encoder import Encoder
+
+    clip_back = import_clip_back()
+    info = json.loads((index_dir / "info.json").read_text())
+    encoder = Encoder.load(info["checkpoint"])
+    # clip_back expects INDEX/image.index and INDEX/metadata/*.parquet; it writes metadata.hdf5 next to them.
+    folder = Path(tempfile.mkdtemp(prefix="clip-back-"))
+    (folder / "metadata").symlink_to((index_dir / "metadata").resolve())
+    indices = {}
+    for modality in ("image", "text"):
+        path = index_dir / f"{modality}.faiss"
+        if path.exists():
+            index = faiss.read_index(str(path))
+            params = json.loads((index_dir / "summary.json").read_text())[modality].get("params") or {}
+            if params:  # the tuned search setting, as our server uses it
+                faiss.ParameterSpace().set_index_parameters(index, ",".join(f"{k}={v}" for k, v in params.items()))
+            try:
+                faiss.extract_index_ivf(index).make_direct_map()  # clip_back uses search_and_reconstruct
+            except RuntimeError:
+                pass
+            indices[modality] = index
+    columns = ["key", "caption"]
+    # hdf5 metadata: clip_back's faster provider (its default parquet one slices pandas per hit)
+    metadata, _ = clip_back.load_metadata_provider(str(folder), True, False, indices.get("image"), columns, False)
+    resource = clip_back.ClipResource(
+        device="cpu", model=encoder.model, preprocess=encoder.preprocess, tokenizer=encoder.tokenizer,
+        model_txt_mclip=None, safety_model=None, violence_detector=None, metadata_provider=metadata,
+        image_index=indices.get("image"), text_index=indices.get("text"), ivf_old_to_new_mapping=None,
+        columns_to_return=columns, metadata_is_ordered_by_ivf=False, aesthetic_embeddings=None,
+    )
+    app = Flask(__name__)
+    api = Api(app)
+    api.add_resource(clip_back.IndicesList, "/indices-list", resource_class_kwargs={"indices": [name]})
+    api.add_resource(clip_back.KnnService, "/knn-service", resource_class_kwargs={"clip_resources": {name: resource}})
+    api.add_resource(clip_back.MetadataService, "/metadata", resource_class_kwargs={"clip_resources": {name: resource}})
+    app.run(host="127.0.0.1", port=port, debug=False, threaded=True)
+
+
+if __name__ == "__main__":
+    main()

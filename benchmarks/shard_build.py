@@ -1,0 +1,140 @@
+"""Shard build rate (images/s, 2 workers): ours vs img2dataset on the same local files.
+
+    flock /tmp/clipline-cpu.lock .venv/bin/python benchmarks/shard_build.py [--peer-bin /tmp/i2d-venv/bin/img2dataset]
+
+Figures (one JSON object on stdout):
+- emoji: `clipline data build emoji` (3,822 PNGs from the npm cache) vs img2dataset fed
+  the same PNGs as a file:// URL list with the same captions;
+- fashion-mnist train (60,000): ours from the IDX files; and, like for like, ours
+  (`csv:` source) vs img2dataset on the same 60,000 PNGs written to /tmp first (untimed).
+Both tools: 64 px, short side resize + centre crop, JPEG, 1000 samples per shard, 2 processes.
+img2dataset runs from its own venv (it pins other versions); it is skipped if absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+from data_tools.build import BuildConfig, build_shards
+from data_tools.records import SourceData
+from data_tools.sources import SourceOptions, load_source
+
+WORKERS = 2
+
+
+def machine_info() -> dict:
+    flags, model = set(), ""
+    with open("/proc/cpuinfo", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+    versions = {p: metadata.version(p) for p in ("torch", "webdataset", "pillow")}
+    return {"cpu": model, "cpu_count": os.cpu_count(), "cpu_flags": [f for f in wanted if f in flags],
+            "python": platform.python_version(), "versions": versions}
+
+
+def time_ours(data: SourceData, out: Path) -> dict:
+    start = time.perf_counter()
+    info = build_shards(data, BuildConfig(out=out, workers=WORKERS, progress=False, overwrite=True))
+    seconds = time.perf_counter() - start
+    return {"samples": info["num_samples"], "seconds": round(seconds, 2), "images_per_s": round(info["num_samples"] / seconds, 1)}
+
+
+def write_url_list(rows: list[tuple[str, str]], path: Path) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["url", "caption"])
+        writer.writerows(rows)
+    return path
+
+
+def time_img2dataset(peer_bin: Path, url_list: Path, out: Path) -> dict:
+    command = [
+        str(peer_bin), "--url_list", str(url_list), "--input_format", "csv",
+        "--url_col", "url", "--caption_col", "caption", "--output_format", "webdataset",
+        "--output_folder", str(out), "--image_size", "64", "--resize_mode", "center_crop",
+        "--encode_format", "jpg", "--number_sample_per_shard", "1000", "--processes_count", str(WORKERS),
+        "--thread_count", "8", "--distributor", "multiprocessing", "--enable_wandb", "False",
+        "--disallowed_header_directives", "[]",
+    ]
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        return {"error": result.stderr.strip().splitlines()[-1:]}
+    stats = [json.loads(p.read_text()) for p in out.glob("*_stats.json")]
+    successes = sum(s["successes"] for s in stats)
+    # its own clock: first shard start to last shard end, i.e. without process/import start-up
+    busy = max(s["end_time"] for s in stats) - min(s["start_time"] for s in stats)
+    return {"samples": successes, "seconds": round(seconds, 2), "images_per_s": round(successes / seconds, 1),
+            "images_per_s_excluding_startup": round(successes / busy, 1)}
+
+
+def fashion_pngs(data: SourceData, root: Path) -> list[tuple[str, str]]:
+    """Write every Fashion-MNIST image as a PNG (untimed) so both tools read the same files."""
+    from PIL import Image
+
+    rows = []
+    for record in data.records:
+        assert record.pixels is not None
+        path = root / f"{record.key}.png"
+        Image.frombytes("L", (record.pixels.width, record.pixels.height), record.pixels.data).save(path)
+        rows.append((str(path), record.captions[0]))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peer-bin", type=Path, default=Path("/tmp/i2d-venv/bin/img2dataset"),
+                        help="img2dataset executable in its own venv (comparison skipped if missing)")
+    args = parser.parse_args()
+    peer = args.peer_bin if args.peer_bin.exists() else None
+    figures: dict = {"workers": WORKERS, "image_size": 64, "machine": machine_info()}
+    with tempfile.TemporaryDirectory(prefix="clipline-bench-") as tmp:
+        work = Path(tmp)
+        emoji = load_source("emoji", SourceOptions())
+        figures["emoji"] = {"ours": time_ours(emoji, work / "emoji_ours")}
+        if peer:
+            rows = [(f"file://{r.image_path}", r.captions[0]) for r in emoji.records]
+            peer_fig = time_img2dataset(peer, write_url_list(rows, work / "emoji.csv"), work / "emoji_peer")
+            figures["emoji"]["img2dataset"] = peer_fig
+        fashion = load_source("fashion-mnist", SourceOptions(split="train"))
+        figures["fashion_mnist_train"] = {"ours_from_idx": time_ours(fashion, work / "fm_ours_idx")}
+        (work / "fm_png").mkdir()
+        rows = fashion_pngs(fashion, work / "fm_png")
+        del fashion
+        table = write_url_list([(path, caption) for path, caption in rows], work / "fm_paths.csv")
+        csv_source = load_source(f"csv:{table}", SourceOptions(image_column="url"))
+        figures["fashion_mnist_train"]["ours_from_png_csv"] = time_ours(csv_source, work / "fm_ours_png")
+        if peer:
+            urls = write_url_list([(f"file://{p}", c) for p, c in rows], work / "fm_urls.csv")
+            figures["fashion_mnist_train"]["img2dataset_from_png"] = time_img2dataset(peer, urls, work / "fm_peer")
+        if peer:
+            figures["img2dataset_version"] = subprocess.run(
+                [str(peer.parent / "python"), "-c", "import importlib.metadata as m; print(m.version('img2dataset'))"],
+                capture_output=True, text=True, check=False).stdout.strip()
+            for name, ours_key, peer_key in (("emoji", "ours", "img2dataset"),
+                                             ("fashion_mnist_train", "ours_from_png_csv", "img2dataset_from_png")):
+                ours_rate, peer_rate = figures[name][ours_key]["images_per_s"], figures[name][peer_key].get("images_per_s")
+                if peer_rate:
+                    figures[name]["ratio_ours_over_img2dataset"] = round(ours_rate / peer_rate, 2)
+        shutil.rmtree(work / "fm_png")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

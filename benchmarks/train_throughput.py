@@ -1,0 +1,252 @@
+"""Training throughput: our loop against open_clip's own trainer, back to back in one process.
+
+Same model config, same shards, same batch size, same number of timed steps
+after the same warm-up, both with bf16 autocast (open_clip_train at its best
+CPU precision, `amp_bf16`, with the webdataset>=0.2.96 fix applied here by
+patching, see open_clip issue 935). Maths is exact on both sides: no patch
+dropout, no approximations; ours differs only in how the same step is run
+(dynamic text padding, fused AdamW, torch.compile, its loader).
+
+A step is timed from one optimizer step to the next (a global optimizer
+step hook, so both trainers are measured the same way, data waits included).
+The peer runs first and last; its two figures show how much the machine
+drifted during the run. Ablations switch our optimisations on one at a time.
+MFU = model FLOPs actually executed per step (counted with torch's
+FlopCounterMode on a real batch) x steps/s / the bf16 matmul peak measured
+here on the same threads.
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+import pretrain.models  # noqa: E402,F401  (registers clip-tiny-64 etc. with open_clip)
+
+
+class EnoughSteps(Exception):
+    """Raised from the step hook to end a trainer once it has been timed."""
+
+
+class StepClock:
+    """Timestamps of every optimizer step taken in this process, by any trainer."""
+
+    def __init__(self, *, stop_after: int | None = None, stop_after_s: float | None = None) -> None:
+        self.times: list[float] = []
+        self.stop_after, self.stop_after_s = stop_after, stop_after_s
+        self._handle = None
+
+    def __enter__(self) -> StepClock:
+        self._start = time.perf_counter()
+        self._handle = torch.optim.Optimizer.register_optimizer_step_post_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+
+    def _hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.times.append(time.perf_counter())
+        if self.stop_after is not None and len(self.times) >= self.stop_after:
+            raise EnoughSteps
+        if self.stop_after_s is not None and self.times[-1] - self._start >= self.stop_after_s:
+            raise EnoughSteps
+
+    def steps_per_s(self, warmup: int) -> float:
+        timed = self.times[warmup:]
+        if len(timed) < 2:
+            raise RuntimeError(f"only {len(self.times)} steps recorded; need more than warm-up {warmup}")
+        return (len(timed) - 1) / (timed[-1] - timed[0])
+
+
+def patch_open_clip_train_webdataset() -> None:
+    """open_clip issue 935: webdataset>=0.2.96 yields an EOF marker dict without 'fname'."""
+    import open_clip_train.data as oct_data
+    from webdataset.tariterators import tar_file_expander, url_opener
+
+    def tarfile_to_samples_nothrow(src, handler=oct_data.log_and_continue):
+        streams = url_opener(src, handler=handler)
+        files = tar_file_expander(streams, handler=handler, eof_value=None)
+        return oct_data.group_by_keys_nothrow(files, handler=handler)
+
+    oct_data.tarfile_to_samples_nothrow = tarfile_to_samples_nothrow
+
+
+def shard_pattern(train_data: Path) -> tuple[str, int]:
+    """The brace pattern open_clip_train wants, and the sample count from dataset.json."""
+    shards = sorted(p.name for p in train_data.glob("*.tar"))
+    stems = [s[:-4] for s in shards]
+    pattern = str(train_data / f"{{{stems[0]}..{stems[-1]}}}.tar") if len(stems) > 1 else str(train_data / shards[0])
+    info = json.loads((train_data / "dataset.json").read_text())
+    return pattern, int(info["num_samples"])
+
+
+def peer_argv(*, model: str, train_data: Path, batch_size: int, workers: int, epochs: int, lr: float,
+              warmup: int, logs: Path, name: str, extra: list[str] = ()) -> list[str]:
+    pattern, num_samples = shard_pattern(train_data)
+    return ["--model", model, "--train-data", pattern, "--train-num-samples", str(num_samples),
+            "--dataset-type", "webdataset", "--batch-size", str(batch_size), "--precision", "amp_bf16",
+            "--workers", str(workers), "--epochs", str(epochs), "--lr", str(lr), "--warmup", str(warmup),
+            "--wd", "0.2", "--device", "cpu", "--logs", str(logs), "--name", name, "--save-frequency", "0",
+            "--report-to", "", "--log-every-n-steps", "100000", "--seed", "0", *extra]
+
+
+def run_peer(argv: list[str], clock: StepClock) -> dict[str, Any]:
+    """Run open_clip_train.main in this process until `clock` stops it; returns the model it built."""
+    import open_clip
+    from open_clip_train.main import main as open_clip_train_main
+
+    built: dict[str, Any] = {}
+    original = open_clip.create_model_and_transforms
+
+    def keep_model(*args: Any, **kwargs: Any):
+        result = original(*args, **kwargs)
+        built["model"] = result[0]
+        return result
+
+    import open_clip_train.main as oct_main
+
+    oct_main.create_model_and_transforms = keep_model
+    root_handlers = list(logging.root.handlers)
+    try:
+        with clock, contextlib.redirect_stdout(sys.stderr):
+            open_clip_train_main(argv)
+    except EnoughSteps:
+        pass
+    finally:
+        oct_main.create_model_and_transforms = original
+        logging.root.handlers = root_handlers  # it installs its own handlers
+    return built
+
+
+def run_ours(overrides: list[str], clock: StepClock) -> None:
+    from pretrain.config import apply_overrides, named_config
+    from pretrain.train import train
+
+    config = apply_overrides(named_config("tiny"), overrides)
+    try:
+        with clock:
+            train(config)
+    except EnoughSteps:
+        pass
+
+
+def bf16_matmul_peak(threads: int) -> dict[str, float]:
+    """Best GFLOP/s of large square matmuls in bf16 and fp32 on `threads` threads."""
+    torch.set_num_threads(threads)
+    figures = {}
+    for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
+        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+        best = math.inf
+        for _ in range(6):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+        figures[f"{name}_matmul_gflops"] = 2 * 2048 ** 3 / best / 1e9
+    return figures
+
+
+def flops_per_step(model_name: str, train_data: Path, batch_size: int, dynamic_padding: bool) -> float:
+    """Forward + backward FLOPs of one training step on a real batch (matmuls and attention)."""
+    import open_clip
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from data_tools.loader import make_loader
+    from pretrain.losses import clip_loss
+
+    towers = pretrain.models.build_model(model_name, dynamic_padding=dynamic_padding)
+    pp_cfg = open_clip.transform.PreprocessCfg(**towers.clip.visual.preprocess_cfg)
+    loader = make_loader(train_data, batch_size=batch_size, num_workers=0, caption="random", shuffle=True,
+                         image_transform=open_clip.transform.image_transform_v2(pp_cfg, is_train=False),
+                         tokenize=open_clip.get_tokenizer(model_name))
+    batch = next(iter(loader))
+    with FlopCounterMode(display=False) as counter:
+        out = towers(batch["image"], batch["text"])
+        clip_loss(out["image_features"], out["text_features"], out["logit_scale"]).backward()
+    return float(counter.get_total_flops())
+
+
+def environment(threads: int) -> dict[str, Any]:
+    import open_clip
+    import webdataset
+
+    from pretrain.precision import cpu_flags
+
+    flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma")))
+    return {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "cpu_flags": flags, "torch_threads": threads, "python": platform.python_version(),
+            "torch": torch.__version__, "open_clip": open_clip.__version__, "webdataset": webdataset.__version__}
+
+
+def measure(train_data: str, *, model: str = "clip-tiny-64", batch_size: int = 128, workers: int = 1,
+            warmup_steps: int = 8, timed_steps: int = 20, ablations: bool = True) -> dict[str, Any]:
+    """Run the comparison and return the figures (see module docstring)."""
+    data = Path(train_data)
+    threads = torch.get_num_threads()
+    patch_open_clip_train_webdataset()
+    total = warmup_steps + timed_steps + 1
+    work = Path(tempfile.mkdtemp(prefix="throughput-"))
+    rates: dict[str, float] = {}
+
+    def peer(tag: str) -> None:
+        clock = StepClock(stop_after=total)
+        run_peer(peer_argv(model=model, train_data=data, batch_size=batch_size, workers=workers, epochs=100,
+                           lr=1e-3, warmup=100, logs=work, name=tag), clock)
+        rates[tag] = clock.steps_per_s(warmup_steps) * batch_size
+        torch.set_num_threads(threads)
+
+    def ours(tag: str, options: list[str]) -> None:
+        clock = StepClock(stop_after=total)
+        run_ours([f"train_data={data}", f"model.name={model}", f"batch_size={batch_size}", f"workers={workers}",
+                  f"out={work / tag}", "steps=100000", "log_every=100000", "checkpoint_every=100000",
+                  "progress=false", "precision=bf16", *options], clock)
+        rates[tag] = clock.steps_per_s(warmup_steps) * batch_size
+        torch.set_num_threads(threads)
+
+    everything = ["dynamic_padding=true", "fused=true", "compile=true"]
+    peer("open_clip_train")
+    ours("ours", everything)
+    if ablations:
+        ours("ours_plain", ["dynamic_padding=false", "fused=false", "compile=false"])
+        ours("ours_dynamic_padding", ["dynamic_padding=true", "fused=false", "compile=false"])
+        ours("ours_dynamic_padding_fused", ["dynamic_padding=true", "fused=true", "compile=false"])
+        ours("ours_fp32", [*everything, "precision=fp32"])
+    peer("open_clip_train_again")
+    baseline = (rates["open_clip_train"] + rates["open_clip_train_again"]) / 2
+    peak = bf16_matmul_peak(threads)
+    flops_ours = flops_per_step(model, data, batch_size, dynamic_padding=True)
+    flops_peer = flops_per_step(model, data, batch_size, dynamic_padding=False)
+    result = {
+        "samples_per_s": rates["ours"], "baseline_samples_per_s": baseline, "speedup": rates["ours"] / baseline,
+        "model": model, "batch_size": batch_size, "workers": workers, "warmup_steps": warmup_steps,
+        "timed_steps": timed_steps, "samples_per_s_by_run": rates,
+        "speedup_by_run": {k: v / baseline for k, v in rates.items()},
+        "flops_per_step": {"ours_dynamic_padding": flops_ours, "full_padding": flops_peer},
+        **peak,
+        "mfu_ours": flops_ours * rates["ours"] / batch_size / (peak["bf16_matmul_gflops"] * 1e9),
+        "mfu_open_clip_train": flops_peer * baseline / batch_size / (peak["bf16_matmul_gflops"] * 1e9),
+        "environment": environment(threads),
+    }
+    return result
+
+
+if __name__ == "__main__":
+    from jsonargparse import CLI
+
+    print(json.dumps(CLI(measure, as_positional=False), indent=2))

@@ -1,0 +1,177 @@
+"""Multi-label shards for fusion training: task label spaces and labelled batches.
+
+A task is a label field: `labels[<task>]` in each sample's `.json`, with class
+names from dataset.json's `label_fields[<task>]` (index = label id). The task
+`label` means the single-label convention: `label` in the `.json` and
+dataset.json's `classes`. Shards without dataset.json label lists get the
+sorted distinct values found in the training shards.
+
+A sample missing a task's label (or holding a value outside the task's class
+list) is skipped and counted by reason; if no sample is left that is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from data_tools.errors import DataError
+from data_tools.loader import list_shards, make_loader, read_dataset_info
+from data_tools.tar_samples import iter_tar_samples
+from finetune.errors import FinetuneError
+
+SINGLE_LABEL_TASK = "label"
+Split = Literal["all", "train", "val"]
+
+
+def parse_tasks(tasks: str | Sequence[str]) -> list[str]:
+    """`"category,subcategory"` or a list -> ["category", "subcategory"] (order kept, no repeats)."""
+    items = tasks.split(",") if isinstance(tasks, str) else [t for item in tasks for t in item.split(",")]
+    names = list(dict.fromkeys(t.strip() for t in items if t.strip()))
+    if not names:
+        raise FinetuneError("no task given: pass --tasks with one or more label fields, e.g. --tasks category")
+    return names
+
+
+def sample_label(meta: dict, task: str) -> str | None:
+    """The class name a sample's .json gives for `task`, or None when it has none."""
+    value = meta.get("label") if task == SINGLE_LABEL_TASK else (meta.get("labels") or {}).get(task)
+    return None if value is None or value == "" else str(value)
+
+
+def _labels_in_shards(path: str | Path, tasks: Sequence[str]) -> dict[str, set[str]]:
+    """Distinct label values per task, read from the .json members only (no image decoding)."""
+    seen: dict[str, set[str]] = {t: set() for t in tasks}
+    for shard in list_shards(path):
+        for raw in iter_tar_samples(shard, lambda *_: None):
+            try:
+                meta = json.loads(raw.get("json", b"{}"))
+            except ValueError:
+                continue  # the loader counts it as bad_metadata when training reads it
+            for task in tasks:
+                value = sample_label(meta, task) if isinstance(meta, dict) else None
+                if value is not None:
+                    seen[task].add(value)
+    return seen
+
+
+def resolve_label_spaces(path: str | Path, tasks: Sequence[str]) -> dict[str, list[str]]:
+    """Class names per task for the shards at `path`; FinetuneError for a task not in the data."""
+    try:
+        info = read_dataset_info(path)
+    except DataError as exc:
+        raise FinetuneError(str(exc)) from exc
+    fields = dict(info.get("label_fields") or {})
+    if info.get("classes"):
+        fields.setdefault(SINGLE_LABEL_TASK, info["classes"])
+    unknown = [t for t in tasks if t not in fields]
+    if unknown:
+        try:
+            seen = _labels_in_shards(path, unknown)
+        except DataError as exc:
+            raise FinetuneError(str(exc)) from exc
+        for task in unknown:
+            if not seen[task]:
+                available = sorted(fields) or ["none"]
+                raise FinetuneError(
+                    f"task {task!r} is not a label field of {path} (available: {', '.join(available)}); "
+                    "pass --tasks with fields the shards' .json `labels` hold"
+                )
+            fields[task] = sorted(seen[task])
+    return {t: [str(name) for name in fields[t]] for t in tasks}
+
+
+def in_val_split(key: str, val_fraction: float) -> bool:
+    """Deterministic train/val split by key, stable across runs, shard orders and workers."""
+    return (zlib.crc32(key.encode("utf-8")) % 10_000) < val_fraction * 10_000
+
+
+class LabelledBatches:
+    """Batches with `targets` (B, T) class ids in task order; unlabelled samples skipped and counted.
+
+    Each iteration is one pass over the shards. `skipped` holds counts by reason
+    ("missing label 'category'", "unknown subcategory 'x'") for the last full pass;
+    `kept` the number of samples yielded in it.
+    """
+
+    def __init__(self, path: str | Path, *, classes: dict[str, list[str]],
+                 image_transform: Callable[[Image.Image], Tensor], tokenize: Callable[[list[str]], Tensor],
+                 batch_size: int, shuffle: bool = False, seed: int = 0, split: Split = "all",
+                 val_fraction: float = 0.0, num_workers: int = 0, caption: Literal["random", "first"] = "first",
+                 max_samples: int | None = None) -> None:
+        self.path, self.classes, self.tasks = path, classes, list(classes)
+        self._index = {t: {name: i for i, name in enumerate(names)} for t, names in classes.items()}
+        self.split, self.val_fraction, self.max_samples = split, val_fraction, max_samples
+        self.skipped: Counter[str] = Counter()
+        self.kept = 0
+        self._epoch = 0
+        try:
+            self._loader = make_loader(path, batch_size=batch_size, image_transform=image_transform,
+                                       tokenize=tokenize, num_workers=num_workers, shuffle=shuffle, seed=seed,
+                                       caption=caption)
+        except DataError as exc:
+            raise FinetuneError(str(exc)) from exc
+
+    def _targets(self, meta: dict) -> list[int] | str:
+        """Class ids in task order, or the reason the sample is skipped."""
+        ids = []
+        for task in self.tasks:
+            value = sample_label(meta, task)
+            if value is None:
+                return f"missing label {task!r}"
+            if value not in self._index[task]:
+                return f"unknown {task} {value!r}"
+            ids.append(self._index[task][value])
+        return ids
+
+    def _select(self, batch: dict, skipped: Counter[str]) -> tuple[list[int], list[list[int]]]:
+        """Rows of a loader batch in this split that have every task's label, and their targets."""
+        rows, targets = [], []
+        for i, (key, meta) in enumerate(zip(batch["key"], batch["meta"])):
+            if self.split != "all" and in_val_split(key, self.val_fraction) != (self.split == "val"):
+                continue
+            result = self._targets(meta)
+            if isinstance(result, str):
+                skipped[result] += 1
+                continue
+            rows.append(i)
+            targets.append(result)
+        return rows, targets
+
+    def __iter__(self) -> Iterator[dict]:
+        self._loader.set_epoch(self._epoch)
+        self._epoch += 1
+        skipped: Counter[str] = Counter()
+        kept = 0
+        for batch in self._loader:
+            rows, targets = self._select(batch, skipped)
+            if self.max_samples is not None:
+                rows, targets = rows[: self.max_samples - kept], targets[: self.max_samples - kept]
+            if rows:
+                kept += len(rows)
+                index = torch.tensor(rows)
+                yield {"image": batch["image"][index], "text": batch["text"][index],
+                       "caption": [batch["caption"][i] for i in rows], "key": [batch["key"][i] for i in rows],
+                       "targets": torch.tensor(targets, dtype=torch.long)}  # (B, T)
+            if self.max_samples is not None and kept >= self.max_samples:
+                break
+        self.skipped, self.kept = skipped, kept
+        if kept == 0:
+            reasons = ", ".join(f"{n} {r}" for r, n in skipped.most_common(3)) or "no samples read"
+            raise FinetuneError(
+                f"no usable sample for tasks {', '.join(self.tasks)} in {self.path} ({self.split} split: {reasons}); "
+                "check --tasks against the shards' .json `labels`"
+            )
+
+    @property
+    def loader_skipped(self) -> dict[str, int]:
+        """Samples the shard loader itself dropped (corrupt, no caption, ...)."""
+        return self._loader.skipped

@@ -1,0 +1,203 @@
+"""Zero-shot classification: class names + prompt templates -> a linear classifier.
+
+Prompt ensembling (CLIP, Radford et al. 2021): every class name is put into
+each template, the prompts are encoded and L2-normalised, averaged per class and
+renormalised. An image's class scores are cosine similarities with those class
+embeddings: logits = image_features @ weights.T.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm import tqdm
+
+from data_tools.loader import list_shards, make_loader, read_dataset_info
+from finetune.class_names import dataset_class_names, label_indices, sample_label
+from finetune.errors import FinetuneError
+from finetune.metrics import classification_report
+from finetune.templates import fill_template, load_templates, templates_for_source
+
+if TYPE_CHECKING:
+    from pretrain.encoder import Encoder
+
+__all__ = ["ZeroShotClassifier", "ZeroShotEvaluator", "ZeroShotResult", "encode_labelled_images"]
+
+
+@dataclass(frozen=True)
+class ZeroShotClassifier:
+    """Class embeddings built from prompts; `logits` scores images against them."""
+
+    classnames: list[str]
+    templates: list[str]
+    weights: torch.Tensor
+    """(C, D) rows L2-normalised: the renormalised mean prompt embedding per class."""
+    prompt_features: torch.Tensor
+    """(C, T, D) every prompt's normalised embedding (kept for the embedding map)."""
+
+    @classmethod
+    def build(
+        cls, encoder: Encoder, classnames: Sequence[str], templates: Sequence[str], *, batch_size: int = 256
+    ) -> ZeroShotClassifier:
+        if not classnames or not templates:
+            raise FinetuneError("zero-shot needs at least one class name and one template")
+        prompts = [fill_template(t, name) for name in classnames for t in templates]  # class-major
+        chunks = [encoder.encode_text(prompts[i : i + batch_size]) for i in range(0, len(prompts), batch_size)]
+        features = torch.cat(chunks).float().reshape(len(classnames), len(templates), -1)  # (C, T, D)
+        features = torch.nn.functional.normalize(features, dim=-1)
+        weights = torch.nn.functional.normalize(features.mean(dim=1), dim=-1)  # (C, D)
+        return cls(list(classnames), list(templates), weights, features)
+
+    def logits(self, image_features: torch.Tensor) -> torch.Tensor:
+        """(N, D) normalised image features -> (N, C) cosine similarities."""
+        return image_features.float() @ self.weights.T
+
+
+@dataclass(frozen=True)
+class EncodedImages:
+    features: torch.Tensor
+    """(N, D) L2-normalised image embeddings."""
+    labels: list[str | None]
+    """Class name of each image (None: the sample has no label of the chosen kind)."""
+    keys: list[str]
+
+
+def encode_labelled_images(
+    encoder: Encoder,
+    data: str | Path,
+    *,
+    label_field: str | None,
+    batch_size: int = 128,
+    max_samples: int | None = None,
+    num_workers: int = 2,
+    progress: bool = False,
+) -> EncodedImages:
+    """Encode every image in the shards at `data` and read its class name.
+
+    Fails after the first batch if no sample in it has a label, rather than
+    encoding a whole corpus that cannot be scored.
+    """
+    shards = list_shards(data)
+    info = read_dataset_info(data)
+    dataset_classes = info.get("classes") or []
+    loader = make_loader(
+        shards, batch_size=batch_size, image_transform=encoder.preprocess, num_workers=num_workers, caption="first"
+    )
+    total = info.get("num_samples")
+    total = min(total, max_samples) if total and max_samples else (total or max_samples)
+    features: list[torch.Tensor] = []
+    labels: list[str | None] = []
+    keys: list[str] = []
+    with tqdm(total=total, desc="zeroshot: encoding images", unit="img", disable=not progress, leave=False) as bar:
+        for batch in loader:
+            take = len(batch["key"]) if max_samples is None else min(len(batch["key"]), max_samples - len(keys))
+            features.append(encoder.encode_image(batch["image"][:take]).float())  # (B, D)
+            cls_indices = batch["label"].tolist()
+            labels += [
+                sample_label(meta, cls_indices[i], label_field, dataset_classes)
+                for i, meta in enumerate(batch["meta"][:take])
+            ]
+            keys += batch["key"][:take]
+            bar.update(take)
+            if all(label is None for label in labels):
+                raise FinetuneError(_no_labels_message(data, label_field, info, batch["meta"][0]))
+            if max_samples is not None and len(keys) >= max_samples:
+                break
+    if not keys:
+        raise FinetuneError(f"no readable samples in {data}; check it with `clipline data inspect {data}`")
+    return EncodedImages(torch.cat(features), labels, keys)
+
+
+def _no_labels_message(data: str | Path, label_field: str | None, info: dict, meta: dict) -> str:
+    if label_field is not None:
+        return f"samples in {data} have no .json labels[{label_field!r}]; zero-shot needs that label field"
+    fields = sorted((info.get("label_fields") or {}) or (meta.get("labels") or {}))
+    hint = f"; pass --label-field with one of: {', '.join(fields)}" if fields else (
+        "; rebuild the shards with class labels (.cls or .json 'label')"
+    )
+    return f"samples in {data} have no class label (.cls or .json 'label') and zero-shot needs one{hint}"
+
+
+@dataclass(frozen=True)
+class ZeroShotResult:
+    report: dict[str, Any]
+    classifier: ZeroShotClassifier
+    image_features: torch.Tensor
+    """(N, D) features of the labelled images that were scored."""
+    y_true: torch.Tensor
+    """(N,) class index of each scored image."""
+    logits: torch.Tensor
+    """(N, C) cosine similarities."""
+
+
+@dataclass(kw_only=True)
+class ZeroShotEvaluator:
+    """Zero-shot classification of labelled shards; an `Evaluator` (yields `(name, value)`)."""
+
+    data: str | Path
+    """Shard directory with labels (.cls, .json `label`, or .json `labels[FIELD]`)."""
+    classnames: list[str] | None = None
+    """Class names for the prompts; None: dataset.json `classes` / `label_fields[FIELD]`, else the labels seen."""
+    prompt_names: list[str] | None = None
+    """Names to put in the prompts, parallel to `classnames` (None: the class names themselves)."""
+    templates: str | list[str] = "auto"
+    """Built-in set name, template file, a list of templates, or "auto" (chosen from dataset.json `source`)."""
+    label_field: str | None = None
+    """Classify by `.json` `labels[FIELD]` (e.g. "category") instead of `.cls`/`label`."""
+    batch_size: int = 128
+    """Images per forward pass."""
+    max_samples: int | None = None
+    """Score only the first N samples (None: all)."""
+    num_workers: int = 2
+    """Loader worker processes."""
+    progress: bool = False
+    """Show a progress bar on stderr."""
+    name: str = "zeroshot"
+    """Prefix of the yielded metric names."""
+
+    def run(self, encoder: Encoder) -> Iterator[tuple[str, float]]:
+        report = self.evaluate(encoder).report
+        for key in ("top1", "top5", "mean_per_class_recall", "macro_f1"):
+            yield f"{self.name}/{key}", float(report[key])
+
+    def resolve_templates(self, info: dict[str, Any]) -> tuple[str, list[str]]:
+        """(name shown in the report, templates)."""
+        if not isinstance(self.templates, str):
+            return "custom", list(self.templates)
+        name = templates_for_source(_source_name(info)) if self.templates == "auto" else self.templates
+        return name, load_templates(name)
+
+    def evaluate(self, encoder: Encoder) -> ZeroShotResult:
+        info = read_dataset_info(self.data)
+        declared = dataset_class_names(info, self.label_field, data=str(self.data))
+        template_name, templates = self.resolve_templates(info)
+        encoded = encode_labelled_images(
+            encoder, self.data, label_field=self.label_field, batch_size=self.batch_size,
+            max_samples=self.max_samples, num_workers=self.num_workers, progress=self.progress,
+        )  # fmt: skip
+        keep = [i for i, label in enumerate(encoded.labels) if label is not None]
+        labels = [encoded.labels[i] for i in keep]
+        classnames = self.classnames or declared or sorted(set(labels))
+        y_true = torch.tensor(label_indices(labels, classnames, data=str(self.data)))  # (N,)
+        prompt_names = self.prompt_names if self.classnames and self.prompt_names else classnames
+        classifier = ZeroShotClassifier.build(encoder, prompt_names, templates)
+        features = encoded.features[keep]  # (N, D)
+        logits = classifier.logits(features)  # (N, C)
+        report = classification_report(y_true, scores=logits, classnames=classnames)
+        report["templates"] = {"name": template_name, "count": len(templates), "examples": templates[:3]}
+        if list(prompt_names) != list(classnames):
+            report["prompt_names"] = dict(zip(classnames, prompt_names))
+        report["unlabelled_skipped"] = len(encoded.labels) - len(keep)
+        report["modality_gap"] = float((features.mean(0) - classifier.weights.mean(0)).norm())
+        return ZeroShotResult(report, classifier, features, y_true, logits)
+
+
+def _source_name(info: dict[str, Any]) -> str | None:
+    source = info.get("source")
+    if isinstance(source, dict):  # tolerate {"name": "emoji", ...}
+        source = source.get("name") or source.get("kind")
+    return source if isinstance(source, str) else None

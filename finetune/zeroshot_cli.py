@@ -1,0 +1,163 @@
+"""`clipline zeroshot`: zero-shot classification report for a checkpoint or any open_clip model.
+
+    clipline zeroshot --checkpoint RUN --data DIR --out report.json
+    clipline zeroshot --model ViT-B-32 --pretrained epoch_10.pt --data DIR --out report.json
+
+Writes report.json (DESIGN.md "Reports") and, next to it, report.html with a
+confusion matrix, per-class recall chart and an embedding map.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from jsonargparse import ArgumentError, ArgumentParser
+
+from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
+from data_tools.errors import DataError
+from data_tools.loader import read_dataset_info
+from finetune.class_names import read_class_file
+from finetune.errors import FinetuneError
+from pretrain.errors import PretrainError
+
+USER_ERRORS = (FinetuneError, PretrainError, DataError)
+
+
+@dataclass(kw_only=True)
+class ZeroShotCommand:
+    """Zero-shot classification of labelled shards with prompt ensembles."""
+
+    data: str
+    """Shard directory to classify; samples need labels (.cls, .json 'label' or 'labels')."""
+    out: str
+    """Where to write report.json; report.html and the PNGs go next to it."""
+    checkpoint: str | None = None
+    """Run dir (newest checkpoint) or checkpoint dir written by `clipline pretrain`."""
+    model: str | None = None
+    """open_clip model name, instead of --checkpoint (e.g. ViT-B-32)."""
+    pretrained: str | None = None
+    """Weights for --model: a file (e.g. open_clip_train's epoch_N.pt); none: random init."""
+    classes: str | None = None
+    """Class names file: one per line, a JSON list, or a JSON object {label name: prompt name}; default: the
+    shards' dataset.json."""
+    templates: str = "auto"
+    """Prompt templates: imagenet80, imagenet7, generic, emoji, fashion, a file, or auto (from dataset.json source)."""
+    label_field: str | None = None
+    """Classify by this .json labels field (e.g. category, subcategory) instead of .cls."""
+    batch_size: int = 128
+    """Images per forward pass."""
+    report_dir: str | None = None
+    """Directory for report.html and the PNGs (default: next to --out)."""
+    max_samples: int | None = None
+    """Score only the first N samples."""
+    num_workers: int = 2
+    """Loader worker processes decoding images."""
+    projection: Literal["pca", "tsne"] = "pca"
+    """2-D projection of the embedding map."""
+    allow_resize: bool = False
+    """Accept shards whose image size differs from the model's (the eval transform rescales them)."""
+
+
+def open_encoder(checkpoint: str | None, model: str | None, pretrained: str | None) -> Any:
+    """The Encoder named by --checkpoint, or by --model [--pretrained]."""
+    from pretrain.encoder import Encoder  # torch model code loads only once the arguments are valid
+
+    if (checkpoint is None) == (model is None):
+        raise FinetuneError("pass exactly one of --checkpoint RUN or --model NAME [--pretrained FILE]")
+    if checkpoint is not None:
+        if pretrained is not None:
+            raise FinetuneError("--pretrained goes with --model; a --checkpoint already holds its weights")
+        return Encoder.load(checkpoint)
+    return Encoder.from_open_clip(model, pretrained=pretrained)
+
+
+def check_image_size(encoder: Any, info: dict[str, Any], data: str, allow_resize: bool) -> None:
+    """Refuse shards made at another resolution than the model's, unless told to rescale."""
+    size = info.get("image_size")
+    if size is None or allow_resize:
+        return
+    shard_size = int(max(size) if isinstance(size, (list, tuple)) else size)
+    if shard_size != encoder.image_size:
+        raise FinetuneError(
+            f"image size mismatch: shards at {data} are {shard_size} px (dataset.json image_size) but the model "
+            f"expects {encoder.image_size} px; rebuild the shards with --image-size {encoder.image_size} "
+            "or pass --allow-resize to let the eval transform rescale them"
+        )
+
+
+def run_zeroshot(cmd: ZeroShotCommand) -> dict[str, Path]:
+    """Evaluate and write the report; returns the written files."""
+    from finetune.report import write_zeroshot_report
+    from finetune.zeroshot import ZeroShotEvaluator
+
+    info = read_dataset_info(cmd.data)
+    classnames, prompt_names = read_class_file(cmd.classes) if cmd.classes else (None, None)
+    evaluator = ZeroShotEvaluator(
+        data=cmd.data, classnames=classnames, prompt_names=prompt_names, templates=cmd.templates,
+        label_field=cmd.label_field,
+        batch_size=cmd.batch_size, max_samples=cmd.max_samples, num_workers=cmd.num_workers, progress=True,
+    )  # fmt: skip
+    evaluator.resolve_templates(info)  # a bad --templates fails before the model loads
+    print(f"zeroshot: loading {cmd.checkpoint or cmd.model}", file=sys.stderr)
+    encoder = open_encoder(cmd.checkpoint, cmd.model, cmd.pretrained)
+    check_image_size(encoder, info, cmd.data, cmd.allow_resize)
+    start = time.perf_counter()
+    result = evaluator.evaluate(encoder)
+    seconds = time.perf_counter() - start
+    context = {
+        "task": "zeroshot",
+        "checkpoint": cmd.checkpoint,
+        "model": cmd.model or encoder.config.get("model_name"),
+        "pretrained": cmd.pretrained,
+        "checkpoint_id": encoder.checkpoint_id,
+        "data": cmd.data,
+        "label_field": cmd.label_field,
+        "class_source": cmd.classes
+        or ("dataset.json" if info.get("classes") or info.get("label_fields") else "labels"),
+        "seconds": round(seconds, 2),
+        "images_per_s": round((result.report["n"] + result.report["unlabelled_skipped"]) / seconds, 1),
+        "command": {k: v for k, v in asdict(cmd).items() if v is not None},
+    }
+    written = write_zeroshot_report(
+        result, Path(cmd.out), report_dir=Path(cmd.report_dir) if cmd.report_dir else None,
+        context=context, projection=cmd.projection,
+    )  # fmt: skip
+    report = result.report
+    print(
+        f"zeroshot: top1 {report['top1']:.1%}  top5 {report['top5']:.1%}  mean per-class recall "
+        f"{report['mean_per_class_recall']:.1%}  macro F1 {report['macro_f1']:.1%}  "
+        f"(n={report['n']}, {report['num_classes']} classes, chance {1 / report['num_classes']:.1%})"
+    )
+    print(f"zeroshot: wrote {written['json']} and {written['html']}")
+    return written
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="clipline zeroshot", description=ZeroShotCommand.__doc__, exit_on_error=False)
+    add_dataclass_flags(parser, ZeroShotCommand)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cmd = dataclass_from_namespace(ZeroShotCommand, build_parser().parse_args(argv))
+        run_zeroshot(cmd)
+    except USER_ERRORS as err:
+        fail(str(err))
+    except ArgumentError as err:  # jsonargparse: show one line, not a usage dump
+        fail(f"{err} (see `clipline zeroshot --help`)")
+
+
+def fail(message: str) -> None:
+    """Print a user error as one line on stderr and exit 2."""
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

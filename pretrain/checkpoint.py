@@ -1,0 +1,159 @@
+"""Checkpoint directories: write atomically, find the newest, read back.
+
+A checkpoint is a directory `RUN/checkpoints/step_XXXXXXXX/` holding
+- `model.safetensors`: the open_clip model's state dict (loads with
+  `open_clip.create_model(name)` + `load_state_dict`, or `pretrained=` that file),
+- `config.json`: model name and config, tokenizer, preprocessing,
+- `train_state.pt`: optimizer, scheduler, step, RNG states, data position.
+It is written under a temporary name in the same folder and renamed, so a
+reader never sees half a checkpoint, even after SIGKILL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from pretrain.errors import PretrainError
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TRAIN_STATE_FILE = "train_state.pt"
+CHECKPOINTS_DIR = "checkpoints"
+STEP_PREFIX = "step_"
+FORMAT = "clipline-checkpoint/1"
+
+
+def step_dir_name(step: int) -> str:
+    return f"{STEP_PREFIX}{step:08d}"
+
+
+def save_checkpoint(run_dir: str | Path, *, step: int, state_dict: dict[str, torch.Tensor],
+                    model_info: dict[str, Any], train_state: dict[str, Any] | None = None,
+                    keep_last: int = 0) -> Path:
+    """Write `run_dir/checkpoints/step_<step>/` atomically and return its path.
+
+    `keep_last` > 0 deletes older step directories beyond that many.
+    """
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_dir_name(step)
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    # safetensors refuses shared storage; clones make every tensor its own.
+    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in state_dict.items()}
+    save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+    info = {"format": FORMAT, "step": step, **model_info}
+    (tmp / CONFIG_FILE).write_text(json.dumps(info, indent=2))
+    if train_state is not None:
+        torch.save(train_state, tmp / TRAIN_STATE_FILE)
+    _fsync_dir(tmp)
+    if final.exists():  # re-saving a step (e.g. signal right after a periodic save)
+        old = root / f".old-{final.name}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(root)
+    if keep_last > 0:
+        for stale in list_checkpoints(run_dir)[:-keep_last]:
+            shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def _fsync_dir(path: Path) -> None:
+    """Flush file contents and the directory entry so a rename survives a crash."""
+    for child in path.iterdir() if path.is_dir() else []:
+        if child.is_file():
+            with open(child, "rb") as handle:
+                os.fsync(handle.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    return (path / WEIGHTS_FILE).is_file() and (path / CONFIG_FILE).is_file()
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoint dirs of a run, oldest first (temporary dirs ignored)."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    dirs = [p for p in root.iterdir() if p.name.startswith(STEP_PREFIX) and is_checkpoint_dir(p)]
+    return sorted(dirs, key=lambda p: int(p.name[len(STEP_PREFIX):]))
+
+
+def find_latest(path: str | Path) -> Path | None:
+    """The checkpoint dir `path` names: itself if it is one, else a run's newest; None if none."""
+    path = Path(path)
+    if is_checkpoint_dir(path):
+        return path
+    found = list_checkpoints(path)
+    return found[-1] if found else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """Like `find_latest`, but a missing checkpoint is a PretrainError saying what to pass."""
+    path = Path(path)
+    if not path.exists():
+        raise PretrainError(f"checkpoint path {path} does not exist: pass a run dir or a checkpoint dir")
+    found = find_latest(path)
+    if found is None:
+        raise PretrainError(
+            f"no checkpoint in {path}: expected {WEIGHTS_FILE} and {CONFIG_FILE} there or "
+            f"under {path / CHECKPOINTS_DIR}/{STEP_PREFIX}*/ (train first, or pass a finished run)"
+        )
+    return found
+
+
+def read_model_info(ckpt_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(ckpt_dir) / CONFIG_FILE).read_text())
+
+
+def read_weights(ckpt_dir: str | Path) -> dict[str, torch.Tensor]:
+    return load_file(str(Path(ckpt_dir) / WEIGHTS_FILE))
+
+
+def read_train_state(ckpt_dir: str | Path) -> dict[str, Any]:
+    path = Path(ckpt_dir) / TRAIN_STATE_FILE
+    if not path.is_file():
+        raise PretrainError(f"{path} is missing: this checkpoint holds weights only and cannot resume training")
+    # The state holds numpy/python RNG states and plain dicts, not just tensors.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def weights_digest(ckpt_dir: str | Path) -> str:
+    """A short hash naming the weights (sha256 of model.safetensors)."""
+    return file_digest(Path(ckpt_dir) / WEIGHTS_FILE)
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def state_dict_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """A short hash of in-memory weights (for models that have no file yet)."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().to("cpu").contiguous()
+        digest.update(key.encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]

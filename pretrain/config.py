@@ -1,0 +1,291 @@
+"""Typed run configs, named run configs, and `key=value` overrides.
+
+A run is described by one `TrainConfig` (keyword-only dataclasses, a docstring
+per field). Named configs are functions returning one (big_vision style), each
+with a fast variant for tests; the command line overrides any field with
+`key=value`, where key is a dotted path (`optim.lr=1e-3`) or a field name that
+is unique across groups (`lr=1e-3`). The resolved config is saved in the run dir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pretrain.errors import PretrainError
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """Which two-tower model to train and which parts of it."""
+
+    name: str = "clip-tiny-64"
+    """open_clip config name: ours (clip-tiny-64, clip-small-64, their -minilm twins) or any open_clip name."""
+    pretrained: str | None = None
+    """open_clip weights to start from: a tag or a file (None = random init; MiniLM towers load their own)."""
+    lock_text: bool = False
+    """Freeze the text tower (LiT); a MiniLM tower keeps its linear projection trainable."""
+    lock_text_unlocked_layers: int = 0
+    """With lock_text: number of last text layers left trainable."""
+    lock_image: bool = False
+    """Freeze the image tower."""
+    lock_image_unlocked_groups: int = 0
+    """With lock_image: number of last image layer groups left trainable."""
+    patch_dropout: float = 0.0
+    """FLIP: fraction of image patches dropped in training (0.5 halves image-tower cost)."""
+    grad_checkpointing: bool = False
+    """Recompute activations in backward: less memory, about 30% more compute."""
+    dynamic_padding: bool = True
+    """Cut each text batch to its longest caption (exact for causal EOT-pooled and masked towers)."""
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Where the pairs come from and how they are batched."""
+
+    train_data: str | None = None
+    """Shard directory to train on (required)."""
+    val_data: str | None = None
+    """Shard directory for in-loop evaluation (retrieval R@k; zero-shot if it has classes)."""
+    batch_size: int = 128
+    """Pairs per process per forward pass."""
+    accum_steps: int = 1
+    """Forward passes per optimizer step; features are cached so the contrastive batch is
+    batch_size * accum_steps * processes (GradCache)."""
+    workers: int = 1
+    """Loader worker processes per training process (0 = load in the training process)."""
+    shuffle_buffer: int = 2000
+    """Samples in the shuffle buffer."""
+    caption: Literal["random", "first"] = "random"
+    """Which caption variant a sample uses: a random one each epoch, or always the first."""
+    augment: bool = True
+    """open_clip's training transform (random resized crop, scale 0.9-1) instead of the eval transform."""
+
+
+@dataclass(kw_only=True)
+class LossConfig:
+    """The contrastive objective."""
+
+    kind: Literal["clip", "siglip"] = "clip"
+    """clip: symmetric InfoNCE; siglip: pairwise sigmoid with a learnable bias."""
+    local_loss: bool = False
+    """clip across processes: each rank scores only its own rows against all (same gradient, less memory)."""
+    max_logit_scale: float = 100.0
+    """Upper clamp of exp(temperature parameter)."""
+    init_logit_bias: float = -10.0
+    """siglip: initial logit bias."""
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    """AdamW with linear warmup and cosine decay."""
+
+    lr: float = 1e-3
+    """Peak learning rate."""
+    min_lr: float = 0.0
+    """Learning rate at the end of the cosine."""
+    weight_decay: float = 0.2
+    """Decoupled weight decay on matrices (never on norms, biases, embeddings' positions, temperature)."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.98
+    """AdamW beta2."""
+    eps: float = 1e-6
+    """AdamW epsilon."""
+    warmup_steps: int = 100
+    """Steps of linear warmup from 0 to lr."""
+    grad_clip_norm: float = 1.0
+    """Clip the global gradient norm to this (0 disables)."""
+    fused: bool | None = None
+    """Fused AdamW kernel (None = use it where this torch has one for the device)."""
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """One pretraining run."""
+
+    name: str = "tiny"
+    """Name of the named config this came from (informative)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Model choice."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Data and batching."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """Objective."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and schedule."""
+    steps: int = 1000
+    """Optimizer steps (the schedule's length unless time_budget_min is set)."""
+    time_budget_min: float | None = None
+    """Train for this many wall-clock minutes; the cosine then follows elapsed time (steps is a cap)."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """auto: bf16 autocast where the device runs it fast, else fp32 (never fp16 on CPU)."""
+    compile: bool = False
+    """torch.compile the model."""
+    threads: int | None = None
+    """torch intra-op threads (None = torch's default)."""
+    seed: int = 0
+    """Seed for init, data order and augmentation."""
+    deterministic: bool = False
+    """Deterministic kernels; with one process a resumed run repeats an uninterrupted one exactly."""
+    log_every: int = 10
+    """Steps between metrics.jsonl rows."""
+    eval_every: int = 0
+    """Steps between in-loop evaluations (0 = only at the end)."""
+    checkpoint_every: int = 200
+    """Steps between checkpoints (a final one is always written)."""
+    keep_checkpoints: int = 3
+    """Newest checkpoints kept (0 = keep all)."""
+    out: str | None = None
+    """Run directory (default runs/<name>)."""
+    resume: str | None = None
+    """'latest' (newest checkpoint in out), or a checkpoint/run dir to resume from."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / self.name
+
+
+# Emoji-sized runs are timed, not counted: the schedule ends with the budget
+# on any machine, and recipes compare as quality per CPU minute.
+EMOJI_BUDGET_MIN = 10.0
+STEP_CAP = 1_000_000
+
+
+def tiny() -> TrainConfig:
+    """clip-tiny-64 from scratch: the small CPU baseline."""
+    return TrainConfig(name="tiny", model=ModelConfig(name="clip-tiny-64"),
+                       data=DataConfig(batch_size=128), optim=OptimConfig(lr=1e-3, warmup_steps=100),
+                       steps=STEP_CAP, time_budget_min=EMOJI_BUDGET_MIN)
+
+
+def tiny_debug() -> TrainConfig:
+    """A few steps of clip-tiny-64 at batch 8: for tests and smoke runs."""
+    return TrainConfig(name="tiny-debug", model=ModelConfig(name="clip-tiny-64"),
+                       data=DataConfig(batch_size=8, workers=0, shuffle_buffer=16),
+                       optim=OptimConfig(lr=1e-3, warmup_steps=2), steps=6, precision="fp32",
+                       log_every=1, checkpoint_every=3, keep_checkpoints=0, progress=False)
+
+
+def emoji_small() -> TrainConfig:
+    """clip-small-64 (~32M params) from scratch on emoji."""
+    return TrainConfig(name="emoji-small", model=ModelConfig(name="clip-small-64"),
+                       data=DataConfig(batch_size=128), optim=OptimConfig(lr=5e-4, warmup_steps=100),
+                       steps=STEP_CAP, time_budget_min=EMOJI_BUDGET_MIN)
+
+
+def emoji_lit_minilm() -> TrainConfig:
+    """Tiny ViT from scratch against the locked pretrained MiniLM text tower (LiT)."""
+    return TrainConfig(name="emoji-lit-minilm",
+                       model=ModelConfig(name="clip-tiny-64-minilm", lock_text=True),
+                       data=DataConfig(batch_size=128), optim=OptimConfig(lr=1e-3, warmup_steps=100),
+                       steps=STEP_CAP, time_budget_min=EMOJI_BUDGET_MIN)
+
+
+NAMED_CONFIGS: dict[str, Callable[[], TrainConfig]] = {
+    "tiny": tiny,
+    "tiny-debug": tiny_debug,
+    "emoji-small": emoji_small,
+    "emoji-lit-minilm": emoji_lit_minilm,
+}
+DEFAULT_CONFIG = "emoji-lit-minilm"
+
+
+def named_config(name: str) -> TrainConfig:
+    if name not in NAMED_CONFIGS:
+        raise PretrainError(f"unknown config {name!r}: choose one of {', '.join(NAMED_CONFIGS)}")
+    return NAMED_CONFIGS[name]()
+
+
+def field_paths(cls: type = TrainConfig, prefix: str = "") -> dict[str, dataclasses.Field]:
+    """Every leaf field as 'group.name' -> Field."""
+    paths: dict[str, dataclasses.Field] = {}
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+            paths.update(field_paths(f.default_factory, f"{prefix}{f.name}."))
+        else:
+            paths[f"{prefix}{f.name}"] = f
+    return paths
+
+
+def resolve_key(key: str) -> str:
+    """Dotted path for `key` (a dotted path or a unique leaf name); PretrainError listing keys if unknown."""
+    paths = field_paths()
+    if key in paths:
+        return key
+    matches = [p for p in paths if p.rsplit(".", 1)[-1] == key]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise PretrainError(f"config key {key!r} is ambiguous: write one of {', '.join(matches)}")
+    raise PretrainError(f"unknown config key {key!r}; valid keys: {', '.join(paths)}")
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Return a copy of `config` with `key=value` strings applied (values parsed by field type)."""
+    import jsonargparse  # only the command line needs it
+
+    args = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise PretrainError(f"override {item!r} is not key=value (e.g. optim.lr=3e-4)")
+        args.append(f"--run.{resolve_key(key.strip())}={value}")
+    parser = jsonargparse.ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(TrainConfig, "run")
+    parser.set_defaults({f"run.{k}": v for k, v in flatten(config_to_dict(config)).items()})
+    try:
+        parsed = parser.parse_args(args)
+    except Exception as err:  # jsonargparse raises ArgumentError with the type it expected
+        raise PretrainError(f"bad override value: {' '.join(str(err).split())}") from err
+    return parser.instantiate_classes(parsed).run
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    groups = {"model": ModelConfig, "data": DataConfig, "loss": LossConfig, "optim": OptimConfig}
+    kwargs = {k: groups[k](**v) if k in groups else v for k, v in values.items()}
+    return TrainConfig(**kwargs)
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def validate(config: TrainConfig) -> None:
+    """Reject combinations that cannot run, with what to change."""
+    if config.data.batch_size < 2:
+        raise PretrainError("data.batch_size must be >= 2: a contrastive batch needs negatives")
+    if config.data.accum_steps < 1:
+        raise PretrainError("data.accum_steps must be >= 1")
+    if config.steps < 1:
+        raise PretrainError("steps must be >= 1")
+    if not 0.0 <= config.model.patch_dropout < 1.0:
+        raise PretrainError("model.patch_dropout must be in [0, 1)")
+    if config.time_budget_min is not None and config.time_budget_min <= 0:
+        raise PretrainError("time_budget_min must be > 0 (or null for a step-based schedule)")
+
+
+def save_config(config: TrainConfig, run_dir: Path) -> Path:
+    """Write the resolved config to run_dir/config.json (atomically)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "config.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config_to_dict(config), indent=2))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,93 @@
+"""An endless, resumable stream of training batches over epochs of a loader.
+
+The stream counts where it is (epoch, batches taken in that epoch), so a
+checkpoint can record the data position and a resumed run can start from
+the same batch. Each epoch's loader iterator is created under a fixed seed
+(seed, epoch, rank), so loader worker processes draw the same augmentations
+every time that epoch is replayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import torch
+
+from pretrain.errors import PretrainError
+
+EpochFactory = Callable[[int], Iterable[dict]]  # epoch -> that epoch's batches
+
+
+class BatchStream:
+    """`next(stream)` gives the next training batch, starting a new epoch when one ends."""
+
+    def __init__(self, make_epoch: EpochFactory, *, seed: int, rank: int = 0,
+                 epoch: int = 0, batch_in_epoch: int = 0) -> None:
+        self.make_epoch, self.seed, self.rank = make_epoch, seed, rank
+        self.epoch, self.batch_in_epoch = epoch, 0
+        self._iterator = self._open(epoch)
+        for _ in range(batch_in_epoch):  # resume: replay to the recorded position
+            next(self)
+        if self.epoch != epoch:
+            raise PretrainError(f"cannot resume at batch {batch_in_epoch} of epoch {epoch}: "
+                                "the data has fewer batches per epoch than when the checkpoint was written")
+
+    def _open(self, epoch: int) -> Iterator[dict]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hash((self.seed, epoch, self.rank)) % 2**62)
+            return iter(self.make_epoch(epoch))
+
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def __next__(self) -> dict:
+        try:
+            batch = next(self._iterator)
+        except StopIteration:
+            if self.batch_in_epoch == 0:
+                raise PretrainError("the training data gave no full batch in an epoch: use more samples, "
+                                    "or a smaller data.batch_size") from None
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            self._iterator = self._open(self.epoch)
+            return next(self)
+        self.batch_in_epoch += 1
+        return batch
+
+    @property
+    def position(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
+
+
+def shard_epochs(*, train_data: str, batch_size: int, image_transform: Callable, tokenize: Callable,
+                 workers: int, shuffle_buffer: int, caption: str, seed: int, rank: int,
+                 world_size: int) -> tuple[EpochFactory, dict[str, int]]:
+    """An epoch factory over a shard directory, and a live dict of skipped-sample counts.
+
+    One process reads epochs (each sample once per epoch, shuffled). Several
+    processes read resampled shard streams (data_tools' advice for DDP: ranks
+    then never run out at different times), so each of their "epochs" is endless.
+    """
+    from data_tools.errors import DataError
+    from data_tools.loader import list_shards, make_loader
+
+    try:
+        list_shards(train_data)
+    except DataError as err:
+        raise PretrainError(str(err)) from err
+    skipped: dict[str, int] = {}
+
+    def make_epoch(epoch: int) -> Iterable[dict]:
+        loader = make_loader(train_data, batch_size=batch_size, image_transform=image_transform,
+                             tokenize=tokenize, num_workers=workers, shuffle=True, shuffle_buffer=shuffle_buffer,
+                             resampled=world_size > 1, seed=seed, epoch=epoch, caption=caption, drop_last=True,
+                             rank=rank, world_size=world_size)
+        # iter() now, not lazily: the DataLoader draws its worker seed here, under BatchStream's fixed seed.
+        return _count_skips(iter(loader), loader, skipped)
+
+    return make_epoch, skipped
+
+
+def _count_skips(batches: Iterator[dict], loader: object, skipped: dict[str, int]) -> Iterator[dict]:
+    yield from batches
+    for reason, count in getattr(loader, "skipped", {}).items():
+        skipped[reason] = skipped.get(reason, 0) + count

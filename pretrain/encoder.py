@@ -1,0 +1,111 @@
+"""`Encoder`: a trained model turned into two functions, images -> vectors, texts -> vectors.
+
+Everything downstream (zero-shot, adapters, retrieval) encodes through this
+class, so they all see the same preprocessing, tokenizer and normalisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from PIL import Image
+from torch import nn
+
+from pretrain import checkpoint, models
+from pretrain.errors import PretrainError
+
+TEXT_BATCH = 512  # captions encoded per forward; bounds memory for long lists
+
+
+class Encoder:
+    """L2-normalised float32 image and text embeddings from one model (no grad)."""
+
+    def __init__(self, *, model: nn.Module, preprocess: Callable[[Image.Image], torch.Tensor],
+                 tokenizer: Callable[[list[str]], torch.Tensor], config: dict[str, Any],
+                 checkpoint_id: str, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.config = config
+        self.checkpoint_id = checkpoint_id
+        # Trimming padding is exact for causal/EOT-pooled and masked HF towers; it saves most text compute.
+        self._towers = models.TwoTower(model, name=config.get("model_name", "?"), dynamic_padding=True)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Encoder:
+        """From a run dir (its newest checkpoint) or a checkpoint dir."""
+        ckpt = checkpoint.resolve_checkpoint(path)
+        info = checkpoint.read_model_info(ckpt)
+        clip = models.clip_from_info(info)
+        incompatible = clip.load_state_dict(checkpoint.read_weights(ckpt), strict=False)
+        if incompatible.missing_keys or incompatible.unexpected_keys:
+            raise PretrainError(
+                f"{ckpt / checkpoint.WEIGHTS_FILE} does not match model {info['model_name']!r} "
+                f"(missing {incompatible.missing_keys[:3]}, unexpected {incompatible.unexpected_keys[:3]}): "
+                "the checkpoint is from another config or damaged"
+            )
+        return cls._from_clip(clip, info=info, checkpoint_id=checkpoint.weights_digest(ckpt), device=device)
+
+    @classmethod
+    def from_open_clip(cls, model_name: str, pretrained: str | None = None,
+                       device: str | torch.device = "cpu") -> Encoder:
+        """From any open_clip config name, with weights from a tag or file (e.g. an open_clip_train .pt)."""
+        if pretrained is not None and not Path(pretrained).is_file() and \
+                pretrained not in open_clip.list_pretrained_tags_by_model(model_name):
+            raise PretrainError(f"pretrained={pretrained!r} is neither a file nor a known tag of {model_name!r}")
+        clip = models.create_open_clip(model_name, pretrained=pretrained)
+        info = models.model_info(model_name, clip)
+        if pretrained is not None and Path(pretrained).is_file():
+            checkpoint_id = checkpoint.file_digest(Path(pretrained))
+        else:
+            checkpoint_id = checkpoint.state_dict_digest(clip.state_dict())
+        return cls._from_clip(clip, info=info, checkpoint_id=checkpoint_id, device=device)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, *, model_name: str, checkpoint_id: str = "",
+                   device: str | torch.device | None = None) -> Encoder:
+        """Wrap an in-memory open_clip model (in-loop evaluation). The model is put in eval mode."""
+        info = models.model_info(model_name, model)
+        device = device if device is not None else next(model.parameters()).device
+        return cls._from_clip(model, info=info, checkpoint_id=checkpoint_id or "in-memory", device=device)
+
+    @classmethod
+    def _from_clip(cls, clip: nn.Module, *, info: dict[str, Any], checkpoint_id: str,
+                   device: str | torch.device) -> Encoder:
+        pp_cfg = open_clip.transform.PreprocessCfg(**info["preprocess"])
+        preprocess = open_clip.transform.image_transform_v2(pp_cfg, is_train=False)
+        tokenizer = open_clip.get_tokenizer(info["model_name"],
+                                            context_length=info["tokenizer"]["context_length"])
+        return cls(model=clip, preprocess=preprocess, tokenizer=tokenizer, config=info,
+                   checkpoint_id=checkpoint_id, device=device)
+
+    @property
+    def image_size(self) -> int:
+        size = self.config["preprocess"]["size"]
+        return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.config["model_cfg"]["embed_dim"])
+
+    @torch.no_grad()
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) preprocessed images -> (B, D) unit vectors."""
+        features = self._towers.encode_image(images.to(self.device, torch.float32))
+        return features.float()
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """B captions -> (B, D) unit vectors."""
+        if isinstance(texts, str):
+            raise PretrainError("encode_text takes a list of strings, not one string: wrap it as [text]")
+        chunks = [
+            self._towers.encode_text(self.tokenizer(list(texts[i:i + TEXT_BATCH])).to(self.device)).float()
+            for i in range(0, len(texts), TEXT_BATCH)
+        ]
+        return torch.cat(chunks) if chunks else torch.zeros(0, self.embed_dim)

@@ -1,0 +1,94 @@
+"""One optimizer step's forward and backward, with GradCache accumulation.
+
+Plain accumulation (summing gradients of small batches) shrinks the
+contrastive batch: each small batch only sees its own negatives. GradCache
+(Gao et al. 2021) keeps the big batch exact at the cost of one extra forward:
+
+1. forward every micro-batch without grad, keep only the features (B_i, D);
+2. compute the loss on all cached features at once (the full contrastive
+   batch) and backward to get d loss / d features (and d loss / d scale, bias);
+3. forward each micro-batch again with grad (same RNG, so patch dropout picks
+   the same patches) and backward the surrogate sum(features * cached grad).
+
+The parameter gradient equals that of one batch of sum(B_i) pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+
+import torch
+from torch import nn
+
+from pretrain.distributed import Distributed
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # images (B, 3, H, W), tokens (B, L)
+LossFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+FEATURES = ("image_features", "text_features")
+SCALARS = ("logit_scale", "logit_bias")
+
+
+def forward_backward(model: nn.Module, micro_batches: Sequence[Batch], *, loss_fn: LossFn,
+                     autocast: Callable[[], AbstractContextManager], dist: Distributed) -> torch.Tensor:
+    """Accumulate parameter gradients for the whole step; return the (detached) loss."""
+    if len(micro_batches) == 1:
+        images, texts = micro_batches[0]
+        with autocast():
+            out = model(images, texts)
+        loss = loss_fn(out)
+        loss.backward()
+        return loss.detach()
+    cached, rng_states = _cache_features(model, micro_batches, autocast)
+    loss = loss_fn(cached)
+    loss.backward()
+    _replay_with_grad(model, micro_batches, cached, rng_states, autocast, dist)
+    return loss.detach()
+
+
+def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple[torch.Tensor, list[torch.Tensor] | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state_all(state[1])
+
+
+def _cache_features(model: nn.Module, micro_batches: Sequence[Batch],
+                    autocast: Callable[[], AbstractContextManager]) -> tuple[dict, list]:
+    """Pass 1: features of every micro-batch as leaf tensors that will receive gradients."""
+    outs, rng_states = [], []
+    with torch.no_grad():
+        for images, texts in micro_batches:
+            rng_states.append(_rng_state())
+            with autocast():
+                outs.append(model(images, texts))
+    cached = {k: torch.cat([o[k] for o in outs]).float().requires_grad_() for k in FEATURES}  # (sum B_i, D)
+    for key in SCALARS:
+        if key in outs[0]:
+            cached[key] = outs[0][key].detach().float().requires_grad_()
+    return cached, rng_states
+
+
+def _replay_with_grad(model: nn.Module, micro_batches: Sequence[Batch], cached: dict, rng_states: list,
+                      autocast: Callable[[], AbstractContextManager], dist: Distributed) -> None:
+    """Pass 3: re-run each micro-batch with grad and push the cached gradients through it."""
+    after_pass_one = _rng_state()
+    start, last = 0, len(micro_batches) - 1
+    for i, (images, texts) in enumerate(micro_batches):
+        rows = slice(start, start + images.shape[0])
+        start += images.shape[0]
+        _set_rng_state(rng_states[i])
+        # Only the last backward all-reduces gradients across ranks.
+        with dist.no_sync(model, skip=i < last):
+            with autocast():
+                out = model(images, texts)
+            surrogate = sum((out[k].float() * cached[k].grad[rows]).sum() for k in FEATURES)
+            for key in SCALARS:  # scale/bias gradients split evenly: their value is the same in every pass
+                if key in cached:
+                    surrogate = surrogate + out[key].float() * cached[key].grad / len(micro_batches)
+            surrogate.backward()
+    _set_rng_state(after_pass_one)

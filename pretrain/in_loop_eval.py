@@ -1,0 +1,35 @@
+"""Run evaluators on the model being trained, without disturbing training.
+
+The model is wrapped as an `Encoder` (eval mode, no grad); random number
+generators are saved and restored around the evaluators, so evaluating (or
+not) never changes the training run that follows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from pretrain.encoder import Encoder
+from pretrain.evaluation import Evaluator
+from pretrain.rng_state import capture_rng, restore_rng
+
+LOG = logging.getLogger(__name__)
+
+
+def run_evaluators(evaluators: Sequence[Evaluator], clip: nn.Module, *, model_name: str) -> dict[str, float]:
+    """All evaluators' (name, value) pairs as one dict; the model is left in eval mode."""
+    rng = capture_rng()
+    metrics: dict[str, float] = {}
+    try:
+        encoder = Encoder.from_model(clip, model_name=model_name)
+        with torch.no_grad():
+            for evaluator in evaluators:
+                for name, value in evaluator.run(encoder):
+                    metrics[name] = float(value)
+    finally:
+        restore_rng(rng)
+    return metrics

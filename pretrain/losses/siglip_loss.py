@@ -1,0 +1,41 @@
+"""Sigmoid (SigLIP) pairwise loss with learnable temperature and bias.
+
+For N pairs of unit vectors x_i (images), y_j (texts), s = exp(t) and bias b:
+
+    z_ij = +1 if i == j else -1
+    L = -1/N sum_i sum_j log sigmoid( z_ij * (s * <x_i, y_j> + b) )
+
+Each pair is an independent binary decision, so no softmax over the batch is
+needed. Across R ranks (B pairs each, N = R*B) rank r scores its B images
+against all N texts gathered WITH gradient, normalised by B: the mean of the
+R rank losses equals L, and the data-parallel gradient average gives dL/dθ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+Gather = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _identity(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
+                logit_bias: torch.Tensor, *, gather: Gather = _identity, rank: int = 0) -> torch.Tensor:
+    """Sigmoid loss of this rank's (B, D) images against all texts; see module docstring.
+
+    `logit_scale` is exp(t) (as the model returns it), `logit_bias` is b.
+    """
+    image_features = image_features.float()  # (B, D)
+    all_texts = gather(text_features.float())  # (N, D)
+    batch = image_features.shape[0]
+    logits = logit_scale.float() * image_features @ all_texts.T + logit_bias.float()  # (B, N)
+    signs = -torch.ones_like(logits)
+    positives = torch.arange(batch, device=logits.device)
+    signs[positives, positives + rank * batch] = 1.0  # z_ij: +1 on this rank's matching pairs
+    return -F.logsigmoid(signs * logits).sum() / batch

@@ -1,0 +1,88 @@
+"""AdamW with decay only on weight matrices, and the warmup + cosine schedule."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pretrain.config import OptimConfig
+
+# Parameters that are not weight matrices even when 2-D: decaying them pulls
+# positions, class token or temperature towards zero for no benefit.
+NO_DECAY_NAMES = ("bias", "logit_scale", "logit_bias", "positional_embedding", "class_embedding", "cls_emb")
+NORM_NAME_PARTS = ("ln_", "norm", "LayerNorm")
+
+
+def decays(name: str, param: nn.Parameter) -> bool:
+    """Whether weight decay applies: matrices yes; norms, biases, temperature, positions no."""
+    if param.ndim < 2:
+        return False
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf in NO_DECAY_NAMES or any(n in leaf for n in NO_DECAY_NAMES):
+        return False
+    return not any(part in name for part in NORM_NAME_PARTS)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups over the trainable parameters: decayed and not."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (decay if decays(name, param) else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def fused_available(device: torch.device) -> bool:
+    """torch >= 2.4 has fused AdamW for CPU and CUDA."""
+    return device.type in ("cpu", "cuda")
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+    fused = fused_available(device) if cfg.fused is None else cfg.fused
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                             eps=cfg.eps, fused=fused)
+
+
+@dataclass(kw_only=True)
+class WarmupCosine:
+    """lr(step) = lr * (step+1)/warmup during warmup, then cosine from lr to min_lr.
+
+    Progress through the cosine is counted in steps (`total_steps`) or, with
+    a wall-clock budget, in seconds (`total_seconds`), so a timed run ends its
+    schedule exactly when its budget runs out.
+    """
+
+    lr: float
+    min_lr: float
+    warmup_steps: int
+    total_steps: int
+    total_seconds: float | None = None
+    warmup_end_seconds: float | None = None  # when warmup ended (time mode); saved for resume
+
+    def __call__(self, step: int, elapsed_s: float = 0.0) -> float:
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        if self.total_seconds is None:
+            span = max(1, self.total_steps - self.warmup_steps)
+            progress = (step - self.warmup_steps) / span
+        else:
+            if self.warmup_end_seconds is None:
+                self.warmup_end_seconds = elapsed_s
+            span = max(1e-9, self.total_seconds - self.warmup_end_seconds)
+            progress = (elapsed_s - self.warmup_end_seconds) / span
+        progress = min(max(progress, 0.0), 1.0)
+        return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def state_dict(self) -> dict:
+        return {"warmup_end_seconds": self.warmup_end_seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.warmup_end_seconds = state.get("warmup_end_seconds")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

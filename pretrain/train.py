@@ -1,0 +1,314 @@
+"""The pretraining loop: `train(config, evaluators=...)`.
+
+One step: take `accum_steps` micro-batches, forward/backward them (GradCache
+when more than one, see grad_cache.py), clip the gradient norm, AdamW step,
+clamp the temperature. Around it: logging, periodic evaluation and
+checkpoints, resume, and stopping cleanly on signals or a non-finite loss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from tqdm import tqdm
+
+from pretrain import checkpoint, models, precision
+from pretrain.config import TrainConfig, config_to_dict, save_config, validate
+from pretrain.data_stream import BatchStream, EpochFactory, shard_epochs
+from pretrain.distributed import Distributed
+from pretrain.errors import PretrainError
+from pretrain.evaluation import Evaluator
+from pretrain.grad_cache import forward_backward
+from pretrain.in_loop_eval import run_evaluators
+from pretrain.losses import clip_loss, siglip_loss
+from pretrain.optim import WarmupCosine, build_optimizer, set_lr
+from pretrain.rng_state import capture_rng, restore_rng, seed_everything
+from pretrain.run_log import CURVES_FILE, RunLog, plot_curves
+from pretrain.stop_signals import StopSignals
+
+LOG = logging.getLogger("pretrain")
+
+
+@dataclass(kw_only=True)
+class TrainResult:
+    """How a run ended."""
+
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    loss: float
+    stopped_by: str = ""  # signal name when stopped early, "" when finished
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def train(config: TrainConfig, *, evaluators: Sequence[Evaluator] = (),
+          make_epoch: EpochFactory | None = None, dist: Distributed | None = None) -> TrainResult:
+    """Train per `config`; `make_epoch` (epoch -> batches) replaces the shard loader (tests)."""
+    validate(config)
+    trainer = Trainer(config, evaluators=evaluators, make_epoch=make_epoch, dist=dist or Distributed())
+    return trainer.run()
+
+
+class Trainer:
+    """The state of one run; `run()` is the loop."""
+
+    def __init__(self, config: TrainConfig, *, evaluators: Sequence[Evaluator],
+                 make_epoch: EpochFactory | None, dist: Distributed) -> None:
+        self.config, self.evaluators, self.dist = config, list(evaluators), dist
+        self.run_dir = config.run_dir
+        self.step, self.samples_seen, self.elapsed_before = 0, 0, 0.0
+        self.last_checkpoint: Path | None = None
+        self.last_metrics: dict[str, float] = {}
+        self.paused_s = 0.0  # time spent evaluating and saving: not training time
+        self.skipped: dict[str, int] = {}
+        _set_runtime(config)
+        self.precision, why = precision.choose_precision(config.precision, dist.device)
+        self.autocast = precision.autocast(self.precision, dist.device)
+        self.towers = self._build_model()
+        torch.manual_seed(config.seed * 1000 + dist.rank)  # each process its own dropout/augmentation draws
+        self.optimizer = build_optimizer(self.towers, config.optim, dist.device)
+        self.schedule = WarmupCosine(lr=config.optim.lr, min_lr=config.optim.min_lr,
+                                     warmup_steps=config.optim.warmup_steps, total_steps=config.steps,
+                                     total_seconds=config.time_budget_min * 60 if config.time_budget_min else None)
+        train_state = self._resume_weights()
+        if config.compile:
+            models.compile_towers(self.towers)
+        self.model = dist.prepare(self.towers)
+        self.stream = self._open_stream(make_epoch, train_state)
+        self.stream_samples = _samples_per_epoch(config) if make_epoch is None else None
+        if train_state is not None and train_state["world_size"] == dist.world_size:
+            restore_rng(train_state["rng"][dist.rank])  # after the stream replayed its batches
+        self.log = RunLog(self.run_dir, enabled=dist.is_main,
+                          truncate_after_step=self.step if train_state is not None else None)
+        if dist.is_main:
+            save_config(config, self.run_dir)
+            LOG.info("precision %s (%s); %d processes; contrastive batch %d; run dir %s", self.precision, why,
+                     dist.world_size, self.global_batch, self.run_dir)
+
+    @property
+    def global_batch(self) -> int:
+        return self.config.data.batch_size * self.config.data.accum_steps * self.dist.world_size
+
+    def _build_model(self) -> models.TwoTower:
+        cfg = self.config.model
+        bias = self.config.loss.init_logit_bias if self.config.loss.kind == "siglip" else None
+        towers = models.build_model(
+            cfg.name, pretrained=cfg.pretrained, lock_text=cfg.lock_text,
+            lock_text_unlocked_layers=cfg.lock_text_unlocked_layers, lock_image=cfg.lock_image,
+            lock_image_unlocked_groups=cfg.lock_image_unlocked_groups, patch_dropout=cfg.patch_dropout,
+            grad_checkpointing=cfg.grad_checkpointing, init_logit_bias=bias, dynamic_padding=cfg.dynamic_padding,
+            pad_multiple=8 if self.config.compile else 1,  # few distinct text lengths: few recompiles
+        )
+        return towers.to(self.dist.device).train()
+
+    def _resume_weights(self) -> dict[str, Any] | None:
+        """Load weights, optimizer and counters from the checkpoint `resume` names; None if fresh."""
+        if not self.config.resume:
+            return None
+        source = self.run_dir if self.config.resume == "latest" else Path(self.config.resume)
+        ckpt = checkpoint.find_latest(source) if source.exists() else None
+        if ckpt is None:
+            if self.config.resume == "latest":
+                LOG.info("resume latest: no checkpoint in %s yet, starting fresh", self.run_dir)
+                return None
+            checkpoint.resolve_checkpoint(source)  # raises with what to pass
+        state = checkpoint.read_train_state(ckpt)
+        self.towers.clip.load_state_dict(checkpoint.read_weights(ckpt), strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.step, self.samples_seen = state["step"], state["samples_seen"]
+        self.elapsed_before, self.last_checkpoint = state["elapsed_s"], ckpt
+        LOG.info("resumed from %s at step %d", ckpt, self.step)
+        return state
+
+    def _open_stream(self, make_epoch: EpochFactory | None, state: dict[str, Any] | None) -> BatchStream:
+        cfg, dist = self.config, self.dist
+        if make_epoch is None:
+            if not cfg.data.train_data:
+                raise PretrainError("no training data: pass --train-data DIR (a shard directory)")
+            clip = self.towers.clip
+            pp_cfg = open_clip.transform.PreprocessCfg(**clip.visual.preprocess_cfg)
+            transform = open_clip.transform.image_transform_v2(pp_cfg, is_train=cfg.data.augment)
+            make_epoch, self.skipped = shard_epochs(
+                train_data=cfg.data.train_data, batch_size=cfg.data.batch_size, image_transform=transform,
+                tokenize=open_clip.get_tokenizer(self.towers.name), workers=cfg.data.workers,
+                shuffle_buffer=cfg.data.shuffle_buffer, caption=cfg.data.caption, seed=cfg.seed,
+                rank=dist.rank, world_size=dist.world_size)
+        position = {"epoch": 0, "batch_in_epoch": 0}
+        if state is not None and state["world_size"] == dist.world_size == 1:
+            position = state["data_position"][0]  # exact: replay to the same batch
+        elif state is not None:
+            position = {"epoch": state["step"], "batch_in_epoch": 0}  # endless streams: a fresh seeded one
+        return BatchStream(make_epoch, seed=cfg.seed, rank=dist.rank, **position)
+
+    def _loss(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        cfg, dist = self.config.loss, self.dist
+        if cfg.kind == "siglip":
+            return siglip_loss(out["image_features"], out["text_features"], out["logit_scale"],
+                               out["logit_bias"], gather=dist.gather_with_grad, rank=dist.rank)
+        return clip_loss(out["image_features"], out["text_features"], out["logit_scale"],
+                         gather=dist.gather_with_grad, rank=dist.rank, local_loss=cfg.local_loss,
+                         max_logit_scale=cfg.max_logit_scale)
+
+    def _micro_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        device = self.dist.device
+        batches = [next(self.stream) for _ in range(self.config.data.accum_steps)]
+        return [(b["image"].to(device, non_blocking=True), b["text"].to(device, non_blocking=True))
+                for b in batches]
+
+    def _train_step(self, elapsed_s: float) -> tuple[float, float]:
+        """One optimizer step; returns (loss averaged over processes, lr)."""
+        lr = self.schedule(self.step, elapsed_s)
+        set_lr(self.optimizer, lr)
+        loss = forward_backward(self.model, self._micro_batches(), loss_fn=self._loss,
+                                autocast=self.autocast, dist=self.dist)
+        loss_value = self.dist.mean(loss.item())
+        if not math.isfinite(loss_value):
+            self._fail_non_finite(f"loss is {loss_value}")
+        params = [p for p in self.towers.parameters() if p.grad is not None]
+        if self.config.optim.grad_clip_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.config.optim.grad_clip_norm)
+            if not math.isfinite(float(norm)):
+                self._fail_non_finite(f"gradient norm is {float(norm)}")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():  # CLIP's clamp: temperature no lower than 1/max_logit_scale
+            self.towers.clip.logit_scale.clamp_(0, math.log(self.config.loss.max_logit_scale))
+        return loss_value, lr
+
+    def _fail_non_finite(self, what: str) -> None:
+        kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else \
+            "no checkpoint was written yet"
+        self.log.close()
+        raise PretrainError(f"{what} at step {self.step + 1}: stopped; {kept} "
+                            "(resume from it with a lower optim.lr, or precision=fp32)")
+
+    def _elapsed(self, started: float) -> float:
+        """Seconds trained so far (evaluation and checkpoint writing excluded), identical on every
+        process (the time schedule depends on it)."""
+        elapsed = self.elapsed_before + time.perf_counter() - started - self.paused_s
+        return self.dist.mean(elapsed) if self.config.time_budget_min else elapsed
+
+    def _finished(self, elapsed_s: float) -> bool:
+        if self.step >= self.config.steps:
+            return True
+        return bool(self.config.time_budget_min) and elapsed_s >= self.config.time_budget_min * 60
+
+    def run(self) -> TrainResult:
+        cfg, dist = self.config, self.dist
+        started = time.perf_counter()
+        bar = tqdm(total=None if cfg.time_budget_min else cfg.steps, initial=self.step, unit="step",
+                   disable=not (cfg.progress and dist.is_main), dynamic_ncols=True)
+        window_start, window_samples, loss, stopped_by = time.perf_counter(), 0, float("nan"), ""
+        with StopSignals() as signals:
+            while not self._finished(elapsed := self._elapsed(started)):
+                loss, lr = self._train_step(elapsed)
+                self.step += 1
+                self.samples_seen += self.global_batch
+                window_samples += self.global_batch
+                bar.update(1)
+                if self.step % cfg.log_every == 0:
+                    rate = window_samples / max(time.perf_counter() - window_start, 1e-9)
+                    self._log_train(loss, lr, rate, bar)
+                    window_start, window_samples = time.perf_counter(), 0
+                if dist.any(signals.received is not None):
+                    stopped_by = signals.name or "signal"
+                    break
+                window_start += self._evaluate_and_save(started)  # samples/s counts training time only
+        bar.close()
+        return self._finish(loss, started, stopped_by)
+
+    def _evaluate_and_save(self, started: float) -> float:
+        """Periodic evaluation and checkpoint; returns the seconds they took (not training time)."""
+        pause_start = time.perf_counter()
+        if self.config.eval_every and self.step % self.config.eval_every == 0:
+            self._evaluate()
+        if self.step % self.config.checkpoint_every == 0:
+            self._save(started)
+        paused = time.perf_counter() - pause_start
+        self.paused_s += paused
+        return paused
+
+    def _log_train(self, loss: float, lr: float, samples_per_s: float, bar: tqdm) -> None:
+        epoch = self.samples_seen / self.stream_samples if self.stream_samples else None
+        row = {"step": self.step, "loss": loss, "lr": lr,
+               "logit_scale": float(self.towers.clip.logit_scale.detach().exp()),
+               "samples_per_s": samples_per_s, "epoch": epoch}
+        self.log.write(row)
+        bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_s:.0f}")
+
+    def _evaluate(self) -> dict[str, float]:
+        if not self.evaluators:
+            return {}
+        metrics: dict[str, float] = {}
+        if self.dist.is_main:
+            metrics = run_evaluators(self.evaluators, self.towers.clip, model_name=self.towers.name)
+            self.towers.train()
+            self.log.write({"step": self.step, **metrics}, prefix="eval")
+            self.last_metrics = metrics
+            LOG.info("step %d eval: %s", self.step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        self.dist.barrier()
+        return metrics
+
+    def _save(self, started: float) -> None:
+        positions = self.dist.gather_objects(self.stream.position)
+        rngs = self.dist.gather_objects(capture_rng())
+        elapsed = self._elapsed(started)
+        if self.dist.is_main:
+            state = {"step": self.step, "samples_seen": self.samples_seen, "elapsed_s": elapsed,
+                     "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                     "rng": rngs, "data_position": positions, "world_size": self.dist.world_size,
+                     "config": config_to_dict(self.config)}
+            self.last_checkpoint = checkpoint.save_checkpoint(
+                self.run_dir, step=self.step, state_dict=self.towers.clip.state_dict(),
+                model_info=models.model_info(self.towers.name, self.towers.clip), train_state=state,
+                keep_last=self.config.keep_checkpoints)
+        self.dist.barrier()
+
+    def _finish(self, loss: float, started: float, stopped_by: str) -> TrainResult:
+        if self.last_checkpoint is None or not self.last_checkpoint.name.endswith(f"{self.step:08d}"):
+            self._save(started)
+        evaluated_now = self.config.eval_every and self.step % self.config.eval_every == 0
+        metrics = self.last_metrics if stopped_by or evaluated_now else self._evaluate()
+        if self.dist.is_main:
+            plot_curves(self.log.path, self.run_dir / CURVES_FILE)
+            self._write_summary(loss, started, stopped_by, metrics)
+        self.log.close()
+        return TrainResult(run_dir=self.run_dir, step=self.step, checkpoint=self.last_checkpoint, loss=loss,
+                           stopped_by=stopped_by, metrics=metrics)
+
+    def _write_summary(self, loss: float, started: float, stopped_by: str, metrics: dict[str, float]) -> None:
+        summary = {"step": self.step, "loss": loss, "seconds": time.perf_counter() - started,
+                   "samples_seen": self.samples_seen, "precision": self.precision,
+                   "processes": self.dist.world_size, "contrastive_batch": self.global_batch,
+                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                   "skipped_samples": dict(self.skipped), "stopped_by": stopped_by, "metrics": metrics,
+                   "checkpoint": str(self.last_checkpoint)}
+        tmp = self.run_dir / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.replace(self.run_dir / "summary.json")
+
+
+def _samples_per_epoch(config: TrainConfig) -> int | None:
+    """Samples in the training shards (dataset.json), to report epochs; None if unknown."""
+    from data_tools.loader import read_dataset_info
+
+    return read_dataset_info(config.data.train_data).get("num_samples")
+
+
+def _set_runtime(config: TrainConfig) -> None:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(config.seed)

@@ -1,0 +1,194 @@
+"""`clipline embed`: image and text embeddings of every sample in a shard dir.
+
+One part per shard (see `retrieval.embedding_store` for the layout). Each part's
+arrays are written under temporary names and renamed, metadata last, so a part
+either exists whole or not at all; a rerun skips complete parts, which makes an
+interrupted run resumable shard by shard. Under `accelerate launch` (or
+torchrun) process r embeds shards r, r+world, r+2·world, ... and rank 0
+writes info.json once all are done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from retrieval.embedding_store import MODALITY_DIRS
+from retrieval.encoder_spec import load_encoder
+from retrieval.errors import RetrievalError
+from retrieval.metadata import metadata_row, write_metadata
+from retrieval.shard_members import image_members
+
+if TYPE_CHECKING:
+    from pretrain.encoder import Encoder
+
+EMBEDDINGS_FORMAT = "clipline-embeddings/1"
+
+
+@dataclass(kw_only=True)
+class EmbedConfig:
+    """What to embed, with which model, into where."""
+
+    checkpoint: str
+    """Run dir, checkpoint dir, or open_clip:MODEL[:WEIGHTS]."""
+    data: str
+    """Shard dir (DIR/*.tar)."""
+    out: str
+    """Embedding dir to write (reruns resume it)."""
+    batch_size: int = 256
+    """Samples per forward pass."""
+    fp16: bool = False
+    """Store embeddings as float16 (half the disk; index building converts back)."""
+    num_workers: int = 1
+    """Loader processes decoding images while the model runs (0 = decode in this process)."""
+    device: str = "cpu"
+    """Torch device for the model."""
+
+
+def embed_shards(config: EmbedConfig, *, encoder: Encoder | None = None,
+                 log: Callable[[str], None] = print) -> dict:
+    """Embed this process's shards (skipping complete parts); rank 0 returns and writes info.json."""
+    if config.batch_size < 1:
+        raise RetrievalError(f"--batch-size must be >= 1, got {config.batch_size}")
+    shards = _list_shards(config.data)
+    rank, world, processes = _processes()
+    encoder = encoder or load_encoder(config.checkpoint, config.device)
+    out = Path(config.out)
+    for folder in (*MODALITY_DIRS.values(), "metadata"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    _claim(out, config, encoder, rank)
+    mine = shards_of_rank(len(shards), rank, world)
+    done = 0
+    for n, i in enumerate(mine, 1):
+        part = f"part_{i:05d}"
+        if part_complete(out, part):
+            log(f"[{n}/{len(mine)}] {part} ({Path(shards[i]).name}) already embedded, skipped")
+            continue
+        start = time.perf_counter()
+        rows = embed_shard(encoder, shards[i], out, part, config)
+        seconds = time.perf_counter() - start
+        done += rows
+        log(f"[{n}/{len(mine)}] {part} ({Path(shards[i]).name}): {rows} samples, "
+            f"{rows / max(seconds, 1e-9):.1f} samples/s")
+    if processes is not None:
+        processes.barrier()
+    info = _write_info(out, config, encoder, shards) if rank == 0 else {}
+    if rank == 0:
+        log(f"{info['count']} samples in {info['parts']} parts, dim {info['dim']}: {out}")
+    return info
+
+
+def embed_shard(encoder: Encoder, shard: str, out: Path, part: str, config: EmbedConfig) -> int:
+    """Embed one shard into `part`; returns the number of samples written."""
+    from data_tools.loader import make_loader
+
+    loader = make_loader([shard], batch_size=config.batch_size, image_transform=encoder.preprocess,
+                         num_workers=config.num_workers, caption="first", rank=0, world_size=1)
+    images, texts, keys, captions, metas = [], [], [], [], []
+    for batch in loader:
+        images.append(encoder.encode_image(batch["image"]).cpu().numpy())  # (B, D)
+        texts.append(encoder.encode_text(batch["caption"]).cpu().numpy())  # (B, D)
+        keys += batch["key"]
+        captions += batch["caption"]
+        metas += batch["meta"]
+    dtype = np.float16 if config.fp16 else np.float32
+    empty = np.zeros((0, encoder.embed_dim), dtype)
+    spans = image_members(shard)
+    rows = []
+    for key, caption, meta in zip(keys, captions, metas):
+        span = spans.get(key)
+        rows.append(metadata_row(key=key, caption=caption, shard=Path(shard).name,
+                                 member=span.member if span else "", offset=span.offset if span else -1,
+                                 size=span.size if span else 0, meta=meta))
+    _save_npy(np.concatenate(images).astype(dtype) if images else empty, out / "img_emb" / f"{part}.npy")
+    _save_npy(np.concatenate(texts).astype(dtype) if texts else empty, out / "text_emb" / f"{part}.npy")
+    write_metadata(rows, out / "metadata" / f"{part}.parquet")  # last: marks the part complete
+    return len(rows)
+
+
+def shards_of_rank(count: int, rank: int, world: int) -> list[int]:
+    """Shard i goes to rank i % world: disjoint, covering, balanced to within one shard."""
+    return list(range(rank, count, world))
+
+
+def part_complete(out: Path, part: str) -> bool:
+    return all((out / d / f"{part}.npy").is_file() for d in MODALITY_DIRS.values()) and (
+        out / "metadata" / f"{part}.parquet").is_file()
+
+
+def _list_shards(data: str) -> list[str]:
+    from data_tools.errors import DataError
+    from data_tools.loader import list_shards
+
+    try:
+        return list_shards(data)
+    except DataError as err:
+        raise RetrievalError(str(err)) from err
+
+
+def _processes():
+    """(rank, world size, Distributed or None): one process unless launched with several."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, None
+    from pretrain.distributed import Distributed
+
+    processes = Distributed()
+    return processes.rank, processes.world_size, processes
+
+
+def _claim(out: Path, config: EmbedConfig, encoder: Encoder, rank: int) -> None:
+    """Refuse to mix checkpoints or data dirs in one embedding dir; record ours on first use."""
+    info_path = out / "info.json"
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        if info.get("checkpoint_id") != encoder.checkpoint_id:
+            raise RetrievalError(f"{out} holds embeddings from checkpoint {info.get('checkpoint')!r} "
+                                 f"(id {str(info.get('checkpoint_id'))[:12]}); embed into a fresh --out")
+        if info.get("data_dir") != str(Path(config.data).resolve()):
+            raise RetrievalError(f"{out} holds embeddings of {info.get('data_dir')}; embed into a fresh --out")
+    elif rank == 0:
+        _write_json(info_path, _describe(config, encoder) | {"complete": False})
+
+
+def _describe(config: EmbedConfig, encoder: Encoder) -> dict:
+    checkpoint = config.checkpoint
+    if Path(checkpoint).exists():
+        checkpoint = str(Path(checkpoint).resolve())
+    return {
+        "format": EMBEDDINGS_FORMAT, "checkpoint": checkpoint, "checkpoint_id": encoder.checkpoint_id,
+        "model": encoder.config.get("model_name"), "dim": encoder.embed_dim,
+        "dtype": "float16" if config.fp16 else "float32", "data_dir": str(Path(config.data).resolve()),
+    }
+
+
+def _write_info(out: Path, config: EmbedConfig, encoder: Encoder, shards: list[str]) -> dict:
+    import pyarrow.parquet as pq
+
+    parts = {f"part_{i:05d}": Path(s).name for i, s in enumerate(shards) if part_complete(out, f"part_{i:05d}")}
+    count = sum(pq.ParquetFile(out / "metadata" / f"{p}.parquet").metadata.num_rows for p in parts)
+    info = _describe(config, encoder) | {
+        "count": count, "parts": len(parts), "complete": len(parts) == len(shards), "shards": parts,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _write_json(out / "info.json", info)
+    return info
+
+
+def _save_npy(array: np.ndarray, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a bare name
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(tmp, path)

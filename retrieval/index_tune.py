@@ -1,0 +1,166 @@
+"""Tune search-time parameters (nprobe, k_factor_rf, efSearch) against exact search.
+
+For each setting: recall@k of the index against exact neighbours of held-out
+queries, batched throughput, and single-query latency (median and p99, one
+thread: a server answers concurrent queries on separate cores, and OpenMP's
+barrier would otherwise charge each query for whichever core is busy). The
+chosen setting is the fastest single query that meets the target recall; when
+none does, the most accurate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+
+import faiss
+import numpy as np
+
+EF_SEARCH = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+NPROBE = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+K_FACTOR = (1, 2, 4, 8, 16, 32, 64, 128)
+# Recall gains smaller than this between steps mean a parameter has saturated.
+PLATEAU = 0.002
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuningRow:
+    """One setting measured."""
+
+    params: str
+    """Parameter string for `faiss.ParameterSpace`, e.g. `nprobe=16,k_factor_rf=8`."""
+    recall_at_k: float
+    """Mean |top-k ∩ exact top-k| / k over the tuning queries."""
+    latency_ms_median: float
+    """Median single-query latency, one thread."""
+    latency_ms_p99: float
+    """99th percentile single-query latency, one thread."""
+    batched_qps: float
+    """Queries/s when all tuning queries are searched in one call (all threads)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuningResult:
+    rows: list[TuningRow]
+    """Every setting tried, in the order tried."""
+    chosen: TuningRow
+    """Fastest setting at or above the target recall (else the most accurate)."""
+    target_met: bool
+
+
+def exact_neighbors(
+    batches: Iterable[np.ndarray], queries: np.ndarray, k: int, metric: int = faiss.METRIC_INNER_PRODUCT
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k (scores, ids) of `queries` over vectors streamed in batches, ids in stream order."""
+    heap = faiss.ResultHeap(len(queries), k, keep_max=metric == faiss.METRIC_INNER_PRODUCT)
+    offset = 0
+    for batch in batches:
+        kb = min(k, len(batch))
+        scores, ids = faiss.knn(queries, batch, kb, metric=metric)
+        if kb < k:  # pad so every block reports k columns
+            scores = np.pad(scores, ((0, 0), (0, k - kb)), constant_values=-np.inf)
+            ids = np.pad(ids, ((0, 0), (0, k - kb)), constant_values=-1)
+        heap.add_result(scores, np.where(ids >= 0, ids + offset, -1))
+        offset += len(batch)
+    heap.finalize()
+    return heap.D, heap.I
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
+    """Mean over queries of |found[:, :k] ∩ truth[:, :k]| / k (neighbour recall, ANN-style)."""
+    hits = sum(len(np.intersect1d(f[:k], t[:k])) for f, t in zip(found, truth))
+    return float(hits / (k * len(truth)))
+
+
+def measure(index: faiss.Index, params: str, queries: np.ndarray, truth: np.ndarray, k: int,
+            single_queries: int = 200) -> TuningRow:
+    """Recall, batched q/s and single-query latency of `index` under `params`."""
+    if params:
+        faiss.ParameterSpace().set_index_parameters(index, params)
+    start = time.perf_counter()
+    _, found = index.search(queries, k)
+    batched_qps = len(queries) / max(time.perf_counter() - start, 1e-9)
+    latencies = single_query_latencies(index, queries[:single_queries], k)
+    return TuningRow(
+        params=params,
+        recall_at_k=round(recall_at_k(found, truth, k), 4),
+        latency_ms_median=round(float(np.median(latencies)) * 1e3, 4),
+        latency_ms_p99=round(float(np.percentile(latencies, 99)) * 1e3, 4),
+        batched_qps=round(batched_qps, 1),
+    )
+
+
+def single_query_latencies(index: faiss.Index, queries: np.ndarray, k: int) -> np.ndarray:
+    """Seconds per query, searched one at a time on one thread."""
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        times = np.empty(len(queries))
+        for i in range(len(queries)):
+            start = time.perf_counter()
+            index.search(queries[i : i + 1], k)
+            times[i] = time.perf_counter() - start
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return times
+
+
+def candidate_settings(search_params: tuple[str, ...], nlist: int) -> Iterator[list[str]]:
+    """Ladders of settings, each in increasing cost; a ladder stops once it meets the target."""
+    if search_params == ("efSearch",):
+        yield [f"efSearch={ef}" for ef in EF_SEARCH]
+    elif "nprobe" in search_params:
+        probes = [p for p in NPROBE if p <= nlist]
+        factors = K_FACTOR if "k_factor_rf" in search_params else (None,)
+        for factor in factors:
+            suffix = f",k_factor_rf={factor}" if factor else ""
+            yield [f"nprobe={p}{suffix}" for p in probes]
+    else:
+        yield [""]
+
+
+def tune_index(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, *,
+               search_params: tuple[str, ...], nlist: int = 0, target_recall: float = 0.95,
+               k: int = 10, log=print) -> TuningResult:
+    """Sweep each ladder of settings until target recall or a plateau; pick the fastest that meets it."""
+    rows: list[TuningRow] = []
+    for ladder in candidate_settings(search_params, nlist):
+        previous = -1.0
+        for params in ladder:
+            row = measure(index, params, queries, truth, k)
+            rows.append(row)
+            log(f"  {params or 'exact'}: recall@{k} {row.recall_at_k:.4f}, "
+                f"{row.latency_ms_median:.3f} ms/query, {row.batched_qps:.0f} q/s batched")
+            if row.recall_at_k >= target_recall or row.recall_at_k - previous < PLATEAU:
+                break
+            previous = row.recall_at_k
+        if _ladder_cannot_win(rows, ladder, target_recall):
+            break
+    chosen, met = choose_setting(rows, target_recall)
+    if chosen.params:
+        faiss.ParameterSpace().set_index_parameters(index, chosen.params)
+    return TuningResult(rows=rows, chosen=chosen, target_met=met)
+
+
+def _ladder_cannot_win(rows: list[TuningRow], ladder: list[str], target_recall: float) -> bool:
+    """Stop trying larger k_factor once a ladder met the target slower than an earlier one did."""
+    met = [r for r in rows if r.recall_at_k >= target_recall]
+    if len(met) < 2:
+        return False
+    this_ladder = [r for r in met if r.params in ladder]
+    return bool(this_ladder) and min(r.latency_ms_median for r in this_ladder) > min(
+        r.latency_ms_median for r in met
+    )
+
+
+def choose_setting(rows: list[TuningRow], target_recall: float) -> tuple[TuningRow, bool]:
+    """(fastest row meeting target, True), else (most accurate row, False)."""
+    meeting = [r for r in rows if r.recall_at_k >= target_recall]
+    if meeting:
+        return min(meeting, key=lambda r: (r.latency_ms_median, -r.recall_at_k)), True
+    return max(rows, key=lambda r: (r.recall_at_k, -r.latency_ms_median)), False
+
+
+def rows_as_dicts(rows: list[TuningRow]) -> list[dict]:
+    return [asdict(r) for r in rows]

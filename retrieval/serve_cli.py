@@ -1,0 +1,135 @@
+"""`clipline serve INDEX [INDEX2 ...]`: the HTTP search API and web page.
+
+    clipline serve runs/emoji-index                       # http://127.0.0.1:8000
+    clipline serve emoji=runs/emoji-index big=runs/1m --port 9000
+    clipline serve runs/emoji-index --host 0.0.0.0 --api-key "$KEY"
+
+INDEX is an index directory written by `clipline index build`; its name in the
+API is the directory's name, or NAME in NAME=DIR. The encoder and every index
+load once at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from jsonargparse import ArgumentParser
+
+from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
+from data_tools.errors import DataError
+from pretrain.errors import PretrainError
+from retrieval.errors import RetrievalError
+from retrieval.serve_config import ServeConfig, ServeLimits
+from retrieval.server_guards import check_bind_safety
+
+USER_ERRORS = (RetrievalError, PretrainError, DataError)
+API_KEY_ENV = "CLIPLINE_API_KEY"
+INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(kw_only=True)
+class ServeCommand:
+    """Serve indices over HTTP: POST /search, GET /images/{index}/{key}, the page at /."""
+
+    host: str = "127.0.0.1"
+    """Address to bind; anything but loopback needs --api-key (or --insecure)."""
+    port: int = 8000
+    """TCP port."""
+    checkpoint: str | None = None
+    """Encode queries with this run/checkpoint instead of the one each index was built with."""
+    api_key: str | None = None
+    """Key clients must send (X-API-Key header); default: $CLIPLINE_API_KEY if set."""
+    insecure: bool = False
+    """Allow a non-loopback --host without an API key."""
+    batch_text: bool = True
+    """Merge concurrent text queries into one encode and one index search."""
+    max_batch: int = 64
+    """Most text queries merged into one batch."""
+    max_k: int = 100
+    """Most results a query may ask for."""
+    max_text_chars: int = 1000
+    """Longest text query."""
+    max_image_mb: float = 8.0
+    """Largest query image, in MiB."""
+    allow_add: bool = True
+    """Serve POST /indices/{name}/add (adding embeddings to a served index)."""
+    log_level: str = "info"
+    """uvicorn log level (debug, info, warning, error)."""
+
+
+def parse_index_arg(arg: str) -> tuple[str, Path]:
+    """'NAME=DIR' or 'DIR' (named by its last path part) -> (name, dir)."""
+    name, sep, path = arg.partition("=")
+    if not sep:
+        path, name = arg, Path(arg.rstrip("/")).name
+    if not INDEX_NAME.match(name):
+        raise RetrievalError(
+            f"index name {name!r} is not usable in URLs; name it with NAME=DIR (letters, digits, '_', '-', '.')"
+        )
+    directory = Path(path)
+    if not directory.is_dir():
+        raise RetrievalError(f"index directory {directory} does not exist; build one with `clipline index build`")
+    return name, directory
+
+
+def serve_config(cmd: ServeCommand) -> ServeConfig:
+    image_bytes = int(cmd.max_image_mb * 1024 * 1024)
+    limits = ServeLimits(max_k=cmd.max_k, max_text_chars=cmd.max_text_chars, max_image_bytes=image_bytes,
+                         max_body_bytes=image_bytes * 4 // 3 + 1024 * 1024)
+    return ServeConfig(limits=limits, api_key=cmd.api_key, batch_text=cmd.batch_text, max_batch=cmd.max_batch,
+                       allow_add=cmd.allow_add)
+
+
+def run_server(index_args: list[str], cmd: ServeCommand) -> None:
+    """Load every index once, then serve until interrupted."""
+    check_bind_safety(cmd.host, cmd.api_key, cmd.insecure)  # before the slow loading, so a refusal is quick
+    named = [parse_index_arg(arg) for arg in index_args]
+
+    import uvicorn  # the server stack and the encoder load only once the arguments are valid
+
+    from retrieval.served_backend import load_registry
+    from retrieval.server import create_app
+
+    print(f"serve: loading {len(named)} index(es)", file=sys.stderr)
+    registry = load_registry(named, checkpoint=cmd.checkpoint)
+    for served in registry:
+        print(f"serve: {served.name}: {len(served.backend)} items from {served.source}", file=sys.stderr)
+    app = create_app(registry, serve_config(cmd))
+    shown_host = f"[{cmd.host}]" if ":" in cmd.host else cmd.host
+    print(f"serve: http://{shown_host}:{cmd.port}/  (API docs at /docs)", file=sys.stderr)
+    uvicorn.run(app, host=cmd.host, port=cmd.port, log_level=cmd.log_level, server_header=False,
+                timeout_keep_alive=5, limit_concurrency=1024)
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="clipline serve", description=__doc__.split("\n\n")[0], exit_on_error=False)
+    parser.add_argument("index", nargs="+", type=str, help="index directory, or NAME=DIR; several allowed")
+    add_dataclass_flags(parser, ServeCommand)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except Exception as exc:  # jsonargparse raises ArgumentError and friends; show one line, not a usage dump
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {message} (see `clipline serve --help`)", file=sys.stderr)
+        sys.exit(2)
+    cmd = dataclass_from_namespace(ServeCommand, args)
+    cmd.api_key = cmd.api_key or os.environ.get(API_KEY_ENV) or None
+    try:
+        run_server(args.index, cmd)
+    except USER_ERRORS as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Test doubles for the evaluation tests: synthetic shards and encoders with known answers.
+
+`ColourEncoder` maps a solid-colour image to the embedding of the class that
+colour stands for, and a prompt to the embedding of the class name it contains,
+so a zero-shot or retrieval evaluation over it has a result known in advance.
+`tiny_encoder` is the real Encoder over a random micro open_clip model, for
+tests that need real towers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pretrain import checkpoint, models
+from pretrain.encoder import Encoder
+
+PALETTE = [
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+]  # fmt: skip
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (3, H, W)
+
+
+class ColourEncoder:
+    """Encoder double: image colour k -> unit vector perm[k]; a prompt -> the vector of the class it names.
+
+    `perm` has one entry per colour (default: identity over the classes).
+
+    Vectors live in D = num_classes + 2 dims; a small template-dependent
+    component is added to prompts so ensembling actually averages something.
+    """
+
+    def __init__(self, classnames: Sequence[str], perm: Sequence[int] | None = None, image_size: int = 16) -> None:
+        self.classnames = list(classnames)
+        self.perm = list(perm) if perm is not None else list(range(len(classnames)))
+        self.image_size = image_size
+        self.embed_dim = len(classnames) + 2
+        self.config: dict = {}
+        self.checkpoint_id = "colour-fake"
+        self.model = None
+        self.tokenizer = None
+        self.encoded_images = 0
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return pil_to_tensor(image.resize((self.image_size, self.image_size)))
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        self.encoded_images += images.shape[0]
+        colours = images.mean(dim=(2, 3)) * 255.0  # (B, 3)
+        palette = torch.tensor(PALETTE[: len(self.perm)], dtype=torch.float32)  # (C, 3)
+        colour_class = torch.cdist(colours, palette).argmin(dim=1)  # (B,)
+        out = torch.zeros(images.shape[0], self.embed_dim)
+        out[torch.arange(images.shape[0]), torch.tensor(self.perm)[colour_class]] = 1.0
+        return out
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        out = torch.zeros(len(texts), self.embed_dim)
+        for row, text in enumerate(texts):
+            # longest matching name wins so "cat" does not match inside "catfish"
+            matches = [i for i, name in enumerate(self.classnames) if name in text]
+            if matches:
+                out[row, max(matches, key=lambda i: len(self.classnames[i]))] = 1.0
+            out[row, -1 - (len(text) % 2)] = 0.3  # template-dependent, class-independent
+        return torch.nn.functional.normalize(out, dim=-1)
+
+
+def write_shards(
+    out: Path,
+    classes: Sequence[str],
+    per_class: int,
+    *,
+    shard_size: int = 7,
+    image_size: int = 16,
+    write_cls: bool = True,
+    write_label: bool = True,
+    label_fields: dict[str, Sequence[str]] | None = None,
+    captions: bool = False,
+    source: str = "synthetic",
+) -> Path:
+    """Solid-colour images, class i in PALETTE[i]; returns `out` with dataset.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    samples = [(c, j) for j in range(per_class) for c in range(len(classes))]
+    counts: dict[str, int] = {}
+    for start in range(0, len(samples), shard_size):
+        name = f"{start // shard_size:05d}.tar"
+        with tarfile.open(out / name, "w") as tar:
+            for c, j in samples[start : start + shard_size]:
+                key = f"s{c:02d}_{j:03d}"
+                meta: dict = {"key": key, "caption": f"a picture of {classes[c]}", "source": source}
+                if write_label:
+                    meta["label"] = classes[c]
+                if label_fields:
+                    meta["labels"] = {field: names[c % len(names)] for field, names in label_fields.items()}
+                if captions:
+                    meta["captions"] = [f"a picture of {classes[c]}", f"{classes[c]} number {j}"]
+                files = {"png": _png(PALETTE[c], image_size), "txt": meta["caption"].encode(), "json": json.dumps(meta).encode()}
+                if write_cls:
+                    files["cls"] = str(c).encode()
+                for ext, data in files.items():
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        counts[name] = len(samples[start : start + shard_size])
+    info = {"shards": counts, "num_samples": len(samples), "image_size": image_size, "source": source}
+    if write_cls:
+        info["classes"] = list(classes)
+    if label_fields:
+        info["label_fields"] = {k: list(v) for k, v in label_fields.items()}
+    (out / "dataset.json").write_text(json.dumps(info))
+    return out
+
+
+def _png(colour: tuple[int, int, int], size: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+TINY_MODEL = "clipline-eval-micro"
+
+
+def tiny_encoder(seed: int = 0) -> Encoder:
+    """A real Encoder over a random micro open_clip model (16 px, 32-d)."""
+    models.register_model_config(TINY_MODEL, TINY_CONFIG)
+    torch.manual_seed(seed)
+    return Encoder.from_open_clip(TINY_MODEL)
+
+
+def save_tiny_checkpoint(run_dir: Path, seed: int = 0) -> Path:
+    """A run dir holding one checkpoint of the micro model (as `clipline pretrain` writes it)."""
+    encoder = tiny_encoder(seed)
+    info = models.model_info(TINY_MODEL, encoder.model)
+    checkpoint.save_checkpoint(run_dir, step=1, state_dict=encoder.model.state_dict(), model_info=info)
+    return run_dir

@@ -1,0 +1,81 @@
+"""Test doubles for the fusion, compression and heat-map tests: a tiny real checkpoint on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pretrain import checkpoint, models
+
+TINY_NAME = "fusion-test-tiny"
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+def tiny_clip(seed: int = 0, name: str = TINY_NAME, config: dict | None = None) -> torch.nn.Module:
+    """A randomly initialised 64-px open_clip model registered under `name`."""
+    models.register_model_config(name, config or TINY_CONFIG)
+    torch.manual_seed(seed)
+    return models.create_open_clip(name)
+
+
+def tiny_checkpoint(run_dir: Path, seed: int = 0, name: str = TINY_NAME, config: dict | None = None) -> Path:
+    """Write a tiny random model as a clipline checkpoint; returns the run dir."""
+    clip = tiny_clip(seed, name, config)
+    checkpoint.save_checkpoint(run_dir, step=0, state_dict=clip.state_dict(), model_info=models.model_info(name, clip))
+    return run_dir
+
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (30, 60, 220), "yellow": (230, 220, 40)}
+WORDS = ["north", "south", "east", "west"]
+
+
+def write_two_task_shards(out: Path, per_class: int, *, seed: int = 0, drop_word_every: int = 0,
+                          shard_size: int = 16) -> Path:
+    """Shards where task `colour` is visible only in the image and task `word` only in the caption.
+
+    Each sample: a 64-px image, a solid square of its colour on grey at a random place;
+    caption "<word> thing"; `.json` labels {colour, word}. With `drop_word_every` = k,
+    every k-th sample has no `word` label (to test skipping).
+    """
+    import io
+    import json
+    import random
+    import tarfile
+
+    from PIL import Image
+
+    rng = random.Random(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(COLOURS)
+    samples = [(c, w) for c in range(len(names)) for w in range(len(WORDS)) for _ in range(per_class)]
+    rng.shuffle(samples)
+    counts: dict[str, int] = {}
+    for start in range(0, len(samples), shard_size):
+        name = f"{start // shard_size:05d}.tar"
+        with tarfile.open(out / name, "w") as tar:
+            for index, (c, w) in enumerate(samples[start : start + shard_size], start):
+                image = Image.new("RGB", (64, 64), (128, 128, 128))
+                x, y = rng.randrange(0, 40), rng.randrange(0, 40)
+                image.paste(COLOURS[names[c]], (x, y, x + 24, y + 24))
+                buf = io.BytesIO()
+                image.save(buf, format="PNG")
+                labels = {"colour": names[c], "word": WORDS[w]}
+                if drop_word_every and index % drop_word_every == 0:
+                    del labels["word"]
+                caption = f"{WORDS[w]} thing"
+                meta = {"key": f"s{index:05d}", "caption": caption, "labels": labels}
+                files = (("png", buf.getvalue()), ("txt", caption.encode()), ("json", json.dumps(meta).encode()))
+                for ext, data in files:
+                    info = tarfile.TarInfo(f"s{index:05d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        counts[name] = len(samples[start : start + shard_size])
+    info = {"shards": counts, "num_samples": len(samples), "image_size": 64, "source": "synthetic",
+            "label_fields": {"colour": names, "word": WORDS}}
+    (out / "dataset.json").write_text(json.dumps(info))
+    return out

@@ -1,0 +1,116 @@
+"""`clipline finetune METHOD|sweep` end to end on a real (micro) checkpoint and real shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from finetune.adapter_io import load_adapter
+from finetune.cli import main
+from finetune.errors import FinetuneError
+from finetune.zeroshot import encode_labelled_images
+from pretrain.encoder import Encoder
+from tests.finetune.fakes import save_tiny_checkpoint, write_shards
+from tests.finetune.fewshot_data import single_thread
+
+pytestmark = pytest.mark.usefixtures(single_thread.__name__)
+
+CLASSES = ["red", "green", "blue", "yellow"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("finetune_cli")
+    return {
+        "run": str(save_tiny_checkpoint(root / "run", seed=0)),
+        "other_run": str(save_tiny_checkpoint(root / "other", seed=1)),
+        "train": str(write_shards(root / "train", CLASSES, per_class=12)),
+        "eval": str(write_shards(root / "eval", CLASSES, per_class=4)),
+        "cache": str(root / "cache"),
+        "root": str(root),
+    }
+
+
+def common(setup: dict[str, str], out: str) -> list[str]:
+    return ["--checkpoint", setup["run"], "--train-data", setup["train"], "--eval-data", setup["eval"],
+            "--out", out, "--feature-cache", setup["cache"]]
+
+
+@pytest.mark.parametrize("method", ["linear-probe", "tip-adapter"])
+def test_method_writes_adapter_and_report_usable_for_prediction(setup: dict[str, str], method: str,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(Path(setup["root"]) / method)
+    main([method, *common(setup, out), "--shots", "4", "--seed", "2", "--class-weight"])
+    assert f"{method} 4-shot seed 2: top1" in capsys.readouterr().out
+    report = json.loads((Path(out) / "report.json").read_text())
+    assert report["num_train"] == 16 and report["num_val"] == 16
+    assert report["result"]["n"] == 16 and set(report["result"]["per_class"]) == set(CLASSES)
+    assert report["config"]["class_weight"] is True
+    predictor = load_adapter(out, Encoder.load(setup["run"]))
+    assert predictor.classnames == CLASSES
+    # the predictor stands in for an encoder: zero-shot's shard encoding + its logits reproduce the report
+    encoded = encode_labelled_images(predictor, setup["eval"], label_field=None, num_workers=0)
+    pred = predictor.logits(encoded.features).argmax(1)
+    truth = torch.tensor([CLASSES.index(name) for name in encoded.labels])
+    assert (pred == truth).float().mean().item() == pytest.approx(report["result"]["top1"])
+
+
+def test_wise_ft_reports_accuracy_along_alpha(setup: dict[str, str]) -> None:
+    out = Path(setup["root"]) / "wise"
+    main(["wise-ft", *common(setup, str(out)), "--shots", "2"])
+    curve = json.loads((out / "report.json").read_text())["alpha_curve"]
+    assert [row["alpha"] for row in curve] == [round(0.1 * i, 1) for i in range(11)]
+    report = json.loads((out / "report.json").read_text())
+    assert curve[0]["top1"] == pytest.approx(report["zeroshot"]["top1"])
+
+
+def test_sweep_writes_json_table_and_plot(setup: dict[str, str]) -> None:
+    out = Path(setup["root"]) / "sweep"
+    main(["sweep", *common(setup, str(out)), "--methods", "linear-probe,tip-adapter", "--shots", "1,2",
+          "--seeds", "1,2"])
+    payload = json.loads((out / "sweep.json").read_text())
+    assert len(payload["runs"]) == 2 * 2 * 2
+    assert {(r["method"], r["shots"], r["seeds"]) for r in payload["summary"]} == {
+        (m, s, 2) for m in ("linear-probe", "tip-adapter") for s in (1, 2)
+    }
+    table = (out / "sweep.md").read_text()
+    assert "| zero-shot |" in table and "| linear-probe |" in table
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def run_failing(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_more_shots_than_a_class_has_is_one_line_naming_the_class(setup: dict[str, str], capsys) -> None:
+    err = run_failing(["linear-probe", *common(setup, setup["root"] + "/x"), "--shots", "13"], capsys)
+    assert "class 'red' has only 12 training samples but --shots 13" in err
+
+
+def test_eval_classes_not_in_train_is_one_line(setup: dict[str, str], capsys) -> None:
+    evaluation = write_shards(Path(setup["root"]) / "eval5", [*CLASSES, "purple"], per_class=2)
+    args = ["tip-adapter", *common(setup, setup["root"] + "/x"), "--shots", "2", "--eval-data", str(evaluation)]
+    assert "'purple'" in run_failing(args, capsys)
+
+
+def test_bad_checkpoint_unknown_method_and_bad_flag_are_one_line(setup: dict[str, str], capsys) -> None:
+    args = common(setup, setup["root"] + "/x")
+    args[1] = setup["root"] + "/no-such-run"
+    run_failing(["linear-probe", *args], capsys)
+    assert "unknown method 'svm'" in run_failing(["svm", *common(setup, "x")], capsys)
+    run_failing(["linear-probe", *common(setup, "x"), "--shots", "many"], capsys)
+
+
+def test_adapter_for_another_checkpoint_is_refused(setup: dict[str, str]) -> None:
+    out = Path(setup["root"]) / "probe-for-other"
+    main(["linear-probe", *common(setup, str(out)), "--shots", "1"])
+    with pytest.raises(FinetuneError, match="trained on checkpoint"):
+        load_adapter(out, Encoder.load(setup["other_run"]))

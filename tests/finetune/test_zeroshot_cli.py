@@ -1,0 +1,140 @@
+"""`clipline zeroshot` end to end: report files, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from clipline.cli import main as clipline_main
+from finetune import zeroshot_cli
+from tests.finetune.fakes import ColourEncoder, save_tiny_checkpoint, write_shards
+
+CLASSES = ["cat", "dog", "bird", "fish"]
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run `clipline zeroshot ...`; returns (exit code, stdout, stderr)."""
+    try:
+        clipline_main(["zeroshot", *argv])
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("run") / "run")
+
+
+def test_real_checkpoint_on_fixture_shards(tiny_run: Path, emoji_shards: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "reports" / "emoji.json"
+    argv = ["--checkpoint", str(tiny_run), "--data", str(emoji_shards), "--out", str(out),
+            "--allow-resize", "--num-workers", "0", "--batch-size", "20", "--label-field", "category"]  # fmt: skip
+    code, stdout, _ = run_cli(argv, capsys)
+    assert code == 0
+    report = json.loads(out.read_text())
+    for key in ("top1", "top5", "mean_per_class_recall", "macro_f1", "per_class", "n"):
+        assert key in report
+    assert report["n"] == 48
+    assert len(report["per_class"]) == 10
+    assert sum(row["support"] for row in report["per_class"].values()) == 48
+    assert report["templates"]["name"] == "emoji"  # chosen from dataset.json source
+    assert "top1" in stdout and str(out) in stdout
+    for name in ("confusion", "recall", "embedding"):
+        png = out.parent / report["pictures"][name]
+        assert png.name == f"emoji_{name}.png"
+        with Image.open(png) as image:
+            assert image.width > 300 and image.height > 200
+    page = (out.parent / "emoji.html").read_text()
+    assert "emoji_confusion.png" in page and "Smileys &amp; Emotion" in page
+
+
+def test_known_answer_through_the_command_line(tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    data = write_shards(tmp_path / "shards", CLASSES, per_class=3, image_size=16)
+    monkeypatch.setattr(zeroshot_cli, "open_encoder", lambda *a: ColourEncoder(CLASSES, perm=[1, 0, 2, 3]))
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(CLASSES) + "\n")
+    out = tmp_path / "r.json"
+    argv = ["--model", "fake", "--data", str(data), "--out", str(out), "--classes", str(classes),
+            "--templates", "imagenet7", "--num-workers", "0", "--report-dir", str(tmp_path / "pics")]  # fmt: skip
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    report = json.loads(out.read_text())
+    assert report["top1"] == 0.5
+    assert report["templates"]["count"] == 7
+    assert (tmp_path / "pics" / "r.html").is_file()
+    assert (tmp_path / "pics" / "r_embedding.png").is_file()
+
+
+def test_open_clip_train_checkpoint_via_model_and_pretrained(emoji_shards: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """A file in open_clip_train's format ("state_dict" with DDP "module." keys) evaluates like our checkpoint."""
+    import torch
+
+    from tests.finetune.fakes import TINY_MODEL, tiny_encoder
+
+    encoder = tiny_encoder(seed=5)
+    state = {f"module.{k}": v for k, v in encoder.model.state_dict().items()}
+    weights = tmp_path / "epoch_6.pt"
+    torch.save({"epoch": 6, "name": "peer", "state_dict": state}, weights)
+    from pretrain.encoder import Encoder
+
+    torch.manual_seed(0)  # a different random init: only loading the file can make the towers agree
+    peer = Encoder.from_open_clip(TINY_MODEL, pretrained=str(weights))
+    torch.testing.assert_close(peer.encode_text(["a red heart"]), encoder.encode_text(["a red heart"]))
+    run = save_tiny_checkpoint(tmp_path / "run", seed=5)
+    common = ["--data", str(emoji_shards), "--allow-resize", "--num-workers", "0", "--label-field", "category"]
+    reports = []
+    for source in (["--model", TINY_MODEL, "--pretrained", str(weights)], ["--checkpoint", str(run)]):
+        out = tmp_path / f"r{len(reports)}.json"
+        code, _, err = run_cli([*source, *common, "--out", str(out)], capsys)
+        assert code == 0, err
+        reports.append(json.loads(out.read_text()))
+    assert reports[0]["confusion"] == reports[1]["confusion"]
+    assert reports[0]["top1"] == reports[1]["top1"]
+
+
+def _bad_input_cases(tmp_path: Path, tiny_run: Path) -> dict[str, tuple[list[str], str]]:
+    labelled = write_shards(tmp_path / "labelled", CLASSES, per_class=2, image_size=16)
+    unlabelled = write_shards(tmp_path / "plain", CLASSES, per_class=2, image_size=16, write_cls=False, write_label=False)
+    big = write_shards(tmp_path / "big", CLASSES, per_class=2, image_size=24)
+    dupes = tmp_path / "dupes.txt"
+    dupes.write_text("cat\ndog\ncat\n")
+    blanks = tmp_path / "blanks.txt"
+    blanks.write_text("cat\n\ndog\n")
+    no_weights = tmp_path / "empty_run"
+    no_weights.mkdir()
+    run, out = str(tiny_run), str(tmp_path / "r.json")
+    return {
+        "duplicate classes": (["--checkpoint", run, "--data", str(labelled), "--classes", str(dupes), "--out", out],
+                              "lists 'cat' twice"),
+        "empty class name": (["--checkpoint", run, "--data", str(labelled), "--classes", str(blanks), "--out", out],
+                             "empty class name at entry 2"),
+        "no weights": (["--checkpoint", str(no_weights), "--data", str(labelled), "--out", out], "no checkpoint in"),
+        "no labels": (["--checkpoint", run, "--data", str(unlabelled), "--classes", str(tmp_path / "none.txt"), "--out", out],
+                      "does not exist"),
+        "unlabelled shards": (["--checkpoint", run, "--data", str(unlabelled), "--out", out, "--num-workers", "0"],
+                              "no class label"),
+        "image size": (["--checkpoint", run, "--data", str(big), "--out", out], "are 24 px .* expects 16 px"),
+        "no model": (["--data", str(labelled), "--out", out], "exactly one of --checkpoint"),
+        "bad templates": (["--checkpoint", run, "--data", str(labelled), "--templates", "nope", "--out", out],
+                          "neither a built-in set"),
+        "no shards": (["--checkpoint", run, "--data", str(tmp_path / "missing"), "--out", out], "does not exist"),
+        "unknown flag": (["--checkpoint", run, "--data", str(labelled), "--out", out, "--bogus", "1"], "bogus"),
+    }  # fmt: skip
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, capsys) -> None:  # noqa: ANN001
+    import re
+
+    for case, (argv, expected) in _bad_input_cases(tmp_path, tiny_run).items():
+        code, _, err = run_cli(argv, capsys)
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code == 2, (case, err)
+        assert len(lines) == 1 and "Traceback" not in err, (case, err)
+        assert re.search(expected, lines[0]), (case, lines[0])
+    assert not (tmp_path / "r.json").exists()

@@ -1,0 +1,37 @@
+"""Train tiny-debug on shards and SIGKILL this process in the middle of a step sequence.
+
+test_train.py runs this in a subprocess. The kill comes from an evaluator
+(eval_every=1) on its KILL_AT-th call, i.e. right after step KILL_AT,
+after the checkpoint of step 3 and before the next one: the process dies
+with unsaved progress, as with `kill -9` or an out-of-memory kill.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+
+KILL_AT = 5
+
+
+class KillingEvaluator:
+    name = "kill"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, encoder: object) -> Iterator[tuple[str, float]]:
+        self.calls += 1
+        if self.calls == KILL_AT:
+            os.kill(os.getpid(), signal.SIGKILL)
+        yield "kill/calls", float(self.calls)
+
+
+if __name__ == "__main__":
+    from pretrain.config import apply_overrides, named_config
+    from pretrain.train import train
+
+    config = apply_overrides(named_config("tiny-debug"), sys.argv[1:] + ["eval_every=1"])
+    train(config, evaluators=[KillingEvaluator()])

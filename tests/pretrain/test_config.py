@@ -1,0 +1,49 @@
+"""Named configs, key=value overrides and their errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pretrain.config import NAMED_CONFIGS, apply_overrides, config_from_dict, config_to_dict, named_config, save_config
+from pretrain.errors import PretrainError
+
+
+@pytest.mark.parametrize("name", list(NAMED_CONFIGS))
+def test_named_configs_build_and_round_trip(name: str) -> None:
+    config = named_config(name)
+    assert config.name == name
+    assert config_from_dict(json.loads(json.dumps(config_to_dict(config)))) == config
+
+
+def test_overrides_by_dotted_path_and_unique_leaf() -> None:
+    config = apply_overrides(named_config("tiny"), ["optim.lr=3e-4", "batch_size=64", "lock_text=true",
+                                                    "time_budget_min=2.5", "kind=siglip", "resume=null"])
+    assert config.optim.lr == 3e-4 and config.data.batch_size == 64 and config.model.lock_text is True
+    assert config.time_budget_min == 2.5 and config.loss.kind == "siglip" and config.resume is None
+    assert named_config("tiny").optim.lr == 1e-3  # the named config itself is untouched
+
+
+def test_unknown_key_lists_valid_keys() -> None:
+    with pytest.raises(PretrainError, match=r"unknown config key 'learning_rate'; valid keys: .*optim\.lr"):
+        apply_overrides(named_config("tiny"), ["learning_rate=1"])
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("batch_size=many", "data.batch_size"), ("kind=triplet", "loss.kind"), ("steps", "not key=value")])
+def test_bad_override_values_name_the_key(bad: str, message: str) -> None:
+    with pytest.raises(PretrainError, match=message):
+        apply_overrides(named_config("tiny"), [bad])
+
+
+def test_unknown_named_config() -> None:
+    with pytest.raises(PretrainError, match="tiny-debug"):
+        named_config("huge")
+
+
+def test_resolved_config_is_saved(tmp_path: Path) -> None:
+    config = apply_overrides(named_config("tiny-debug"), ["seed=7"])
+    save_config(config, tmp_path)
+    assert config_from_dict(json.loads((tmp_path / "config.json").read_text())).seed == 7

@@ -1,0 +1,112 @@
+"""The training loop end to end on tiny-debug: outputs, exact resume, signals, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from pretrain.checkpoint import list_checkpoints, read_train_state
+from pretrain.config import apply_overrides, named_config
+from pretrain.errors import PretrainError
+from pretrain.run_log import read_metrics
+from pretrain.train import train
+from tests.pretrain.distributed_helper import global_batches
+
+HELPERS = Path(__file__).parent
+ROOT = HELPERS.parent.parent
+
+
+def debug_config(out: Path, *extra: str):
+    return apply_overrides(named_config("tiny-debug"), [f"out={out}", "threads=1", *extra])
+
+
+def losses(run: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+
+
+def test_run_writes_metrics_checkpoints_events_and_plot(emoji_shards: Path, tmp_path: Path) -> None:
+    result = train(debug_config(tmp_path, f"train_data={emoji_shards}"))
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert set(rows[0]) == {"step", "loss", "lr", "logit_scale", "samples_per_s", "epoch"}
+    assert [r["lr"] for r in rows[:2]] == [0.0005, 0.001]  # linear warmup over 2 steps
+    assert rows[-1]["lr"] < rows[2]["lr"]  # cosine decay
+    assert rows[-1]["epoch"] == pytest.approx(1.0)  # 6 batches of 8 = the 48 fixture samples
+    assert all(1.0 < r["loss"] < 4.0 for r in rows)  # ~log(8) for random features
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000003", "step_00000006"]
+    assert result.checkpoint == tmp_path / "checkpoints" / "step_00000006"
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    assert any((tmp_path / "tensorboard").iterdir())
+    assert json.loads((tmp_path / "config.json").read_text())["data"]["train_data"] == str(emoji_shards)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["step"] == 6 and summary["precision"] == "fp32" and summary["peak_rss_mb"] > 0
+
+
+def test_sigkilled_run_resumes_with_the_uninterrupted_loss_sequence(emoji_shards: Path, tmp_path: Path) -> None:
+    # patch dropout and augmentation both draw random numbers between batches: resume must restore them
+    options = [f"train_data={emoji_shards}", "steps=8", "deterministic=true", "threads=1", "patch_dropout=0.5"]
+    train(debug_config(tmp_path / "straight", *options))
+    killed = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, str(HELPERS / "kill_helper.py"), f"out={killed}", *options],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert [p.name for p in list_checkpoints(killed)] == ["step_00000003"]
+    assert max(step for step, _ in losses(killed)) == 5  # steps 4-5 ran but were never saved
+    train(debug_config(killed, *options, "resume=latest"))
+    expected = losses(tmp_path / "straight")
+    assert [s for s, _ in losses(killed)] == list(range(1, 9))
+    for (_, got), (_, want) in zip(losses(killed), expected):
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-7)
+
+
+class SignalAt:
+    """An evaluator that sends `signum` to this process on its `at`-th call."""
+
+    name = "signal"
+
+    def __init__(self, signum: int, at: int) -> None:
+        self.signum, self.at, self.calls = signum, at, 0
+
+    def run(self, encoder: object) -> Iterator[tuple[str, float]]:
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), self.signum)
+        yield "signal/calls", float(self.calls)
+
+
+def in_memory(epoch: int) -> list[dict]:
+    return global_batches(4)
+
+
+def test_sigterm_saves_a_checkpoint_then_stops(tmp_path: Path) -> None:
+    config = debug_config(tmp_path, "steps=20", "eval_every=1", "checkpoint_every=100")
+    result = train(config, evaluators=[SignalAt(signal.SIGTERM, 2)], make_epoch=in_memory)
+    # the signal arrives during step 2's evaluation; step 3 completes, then the loop saves and stops
+    assert result.stopped_by == "SIGTERM" and result.step == 3
+    assert result.checkpoint == tmp_path / "checkpoints" / "step_00000003"
+    assert read_train_state(result.checkpoint)["step"] == 3
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    def poisoned(epoch: int) -> list[dict]:
+        batches = global_batches(4)
+        batches[2]["image"][0, 0, 0, 0] = float("nan")
+        return batches
+
+    with pytest.raises(PretrainError, match=r"loss is nan at step 3.*step_00000002"):
+        train(debug_config(tmp_path, "checkpoint_every=2", "steps=6"), make_epoch=poisoned)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002"]
+
+
+def test_patch_dropout_and_grad_checkpointing_train(tmp_path: Path) -> None:
+    result = train(debug_config(tmp_path, "patch_dropout=0.5", "grad_checkpointing=true", "steps=2"),
+                   make_epoch=in_memory)
+    assert result.step == 2 and torch.isfinite(torch.tensor(result.loss))

@@ -1,0 +1,66 @@
+"""A tiny real checkpoint, the emoji fixture shards embedded with it, and an index of them.
+
+Session-scoped: building the model and embedding 48 samples once keeps the
+package's tests fast. The model is random (seeded), which is enough to check
+that search returns what exact search over the same embeddings returns.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shards"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from pretrain import checkpoint, models
+
+    run = tmp_path_factory.mktemp("tiny_run")
+    torch.manual_seed(0)
+    clip = models.create_open_clip("clip-tiny-64")
+    checkpoint.save_checkpoint(run, step=1, state_dict=clip.state_dict(),
+                               model_info=models.model_info("clip-tiny-64", clip))
+    return run
+
+
+@pytest.fixture(scope="session")
+def encoder(tiny_run: Path):
+    from pretrain.encoder import Encoder
+
+    return Encoder.load(tiny_run)
+
+
+@pytest.fixture(scope="session")
+def emoji_emb(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, encoder) -> Path:
+    from retrieval.embed import EmbedConfig, embed_shards
+
+    out = tmp_path_factory.mktemp("emoji") / "emb"
+    embed_shards(EmbedConfig(checkpoint=str(tiny_run), data=str(FIXTURE_SHARDS), out=str(out), batch_size=16,
+                             num_workers=0), encoder=encoder, log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def emoji_index(tmp_path_factory: pytest.TempPathFactory, emoji_emb: Path) -> Path:
+    from retrieval.index_build import IndexBuildConfig, build_index
+
+    out = tmp_path_factory.mktemp("emoji_index") / "index"
+    build_index(IndexBuildConfig(emb=str(emoji_emb), out=str(out), modality="both"), log=lambda m: None)
+    return out
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_faiss_thread() -> None:
+    """The CPU is shared with other test runs: OpenMP threads spinning at barriers slow everyone."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)

@@ -1,0 +1,101 @@
+"""Every user mistake: one `error:` line on stderr, exit status 2, the index on disk untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.cli import main
+from retrieval.errors import RetrievalError
+from retrieval.index_build import IndexBuildConfig, build_index
+from retrieval.retriever import Retriever
+from tests.retrieval.emb_fakes import clustered_vectors, write_embedding_dir
+
+
+def fingerprint(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def fails_cleanly(argv: list[str], capsys: pytest.CaptureFixture, match: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    assert match in err, err
+
+
+@pytest.fixture()
+def index_copy(emoji_index: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(emoji_index, tmp_path / "index"))
+
+
+@pytest.mark.parametrize(("extra", "match"), [
+    (["--text", "cat", "-k", "0"], "at least 1"),
+    (["--text", "cat", "-k", "49"], "larger than the index (48 items)"),
+    (["--text", "cat", "--image", "x.png"], "exactly one of --text or --image"),
+    (["--text", "cat", "--modality", "text", "-k", "-3"], "at least 1"),
+])
+def test_bad_queries(index_copy: Path, capsys: pytest.CaptureFixture, extra: list[str], match: str) -> None:
+    before = fingerprint(index_copy)
+    fails_cleanly(["search", str(index_copy), *extra], capsys, match)
+    assert fingerprint(index_copy) == before
+
+
+def test_undecodable_query_image(index_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "query.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    fails_cleanly(["search", str(index_copy), "--image", str(bad)], capsys, "does not decode")
+    fails_cleanly(["search", str(index_copy), "--image", str(tmp_path / "missing.png")], capsys, "cannot read")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_index_file(index_copy: Path, capsys: pytest.CaptureFixture, damage: str) -> None:
+    path = index_copy / "image.faiss"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else bytes(len(data)))
+    before = fingerprint(index_copy)
+    fails_cleanly(["search", str(index_copy), "--text", "cat"], capsys, "rebuild the index")
+    assert fingerprint(index_copy) == before
+
+
+def test_not_an_index_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    fails_cleanly(["search", str(tmp_path), "--text", "cat"], capsys, "not an index dir")
+
+
+def test_empty_embedding_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "emb").mkdir()
+    fails_cleanly(["index", "build", str(tmp_path / "emb"), "--out", str(tmp_path / "i")], capsys, "no parts")
+    assert not (tmp_path / "i").exists()
+    fails_cleanly(["index", "build", str(tmp_path / "nothing"), "--out", str(tmp_path / "i")], capsys,
+                  "does not exist")
+
+
+def test_parts_of_different_dimensions(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    emb = write_embedding_dir(tmp_path / "emb", clustered_vectors(100, 16), clustered_vectors(100, 16))
+    np.save(emb / "img_emb" / "part_00001.npy", clustered_vectors(50, 24))
+    fails_cleanly(["index", "build", str(emb), "--out", str(tmp_path / "i")], capsys, "mixes dimensions [16, 24]")
+
+
+def test_query_dimension_must_match_the_index(tmp_path: Path, tiny_run: Path, capsys: pytest.CaptureFixture) -> None:
+    emb = write_embedding_dir(tmp_path / "emb", clustered_vectors(200, 16), clustered_vectors(200, 16))
+    build_index(IndexBuildConfig(emb=str(emb), out=str(tmp_path / "i"), tune_queries=20), log=lambda m: None)
+    before = fingerprint(tmp_path / "i")
+    # the tiny checkpoint embeds to 256 dimensions, the index holds 16
+    fails_cleanly(["search", str(tmp_path / "i"), "--text", "cat", "--checkpoint", str(tiny_run)], capsys,
+                  "dimension 256 but the index holds dimension 16")
+    with pytest.raises(RetrievalError, match="shape"):
+        Retriever(tmp_path / "i").search_embedding(np.ones((1, 8), np.float32), k=1)
+    assert fingerprint(tmp_path / "i") == before
+
+
+def test_bad_flags_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    fails_cleanly(["index", "build", str(tmp_path), "--out", str(tmp_path / "i"), "--max-memory", "lots"], capsys,
+                  "memory size")
+    fails_cleanly(["search", str(tmp_path), "--text", "cat", "-k", "many"], capsys, '"k"')
+    fails_cleanly(["index", "rebuild"], capsys, "unknown index command")

@@ -1,0 +1,102 @@
+"""clipline embed on the real emoji fixture shards: alignment of vectors and metadata, resume, fp16."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from retrieval.embed import EmbedConfig, embed_shards
+from retrieval.embedding_store import EmbeddingSet
+from retrieval.errors import RetrievalError
+from retrieval.shard_members import read_image
+from tests.retrieval.conftest import FIXTURE_SHARDS
+
+
+def quiet(message: str) -> None:
+    pass
+
+
+def test_every_sample_embedded_once_with_its_location(emoji_emb: Path, encoder) -> None:
+    info = json.loads((emoji_emb / "info.json").read_text())
+    dataset = json.loads((FIXTURE_SHARDS / "dataset.json").read_text())
+    assert info["count"] == dataset["num_samples"] == 48 and info["complete"] and info["dim"] == 256
+    assert info["checkpoint_id"] == encoder.checkpoint_id
+    emb = EmbeddingSet(emoji_emb)
+    images = np.concatenate(list(emb.batches("image")))
+    assert np.allclose(np.linalg.norm(images, axis=1), 1.0, atol=1e-5)
+    rows = pq.read_table(emoji_emb / "metadata" / "part_00001.parquet").to_pylist()
+    assert len({r["key"] for r in rows}) == len(rows) == 24
+    # the recorded tar location decodes to the very image whose embedding is stored in that row
+    chosen = [0, 7, 23]
+    pictures = [read_image(FIXTURE_SHARDS / rows[i]["shard"], rows[i]["offset"], rows[i]["size"], rows[i]["member"])
+                for i in chosen]
+    import torch
+
+    again = encoder.encode_image(torch.stack([encoder.preprocess(p) for p in pictures])).numpy()
+    stored = emb.part_array("image", "part_00001")[chosen]
+    assert np.allclose(again, stored, atol=1e-4)
+    texts = encoder.encode_text([rows[i]["caption"] for i in chosen]).numpy()
+    assert np.allclose(texts, emb.part_array("text", "part_00001")[chosen], atol=1e-4)
+    assert json.loads(rows[0]["json"])["key"] == rows[0]["key"] and rows[0]["label"]
+
+
+def test_rerun_resumes_only_missing_parts(emoji_emb: Path, tmp_path: Path, tiny_run: Path, encoder) -> None:
+    out = tmp_path / "emb"
+    shutil.copytree(emoji_emb, out)
+    kept = out / "img_emb" / "part_00000.npy"
+    kept_mtime = kept.stat().st_mtime_ns
+    removed = np.load(out / "img_emb" / "part_00001.npy")
+    (out / "metadata" / "part_00001.parquet").unlink()  # an interrupted part: metadata is written last
+    messages: list[str] = []
+    info = embed_shards(EmbedConfig(checkpoint=str(tiny_run), data=str(FIXTURE_SHARDS), out=str(out),
+                                    batch_size=16, num_workers=0), encoder=encoder, log=messages.append)
+    assert kept.stat().st_mtime_ns == kept_mtime
+    assert any("part_00000" in m and "skipped" in m for m in messages)
+    assert np.allclose(np.load(out / "img_emb" / "part_00001.npy"), removed, atol=1e-5)
+    assert info["count"] == 48 and not list(out.rglob("*.tmp"))
+
+
+def test_fp16_and_refusal_to_mix_checkpoints(tmp_path: Path, tiny_run: Path, encoder) -> None:
+    out = tmp_path / "emb16"
+    config = EmbedConfig(checkpoint=str(tiny_run), data=str(FIXTURE_SHARDS), out=str(out), batch_size=32,
+                         fp16=True, num_workers=0)
+    embed_shards(config, encoder=encoder, log=quiet)
+    assert np.load(out / "img_emb" / "part_00000.npy").dtype == np.float16
+    assert EmbeddingSet(out).count == 48
+
+    class OtherCheckpoint:
+        checkpoint_id = "another-model"
+
+    with pytest.raises(RetrievalError, match="fresh --out"):
+        embed_shards(config, encoder=OtherCheckpoint(), log=quiet)  # type: ignore[arg-type]
+
+
+def test_missing_data_dir_is_a_retrieval_error(tmp_path: Path, tiny_run: Path, encoder) -> None:
+    with pytest.raises(RetrievalError, match="does not exist"):
+        embed_shards(EmbedConfig(checkpoint=str(tiny_run), data=str(tmp_path / "nowhere"), out=str(tmp_path / "e")),
+                     encoder=encoder, log=quiet)
+
+
+def test_each_process_embeds_its_own_shards(tmp_path: Path, tiny_run: Path, encoder,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from retrieval import embed
+
+    assert embed.shards_of_rank(5, 1, 2) == [1, 3] and embed.shards_of_rank(5, 0, 2) == [0, 2, 4]
+
+    class Barrier:
+        calls = 0
+
+        def barrier(self) -> None:
+            Barrier.calls += 1
+
+    monkeypatch.setattr(embed, "_processes", lambda: (1, 2, Barrier()))  # as rank 1 of 2 under accelerate
+    out = tmp_path / "emb"
+    info = embed_shards(EmbedConfig(checkpoint=str(tiny_run), data=str(FIXTURE_SHARDS), out=str(out), batch_size=32,
+                                    num_workers=0), encoder=encoder, log=quiet)
+    assert info == {} and Barrier.calls == 1  # only rank 0 writes info.json, after everyone is done
+    assert sorted(p.name for p in (out / "metadata").iterdir()) == ["part_00001.parquet"]

@@ -1,0 +1,77 @@
+"""`clipline eval retrieval` end to end and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from clipline.cli import main as clipline_main
+from retrieval import eval_cli
+from tests.finetune.fakes import ColourEncoder, save_tiny_checkpoint, write_shards
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        clipline_main(["eval", *argv])
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_real_checkpoint_on_fixture_shards(emoji_shards: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    run = save_tiny_checkpoint(tmp_path / "run")
+    out = tmp_path / "retrieval.json"
+    argv = ["retrieval", "--checkpoint", str(run), "--data", str(emoji_shards), "--out", str(out),
+            "--allow-resize", "--num-workers", "0"]  # fmt: skip
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    report = json.loads(out.read_text())
+    for direction in ("image_to_text", "text_to_image"):
+        for k in (1, 5, 10):
+            assert 0.0 <= report[f"{direction}_R@{k}"] <= 1.0
+        assert report[f"{direction}_R@1"] <= report[f"{direction}_R@5"] <= report[f"{direction}_R@10"]
+    assert report["n"] == 48
+    assert report["images_per_text"] > 1.0  # google and twitter drawings share captions
+    assert "R@1" in stdout
+
+
+def test_known_answer_and_caption_choice(tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    data = write_shards(tmp_path / "shards", ["cat", "dog", "bird"], per_class=2, image_size=16, captions=True)
+    monkeypatch.setattr(eval_cli, "open_encoder", lambda *a: ColourEncoder(["cat", "dog", "bird"]))
+    out = tmp_path / "r.json"
+    argv = ["retrieval", "--model", "fake", "--data", str(data), "--out", str(out), "--captions", "first",
+            "--num-workers", "0"]  # fmt: skip
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    report = json.loads(out.read_text())
+    assert report["image_to_text_R@1"] == 1.0 and report["text_to_image_R@1"] == 1.0
+    assert report["n_texts"] == 3
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    run = save_tiny_checkpoint(tmp_path / "run")
+    data = write_shards(tmp_path / "shards", ["cat", "dog"], per_class=2, image_size=32)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = str(tmp_path / "r.json")
+    cases = {
+        "no weights": (["retrieval", "--checkpoint", str(empty), "--data", str(data), "--out", out], "no checkpoint in"),
+        "image size": (["retrieval", "--checkpoint", str(run), "--data", str(data), "--out", out], "are 32 px .* 16 px"),
+        "both sources": (["retrieval", "--checkpoint", str(run), "--model", "RN50", "--data", str(data), "--out", out],
+                         "exactly one of"),
+        "no suite": ([], "suite"),
+        "bad captions": (["retrieval", "--checkpoint", str(run), "--data", str(data), "--out", out, "--captions", "x"],
+                         "captions"),
+    }  # fmt: skip
+    for case, (argv, expected) in cases.items():
+        code, _, err = run_cli(argv, capsys)
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code == 2, (case, err)
+        assert len(lines) == 1 and "Traceback" not in err, (case, err)
+        assert re.search(expected, lines[0]), (case, lines[0])
+    assert not Path(out).exists()
