@@ -25,7 +25,8 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import quote
 
 import httpx
@@ -238,7 +239,7 @@ def main() -> None:
                 response = client.request(method, path, headers=headers, content=body)
             tried += 1
             statuses[response.status_code] += 1
-            by_kind.setdefault(kind, Counter())[response.status_code // 100 * 100] += 1
+            by_kind.setdefault(kind, Counter())[f"{response.status_code // 100}xx"] += 1
             if response.status_code >= 500:
                 server_errors.append(f"{kind} {method} {path[:80]} -> {response.status_code} {response.text[:200]}")
             elif 400 <= response.status_code < 500 and method != "HEAD":

@@ -53,8 +53,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def post_json(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: bytes) -> int:
-    """One keep-alive HTTP/1.1 POST; returns the status (the body is read and dropped)."""
+async def post_json(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str,
+                    body: bytes) -> tuple[int, bool]:
+    """One HTTP/1.1 POST: (status, whether the server keeps the connection open); the body is dropped."""
     writer.write(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     await writer.drain()
@@ -62,12 +63,15 @@ async def post_json(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     status = int(head.split(b" ", 2)[1])
     length = 0
     chunked = False
+    keep_alive = True
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.lower() == b"content-length":
             length = int(value)
         elif name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
             chunked = True
+        elif name.lower() == b"connection" and b"close" in value.lower():
+            keep_alive = False  # e.g. Werkzeug's server: one request per connection
     if chunked:
         while True:
             size = int((await reader.readuntil(b"\r\n")).strip(), 16)
@@ -76,7 +80,7 @@ async def post_json(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
                 break
     else:
         await reader.readexactly(length)
-    return status
+    return status, keep_alive
 
 
 async def run_clients(port: int, path: str, make_body, clients: int, seconds: float, seed: int) -> dict:
@@ -92,17 +96,24 @@ async def run_clients(port: int, path: str, make_body, clients: int, seconds: fl
                 body = make_body(rng.choice(QUERIES))
                 start = time.perf_counter()
                 try:
-                    status = await post_json(reader, writer, path, body)
-                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    if writer is None:
+                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    status, keep_alive = await asyncio.wait_for(post_json(reader, writer, path, body), 60)
+                except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                     errors.append(type(exc).__name__)
-                    writer.close()
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    if writer is not None:
+                        writer.close()
+                    writer = None
                     continue
-                latencies.append(time.perf_counter() - start)
+                latencies.append(time.perf_counter() - start)  # connecting counts, as clients see it
                 if status != 200:
                     errors.append(str(status))
+                if not keep_alive:
+                    writer.close()
+                    writer = None
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))

@@ -13,10 +13,13 @@ budget does, and the run is stopped at the budget in any case. It uses the
 same learning rate, warm-up, weight decay, batch and bf16 autocast as ours.
 
 Recipes:
-  ours_default         the default config (pretrain.config.DEFAULT_CONFIG)
-  ours_tiny            clip-tiny-64 from scratch
-  open_clip_train_tiny clip-tiny-64 from scratch
-  open_clip_train_lit  clip-tiny-64-minilm with the text tower locked (--lock-text, LayerNorm frozen too)
+  ours_default          the default config (pretrain.config.DEFAULT_CONFIG)
+  ours_tiny             clip-tiny-64 from scratch
+  ours_lit_locked       emoji-lit-minilm: tiny ViT, MiniLM text tower locked
+  ours_lit_tuned        emoji-lit-minilm with the last 2 MiniLM layers trained too
+  ours_lit_locked_pd50  emoji-lit-minilm with FLIP patch dropout 0.5
+  open_clip_train_tiny  clip-tiny-64 from scratch
+  open_clip_train_lit   clip-tiny-64-minilm with the text tower locked (--lock-text, LayerNorm frozen too)
 
 Prints one JSON object.
 """
@@ -102,10 +105,16 @@ def measure(train_data: str, val_data: str, *, budget_min: float = 10.0, batch_s
     patch_open_clip_train_webdataset()
     threads = torch.get_num_threads()
     work = Path(tempfile.mkdtemp(prefix="quality-"))
-    ours = {"ours_default": (DEFAULT_CONFIG, [f"batch_size={batch_size}", f"workers={workers}", "compile=true"]),
-            "ours_tiny": ("tiny", [f"batch_size={batch_size}", f"workers={workers}", "compile=true"])}
-    recipes = recipes or [*ours, *PEER_RECIPES]
+    common = [f"batch_size={batch_size}", f"workers={workers}"]
+    ours = {"ours_default": (DEFAULT_CONFIG, common), "ours_tiny": ("tiny", common),
+            "ours_lit_locked": ("emoji-lit-minilm", common),
+            "ours_lit_tuned": ("emoji-lit-minilm", [*common, "lock_text_unlocked_layers=2"]),
+            "ours_lit_locked_pd50": ("emoji-lit-minilm", [*common, "patch_dropout=0.5"])}
+    recipes = recipes or ["ours_default", "ours_tiny", *PEER_RECIPES]
     results: dict[str, Any] = {}
+    unknown = [n for n in recipes if n not in ours and n not in PEER_RECIPES]
+    if unknown:
+        raise SystemExit(f"unknown recipes {unknown}: choose from {', '.join([*ours, *PEER_RECIPES])}")
     for name in recipes:
         if name in ours:
             run = run_ours(ours[name][0], train_data=train_data, budget_min=budget_min, work=work,

@@ -37,6 +37,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
 
 import pretrain.models  # noqa: E402,F401  (registers clip-tiny-64 etc. with open_clip)
 
@@ -55,7 +56,7 @@ class StepClock:
 
     def __enter__(self) -> StepClock:
         self._start = time.perf_counter()
-        self._handle = torch.optim.Optimizer.register_optimizer_step_post_hook(self._hook)
+        self._handle = register_optimizer_step_post_hook(self._hook)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -123,7 +124,7 @@ def run_peer(argv: list[str], clock: StepClock) -> dict[str, Any]:
     import open_clip_train.main as oct_main
 
     oct_main.create_model_and_transforms = keep_model
-    root_handlers = list(logging.root.handlers)
+    root_handlers, root_level = list(logging.root.handlers), logging.root.level
     try:
         with clock, contextlib.redirect_stdout(sys.stderr):
             open_clip_train_main(argv)
@@ -131,7 +132,8 @@ def run_peer(argv: list[str], clock: StepClock) -> dict[str, Any]:
         pass
     finally:
         oct_main.create_model_and_transforms = original
-        logging.root.handlers = root_handlers  # it installs its own handlers
+        logging.root.handlers = root_handlers  # it installs its own handlers and level
+        logging.root.setLevel(root_level)
     return built
 
 
@@ -195,7 +197,7 @@ def environment(threads: int) -> dict[str, Any]:
 
 
 def measure(train_data: str, *, model: str = "clip-tiny-64", batch_size: int = 128, workers: int = 1,
-            warmup_steps: int = 8, timed_steps: int = 20, ablations: bool = True) -> dict[str, Any]:
+            warmup_steps: int = 10, timed_steps: int = 20, ablations: bool = True) -> dict[str, Any]:
     """Run the comparison and return the figures (see module docstring)."""
     data = Path(train_data)
     threads = torch.get_num_threads()

@@ -138,12 +138,10 @@ def fit_method(prep: Prepared, method: str, task: FewShotTask, split: ShotSplit,
     images = None
     if spec.needs_images(config):
         keys = [prep.train.keys[i] for i in prep.train_rows.tolist()]
-        preprocess = prep.encoder.preprocess
-        images = TaskImages(
-            train=load_images(prep.train_data, [keys[i] for i in split.train.tolist()], preprocess),
-            val=load_images(prep.train_data, [keys[i] for i in split.val.tolist()], preprocess),
-            visual=prep.encoder.model.visual,
-        )
+        wanted = [keys[i] for i in split.train.tolist() + split.val.tolist()]
+        both = load_images(prep.train_data, wanted, prep.encoder.preprocess)  # one pass over the shards
+        n = len(split.train)
+        images = TaskImages(train=both[:n], val=both[n:], visual=prep.encoder.model.visual)
     return spec.fit(task, config, images)
 
 

@@ -34,10 +34,12 @@ class FullFinetuneConfig:
     """At most this many optimiser steps (CPU budget)."""
     batch_size: int = 32
     """Images per step (capped at the training-set size)."""
-    lr: float = 3e-5
-    """Peak AdamW learning rate (linear warm-up over 10 % of steps, cosine decay)."""
+    lr: float = 1e-4
+    """Peak AdamW learning rate of the image tower (linear warm-up over 10 % of steps, cosine decay)."""
+    head_lr: float = 1e-2
+    """Peak learning rate of the head; at the tower's rate a hundred steps would barely move s*T."""
     weight_decay: float = 0.1
-    """AdamW weight decay (CLIP fine-tuning default)."""
+    """AdamW weight decay of the tower (CLIP fine-tuning default; the head has none)."""
 
 
 def encode_images(visual: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
@@ -60,10 +62,11 @@ def fit_full_finetune(
     n = len(task.train_y)
     batch = min(config.batch_size, n)
     steps = min(config.max_steps, max(config.min_steps, config.epochs * math.ceil(n / batch)))
-    params = list(visual.parameters()) + list(head.parameters())  # the encoder may hand over a frozen tower
-    for p in params:
-        p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    visual.requires_grad_(True)  # the encoder may hand over a frozen tower
+    optimizer = torch.optim.AdamW([
+        {"params": list(visual.parameters()), "lr": config.lr, "weight_decay": config.weight_decay},
+        {"params": list(head.parameters()), "lr": config.head_lr, "weight_decay": 0.0},
+    ])
     warmup = max(1, steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * i / steps))
@@ -81,5 +84,6 @@ def fit_full_finetune(
     visual.requires_grad_(False)
     head.requires_grad_(False)
     score = task.score(head(encode_images(visual, images.val)), task.val_y)
-    hyper = {"steps": steps, "lr": config.lr, "weight_decay": config.weight_decay, "batch_size": batch}
+    hyper = {"steps": steps, "lr": config.lr, "head_lr": config.head_lr, "weight_decay": config.weight_decay,
+             "batch_size": batch}
     return FittedModel(head=head, hyperparameters=hyper, val_score=score, image_tower=visual)

@@ -51,8 +51,9 @@ def confusion_matrix_png(
                 if counts[t, p]:
                     colour = "white" if share[t, p] > 0.5 else "black"
                     ax.text(p, t, f"{int(counts[t, p])}", ha="center", va="center", fontsize=7, color=colour)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    suffix = "" if num <= MAX_TICK_LABELS else " (index into report.json classes)"
+    ax.set_xlabel(f"predicted class{suffix}")
+    ax.set_ylabel(f"true class{suffix}")
     ax.set_title(title)
     return _save(fig, path)
 

@@ -64,6 +64,8 @@ class EncodedImages:
     labels: list[str | None]
     """Class name of each image (None: the sample has no label of the chosen kind)."""
     keys: list[str]
+    skipped: dict[str, int]
+    """Corrupt samples the loader skipped, by reason."""
 
 
 def encode_labelled_images(
@@ -109,7 +111,7 @@ def encode_labelled_images(
                 break
     if not keys:
         raise FinetuneError(f"no readable samples in {data}; check it with `clipline data inspect {data}`")
-    return EncodedImages(torch.cat(features), labels, keys)
+    return EncodedImages(torch.cat(features), labels, keys, dict(getattr(loader, "skipped", {})))
 
 
 def _no_labels_message(data: str | Path, label_field: str | None, info: dict, meta: dict) -> str:
@@ -192,6 +194,7 @@ class ZeroShotEvaluator:
         if list(prompt_names) != list(classnames):
             report["prompt_names"] = dict(zip(classnames, prompt_names))
         report["unlabelled_skipped"] = len(encoded.labels) - len(keep)
+        report["corrupt_skipped"] = encoded.skipped
         report["modality_gap"] = float((features.mean(0) - classifier.weights.mean(0)).norm())
         return ZeroShotResult(report, classifier, features, y_true, logits)
 

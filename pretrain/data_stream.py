@@ -58,10 +58,30 @@ class BatchStream:
         return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
 
 
+class SkipTally:
+    """Samples the loaders skipped (corrupt images, missing captions), by reason, over all epochs."""
+
+    def __init__(self) -> None:
+        self.finished: dict[str, int] = {}  # from loaders of past epochs
+        self.current: object | None = None
+
+    def start(self, loader: object) -> None:
+        """A new epoch's loader begins; the previous one's counts are final."""
+        self.finished = _add(self.finished, getattr(self.current, "skipped", {}))
+        self.current = loader
+
+    def counts(self) -> dict[str, int]:
+        return _add(self.finished, getattr(self.current, "skipped", {}))
+
+
+def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
+
+
 def shard_epochs(*, train_data: str, batch_size: int, image_transform: Callable, tokenize: Callable,
                  workers: int, shuffle_buffer: int, caption: str, seed: int, rank: int,
-                 world_size: int) -> tuple[EpochFactory, dict[str, int]]:
-    """An epoch factory over a shard directory, and a live dict of skipped-sample counts.
+                 world_size: int) -> tuple[EpochFactory, SkipTally]:
+    """An epoch factory over a shard directory, and the tally of samples its loaders skipped.
 
     One process reads epochs (each sample once per epoch, shuffled). Several
     processes read resampled shard streams (data_tools' advice for DDP: ranks
@@ -74,20 +94,15 @@ def shard_epochs(*, train_data: str, batch_size: int, image_transform: Callable,
         list_shards(train_data)
     except DataError as err:
         raise PretrainError(str(err)) from err
-    skipped: dict[str, int] = {}
+    skipped = SkipTally()
 
     def make_epoch(epoch: int) -> Iterable[dict]:
         loader = make_loader(train_data, batch_size=batch_size, image_transform=image_transform,
                              tokenize=tokenize, num_workers=workers, shuffle=True, shuffle_buffer=shuffle_buffer,
                              resampled=world_size > 1, seed=seed, epoch=epoch, caption=caption, drop_last=True,
                              rank=rank, world_size=world_size)
+        skipped.start(loader)
         # iter() now, not lazily: the DataLoader draws its worker seed here, under BatchStream's fixed seed.
-        return _count_skips(iter(loader), loader, skipped)
+        return iter(loader)
 
     return make_epoch, skipped
-
-
-def _count_skips(batches: Iterator[dict], loader: object, skipped: dict[str, int]) -> Iterator[dict]:
-    yield from batches
-    for reason, count in getattr(loader, "skipped", {}).items():
-        skipped[reason] = skipped.get(reason, 0) + count

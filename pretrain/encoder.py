@@ -16,6 +16,7 @@ from PIL import Image
 from torch import nn
 
 from pretrain import checkpoint, models
+from pretrain.attention import explicit_attention_pays, use_explicit_attention
 from pretrain.errors import PretrainError
 
 TEXT_BATCH = 512  # captions encoded per forward; bounds memory for long lists
@@ -29,6 +30,8 @@ class Encoder:
                  checkpoint_id: str, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        if explicit_attention_pays(self.device, models.max_sequence_length(config["model_name"])):
+            use_explicit_attention(self.model)  # same maths; the fused CPU kernel is slow for short sequences
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.config = config

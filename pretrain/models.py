@@ -34,6 +34,7 @@ import transformers
 from open_clip.transformer import text_global_pool
 from torch import nn
 
+from pretrain.attention import use_explicit_attention
 from pretrain.errors import PretrainError
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -252,6 +253,16 @@ class TwoTower(nn.Module):
         return torch.stack([self._locked_text_cache[k] for k in keys])  # (B, W)
 
 
+def max_sequence_length(name: str) -> int:
+    """Longest token sequence either tower of config `name` attends over."""
+    cfg = model_config(name)
+    vision, text = cfg["vision_cfg"], cfg["text_cfg"]
+    size = vision.get("image_size", 224)
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    image_tokens = (size // vision.get("patch_size", 16)) ** 2 + 1
+    return max(image_tokens, int(text.get("context_length", 77)))
+
+
 def compile_towers(towers: TwoTower) -> None:
     """torch.compile the towers' transformers in place (state-dict keys unchanged).
 
@@ -279,7 +290,8 @@ def build_model(name: str, *, pretrained: str | None = None, lock_text: bool = F
                 lock_text_unlocked_layers: int = 0, lock_image: bool = False,
                 lock_image_unlocked_groups: int = 0, patch_dropout: float = 0.0,
                 grad_checkpointing: bool = False, init_logit_bias: float | None = None,
-                dynamic_padding: bool = True, pad_multiple: int = 1) -> TwoTower:
+                dynamic_padding: bool = True, pad_multiple: int = 1,
+                explicit_attention: bool = False) -> TwoTower:
     """Build the trainable two-tower model for config `name` (see module docstring).
 
     With `init_logit_bias` (SigLIP) the model is registered as `<name>-sigmoid`;
@@ -292,6 +304,8 @@ def build_model(name: str, *, pretrained: str | None = None, lock_text: bool = F
                 lock_image=lock_image, lock_image_unlocked_groups=lock_image_unlocked_groups)
     if grad_checkpointing:
         clip.set_grad_checkpointing(True)
+    if explicit_attention:
+        use_explicit_attention(clip)
     return TwoTower(clip, name=name, dynamic_padding=dynamic_padding, pad_multiple=pad_multiple)
 
 

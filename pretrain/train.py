@@ -23,8 +23,9 @@ import torch
 from tqdm import tqdm
 
 from pretrain import checkpoint, models, precision
+from pretrain.attention import explicit_attention_pays
 from pretrain.config import TrainConfig, config_to_dict, save_config, validate
-from pretrain.data_stream import BatchStream, EpochFactory, shard_epochs
+from pretrain.data_stream import BatchStream, EpochFactory, SkipTally, shard_epochs
 from pretrain.distributed import Distributed
 from pretrain.errors import PretrainError
 from pretrain.evaluation import Evaluator
@@ -70,7 +71,7 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self.last_metrics: dict[str, float] = {}
         self.paused_s = 0.0  # time spent evaluating and saving: not training time
-        self.skipped: dict[str, int] = {}
+        self.skipped: SkipTally | None = None
         _set_runtime(config)
         self.precision, why = precision.choose_precision(config.precision, dist.device)
         self.autocast = precision.autocast(self.precision, dist.device)
@@ -108,6 +109,8 @@ class Trainer:
             lock_image_unlocked_groups=cfg.lock_image_unlocked_groups, patch_dropout=cfg.patch_dropout,
             grad_checkpointing=cfg.grad_checkpointing, init_logit_bias=bias, dynamic_padding=cfg.dynamic_padding,
             pad_multiple=8 if self.config.compile else 1,  # few distinct text lengths: few recompiles
+            explicit_attention=cfg.attention == "explicit" or (cfg.attention == "auto" and explicit_attention_pays(
+                self.dist.device, models.max_sequence_length(cfg.name))),
         )
         return towers.to(self.dist.device).train()
 
@@ -123,7 +126,12 @@ class Trainer:
                 return None
             checkpoint.resolve_checkpoint(source)  # raises with what to pass
         state = checkpoint.read_train_state(ckpt)
-        self.towers.clip.load_state_dict(checkpoint.read_weights(ckpt), strict=True)
+        try:
+            self.towers.clip.load_state_dict(checkpoint.read_weights(ckpt), strict=True)
+        except RuntimeError as err:
+            saved = checkpoint.read_model_info(ckpt).get("model_name")
+            raise PretrainError(f"cannot resume from {ckpt}: it holds model {saved!r}, this run builds "
+                                f"{self.towers.name!r}; resume with the run's own config (its config.json)") from err
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.step, self.samples_seen = state["step"], state["samples_seen"]
@@ -207,8 +215,7 @@ class Trainer:
     def run(self) -> TrainResult:
         cfg, dist = self.config, self.dist
         started = time.perf_counter()
-        bar = tqdm(total=None if cfg.time_budget_min else cfg.steps, initial=self.step, unit="step",
-                   disable=not (cfg.progress and dist.is_main), dynamic_ncols=True)
+        bar = self._progress_bar()
         window_start, window_samples, loss, stopped_by = time.perf_counter(), 0, float("nan"), ""
         with StopSignals() as signals:
             while not self._finished(elapsed := self._elapsed(started)):
@@ -216,7 +223,7 @@ class Trainer:
                 self.step += 1
                 self.samples_seen += self.global_batch
                 window_samples += self.global_batch
-                bar.update(1)
+                bar.update(1 if not cfg.time_budget_min else int(self._elapsed(started)) - bar.n)
                 if self.step % cfg.log_every == 0:
                     rate = window_samples / max(time.perf_counter() - window_start, 1e-9)
                     self._log_train(loss, lr, rate, bar)
@@ -227,6 +234,14 @@ class Trainer:
                 window_start += self._evaluate_and_save(started)  # samples/s counts training time only
         bar.close()
         return self._finish(loss, started, stopped_by)
+
+    def _progress_bar(self) -> tqdm:
+        """Steps out of `steps`, or, for a timed run, seconds out of the budget (so the ETA is right)."""
+        show = self.config.progress and self.dist.is_main
+        if self.config.time_budget_min:
+            return tqdm(total=int(self.config.time_budget_min * 60), initial=int(self.elapsed_before), unit="s",
+                        disable=not show, dynamic_ncols=True)
+        return tqdm(total=self.config.steps, initial=self.step, unit="step", disable=not show, dynamic_ncols=True)
 
     def _evaluate_and_save(self, started: float) -> float:
         """Periodic evaluation and checkpoint; returns the seconds they took (not training time)."""
@@ -245,7 +260,7 @@ class Trainer:
                "logit_scale": float(self.towers.clip.logit_scale.detach().exp()),
                "samples_per_s": samples_per_s, "epoch": epoch}
         self.log.write(row)
-        bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_s:.0f}")
+        bar.set_postfix(step=self.step, loss=f"{loss:.4f}", samples_s=f"{samples_per_s:.0f}")
 
     def _evaluate(self) -> dict[str, float]:
         if not self.evaluators:
@@ -292,7 +307,8 @@ class Trainer:
                    "samples_seen": self.samples_seen, "precision": self.precision,
                    "processes": self.dist.world_size, "contrastive_batch": self.global_batch,
                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                   "skipped_samples": dict(self.skipped), "stopped_by": stopped_by, "metrics": metrics,
+                   "skipped_samples": self.skipped.counts() if self.skipped else {},
+                   "stopped_by": stopped_by, "metrics": metrics,
                    "checkpoint": str(self.last_checkpoint)}
         tmp = self.run_dir / "summary.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2))

@@ -41,7 +41,7 @@ class SearchRequest(BaseModel):
     index: str | None = Field(default=None, max_length=200, description="Index name; default: the first served.")
 
     @model_validator(mode="after")
-    def _one_query(self) -> "SearchRequest":
+    def _one_query(self) -> SearchRequest:
         given = [name for name in ("text", "image", "embedding") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(

@@ -103,7 +103,8 @@ def run_search(args: Namespace) -> None:
     if args.grid:
         from retrieval.result_grid import save_result_grid
 
-        save_result_grid(results, args.grid, title=f"{query} over {retriever.modality} index")
+        asked = f'text "{args.text}"' if args.text is not None else f"image {Path(args.image).name}"
+        save_result_grid(results, args.grid, title=f"{asked} -> {retriever.modality} index, top {args.k}")
         _log(f"grid written to {args.grid}")
     if args.json:
         print(json.dumps({"query": query, "modality": retriever.modality, "k": args.k, "results": results},

@@ -94,6 +94,8 @@ class CaptionedImages:
     captions: list[list[str]]
     """Captions of each image."""
     keys: list[str]
+    skipped: dict[str, int]
+    """Corrupt samples the loader skipped, by reason."""
 
 
 def sample_captions(caption: str, meta: dict[str, Any], choice: CaptionChoice) -> list[str]:
@@ -134,7 +136,7 @@ def encode_captioned_images(
                 break
     if not keys:
         raise RetrievalError(f"no readable samples in {data}; check it with `clipline data inspect {data}`")
-    return CaptionedImages(torch.cat(features), per_image, keys)
+    return CaptionedImages(torch.cat(features), per_image, keys, dict(getattr(loader, "skipped", {})))
 
 
 @dataclass(kw_only=True)
@@ -176,4 +178,5 @@ class RetrievalEvaluator:
         report["captions"] = self.captions
         report["captions_per_image"] = round(len(pairs) / len(images.keys), 3)
         report["images_per_text"] = round(len(pairs) / len(texts), 3)
+        report["corrupt_skipped"] = images.skipped
         return report

@@ -79,7 +79,8 @@ def build_index(config: IndexBuildConfig, log: Callable[[str], None] = print) ->
     modalities = ["image", "text"] if config.modality == "both" else [config.modality]
     missing = [m for m in modalities if m not in emb.modalities()]
     if missing:
-        raise RetrievalError(f"embedding dir {emb.root} has no {missing[0]} embeddings; choose --modality from {emb.modalities()}")
+        raise RetrievalError(f"embedding dir {emb.root} has no {missing[0]} embeddings; "
+                             f"choose --modality from {emb.modalities()}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -177,7 +178,8 @@ def _choose(n: int, dim: int, budget: int, config: IndexBuildConfig) -> IndexCho
     try:  # validate the string before spending time on anything else
         faiss.index_factory(dim, factory, METRICS[config.metric])
     except RuntimeError as err:
-        raise RetrievalError(f"faiss cannot build factory {factory!r} for dim {dim}: {str(err).splitlines()[-1]}") from err
+        reason = str(err).splitlines()[-1]
+        raise RetrievalError(f"faiss cannot build factory {factory!r} for dim {dim}: {reason}") from err
     return IndexChoice(factory=factory, reason="given by --factory", estimated_bytes=0, nlist=nlist,
                        train_size=min(n, max(nlist * TRAIN_POINTS_PER_LIST, 20_000)), search_params=params)
 

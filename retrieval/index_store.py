@@ -67,7 +67,8 @@ def load_index(index_dir: str | Path, modality: str | None = None, *, mmap: bool
     try:
         index = faiss.read_index(str(path), flags)
     except RuntimeError as err:
-        raise RetrievalError(f"index file {path} is corrupt ({str(err).splitlines()[-1][:120]}); rebuild the index") from err
+        reason = str(err).splitlines()[-1][:120]
+        raise RetrievalError(f"index file {path} is corrupt ({reason}); rebuild the index") from err
     if index.ntotal != info["count"] or index.d != info["dim"]:
         raise RetrievalError(f"index file {path} holds {index.ntotal} x {index.d} vectors but info.json says "
                              f"{info['count']} x {info['dim']}; rebuild the index")

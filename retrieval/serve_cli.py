@@ -50,6 +50,8 @@ class ServeCommand:
     """Merge concurrent text queries into one encode and one index search."""
     max_batch: int = 64
     """Most text queries merged into one batch."""
+    compute_threads: int = 2
+    """Worker threads for encoding and index search (and text batches in flight)."""
     max_k: int = 100
     """Most results a query may ask for."""
     max_text_chars: int = 1000
@@ -78,16 +80,23 @@ def parse_index_arg(arg: str) -> tuple[str, Path]:
 
 
 def serve_config(cmd: ServeCommand) -> ServeConfig:
+    for flag in ("max_batch", "compute_threads", "max_k", "max_text_chars", "max_image_mb"):
+        if getattr(cmd, flag) <= 0:
+            raise RetrievalError(f"--{flag.replace('_', '-')} must be positive, got {getattr(cmd, flag)}")
+    if not 0 <= cmd.port <= 65535:
+        raise RetrievalError(f"--port {cmd.port} is not a TCP port (0-65535)")
     image_bytes = int(cmd.max_image_mb * 1024 * 1024)
     limits = ServeLimits(max_k=cmd.max_k, max_text_chars=cmd.max_text_chars, max_image_bytes=image_bytes,
                          max_body_bytes=image_bytes * 4 // 3 + 1024 * 1024)
     return ServeConfig(limits=limits, api_key=cmd.api_key, batch_text=cmd.batch_text, max_batch=cmd.max_batch,
-                       allow_add=cmd.allow_add)
+                       compute_threads=cmd.compute_threads, allow_add=cmd.allow_add)
 
 
 def run_server(index_args: list[str], cmd: ServeCommand) -> None:
     """Load every index once, then serve until interrupted."""
-    check_bind_safety(cmd.host, cmd.api_key, cmd.insecure)  # before the slow loading, so a refusal is quick
+    # Every check before the slow loading, so that a refusal is quick.
+    check_bind_safety(cmd.host, cmd.api_key, cmd.insecure)
+    config = serve_config(cmd)
     named = [parse_index_arg(arg) for arg in index_args]
 
     import uvicorn  # the server stack and the encoder load only once the arguments are valid
@@ -99,7 +108,7 @@ def run_server(index_args: list[str], cmd: ServeCommand) -> None:
     registry = load_registry(named, checkpoint=cmd.checkpoint)
     for served in registry:
         print(f"serve: {served.name}: {len(served.backend)} items from {served.source}", file=sys.stderr)
-    app = create_app(registry, serve_config(cmd))
+    app = create_app(registry, config)
     shown_host = f"[{cmd.host}]" if ":" in cmd.host else cmd.host
     print(f"serve: http://{shown_host}:{cmd.port}/  (API docs at /docs)", file=sys.stderr)
     uvicorn.run(app, host=cmd.host, port=cmd.port, log_level=cmd.log_level, server_header=False,

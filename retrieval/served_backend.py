@@ -34,10 +34,10 @@ class DeltaRows:
     indices: dict[str, faiss.Index]
 
     @classmethod
-    def empty(cls, modalities: tuple[str, ...], dim: int) -> "DeltaRows":
+    def empty(cls, modalities: tuple[str, ...], dim: int) -> DeltaRows:
         return cls((), (), {m: faiss.IndexFlatIP(dim) for m in modalities})
 
-    def extended(self, items: AddedItems) -> "DeltaRows":
+    def extended(self, items: AddedItems) -> DeltaRows:
         """A new delta with `items` appended; this one stays untouched for the queries using it."""
         indices = {}
         for modality, index in self.indices.items():
@@ -116,7 +116,7 @@ class IndexBackend:
             "checkpoint_id": self.info.get("checkpoint_id"),
         }
 
-    def with_added(self, items: AddedItems) -> "IndexBackend":
+    def with_added(self, items: AddedItems) -> IndexBackend:
         if self.metric != "ip":
             raise RetrievalError(f"adding to an index built with metric {self.metric!r} is not supported; "
                                  "rebuild it with --metric ip")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import quote
 
 import anyio
@@ -77,7 +78,8 @@ class SearchService:
     def __init__(self, registry: IndexRegistry, config: ServeConfig) -> None:
         self.registry, self.config, self.limits = registry, config, config.limits
         self.limiter = anyio.CapacityLimiter(config.compute_threads)
-        self.batcher = TextSearchBatcher(self.limiter, max_batch=config.max_batch, wait_s=config.batch_wait_ms / 1000)
+        self.batcher = TextSearchBatcher(self.limiter, max_batch=config.max_batch, wait_s=config.batch_wait_ms / 1000,
+                                         workers=config.compute_threads)
         self.reader = ShardImageReader()
         self.started = time.monotonic()
 
@@ -110,7 +112,7 @@ class SearchService:
             raise UnknownKeyError(f"index {index!r} has no stored image for key {key!r}")
         media_type = media_type_of(location.member)
         data = await self.in_thread(self.reader.read, location)
-        return Response(data, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"})
+        return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
     async def add(self, name: str, body: bytes) -> AddResponse:
         served = self.registry.get(name)

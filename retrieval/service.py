@@ -13,7 +13,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any, Literal, Protocol
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -60,7 +61,7 @@ class SearchBackend(Protocol):
 
     def __len__(self) -> int: ...
 
-    def with_added(self, items: "AddedItems") -> "SearchBackend": ...
+    def with_added(self, items: AddedItems) -> SearchBackend: ...
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import anyio
 import anyio.to_thread
@@ -44,14 +44,16 @@ class BatchStats:
 
 
 class TextSearchBatcher:
-    """Queue + one worker task per event loop that runs merged text searches."""
+    """Queue + worker tasks (per event loop) that run merged text searches."""
 
-    def __init__(self, limiter: anyio.CapacityLimiter, max_batch: int = 64, wait_s: float = 0.0) -> None:
+    def __init__(self, limiter: anyio.CapacityLimiter, max_batch: int = 64, wait_s: float = 0.0,
+                 workers: int = 1) -> None:
         self._limiter = limiter
         self._max_batch = max_batch
         self._wait_s = wait_s
+        self._worker_count = workers
         self._queue: asyncio.Queue[_Pending] | None = None
-        self._worker: asyncio.Task | None = None
+        self._workers: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats = BatchStats()
 
@@ -63,21 +65,18 @@ class TextSearchBatcher:
         return await future
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except asyncio.CancelledError:
-                pass
-        self._worker = self._queue = self._loop = None
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers, self._queue, self._loop = [], None, None
 
     def _ensure_worker(self) -> asyncio.Queue:
         loop = asyncio.get_running_loop()
-        # A new loop (e.g. a second test client) needs its own queue and worker.
-        if self._loop is not loop or self._worker is None or self._worker.done():
+        # A new loop (e.g. a second test client) needs its own queue and workers.
+        if self._loop is not loop or not self._workers or any(w.done() for w in self._workers):
             self._loop = loop
             self._queue = asyncio.Queue()
-            self._worker = loop.create_task(self._run())
+            self._workers = [loop.create_task(self._run()) for _ in range(self._worker_count)]
         assert self._queue is not None
         return self._queue
 

@@ -10,7 +10,7 @@ import torch
 
 from finetune.errors import FinetuneError
 from finetune.experiment import make_task, prepare
-from finetune.features import cached_features
+from finetune.features import cached_features, load_images
 from finetune.imbalance import ImbalanceOptions
 from finetune.linear_probe import fit_linear_probe
 from tests.finetune.fakes import ColourEncoder, write_shards
@@ -83,3 +83,20 @@ def test_unlabelled_shards_say_which_label_fields_exist(tmp_path: Path) -> None:
                          label_fields={"warmth": ["warm", "cold"]})
     with pytest.raises(FinetuneError, match="label_fields lists: warmth|one of: warmth"):
         prepare(ColourEncoder(CLASSES), train_data=str(train), eval_data=str(train), feature_cache=str(tmp_path / "c"))
+
+
+def test_load_images_returns_the_named_samples_in_order(tmp_path: Path) -> None:
+    from data_tools.loader import make_loader
+
+    data = write_shards(tmp_path / "train", CLASSES, per_class=5)
+    encoder = ColourEncoder(CLASSES)
+    everything = {}
+    for batch in make_loader(str(data), batch_size=7, image_transform=encoder.preprocess, num_workers=0):
+        everything.update(zip(batch["key"], batch["image"]))
+    keys = sorted(everything)[::-3]
+    images = load_images(data, keys, encoder.preprocess)
+    assert images.shape == (len(keys), 3, 16, 16)
+    for key, image in zip(keys, images):
+        assert torch.allclose(image.float(), everything[key], atol=1e-2)  # stored as half
+    with pytest.raises(FinetuneError, match="vanished"):
+        load_images(data, ["no-such-key"], encoder.preprocess)

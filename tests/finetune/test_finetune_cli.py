@@ -114,3 +114,19 @@ def test_adapter_for_another_checkpoint_is_refused(setup: dict[str, str]) -> Non
     main(["linear-probe", *common(setup, str(out)), "--shots", "1"])
     with pytest.raises(FinetuneError, match="trained on checkpoint"):
         load_adapter(out, Encoder.load(setup["other_run"]))
+
+
+def test_full_finetune_saves_the_tuned_tower_and_predicts_with_it(setup: dict[str, str]) -> None:
+    out = Path(setup["root"]) / "full"
+    main(["full-finetune", *common(setup, str(out)), "--shots", "2", "--method.min-steps", "5", "--method.epochs", "1"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["hyperparameters"]["steps"] == 5 and report["config"]["method"]["min_steps"] == 5
+    assert (out / "image_tower.safetensors").is_file()
+    encoder = Encoder.load(setup["run"])
+    predictor = load_adapter(out, encoder)
+    images = torch.rand(2, 3, 16, 16)
+    assert not torch.allclose(predictor.encode_image(images), encoder.encode_image(images))
+    encoded = encode_labelled_images(predictor, setup["eval"], label_field=None, num_workers=0)
+    truth = torch.tensor([CLASSES.index(name) for name in encoded.labels])
+    top1 = (predictor.logits(encoded.features).argmax(1) == truth).float().mean().item()
+    assert top1 == pytest.approx(report["result"]["top1"])

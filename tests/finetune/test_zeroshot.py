@@ -98,6 +98,22 @@ def test_unlabelled_shards_fail_after_the_first_batch(tmp_path: Path) -> None:
     assert encoder.encoded_images == 8
 
 
+def test_corrupt_sample_is_skipped_and_counted(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    data = write_shards(tmp_path / "shards", CLASSES, per_class=2)
+    with tarfile.open(data / "00009.tar", "w") as tar:
+        for name, payload in (("bad.png", b"not a png"), ("bad.txt", b"a caption"), ("bad.cls", b"0")):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    report = ZeroShotEvaluator(data=data, num_workers=0).evaluate(ColourEncoder(CLASSES)).report
+    assert report["n"] == 10
+    assert report["top1"] == 1.0
+    assert sum(report["corrupt_skipped"].values()) == 1
+
+
 def test_max_samples(tmp_path: Path) -> None:
     data = write_shards(tmp_path / "shards", CLASSES, per_class=4)
     report = ZeroShotEvaluator(data=data, max_samples=7, batch_size=3, num_workers=0).evaluate(ColourEncoder(CLASSES)).report

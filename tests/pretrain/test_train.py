@@ -110,3 +110,21 @@ def test_patch_dropout_and_grad_checkpointing_train(tmp_path: Path) -> None:
     result = train(debug_config(tmp_path, "patch_dropout=0.5", "grad_checkpointing=true", "steps=2"),
                    make_epoch=in_memory)
     assert result.step == 2 and torch.isfinite(torch.tensor(result.loss))
+
+
+def test_corrupt_sample_is_skipped_and_counted(emoji_shards: Path, tmp_path: Path) -> None:
+    import io
+    import shutil
+    import tarfile
+
+    shards = tmp_path / "shards"
+    shutil.copytree(emoji_shards, shards)
+    with tarfile.open(shards / "00000.tar", "a") as tar:
+        for name, payload in (("broken_1.jpg", b"not a jpeg at all"), ("broken_1.txt", b"a broken image")):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    result = train(debug_config(tmp_path / "run", f"train_data={shards}"))  # one epoch: every sample read
+    assert result.step == 6
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert sum(summary["skipped_samples"].values()) == 1, summary["skipped_samples"]

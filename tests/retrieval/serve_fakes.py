@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import uvicorn
@@ -91,7 +91,7 @@ class ColorBackend:
         self.add_delay_s = 0.0
 
     @classmethod
-    def from_shard(cls, shard: Path) -> "ColorBackend":
+    def from_shard(cls, shard: Path) -> ColorBackend:
         keys, captions, images = [], [], []
         with tarfile.open(shard) as tar:
             for info in tar:
@@ -134,7 +134,7 @@ class ColorBackend:
     def describe(self) -> dict:
         return {"kind": "fake-colors"}
 
-    def with_added(self, items: AddedItems) -> "ColorBackend":
+    def with_added(self, items: AddedItems) -> ColorBackend:
         time.sleep(self.add_delay_s)  # widens the window in which queries race the swap
         new = ColorBackend(self.shard, self.keys + items.keys, self.captions + items.captions,
                            np.concatenate([self.image_vectors, items.image_embeddings]),

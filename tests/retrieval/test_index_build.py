@@ -121,3 +121,17 @@ def test_both_modalities_and_fp16_parts(tmp_path: Path) -> None:
     text_index = load_index(tmp_path / "i", "text").index
     _, ids = text_index.search(text[:5].astype(np.float16).astype(np.float32), 1)
     assert ids[:, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_l2_metric_tunes_against_l2_neighbours(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    image = rng.standard_normal((3_000, 8)).astype(np.float32) * np.array([5, 4, 3, 2, 1, 1, 1, 1], np.float32)
+    emb = write_embedding_dir(tmp_path / "emb", image, image + 0.01)
+    summary = build_index(IndexBuildConfig(emb=str(emb), out=str(tmp_path / "i"), metric="l2", factory="IVF16,Flat",
+                                           tune_queries=200), log=quiet)["image"]
+    assert summary["target_met"] and summary["metric"] == "l2"
+    loaded = load_index(tmp_path / "i")
+    queries = image[:50] + 0.01
+    _, found = loaded.index.search(queries, 10)
+    exact = np.argsort(((queries[:, None, :] - image[None]) ** 2).sum(-1), axis=1)[:, :10]
+    assert recall_at_k(found, exact, 10) >= 0.95

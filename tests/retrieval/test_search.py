@@ -59,3 +59,13 @@ def test_search_cli_plain_output(emoji_index: Path, capsys: pytest.CaptureFixtur
     main(["search", str(emoji_index), "--text", "flag", "-k", "3"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and lines[0].split()[0] == "1"
+
+
+def test_grid_draws_a_placeholder_for_a_missing_image(tmp_path: Path) -> None:
+    from retrieval.result_grid import CELL, PLACEHOLDER, save_result_grid
+
+    results = [{"rank": 1, "score": 0.5, "caption": "gone", "shard": str(tmp_path / "moved.tar"), "member": "a.jpg",
+                "offset": 512, "size": 100}]
+    with Image.open(save_result_grid(results, tmp_path / "g.png")) as sheet:
+        assert sheet.size == (CELL, CELL + 30)
+        assert sheet.getpixel((CELL // 2, CELL // 2)) == PLACEHOLDER

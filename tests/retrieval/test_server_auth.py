@@ -92,6 +92,15 @@ def test_cli_bad_flag_is_one_line(capsys: pytest.CaptureFixture) -> None:
     assert capsys.readouterr().err.count("\n") == 1
 
 
+@pytest.mark.parametrize("flags", [["--max-k", "0"], ["--compute-threads", "0"], ["--port", "70000"],
+                                   ["--max-image-mb", "-1"]])
+def test_cli_refuses_bad_limits(tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), *flags])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: {flags[0]}")
+
+
 def test_index_names(tmp_path: Path) -> None:
     (tmp_path / "emoji-index").mkdir()
     assert parse_index_arg(str(tmp_path / "emoji-index")) == ("emoji-index", tmp_path / "emoji-index")
