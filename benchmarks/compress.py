@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,8 @@ def main() -> None:
         torch.set_num_threads(paths.threads)
     with tempfile.TemporaryDirectory(prefix="compress-bench-") as tmp:
         table = compression_table(checkpoint=paths.checkpoint, data=paths.data, train_data=paths.train_data,
-                                  out=paths.out or tmp, config=config)
+                                  out=paths.out or tmp, config=config,
+                                  log=lambda line: print(line, file=sys.stderr, flush=True))  # stdout: the JSON
     result: dict[str, Any] = {
         "benchmark": "compress",
         "environment": {"cpu": platform.processor() or platform.machine(), "cpu_flags": cpu_flags(),

@@ -5,7 +5,8 @@ after the same warm-up, both with bf16 autocast (open_clip_train at its best
 CPU precision, `amp_bf16`, with the webdataset>=0.2.96 fix applied here by
 patching, see open_clip issue 935). Maths is exact on both sides: no patch
 dropout, no approximations; ours differs only in how the same step is run
-(dynamic text padding, fused AdamW, torch.compile, its loader).
+(dynamic text padding, fused AdamW, explicit-matmul attention instead of the
+CPU flash kernel, torch.compile, its loader).
 
 A step is timed from one optimizer step to the next (a global optimizer
 step hook, so both trainers are measured the same way, data waits included).
@@ -221,13 +222,16 @@ def measure(train_data: str, *, model: str = "clip-tiny-64", batch_size: int = 1
         rates[tag] = clock.steps_per_s(warmup_steps) * batch_size
         torch.set_num_threads(threads)
 
-    everything = ["dynamic_padding=true", "fused=true", "compile=true"]
+    everything = ["dynamic_padding=true", "fused=true", "attention=explicit", "compile=true"]
     peer("open_clip_train")
     ours("ours", everything)
-    if ablations:
-        ours("ours_plain", ["dynamic_padding=false", "fused=false", "compile=false"])
-        ours("ours_dynamic_padding", ["dynamic_padding=true", "fused=false", "compile=false"])
-        ours("ours_dynamic_padding_fused", ["dynamic_padding=true", "fused=true", "compile=false"])
+    if ablations:  # switch the optimisations on one at a time
+        ours("ours_plain", ["dynamic_padding=false", "fused=false", "attention=fused", "compile=false"])
+        ours("ours_dynamic_padding", ["dynamic_padding=true", "fused=false", "attention=fused", "compile=false"])
+        ours("ours_dynamic_padding_fused_adamw",
+             ["dynamic_padding=true", "fused=true", "attention=fused", "compile=false"])
+        ours("ours_dynamic_padding_fused_adamw_explicit_attention",
+             ["dynamic_padding=true", "fused=true", "attention=explicit", "compile=false"])
         ours("ours_fp32", [*everything, "precision=fp32"])
     peer("open_clip_train_again")
     baseline = (rates["open_clip_train"] + rates["open_clip_train_again"]) / 2

@@ -18,6 +18,7 @@ Corrupt samples and tars are skipped, logged and counted (`loader.skipped`), nev
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import random
 from collections.abc import Callable, Iterable, Iterator
@@ -229,7 +230,8 @@ class ShardLoader:
     def __init__(self, spec: _Spec, transform: ImageTransform, tokenize: Tokenize | None, num_workers: int) -> None:
         self._spec, self._transform, self._tokenize = spec, transform, tokenize
         self._num_workers = num_workers
-        self._skips = SkipCounter()
+        self._context = multiprocessing.get_context()  # the platform default (fork on Linux <= 3.13)
+        self._skips = SkipCounter(self._context)
         self.num_samples = _count_samples(spec.shards)
 
     def set_epoch(self, epoch: int) -> None:
@@ -251,7 +253,8 @@ class ShardLoader:
         )
         if self._num_workers == 0:
             return iter(pipeline)
-        return iter(DataLoader(pipeline, batch_size=None, num_workers=self._num_workers))
+        loader = DataLoader(pipeline, batch_size=None, num_workers=self._num_workers, multiprocessing_context=self._context)
+        return iter(loader)
 
 
 def _count_samples(shards: tuple[str, ...]) -> int | None:

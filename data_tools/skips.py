@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.context
 
 LOG = logging.getLogger("data_tools")
 
@@ -24,8 +25,9 @@ class SkipCounter:
     (fork) or receive it at start-up (spawn); both share the same memory.
     """
 
-    def __init__(self) -> None:
-        self._counts = multiprocessing.Array("q", len(SKIP_REASONS))
+    def __init__(self, context: multiprocessing.context.BaseContext | None = None) -> None:
+        # the array must come from the same start-method context as the worker processes
+        self._counts = (context or multiprocessing.get_context()).Array("q", len(SKIP_REASONS))
 
     def add(self, reason: str, where: str, detail: BaseException | str | None = None) -> None:
         """Count one skip and log a warning naming the file or key; never raises."""

@@ -21,8 +21,10 @@ TOKEN_KEYS = ("image_tokens", "text_tokens")
 class FeatureCache:
     """Encoded inputs (N, ...) and targets (N, T) of a whole split, on CPU."""
 
-    def __init__(self, encoded: dict[str, Tensor], targets: Tensor, captions: list[str], keys: list[str]) -> None:
+    def __init__(self, encoded: dict[str, Tensor], targets: Tensor, captions: list[str], keys: list[str],
+                 split_ids: list[str] | None = None) -> None:
         self.encoded, self.targets, self.captions, self.keys = encoded, targets, captions, keys
+        self.split_ids = split_ids if split_ids is not None else keys
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -34,7 +36,7 @@ class FeatureCache:
         was_training = model.towers.training
         model.towers.eval()
         parts: dict[str, list[Tensor]] = {}
-        targets, captions, keys = [], [], []
+        targets, captions, keys, split_ids = [], [], [], []
         for batch in batches:
             encoded = model.encode(batch["image"], batch["text"])
             for name, value in encoded.items():
@@ -42,6 +44,7 @@ class FeatureCache:
             targets.append(batch["targets"])
             captions += batch["caption"]
             keys += batch["key"]
+            split_ids += batch.get("split_id", batch["key"])
         model.towers.train(was_training)
         encoded = {name: _cat_padded(values) for name, values in parts.items()}
         if "text_mask" in encoded:  # drop the all-padding tail of the context: most of its length
@@ -49,13 +52,14 @@ class FeatureCache:
             length = int(used.max()) + 1 if used.numel() else 1
             encoded["text_tokens"] = encoded["text_tokens"][:, :length].contiguous()
             encoded["text_mask"] = encoded["text_mask"][:, :length].contiguous()
-        return cls(encoded, torch.cat(targets), captions, keys)
+        return cls(encoded, torch.cat(targets), captions, keys, split_ids)
 
     def subset(self, keep: Tensor) -> FeatureCache:
         """The rows where `keep` (N,) bool is True."""
         rows = keep.nonzero().flatten().tolist()
         return FeatureCache({name: value[keep] for name, value in self.encoded.items()}, self.targets[keep],
-                            [self.captions[i] for i in rows], [self.keys[i] for i in rows])
+                            [self.captions[i] for i in rows], [self.keys[i] for i in rows],
+                            [self.split_ids[i] for i in rows])
 
     def batches(self, batch_size: int, *, shuffle: bool = False,
                 generator: torch.Generator | None = None) -> Iterator[dict]:

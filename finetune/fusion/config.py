@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from finetune.errors import FinetuneError
+from finetune.fusion.data import ValBy
 from finetune.fusion.heads import FusionKind, HeadConfig
 from finetune.fusion.multitask import Weighting
 from finetune.fusion.towers import TowerMode
@@ -51,6 +52,9 @@ class FusionConfig:
     val_fraction: float = 0.1
     """Share of the training samples (chosen by key) held out for the validation curve and for
     picking the best epoch; 0 keeps the last epoch."""
+    val_by: ValBy = "key"
+    """What decides a sample's side of that split: its key, or its caption (keeps samples that share a
+    caption together, e.g. an emoji concept drawn by two vendors, so validation sees unseen concepts)."""
     max_train_samples: int | None = None
     """Use at most this many training samples (quick runs)."""
     max_eval_samples: int | None = None

@@ -30,6 +30,7 @@ from finetune.errors import FinetuneError
 
 SINGLE_LABEL_TASK = "label"
 Split = Literal["all", "train", "val"]
+ValBy = Literal["key", "caption"]
 
 
 def parse_tasks(tasks: str | Sequence[str]) -> list[str]:
@@ -89,9 +90,15 @@ def resolve_label_spaces(path: str | Path, tasks: Sequence[str]) -> dict[str, li
     return {t: [str(name) for name in fields[t]] for t in tasks}
 
 
-def in_val_split(key: str, val_fraction: float) -> bool:
-    """Deterministic train/val split by key, stable across runs, shard orders and workers."""
-    return (zlib.crc32(key.encode("utf-8")) % 10_000) < val_fraction * 10_000
+def in_val_split(split_id: str, val_fraction: float) -> bool:
+    """Deterministic train/val split by a sample's split id, stable across runs, shard orders and workers."""
+    return (zlib.crc32(split_id.encode("utf-8")) % 10_000) < val_fraction * 10_000
+
+
+def split_id(key: str, meta: dict, caption: str, val_by: ValBy) -> str:
+    """What decides a sample's side of the train/val split: its key, or its stored caption, which
+    keeps every drawing of one concept (emoji: two vendors, one caption) on the same side."""
+    return key if val_by == "key" else str(meta.get("caption") or caption)
 
 
 class LabelledBatches:
@@ -105,11 +112,11 @@ class LabelledBatches:
     def __init__(self, path: str | Path, *, classes: dict[str, list[str]],
                  image_transform: Callable[[Image.Image], Tensor], tokenize: Callable[[list[str]], Tensor],
                  batch_size: int, shuffle: bool = False, seed: int = 0, split: Split = "all",
-                 val_fraction: float = 0.0, num_workers: int = 0, caption: Literal["random", "first"] = "first",
-                 max_samples: int | None = None) -> None:
+                 val_fraction: float = 0.0, val_by: ValBy = "key", num_workers: int = 0,
+                 caption: Literal["random", "first"] = "first", max_samples: int | None = None) -> None:
         self.path, self.classes, self.tasks = path, classes, list(classes)
         self._index = {t: {name: i for i, name in enumerate(names)} for t, names in classes.items()}
-        self.split, self.val_fraction, self.max_samples = split, val_fraction, max_samples
+        self.split, self.val_fraction, self.val_by, self.max_samples = split, val_fraction, val_by, max_samples
         self.skipped: Counter[str] = Counter()
         self.kept = 0
         self._epoch = 0
@@ -136,7 +143,8 @@ class LabelledBatches:
         """Rows of a loader batch in this split that have every task's label, and their targets."""
         rows, targets = [], []
         for i, (key, meta) in enumerate(zip(batch["key"], batch["meta"])):
-            if self.split != "all" and in_val_split(key, self.val_fraction) != (self.split == "val"):
+            side = split_id(key, meta, batch["caption"][i], self.val_by)
+            if self.split != "all" and in_val_split(side, self.val_fraction) != (self.split == "val"):
                 continue
             result = self._targets(meta)
             if isinstance(result, str):
@@ -160,6 +168,8 @@ class LabelledBatches:
                 index = torch.tensor(rows)
                 yield {"image": batch["image"][index], "text": batch["text"][index],
                        "caption": [batch["caption"][i] for i in rows], "key": [batch["key"][i] for i in rows],
+                       "split_id": [split_id(batch["key"][i], batch["meta"][i], batch["caption"][i], self.val_by)
+                                    for i in rows],
                        "targets": torch.tensor(targets, dtype=torch.long)}  # (B, T)
             if self.max_samples is not None and kept >= self.max_samples:
                 break

@@ -44,7 +44,8 @@ def _sources(model: FusionClassifier, encoder: Encoder, train_data: str, eval_da
     """(train, val, eval) batch sources, cached tower outputs when the towers are frozen, and a
     function that reports sample counts and skips (valid once the sources have been read)."""
     common = {"classes": model.classes, "image_transform": encoder.preprocess, "tokenize": encoder.tokenizer,
-              "batch_size": config.batch_size, "num_workers": config.num_workers, "seed": config.seed}
+              "batch_size": config.batch_size, "num_workers": config.num_workers, "seed": config.seed,
+              "val_by": config.val_by}
     has_val = config.val_fraction > 0
     train = LabelledBatches(train_data, split="train" if has_val else "all", val_fraction=config.val_fraction,
                             shuffle=config.towers != "frozen", caption="random", max_samples=config.max_train_samples,
@@ -64,7 +65,8 @@ def _sources(model: FusionClassifier, encoder: Encoder, train_data: str, eval_da
 def _encoded(model: FusionClassifier, batches: LabelledBatches, shared: dict | None,
              log: Callable[[str], None]) -> tuple[FeatureCache, dict[str, int]]:
     """Tower outputs of a whole split and its skip counts, from `shared` when another run made them."""
-    key = (str(batches.path), batches.max_samples, tuple((t, tuple(c)) for t, c in model.classes.items()))
+    key = (str(batches.path), batches.max_samples, batches.val_by,
+           tuple((t, tuple(c)) for t, c in model.classes.items()))
     hit = (shared or {}).get(key)
     if hit is not None and (not model.needs_tokens or "image_tokens" in hit[0].encoded):
         return hit
@@ -82,7 +84,7 @@ def _cached_sources(model: FusionClassifier, *, everything: LabelledBatches, tes
     """Frozen towers: one pass over the training shards (train and val split by key afterwards)
     and one over the eval shards; epochs then read the cached outputs."""
     cache, train_skipped = _encoded(model, everything, shared, log)
-    is_val = torch.tensor([in_val_split(k, config.val_fraction) for k in cache.keys], dtype=torch.bool)
+    is_val = torch.tensor([in_val_split(s, config.val_fraction) for s in cache.split_ids], dtype=torch.bool)
     train_cache, val_cache = cache.subset(~is_val), cache.subset(is_val)
     if len(train_cache) == 0:
         raise FinetuneError(f"no training sample left after holding out val_fraction={config.val_fraction}; lower it")

@@ -155,3 +155,19 @@ def test_heads_can_share_one_pass_of_the_frozen_towers(setup: dict[str, Path]) -
     assert sum("running the frozen towers" in line for line in logs["attention"]) == 2  # train and eval shards
     assert not any("running the frozen towers" in line for line in logs["gated"])
     assert reports["gated"]["train_samples"] == reports["attention"]["train_samples"] > 0
+
+
+def test_validation_split_by_caption_keeps_a_concept_on_one_side(emoji_shards: Path) -> None:
+    from finetune.fusion.data import LabelledBatches
+
+    def captions(split: str, val_by: str) -> list[str]:
+        batches = LabelledBatches(emoji_shards, classes=resolve_label_spaces(emoji_shards, ["category"]),
+                                  image_transform=lambda image: torch.zeros(1),
+                                  tokenize=lambda texts: torch.zeros(len(texts), 1),
+                                  batch_size=16, split=split, val_fraction=0.3, val_by=val_by)
+        return [c for batch in batches for c in batch["caption"]]
+
+    train, val = captions("train", "caption"), captions("val", "caption")
+    assert len(train) + len(val) == 48 and val and not set(train) & set(val)
+    assert len(set(train + val)) < 48  # the fixture holds concepts drawn by both vendors: the check has teeth
+    assert len(captions("train", "key")) + len(captions("val", "key")) == 48
