@@ -14,6 +14,7 @@ from pretrain.config import OptimConfig
 # positions, class token or temperature towards zero for no benefit.
 NO_DECAY_NAMES = ("bias", "logit_scale", "logit_bias", "positional_embedding", "class_embedding", "cls_emb")
 NORM_NAME_PARTS = ("ln_", "norm", "LayerNorm")
+MAX_WARMUP_FRACTION = 0.1  # of a wall-clock budget
 
 
 def decays(name: str, param: nn.Parameter) -> bool:
@@ -52,7 +53,8 @@ class WarmupCosine:
 
     Progress through the cosine is counted in steps (`total_steps`) or, with
     a wall-clock budget, in seconds (`total_seconds`), so a timed run ends its
-    schedule exactly when its budget runs out.
+    schedule exactly when its budget runs out; a timed run's warmup also ends
+    after MAX_WARMUP_FRACTION of the budget, whichever comes first.
     """
 
     lr: float
@@ -62,9 +64,17 @@ class WarmupCosine:
     total_seconds: float | None = None
     warmup_end_seconds: float | None = None  # when warmup ended (time mode); saved for resume
 
+    def warmup_progress(self, step: int, elapsed_s: float) -> float:
+        """Fraction of warmup done; a timed run also ends warmup after 10% of its budget,
+        so a slow machine still gets most of its budget on the cosine."""
+        progress = (step + 1) / max(1, self.warmup_steps)
+        if self.total_seconds is not None and self.warmup_end_seconds is None:
+            progress = max(progress, elapsed_s / (MAX_WARMUP_FRACTION * self.total_seconds))
+        return progress if self.warmup_end_seconds is None else 1.0
+
     def __call__(self, step: int, elapsed_s: float = 0.0) -> float:
-        if step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
+        if self.warmup_steps > 0 and (warmup := self.warmup_progress(step, elapsed_s)) < 1.0:
+            return self.lr * warmup
         if self.total_seconds is None:
             span = max(1, self.total_steps - self.warmup_steps)
             progress = (step - self.warmup_steps) / span

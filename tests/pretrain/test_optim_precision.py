@@ -46,6 +46,13 @@ def test_cosine_by_wall_clock_ends_with_the_budget() -> None:
     assert schedule(99, elapsed_s=100.0) == pytest.approx(0.0)
 
 
+def test_timed_warmup_ends_after_a_tenth_of_the_budget() -> None:
+    schedule = WarmupCosine(lr=1.0, min_lr=0.0, warmup_steps=100, total_steps=10**6, total_seconds=100.0)
+    assert schedule(4, elapsed_s=5.0) == pytest.approx(0.5)  # 5 s of a 10 s warmup (step 5/100 is less)
+    assert schedule(9, elapsed_s=10.0) == pytest.approx(1.0)  # warmup over at 10% of the budget
+    assert schedule(50, elapsed_s=55.0) == pytest.approx(0.5)
+
+
 def test_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
