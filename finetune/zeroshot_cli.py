@@ -22,6 +22,7 @@ from data_tools.errors import DataError
 from data_tools.loader import read_dataset_info
 from finetune.class_names import read_class_file
 from finetune.errors import FinetuneError
+from pretrain.encoder_choice import check_image_size, open_encoder
 from pretrain.errors import PretrainError
 
 USER_ERRORS = (FinetuneError, PretrainError, DataError)
@@ -60,33 +61,6 @@ class ZeroShotCommand:
     """2-D projection of the embedding map."""
     allow_resize: bool = False
     """Accept shards whose image size differs from the model's (the eval transform rescales them)."""
-
-
-def open_encoder(checkpoint: str | None, model: str | None, pretrained: str | None) -> Any:
-    """The Encoder named by --checkpoint, or by --model [--pretrained]."""
-    from pretrain.encoder import Encoder  # torch model code loads only once the arguments are valid
-
-    if (checkpoint is None) == (model is None):
-        raise FinetuneError("pass exactly one of --checkpoint RUN or --model NAME [--pretrained FILE]")
-    if checkpoint is not None:
-        if pretrained is not None:
-            raise FinetuneError("--pretrained goes with --model; a --checkpoint already holds its weights")
-        return Encoder.load(checkpoint)
-    return Encoder.from_open_clip(model, pretrained=pretrained)
-
-
-def check_image_size(encoder: Any, info: dict[str, Any], data: str, allow_resize: bool) -> None:
-    """Refuse shards made at another resolution than the model's, unless told to rescale."""
-    size = info.get("image_size")
-    if size is None or allow_resize:
-        return
-    shard_size = int(max(size) if isinstance(size, (list, tuple)) else size)
-    if shard_size != encoder.image_size:
-        raise FinetuneError(
-            f"image size mismatch: shards at {data} are {shard_size} px (dataset.json image_size) but the model "
-            f"expects {encoder.image_size} px; rebuild the shards with --image-size {encoder.image_size} "
-            "or pass --allow-resize to let the eval transform rescale them"
-        )
 
 
 def run_zeroshot(cmd: ZeroShotCommand) -> dict[str, Path]:
