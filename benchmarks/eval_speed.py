@@ -4,11 +4,12 @@
     python benchmarks/eval_speed.py --model NAME --pretrained FILE --data DIR
 
 Speed: images/s encoded by `clipline zeroshot`'s path (our shard loader +
-`Encoder.encode_image`) vs the peer's way (a torch DataLoader over PIL images
+`Encoder.encode_image`, in fp32 and in its default `auto` precision, i.e. bf16
+autocast on CPUs with native bf16) vs the peer's way (a torch DataLoader over PIL images
 decoded from the same tars, open_clip's preprocess, `model.encode_image`), same
 model, batch size and worker count, run alternately in one process.
-Cross-check: our zero-shot top-1 vs open_clip's `build_zero_shot_classifier`
-over the peer's features, same class names and templates.
+Cross-check: our zero-shot top-1 (fp32 and auto) vs open_clip's
+`build_zero_shot_classifier` over the peer's fp32 features, same class names and templates.
 Prints one JSON object (and writes it to --out if given). Never asserts on time.
 """
 
@@ -37,6 +38,7 @@ from data_tools.loader import list_shards, read_dataset_info
 from finetune.zeroshot import ZeroShotEvaluator, encode_labelled_images
 from pretrain import checkpoint
 from pretrain.encoder import Encoder
+from pretrain.precision import choose_precision
 
 
 @dataclass(kw_only=True)
@@ -126,47 +128,56 @@ def load_models(cfg: BenchConfig) -> tuple[Encoder, torch.nn.Module, Any, Any, s
 
 
 def time_passes(cfg: BenchConfig, encoder: Encoder, model: torch.nn.Module, peer_loader: DataLoader) -> dict[str, Any]:
-    ours, peer = [], []
+    """Images/s of our path in fp32 and in `auto` precision, and of the peer loop, alternating."""
+    rates: dict[str, list[float]] = {"ours_fp32": [], "ours_auto": [], "peer": []}
     n = len(peer_loader.dataset)
-    encode_labelled_images(encoder, cfg.data, label_field=cfg.label_field, batch_size=cfg.batch_size,
-                           num_workers=cfg.num_workers, max_samples=cfg.batch_size)  # warm-up  # fmt: skip
+
+    def ours(precision: str, max_samples: int | None = None) -> int:
+        encoded = encode_labelled_images(encoder, cfg.data, label_field=cfg.label_field, batch_size=cfg.batch_size,
+                                         num_workers=cfg.num_workers, max_samples=max_samples, precision=precision)
+        return len(encoded.keys)
+
+    ours("fp32", cfg.batch_size), ours("auto", cfg.batch_size)  # warm-up
     peer_encode(model, DataLoader(peer_loader.dataset, batch_size=cfg.batch_size))  # warm-up
     for _ in range(cfg.repeats):
-        start = time.perf_counter()
-        encoded = encode_labelled_images(encoder, cfg.data, label_field=cfg.label_field,
-                                         batch_size=cfg.batch_size, num_workers=cfg.num_workers)  # fmt: skip
-        ours.append(len(encoded.keys) / (time.perf_counter() - start))
-        start = time.perf_counter()
-        peer_encode(model, peer_loader)
-        peer.append(n / (time.perf_counter() - start))
+        for side in rates:
+            start = time.perf_counter()
+            count = peer_encode(model, peer_loader)[0].shape[0] if side == "peer" else ours(side.split("_")[1])
+            rates[side].append(count / (time.perf_counter() - start))
+    medians = {side: statistics.median(values) for side, values in rates.items()}
     return {
-        "ours_images_per_s": [round(v, 1) for v in ours],
-        "peer_images_per_s": [round(v, 1) for v in peer],
-        "ours_median_images_per_s": round(statistics.median(ours), 1),
-        "peer_median_images_per_s": round(statistics.median(peer), 1),
-        "speed_ratio_ours_over_peer": round(statistics.median(ours) / statistics.median(peer), 3),
+        **{f"{side}_images_per_s": [round(v, 1) for v in values] for side, values in rates.items()},
+        **{f"{side}_median_images_per_s": round(value, 1) for side, value in medians.items()},
+        "auto_precision": choose_precision("auto", encoder.device)[0],
+        "speed_ratio_ours_fp32_over_peer": round(medians["ours_fp32"] / medians["peer"], 3),
+        "speed_ratio_ours_auto_over_peer": round(medians["ours_auto"] / medians["peer"], 3),
+        "n": n,
     }
 
 
 def cross_check(cfg: BenchConfig, encoder: Encoder, model: torch.nn.Module, tokenizer: Any,
                 peer_loader: DataLoader) -> dict[str, Any]:  # fmt: skip
-    evaluator = ZeroShotEvaluator(data=cfg.data, templates=cfg.templates, label_field=cfg.label_field,
-                                  batch_size=cfg.batch_size, num_workers=cfg.num_workers)  # fmt: skip
-    result = evaluator.evaluate(encoder)
-    templates = [t.replace("{c}", "{}") for t in result.classifier.templates]
-    weights = open_clip.build_zero_shot_classifier(model, tokenizer, result.report["classes"], templates)  # (D, C)
+    """Our top-1 (fp32 and auto precision) vs open_clip's own zero-shot classifier over the peer's features."""
     features, labels = peer_encode(model, peer_loader)
-    reference_top1 = float(((features @ weights).argmax(dim=1) == labels).double().mean())
-    return {
-        "ours_top1": result.report["top1"],
-        "reference_top1": reference_top1,
-        "difference_points": round(100 * abs(result.report["top1"] - reference_top1), 4),
-        "n": result.report["n"],
-        "reference_n": len(labels),
-        "num_classes": len(result.report["classes"]),
-        "templates": result.report["templates"],
-        "max_abs_weight_difference": float((result.classifier.weights - weights.T).abs().max()),
-    }
+    out: dict[str, Any] = {"reference_n": len(labels)}
+    for precision in ("fp32", "auto"):
+        evaluator = ZeroShotEvaluator(data=cfg.data, templates=cfg.templates, label_field=cfg.label_field,
+                                      batch_size=cfg.batch_size, num_workers=cfg.num_workers, precision=precision)
+        result = evaluator.evaluate(encoder)
+        templates = [t.replace("{c}", "{}") for t in result.classifier.templates]
+        weights = open_clip.build_zero_shot_classifier(model, tokenizer, result.report["classes"], templates)  # (D, C)
+        reference_top1 = float(((features @ weights).argmax(dim=1) == labels).double().mean())
+        out[precision] = {
+            "precision": result.report["precision"],
+            "ours_top1": result.report["top1"],
+            "reference_top1": reference_top1,
+            "difference_points": round(100 * abs(result.report["top1"] - reference_top1), 4),
+            "n": result.report["n"],
+            "max_abs_weight_difference": float((result.classifier.weights - weights.T).abs().max()),
+        }
+    out["num_classes"] = len(result.report["classes"])
+    out["templates"] = result.report["templates"]
+    return out
 
 
 def environment() -> dict[str, Any]:

@@ -8,7 +8,8 @@ embeddings: logits = image_features @ weights.T.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from finetune.class_names import dataset_class_names, label_indices, sample_labe
 from finetune.errors import FinetuneError
 from finetune.metrics import classification_report
 from finetune.templates import fill_template, load_templates, templates_for_source
+from pretrain.precision import autocast, choose_precision
 
 if TYPE_CHECKING:
     from pretrain.encoder import Encoder
@@ -77,11 +79,13 @@ def encode_labelled_images(
     max_samples: int | None = None,
     num_workers: int = 2,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> EncodedImages:
     """Encode every image in the shards at `data` and read its class name.
 
     Fails after the first batch if no sample in it has a label, rather than
-    encoding a whole corpus that cannot be scored.
+    encoding a whole corpus that cannot be scored. `precision`: "fp32", "bf16"
+    (autocast; ~2.5x faster on CPUs with avx512_bf16) or "auto".
     """
     shards = list_shards(data)
     info = read_dataset_info(data)
@@ -94,10 +98,13 @@ def encode_labelled_images(
     features: list[torch.Tensor] = []
     labels: list[str | None] = []
     keys: list[str] = []
+    compute = precision_context(encoder, precision)
     with tqdm(total=total, desc="zeroshot: encoding images", unit="img", disable=not progress, leave=False) as bar:
         for batch in loader:
             take = len(batch["key"]) if max_samples is None else min(len(batch["key"]), max_samples - len(keys))
-            features.append(encoder.encode_image(batch["image"][:take]).float())  # (B, D)
+            with compute():
+                image_features = encoder.encode_image(batch["image"][:take])
+            features.append(torch.nn.functional.normalize(image_features.float(), dim=-1))  # (B, D)
             cls_indices = batch["label"].tolist()
             labels += [
                 sample_label(meta, cls_indices[i], label_field, dataset_classes)
@@ -112,6 +119,12 @@ def encode_labelled_images(
     if not keys:
         raise FinetuneError(f"no readable samples in {data}; check it with `clipline data inspect {data}`")
     return EncodedImages(torch.cat(features), labels, keys, dict(getattr(loader, "skipped", {})))
+
+
+def precision_context(encoder: Encoder, precision: str) -> Callable[[], AbstractContextManager]:
+    """Autocast factory for `precision` ("auto": bf16 where the device runs it natively, else fp32)."""
+    device = getattr(encoder, "device", torch.device("cpu"))
+    return autocast(choose_precision(precision, device)[0], device)
 
 
 def _no_labels_message(data: str | Path, label_field: str | None, info: dict, meta: dict) -> str:
@@ -158,6 +171,8 @@ class ZeroShotEvaluator:
     """Loader worker processes."""
     progress: bool = False
     """Show a progress bar on stderr."""
+    precision: str = "fp32"
+    """fp32, bf16 (autocast) or auto (bf16 where the hardware runs it natively)."""
     name: str = "zeroshot"
     """Prefix of the yielded metric names."""
 
@@ -180,13 +195,15 @@ class ZeroShotEvaluator:
         encoded = encode_labelled_images(
             encoder, self.data, label_field=self.label_field, batch_size=self.batch_size,
             max_samples=self.max_samples, num_workers=self.num_workers, progress=self.progress,
+            precision=self.precision,
         )  # fmt: skip
         keep = [i for i, label in enumerate(encoded.labels) if label is not None]
         labels = [encoded.labels[i] for i in keep]
         classnames = self.classnames or declared or sorted(set(labels))
         y_true = torch.tensor(label_indices(labels, classnames, data=str(self.data)))  # (N,)
         prompt_names = self.prompt_names if self.classnames and self.prompt_names else classnames
-        classifier = ZeroShotClassifier.build(encoder, prompt_names, templates)
+        with precision_context(encoder, self.precision)():
+            classifier = ZeroShotClassifier.build(encoder, prompt_names, templates)
         features = encoded.features[keep]  # (N, D)
         logits = classifier.logits(features)  # (N, C)
         report = classification_report(y_true, scores=logits, classnames=classnames)
@@ -194,6 +211,7 @@ class ZeroShotEvaluator:
         if list(prompt_names) != list(classnames):
             report["prompt_names"] = dict(zip(classnames, prompt_names))
         report["unlabelled_skipped"] = len(encoded.labels) - len(keep)
+        report["precision"] = choose_precision(self.precision, getattr(encoder, "device", torch.device("cpu")))[0]
         report["corrupt_skipped"] = encoded.skipped
         report["modality_gap"] = float((features.mean(0) - classifier.weights.mean(0)).norm())
         return ZeroShotResult(report, classifier, features, y_true, logits)

@@ -61,6 +61,9 @@ class ZeroShotCommand:
     """2-D projection of the embedding map."""
     allow_resize: bool = False
     """Accept shards whose image size differs from the model's (the eval transform rescales them)."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Encoder compute: bf16 autocast (about 2.5x faster on CPUs with avx512_bf16), fp32, or auto (bf16 where
+    the hardware runs it natively)."""
 
 
 def run_zeroshot(cmd: ZeroShotCommand) -> dict[str, Path]:
@@ -74,6 +77,7 @@ def run_zeroshot(cmd: ZeroShotCommand) -> dict[str, Path]:
         data=cmd.data, classnames=classnames, prompt_names=prompt_names, templates=cmd.templates,
         label_field=cmd.label_field,
         batch_size=cmd.batch_size, max_samples=cmd.max_samples, num_workers=cmd.num_workers, progress=True,
+        precision=cmd.precision,
     )  # fmt: skip
     evaluator.resolve_templates(info)  # a bad --templates fails before the model loads
     print(f"zeroshot: loading {cmd.checkpoint or cmd.model}", file=sys.stderr)

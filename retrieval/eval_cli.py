@@ -51,6 +51,9 @@ class RetrievalEvalCommand:
     """Loader worker processes decoding images."""
     allow_resize: bool = False
     """Accept shards whose image size differs from the model's (the eval transform rescales them)."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Encoder compute: bf16 autocast (about 2.5x faster on CPUs with avx512_bf16), fp32, or auto (bf16 where
+    the hardware runs it natively)."""
 
 
 def run_retrieval_eval(cmd: RetrievalEvalCommand) -> dict[str, Any]:
@@ -63,7 +66,7 @@ def run_retrieval_eval(cmd: RetrievalEvalCommand) -> dict[str, Any]:
     check_image_size(encoder, info, cmd.data, cmd.allow_resize)
     evaluator = RetrievalEvaluator(
         data=cmd.data, captions=cmd.captions, batch_size=cmd.batch_size, max_samples=cmd.max_samples,
-        num_workers=cmd.num_workers, progress=True,
+        num_workers=cmd.num_workers, progress=True, precision=cmd.precision,
     )  # fmt: skip
     start = time.perf_counter()
     metrics = evaluator.evaluate(encoder)

@@ -12,7 +12,8 @@ model whose scores are all equal gets recall ~0, not 1.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from data_tools.loader import list_shards, make_loader, read_dataset_info
+from pretrain.precision import autocast, choose_precision
 from retrieval.errors import RetrievalError
 
 if TYPE_CHECKING:
@@ -87,6 +89,12 @@ def retrieval_metrics(
     return report
 
 
+def precision_context(encoder: Encoder, precision: str) -> Callable[[], AbstractContextManager]:
+    """Autocast factory for `precision` ("auto": bf16 where the device runs it natively, else fp32)."""
+    device = getattr(encoder, "device", torch.device("cpu"))
+    return autocast(choose_precision(precision, device)[0], device)
+
+
 @dataclass(frozen=True)
 class CaptionedImages:
     features: torch.Tensor
@@ -113,6 +121,7 @@ def encode_captioned_images(
     max_samples: int | None = None,
     num_workers: int = 2,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> CaptionedImages:
     shards = list_shards(data)
     loader = make_loader(
@@ -123,11 +132,14 @@ def encode_captioned_images(
     features: list[torch.Tensor] = []
     per_image: list[list[str]] = []
     keys: list[str] = []
+    compute = precision_context(encoder, precision)
     desc = "eval retrieval: encoding images"
     with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for batch in loader:
             take = len(batch["key"]) if max_samples is None else min(len(batch["key"]), max_samples - len(keys))
-            features.append(encoder.encode_image(batch["image"][:take]).float())  # (B, D)
+            with compute():
+                image_features = encoder.encode_image(batch["image"][:take])
+            features.append(torch.nn.functional.normalize(image_features.float(), dim=-1))  # (B, D)
             pairs = zip(batch["caption"][:take], batch["meta"][:take])
             per_image += [sample_captions(caption, meta, captions) for caption, meta in pairs]
             keys += batch["key"][:take]
@@ -155,6 +167,8 @@ class RetrievalEvaluator:
     """Loader worker processes."""
     progress: bool = False
     """Show a progress bar on stderr."""
+    precision: str = "fp32"
+    """fp32, bf16 (autocast) or auto (bf16 where the hardware runs it natively)."""
     name: str = "retrieval"
     """Prefix of the yielded metric names."""
 
@@ -169,13 +183,15 @@ class RetrievalEvaluator:
         images = encode_captioned_images(
             encoder, self.data, captions=self.captions, batch_size=self.batch_size,
             max_samples=self.max_samples, num_workers=self.num_workers, progress=self.progress,
+            precision=self.precision,
         )  # fmt: skip
         texts, pairs = caption_pairs(images.captions)
-        text_features = torch.cat(
-            [encoder.encode_text(texts[i : i + 1024]).float() for i in range(0, len(texts), 1024)]
-        )  # (M, D)
+        with precision_context(encoder, self.precision)():
+            chunks = [encoder.encode_text(texts[i : i + 1024]) for i in range(0, len(texts), 1024)]
+        text_features = torch.nn.functional.normalize(torch.cat(chunks).float(), dim=-1)  # (M, D)
         report: dict[str, Any] = dict(retrieval_metrics(images.features, text_features, pairs))
         report["captions"] = self.captions
+        report["precision"] = choose_precision(self.precision, getattr(encoder, "device", torch.device("cpu")))[0]
         report["captions_per_image"] = round(len(pairs) / len(images.keys), 3)
         report["images_per_text"] = round(len(pairs) / len(texts), 3)
         report["corrupt_skipped"] = images.skipped

@@ -140,3 +140,14 @@ def test_matches_open_clip_reference_on_real_model(emoji_shards: Path) -> None:
     assert torch.equal(result.logits.argmax(dim=1), reference_pred)
     assert result.report["top1"] == pytest.approx((reference_pred == torch.cat(labels)).float().mean().item())
     assert sum(map(sum, result.report["confusion"])) == 48
+
+
+def test_bf16_autocast_stays_close_to_fp32(emoji_shards: Path) -> None:
+    encoder = tiny_encoder(seed=3)
+    results = {
+        precision: ZeroShotEvaluator(data=emoji_shards, precision=precision, num_workers=0).evaluate(encoder)
+        for precision in ("fp32", "bf16")
+    }
+    assert results["bf16"].report["precision"] == "bf16"
+    torch.testing.assert_close(results["bf16"].image_features.norm(dim=1), torch.ones(48))
+    assert (results["bf16"].logits - results["fp32"].logits).abs().max() < 0.03
