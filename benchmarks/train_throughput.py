@@ -10,8 +10,10 @@ CPU flash kernel, torch.compile, its loader).
 
 A step is timed from one optimizer step to the next (a global optimizer
 step hook, so both trainers are measured the same way, data waits included).
-The peer runs first and last; its two figures show how much the machine
-drifted during the run. Ablations switch our optimisations on one at a time.
+The peer runs first and last (ours second and second to last); the pairs
+show how much the machine drifted during the run. Figures from the median
+step time are given too: they resist another process taking a core for a
+while, which on a shared 2-core machine otherwise dominates the ratio. Ablations switch our optimisations on one at a time.
 MFU = model FLOPs actually executed per step (counted with torch's
 FlopCounterMode on a real batch) x steps/s / the bf16 matmul peak measured
 here on the same threads.
@@ -27,6 +29,7 @@ import logging
 import math
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -71,10 +74,16 @@ class StepClock:
             raise EnoughSteps
 
     def steps_per_s(self, warmup: int) -> float:
+        """Timed steps over their wall time (every cost counted: data waits, epoch restarts)."""
         timed = self.times[warmup:]
         if len(timed) < 2:
             raise RuntimeError(f"only {len(self.times)} steps recorded; need more than warm-up {warmup}")
         return (len(timed) - 1) / (timed[-1] - timed[0])
+
+    def median_steps_per_s(self, warmup: int) -> float:
+        """1 / median step time: robust to another process briefly taking a core."""
+        timed = self.times[warmup:]
+        return 1.0 / statistics.median(b - a for a, b in zip(timed, timed[1:]))
 
 
 def patch_open_clip_train_webdataset() -> None:
@@ -206,12 +215,14 @@ def measure(train_data: str, *, model: str = "clip-tiny-64", batch_size: int = 1
     total = warmup_steps + timed_steps + 1
     work = Path(tempfile.mkdtemp(prefix="throughput-"))
     rates: dict[str, float] = {}
+    median_rates: dict[str, float] = {}
 
     def peer(tag: str) -> None:
         clock = StepClock(stop_after=total)
         run_peer(peer_argv(model=model, train_data=data, batch_size=batch_size, workers=workers, epochs=100,
                            lr=1e-3, warmup=100, logs=work, name=tag), clock)
         rates[tag] = clock.steps_per_s(warmup_steps) * batch_size
+        median_rates[tag] = clock.median_steps_per_s(warmup_steps) * batch_size
         torch.set_num_threads(threads)
 
     def ours(tag: str, options: list[str]) -> None:
@@ -220,6 +231,7 @@ def measure(train_data: str, *, model: str = "clip-tiny-64", batch_size: int = 1
                   f"out={work / tag}", "steps=100000", "log_every=100000", "checkpoint_every=100000",
                   "progress=false", "precision=bf16", *options], clock)
         rates[tag] = clock.steps_per_s(warmup_steps) * batch_size
+        median_rates[tag] = clock.median_steps_per_s(warmup_steps) * batch_size
         torch.set_num_threads(threads)
 
     everything = ["dynamic_padding=true", "fused=true", "attention=explicit", "compile=true"]
@@ -233,8 +245,10 @@ def measure(train_data: str, *, model: str = "clip-tiny-64", batch_size: int = 1
         ours("ours_dynamic_padding_fused_adamw_explicit_attention",
              ["dynamic_padding=true", "fused=true", "attention=explicit", "compile=false"])
         ours("ours_fp32", [*everything, "precision=fp32"])
+    ours("ours_again", everything)
     peer("open_clip_train_again")
     baseline = (rates["open_clip_train"] + rates["open_clip_train_again"]) / 2
+    median_baseline = (median_rates["open_clip_train"] + median_rates["open_clip_train_again"]) / 2
     peak = bf16_matmul_peak(threads)
     flops_ours = flops_per_step(model, data, batch_size, dynamic_padding=True)
     flops_peer = flops_per_step(model, data, batch_size, dynamic_padding=False)
@@ -243,6 +257,8 @@ def measure(train_data: str, *, model: str = "clip-tiny-64", batch_size: int = 1
         "model": model, "batch_size": batch_size, "workers": workers, "warmup_steps": warmup_steps,
         "timed_steps": timed_steps, "samples_per_s_by_run": rates,
         "speedup_by_run": {k: v / baseline for k, v in rates.items()},
+        "median_step_samples_per_s_by_run": median_rates,
+        "median_step_speedup_by_run": {k: v / median_baseline for k, v in median_rates.items()},
         "flops_per_step": {"ours_dynamic_padding": flops_ours, "full_padding": flops_peer},
         **peak,
         "mfu_ours": flops_ours * rates["ours"] / batch_size / (peak["bf16_matmul_gflops"] * 1e9),
