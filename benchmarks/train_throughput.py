@@ -10,8 +10,10 @@ CPU flash kernel, torch.compile, its loader).
 
 A step is timed from one optimizer step to the next (a global optimizer
 step hook, so both trainers are measured the same way, data waits included).
-The peer runs first and last (ours second and second to last); the pairs
-show how much the machine drifted during the run. Figures from the median
+Every run is its own process (settings such as malloc tuning or compiled
+code cannot leak from one trainer into the other). The peer runs first and
+last, ours second and second to last; the pairs show how much the machine
+drifted. The peer gets its best loader setting (workers 0 or 1). Figures from the median
 step time are given too: they resist another process taking a core for a
 while, which on a shared 2-core machine otherwise dominates the ratio. Ablations switch our optimisations on one at a time.
 MFU = model FLOPs actually executed per step (counted with torch's
@@ -29,6 +31,7 @@ import logging
 import math
 import os
 import platform
+import subprocess
 import statistics
 import sys
 import tempfile
@@ -206,69 +209,104 @@ def environment(threads: int) -> dict[str, Any]:
             "torch": torch.__version__, "open_clip": open_clip.__version__, "webdataset": webdataset.__version__}
 
 
-def measure(train_data: str, *, model: str = "clip-tiny-64", batch_size: int = 128, workers: int = 1,
-            warmup_steps: int = 10, timed_steps: int = 20, ablations: bool = True) -> dict[str, Any]:
+# Our optimisations, switched on one at a time (each run adds one to the one before).
+OURS_PLAIN = ["dynamic_padding=false", "fused=false", "attention=fused", "retain_memory=false", "compile=false"]
+ABLATION_STEPS = [
+    ("ours_plain", []),
+    ("ours_+dynamic_padding", ["dynamic_padding=true"]),
+    ("ours_+fused_adamw", ["fused=true"]),
+    ("ours_+explicit_attention", ["attention=explicit"]),
+    ("ours_+retain_memory", ["retain_memory=true"]),
+    ("ours_+loader_in_process", ["workers=null"]),
+    ("ours_+compile", ["compile=true"]),
+]
+
+
+def child_run(spec: dict[str, Any]) -> list[float]:
+    """One timed trainer run (in its own process, so no setting leaks into the next run)."""
+    patch_open_clip_train_webdataset()
+    clock = StepClock(stop_after=spec["steps"])
+    data, work = Path(spec["train_data"]), Path(spec["work"])
+    if spec["kind"] == "peer":
+        run_peer(peer_argv(model=spec["model"], train_data=data, batch_size=spec["batch_size"],
+                           workers=spec["workers"], epochs=1000, lr=1e-3, warmup=100, logs=work, name=spec["tag"]),
+                 clock)
+    else:
+        run_ours([f"train_data={data}", f"model.name={spec['model']}", f"batch_size={spec['batch_size']}",
+                  f"workers={spec['workers']}", f"out={work / spec['tag']}", "steps=100000", "log_every=100000",
+                  "checkpoint_every=100000", "progress=false", "precision=bf16", *spec["options"]], clock)
+    return clock.times
+
+
+def timed_run(spec: dict[str, Any]) -> list[float]:
+    proc = subprocess.run([sys.executable, __file__, "child", json.dumps(spec)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"run {spec['tag']} failed: {proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def rates_from(times: list[float], warmup: int, batch_size: int) -> tuple[float, float]:
+    timed = times[warmup:]
+    mean_rate = (len(timed) - 1) / (timed[-1] - timed[0]) * batch_size
+    median_rate = batch_size / statistics.median(b - a for a, b in zip(timed, timed[1:]))
+    return mean_rate, median_rate
+
+
+def measure(train_data: str, *, model: str = "clip-tiny-64", batch_size: int = 128, peer_workers: list[int] = (0, 1),
+            warmup_steps: int = 10, timed_steps: int = 24, ablations: bool = True) -> dict[str, Any]:
     """Run the comparison and return the figures (see module docstring)."""
     data = Path(train_data)
     threads = torch.get_num_threads()
-    patch_open_clip_train_webdataset()
-    total = warmup_steps + timed_steps + 1
     work = Path(tempfile.mkdtemp(prefix="throughput-"))
+    base = {"train_data": str(data), "work": str(work), "model": model, "batch_size": batch_size,
+            "steps": warmup_steps + timed_steps + 1}
     rates: dict[str, float] = {}
     median_rates: dict[str, float] = {}
 
-    def peer(tag: str) -> None:
-        clock = StepClock(stop_after=total)
-        run_peer(peer_argv(model=model, train_data=data, batch_size=batch_size, workers=workers, epochs=100,
-                           lr=1e-3, warmup=100, logs=work, name=tag), clock)
-        rates[tag] = clock.steps_per_s(warmup_steps) * batch_size
-        median_rates[tag] = clock.median_steps_per_s(warmup_steps) * batch_size
-        torch.set_num_threads(threads)
+    def run(tag: str, kind: str, workers: int | None, options: list[str] = ()) -> None:
+        times = timed_run({**base, "tag": tag, "kind": kind, "workers": workers, "options": list(options)})
+        rates[tag], median_rates[tag] = rates_from(times, warmup_steps, batch_size)
+        print(f"{tag}: {rates[tag]:.1f} samples/s (median step: {median_rates[tag]:.1f})", file=sys.stderr)
 
-    def ours(tag: str, options: list[str]) -> None:
-        clock = StepClock(stop_after=total)
-        run_ours([f"train_data={data}", f"model.name={model}", f"batch_size={batch_size}", f"workers={workers}",
-                  f"out={work / tag}", "steps=100000", "log_every=100000", "checkpoint_every=100000",
-                  "progress=false", "precision=bf16", *options], clock)
-        rates[tag] = clock.steps_per_s(warmup_steps) * batch_size
-        median_rates[tag] = clock.median_steps_per_s(warmup_steps) * batch_size
-        torch.set_num_threads(threads)
-
-    everything = ["dynamic_padding=true", "fused=true", "attention=explicit", "compile=true"]
-    peer("open_clip_train")
-    ours("ours", everything)
-    if ablations:  # switch the optimisations on one at a time
-        ours("ours_plain", ["dynamic_padding=false", "fused=false", "attention=fused", "compile=false"])
-        ours("ours_dynamic_padding", ["dynamic_padding=true", "fused=false", "attention=fused", "compile=false"])
-        ours("ours_dynamic_padding_fused_adamw",
-             ["dynamic_padding=true", "fused=true", "attention=fused", "compile=false"])
-        ours("ours_dynamic_padding_fused_adamw_explicit_attention",
-             ["dynamic_padding=true", "fused=true", "attention=explicit", "compile=false"])
-        ours("ours_fp32", [*everything, "precision=fp32"])
-    ours("ours_again", everything)
-    peer("open_clip_train_again")
-    baseline = (rates["open_clip_train"] + rates["open_clip_train_again"]) / 2
-    median_baseline = (median_rates["open_clip_train"] + median_rates["open_clip_train_again"]) / 2
+    for workers in peer_workers:  # the peer at its best: it gets the faster loader setting
+        run(f"open_clip_train_workers{workers}", "peer", workers)
+    best_workers = max(peer_workers, key=lambda w: rates[f"open_clip_train_workers{w}"])
+    run("ours", "ours", None)  # our defaults
+    options = [*OURS_PLAIN]
+    for tag, switch in ABLATION_STEPS if ablations else ():
+        options = [*options, *switch]
+        run(tag, "ours", best_workers if "workers=null" not in options else None, options)
+    if ablations:
+        run("ours_fp32", "ours", None, ["precision=fp32"])
+    run("ours_again", "ours", None)
+    run("open_clip_train_again", "peer", best_workers)
+    peer_runs = [f"open_clip_train_workers{best_workers}", "open_clip_train_again"]
+    baseline = statistics.mean(rates[k] for k in peer_runs)
+    median_baseline = statistics.mean(median_rates[k] for k in peer_runs)
+    ours_rate = statistics.mean(rates[k] for k in ("ours", "ours_again"))
     peak = bf16_matmul_peak(threads)
     flops_ours = flops_per_step(model, data, batch_size, dynamic_padding=True)
     flops_peer = flops_per_step(model, data, batch_size, dynamic_padding=False)
-    result = {
-        "samples_per_s": rates["ours"], "baseline_samples_per_s": baseline, "speedup": rates["ours"] / baseline,
-        "model": model, "batch_size": batch_size, "workers": workers, "warmup_steps": warmup_steps,
+    bf16_peak = peak["bf16_matmul_gflops"] * 1e9
+    return {
+        "samples_per_s": ours_rate, "baseline_samples_per_s": baseline, "speedup": ours_rate / baseline,
+        "median_step_speedup": statistics.mean(median_rates[k] for k in ("ours", "ours_again")) / median_baseline,
+        "model": model, "batch_size": batch_size, "peer_workers": best_workers, "warmup_steps": warmup_steps,
         "timed_steps": timed_steps, "samples_per_s_by_run": rates,
         "speedup_by_run": {k: v / baseline for k, v in rates.items()},
         "median_step_samples_per_s_by_run": median_rates,
-        "median_step_speedup_by_run": {k: v / median_baseline for k, v in median_rates.items()},
         "flops_per_step": {"ours_dynamic_padding": flops_ours, "full_padding": flops_peer},
         **peak,
-        "mfu_ours": flops_ours * rates["ours"] / batch_size / (peak["bf16_matmul_gflops"] * 1e9),
-        "mfu_open_clip_train": flops_peer * baseline / batch_size / (peak["bf16_matmul_gflops"] * 1e9),
+        "mfu_ours": flops_ours * ours_rate / batch_size / bf16_peak,
+        "mfu_open_clip_train": flops_peer * baseline / batch_size / bf16_peak,
         "environment": environment(threads),
     }
-    return result
 
 
 if __name__ == "__main__":
-    from jsonargparse import CLI
+    if len(sys.argv) == 3 and sys.argv[1] == "child":
+        print(json.dumps(child_run(json.loads(sys.argv[2]))))
+    else:
+        from jsonargparse import CLI
 
-    print(json.dumps(CLI(measure, as_positional=False), indent=2))
+        print(json.dumps(CLI(measure, as_positional=False), indent=2))

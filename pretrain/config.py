@@ -59,8 +59,9 @@ class DataConfig:
     accum_steps: int = 1
     """Forward passes per optimizer step; features are cached so the contrastive batch is
     batch_size * accum_steps * processes (GradCache)."""
-    workers: int = 1
-    """Loader worker processes per training process (0 = load in the training process)."""
+    workers: int | None = None
+    """Loader worker processes per training process (0 = load in the training process; None = auto:
+    0 on machines with <= 2 cores, where a worker only steals a core from the training threads)."""
     shuffle_buffer: int = 2000
     """Samples in the shuffle buffer."""
     caption: Literal["random", "first"] = "random"
@@ -131,6 +132,8 @@ class TrainConfig:
     """torch.compile the model."""
     threads: int | None = None
     """torch intra-op threads (None = torch's default)."""
+    retain_memory: bool = True
+    """CPU: keep freed memory in the process (glibc mallopt) so steps do not page-fault it back."""
     seed: int = 0
     """Seed for init, data order and augmentation."""
     deterministic: bool = False
