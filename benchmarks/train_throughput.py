@@ -233,7 +233,7 @@ def child_run(spec: dict[str, Any]) -> list[float]:
                  clock)
     else:
         run_ours([f"train_data={data}", f"model.name={spec['model']}", f"batch_size={spec['batch_size']}",
-                  f"workers={spec['workers']}", f"out={work / spec['tag']}", "steps=100000", "log_every=100000",
+                  "workers=" + ("null" if spec["workers"] is None else str(spec["workers"])), f"out={work / spec['tag']}", "steps=100000", "log_every=100000",
                   "checkpoint_every=100000", "progress=false", "precision=bf16", *spec["options"]], clock)
     return clock.times
 

@@ -40,8 +40,20 @@ ImageTransform = Callable[[Image.Image], torch.Tensor]
 Tokenize = Callable[[list[str]], torch.Tensor]
 
 
+SOURCE_SEPARATOR = "::"  # "emoji-train::fmnist-train" trains on both (open_clip's --train-data syntax)
+
+
 def list_shards(path: str | Path) -> list[str]:
-    """Sorted `*.tar` paths in a shard directory (or `[path]` for one tar file)."""
+    """Tar paths of a shard spec: a directory (its sorted `*.tar`), one tar, a `{a..b}` brace
+    pattern, or several of these joined by `::` (their shards together)."""
+    if SOURCE_SEPARATOR in str(path):
+        return [shard for part in str(path).split(SOURCE_SEPARATOR) for shard in list_shards(part)]
+    if "{" in str(path):
+        shards = list(wds.shardlists.expand_urls(str(path)))
+        missing = [s for s in shards if not Path(s).is_file()]
+        if missing:
+            raise DataError(f"{missing[0]} (from the pattern {path}) does not exist; check the shard range")
+        return shards
     path = Path(path)
     if path.is_file() and path.suffix == ".tar":
         return [str(path)]
@@ -51,6 +63,11 @@ def list_shards(path: str | Path) -> list[str]:
     if not shards:
         raise DataError(f"no .tar shards in {path}; build some with `clipline data build SOURCE --out {path}`")
     return shards
+
+
+def count_samples(path: str | Path) -> int | None:
+    """Samples in a shard spec (as `list_shards` takes), from the dataset.json files; None if unknown."""
+    return _count_samples(tuple(list_shards(path)))
 
 
 def read_dataset_info(path: str | Path) -> dict:
@@ -268,12 +285,7 @@ def _count_samples(shards: tuple[str, ...]) -> int | None:
 
 
 def _expand_shards(shards: str | Path | list[str]) -> tuple[str, ...]:
-    if isinstance(shards, (str, Path)) and "{" in str(shards):
-        expanded = list(wds.shardlists.expand_urls(str(shards)))
-    elif isinstance(shards, (str, Path)):
-        expanded = list_shards(shards)
-    else:
-        expanded = [str(s) for s in shards]
+    expanded = list_shards(shards) if isinstance(shards, (str, Path)) else [str(s) for s in shards]
     if not expanded:
         raise DataError("no shards given to the loader; pass a shard directory or a list of .tar paths")
     return tuple(expanded)
@@ -296,7 +308,7 @@ def make_loader(
     rank: int | None = None,
     world_size: int | None = None,
 ) -> ShardLoader:
-    """A streaming loader over `shards` (a directory, a `{a..b}` pattern, or a list of tars).
+    """A streaming loader over `shards` (a spec as `list_shards` takes, or a list of tars).
 
     Yields dicts: `image` (B,3,H,W) float, `text` (B,L) long if `tokenize` else list[str],
     `caption`, `key`, `label` (B,) long (-1 without .cls), `meta` (the .json dicts).

@@ -51,7 +51,8 @@ class DataConfig:
     """Where the pairs come from and how they are batched."""
 
     train_data: str | None = None
-    """Shard directory to train on (required)."""
+    """Shard directory to train on (required); several joined by `::` train on all of them
+    (`emoji-train::fmnist-train`), a `{00000..00009}.tar` brace pattern takes a range of shards."""
     val_data: str | None = None
     """Shard directory for in-loop evaluation (retrieval R@k; zero-shot if it has classes)."""
     batch_size: int = 128

@@ -326,9 +326,9 @@ def _loader_workers(requested: int | None) -> int:
 
 def _samples_per_epoch(config: TrainConfig) -> int | None:
     """Samples in the training shards (dataset.json), to report epochs; None if unknown."""
-    from data_tools.loader import read_dataset_info
+    from data_tools.loader import count_samples
 
-    return read_dataset_info(config.data.train_data).get("num_samples")
+    return count_samples(config.data.train_data)
 
 
 def _set_runtime(config: TrainConfig, device: torch.device) -> None:

@@ -13,7 +13,7 @@ import torch
 
 from data_tools.build import BuildConfig, build_shards
 from data_tools.errors import DataError
-from data_tools.loader import list_shards, make_loader, read_dataset_info
+from data_tools.loader import count_samples, list_shards, make_loader, read_dataset_info
 from data_tools.records import SourceData, SourceRecord
 from tests.data_tools.conftest import FIXTURE_SHARDS, image_bytes, to_tensor
 
@@ -139,3 +139,18 @@ def test_missing_directory_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no .tar shards"):
         make_loader(tmp_path / "empty", batch_size=2, image_transform=to_tensor)
     assert read_dataset_info(tmp_path / "empty") == {}
+
+
+def test_sources_joined_by_double_colon_and_brace_ranges(six_shards: Path) -> None:
+    both = f"{six_shards}::{FIXTURE_SHARDS}"
+    assert list_shards(both) == list_shards(six_shards) + list_shards(FIXTURE_SHARDS)
+    assert count_samples(both) == 30 + read_dataset_info(FIXTURE_SHARDS)["num_samples"]
+    first_two = f"{six_shards}/{{00000..00001}}.tar"
+    assert count_samples(first_two) == 10
+    keys = _keys(make_loader(f"{first_two}::{six_shards}/00005.tar", batch_size=4, image_transform=to_tensor,
+                             num_workers=0))
+    assert sorted(keys) == [f"s{i:03d}" for i in [*range(10), *range(25, 30)]]
+    with pytest.raises(DataError, match="00006.tar .*does not exist"):
+        list_shards(f"{six_shards}/{{00000..00009}}.tar")
+    with pytest.raises(DataError, match="nope does not exist"):
+        list_shards(f"{six_shards}::{six_shards}/nope")
