@@ -19,6 +19,7 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.datastructures import UploadFile
 
 from retrieval.api_schemas import (
@@ -124,7 +125,9 @@ class SearchService:
 
 def create_app(registry: IndexRegistry, config: ServeConfig) -> FastAPI:
     """The app serving `registry`; limits, auth and batching from `config`."""
-    app = FastAPI(title="clipline search", version="1", description="Text and image search over clipline indices.")
+    # Swagger UI and ReDoc from files shipped in fastapi-offline (the stock pages load them from a CDN).
+    app = FastAPIOffline(title="clipline search", version="1", static_url="/docs/assets",
+                         description="Text and image search over clipline indices.")
     service = SearchService(registry, config)
     app.state.service = service
     _add_page_routes(app, service)

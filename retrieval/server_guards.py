@@ -14,7 +14,7 @@ from retrieval.errors import RetrievalError
 API_KEY_HEADER = "x-api-key"
 API_KEY_COOKIE = "clipline_api_key"
 # Routes anyone may read: the page and its assets hold no data, the spec is not secret.
-PUBLIC_PATHS = ("/", "/health", "/docs", "/openapi.json", "/favicon.ico")
+PUBLIC_PATHS = ("/", "/health", "/docs", "/redoc", "/openapi.json", "/favicon.ico")
 PUBLIC_PREFIXES = ("/static/", "/docs/")
 
 

@@ -127,7 +127,11 @@ def test_health_indices_and_docs(client: TestClient) -> None:
     search_body = spec["paths"]["/search"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(search_body)
     assert "/images/{index}/{key}" in spec["paths"] and "/indices/{name}/add" in spec["paths"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs").text
+    assert "/docs/assets/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()  # works offline
+    bundle = client.get("/docs/assets/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text
+    assert "/docs/assets/redoc.standalone.js" in client.get("/redoc").text
 
 
 def test_every_ref_in_the_openapi_spec_resolves(client: TestClient) -> None:
