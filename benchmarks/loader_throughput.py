@@ -19,39 +19,23 @@ import argparse
 import gc
 import json
 import os
-import platform
 import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable
-from importlib import metadata
 from pathlib import Path
 
 import open_clip
 import torch
 import webdataset as wds
 
+from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 from data_tools.build import BuildConfig, build_shards
 from data_tools.loader import list_shards, make_loader
 from data_tools.sources import SourceOptions, load_source
 
 WORKERS, BATCH, IMAGE_SIZE = 2, 128, 64
 WARMUP_BATCHES, MEASURE_SAMPLES, ROUNDS = 3, 6_000, 3
-
-
-def machine_info() -> dict:
-    flags, model = set(), ""
-    with open("/proc/cpuinfo", encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name") and not model:
-                model = line.split(":", 1)[1].strip()
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
-    versions = {p: metadata.version(p) for p in ("torch", "torchvision", "webdataset", "pillow", "open_clip_torch")}
-    return {"cpu": model, "cpu_count": os.cpu_count(), "cpu_flags": [f for f in wanted if f in flags],
-            "python": platform.python_version(), "versions": versions}
 
 
 def _cpu_seconds() -> float:
@@ -124,7 +108,8 @@ def main() -> None:
             return make_loader(shards, batch_size=BATCH, num_workers=WORKERS, shuffle=True, resampled=True, **kwargs)
 
         figures = {"batch_size": BATCH, "workers": WORKERS, "image_size": IMAGE_SIZE, "shards": len(shards),
-                   "machine": machine_info(), "load_average_before": os.getloadavg()[0]}
+                   "machine": machine_info(("torch", "torchvision", "webdataset", "pillow", "open_clip_torch")),
+                   "load_average_before": os.getloadavg()[0]}
         runs = {
             "ours_eval_transform": (lambda: ours(image_transform=eval_tf), lambda b: len(b["key"])),
             "ours_train_transform_tokenized": (

@@ -17,34 +17,19 @@ import argparse
 import csv
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
+from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 from data_tools.build import BuildConfig, build_shards
 from data_tools.records import SourceData
 from data_tools.sources import SourceOptions, load_source
 
 WORKERS = 2
-
-
-def machine_info() -> dict:
-    flags, model = set(), ""
-    with open("/proc/cpuinfo", encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name") and not model:
-                model = line.split(":", 1)[1].strip()
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
-    versions = {p: metadata.version(p) for p in ("torch", "webdataset", "pillow")}
-    return {"cpu": model, "cpu_count": os.cpu_count(), "cpu_flags": [f for f in wanted if f in flags],
-            "python": platform.python_version(), "versions": versions}
 
 
 def cpu_seconds() -> float:
@@ -117,7 +102,8 @@ def main() -> None:
                         help="img2dataset executable in its own venv (comparison skipped if missing)")
     args = parser.parse_args()
     peer = args.peer_bin if args.peer_bin.exists() else None
-    figures: dict = {"workers": WORKERS, "image_size": 64, "machine": machine_info(), "load_average_before": os.getloadavg()[0]}
+    figures: dict = {"workers": WORKERS, "image_size": 64, "machine": machine_info(("torch", "webdataset", "pillow")),
+               "load_average_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="clipline-bench-") as tmp:
         work = Path(tmp)
         emoji = load_source("emoji", SourceOptions())
