@@ -110,6 +110,21 @@ class OptimConfig:
 
 
 @dataclass(kw_only=True)
+class DistillConfig:
+    """Distillation from a trained teacher CLIP (off unless `teacher` is set); see pretrain/teacher.py."""
+
+    teacher: str | None = None
+    """Teacher run dir (its newest checkpoint) or checkpoint dir; None = no distillation."""
+    temperature: float = 1.0
+    """T softening both similarity matrices before the KL (the KL is scaled by T^2)."""
+    kl_weight: float = 1.0
+    """Weight of the KL between teacher and student similarity matrices (added to the contrastive loss)."""
+    feature_weight: float = 1.0
+    """Weight of feature matching, 1 - cos(student, teacher) per pair (through a learned projection
+    when the embedding sizes differ; 0 = similarities only)."""
+
+
+@dataclass(kw_only=True)
 class TrainConfig:
     """One pretraining run."""
 
@@ -123,6 +138,8 @@ class TrainConfig:
     """Objective."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     """Optimizer and schedule."""
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """Distillation from a teacher (off by default)."""
     steps: int = 1000
     """Optimizer steps (the schedule's length unless time_budget_min is set)."""
     time_budget_min: float | None = None
@@ -260,7 +277,8 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
-    groups = {"model": ModelConfig, "data": DataConfig, "loss": LossConfig, "optim": OptimConfig}
+    groups = {"model": ModelConfig, "data": DataConfig, "loss": LossConfig, "optim": OptimConfig,
+              "distill": DistillConfig}
     kwargs = {k: groups[k](**v) if k in groups else v for k, v in values.items()}
     return TrainConfig(**kwargs)
 
@@ -287,6 +305,10 @@ def validate(config: TrainConfig) -> None:
         raise PretrainError("model.patch_dropout must be in [0, 1)")
     if config.time_budget_min is not None and config.time_budget_min <= 0:
         raise PretrainError("time_budget_min must be > 0 (or null for a step-based schedule)")
+    if config.distill.temperature <= 0:
+        raise PretrainError("distill.temperature must be > 0")
+    if config.distill.kl_weight < 0 or config.distill.feature_weight < 0:
+        raise PretrainError("distill.kl_weight and distill.feature_weight must be >= 0")
 
 
 def save_config(config: TrainConfig, run_dir: Path) -> Path:

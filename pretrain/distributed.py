@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -84,6 +84,16 @@ class Distributed:
         tensor = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return float(tensor.item()) / self.world_size
+
+    def average_gradients(self, params: Iterable[nn.Parameter]) -> None:
+        """Mean gradients over ranks for trained parameters outside the DDP-wrapped model
+        (e.g. the distillation projection), as DDP does for the model's own."""
+        if self.world_size == 1:
+            return
+        for param in params:
+            if param.grad is not None:
+                dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+                param.grad.div_(self.world_size)
 
     def any(self, flag: bool) -> bool:
         """True on every rank if it is true on one (e.g. a stop signal seen by one process)."""

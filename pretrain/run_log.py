@@ -2,7 +2,8 @@
 
 Only the main process writes (others get a no-op log). Rows in metrics.jsonl
 are one JSON object per line: training rows have `step, loss, lr,
-logit_scale, samples_per_s, epoch`; evaluation rows have `step` and the
+logit_scale, samples_per_s, epoch` (and `distill_kl, distill_feature` when
+distilling, see teacher.py); evaluation rows have `step` and the
 evaluators' metric names.
 """
 

@@ -2,12 +2,15 @@
 
 One step: take `accum_steps` micro-batches, forward/backward them (GradCache
 when more than one, see grad_cache.py), clip the gradient norm, AdamW step,
-clamp the temperature. Around it: logging, periodic evaluation and
-checkpoints, resume, and stopping cleanly on signals or a non-finite loss.
+clamp the temperature; with `distill.teacher` set, the loss adds distillation
+against a frozen teacher's features of the same batch (teacher.py). Around
+it: logging, periodic evaluation and checkpoints, resume, and stopping
+cleanly on signals or a non-finite loss.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -38,6 +41,7 @@ from pretrain.optim import WarmupCosine, build_optimizer, set_lr
 from pretrain.rng_state import capture_rng, restore_rng, seed_everything
 from pretrain.run_log import CURVES_FILE, RunLog, plot_curves
 from pretrain.stop_signals import StopSignals
+from pretrain.teacher import Distiller, TeacherFeatures
 
 LOG = logging.getLogger("pretrain")
 
@@ -78,8 +82,13 @@ class Trainer:
         self.precision, why = precision.choose_precision(config.precision, dist.device)
         self.autocast = precision.autocast(self.precision, dist.device)
         self.towers = self._build_model()
+        self.distiller = Distiller(config.distill, student=self.towers, device=dist.device, autocast=self.autocast,
+                                   gather=dist.gather_with_grad) if config.distill.teacher else None
+        self.distill_terms: dict[str, torch.Tensor] = {}  # the last step's distillation terms, for the log
         torch.manual_seed(config.seed * 1000 + dist.rank)  # each process its own dropout/augmentation draws
         self.optimizer = build_optimizer(self.towers, config.optim, dist.device)
+        if self.distiller is not None:
+            self.distiller.add_to_optimizer(self.optimizer, config.optim.weight_decay)
         self.schedule = WarmupCosine(lr=config.optim.lr, min_lr=config.optim.min_lr,
                                      warmup_steps=config.optim.warmup_steps, total_steps=config.steps,
                                      total_seconds=config.time_budget_min * 60 if config.time_budget_min else None)
@@ -134,7 +143,13 @@ class Trainer:
             saved = checkpoint.read_model_info(ckpt).get("model_name")
             raise PretrainError(f"cannot resume from {ckpt}: it holds model {saved!r}, this run builds "
                                 f"{self.towers.name!r}; resume with the run's own config (its config.json)") from err
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as err:  # other parameter groups: locking or distillation differ
+            raise PretrainError(f"cannot resume from {ckpt}: its optimizer state does not fit this run's trained "
+                                "parameters; resume with the run's own config (its config.json)") from err
+        if self.distiller is not None:
+            self.distiller.load_state_dict(state.get("distill"))
         self.schedule.load_state_dict(state["schedule"])
         self.step, self.samples_seen = state["step"], state["samples_seen"]
         self.elapsed_before, self.last_checkpoint = state["elapsed_s"], ckpt
@@ -161,7 +176,15 @@ class Trainer:
             position = {"epoch": state["step"], "batch_in_epoch": 0}  # endless streams: a fresh seeded one
         return BatchStream(make_epoch, seed=cfg.seed, rank=dist.rank, **position)
 
-    def _loss(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _loss(self, out: dict[str, torch.Tensor], teacher: TeacherFeatures | None = None) -> torch.Tensor:
+        """The contrastive loss of the step's whole batch, plus distillation when there is a teacher."""
+        if teacher is None:
+            return self._contrastive_loss(out)
+        distill = self.distiller.loss(out, teacher)
+        self.distill_terms = {"distill_kl": distill["kl"], "distill_feature": distill["feature"]}
+        return self._contrastive_loss(out) + distill["loss"]
+
+    def _contrastive_loss(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
         cfg, dist = self.config.loss, self.dist
         if cfg.kind == "siglip":
             return siglip_loss(out["image_features"], out["text_features"], out["logit_scale"],
@@ -170,22 +193,29 @@ class Trainer:
                          gather=dist.gather_with_grad, rank=dist.rank, local_loss=cfg.local_loss,
                          max_logit_scale=cfg.max_logit_scale)
 
-    def _micro_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _micro_batches(self) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], TeacherFeatures | None]:
+        """The step's micro-batches on the device, and the teacher's features of them (if distilling)."""
         device = self.dist.device
         batches = [next(self.stream) for _ in range(self.config.data.accum_steps)]
-        return [(b["image"].to(device, non_blocking=True), b["text"].to(device, non_blocking=True))
-                for b in batches]
+        micro = [(b["image"].to(device, non_blocking=True), b["text"].to(device, non_blocking=True))
+                 for b in batches]
+        if self.distiller is None:
+            return micro, None
+        return micro, self.distiller.teach([images for images, _ in micro], [b.get("caption") for b in batches])
 
     def _train_step(self, elapsed_s: float) -> tuple[float, float]:
         """One optimizer step; returns (loss averaged over processes, lr)."""
         lr = self.schedule(self.step, elapsed_s)
         set_lr(self.optimizer, lr)
-        loss = forward_backward(self.model, self._micro_batches(), loss_fn=self._loss,
+        micro_batches, teacher = self._micro_batches()
+        loss = forward_backward(self.model, micro_batches, loss_fn=functools.partial(self._loss, teacher=teacher),
                                 autocast=self.autocast, dist=self.dist)
         loss_value = self.dist.mean(loss.item())
         if not math.isfinite(loss_value):
             self._fail_non_finite(f"loss is {loss_value}")
-        params = [p for p in self.towers.parameters() if p.grad is not None]
+        if self.distiller is not None:  # its projection is outside the DDP-wrapped model
+            self.dist.average_gradients(self.distiller.parameters())
+        params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
         if self.config.optim.grad_clip_norm > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, self.config.optim.grad_clip_norm)
             if not math.isfinite(float(norm)):
@@ -261,6 +291,7 @@ class Trainer:
         row = {"step": self.step, "loss": loss, "lr": lr,
                "logit_scale": float(self.towers.clip.logit_scale.detach().exp()),
                "samples_per_s": samples_per_s, "epoch": epoch}
+        row.update({name: self.dist.mean(float(value)) for name, value in self.distill_terms.items()})
         self.log.write(row)
         bar.set_postfix(step=self.step, loss=f"{loss:.4f}", samples_s=f"{samples_per_s:.0f}")
 
@@ -286,6 +317,8 @@ class Trainer:
                      "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                      "rng": rngs, "data_position": positions, "world_size": self.dist.world_size,
                      "config": config_to_dict(self.config)}
+            if self.distiller is not None:
+                state["distill"] = self.distiller.state_dict()
             self.last_checkpoint = checkpoint.save_checkpoint(
                 self.run_dir, step=self.step, state_dict=self.towers.clip.state_dict(),
                 model_info=models.model_info(self.towers.name, self.towers.clip), train_state=state,

@@ -8,6 +8,7 @@ runs see the same contrastive batch of GLOBAL_BATCH pairs per step.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -19,16 +20,29 @@ STEPS = 3
 WORDS = ["red", "blue", "green", "cat", "dog", "face", "car", "tree", "flag", "star", "moon", "sun"]
 
 
-def global_batches(step_count: int) -> list[dict]:
+def global_batches(step_count: int, *, captions: bool = False) -> list[dict]:
+    """Image and token batches; with `captions`, also the raw captions (as the shard loader gives them)."""
     tokenizer = open_clip.get_tokenizer("clip-tiny-64")
     generator = torch.Generator().manual_seed(1234)
     batches = []
     for step in range(step_count):
         images = torch.randn(GLOBAL_BATCH, 3, 64, 64, generator=generator)
-        captions = [" ".join(WORDS[(step * 7 + i * j) % len(WORDS)] for j in range(1 + i % 4))
-                    for i in range(GLOBAL_BATCH)]
-        batches.append({"image": images, "text": tokenizer(captions)})
+        texts = [" ".join(WORDS[(step * 7 + i * j) % len(WORDS)] for j in range(1 + i % 4))
+                 for i in range(GLOBAL_BATCH)]
+        batches.append({"image": images, "text": tokenizer(texts), **({"caption": texts} if captions else {})})
     return batches
+
+
+def save_teacher(root: Path, model_name: str, seed: int) -> Path:
+    """A teacher checkpoint dir (random weights, a sharper temperature than a fresh student's)."""
+    from pretrain import checkpoint, models
+
+    torch.manual_seed(seed)
+    clip = models.create_open_clip(model_name, load_text_weights=False)
+    with torch.no_grad():
+        clip.logit_scale.fill_(math.log(30.0))
+    return checkpoint.save_checkpoint(root, step=1, state_dict=clip.state_dict(),
+                                      model_info=models.model_info(model_name, clip))
 
 
 # name -> (config overrides, forward passes per step)
@@ -37,6 +51,8 @@ VARIANTS = {
     "clip-local-loss": (["local_loss=true"], 1),
     "siglip": (["kind=siglip"], 1),
     "clip-gradcache": (["accum_steps=2"], 2),
+    # a 384-d teacher: the projection's gradient must be averaged over ranks too
+    "clip-distill": (["temperature=2", "kl_weight=0.7", "feature_weight=0.4"], 1),
 }
 
 
@@ -51,10 +67,12 @@ def run(out: Path, variant: str, dist: object | None = None) -> None:
     per_rank = GLOBAL_BATCH // dist.world_size
     micro = per_rank // accum
     batches = []
-    for batch in global_batches(STEPS):
+    for batch in global_batches(STEPS, captions=True):
         for part in range(accum):
             start = dist.rank * per_rank + part * micro
-            batches.append({"image": batch["image"][start:start + micro], "text": batch["text"][start:start + micro]})
+            batches.append({key: value[start:start + micro] for key, value in batch.items()})
+    if variant == "clip-distill":  # each rank saves its own copy (same seed, same weights)
+        overrides = [*overrides, f"teacher={save_teacher(out / f'teacher-{dist.rank}', 'clip-small-64', seed=2)}"]
     config = apply_overrides(named_config("tiny-debug"), [
         f"out={out}", f"batch_size={micro}", f"steps={STEPS}", "threads=1", "checkpoint_every=100",
         "augment=false", *overrides])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,14 +23,14 @@ def loss_rows(run: Path) -> list[tuple[int, float, float]]:
 
 @pytest.fixture(scope="module")
 def two_process_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
-    if accelerate is None:
-        pytest.skip("accelerate's launcher is not installed")
+    # torchrun, not `accelerate launch --cpu`: accelerate 1.x starts a single process for --cpu
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torch's launcher torchrun is not installed")
     out = tmp_path_factory.mktemp("two")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [accelerate, "launch", "--num_processes", "2", "--num_machines", "1", "--cpu", "--mixed_precision", "no",
-         "--dynamo_backend", "no", str(ROOT / "tests/pretrain/distributed_helper.py"), str(out)],
+        [torchrun, "--nproc_per_node", "2", str(ROOT / "tests/pretrain/distributed_helper.py"), str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
@@ -38,6 +39,7 @@ def two_process_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("variant", list(distributed_helper.VARIANTS))
 def test_two_processes_match_one_process(variant: str, two_process_runs: Path, tmp_path: Path) -> None:
     distributed_helper.run(tmp_path, variant)
+    assert json.loads((two_process_runs / variant / "summary.json").read_text())["processes"] == 2
     one, two = loss_rows(tmp_path), loss_rows(two_process_runs / variant)
     assert [r[0] for r in two] == [1, 2, 3]
     for (_, loss1, scale1), (_, loss2, scale2) in zip(one, two):

@@ -1,0 +1,149 @@
+"""Distillation: a clip-tiny-64 student trained with and without a teacher for the same wall-clock budget.
+
+    python benchmarks/distill.py --teacher RUN --train_data DIR --val_data DIR [--budget_min 10]
+
+Both students use the `tiny` named config (clip-tiny-64 from scratch) with the
+same seed, batch and budget, back to back in this one process; the distilled
+one adds `distill.teacher=RUN` (similarity-matrix KL + feature cosine, see
+pretrain/teacher.py), so it pays the teacher's forward passes out of its
+budget. Then teacher, distilled student and plain student are each scored:
+parameters (total, image tower, rest), encode speed on one fixed batch of val
+images / captions (preprocessed for the teacher, converted for a student
+whose preprocessing differs; fp32, no grad, best of `repeats` passes), category
+zero-shot top-1 (finetune.zeroshot.ZeroShotEvaluator) and image<->text R@1
+on the first caption (retrieval.evaluate.RetrievalEvaluator), all on the val
+shards. Prints one JSON object (with CPU flags and versions). Never asserts on
+time.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import environment  # noqa: E402
+
+
+def train_student(*, train_data: str, out: Path, budget_min: float, batch_size: int, workers: int | None,
+                  distill: list[str]) -> dict[str, Any]:
+    from pretrain.config import apply_overrides, named_config
+    from pretrain.run_log import read_metrics
+    from pretrain.train import train
+
+    config = apply_overrides(named_config("tiny"), [
+        f"train_data={train_data}", f"out={out}", f"time_budget_min={budget_min}", f"batch_size={batch_size}",
+        f"workers={'null' if workers is None else workers}", "eval_every=0", "checkpoint_every=1000000", "log_every=5",
+        "progress=false", *distill])
+    started = time.perf_counter()
+    result = train(config)
+    seconds = time.perf_counter() - started
+    metrics = out / "metrics.jsonl"
+    rows = [r for r in read_metrics(metrics) if "loss" in r] if metrics.is_file() else []
+    last = {k: v for k, v in rows[-1].items() if k in ("step", "loss", "distill_kl", "distill_feature")} if rows else {}
+    return {"steps": result.step, "seconds": round(seconds, 1), "final_loss": result.loss,
+            "train_samples_per_s": round(result.step * batch_size / seconds, 1), "last_log": last,
+            "options": distill}
+
+
+def val_batch(encoder: Any, val_data: str, size: int) -> tuple[torch.Tensor, list[str]]:
+    """The first `size` val images (eval transform) and their first captions."""
+    from data_tools.loader import make_loader
+
+    loader = make_loader(val_data, batch_size=size, image_transform=encoder.preprocess, num_workers=0,
+                         caption="first")
+    batch = next(iter(loader))
+    return batch["image"], list(batch["caption"])
+
+
+def best_rate(work: Any, count: int, repeats: int) -> float:
+    """Items per second of `work()`, best of `repeats` timed passes after one warm-up."""
+    work()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return count / min(times)
+
+
+def profile(encoder: Any, images: torch.Tensor, captions: list[str], *, val_data: str, repeats: int) -> dict:
+    from finetune.zeroshot import ZeroShotEvaluator
+    from retrieval.evaluate import RetrievalEvaluator
+
+    params = sum(p.numel() for p in encoder.model.parameters())
+    image_params = sum(p.numel() for p in encoder.model.visual.parameters())
+    metrics: dict[str, float] = {}
+    for evaluator in (ZeroShotEvaluator(data=val_data, label_field="category", num_workers=0),
+                      RetrievalEvaluator(data=val_data, captions="first", num_workers=0)):
+        metrics.update(dict(evaluator.run(encoder)))
+    return {
+        "model": encoder.config["model_name"], "embed_dim": encoder.embed_dim,
+        "params": params, "image_tower_params": image_params, "other_params": params - image_params,
+        "encode_images_per_s": round(best_rate(lambda: encoder.encode_image(images), len(images), repeats), 1),
+        "encode_captions_per_s": round(best_rate(lambda: encoder.encode_text(captions), len(captions), repeats), 1),
+        "zeroshot_category_top1": metrics["zeroshot/top1"],
+        "image_to_text_R@1": metrics["retrieval/image_to_text_R@1"],
+        "text_to_image_R@1": metrics["retrieval/text_to_image_R@1"],
+    }
+
+
+def measure(teacher: str, train_data: str, val_data: str, *, budget_min: float = 10.0, batch_size: int = 128,
+            workers: int | None = None, temperature: float = 1.0, kl_weight: float = 1.0,
+            feature_weight: float = 1.0, encode_batch: int = 256, repeats: int = 5,
+            work: str | None = None) -> dict[str, Any]:
+    """Train plain and distilled students for `budget_min` minutes each, then profile all three models.
+
+    Args:
+        teacher: teacher run dir (its newest checkpoint) or checkpoint dir.
+        train_data: training shard directory.
+        val_data: val shard directory (captions and category labels).
+        budget_min: wall-clock minutes of training per student.
+        batch_size: pairs per step for both students.
+        workers: loader worker processes (None: the trainer's choice).
+        temperature: distill.temperature.
+        kl_weight: distill.kl_weight.
+        feature_weight: distill.feature_weight.
+        encode_batch: val images/captions in the encode-speed batch.
+        repeats: timed encode passes (the best counts).
+        work: directory for the two student runs (default: a new temporary dir).
+    """
+    from pretrain.checkpoint import resolve_checkpoint
+    from pretrain.encoder import Encoder
+    from pretrain.teacher import image_adapter
+
+    threads = torch.get_num_threads()
+    root = Path(work) if work else Path(tempfile.mkdtemp(prefix="distill-"))
+    teacher_ckpt = resolve_checkpoint(teacher)
+    common = {"train_data": train_data, "budget_min": budget_min, "batch_size": batch_size, "workers": workers}
+    runs = {
+        "plain_student": train_student(out=root / "plain", distill=[], **common),
+        "distilled_student": train_student(out=root / "distilled", distill=[
+            f"distill.teacher={teacher}", f"temperature={temperature}", f"kl_weight={kl_weight}",
+            f"feature_weight={feature_weight}"], **common),
+    }
+    torch.set_num_threads(threads)  # the trainer may have changed it
+    encoders = {"teacher": Encoder.load(teacher_ckpt), "distilled_student": Encoder.load(root / "distilled"),
+                "plain_student": Encoder.load(root / "plain")}
+    images, captions = val_batch(encoders["teacher"], val_data, encode_batch)
+    models: dict[str, Any] = {}
+    for name, encoder in encoders.items():
+        adapt = image_adapter(encoders["teacher"].config["preprocess"], encoder.config["preprocess"])
+        models[name] = {**profile(encoder, adapt(images), captions, val_data=val_data, repeats=repeats),
+                        **runs.get(name, {"checkpoint": str(teacher_ckpt)})}
+        print(f"{name}: {json.dumps(models[name])}", file=sys.stderr)
+    return {"budget_min": budget_min, "batch_size": batch_size, "train_data": train_data, "val_data": val_data,
+            "encode": {"batch": len(images), "precision": "fp32", "timing": f"best of {repeats}"},
+            "models": models, "work": str(root), "environment": environment(threads)}
+
+
+if __name__ == "__main__":
+    from jsonargparse import CLI
+
+    print(json.dumps(CLI(measure, as_positional=False), indent=2))
