@@ -85,7 +85,8 @@ def main() -> None:
             index = faiss.read_index(str(path))
             params = json.loads((index_dir / "summary.json").read_text())[modality].get("params") or {}
             if params:  # the tuned search setting, as our server uses it
-                faiss.ParameterSpace().set_index_parameters(index, ",".join(f"{k}={v}" for k, v in params.items()))
+                setting = params if isinstance(params, str) else ",".join(f"{k}={v}" for k, v in params.items())
+                faiss.ParameterSpace().set_index_parameters(index, setting)
             try:
                 faiss.extract_index_ivf(index).make_direct_map()  # clip_back uses search_and_reconstruct
             except RuntimeError:
