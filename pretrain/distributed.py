@@ -3,9 +3,11 @@
 The loop sees one `Distributed` object and calls `gather_with_grad`, `is_main`,
 `barrier`, `mean`, `gather_objects`; it never branches on world size. One
 process is the special case where these are identities. Launch many with
-`accelerate launch --num_processes N -m pretrain ...` or `torchrun`
-(CPU processes talk over gloo, GPUs over NCCL; multi-node through the
-launchers' usual flags).
+`accelerate launch --multi_gpu --num_processes N -m pretrain ...` or
+`torchrun --nproc_per_node N -m pretrain ...` (CPU processes talk over gloo,
+GPUs over NCCL; multi-node through the launchers' usual flags). On a machine
+without GPUs, accelerate 1.x needs `--multi_gpu` to start N processes: with
+`--cpu`, or with neither flag, it starts one.
 """
 
 from __future__ import annotations
