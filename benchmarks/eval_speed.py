@@ -3,42 +3,57 @@
     python benchmarks/eval_speed.py --checkpoint RUN --data DIR [--label-field category]
     python benchmarks/eval_speed.py --model NAME --pretrained FILE --data DIR
 
-Speed: images/s encoded by `clipline zeroshot`'s path (our shard loader +
-`Encoder.encode_image`, in fp32 and in its default `auto` precision, i.e. bf16
-autocast on CPUs with native bf16) vs the peer's way (a torch DataLoader over PIL images
-decoded from the same tars, open_clip's preprocess, `model.encode_image`), same
-model, batch size and worker count, run alternately in one process.
+Speed: images/s encoded by `clipline zeroshot`'s path (`encode_labelled_images`:
+our shard loader + `Encoder.encode_image`, with the library's defaults: loader
+workers chosen for the machine, precision fp32 and `auto`) vs the peer's way (a
+torch DataLoader over PIL images decoded from the same tars, open_clip's
+preprocess, `model.encode_image`), same model and batch size. The peer is timed
+at every worker count in --peer-workers, in fp32 and (where `auto` means bf16)
+in bf16 autocast; its best median per precision is the reference. The peer's
+image bytes are read into memory before its clock starts; ours are read from
+the tars inside the timed pass.
+Every pass is a fresh process, as each tool runs for a user: process-wide
+settings (our malloc tuning, thread pools) cannot leak from one side into the
+other. A round runs every variant once, ours and the peer's alternating
+(A B A B ...); the JSON has every pass, the medians and the means.
 Cross-check: our zero-shot top-1 (fp32 and auto) vs open_clip's
-`build_zero_shot_classifier` over the peer's fp32 features, same class names and templates.
+`build_zero_shot_classifier` over the peer's fp32 features, same class names and
+templates; also the full `ZeroShotEvaluator.evaluate` time (images, prompts,
+report): the images/s `clipline zeroshot` prints.
 Prints one JSON object (and writes it to --out if given). Never asserts on time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import json
 import os
-import platform
 import statistics
+import subprocess
 import sys
 import tarfile
+import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import open_clip
-import torch
-from jsonargparse import ArgumentParser
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
-from data_tools.loader import list_shards, read_dataset_info
-from finetune.zeroshot import ZeroShotEvaluator, encode_labelled_images
-from pretrain import checkpoint
-from pretrain.encoder import Encoder
-from pretrain.precision import choose_precision
+import open_clip  # noqa: E402
+import torch  # noqa: E402
+from jsonargparse import ArgumentParser  # noqa: E402
+from machine import machine_info  # noqa: E402  (benchmarks/machine.py: this script's folder is on sys.path)
+from PIL import Image  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+
+from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace  # noqa: E402
+from data_tools.loader import list_shards, read_dataset_info  # noqa: E402
+from data_tools.loader_workers import auto_loader_workers  # noqa: E402
+from pretrain.precision import choose_precision  # noqa: E402
 
 
 @dataclass(kw_only=True)
@@ -59,10 +74,14 @@ class BenchConfig:
     """Template set or file, as for `clipline zeroshot`."""
     batch_size: int = 128
     """Images per forward pass, both sides."""
-    num_workers: int = 2
-    """Loader workers, both sides."""
-    repeats: int = 3
-    """Timed passes per side (alternating); the median is reported."""
+    ours_extra_workers: tuple[int, ...] = ()
+    """Also time our path at these loader worker counts (ours_*_wN); ours_* uses the library default."""
+    peer_workers: tuple[int, ...] = (0, 2)
+    """Peer DataLoader worker counts to try; its best is the reference."""
+    max_samples: int | None = None
+    """Use only the first N samples (quick runs); None: all."""
+    repeats: int = 2
+    """Rounds; each round times every variant once."""
     out: str | None = None
     """Also write the JSON here."""
 
@@ -81,11 +100,13 @@ class PeerImages(Dataset):
         return self.preprocess(Image.open(io.BytesIO(data)).convert("RGB")), label
 
 
-def read_peer_samples(data: str, label_field: str | None, classnames: list[str]) -> list[tuple[bytes, int]]:
+def read_peer_samples(cfg: BenchConfig) -> list[tuple[bytes, int]]:
     """Every sample's image bytes and class index, read with plain tarfile (independent of our loader)."""
-    index = {name: i for i, name in enumerate(classnames)}
+    info = read_dataset_info(cfg.data)
+    classnames = (info.get("label_fields") or {}).get(cfg.label_field) if cfg.label_field else info.get("classes")
+    index = {name: i for i, name in enumerate(classnames or [])}
     samples = []
-    for shard in list_shards(data):
+    for shard in list_shards(cfg.data):
         grouped: dict[str, dict[str, bytes]] = {}
         with tarfile.open(shard) as tar:
             for member in tar.getmembers():
@@ -94,120 +115,195 @@ def read_peer_samples(data: str, label_field: str | None, classnames: list[str])
         for files in grouped.values():
             image = next(files[e] for e in ("jpg", "jpeg", "png", "webp") if e in files)
             meta = json.loads(files.get("json", b"{}"))
-            if label_field:
-                label = index[meta["labels"][label_field]]
+            if cfg.label_field:
+                label = index[meta["labels"][cfg.label_field]]
             elif "cls" in files:
                 label = int(files["cls"])
             else:
                 label = index[meta["label"]]
             samples.append((image, label))
-    return samples
+    return samples[: cfg.max_samples]
 
 
-def peer_encode(model: torch.nn.Module, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+def peer_model(cfg: BenchConfig) -> tuple[torch.nn.Module, Any, Any]:
+    """The plain open_clip model, eval transform and tokenizer, from the same weights as ours."""
+    import pretrain.models  # noqa: F401  (registers our model configs with open_clip)
+    from pretrain import checkpoint
+
+    if cfg.checkpoint:
+        ckpt = checkpoint.resolve_checkpoint(cfg.checkpoint)
+        info = checkpoint.read_model_info(ckpt)
+        pretrain.models.clip_from_info(info)  # registers a run-time config (e.g. the MiniLM towers)
+        name, weights = info["model_name"], str(ckpt / checkpoint.WEIGHTS_FILE)
+        context_length = info["tokenizer"]["context_length"]
+    else:
+        name, weights, context_length = cfg.model, cfg.pretrained, None
+    model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=weights)
+    tokenizer = open_clip.get_tokenizer(name, **({"context_length": context_length} if context_length else {}))
+    return model.eval(), preprocess, tokenizer
+
+
+def peer_encode(model: torch.nn.Module, loader: DataLoader, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plain loop: batches from the DataLoader through `model.encode_image` (bf16 autocast if asked)."""
     features, labels = [], []
-    with torch.no_grad():
+    compute = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.no_grad(), compute:
         for images, label in loader:
-            features.append(model.encode_image(images, normalize=True))
+            features.append(model.encode_image(images, normalize=True).float())
             labels.append(label)
     return torch.cat(features), torch.cat(labels)
 
 
-def load_models(cfg: BenchConfig) -> tuple[Encoder, torch.nn.Module, Any, Any, str]:
-    """Our Encoder and the plain open_clip model, transform and tokenizer with the same weights."""
-    if cfg.checkpoint:
-        encoder = Encoder.load(cfg.checkpoint)  # also registers the model config with open_clip
-        name = encoder.config["model_name"]
-        weights = str(checkpoint.resolve_checkpoint(cfg.checkpoint) / checkpoint.WEIGHTS_FILE)
-    else:
-        encoder = Encoder.from_open_clip(cfg.model, pretrained=cfg.pretrained)
-        name, weights = cfg.model, cfg.pretrained
-    model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=weights)
-    tokenizer = open_clip.get_tokenizer(name, context_length=encoder.config["tokenizer"]["context_length"])
-    return encoder, model.eval(), preprocess, tokenizer, name
+def child_pass(cfg: BenchConfig, spec: dict[str, Any]) -> dict[str, Any]:
+    """One timed pass over the data in this (fresh) process; see `main` for the spec."""
+    if spec["side"] == "peer":
+        model, preprocess, _ = peer_model(cfg)
+        loader = DataLoader(PeerImages(read_peer_samples(cfg), preprocess), batch_size=cfg.batch_size,
+                            num_workers=spec["workers"])  # fmt: skip
+        start = time.perf_counter()
+        features, labels = peer_encode(model, loader, spec["precision"] == "bf16")
+        seconds = time.perf_counter() - start
+        if spec.get("save"):
+            torch.save({"features": features, "labels": labels}, spec["save"])
+        return {"images_per_s": len(labels) / seconds, "n": len(labels)}
+    from finetune.zeroshot import ZeroShotEvaluator, encode_labelled_images
+    from pretrain.encoder_choice import open_encoder
 
-
-def time_passes(cfg: BenchConfig, encoder: Encoder, model: torch.nn.Module, peer_loader: DataLoader) -> dict[str, Any]:
-    """Images/s of our path in fp32 and in `auto` precision, and of the peer loop, alternating."""
-    rates: dict[str, list[float]] = {"ours_fp32": [], "ours_auto": [], "peer": []}
-    n = len(peer_loader.dataset)
-
-    def ours(precision: str, max_samples: int | None = None) -> int:
+    encoder = open_encoder(cfg.checkpoint, cfg.model, cfg.pretrained)
+    start = time.perf_counter()
+    if spec["side"] == "ours":
         encoded = encode_labelled_images(encoder, cfg.data, label_field=cfg.label_field, batch_size=cfg.batch_size,
-                                         num_workers=cfg.num_workers, max_samples=max_samples, precision=precision)
-        return len(encoded.keys)
-
-    ours("fp32", cfg.batch_size), ours("auto", cfg.batch_size)  # warm-up
-    peer_encode(model, DataLoader(peer_loader.dataset, batch_size=cfg.batch_size))  # warm-up
-    for _ in range(cfg.repeats):
-        for side in rates:
-            start = time.perf_counter()
-            count = peer_encode(model, peer_loader)[0].shape[0] if side == "peer" else ours(side.split("_")[1])
-            rates[side].append(count / (time.perf_counter() - start))
-    medians = {side: statistics.median(values) for side, values in rates.items()}
-    return {
-        **{f"{side}_images_per_s": [round(v, 1) for v in values] for side, values in rates.items()},
-        **{f"{side}_median_images_per_s": round(value, 1) for side, value in medians.items()},
-        "auto_precision": choose_precision("auto", encoder.device)[0],
-        "speed_ratio_ours_fp32_over_peer": round(medians["ours_fp32"] / medians["peer"], 3),
-        "speed_ratio_ours_auto_over_peer": round(medians["ours_auto"] / medians["peer"], 3),
-        "n": n,
-    }
+                                         max_samples=cfg.max_samples, num_workers=spec["workers"],
+                                         precision=spec["precision"])  # fmt: skip
+        return {"images_per_s": len(encoded.keys) / (time.perf_counter() - start), "n": len(encoded.keys)}
+    result = ZeroShotEvaluator(data=cfg.data, templates=cfg.templates, label_field=cfg.label_field,
+                               batch_size=cfg.batch_size, max_samples=cfg.max_samples,
+                               precision=spec["precision"]).evaluate(encoder)  # fmt: skip
+    seconds = time.perf_counter() - start
+    torch.save(result.classifier.weights, spec["save"])
+    keys = ("precision", "loader_workers", "top1", "n", "classes", "templates")
+    return {**{k: result.report[k] for k in keys}, "templates_all": result.classifier.templates,
+            "evaluate_images_per_s": round(result.report["n"] / seconds, 1)}  # fmt: skip
 
 
-def cross_check(cfg: BenchConfig, encoder: Encoder, model: torch.nn.Module, tokenizer: Any,
-                peer_loader: DataLoader) -> dict[str, Any]:  # fmt: skip
-    """Our top-1 (fp32 and auto precision) vs open_clip's own zero-shot classifier over the peer's features."""
-    features, labels = peer_encode(model, peer_loader)
-    out: dict[str, Any] = {"reference_n": len(labels)}
-    for precision in ("fp32", "auto"):
-        evaluator = ZeroShotEvaluator(data=cfg.data, templates=cfg.templates, label_field=cfg.label_field,
-                                      batch_size=cfg.batch_size, num_workers=cfg.num_workers, precision=precision)
-        result = evaluator.evaluate(encoder)
-        templates = [t.replace("{c}", "{}") for t in result.classifier.templates]
-        weights = open_clip.build_zero_shot_classifier(model, tokenizer, result.report["classes"], templates)  # (D, C)
-        reference_top1 = float(((features @ weights).argmax(dim=1) == labels).double().mean())
-        out[precision] = {
-            "precision": result.report["precision"],
-            "ours_top1": result.report["top1"],
-            "reference_top1": reference_top1,
-            "difference_points": round(100 * abs(result.report["top1"] - reference_top1), 4),
-            "n": result.report["n"],
-            "max_abs_weight_difference": float((result.classifier.weights - weights.T).abs().max()),
-        }
-    out["num_classes"] = len(result.report["classes"])
-    out["templates"] = result.report["templates"]
+def run_child(cfg: BenchConfig, spec: dict[str, Any]) -> dict[str, Any]:
+    command = [sys.executable, __file__, "child", json.dumps({"cfg": asdict(cfg), "spec": spec})]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pass {spec} failed: {proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def variants(cfg: BenchConfig) -> dict[str, dict[str, Any]]:
+    """name -> child spec, ours and the peer's alternating within each precision."""
+    auto = choose_precision("auto", torch.device("cpu"))[0]
+    out: dict[str, dict[str, Any]] = {}
+    for ours_precision, peer_precision in [("fp32", "fp32")] + ([("auto", "bf16")] if auto == "bf16" else []):
+        ours = {f"ours_{ours_precision}": {"side": "ours", "precision": ours_precision, "workers": None}}
+        ours.update({f"ours_{ours_precision}_w{w}": {"side": "ours", "precision": ours_precision, "workers": w}
+                     for w in cfg.ours_extra_workers})  # fmt: skip
+        peer = {f"peer_{peer_precision}_w{w}": {"side": "peer", "precision": peer_precision, "workers": w}
+                for w in cfg.peer_workers}  # fmt: skip
+        for pair in itertools.zip_longest(ours.items(), peer.items()):
+            out.update(item for item in pair if item is not None)
     return out
 
 
-def environment() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
-    first = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in cpuinfo[:40])}
-    return {
-        "python": platform.python_version(), "torch": torch.__version__, "open_clip": open_clip.__version__,
-        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "cpu_model": first.get("model name"), "cpu_flags": first.get("flags"),
-    }  # fmt: skip
+def summarise(rates: dict[str, list[float]]) -> dict[str, Any]:
+    """Medians and means; the peer's best worker count per precision; our ratios over it."""
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    mean = {name: statistics.fmean(values) for name, values in rates.items()}
+    out: dict[str, Any] = {"passes_images_per_s": rates,
+                           "median_images_per_s": {k: round(v, 1) for k, v in median.items()},
+                           "mean_images_per_s": {k: round(v, 1) for k, v in mean.items()}}  # fmt: skip
+    for precision in ("fp32", "bf16"):
+        peers = {name: value for name, value in median.items() if name.startswith(f"peer_{precision}_")}
+        if peers:
+            out[f"peer_best_{precision}"] = max(peers, key=peers.get)
+    ratios = {"ours_fp32_over_peer_fp32": ("ours_fp32", out["peer_best_fp32"])}
+    if "peer_best_bf16" in out:
+        ratios["ours_auto_over_peer_fp32"] = ("ours_auto", out["peer_best_fp32"])  # each side's default
+        ratios["ours_auto_over_peer_bf16"] = ("ours_auto", out["peer_best_bf16"])  # same precision both sides
+    for label, (ours, peer) in ratios.items():
+        out[f"ratio_{label}_median"] = round(median[ours] / median[peer], 3)
+        out[f"ratio_{label}_mean"] = round(mean[ours] / mean[peer], 3)
+        out[f"ratio_{label}_per_round"] = [round(a / b, 3) for a, b in zip(rates[ours], rates[peer])]
+    return out
+
+
+def cross_check(cfg: BenchConfig, work: Path, peer_features: Path) -> dict[str, Any]:
+    """Our top-1 (fp32 and auto) vs open_clip's own zero-shot classifier over the peer's fp32 features."""
+    model, _, tokenizer = peer_model(cfg)
+    saved = torch.load(peer_features)
+    features, labels = saved["features"], saved["labels"]
+    out: dict[str, Any] = {"reference_n": len(labels)}
+    for precision in ("fp32", "auto"):
+        ours = run_child(cfg, {"side": "evaluate", "precision": precision, "save": str(work / f"w_{precision}.pt")})
+        templates = [t.replace("{c}", "{}") for t in ours["templates_all"]]
+        weights = open_clip.build_zero_shot_classifier(model, tokenizer, ours["classes"], templates)  # (D, C)
+        reference_top1 = float(((features @ weights).argmax(dim=1) == labels).double().mean())
+        our_weights = torch.load(work / f"w_{precision}.pt")  # (C, D)
+        out[precision] = {
+            "precision": ours["precision"],
+            "loader_workers": ours["loader_workers"],
+            "ours_top1": ours["top1"],
+            "reference_top1": reference_top1,
+            "difference_points": round(100 * abs(ours["top1"] - reference_top1), 4),
+            "n": ours["n"],
+            "max_abs_weight_difference": float((our_weights - weights.T).abs().max()),
+            "evaluate_images_per_s": ours["evaluate_images_per_s"],
+        }
+    out["num_classes"] = len(ours["classes"])
+    out["templates"] = ours["templates"]
+    return out
+
+
+def measure(cfg: BenchConfig) -> dict[str, Any]:
+    plan = variants(cfg)
+    rates: dict[str, list[float]] = {name: [] for name in plan}
+    with tempfile.TemporaryDirectory(prefix="eval-speed-") as tmp:
+        work = Path(tmp)
+        reference = work / "peer_fp32.pt"
+        for round_index in range(cfg.repeats):
+            for name, spec in plan.items():
+                last_reference = round_index == cfg.repeats - 1 and name == f"peer_fp32_w{cfg.peer_workers[0]}"
+                result = run_child(cfg, {**spec, "save": str(reference) if last_reference else None})
+                rates[name].append(round(result["images_per_s"], 1))
+        checked = cross_check(cfg, work, reference)
+    return {"speed": summarise(rates), "cross_check": checked, "n_images": result["n"]}
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 2 and argv[0] == "child":
+        job = json.loads(argv[1])
+        print(json.dumps(child_pass(BenchConfig(**job["cfg"]), job["spec"])))
+        return
     parser = ArgumentParser(prog="eval_speed", description=BenchConfig.__doc__)
     add_dataclass_flags(parser, BenchConfig)
-    cfg = dataclass_from_namespace(BenchConfig, parser.parse_args(sys.argv[1:] if argv is None else argv))
-    encoder, model, preprocess, tokenizer, name = load_models(cfg)
-    info = read_dataset_info(cfg.data)
-    classnames = (info.get("label_fields") or {}).get(cfg.label_field) if cfg.label_field else info.get("classes")
-    samples = read_peer_samples(cfg.data, cfg.label_field, classnames or [])
-    peer_loader = DataLoader(PeerImages(samples, preprocess), batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    cfg = dataclass_from_namespace(BenchConfig, parser.parse_args(argv))
+    if cfg.checkpoint:  # every pass uses the same weights even if the run writes a newer checkpoint meanwhile
+        from pretrain.checkpoint import resolve_checkpoint
+
+        cfg = replace(cfg, checkpoint=str(resolve_checkpoint(cfg.checkpoint)))
+    measured = measure(cfg)
     result = {
         "benchmark": "eval_speed",
         "config": asdict(cfg),
-        "model": name,
-        "image_size": encoder.image_size,
-        "n_images": len(samples),
-        "speed": time_passes(cfg, encoder, model, peer_loader),
-        "cross_check": cross_check(cfg, encoder, model, tokenizer, peer_loader),
-        "environment": environment(),
+        "n_images": measured["n_images"],
+        "settings": {
+            "ours": {"loader_workers": auto_loader_workers(None), "extra_loader_workers": list(cfg.ours_extra_workers),
+                     "precision": ["fp32", "auto = " + choose_precision("auto", torch.device("cpu"))[0]],
+                     "attention": "explicit matmuls (pretrain.attention) on CPU for short sequences",
+                     "malloc": "freed memory kept in the process (pretrain.cpu_memory)"},
+            "peer": {"loader_workers_tried": list(cfg.peer_workers), "precision": ["fp32", "bf16 autocast"],
+                     "attention": "torch nn.MultiheadAttention (fused inference fast path)", "malloc": "glibc default"},
+            "batch_size": cfg.batch_size, "torch_threads": torch.get_num_threads(),
+            "process": "one fresh process per timed pass; model load and peer tar reading not timed",
+        },  # fmt: skip
+        "speed": measured["speed"],
+        "cross_check": measured["cross_check"],
+        "machine": machine_info(),
     }
     text = json.dumps(result, indent=2)
     if cfg.out:

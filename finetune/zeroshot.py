@@ -8,21 +8,20 @@ embeddings: logits = image_features @ weights.T.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm import tqdm
 
-from data_tools.loader import list_shards, make_loader, read_dataset_info
+from data_tools.loader import read_dataset_info
+from data_tools.loader_workers import auto_loader_workers
 from finetune.class_names import dataset_class_names, label_indices, sample_label
 from finetune.errors import FinetuneError
 from finetune.metrics import classification_report
 from finetune.templates import fill_template, load_templates, templates_for_source
-from pretrain.precision import autocast, choose_precision
+from pretrain.shard_encoding import ShardImageFeatures, precision_context, resolve_precision
 
 if TYPE_CHECKING:
     from pretrain.encoder import Encoder
@@ -77,54 +76,38 @@ def encode_labelled_images(
     label_field: str | None,
     batch_size: int = 128,
     max_samples: int | None = None,
-    num_workers: int = 2,
+    num_workers: int | None = None,
     progress: bool = False,
     precision: str = "fp32",
 ) -> EncodedImages:
     """Encode every image in the shards at `data` and read its class name.
 
     Fails after the first batch if no sample in it has a label, rather than
-    encoding a whole corpus that cannot be scored. `precision`: "fp32", "bf16"
-    (autocast; ~2.5x faster on CPUs with avx512_bf16) or "auto".
+    encoding a whole corpus that cannot be scored. `num_workers`: loader
+    processes (None: chosen for the machine, see `auto_loader_workers`).
+    `precision`: "fp32", "bf16" (autocast; ~2.8x faster on CPUs with
+    avx512_bf16) or "auto".
     """
-    shards = list_shards(data)
     info = read_dataset_info(data)
     dataset_classes = info.get("classes") or []
-    loader = make_loader(
-        shards, batch_size=batch_size, image_transform=encoder.preprocess, num_workers=num_workers, caption="first"
-    )
-    total = info.get("num_samples")
-    total = min(total, max_samples) if total and max_samples else (total or max_samples)
+    images = ShardImageFeatures(encoder, data, batch_size=batch_size, max_samples=max_samples,
+                                num_workers=num_workers, precision=precision, progress=progress,
+                                desc="zeroshot: encoding images")  # fmt: skip
     features: list[torch.Tensor] = []
     labels: list[str | None] = []
     keys: list[str] = []
-    compute = precision_context(encoder, precision)
-    with tqdm(total=total, desc="zeroshot: encoding images", unit="img", disable=not progress, leave=False) as bar:
-        for batch in loader:
-            take = len(batch["key"]) if max_samples is None else min(len(batch["key"]), max_samples - len(keys))
-            with compute():
-                image_features = encoder.encode_image(batch["image"][:take])
-            features.append(torch.nn.functional.normalize(image_features.float(), dim=-1))  # (B, D)
-            cls_indices = batch["label"].tolist()
-            labels += [
-                sample_label(meta, cls_indices[i], label_field, dataset_classes)
-                for i, meta in enumerate(batch["meta"][:take])
-            ]
-            keys += batch["key"][:take]
-            bar.update(take)
-            if all(label is None for label in labels):
-                raise FinetuneError(_no_labels_message(data, label_field, info, batch["meta"][0]))
-            if max_samples is not None and len(keys) >= max_samples:
-                break
+    for image_features, batch in images:
+        features.append(image_features)  # (B, D)
+        cls_indices = batch["label"].tolist()
+        labels += [
+            sample_label(meta, cls_indices[i], label_field, dataset_classes) for i, meta in enumerate(batch["meta"])
+        ]
+        keys += batch["key"]
+        if all(label is None for label in labels):
+            raise FinetuneError(_no_labels_message(data, label_field, info, batch["meta"][0]))
     if not keys:
         raise FinetuneError(f"no readable samples in {data}; check it with `clipline data inspect {data}`")
-    return EncodedImages(torch.cat(features), labels, keys, dict(getattr(loader, "skipped", {})))
-
-
-def precision_context(encoder: Encoder, precision: str) -> Callable[[], AbstractContextManager]:
-    """Autocast factory for `precision` ("auto": bf16 where the device runs it natively, else fp32)."""
-    device = getattr(encoder, "device", torch.device("cpu"))
-    return autocast(choose_precision(precision, device)[0], device)
+    return EncodedImages(torch.cat(features), labels, keys, images.skipped)
 
 
 def _no_labels_message(data: str | Path, label_field: str | None, info: dict, meta: dict) -> str:
@@ -167,8 +150,8 @@ class ZeroShotEvaluator:
     """Images per forward pass."""
     max_samples: int | None = None
     """Score only the first N samples (None: all)."""
-    num_workers: int = 2
-    """Loader worker processes."""
+    num_workers: int | None = None
+    """Loader worker processes (None: chosen for the machine, 0 on <= 2 cores)."""
     progress: bool = False
     """Show a progress bar on stderr."""
     precision: str = "fp32"
@@ -211,7 +194,8 @@ class ZeroShotEvaluator:
         if list(prompt_names) != list(classnames):
             report["prompt_names"] = dict(zip(classnames, prompt_names))
         report["unlabelled_skipped"] = len(encoded.labels) - len(keep)
-        report["precision"] = choose_precision(self.precision, getattr(encoder, "device", torch.device("cpu")))[0]
+        report["precision"] = resolve_precision(encoder, self.precision)
+        report["loader_workers"] = auto_loader_workers(self.num_workers)
         report["corrupt_skipped"] = encoded.skipped
         report["modality_gap"] = float((features.mean(0) - classifier.weights.mean(0)).norm())
         return ZeroShotResult(report, classifier, features, y_true, logits)

@@ -55,8 +55,9 @@ class ZeroShotCommand:
     """Directory for report.html and the PNGs (default: next to --out)."""
     max_samples: int | None = None
     """Score only the first N samples."""
-    num_workers: int = 2
-    """Loader worker processes decoding images."""
+    num_workers: int | None = None
+    """Loader worker processes decoding images; default: chosen for the machine (0 on <= 2 cores, where a
+    worker would only take time from the model's threads, else 2)."""
     projection: Literal["pca", "tsne"] = "pca"
     """2-D projection of the embedding map."""
     allow_resize: bool = False

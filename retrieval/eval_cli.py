@@ -47,8 +47,9 @@ class RetrievalEvalCommand:
     """Images per forward pass."""
     max_samples: int | None = None
     """Evaluate only the first N samples."""
-    num_workers: int = 2
-    """Loader worker processes decoding images."""
+    num_workers: int | None = None
+    """Loader worker processes decoding images; default: chosen for the machine (0 on <= 2 cores, where a
+    worker would only take time from the model's threads, else 2)."""
     allow_resize: bool = False
     """Accept shards whose image size differs from the model's (the eval transform rescales them)."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"

@@ -12,17 +12,15 @@ model whose scores are all equal gets recall ~0, not 1.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from tqdm import tqdm
 
-from data_tools.loader import list_shards, make_loader, read_dataset_info
-from pretrain.precision import autocast, choose_precision
+from data_tools.loader_workers import auto_loader_workers
+from pretrain.shard_encoding import ShardImageFeatures, precision_context, resolve_precision
 from retrieval.errors import RetrievalError
 
 if TYPE_CHECKING:
@@ -89,12 +87,6 @@ def retrieval_metrics(
     return report
 
 
-def precision_context(encoder: Encoder, precision: str) -> Callable[[], AbstractContextManager]:
-    """Autocast factory for `precision` ("auto": bf16 where the device runs it natively, else fp32)."""
-    device = getattr(encoder, "device", torch.device("cpu"))
-    return autocast(choose_precision(precision, device)[0], device)
-
-
 @dataclass(frozen=True)
 class CaptionedImages:
     features: torch.Tensor
@@ -119,36 +111,24 @@ def encode_captioned_images(
     captions: CaptionChoice = "all",
     batch_size: int = 128,
     max_samples: int | None = None,
-    num_workers: int = 2,
+    num_workers: int | None = None,
     progress: bool = False,
     precision: str = "fp32",
 ) -> CaptionedImages:
-    shards = list_shards(data)
-    loader = make_loader(
-        shards, batch_size=batch_size, image_transform=encoder.preprocess, num_workers=num_workers, caption="first"
-    )
-    total = read_dataset_info(data).get("num_samples")
-    total = min(total, max_samples) if total and max_samples else (total or max_samples)
+    """Encode every image in the shards at `data` and collect its captions (`num_workers` None: auto)."""
+    images = ShardImageFeatures(encoder, data, batch_size=batch_size, max_samples=max_samples,
+                                num_workers=num_workers, precision=precision, progress=progress,
+                                desc="eval retrieval: encoding images")  # fmt: skip
     features: list[torch.Tensor] = []
     per_image: list[list[str]] = []
     keys: list[str] = []
-    compute = precision_context(encoder, precision)
-    desc = "eval retrieval: encoding images"
-    with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False) as bar:
-        for batch in loader:
-            take = len(batch["key"]) if max_samples is None else min(len(batch["key"]), max_samples - len(keys))
-            with compute():
-                image_features = encoder.encode_image(batch["image"][:take])
-            features.append(torch.nn.functional.normalize(image_features.float(), dim=-1))  # (B, D)
-            pairs = zip(batch["caption"][:take], batch["meta"][:take])
-            per_image += [sample_captions(caption, meta, captions) for caption, meta in pairs]
-            keys += batch["key"][:take]
-            bar.update(take)
-            if max_samples is not None and len(keys) >= max_samples:
-                break
+    for image_features, batch in images:
+        features.append(image_features)  # (B, D)
+        per_image += [sample_captions(text, meta, captions) for text, meta in zip(batch["caption"], batch["meta"])]
+        keys += batch["key"]
     if not keys:
         raise RetrievalError(f"no readable samples in {data}; check it with `clipline data inspect {data}`")
-    return CaptionedImages(torch.cat(features), per_image, keys, dict(getattr(loader, "skipped", {})))
+    return CaptionedImages(torch.cat(features), per_image, keys, images.skipped)
 
 
 @dataclass(kw_only=True)
@@ -163,8 +143,8 @@ class RetrievalEvaluator:
     """Images per forward pass."""
     max_samples: int | None = None
     """Evaluate only the first N samples (None: all)."""
-    num_workers: int = 2
-    """Loader worker processes."""
+    num_workers: int | None = None
+    """Loader worker processes (None: chosen for the machine, 0 on <= 2 cores)."""
     progress: bool = False
     """Show a progress bar on stderr."""
     precision: str = "fp32"
@@ -191,7 +171,8 @@ class RetrievalEvaluator:
         text_features = torch.nn.functional.normalize(torch.cat(chunks).float(), dim=-1)  # (M, D)
         report: dict[str, Any] = dict(retrieval_metrics(images.features, text_features, pairs))
         report["captions"] = self.captions
-        report["precision"] = choose_precision(self.precision, getattr(encoder, "device", torch.device("cpu")))[0]
+        report["precision"] = resolve_precision(encoder, self.precision)
+        report["loader_workers"] = auto_loader_workers(self.num_workers)
         report["captions_per_image"] = round(len(pairs) / len(images.keys), 3)
         report["images_per_text"] = round(len(pairs) / len(texts), 3)
         report["corrupt_skipped"] = images.skipped
