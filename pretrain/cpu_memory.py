@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import platform
 
@@ -22,6 +23,7 @@ M_MMAP_MAX = -4
 TRIM_THRESHOLD_BYTES = 1 << 30
 
 
+@functools.cache  # a process-wide setting: applied once, however many callers ask (find_library is slow)
 def keep_freed_memory() -> bool:
     """Tune glibc malloc for repeated large allocations; False where not glibc (no-op)."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":

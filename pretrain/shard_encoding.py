@@ -20,7 +20,6 @@ and get the same speed-ups:
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -29,13 +28,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from data_tools.loader import list_shards, make_loader, read_dataset_info
+from data_tools.loader import make_loader
 from data_tools.loader_workers import auto_loader_workers
 from data_tools.thread_prefetch import prefetch_in_thread
 from pretrain.cpu_memory import keep_freed_memory
 from pretrain.precision import Precision, autocast, choose_precision
-
-_keep_freed_memory_once = functools.cache(keep_freed_memory)  # process-wide; find_library is slow
 
 
 def encoder_device(encoder: Any) -> torch.device:
@@ -66,9 +63,9 @@ class ShardImageFeatures:
         self.encoder, self.max_samples, self.precision = encoder, max_samples, precision
         self.progress, self.desc = progress, desc
         self.num_workers = auto_loader_workers(num_workers)
-        self.loader = make_loader(list_shards(data), batch_size=batch_size, image_transform=encoder.preprocess,
+        self.loader = make_loader(data, batch_size=batch_size, image_transform=encoder.preprocess,
                                   num_workers=self.num_workers, caption="first")  # fmt: skip
-        total = read_dataset_info(data).get("num_samples")
+        total = self.loader.num_samples  # from the dataset.json of the shards actually read
         self.total = min(total, max_samples) if total and max_samples else (total or max_samples)
 
     @property
@@ -79,7 +76,7 @@ class ShardImageFeatures:
         seen, limit = 0, self.max_samples
         compute = precision_context(self.encoder, self.precision)
         if encoder_device(self.encoder).type == "cpu":
-            _keep_freed_memory_once()
+            keep_freed_memory()
         bar = tqdm(total=self.total, desc=self.desc, unit="img", disable=not self.progress, leave=False)
         with bar, contextlib.closing(self._batches()) as batches:  # closing: stop the prefetch thread on break
             for batch in batches:
@@ -93,7 +90,6 @@ class ShardImageFeatures:
                 yield torch.nn.functional.normalize(features.float(), dim=-1), batch
                 if limit is not None and seen >= limit:
                     break
-
 
     def _batches(self) -> Iterator[dict[str, Any]]:
         """The loader's batches; decoded one ahead in a thread when there are no worker processes."""
