@@ -55,7 +55,7 @@ def save_checkpoint(run_dir: str | Path, *, step: int, state_dict: dict[str, tor
     info = {"format": FORMAT, "step": step, **model_info}
     (tmp / CONFIG_FILE).write_text(json.dumps(info, indent=2))
     if train_state is not None:
-        torch.save(train_state, tmp / TRAIN_STATE_FILE)
+        torch.save(_own_copies(train_state), tmp / TRAIN_STATE_FILE)
     _fsync_dir(tmp)
     if final.exists():  # re-saving a step (e.g. signal right after a periodic save)
         old = root / f".old-{final.name}-{os.getpid()}"
@@ -69,6 +69,23 @@ def save_checkpoint(run_dir: str | Path, *, step: int, state_dict: dict[str, tor
         for stale in list_checkpoints(run_dir)[:-keep_last]:
             shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def _own_copies(obj: Any) -> Any:
+    """`obj` with every tensor cloned to CPU, so no two saved tensors share memory.
+
+    torch.save refuses two storages at one address with different dtypes; a
+    CI run once hit that on the optimizer state (not reproduced in 40 local
+    runs). Fresh copies cannot alias; the optimizer state is small next to
+    the step itself.
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {key: _own_copies(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_own_copies(value) for value in obj)
+    return obj
 
 
 def _fsync_dir(path: Path) -> None:
