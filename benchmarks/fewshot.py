@@ -121,11 +121,15 @@ def wise_ft_image_curve(prep: Prepared, shots: Any, seed: int, alphas: list[floa
 
 
 def full_data(prep: Prepared, raw_dir: str) -> dict[str, Any]:
-    """Linear probe on all training features vs logistic regression on raw pixels (same solver, same sweep)."""
+    """Linear probe on all training features vs logistic regression on the same images' raw pixels (same solver, same sweep)."""
     task, split = make_task(prep, shots="all", seed=1)
     fitted, seconds = timed_fit(prep, "linear-probe", task, split)
     probe = evaluate(prep, fitted)
     train_px, train_y = raw_pixels(raw_dir, "train")
+    # the same training images as the probe (shard keys are train_<IDX index>), so only the features differ
+    pool = torch.tensor([int(prep.train.keys[i].rsplit("_", 1)[1]) for i in prep.train_rows.tolist()])
+    train_px, train_y = train_px[pool], train_y[pool]
+    assert torch.equal(train_y, prep.train_y), "the shards' labels must be the IDX labels of the same images"
     test_px, test_y = raw_pixels(raw_dir, "test")
     mean, std = train_px.mean(0), train_px.std(0).clamp(min=1e-3)
     standardise = lambda x: (x - mean) / std  # noqa: E731
