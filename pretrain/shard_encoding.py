@@ -63,8 +63,9 @@ class ShardImageFeatures:
         self.encoder, self.max_samples, self.precision = encoder, max_samples, precision
         self.progress, self.desc = progress, desc
         self.num_workers = auto_loader_workers(num_workers)
+        # rank 0 of 1: every sample, also when called from one rank of a distributed job (in-loop eval, embed)
         self.loader = make_loader(data, batch_size=batch_size, image_transform=encoder.preprocess,
-                                  num_workers=self.num_workers, caption="first")  # fmt: skip
+                                  num_workers=self.num_workers, caption="first", rank=0, world_size=1)
         total = self.loader.num_samples  # from the dataset.json of the shards actually read
         self.total = min(total, max_samples) if total and max_samples else (total or max_samples)
 

@@ -53,3 +53,11 @@ def test_bf16_is_applied_inside_the_forward_only(emoji_shards: Path) -> None:
 def test_default_workers_follow_the_machine(monkeypatch, emoji_shards: Path) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     assert ShardImageFeatures(RecordingEncoder(), emoji_shards, num_workers=None).num_workers == 0
+
+
+def test_one_rank_of_a_distributed_job_still_encodes_every_sample(monkeypatch, emoji_shards: Path) -> None:
+    # in-loop evaluation runs on rank 0 only and embedding splits shards itself: neither may get a rank's share
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    keys = [k for _, batch in ShardImageFeatures(RecordingEncoder(), emoji_shards, num_workers=0) for k in batch["key"]]
+    assert len(keys) == len(set(keys)) == 48
