@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -172,7 +173,9 @@ def timed_fit(prep: Prepared, method: str, task: FewShotTask, split: ShotSplit, 
 
 
 def _encode_with_tower(prep: Prepared, tower: torch.nn.Module) -> Tensor:
-    encoded = encode_shards(lambda images: F.normalize(tower(images), dim=-1), prep.encoder.preprocess, prep.eval_data)
+    tuned = SimpleNamespace(encode_image=lambda images: F.normalize(tower(images), dim=-1),
+                            preprocess=prep.encoder.preprocess, device=prep.encoder.device)
+    encoded = encode_shards(tuned, prep.eval_data)
     row_of = {key: i for i, key in enumerate(encoded.keys)}
     rows = [row_of[prep.eval.keys[i]] for i in prep.eval_rows.tolist()]
     return encoded.features[rows]

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
@@ -29,6 +29,14 @@ from finetune.errors import FinetuneError
 
 if TYPE_CHECKING:
     from pretrain.encoder import Encoder
+
+
+class ImageEncoder(Protocol):
+    """What feature encoding needs: `Encoder`, or a fine-tuned tower with the same preprocessing."""
+
+    preprocess: Callable[[Any], Tensor]
+
+    def encode_image(self, images: Tensor) -> Tensor: ...
 
 CACHE_VERSION = 2
 
@@ -82,20 +90,19 @@ def cached_features(encoder: Encoder, data_dir: str | Path, *, cache_dir: str | 
     path = cache / f"{cache_key(encoder.checkpoint_id, data_dir)}.pt"
     if path.exists():
         return FeatureSet(**torch.load(path, weights_only=True))
-    features = encode_shards(encoder.encode_image, encoder.preprocess, data_dir, batch_size=batch_size)
+    features = encode_shards(encoder, data_dir, batch_size=batch_size)
     write_atomic(path, lambda tmp: torch.save(vars(features), tmp))
     return features
 
 
-def encode_shards(
-    encode_image: Callable[[Tensor], Tensor],
-    transform: Callable[[Any], Tensor],
-    data_dir: str | Path,
-    *,
-    batch_size: int = 256,
-) -> FeatureSet:
-    """Encode every image in `data_dir` with `encode_image` ((B,3,H,W) -> (B,D) normalised)."""
+def encode_shards(encoder: ImageEncoder, data_dir: str | Path, *, batch_size: int = 256) -> FeatureSet:
+    """Encode every image in `data_dir` with `encoder.encode_image` (fp32, normalised).
+
+    The shared shard-encoding loop (pretrain.shard_encoding): loader workers
+    chosen for the machine, decoding overlapped with the model.
+    """
     from data_tools.loader import read_dataset_info
+    from pretrain.shard_encoding import ShardImageFeatures
 
     info = {k: v for k, v in read_dataset_info(data_dir).items() if k in ("classes", "label_fields", "source")}
     blocks: list[Tensor] = []
@@ -103,16 +110,15 @@ def encode_shards(
     metas: list[dict[str, Any]] = []
     cls: list[int] = []
     start = last = time.monotonic()
-    with torch.no_grad():
-        for batch in _batches(data_dir, transform, batch_size):
-            blocks.append(encode_image(batch["image"]).float())
-            keys += list(batch["key"])
-            metas += [{"label": m.get("label"), "labels": dict(m.get("labels") or {})} for m in batch["meta"]]
-            cls += batch["label"].tolist()
-            if time.monotonic() - last > 10:
-                last = time.monotonic()
-                rate = len(keys) / (last - start)
-                print(f"encoding {data_dir}: {len(keys)} images ({rate:.0f}/s)", file=sys.stderr, flush=True)
+    for features, batch in ShardImageFeatures(encoder, data_dir, batch_size=batch_size):
+        blocks.append(features)
+        keys += list(batch["key"])
+        metas += [{"label": m.get("label"), "labels": dict(m.get("labels") or {})} for m in batch["meta"]]
+        cls += batch["label"].tolist()
+        if time.monotonic() - last > 10:
+            last = time.monotonic()
+            rate = len(keys) / (last - start)
+            print(f"encoding {data_dir}: {len(keys)} images ({rate:.0f}/s)", file=sys.stderr, flush=True)
     if not keys:
         raise FinetuneError(f"no readable images in {data_dir}; check it with `clipline data inspect {data_dir}`")
     return FeatureSet(features=torch.cat(blocks), keys=keys, metas=metas, cls=cls, info=info)
@@ -140,9 +146,3 @@ def load_images(data_dir: str | Path, keys: list[str], transform: Callable[[Any]
     if missing:
         raise FinetuneError(f"{len(missing)} samples (e.g. {missing[0]!r}) vanished from {data_dir}; rebuild the cache")
     return torch.stack(out)  # type: ignore[arg-type]
-
-
-def _batches(data_dir: str | Path, transform: Callable[[Any], Tensor], batch_size: int):
-    from data_tools.loader import list_shards, make_loader
-
-    return make_loader(list_shards(data_dir), batch_size=batch_size, image_transform=transform, num_workers=1)

@@ -46,8 +46,9 @@ class EmbedConfig:
     """Samples per forward pass."""
     fp16: bool = False
     """Store embeddings as float16 (half the disk; index building converts back)."""
-    num_workers: int = 1
-    """Loader processes decoding images while the model runs (0 = decode in this process)."""
+    num_workers: int | None = None
+    """Loader processes decoding images while the model runs (0 = decode in this process; default: 0 on
+    <= 2 cores, where decoding then overlaps the model in a thread, else 2)."""
     device: str = "cpu"
     """Torch device for the model."""
 
@@ -87,13 +88,12 @@ def embed_shards(config: EmbedConfig, *, encoder: Encoder | None = None,
 
 def embed_shard(encoder: Encoder, shard: str, out: Path, part: str, config: EmbedConfig) -> int:
     """Embed one shard into `part`; returns the number of samples written."""
-    from data_tools.loader import make_loader
+    from pretrain.shard_encoding import ShardImageFeatures
 
-    loader = make_loader([shard], batch_size=config.batch_size, image_transform=encoder.preprocess,
-                         num_workers=config.num_workers, caption="first", rank=0, world_size=1)
     images, texts, keys, captions, metas = [], [], [], [], []
-    for batch in loader:
-        images.append(encoder.encode_image(batch["image"]).cpu().numpy())  # (B, D)
+    for features, batch in ShardImageFeatures(encoder, shard, batch_size=config.batch_size,
+                                              num_workers=config.num_workers):
+        images.append(features.cpu().numpy())  # (B, D)
         texts.append(encoder.encode_text(batch["caption"]).cpu().numpy())  # (B, D)
         keys += batch["key"]
         captions += batch["caption"]
