@@ -12,6 +12,10 @@ Four ways to score each ViT patch against a text embedding t (unit vector):
 - `gradcam`: Grad-CAM for the image-text cosine at the last block's input
   (the pooled class token sees the patches only through that block):
   relu(sum_c mean_p(d cos / d A_pc) * A_pc).
+- `rise`: RISE, random partial views: each pixel scores the mean image-text
+  cosine of the random coarse masks that kept it, minus the mean over all
+  masks (400 seeded masks on a 4 x 4 grid, hidden parts painted with the
+  background colour).
 - `occlusion`: how much the image-text cosine drops when a 2 x 2-patch window
   is painted over with the image's background colour, floored at 0, averaged
   over the windows covering each patch (one forward pass per window: model-
@@ -47,8 +51,8 @@ from finetune.report import write_json_atomic
 if TYPE_CHECKING:
     from pretrain.encoder import Encoder
 
-HeatmapMethod = Literal["value", "tokens", "gradcam", "occlusion"]
-METHODS: tuple[HeatmapMethod, ...] = ("value", "tokens", "gradcam", "occlusion")
+HeatmapMethod = Literal["value", "tokens", "gradcam", "occlusion", "rise"]
+METHODS: tuple[HeatmapMethod, ...] = ("value", "tokens", "gradcam", "occlusion", "rise")
 
 
 def _grid(visual: nn.Module, patches: Tensor) -> Tensor:
@@ -98,6 +102,8 @@ def patch_text_maps(model: nn.Module, images: Tensor, text_features: Tensor,
         return _gradcam(model, visual, images, text)
     if method == "occlusion":
         return _occlusion(model, visual, images, text)
+    if method == "rise":
+        return _rise(model, visual, images, text)
     with torch.no_grad():
         x = _before_last_block(visual, images)
         if method == "value":
@@ -139,8 +145,7 @@ def _occlusion(model: nn.Module, visual: nn.Module, images: Tensor, text: Tensor
     corners = [(r, c) for r in range(1 - size, gh) for c in range(1 - size, gw)]
     maps = []
     for image, target in zip(images, text):
-        border = torch.cat([image[:, 0], image[:, -1], image[:, :, 0], image[:, :, -1]], dim=1)  # (3, 2H+2W)
-        fill = border.median(dim=1).values[:, None, None]  # (3, 1, 1)
+        fill = _background_fill(image)
         variants = image.repeat(len(corners), 1, 1, 1)  # (K, 3, H, W): one copy per window
         for k, (row, col) in enumerate(corners):
             variants[k, :, max(row, 0) * ph : (row + size) * ph, max(col, 0) * pw : (col + size) * pw] = fill
@@ -152,6 +157,39 @@ def _occlusion(model: nn.Module, visual: nn.Module, images: Tensor, text: Tensor
         for drop, (row, col) in zip(drops, corners):
             total[max(row, 0) : row + size, max(col, 0) : col + size] += drop
         maps.append(total / size**2)
+    return torch.stack(maps)
+
+
+def _background_fill(image: Tensor) -> Tensor:
+    """(3, 1, 1): the median border pixel, so hidden regions look like empty background, not a grey object."""
+    border = torch.cat([image[:, 0], image[:, -1], image[:, :, 0], image[:, :, -1]], dim=1)  # (3, 2H+2W)
+    return border.median(dim=1).values[:, None, None]
+
+
+@torch.no_grad()
+def _rise(model: nn.Module, visual: nn.Module, images: Tensor, text: Tensor, masks: int = 400, cells: int = 4,
+          keep: float = 0.5, chunk: int = 200, seed: int = 0) -> Tensor:
+    # RISE (Petsiuk et al., 2018): show the model many random partial views (a coarse
+    # `cells` x `cells` grid of kept cells, upsampled smoothly and shifted by a random sub-cell
+    # offset, the rest painted with the background), and score each pixel by the mean cosine
+    # of the views that showed it minus the mean over all views. Every region is judged at
+    # many scales and in context, so large objects are found too (one small occluder barely
+    # moves their match). Seeded: the same image gives the same map.
+    _, height, width = images.shape[1:]
+    cell_h, cell_w = -(-height // cells), -(-width // cells)
+    generator = torch.Generator().manual_seed(seed)
+    grid = (torch.rand(masks, 1, cells + 1, cells + 1, generator=generator) < keep).float()
+    big = F.interpolate(grid, size=((cells + 1) * cell_h, (cells + 1) * cell_w), mode="bilinear", align_corners=False)
+    shifts = torch.randint(0, cell_h, (masks,), generator=generator), torch.randint(0, cell_w, (masks,), generator=generator)
+    views = torch.stack([big[k, 0, dy : dy + height, dx : dx + width] for k, (dy, dx) in enumerate(zip(*shifts))])
+    maps = []
+    for image, target in zip(images, text):
+        fill = _background_fill(image)
+        scores = torch.cat([
+            F.normalize(model.encode_image(image * part[:, None] + fill * (1 - part[:, None])).float(), dim=-1) @ target
+            for part in views.split(chunk)])  # (masks,)
+        heat = torch.einsum("k,khw->hw", scores - scores.mean(), views) / views.sum(dim=0).clamp_min(1e-6)
+        maps.append(F.adaptive_avg_pool2d(heat[None, None], visual.grid_size)[0, 0])  # onto the patch grid
     return torch.stack(maps)
 
 

@@ -60,6 +60,17 @@ def test_occlusion_scores_the_drop_when_a_patch_becomes_background() -> None:
     assert (patch_text_maps(model, blank, text, "occlusion") == 0).all()  # nothing to remove on a blank image
 
 
+@torch.no_grad()
+def test_rise_finds_the_region_the_match_depends_on_and_is_reproducible() -> None:
+    model = tiny_clip(2).eval()
+    image = torch.zeros(1, 3, 64, 64)
+    image[0, :, 16:32, 32:48] = RED  # patch (1, 2) of the 4 x 4 grid
+    text = torch.nn.functional.normalize(model.encode_image(image), dim=-1)
+    heat = patch_text_maps(model, image, text, "rise")[0]
+    assert heat.shape == (4, 4) and int(heat.argmax()) == 1 * 4 + 2
+    assert torch.equal(heat, patch_text_maps(model, image, text, "rise")[0])  # seeded masks
+
+
 def test_object_focus_and_overlay() -> None:
     image = Image.new("RGB", (64, 64), (255, 255, 255))
     image.paste((200, 30, 30), (8, 8, 32, 32))  # object in the top-left quarter-ish
@@ -81,7 +92,7 @@ def test_render_heatmaps_and_fusion_explanations(emoji_shards: Path, tmp_path: P
     assert (tmp_path / "maps" / "heatmaps.png").is_file()
     written = json.loads((tmp_path / "maps" / "heatmaps.json").read_text())
     assert written["samples"][0]["text"] == summary["samples"][0]["text"]
-    assert set(summary["mean_object_focus"]) == {"value", "tokens", "gradcam", "occlusion"}
+    assert set(summary["mean_object_focus"]) == {"value", "tokens", "gradcam", "occlusion", "rise"}
     for fusion in ("gated", "attention"):
         out = tmp_path / fusion
         train_fusion(checkpoint=str(run), train_data=str(emoji_shards), eval_data=str(emoji_shards), out=str(out),
