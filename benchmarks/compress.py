@@ -12,19 +12,17 @@ JSON object (with CPU flags and versions). Never asserts on time.
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
 from jsonargparse import ArgumentParser
 
 from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
 from finetune.compress_table import CompressConfig, compression_table, markdown_table
+from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 
 
 @dataclass(kw_only=True)
@@ -43,13 +41,6 @@ class BenchPaths:
     """torch threads for the timing (0: torch's default)."""
 
 
-def cpu_flags() -> list[str]:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
-    return [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8") if f in flags]
-
-
 def main() -> None:
     parser = ArgumentParser(prog="benchmarks/compress.py", description=__doc__.splitlines()[0])
     add_dataclass_flags(parser, BenchPaths)
@@ -65,9 +56,7 @@ def main() -> None:
                                   log=lambda line: print(line, file=sys.stderr, flush=True))  # stdout: the JSON
     result: dict[str, Any] = {
         "benchmark": "compress",
-        "environment": {"cpu": platform.processor() or platform.machine(), "cpu_flags": cpu_flags(),
-                        "threads": torch.get_num_threads(), "torch": torch.__version__,
-                        "open_clip": open_clip.__version__, "python": platform.python_version()},
+        "environment": machine_info(("torch", "open_clip_torch"), threads=torch.get_num_threads()),
         **table,
         "markdown": markdown_table(table),
     }

@@ -15,8 +15,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -45,7 +43,7 @@ from finetune.sweep import METRICS, run_grid, summarise
 from finetune.task import FewShotTask
 from finetune.wise_ft import WiseFtConfig
 from pretrain.encoder import Encoder
-from pretrain.precision import cpu_flags
+from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 
 
 @dataclass(kw_only=True)
@@ -231,12 +229,8 @@ def imbalanced_split(labels: torch.Tensor, counts: dict[int, int], seed: int) ->
 
 
 def environment(encoder: Encoder) -> dict[str, Any]:
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
-    return {
-        "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(), "cpu_flags": sorted(f for f in cpu_flags() if f in wanted),
-        "checkpoint_id": encoder.checkpoint_id, "model": encoder.config.get("model_name"),
-    }
+    return {**machine_info(("torch", "open_clip_torch"), threads=torch.get_num_threads()),
+            "checkpoint_id": encoder.checkpoint_id, "model": encoder.config.get("model_name")}
 
 
 def main(argv: list[str] | None = None) -> None:

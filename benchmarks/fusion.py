@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import platform
 import random
 import tarfile
 import tempfile
@@ -25,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
 from jsonargparse import ArgumentParser
 
@@ -35,6 +33,7 @@ from data_tools.sources.fashion_mnist import fashion_captions
 from data_tools.tar_samples import iter_tar_samples
 from finetune.fusion.config import FusionConfig
 from finetune.fusion.run import train_fusion
+from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 
 FUSIONS = ("attention", "image", "text", "concat", "gated")  # attention first: its cache holds the tokens too
 
@@ -131,24 +130,12 @@ def compare_heads(checkpoint: str, train: str, eval_data: str, tasks: str, cfg: 
     return results
 
 
-def environment() -> dict[str, Any]:
-    flags = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        lines = cpuinfo.read_text().splitlines()
-        flags = next((line.split(":", 1)[1] for line in lines if line.startswith("flags")), "")
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
-    return {"cpu": platform.processor() or platform.machine(), "cpu_flags": [f for f in wanted if f in flags.split()],
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "open_clip": open_clip.__version__,
-            "python": platform.python_version()}
-
-
 def main() -> None:
     parser = ArgumentParser(prog="benchmarks/fusion.py", description=BenchConfig.__doc__)
     add_dataclass_flags(parser, BenchConfig)
     cfg = dataclass_from_namespace(BenchConfig, parser.parse_args())
     torch.manual_seed(cfg.seed)
-    result: dict[str, Any] = {"benchmark": "fusion", "environment": environment(), "checkpoint": cfg.checkpoint,
+    result: dict[str, Any] = {"benchmark": "fusion", "environment": machine_info(("torch", "open_clip_torch"), threads=torch.get_num_threads()), "checkpoint": cfg.checkpoint,
                               "epochs": cfg.epochs, "modality_dropout": cfg.modality_dropout, "towers": "frozen"}
     with tempfile.TemporaryDirectory(prefix="fusion-bench-") as tmp:
         work = Path(tmp)

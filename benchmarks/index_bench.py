@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from retrieval.index_build import IndexBuildConfig, build_index  # noqa: E402
 from retrieval.index_store import load_index  # noqa: E402
 from retrieval.index_tune import recall_at_k, single_query_latencies  # noqa: E402
 from retrieval.metadata import metadata_row, write_metadata  # noqa: E402
+from machine import machine_info  # noqa: E402  (benchmarks/machine.py, this script's folder)
 
 K = 10
 PART_ROWS = 125_000
@@ -170,14 +170,8 @@ def run_autofaiss(python: str, emb_dir: Path, work: Path, queries: np.ndarray, m
 
 
 def environment() -> dict:
-    flags = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags = {f for f in line.split(":")[1].split() if f.startswith(("avx", "sse4", "fma"))}
-            break
-    return {"cpu": platform.processor() or platform.machine(), "cpu_flags": sorted(flags),
-            "threads": faiss.omp_get_max_threads(), "faiss": faiss.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "faiss_simd": faiss.get_compile_options()}
+    return {**machine_info(("faiss-cpu", "numpy"), threads=faiss.omp_get_max_threads()),
+            "faiss_simd": faiss.get_compile_options()}
 
 
 def main() -> None:

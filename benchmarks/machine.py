@@ -6,11 +6,14 @@ import os
 import platform
 from importlib import metadata
 
-FLAGS_THAT_MATTER = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+FLAGS_THAT_MATTER = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16",
+                     "amx_int8")
 
 
-def machine_info(packages: tuple[str, ...] = ("torch", "open_clip_torch", "webdataset")) -> dict:
-    """CPU model, speed-relevant CPU flags, cores, Python and package versions (JSON-ready)."""
+def machine_info(packages: tuple[str, ...] = ("torch", "open_clip_torch", "webdataset"), *,
+                 threads: int | None = None) -> dict:
+    """CPU model, speed-relevant CPU flags, cores, Python and package versions (JSON-ready); `threads`: the
+    compute threads the benchmark ran with (torch's or faiss's), when it says."""
     flags, model = set(), ""
     with open("/proc/cpuinfo", encoding="utf-8") as handle:
         for line in handle:
@@ -24,5 +27,6 @@ def machine_info(packages: tuple[str, ...] = ("torch", "open_clip_torch", "webda
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    return {"cpu": model, "cpu_count": os.cpu_count(), "cpu_flags": [f for f in FLAGS_THAT_MATTER if f in flags],
+    info = {"cpu": model, "cpu_count": os.cpu_count(), "cpu_flags": [f for f in FLAGS_THAT_MATTER if f in flags],
             "python": platform.python_version(), "versions": versions}
+    return info if threads is None else {**info, "threads": threads}

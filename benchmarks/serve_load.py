@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import socket
 import statistics
@@ -222,17 +221,6 @@ def tiled_index(emb_dir: str, n: int, noise: float, work: Path) -> Path:
     return out_index
 
 
-def cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return sorted(flags & {"avx", "avx2", "avx512f", "avx512bw", "avx512_vnni", "amx_tile", "fma", "f16c"})
-    except OSError:
-        pass
-    return []
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("indices", nargs="+", help="NAME=INDEX_DIR, one per index to load-test")
@@ -250,10 +238,8 @@ def main() -> None:
     if args.clients > 64 or args.seconds > 600:
         parser.error("bounded by design: at most 64 clients and 600 s")
 
-    import faiss
-    import fastapi
     import torch
-    import uvicorn
+    from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 
     results: dict[str, list[dict]] = {}
     sizes: dict[str, dict] = {}
@@ -277,9 +263,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "serve_load", "clients": args.clients, "seconds": args.seconds, "k": args.k,
         "indices": sizes, "results": results,
-        "machine": {"cpus": os.cpu_count(), "cpu_flags": cpu_flags(), "python": platform.python_version(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "faiss": faiss.__version__,
-                    "fastapi": fastapi.__version__, "uvicorn": uvicorn.__version__},
+        "machine": machine_info(("torch", "faiss-cpu", "fastapi", "uvicorn"), threads=torch.get_num_threads()),
         "note": "clients run in this process on the same cores as the server",
     }))
 

@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import os
-import platform
 import subprocess
 import statistics
 import sys
@@ -198,15 +197,9 @@ def flops_per_step(model_name: str, train_data: Path, batch_size: int, dynamic_p
 
 
 def environment(threads: int) -> dict[str, Any]:
-    import open_clip
-    import webdataset
+    from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 
-    from pretrain.precision import cpu_flags
-
-    flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma")))
-    return {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "cpu_flags": flags, "torch_threads": threads, "python": platform.python_version(),
-            "torch": torch.__version__, "open_clip": open_clip.__version__, "webdataset": webdataset.__version__}
+    return machine_info(("torch", "open_clip_torch", "webdataset"), threads=threads)
 
 
 # Our optimisations, switched on one at a time (each run adds one to the one before).
