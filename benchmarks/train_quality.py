@@ -80,7 +80,8 @@ def run_peer_recipe(name: str, *, train_data: str, budget_min: float, batch_size
 
     model, extra = PEER_RECIPES[name]
     _, num_samples = shard_pattern(Path(train_data))
-    steps_per_epoch = math.ceil(math.ceil(num_samples / batch_size) / workers) * workers
+    loaders = max(workers, 1)  # open_clip_train rounds an epoch up to whole batches per worker; 0 = one loader
+    steps_per_epoch = math.ceil(math.ceil(num_samples / batch_size) / loaders) * loaders
     calibration = StepClock(stop_after=CALIBRATION_STEPS)
     run_peer(peer_argv(model=model, train_data=Path(train_data), batch_size=batch_size, workers=workers,
                        epochs=100, lr=1e-3, warmup=100, logs=work, name=f"{name}-calibration", extra=extra),
