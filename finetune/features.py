@@ -38,6 +38,7 @@ class ImageEncoder(Protocol):
 
     def encode_image(self, images: Tensor) -> Tensor: ...
 
+
 CACHE_VERSION = 2
 
 

@@ -83,6 +83,8 @@ def _own_copies(obj: Any) -> Any:
         return obj.detach().to("cpu", copy=True)
     if isinstance(obj, dict):
         return {key: _own_copies(value) for key, value in obj.items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a named tuple takes its fields positionally
+        return type(obj)(*(_own_copies(value) for value in obj))
     if isinstance(obj, (list, tuple)):
         return type(obj)(_own_copies(value) for value in obj)
     return obj

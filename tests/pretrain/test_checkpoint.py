@@ -59,6 +59,19 @@ def test_keep_last_prunes_older_checkpoints(tmp_path: Path) -> None:
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step_00000002", "step_00000003"]
 
 
+def test_train_state_with_aliased_tensors_saves_and_reloads_equal(tmp_path: Path) -> None:
+    # torch.save alone refuses one memory block seen as two dtypes; the train state is saved from copies
+    steps = torch.arange(4, dtype=torch.float32)
+    state = {"optimizer": {"state": {0: {"step": steps, "bits": steps.view(torch.int32)}}}, "rng": (steps[1:],)}
+    with pytest.raises(RuntimeError, match="different types"):
+        torch.save(state, tmp_path / "plain.pt")
+    ckpt = checkpoint.save_checkpoint(tmp_path, step=1, state_dict={"w": torch.ones(2)}, model_info={},
+                                      train_state=state)
+    loaded = checkpoint.read_train_state(ckpt)
+    assert torch.equal(loaded["optimizer"]["state"][0]["bits"], steps.view(torch.int32))
+    assert torch.equal(loaded["rng"][0], steps[1:]) and isinstance(loaded["rng"], tuple)
+
+
 def test_encoder_load_matches_the_trained_model(saved: tuple) -> None:
     towers, run = saved
     encoder = Encoder.load(run)
