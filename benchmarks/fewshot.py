@@ -119,7 +119,10 @@ def wise_ft_image_curve(prep: Prepared, shots: Any, seed: int, alphas: list[floa
 
 
 def full_data(prep: Prepared, raw_dir: str) -> dict[str, Any]:
-    """Linear probe on all training features vs logistic regression on the same images' raw pixels (same solver, same sweep)."""
+    """Linear probe on all training features vs logistic regression on the same images' raw pixels.
+
+    Same solver and regularisation sweep for both.
+    """
     task, split = make_task(prep, shots="all", seed=1)
     fitted, seconds = timed_fit(prep, "linear-probe", task, split)
     probe = evaluate(prep, fitted)
