@@ -22,6 +22,7 @@ from pretrain.run_log import read_metrics
 from pretrain.teacher import image_adapter
 from pretrain.train import Trainer, train
 from tests.pretrain.distributed_helper import global_batches, save_teacher
+from tests.pretrain.test_train import debug_config
 
 DISTILL_OPTIONS = ["temperature=2", "kl_weight=0.7", "feature_weight=0.4"]
 
@@ -47,10 +48,6 @@ def emoji_batch(emoji_shards: Path) -> dict:
     loader = make_loader(emoji_shards, batch_size=8, image_transform=transform,
                          tokenize=open_clip.get_tokenizer("clip-tiny-64"), num_workers=0, caption="first")
     return next(iter(loader))
-
-
-def debug_config(out: Path, *extra: str):
-    return apply_overrides(named_config("tiny-debug"), [f"out={out}", "threads=1", *extra])
 
 
 def split(batch: dict, parts: int) -> list[dict]:
