@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_quality import evaluate  # noqa: E402
 from train_throughput import environment  # noqa: E402
 
 
@@ -74,15 +75,9 @@ def best_rate(work: Any, count: int, repeats: int) -> float:
 
 
 def profile(encoder: Any, images: torch.Tensor, captions: list[str], *, val_data: str, repeats: int) -> dict:
-    from finetune.zeroshot import ZeroShotEvaluator
-    from retrieval.evaluate import RetrievalEvaluator
-
     params = sum(p.numel() for p in encoder.model.parameters())
     image_params = sum(p.numel() for p in encoder.model.visual.parameters())
-    metrics: dict[str, float] = {}
-    for evaluator in (ZeroShotEvaluator(data=val_data, label_field="category", num_workers=0),
-                      RetrievalEvaluator(data=val_data, captions="first", num_workers=0)):
-        metrics.update(dict(evaluator.run(encoder)))
+    metrics = evaluate(encoder, val_data, label_field="category")
     return {
         "model": encoder.config["model_name"], "embed_dim": encoder.embed_dim,
         "params": params, "image_tower_params": image_params, "other_params": params - image_params,

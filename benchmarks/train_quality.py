@@ -47,13 +47,14 @@ PEER_RECIPES = {
 CALIBRATION_STEPS = 12
 
 
-def evaluate(encoder: Any, val_data: str) -> dict[str, float]:
+def evaluate(encoder: Any, val_data: str, label_field: str | None = None) -> dict[str, float]:
+    """Val image<->text R@1/R@5 (first caption) and zero-shot top-1 (classes, or `label_field`)."""
     from finetune.zeroshot import ZeroShotEvaluator
     from retrieval.evaluate import RetrievalEvaluator
 
     metrics: dict[str, float] = {}
     for evaluator in (RetrievalEvaluator(data=val_data, captions="first", num_workers=0),
-                      ZeroShotEvaluator(data=val_data, num_workers=0)):
+                      ZeroShotEvaluator(data=val_data, label_field=label_field, num_workers=0)):
         metrics.update(dict(evaluator.run(encoder)))
     keep = ("retrieval/image_to_text_R@1", "retrieval/text_to_image_R@1", "retrieval/image_to_text_R@5",
             "retrieval/text_to_image_R@5", "zeroshot/top1")
