@@ -182,13 +182,14 @@ def _rise(model: nn.Module, visual: nn.Module, images: Tensor, text: Tensor, mas
     big = F.interpolate(grid, size=((cells + 1) * cell_h, (cells + 1) * cell_w), mode="bilinear", align_corners=False)
     shifts = torch.randint(0, cell_h, (masks,), generator=generator), torch.randint(0, cell_w, (masks,), generator=generator)
     views = torch.stack([big[k, 0, dy : dy + height, dx : dx + width] for k, (dy, dx) in enumerate(zip(*shifts))])
+    coverage = views.sum(dim=0).clamp_min(1e-6)  # (H, W): how much the views showed each pixel (any image)
     maps = []
     for image, target in zip(images, text):
         fill = _background_fill(image)
         scores = torch.cat([
             F.normalize(model.encode_image(image * part[:, None] + fill * (1 - part[:, None])).float(), dim=-1) @ target
             for part in views.split(chunk)])  # (masks,)
-        heat = torch.einsum("k,khw->hw", scores - scores.mean(), views) / views.sum(dim=0).clamp_min(1e-6)
+        heat = torch.einsum("k,khw->hw", scores - scores.mean(), views) / coverage
         maps.append(F.adaptive_avg_pool2d(heat[None, None], visual.grid_size)[0, 0])  # onto the patch grid
     return torch.stack(maps)
 
