@@ -29,7 +29,7 @@ from jsonargparse import ArgumentParser
 
 from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
 from data_tools.loader import list_shards, read_dataset_info
-from data_tools.sources.fashion_mnist import fashion_captions
+from data_tools.sources.fashion_captions import class_captions
 from data_tools.tar_samples import iter_tar_samples
 from finetune.fusion.config import FusionConfig
 from finetune.fusion.run import train_fusion
@@ -89,7 +89,7 @@ def noisy_caption_shards(source: str, out: Path, *, count: int, noise: float, se
                     shown = rng.choice([c for c in classes if c != shown])
                     flipped += 1
                 # a random template for every sample, so the wording carries no hint of a flip
-                caption = rng.choice(fashion_captions(shown))
+                caption = rng.choice(class_captions(shown))
                 meta["caption"], meta["captions"] = caption, [caption]
                 for ext, data in ((e, sample[e]) for e in ("jpg", "png") if e in sample):
                     _add(tar, f"{sample['__key__']}.{ext}", data)

@@ -21,6 +21,9 @@ class SourceOptions:
     """emoji: concept (val concepts unseen in train) | vendor (google train, twitter val)."""
     val_fraction: float = 0.2
     """emoji --split-by concept: share of concepts in val."""
+    captions: str = "class"
+    """fashion-mnist: class (templates around the class name) | retail (shop-listing names such as
+    "jumper" or "chinos" and the item's tone; never the class names)."""
     path: Path | None = None
     """fashion-mnist: directory with the IDX .gz files (default /usr/share/datasets/fashion-mnist)."""
     image_column: str = "image"
@@ -38,6 +41,8 @@ def load_source(spec: str, options: SourceOptions) -> SourceData:
         raise DataError(f"source {kind} takes no :PATH (use --path for fashion-mnist); got {spec!r}")
     if kind not in ("emoji", "fashion-mnist") and options.split is not None:
         raise DataError(f"--split applies to emoji and fashion-mnist only, not {kind!r}")
+    if kind != "fashion-mnist" and options.captions != "class":
+        raise DataError(f"--captions applies to fashion-mnist only, not {kind!r}")
     if kind == "emoji":
         from data_tools.sources.emoji import EmojiOptions, load_emoji
 
@@ -46,7 +51,7 @@ def load_source(spec: str, options: SourceOptions) -> SourceData:
     if kind == "fashion-mnist":
         from data_tools.sources.fashion_mnist import load_fashion_mnist
 
-        return load_fashion_mnist(options.split or "train", options.path, name=spec)
+        return load_fashion_mnist(options.split or "train", options.path, name=spec, captions=options.captions)
     if kind in ("folder", "csv", "jsonl", "parquet"):
         if not rest:
             raise DataError(f"source {kind}: needs a path, e.g. {kind}:/data/my_{kind}")

@@ -8,28 +8,10 @@ from pathlib import Path
 
 from data_tools.errors import DataError
 from data_tools.records import RawPixels, SourceData, SourceRecord
+from data_tools.sources.fashion_captions import CAPTION_STYLES, CLASSES, class_captions, retail_captions
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
-CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FILES = {"train": "train", "test": "t10k"}
-TEMPLATES = (
-    "a photo of {article} {name}",
-    "{article} {name}",
-    "a black and white photo of {article} {name}",
-    "a low resolution photo of {article} {name}",
-    "a product photo of {article} {name}",
-)
-
-
-def caption_name(class_name: str) -> str:
-    """Class name as it reads in a sentence: "T-shirt/top" -> "t-shirt or top"."""
-    return class_name.lower().replace("/", " or ")
-
-
-def fashion_captions(class_name: str) -> tuple[str, ...]:
-    name = caption_name(class_name)
-    article = "an" if name[0] in "aeiou" else "a"
-    return tuple(t.format(article=article, name=name) for t in TEMPLATES)
 
 
 def _open_idx(directory: Path, stem: str) -> bytes:
@@ -64,9 +46,14 @@ def read_idx(data: bytes, expected_dims: int, name: str) -> tuple[tuple[int, ...
     return shape, payload
 
 
-def load_fashion_mnist(split: str = "train", path: Path | None = None, name: str = "fashion-mnist") -> SourceData:
+def load_fashion_mnist(
+    split: str = "train", path: Path | None = None, name: str = "fashion-mnist", captions: str = "class"
+) -> SourceData:
+    """Records of one split; `captions` is a style from fashion_captions (class | retail)."""
     if split not in FILES:
         raise DataError(f"fashion-mnist --split must be 'train' or 'test', got {split!r}")
+    if captions not in CAPTION_STYLES:
+        raise DataError(f"fashion-mnist --captions must be one of {' | '.join(CAPTION_STYLES)}, got {captions!r}")
     directory = Path(path) if path is not None else DEFAULT_DIR
     stem = FILES[split]
     (count, height, width), pixels = read_idx(_open_idx(directory, f"{stem}-images-idx3-ubyte"), 3, f"{stem}-images")
@@ -79,12 +66,14 @@ def load_fashion_mnist(split: str = "train", path: Path | None = None, name: str
         cls = labels[index]
         if cls >= len(CLASSES):
             raise DataError(f"{stem}-labels: label {cls} at {index} is not one of the 10 classes")
+        key, image = f"{split}_{index:05d}", pixels[index * step : (index + 1) * step]
+        texts = class_captions(CLASSES[cls]) if captions == "class" else retail_captions(CLASSES[cls], image, key)
         records.append(
             SourceRecord(
-                key=f"{split}_{index:05d}",
-                captions=fashion_captions(CLASSES[cls]),
+                key=key,
+                captions=texts,
                 source=f"fashion-mnist/{stem}:{index}",
-                pixels=RawPixels(mode="L", width=width, height=height, data=pixels[index * step : (index + 1) * step]),
+                pixels=RawPixels(mode="L", width=width, height=height, data=image),
                 label=CLASSES[cls],
                 cls=cls,
                 labels={"class": CLASSES[cls]},
@@ -95,5 +84,5 @@ def load_fashion_mnist(split: str = "train", path: Path | None = None, name: str
         records=records,
         classes=list(CLASSES),
         label_fields={"class": list(CLASSES)},
-        details={"split": split, "path": str(directory)},
+        details={"split": split, "path": str(directory), "captions": captions},
     )

@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+import re
 import struct
 import tarfile
 from pathlib import Path
@@ -15,10 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_tools.build import BuildConfig, build_shards
+from data_tools.errors import DataError
 from data_tools.loader import list_shards, read_dataset_info
 from data_tools.sample_fields import ParsedSample, parse_sample
 from data_tools.sources import SourceOptions, load_source
 from data_tools.sources.emoji import is_val_concept
+from data_tools.sources.fashion_captions import RETAIL_NAMES
 from data_tools.tar_samples import iter_tar_samples
 from tests.data_tools.conftest import COLOURS, image_bytes, write_image
 
@@ -157,6 +160,43 @@ def test_fashion_mnist_from_synthetic_idx(tmp_path: Path) -> None:
     assert samples[1].captions[0] == "a photo of an ankle boot"
     assert [s.image.getpixel((16, 16))[0] for s in samples] == pytest.approx([0, 128, 255], abs=3)
     assert samples[1].image.mode == "RGB" and samples[1].image.size == (32, 32)
+
+
+def test_fashion_mnist_retail_captions_never_name_the_class(tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    labels = bytes(range(10)) * 3
+    # ink levels 60 / 120 / 250: Fashion-MNIST negates intensities, so bright ink was dark cloth
+    pixels = b"".join(bytes([0] * 400 + [value] * 384) for value in [60] * 10 + [120] * 10 + [250] * 10)
+    _write_idx(idx / "train-images-idx3-ubyte.gz", (30, 28, 28), pixels)
+    _write_idx(idx / "train-labels-idx1-ubyte.gz", (30,), labels)
+    options = SourceOptions(path=idx, captions="retail")
+    info, samples = build_and_read("fashion-mnist", tmp_path / "out", options, image_size=32)
+    assert info["build"]["captions"] == "retail" and [s.label for s in samples] == list(range(10)) * 3
+    label_words = {"t-shirt", "top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                   "ankle", "boot"}
+    for sample in samples:
+        assert len(sample.captions) == 3
+        for caption in sample.captions:
+            assert not label_words & set(caption.replace(",", " ").split()), caption
+            assert sample.meta["label"] not in caption
+            names = RETAIL_NAMES[sample.meta["label"]]
+            assert any(name in caption for name in names), caption
+    shades = [{w for c in s.captions for w in c.replace(",", " ").split()} & {"light", "grey", "dark"} for s in samples]
+    for shade, expected in zip(shades, ["light"] * 10 + ["grey"] * 10 + ["dark"] * 10):
+        assert shade <= {expected}  # some templates leave the tone out
+    assert sum(bool(shade) for shade in shades) >= 20
+    # seeded by the sample key: a rebuild writes the same captions
+    _, again = build_and_read("fashion-mnist", tmp_path / "again", options, image_size=32)
+    assert [s.captions for s in again] == [s.captions for s in samples]
+    assert len({c for s in samples for c in s.captions}) > 30  # not one caption per class
+
+
+def test_captions_option_is_for_fashion_mnist_only(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="--captions applies to fashion-mnist only"):
+        load_source(f"folder:{tmp_path}", SourceOptions(captions="retail"))
+    with pytest.raises(DataError, match=re.escape("--captions must be one of class | retail")):
+        load_source("fashion-mnist", SourceOptions(captions="web"))
 
 
 def _fake_emoji_package(cache: Path, vendor: str, entries: list[dict]) -> None:
