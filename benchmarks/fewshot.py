@@ -3,13 +3,15 @@
 1. Fashion-MNIST test: zero-shot, then every method at 1/4/16 shots x 3 seeds
    (mean and std over seeds), full fine-tuning as the reference, and the fit
    time per method at the largest shot count.
-2. Full data: the linear probe on all 60k training features vs logistic
-   regression on the raw 28x28 pixels (the floor the representation must clear).
+2. Full data: the linear probe on all training features (`--full-data-train`, e.g.
+   all 60k) vs logistic regression on the same images' raw 28x28 pixels (the floor
+   the representation must clear).
 3. Emoji categories with a 10:1 imbalanced train split (alternate categories
    keep 1/ratio of the majority count), with and without each imbalance option.
 
     flock /tmp/clipline-cpu.lock .venv/bin/python benchmarks/fewshot.py --checkpoint RUN \\
-        --fm-train FM_TRAIN --fm-test FM_TEST --emoji-train EMOJI_TRAIN --emoji-eval EMOJI_VAL
+        --fm-train FM_TRAIN --fm-test FM_TEST --emoji-train EMOJI_TRAIN --emoji-eval EMOJI_VAL \\
+        [--full-data-train ALL_FM_TRAIN]
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class BenchConfig:
     each alpha re-encodes the test set. Empty: skip."""
     full_data: bool = True
     """Also fit the linear probe on all training features and compare it with raw-pixel regression."""
+    full_data_train: str | None = None
+    """Fashion-MNIST train shards for that full-data comparison (e.g. all 60k); default: `fm_train`."""
     raw_pixels: str = "/usr/share/datasets/fashion-mnist"
     """Directory with the Fashion-MNIST IDX files for the raw-pixel baseline."""
     imbalance_ratio: int = 10
@@ -104,7 +108,9 @@ def fashion_mnist(cfg: BenchConfig, encoder: Encoder) -> dict[str, Any]:
         alphas = [float(a) for a in cfg.wise_ft_image_alphas.split(",")]
         result["wise_ft_image_curve"] = wise_ft_image_curve(prep, top, seeds[0], alphas)
     if cfg.full_data:
-        result["full_data"] = full_data(prep, cfg.raw_pixels)
+        full = prep if cfg.full_data_train in (None, cfg.fm_train) else prepare(
+            encoder, train_data=cfg.full_data_train, eval_data=cfg.fm_test, feature_cache=cfg.feature_cache)
+        result["full_data"] = {"num_train": len(full.train_y), **full_data(full, cfg.raw_pixels)}
     return result
 
 
