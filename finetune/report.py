@@ -39,6 +39,12 @@ def _write_text_atomic(path: Path, text: str) -> Path:
     return path
 
 
+def heading(report: dict[str, Any]) -> str:
+    """"Zero-shot", or the adapter that classified (e.g. "tip-adapter-f 16-shot")."""
+    adapter = report.get("adapter")
+    return f"{adapter['method']} {adapter['shots']}-shot" if adapter else "Zero-shot"
+
+
 def write_zeroshot_report(
     result: ZeroShotResult,
     out: Path,
@@ -54,13 +60,14 @@ def write_zeroshot_report(
     stem = out.stem
     report = result.report
     classnames = report["classes"]
+    kind = heading(report)
     written: dict[str, Path] = {}
     written["confusion"] = confusion_matrix_png(
         report["confusion"], classnames, pictures_dir / f"{stem}_confusion.png",
-        title=f"Zero-shot confusion (top-1 {report['top1']:.1%}, n={report['n']})",
+        title=f"{kind} confusion (top-1 {report['top1']:.1%}, n={report['n']})",
     )  # fmt: skip
     written["recall"] = per_class_recall_png(
-        report, pictures_dir / f"{stem}_recall.png", title="Zero-shot recall per class"
+        report, pictures_dir / f"{stem}_recall.png", title=f"{kind} recall per class"
     )
     num_classes = len(classnames)
     written["embedding"] = embedding_map_png(
@@ -105,7 +112,7 @@ def render_html(payload: dict[str, Any], pictures: dict[str, Path], html_dir: Pa
         )
     )  # fmt: skip
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Zero-shot report</title>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(heading(payload))} report</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
 .cards {{ display: flex; gap: 1em; flex-wrap: wrap; }}
@@ -115,7 +122,7 @@ table {{ border-collapse: collapse; margin: 1em 0; }}
 td, th {{ border-bottom: 1px solid #eee; padding: .25em .8em; text-align: left; }}
 figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; border: 1px solid #eee; }} figcaption {{ color: #555; }}
 </style></head><body>
-<h1>Zero-shot classification</h1>
+<h1>{esc(heading(payload))} classification</h1>
 <p>{payload['n']} images, {payload['num_classes']} classes (chance {_pct(chance)}).</p>
 <div class="cards">{headline}</div>
 <h2>Run</h2><table>{context_rows}</table>

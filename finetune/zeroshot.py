@@ -24,6 +24,7 @@ from finetune.templates import fill_template, load_templates, templates_for_sour
 from pretrain.shard_encoding import ShardImageFeatures, precision_context, resolve_precision
 
 if TYPE_CHECKING:
+    from finetune.adapter_io import AdapterPredictor
     from pretrain.encoder import Encoder
 
 __all__ = ["ZeroShotClassifier", "ZeroShotEvaluator", "ZeroShotResult", "encode_labelled_images"]
@@ -158,6 +159,9 @@ class ZeroShotEvaluator:
     """fp32, bf16 (autocast) or auto (bf16 where the hardware runs it natively)."""
     name: str = "zeroshot"
     """Prefix of the yielded metric names."""
+    adapter: AdapterPredictor | None = None
+    """Classify with this adapter (`finetune.adapter_io.load_adapter`) instead of the prompts: its image
+    features and head, its classes. The prompt classifier is still built, for the embedding map."""
 
     def run(self, encoder: Encoder) -> Iterator[tuple[str, float]]:
         report = self.evaluate(encoder).report
@@ -176,20 +180,33 @@ class ZeroShotEvaluator:
         declared = dataset_class_names(info, self.label_field, data=str(self.data))
         template_name, templates = self.resolve_templates(info)
         encoded = encode_labelled_images(
-            encoder, self.data, label_field=self.label_field, batch_size=self.batch_size,
+            self.adapter or encoder, self.data, label_field=self.label_field, batch_size=self.batch_size,
             max_samples=self.max_samples, num_workers=self.num_workers, progress=self.progress,
             precision=self.precision,
         )  # fmt: skip
         keep = [i for i, label in enumerate(encoded.labels) if label is not None]
         labels = [encoded.labels[i] for i in keep]
-        classnames = self.classnames or declared or sorted(set(labels))
+        if self.adapter is not None:
+            classnames = self.adapter.classnames
+            unseen = sorted(set(labels) - set(classnames))
+            if unseen:
+                raise FinetuneError(
+                    f"{self.data} has classes the adapter was not trained on: {', '.join(map(repr, unseen[:5]))}; "
+                    f"the adapter knows {len(classnames)} classes ({', '.join(classnames[:5])}, ...)"
+                )
+        else:
+            classnames = self.classnames or declared or sorted(set(labels))
         y_true = torch.tensor(label_indices(labels, classnames, data=str(self.data)))  # (N,)
         prompt_names = self.prompt_names if self.classnames and self.prompt_names else classnames
         with precision_context(encoder, self.precision)():
             classifier = ZeroShotClassifier.build(encoder, prompt_names, templates)
         features = encoded.features[keep]  # (N, D)
-        logits = classifier.logits(features)  # (N, C)
+        logits = (self.adapter or classifier).logits(features)  # (N, C)
         report = classification_report(y_true, scores=logits, classnames=classnames)
+        if self.adapter is not None:
+            prompts = classification_report(y_true, scores=classifier.logits(features), classnames=classnames)
+            report["adapter"] = {key: self.adapter.config.get(key) for key in ("method", "shots", "seed")}
+            report["adapter"]["prompts_top1"] = prompts["top1"]  # what the prompts alone score on the same images
         report["templates"] = {"name": template_name, "count": len(templates), "examples": templates[:3]}
         if list(prompt_names) != list(classnames):
             report["prompt_names"] = dict(zip(classnames, prompt_names))

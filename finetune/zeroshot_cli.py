@@ -2,6 +2,7 @@
 
     clipline zeroshot --checkpoint RUN --data DIR --out report.json
     clipline zeroshot --model ViT-B-32 --pretrained epoch_10.pt --data DIR --out report.json
+    clipline zeroshot --checkpoint RUN --adapter RUN2 --data DIR --out report.json   # a few-shot adapter
 
 Writes report.json (DESIGN.md "Reports") and, next to it, report.html with a
 confusion matrix, per-class recall chart and an embedding map.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +43,9 @@ class ZeroShotCommand:
     """open_clip model name, instead of --checkpoint (e.g. ViT-B-32)."""
     pretrained: str | None = None
     """Weights for --model: a file (e.g. open_clip_train's epoch_N.pt); none: random init."""
+    adapter: str | None = None
+    """Adapter directory written by `clipline finetune METHOD --out RUN2`: classify with it instead of the
+    prompts alone (its classes; needs the --checkpoint it was trained on)."""
     classes: str | None = None
     """Class names file: one per line, a JSON list, or a JSON object {label name: prompt name}; default: the
     shards' dataset.json."""
@@ -72,6 +76,10 @@ def run_zeroshot(cmd: ZeroShotCommand) -> dict[str, Path]:
     from finetune.report import write_zeroshot_report
     from finetune.zeroshot import ZeroShotEvaluator
 
+    if cmd.adapter and (cmd.model or not cmd.checkpoint):
+        raise FinetuneError("--adapter needs the --checkpoint it was trained on (not --model)")
+    if cmd.adapter and cmd.classes:
+        raise FinetuneError("--classes cannot be combined with --adapter: the adapter's classes are fixed")
     info = read_dataset_info(cmd.data)
     classnames, prompt_names = read_class_file(cmd.classes) if cmd.classes else (None, None)
     evaluator = ZeroShotEvaluator(
@@ -84,6 +92,12 @@ def run_zeroshot(cmd: ZeroShotCommand) -> dict[str, Path]:
     print(f"zeroshot: loading {cmd.checkpoint or cmd.model}", file=sys.stderr)
     encoder = open_encoder(cmd.checkpoint, cmd.model, cmd.pretrained)
     check_image_size(encoder, info, cmd.data, cmd.allow_resize)
+    if cmd.adapter:
+        from finetune.adapter_io import load_adapter
+
+        adapter = load_adapter(cmd.adapter, encoder)  # refuses an adapter of another checkpoint
+        label_field = cmd.label_field or adapter.config.get("label_field")  # what it was trained to predict
+        evaluator = replace(evaluator, adapter=adapter, label_field=label_field)
     start = time.perf_counter()
     result = evaluator.evaluate(encoder)
     seconds = time.perf_counter() - start
@@ -94,7 +108,8 @@ def run_zeroshot(cmd: ZeroShotCommand) -> dict[str, Path]:
         "pretrained": cmd.pretrained,
         "checkpoint_id": encoder.checkpoint_id,
         "data": cmd.data,
-        "label_field": cmd.label_field,
+        "label_field": evaluator.label_field,
+        "adapter": cmd.adapter,
         "class_source": cmd.classes
         or ("dataset.json" if info.get("classes") or info.get("label_fields") else "labels"),
         "seconds": round(seconds, 2),
@@ -106,6 +121,10 @@ def run_zeroshot(cmd: ZeroShotCommand) -> dict[str, Path]:
         context=context, projection=cmd.projection,
     )  # fmt: skip
     report = result.report
+    if "adapter" in report:
+        a = report["adapter"]
+        print(f"zeroshot: adapter {a['method']} ({a['shots']}-shot, seed {a['seed']}); the prompts alone: "
+              f"top1 {a['prompts_top1']:.1%}")
     print(
         f"zeroshot: top1 {report['top1']:.1%}  top5 {report['top5']:.1%}  mean per-class recall "
         f"{report['mean_per_class_recall']:.1%}  macro F1 {report['macro_f1']:.1%}  "

@@ -130,3 +130,39 @@ def test_full_finetune_saves_the_tuned_tower_and_predicts_with_it(setup: dict[st
     truth = torch.tensor([CLASSES.index(name) for name in encoded.labels])
     top1 = (predictor.logits(encoded.features).argmax(1) == truth).float().mean().item()
     assert top1 == pytest.approx(report["result"]["top1"])
+
+
+def test_zeroshot_command_predicts_with_a_saved_adapter(setup: dict[str, str], capsys) -> None:  # noqa: ANN001
+    from clipline.cli import main as clipline_main
+
+    adapter = Path(setup["root"]) / "probe-for-zeroshot"
+    main(["linear-probe", *common(setup, str(adapter)), "--shots", "4", "--seed", "3"])
+    trained = json.loads((adapter / "report.json").read_text())
+    capsys.readouterr()
+    out = Path(setup["root"]) / "adapter-report" / "r.json"
+    base = ["zeroshot", "--data", setup["eval"], "--out", str(out), "--num-workers", "0"]
+    clipline_main([*base, "--checkpoint", setup["run"], "--adapter", str(adapter)])
+    stdout = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    # the adapter's own evaluation at training time, reproduced through `clipline zeroshot`
+    assert report["top1"] == pytest.approx(trained["result"]["top1"])
+    assert report["macro_f1"] == pytest.approx(trained["result"]["macro_f1"])
+    assert report["adapter"]["method"] == "linear-probe" and report["adapter"]["shots"] == 4
+    assert report["adapter"]["prompts_top1"] == pytest.approx(trained["zeroshot"]["top1"])
+    assert "adapter linear-probe (4-shot, seed 3)" in stdout
+    assert "<h1>linear-probe 4-shot classification</h1>" in (out.parent / "r.html").read_text()
+
+    def failing(argv: list[str]) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            clipline_main([*base, *argv])
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert exit_info.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err
+        return lines[0]
+
+    assert "trained on checkpoint" in failing(["--checkpoint", setup["other_run"], "--adapter", str(adapter)])
+    assert "needs the --checkpoint" in failing(["--model", "fake", "--adapter", str(adapter)])
+    assert "not an adapter directory" in failing(["--checkpoint", setup["run"], "--adapter", setup["train"]])
+    extra = write_shards(Path(setup["root"]) / "eval-purple", [*CLASSES, "purple"], per_class=2)
+    err = failing(["--checkpoint", setup["run"], "--adapter", str(adapter), "--data", str(extra)])
+    assert "classes the adapter was not trained on: 'purple'" in err
