@@ -162,6 +162,8 @@ def test_zeroshot_command_predicts_with_a_saved_adapter(setup: dict[str, str], c
 
     assert "trained on checkpoint" in failing(["--checkpoint", setup["other_run"], "--adapter", str(adapter)])
     assert "needs the --checkpoint" in failing(["--model", "fake", "--adapter", str(adapter)])
+    assert "cannot be combined with --adapter" in failing(
+        ["--checkpoint", setup["run"], "--adapter", str(adapter), "--classes", setup["train"]])
     assert "not an adapter directory" in failing(["--checkpoint", setup["run"], "--adapter", setup["train"]])
     extra = write_shards(Path(setup["root"]) / "eval-purple", [*CLASSES, "purple"], per_class=2)
     err = failing(["--checkpoint", setup["run"], "--adapter", str(adapter), "--data", str(extra)])
