@@ -1,33 +1,34 @@
-"""Quality at a fixed wall-clock budget: our recipes against open_clip_train's, same data and model size.
+"""Quality at a fixed compute budget: our recipes against open_clip_train's, same val data and model size.
 
-Every recipe trains on the emoji train split for the same budget (minutes of
-wall clock on this machine), then is scored on the val split, whose concepts
-never appear in training (split by concept): image->text and text->image
-R@1 (retrieval.evaluate.RetrievalEvaluator, first caption) and category
-zero-shot top-1 (finetune.zeroshot.ZeroShotEvaluator). Evaluation time is not
-part of the budget.
+Every recipe trains for the same budget (minutes of this machine), then is
+scored on the emoji val split, whose concepts never appear in training (split
+by concept): image->text and text->image R@1/R@5 (first caption; captions
+shared by several images count as CLIP_benchmark does) and category zero-shot
+top-1, plus Fashion-MNIST test zero-shot (`--fmnist_test`: transfer to another
+drawing style). Evaluation time is not part of the budget.
 
-open_clip_train gets its schedule sized to the budget: a short calibration
-run measures its steps/s, its epochs are set so its cosine ends when the
-budget does, and the run is stopped at the budget in any case. It uses the
-same learning rate, warm-up, weight decay, batch and bf16 autocast as ours.
+The budget is wall clock (`--budget_min`), or, with `--step_rates`, the steps
+that budget buys on a quiet machine (rate x budget): a recipe's steps/s comes
+from `--calibrate` (a short timed run of each recipe, machine otherwise idle),
+so long runs can share the machine without changing what they learn.
 
-Recipes:
-  ours_default          the default config (pretrain.config.DEFAULT_CONFIG)
-  ours_tiny             clip-tiny-64 from scratch
-  ours_lit_locked       emoji-lit-minilm: tiny ViT, MiniLM text tower locked
-  ours_lit_tuned        emoji-lit-minilm with the last 2 MiniLM layers trained too
-  ours_lit_locked_pd50  emoji-lit-minilm with FLIP patch dropout 0.5
-  open_clip_train_tiny  clip-tiny-64 from scratch
-  open_clip_train_lit   clip-tiny-64-minilm with the text tower locked (--lock-text, LayerNorm frozen too)
+open_clip_train gets its schedule sized to the budget (epochs so its cosine ends
+with it) and is stopped at the budget; it uses our warm-up, weight decay, batch
+and bf16 autocast (`amp_bf16`, its best CPU precision) and trains on the plain
+emoji train split (`--train_data`). Recipe names take `@key=value` suffixes:
+`@lr=5e-4` (either side) and any of our config overrides (`@loss.positives=group`).
 
-Prints one JSON object.
+Recipes (ours: pretrain config + overrides + which shards under --data_root):
+  see RECIPES below; peers: open_clip_train_tiny, open_clip_train_lit.
+
+Prints one JSON object (and writes it to `--out` after every run).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -44,11 +45,28 @@ PEER_RECIPES = {
     "open_clip_train_tiny": ("clip-tiny-64", []),
     "open_clip_train_lit": ("clip-tiny-64-minilm", ["--lock-text", "--lock-text-freeze-layer-norm"]),
 }
-CALIBRATION_STEPS = 12
+LIT = "emoji-lit-minilm"
+# name -> (named config, overrides, train shards under --data_root ("" = --train_data))
+RECIPES: dict[str, tuple[str, list[str], str]] = {
+    "ours_default": ("", [], ""),  # pretrain.config.DEFAULT_CONFIG as it stands
+    "ours_tiny": ("tiny", [], ""),
+    "ours_lit": (LIT, [], ""),
+    "ours_lit_group": (LIT, ["loss.positives=group"], ""),
+    "ours_lit_rich": (LIT, [], "emoji-train-rich"),
+    "ours_lit_4v": (LIT, [], "emoji-train-4v"),
+    "ours_lit_aug": (LIT, ["crop_scale_min=0.5", "color_jitter=0.3", "grayscale_prob=0.1"], ""),
+    "ours_lit_unlock2": (LIT, ["lock_text_unlocked_layers=2"], ""),
+    "ours_lit_rn": ("emoji-lit-rn", [], ""),
+    "ours_lit_siglip": (LIT, ["loss.kind=siglip"], ""),
+    "ours_lit_b512": (LIT, ["accum_steps=4"], ""),
+}
+CALIBRATION_STEPS, CALIBRATION_WARMUP = 40, 10
 
 
-def evaluate(encoder: Any, val_data: str, label_field: str | None = None) -> dict[str, float]:
-    """Val image<->text R@1/R@5 (first caption) and zero-shot top-1 (classes, or `label_field`)."""
+def evaluate(encoder: Any, val_data: str, label_field: str | None = None,
+             fmnist_test: str | None = None) -> dict[str, float]:
+    """Val image<->text R@1/R@5 (first caption), zero-shot top-1 (classes, or `label_field`), and
+    Fashion-MNIST test zero-shot when given."""
     from finetune.zeroshot import ZeroShotEvaluator
     from retrieval.evaluate import RetrievalEvaluator
 
@@ -58,78 +76,145 @@ def evaluate(encoder: Any, val_data: str, label_field: str | None = None) -> dic
         metrics.update(dict(evaluator.run(encoder)))
     keep = ("retrieval/image_to_text_R@1", "retrieval/text_to_image_R@1", "retrieval/image_to_text_R@5",
             "retrieval/text_to_image_R@5", "zeroshot/top1")
-    return {k: metrics[k] for k in keep if k in metrics}
+    scores = {k: metrics[k] for k in keep if k in metrics}
+    if fmnist_test:
+        scores["fmnist_zeroshot/top1"] = dict(ZeroShotEvaluator(data=fmnist_test, num_workers=0).run(encoder))[
+            "zeroshot/top1"]
+    return scores
 
 
-def run_ours(config_name: str, *, train_data: str, budget_min: float, work: Path, options: list[str]) -> dict:
-    from pretrain.config import apply_overrides, named_config
+def split_name(name: str) -> tuple[str, list[str]]:
+    """'ours_lit@lr=5e-4@seed=1' -> ('ours_lit', ['lr=5e-4', 'seed=1'])."""
+    base, *options = name.split("@")
+    return base, options
+
+
+def run_ours(name: str, *, train_data: str, data_root: Path, budget_min: float, steps: int | None, seed: int,
+             work: Path, clock: StepClock | None = None) -> dict:
+    from pretrain.config import DEFAULT_CONFIG, apply_overrides, named_config
     from pretrain.encoder import Encoder
     from pretrain.train import train
 
-    config = apply_overrides(named_config(config_name), [
-        f"train_data={train_data}", f"time_budget_min={budget_min}", "steps=1000000", f"out={work / config_name}",
-        "progress=false", "checkpoint_every=1000000", "eval_every=0", *options])
+    base, suffix = split_name(name)
+    config_name, options, shards = RECIPES[base]
+    budget = ["steps=1000000", f"time_budget_min={budget_min}"] if steps is None else \
+        [f"steps={steps}", "time_budget_min=null"]
+    config = apply_overrides(named_config(config_name or DEFAULT_CONFIG), [
+        f"train_data={data_root / shards if shards else train_data}", *budget, f"out={work / name}",
+        "progress=false", "checkpoint_every=1000000", "eval_every=0", f"seed={seed}", *options, *suffix])
     started = time.perf_counter()
-    result = train(config)
-    return {"encoder": Encoder.load(result.run_dir), "steps": result.step, "seconds": time.perf_counter() - started,
-            "config": config_name, "options": options}
+    result = train(config) if clock is None else _until_clock(train, config, clock)
+    return {"encoder": Encoder.load(result.run_dir) if result else None, "steps": result.step if result else 0,
+            "seconds": time.perf_counter() - started, "config": config.name,
+            "train_data": config.data.train_data, "options": [*options, *suffix]}
 
 
-def run_peer_recipe(name: str, *, train_data: str, budget_min: float, batch_size: int, workers: int,
-                    work: Path) -> dict:
+def _until_clock(train: Any, config: Any, clock: StepClock) -> None:
+    from train_throughput import EnoughSteps
+
+    try:
+        with clock:
+            train(config)
+    except EnoughSteps:
+        pass
+
+
+def run_peer_recipe(name: str, *, train_data: str, budget_min: float, steps: int | None, seed: int,
+                    batch_size: int, workers: int, work: Path, clock: StepClock | None = None) -> dict:
     from pretrain.encoder import Encoder
 
-    model, extra = PEER_RECIPES[name]
+    base, suffix = split_name(name)
+    options = dict(option.split("=", 1) for option in suffix)
+    lr = float(options.get("lr", 1e-3))
+    model, extra = PEER_RECIPES[base]
+    extra = [*extra, "--seed", str(seed)]
     _, num_samples = shard_pattern(Path(train_data))
     loaders = max(workers, 1)  # open_clip_train rounds an epoch up to whole batches per worker; 0 = one loader
     steps_per_epoch = math.ceil(math.ceil(num_samples / batch_size) / loaders) * loaders
-    calibration = StepClock(stop_after=CALIBRATION_STEPS)
-    run_peer(peer_argv(model=model, train_data=Path(train_data), batch_size=batch_size, workers=workers,
-                       epochs=100, lr=1e-3, warmup=100, logs=work, name=f"{name}-calibration", extra=extra),
-             calibration)
-    rate = calibration.steps_per_s(warmup=4)
-    epochs = max(1, round(budget_min * 60 * rate / steps_per_epoch))
-    clock = StepClock(stop_after_s=budget_min * 60)
+    argv = dict(model=model, train_data=Path(train_data), batch_size=batch_size, workers=workers, lr=lr,
+                warmup=100, logs=work, extra=extra)
+    if clock is not None:  # calibration
+        run_peer(peer_argv(**argv, epochs=100, name=f"{name}-calibration"), clock)
+        return {}
+    if steps is None:
+        calibration = StepClock(stop_after=CALIBRATION_STEPS)
+        run_peer(peer_argv(**argv, epochs=100, name=f"{name}-calibration"), calibration)
+        steps = round(budget_min * 60 * calibration.steps_per_s(warmup=CALIBRATION_WARMUP))
+        stop = StepClock(stop_after_s=budget_min * 60)
+    else:
+        stop = StepClock(stop_after=steps)
+    epochs = max(1, round(steps / steps_per_epoch))
     started = time.perf_counter()
-    built = run_peer(peer_argv(model=model, train_data=Path(train_data), batch_size=batch_size, workers=workers,
-                               epochs=epochs, lr=1e-3, warmup=100, logs=work, name=name, extra=extra), clock)
-    seconds = time.perf_counter() - started
+    built = run_peer(peer_argv(**argv, epochs=epochs, name=f"{name}-{seed}"), stop)
     encoder = Encoder.from_model(built["model"], model_name=model)
-    return {"encoder": encoder, "steps": len(clock.times), "seconds": seconds, "epochs_scheduled": epochs,
-            "calibrated_steps_per_s": rate}
+    return {"encoder": encoder, "steps": len(stop.times), "seconds": time.perf_counter() - started,
+            "epochs_scheduled": epochs, "lr": lr}
 
 
-def measure(train_data: str, val_data: str, *, budget_min: float = 10.0, batch_size: int = 128,
-            workers: int = 1, recipes: list[str] | None = None) -> dict[str, Any]:
-    """Train each recipe for `budget_min` minutes and score it on the unseen-concept val split."""
-    from pretrain.config import DEFAULT_CONFIG
+def summarise(runs: list[dict]) -> dict[str, Any]:
+    """Mean and spread (max - min) of every metric over a recipe's seeds."""
+    metrics = [k for k in runs[0] if k.startswith(("retrieval/", "zeroshot/", "fmnist_")) or k == "steps"]
+    summary: dict[str, Any] = {}
+    for key in metrics:
+        values = [run[key] for run in runs]
+        summary[key] = {"mean": statistics.fmean(values), "spread": max(values) - min(values), "values": values}
+    return summary
 
+
+def measure(train_data: str, val_data: str, *, data_root: str = "runs/demo/data", fmnist_test: str | None = None,
+            budget_min: float = 10.0, step_rates: dict[str, float] | None = None, seeds: list[int] = (0,),
+            batch_size: int = 128, workers: int = 0, recipes: list[str] | None = None, calibrate: bool = False,
+            out: str | None = None) -> dict[str, Any]:
+    """Train each recipe for `budget_min` minutes per seed and score it on the unseen-concept val split;
+    with `calibrate`, only time CALIBRATION_STEPS steps of each and report its steps/s."""
     patch_open_clip_train_webdataset()
     threads = torch.get_num_threads()
     work = Path(tempfile.mkdtemp(prefix="quality-"))
-    common = [f"batch_size={batch_size}", f"workers={workers}"]
-    ours = {"ours_default": (DEFAULT_CONFIG, common), "ours_tiny": ("tiny", common),
-            "ours_lit_locked": ("emoji-lit-minilm", common),
-            "ours_lit_tuned": ("emoji-lit-minilm", [*common, "lock_text_unlocked_layers=2"]),
-            "ours_lit_locked_pd50": ("emoji-lit-minilm", [*common, "patch_dropout=0.5"])}
-    recipes = recipes or ["ours_default", "ours_tiny", *PEER_RECIPES]
-    results: dict[str, Any] = {}
-    unknown = [n for n in recipes if n not in ours and n not in PEER_RECIPES]
+    recipes = recipes or ["ours_default", "open_clip_train_lit"]
+    unknown = [n for n in recipes if split_name(n)[0] not in RECIPES and split_name(n)[0] not in PEER_RECIPES]
     if unknown:
-        raise SystemExit(f"unknown recipes {unknown}: choose from {', '.join([*ours, *PEER_RECIPES])}")
+        raise SystemExit(f"unknown recipes {unknown}: choose from {', '.join([*RECIPES, *PEER_RECIPES])}")
+    report: dict[str, Any] = {"budget_min": budget_min, "step_rates": step_rates, "batch_size": batch_size,
+                              "workers": workers, "train_data": train_data, "val_data": val_data,
+                              "fmnist_test": fmnist_test, "seeds": list(seeds), "recipes": {},
+                              "environment": environment(threads)}
     for name in recipes:
-        if name in ours:
-            run = run_ours(ours[name][0], train_data=train_data, budget_min=budget_min, work=work,
-                           options=ours[name][1])
-        else:
-            run = run_peer_recipe(name, train_data=train_data, budget_min=budget_min, batch_size=batch_size,
-                                  workers=workers, work=work)
-        torch.set_num_threads(threads)
-        encoder = run.pop("encoder")
-        results[name] = {**run, **evaluate(encoder, val_data)}
-        print(f"{name}: {json.dumps(results[name])}", file=sys.stderr)
-    return {"budget_min": budget_min, "batch_size": batch_size, "workers": workers, "train_data": train_data,
-            "val_data": val_data, "recipes": results, "environment": environment(threads)}
+        is_ours = split_name(name)[0] in RECIPES
+        common = dict(train_data=train_data, budget_min=budget_min, work=work)
+        if calibrate:
+            clock = StepClock(stop_after=CALIBRATION_STEPS)
+            if is_ours:
+                run_ours(name, data_root=Path(data_root), steps=None, seed=0, clock=clock, **common)
+            else:
+                run_peer_recipe(name, steps=None, seed=0, batch_size=batch_size, workers=workers, clock=clock,
+                                **common)
+            torch.set_num_threads(threads)
+            report["recipes"][name] = {"steps_per_s": clock.steps_per_s(warmup=CALIBRATION_WARMUP)}
+            print(f"{name}: {json.dumps(report['recipes'][name])}", file=sys.stderr)
+            continue
+        steps = round(step_rates[name] * budget_min * 60) if step_rates and name in step_rates else None
+        runs = []
+        for seed in seeds:
+            if is_ours:
+                run = run_ours(name, data_root=Path(data_root), steps=steps, seed=seed, **common)
+            else:
+                run = run_peer_recipe(name, steps=steps, seed=seed, batch_size=batch_size, workers=workers, **common)
+            torch.set_num_threads(threads)
+            encoder = run.pop("encoder")
+            runs.append({**run, "seed": seed, **evaluate(encoder, val_data, fmnist_test=fmnist_test)})
+            print(f"{name} seed {seed}: {json.dumps(runs[-1])}", file=sys.stderr)
+        report["recipes"][name] = {"runs": runs, "summary": summarise(runs)}
+        if out:
+            _write(out, report)
+    if out:
+        _write(out, report)
+    return report
+
+
+def _write(path: str, report: dict[str, Any]) -> None:
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

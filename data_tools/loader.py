@@ -10,13 +10,20 @@ exactly once per epoch across all ranks and workers; a rank or worker that gets 
 shard (fewer shards than ranks x workers) yields nothing and ends at once, it never
 waits. Ranks can therefore see different numbers of batches: for DDP training use
 `resampled=True`, which draws shards with replacement forever (each rank/worker with
-its own seeded stream), and stop after a fixed number of steps.
+its own seeded stream), and stop after a fixed number of steps. Resampling can weight the
+sources of a `a::b` spec (`source_weights`, as open_clip's --train-data-upsampling-factors):
+a shard is drawn with probability proportional to its samples times its source's weight, so
+weights 3,1 draw each sample of `a` three times as often as each sample of `b`.
+
+Each batch carries `group` (B,) int ids: samples of one concept (the json `concept`, else the
+same first caption) share an id, for multi-positive contrastive losses.
 
 Corrupt samples and tars are skipped, logged and counted (`loader.skipped`), never raised.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -105,6 +112,8 @@ class _Spec:
     """Everything a pipeline stage needs; frozen and picklable for worker processes."""
 
     shards: tuple[str, ...]
+    shard_weights: tuple[float, ...] | None
+    """Resampling weight of each shard (None: uniform)."""
     batch_size: int
     shuffle: bool
     shuffle_buffer: int
@@ -132,7 +141,10 @@ class _ShardSource:
         if spec.resampled:
             rng = spec.rng("resample")
             while True:
-                yield rng.choice(spec.shards)
+                if spec.shard_weights is None:
+                    yield rng.choice(spec.shards)
+                else:
+                    yield from rng.choices(spec.shards, weights=spec.shard_weights, k=64)
         order = list(spec.shards)
         if spec.shuffle:
             # same permutation on every rank (no rank/worker in the seed) so the split stays disjoint
@@ -200,7 +212,15 @@ class _Decode:
                 continue
             captions = parsed.captions
             caption = captions[0] if self.spec.caption == "first" else rng.choice(captions)
-            yield {"image": tensor, "caption": caption, "key": parsed.key, "label": parsed.label, "meta": parsed.meta}
+            yield {"image": tensor, "caption": caption, "key": parsed.key, "label": parsed.label, "meta": parsed.meta,
+                   "group": concept_id(parsed.meta, captions[0])}
+
+
+def concept_id(meta: dict, first_caption: str) -> int:
+    """A stable int64 id of the sample's concept: its json `concept`, else its first caption."""
+    concept = meta.get("concept")
+    name = f"concept:{concept}" if isinstance(concept, str) and concept else f"caption:{first_caption}"
+    return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
 
 
 class _Batch:
@@ -233,6 +253,7 @@ class _Batch:
             "caption": captions,
             "key": [s["key"] for s in batch],
             "label": torch.tensor([s["label"] for s in batch], dtype=torch.long),  # (B,)
+            "group": torch.tensor([s["group"] for s in batch], dtype=torch.long),  # (B,)
             "meta": [s["meta"] for s in batch],
         }
 
@@ -284,6 +305,26 @@ def _count_samples(shards: tuple[str, ...]) -> int | None:
     return sum(counts[s] for s in shards)
 
 
+def shard_weights(spec: str | Path, source_weights: tuple[float, ...]) -> tuple[str, tuple[float, ...]]:
+    """The shards of a `a::b` spec and each one's resampling weight: its source's weight times its
+    samples (from dataset.json; 1 per shard when a count is unknown)."""
+    parts = str(spec).split(SOURCE_SEPARATOR)
+    if len(parts) != len(source_weights):
+        raise DataError(f"{len(source_weights)} source weights for {len(parts)} sources in {spec!r}: "
+                        "give one weight per `::`-separated source")
+    if any(not (w >= 0) for w in source_weights) or not any(w > 0 for w in source_weights):
+        raise DataError(f"source weights must be >= 0 and not all 0, got {','.join(map(str, source_weights))}")
+    shards: list[str] = []
+    weights: list[float] = []
+    for part, weight in zip(parts, source_weights):
+        part_shards = list_shards(part)
+        counts = {s: _count_samples((s,)) for s in part_shards}
+        known = all(c is not None for c in counts.values())
+        shards += part_shards
+        weights += [weight * (counts[s] if known else 1) for s in part_shards]
+    return tuple(shards), tuple(weights)
+
+
 def _expand_shards(shards: str | Path | list[str]) -> tuple[str, ...]:
     expanded = list_shards(shards) if isinstance(shards, (str, Path)) else [str(s) for s in shards]
     if not expanded:
@@ -307,21 +348,31 @@ def make_loader(
     drop_last: bool = False,
     rank: int | None = None,
     world_size: int | None = None,
+    source_weights: tuple[float, ...] | None = None,
 ) -> ShardLoader:
     """A streaming loader over `shards` (a spec as `list_shards` takes, or a list of tars).
 
     Yields dicts: `image` (B,3,H,W) float, `text` (B,L) long if `tokenize` else list[str],
     `caption`, `key`, `label` (B,) long (-1 without .cls), `meta` (the .json dicts).
     `caption="random"` picks one of the stored caption variants per sample (training);
-    `"first"` uses the .txt caption (evaluation). See the module docstring for splitting.
+    `"first"` uses the .txt caption (evaluation). `source_weights` (one per `::` source of a
+    string spec; needs `resampled`) weights the sources. See the module docstring for splitting.
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
     if caption not in ("random", "first"):
         raise DataError(f"caption must be 'random' or 'first', got {caption!r}")
     resolved_rank, resolved_world = resolve_rank(rank, world_size)
+    weights = None
+    if source_weights is not None:
+        if not resampled or not isinstance(shards, (str, Path)):
+            raise DataError("source weights need a resampled loader over a `a::b` shard spec")
+        shard_list, weights = shard_weights(shards, tuple(source_weights))
+    else:
+        shard_list = _expand_shards(shards)
     spec = _Spec(
-        shards=_expand_shards(shards),
+        shards=shard_list,
+        shard_weights=weights,
         batch_size=batch_size,
         shuffle=shuffle,
         shuffle_buffer=shuffle_buffer,

@@ -34,6 +34,9 @@ def build_parser():
     parser.add_argument("--config", type=str, default=DEFAULT_CONFIG,
                         help=f"named run config: {', '.join(NAMED_CONFIGS)} (default {DEFAULT_CONFIG})")
     parser.add_argument("--train-data", type=str | None, default=None, help="training shard directory")
+    parser.add_argument("--train-data-weights", type=str | None, default=None,
+                        help="one weight per `::` source of --train-data, e.g. 3,1 (samples of the first "
+                             "drawn 3x as often; shards resampled)")
     parser.add_argument("--val-data", type=str | None, default=None,
                         help="validation shards for in-loop retrieval R@k (and zero-shot if labelled)")
     parser.add_argument("--out", type=str | None, default=None, help="run directory (default runs/<config>)")
@@ -72,6 +75,8 @@ def resolve_config(argv: list[str]) -> TrainConfig:
                       ("out", "out"), ("resume", "resume")):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
+    if args.train_data_weights is not None:
+        overrides.append(f"data.train_data_weights=[{args.train_data_weights}]")
     return apply_overrides(named_config(args.config), overrides)
 
 

@@ -53,6 +53,9 @@ class DataConfig:
     train_data: str | None = None
     """Shard directory to train on (required); several joined by `::` train on all of them
     (`emoji-train::fmnist-train`), a `{00000..00009}.tar` brace pattern takes a range of shards."""
+    train_data_weights: tuple[float, ...] | None = None
+    """One weight per `::`-separated train_data source (`3,1`): each sample of a source is drawn
+    weight times as often as in the plain mix (shards resampled; None = every sample once an epoch)."""
     val_data: str | None = None
     """Shard directory for in-loop evaluation (retrieval R@k; zero-shot if it has classes)."""
     batch_size: int = 128
@@ -68,7 +71,14 @@ class DataConfig:
     caption: Literal["random", "first"] = "random"
     """Which caption variant a sample uses: a random one each epoch, or always the first."""
     augment: bool = True
-    """open_clip's training transform (random resized crop, scale 0.9-1) instead of the eval transform."""
+    """open_clip's training transform (random resized crop, colour jitter, grayscale below) instead of
+    the eval transform."""
+    crop_scale_min: float = 0.9
+    """augment: smallest area share kept by the random resized crop (open_clip's default 0.9)."""
+    color_jitter: float = 0.0
+    """augment: brightness/contrast/saturation jitter strength, applied to 80% of images (0 = off)."""
+    grayscale_prob: float = 0.0
+    """augment: share of images turned grayscale."""
 
 
 @dataclass(kw_only=True)
@@ -77,6 +87,9 @@ class LossConfig:
 
     kind: Literal["clip", "siglip"] = "clip"
     """clip: symmetric InfoNCE; siglip: pairwise sigmoid with a learnable bias."""
+    positives: Literal["pair", "group"] = "pair"
+    """pair: only a sample's own caption is its positive (CLIP); group: every pair of the batch with the
+    same concept (the sample json's `concept`, else the same first caption) is a positive too."""
     local_loss: bool = False
     """clip across processes: each rank scores only its own rows against all (same gradient, less memory)."""
     max_logit_scale: float = 100.0
@@ -103,6 +116,8 @@ class OptimConfig:
     """AdamW epsilon."""
     warmup_steps: int = 100
     """Steps of linear warmup from 0 to lr."""
+    text_lr_scale: float = 1.0
+    """Learning-rate multiplier of a pretrained text tower's trainable layers (model.lock_text_unlocked_layers)."""
     grad_clip_norm: float = 1.0
     """Clip the global gradient norm to this (0 disables)."""
     fused: bool | None = None
@@ -213,11 +228,20 @@ def emoji_lit_minilm() -> TrainConfig:
                        steps=STEP_CAP, time_budget_min=EMOJI_BUDGET_MIN, eval_every=EMOJI_EVAL_EVERY)
 
 
+def emoji_lit_rn() -> TrainConfig:
+    """A small convolutional image tower (open_clip's ModifiedResNet, 64 px) against the locked MiniLM."""
+    return TrainConfig(name="emoji-lit-rn",
+                       model=ModelConfig(name="clip-rn-64-minilm", lock_text=True),
+                       data=DataConfig(batch_size=128), optim=OptimConfig(lr=1e-3, warmup_steps=100),
+                       steps=STEP_CAP, time_budget_min=EMOJI_BUDGET_MIN, eval_every=EMOJI_EVAL_EVERY)
+
+
 NAMED_CONFIGS: dict[str, Callable[[], TrainConfig]] = {
     "tiny": tiny,
     "tiny-debug": tiny_debug,
     "emoji-small": emoji_small,
     "emoji-lit-minilm": emoji_lit_minilm,
+    "emoji-lit-rn": emoji_lit_rn,
 }
 DEFAULT_CONFIG = "emoji-lit-minilm"
 
@@ -301,6 +325,15 @@ def validate(config: TrainConfig) -> None:
         raise PretrainError("data.accum_steps must be >= 1")
     if config.steps < 1:
         raise PretrainError("steps must be >= 1")
+    if not 0.0 < config.data.crop_scale_min <= 1.0 or config.data.color_jitter < 0 \
+            or not 0.0 <= config.data.grayscale_prob <= 1.0:
+        raise PretrainError("data.crop_scale_min must be in (0, 1], data.color_jitter >= 0, "
+                            "data.grayscale_prob in [0, 1]")
+    weights = config.data.train_data_weights
+    if weights is not None and (len(weights) != len((config.data.train_data or "").split("::"))
+                                or any(w < 0 for w in weights) or not any(w > 0 for w in weights)):
+        raise PretrainError(f"data.train_data_weights {','.join(map(str, weights))} must give one weight >= 0 per "
+                            "`::`-separated train_data source (not all 0)")
     if not 0.0 <= config.model.patch_dropout < 1.0:
         raise PretrainError("model.patch_dropout must be in [0, 1)")
     if config.time_budget_min is not None and config.time_budget_min <= 0:

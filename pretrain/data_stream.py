@@ -80,12 +80,13 @@ def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
 
 def shard_epochs(*, train_data: str, batch_size: int, image_transform: Callable, tokenize: Callable,
                  workers: int, shuffle_buffer: int, caption: str, seed: int, rank: int,
-                 world_size: int) -> tuple[EpochFactory, SkipTally]:
+                 world_size: int, source_weights: tuple[float, ...] | None = None) -> tuple[EpochFactory, SkipTally]:
     """An epoch factory over a shard directory, and the tally of samples its loaders skipped.
 
     One process reads epochs (each sample once per epoch, shuffled). Several
     processes read resampled shard streams (data_tools' advice for DDP: ranks
-    then never run out at different times), so each of their "epochs" is endless.
+    then never run out at different times), so each of their "epochs" is endless;
+    so does a weighted mix of sources (`source_weights`, one per `::` source).
     """
     from data_tools.errors import DataError
     from data_tools.loader import list_shards, make_loader
@@ -99,8 +100,9 @@ def shard_epochs(*, train_data: str, batch_size: int, image_transform: Callable,
     def make_epoch(epoch: int) -> Iterable[dict]:
         loader = make_loader(train_data, batch_size=batch_size, image_transform=image_transform,
                              tokenize=tokenize, num_workers=workers, shuffle=True, shuffle_buffer=shuffle_buffer,
-                             resampled=world_size > 1, seed=seed, epoch=epoch, caption=caption, drop_last=True,
-                             rank=rank, world_size=world_size)
+                             resampled=world_size > 1 or source_weights is not None, seed=seed, epoch=epoch,
+                             caption=caption, drop_last=True, rank=rank, world_size=world_size,
+                             source_weights=source_weights)
         skipped.start(loader)
         # iter() now, not lazily: the DataLoader draws its worker seed here, under BatchStream's fixed seed.
         return iter(loader)

@@ -43,7 +43,7 @@ MINILM_SUFFIX = "-minilm"
 SIGLIP_SUFFIX = "-sigmoid"
 SIGLIP_INIT_LOGIT_BIAS = -10.0  # SigLIP paper's init (with logit scale log 10)
 # Our JSON configs that get a `-minilm` twin with the pretrained text tower.
-MINILM_BASES = ("clip-tiny-64", "clip-small-64")
+MINILM_BASES = ("clip-tiny-64", "clip-small-64", "clip-rn-64", "clip-rn-wide-64")
 # Pooled outputs memoised for a locked HF text tower; bounded so a large
 # corpus cannot grow memory without limit.
 LOCKED_TEXT_CACHE_SIZE = 200_000
@@ -282,7 +282,12 @@ def lock_towers(clip: nn.Module, *, lock_text: bool = False, lock_text_unlocked_
     """Freeze towers LiT-style; a HF tower's projection head stays trainable."""
     if lock_image:
         clip.lock_image_tower(unlocked_groups=lock_image_unlocked_groups)
-    if lock_text:
+    if lock_text and is_hf_text(clip) and lock_text_unlocked_layers:
+        # open_clip's HF lock does not know BERT's layer list: freeze all, then free the last layers
+        clip.lock_text_tower(unlocked_layers=0)
+        for layer in clip.text.transformer.encoder.layer[-lock_text_unlocked_layers:]:
+            layer.requires_grad_(True)
+    elif lock_text:
         clip.lock_text_tower(unlocked_layers=lock_text_unlocked_layers)
 
 

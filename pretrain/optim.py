@@ -27,13 +27,26 @@ def decays(name: str, param: nn.Parameter) -> bool:
     return not any(part in name for part in NORM_NAME_PARTS)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups over the trainable parameters: decayed and not."""
-    decay, no_decay = [], []
+def is_pretrained_text(name: str) -> bool:
+    """A parameter of a pretrained (Hugging Face) text transformer, e.g. MiniLM's unlocked layers."""
+    return name.startswith("text.transformer.") or ".text.transformer." in name
+
+
+def param_groups(model: nn.Module, weight_decay: float, text_lr_scale: float = 1.0) -> list[dict]:
+    """AdamW groups over the trainable parameters: decayed and not; with text_lr_scale != 1, the
+    pretrained text transformer's trainable parameters in groups of their own (`lr_scale`)."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (decay if decays(name, param) else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            scaled = text_lr_scale != 1.0 and is_pretrained_text(name)
+            groups.setdefault((decays(name, param), scaled), []).append(param)
+    out = [{"params": groups.get((True, False), []), "weight_decay": weight_decay},
+           {"params": groups.get((False, False), []), "weight_decay": 0.0}]
+    for decay in (True, False):
+        if (decay, True) in groups:
+            out.append({"params": groups[(decay, True)], "weight_decay": weight_decay if decay else 0.0,
+                        "lr_scale": text_lr_scale})
+    return out
 
 
 def fused_available(device: torch.device) -> bool:
@@ -43,7 +56,7 @@ def fused_available(device: torch.device) -> bool:
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:
     fused = fused_available(device) if cfg.fused is None else cfg.fused
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.text_lr_scale), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                              eps=cfg.eps, fused=fused)
 
 
@@ -95,4 +108,4 @@ class WarmupCosine:
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

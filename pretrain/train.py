@@ -16,6 +16,7 @@ import logging
 import math
 import resource
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from pretrain.errors import PretrainError
 from pretrain.evaluation import Evaluator
 from pretrain.grad_cache import forward_backward
 from pretrain.in_loop_eval import run_evaluators
-from pretrain.losses import clip_loss, siglip_loss
+from pretrain.losses import clip_loss, multi_positive_clip_loss, siglip_loss
 from pretrain.optim import WarmupCosine, build_optimizer, set_lr
 from pretrain.rng_state import capture_rng, restore_rng, seed_everything
 from pretrain.run_log import CURVES_FILE, RunLog, plot_curves
@@ -163,52 +164,74 @@ class Trainer:
                 raise PretrainError("no training data: pass --train-data DIR (a shard directory)")
             clip = self.towers.clip
             pp_cfg = open_clip.transform.PreprocessCfg(**clip.visual.preprocess_cfg)
-            transform = open_clip.transform.image_transform_v2(pp_cfg, is_train=cfg.data.augment)
+            augmentation = open_clip.transform.AugmentationCfg(
+                scale=(cfg.data.crop_scale_min, 1.0),
+                color_jitter=(cfg.data.color_jitter,) * 3 + (0.0,) if cfg.data.color_jitter else None,  # no hue shift
+                color_jitter_prob=0.8 if cfg.data.color_jitter else None,
+                gray_scale_prob=cfg.data.grayscale_prob or None)
+            with warnings.catch_warnings():  # it warns of "unused" jitter/grayscale items that it does use
+                warnings.filterwarnings("ignore", "Unused augmentation cfg items")
+                transform = open_clip.transform.image_transform_v2(pp_cfg, is_train=cfg.data.augment,
+                                                                   aug_cfg=augmentation)
             make_epoch, self.skipped = shard_epochs(
-                train_data=cfg.data.train_data, batch_size=cfg.data.batch_size, image_transform=transform,
+                train_data=cfg.data.train_data, source_weights=cfg.data.train_data_weights,
+                batch_size=cfg.data.batch_size, image_transform=transform,
                 tokenize=open_clip.get_tokenizer(self.towers.name), workers=auto_loader_workers(cfg.data.workers),
                 shuffle_buffer=cfg.data.shuffle_buffer, caption=cfg.data.caption, seed=cfg.seed,
                 rank=dist.rank, world_size=dist.world_size)
         position = {"epoch": 0, "batch_in_epoch": 0}
-        if state is not None and state["world_size"] == dist.world_size == 1:
+        endless = dist.world_size > 1 or cfg.data.train_data_weights is not None  # resampled shard streams
+        if state is not None and state["world_size"] == dist.world_size and not endless:
             position = state["data_position"][0]  # exact: replay to the same batch
         elif state is not None:
             position = {"epoch": state["step"], "batch_in_epoch": 0}  # endless streams: a fresh seeded one
         return BatchStream(make_epoch, seed=cfg.seed, rank=dist.rank, **position)
 
-    def _loss(self, out: dict[str, torch.Tensor], teacher: TeacherFeatures | None = None) -> torch.Tensor:
+    def _loss(self, out: dict[str, torch.Tensor], teacher: TeacherFeatures | None = None,
+              groups: torch.Tensor | None = None) -> torch.Tensor:
         """The contrastive loss of the step's whole batch, plus distillation when there is a teacher."""
         if teacher is None:
-            return self._contrastive_loss(out)
+            return self._contrastive_loss(out, groups)
         distill = self.distiller.loss(out, teacher)
         self.distill_terms = {"distill_kl": distill["kl"], "distill_feature": distill["feature"]}
-        return self._contrastive_loss(out) + distill["loss"]
+        return self._contrastive_loss(out, groups) + distill["loss"]
 
-    def _contrastive_loss(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _contrastive_loss(self, out: dict[str, torch.Tensor], groups: torch.Tensor | None) -> torch.Tensor:
+        """`groups` (N,) concept ids of the step's pairs: with loss.positives=group, same id = positive."""
         cfg, dist = self.config.loss, self.dist
+        groups = groups if cfg.positives == "group" else None
         if cfg.kind == "siglip":
             return siglip_loss(out["image_features"], out["text_features"], out["logit_scale"],
-                               out["logit_bias"], gather=dist.gather_with_grad, rank=dist.rank)
+                               out["logit_bias"], gather=dist.gather_with_grad, rank=dist.rank, groups=groups)
+        if groups is not None:
+            return multi_positive_clip_loss(out["image_features"], out["text_features"], out["logit_scale"], groups,
+                                            gather=dist.gather_with_grad, rank=dist.rank, local_loss=cfg.local_loss,
+                                            max_logit_scale=cfg.max_logit_scale)
         return clip_loss(out["image_features"], out["text_features"], out["logit_scale"],
                          gather=dist.gather_with_grad, rank=dist.rank, local_loss=cfg.local_loss,
                          max_logit_scale=cfg.max_logit_scale)
 
-    def _micro_batches(self) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], TeacherFeatures | None]:
-        """The step's micro-batches on the device, and the teacher's features of them (if distilling)."""
+    def _micro_batches(self) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], TeacherFeatures | None,
+                                      torch.Tensor | None]:
+        """The step's micro-batches on the device, the teacher's features of them (if distilling), and
+        their concept ids in batch order (None when the batches carry none)."""
         device = self.dist.device
         batches = [next(self.stream) for _ in range(self.config.data.accum_steps)]
         micro = [(b["image"].to(device, non_blocking=True), b["text"].to(device, non_blocking=True))
                  for b in batches]
+        groups = torch.cat([b["group"] for b in batches]).to(device) if all("group" in b for b in batches) else None
         if self.distiller is None:
-            return micro, None
-        return micro, self.distiller.teach([images for images, _ in micro], [b.get("caption") for b in batches])
+            return micro, None, groups
+        teacher = self.distiller.teach([images for images, _ in micro], [b.get("caption") for b in batches])
+        return micro, teacher, groups
 
     def _train_step(self, elapsed_s: float) -> tuple[float, float]:
         """One optimizer step; returns (loss averaged over processes, lr)."""
         lr = self.schedule(self.step, elapsed_s)
         set_lr(self.optimizer, lr)
-        micro_batches, teacher = self._micro_batches()
-        loss = forward_backward(self.model, micro_batches, loss_fn=functools.partial(self._loss, teacher=teacher),
+        micro_batches, teacher, groups = self._micro_batches()
+        loss = forward_backward(self.model, micro_batches,
+                                loss_fn=functools.partial(self._loss, teacher=teacher, groups=groups),
                                 autocast=self.autocast, dist=self.dist)
         loss_value = self.dist.mean(loss.item())
         if not math.isfinite(loss_value):

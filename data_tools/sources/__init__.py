@@ -21,9 +21,12 @@ class SourceOptions:
     """emoji: concept (val concepts unseen in train) | vendor (google train, twitter val)."""
     val_fraction: float = 0.2
     """emoji --split-by concept: share of concepts in val."""
-    captions: str = "class"
-    """fashion-mnist: class (templates around the class name) | retail (shop-listing names such as
-    "jumper" or "chinos" and the item's tone; never the class names)."""
+    captions: str | None = None
+    """fashion-mnist: class (default; templates around the class name) | retail (shop-listing names such
+    as "jumper" or "chinos" and the item's tone; never the class names). emoji: names (default; the
+    name, templated names, short names) | rich (also category/subcategory phrases, sentence templates)."""
+    vendors: str | None = None
+    """emoji: comma-separated vendors, any of google,twitter,apple,facebook (default google,twitter)."""
     path: Path | None = None
     """fashion-mnist: directory with the IDX .gz files (default /usr/share/datasets/fashion-mnist)."""
     image_column: str = "image"
@@ -41,17 +44,22 @@ def load_source(spec: str, options: SourceOptions) -> SourceData:
         raise DataError(f"source {kind} takes no :PATH (use --path for fashion-mnist); got {spec!r}")
     if kind not in ("emoji", "fashion-mnist") and options.split is not None:
         raise DataError(f"--split applies to emoji and fashion-mnist only, not {kind!r}")
-    if kind != "fashion-mnist" and options.captions != "class":
-        raise DataError(f"--captions applies to fashion-mnist only, not {kind!r}")
+    if kind not in ("emoji", "fashion-mnist") and options.captions is not None:
+        raise DataError(f"--captions applies to emoji and fashion-mnist only, not {kind!r}")
+    if kind != "emoji" and options.vendors is not None:
+        raise DataError(f"--vendors applies to emoji only, not {kind!r}")
     if kind == "emoji":
-        from data_tools.sources.emoji import EmojiOptions, load_emoji
+        from data_tools.sources.emoji import VENDORS, EmojiOptions, load_emoji
 
-        emoji = EmojiOptions(split=options.split or "all", split_by=options.split_by, val_fraction=options.val_fraction)
+        vendors = tuple(v.strip() for v in options.vendors.split(",") if v.strip()) if options.vendors else VENDORS
+        emoji = EmojiOptions(split=options.split or "all", split_by=options.split_by, val_fraction=options.val_fraction,
+                             vendors=vendors, captions=options.captions or "names")
         return load_emoji(emoji, name=spec)
     if kind == "fashion-mnist":
         from data_tools.sources.fashion_mnist import load_fashion_mnist
 
-        return load_fashion_mnist(options.split or "train", options.path, name=spec, captions=options.captions)
+        return load_fashion_mnist(options.split or "train", options.path, name=spec,
+                                  captions=options.captions or "class")
     if kind in ("folder", "csv", "jsonl", "parquet"):
         if not rest:
             raise DataError(f"source {kind}: needs a path, e.g. {kind}:/data/my_{kind}")

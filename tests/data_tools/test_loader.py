@@ -13,7 +13,7 @@ import torch
 
 from data_tools.build import BuildConfig, build_shards
 from data_tools.errors import DataError
-from data_tools.loader import count_samples, list_shards, make_loader, read_dataset_info
+from data_tools.loader import _ShardSource, count_samples, list_shards, make_loader, read_dataset_info
 from data_tools.records import SourceData, SourceRecord
 from tests.data_tools.conftest import FIXTURE_SHARDS, image_bytes, to_tensor
 
@@ -154,3 +154,32 @@ def test_sources_joined_by_double_colon_and_brace_ranges(six_shards: Path) -> No
         list_shards(f"{six_shards}/{{00000..00009}}.tar")
     with pytest.raises(DataError, match="nope does not exist"):
         list_shards(f"{six_shards}::{six_shards}/nope")
+
+
+def test_weighted_sources_are_drawn_in_proportion(tmp_path: Path, six_shards: Path) -> None:
+    """weights 3,1 over two copies of the same 30 samples: the first copy's shards are drawn 3 times in 4."""
+    copy = tmp_path / "copy"
+    shutil.copytree(six_shards, copy)
+    spec = f"{six_shards}::{copy}"
+    loader = make_loader(spec, batch_size=10, image_transform=to_tensor, num_workers=0, resampled=True,
+                         source_weights=(3.0, 1.0), seed=4, rank=0, world_size=1)
+    draws = list(itertools.islice(_ShardSource(loader._spec)(), 4000))
+    share = sum(not d.startswith(str(copy)) for d in draws) / len(draws)
+    assert 0.72 < share < 0.78
+    assert len(next(iter(loader))["key"]) == 10  # and it yields batches
+    with pytest.raises(DataError, match="1 source weights for 2 sources"):
+        make_loader(spec, batch_size=10, image_transform=to_tensor, num_workers=0, resampled=True,
+                    source_weights=(1.0,))
+    with pytest.raises(DataError, match="resampled"):
+        make_loader(spec, batch_size=10, image_transform=to_tensor, num_workers=0, source_weights=(1.0, 1.0))
+
+
+def test_batches_carry_concept_ids_shared_by_one_concept() -> None:
+    """The fixture's emoji drawn by two vendors share a caption, so they share a concept id."""
+    batch = next(iter(make_loader(FIXTURE_SHARDS, batch_size=48, image_transform=to_tensor, num_workers=0)))
+    groups = batch["group"].tolist()
+    assert batch["group"].dtype == torch.long and len(groups) == 48
+    for i, j in itertools.combinations(range(48), 2):
+        same_concept = batch["meta"][i].get("unified") == batch["meta"][j].get("unified")
+        assert (groups[i] == groups[j]) == same_concept or batch["caption"][i] == batch["caption"][j]
+    assert len(set(groups)) < 48  # the fixture holds both vendors of some concepts

@@ -192,8 +192,8 @@ def test_fashion_mnist_retail_captions_never_name_the_class(tmp_path: Path) -> N
     assert len({c for s in samples for c in s.captions}) > 30  # not one caption per class
 
 
-def test_captions_option_is_for_fashion_mnist_only(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="--captions applies to fashion-mnist only"):
+def test_captions_option_is_for_fashion_mnist_and_emoji_only(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="--captions applies to emoji and fashion-mnist only"):
         load_source(f"folder:{tmp_path}", SourceOptions(captions="retail"))
     with pytest.raises(DataError, match=re.escape("--captions must be one of class | retail")):
         load_source("fashion-mnist", SourceOptions(captions="web"))
@@ -243,3 +243,32 @@ def test_emoji_source_offline_from_cached_packages(tmp_path: Path, monkeypatch: 
     assert len(train) + len(val) == 11
     _, by_vendor = build_and_read("emoji", tmp_path / "vendor", SourceOptions(split="val", split_by="vendor"))
     assert {s.meta["vendor"] for s in by_vendor} == {"twitter"} and len(by_vendor) == 5
+
+
+def test_emoji_vendors_and_rich_captions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    entries = [
+        {"name": f"THING {i}", "unified": f"1F{0x600 + i:X}", "image": f"1f{0x600 + i:x}.png", "short_names": [f"thing_{i}"],
+         "category": "Animals & Nature", "subcategory": "animal-mammal", "sort_order": i,
+         "has_img_google": True, "has_img_twitter": True, "has_img_apple": i != 1}
+        for i in range(3)
+    ]
+    for vendor in ("google", "twitter", "apple"):
+        _fake_emoji_package(tmp_path / "cache", vendor, entries)
+    monkeypatch.setenv("CLIPLINE_CACHE", str(tmp_path / "cache"))
+    options = SourceOptions(vendors="google,apple", captions="rich")
+    info, samples = build_and_read("emoji", tmp_path / "two", options)
+    assert [s.key for s in samples] == ["google_1f600", "apple_1f600", "google_1f601", "google_1f602", "apple_1f602"]
+    assert info["build"]["packages"] == ["emoji-datasource-google@16.0.0", "emoji-datasource-apple@16.0.0"]
+    assert samples[0].meta["concept"] == samples[1].meta["concept"] == "1f600"
+    captions = samples[0].captions
+    assert captions[0] == "thing 0"  # the plain name stays first: the .txt that retrieval eval reads
+    assert "thing 0, an emoji from the animals & nature category" in captions
+    assert "animal mammal emoji: thing 0" in captions and len(captions) == 9  # short name = name: once
+    _, plain = build_and_read("emoji", tmp_path / "plain")
+    assert len(plain) == 6 and len(plain[0].captions) == 3
+    with pytest.raises(DataError, match="--vendors must name some of"):
+        load_source("emoji", SourceOptions(vendors="google,openxyz"))
+    with pytest.raises(DataError, match="--vendors applies to emoji only"):
+        load_source("fashion-mnist", SourceOptions(vendors="google"))
+    with pytest.raises(DataError, match="emoji --captions must be one of names, rich"):
+        load_source("emoji", SourceOptions(captions="retail"))

@@ -1,0 +1,78 @@
+"""Multi-positive InfoNCE and group-aware SigLIP against slow reference loops from the formulas."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from pretrain.losses import clip_loss, multi_positive_clip_loss, siglip_loss
+from tests.pretrain.test_losses import reference_siglip, unit
+
+
+def reference_multi_positive(x: torch.Tensor, y: torch.Tensor, scale: float, groups: list[int]) -> float:
+    n = x.shape[0]
+    sims = [[scale * float(x[i] @ y[j]) for j in range(n)] for i in range(n)]
+    total = 0.0
+    for i in range(n):
+        positives = [j for j in range(n) if groups[j] == groups[i]]
+        row = math.log(sum(math.exp(sims[i][j]) for j in range(n)))  # image i against every text
+        column = math.log(sum(math.exp(sims[j][i]) for j in range(n)))  # text i against every image
+        total += sum(row - sims[i][p] for p in positives) / len(positives)
+        total += sum(column - sims[p][i] for p in positives) / len(positives)
+    return total / (2 * n)
+
+
+def test_multi_positive_loss_matches_reference_loop() -> None:
+    x, y = unit(7, 16, 20), unit(7, 16, 21)
+    groups = [0, 0, 1, 2, 2, 2, 3]
+    loss = multi_positive_clip_loss(x, y, torch.tensor(8.0), torch.tensor(groups))
+    assert abs(float(loss) - reference_multi_positive(x, y, 8.0, groups)) < 1e-5
+
+
+def test_multi_positive_loss_with_distinct_groups_is_clip_loss() -> None:
+    x, y = unit(6, 16, 22), unit(6, 16, 23)
+    loss = multi_positive_clip_loss(x, y, torch.tensor(12.0), torch.arange(6) * 7)
+    assert abs(float(loss) - float(clip_loss(x, y, torch.tensor(12.0)))) < 1e-6
+
+
+def test_tied_drawings_of_one_concept_reach_the_minimum_of_the_group_target() -> None:
+    """Two images on one shared caption: the group target's minimum is its entropy (log 2 for those two
+    rows), reached there; plain InfoNCE counts the same configuration as a confusion."""
+    caption = unit(1, 8, 24)
+    others = unit(2, 8, 25)
+    x = torch.cat([caption, caption, others])  # images 0 and 1 both sit on the shared caption
+    y = torch.cat([caption, caption, others])
+    grouped = float(multi_positive_clip_loss(x, y, torch.tensor(100.0), torch.tensor([5, 5, 6, 7])))
+    assert abs(grouped - math.log(2) / 2) < 0.01  # rows 0 and 1 (of 4) pay their target entropy, log 2
+    plain = float(clip_loss(x, y, torch.tensor(100.0)))
+    assert abs(plain - math.log(2) / 2) < 0.01  # the same value, but plain InfoNCE's minimum is 0
+
+
+def test_multi_positive_local_loss_over_simulated_ranks_averages_to_the_global_loss() -> None:
+    world, per_rank = 2, 4
+    x, y = unit(world * per_rank, 16, 26), unit(world * per_rank, 16, 27)
+    groups = torch.tensor([0, 1, 1, 2, 2, 3, 0, 4])
+    full = float(multi_positive_clip_loss(x, y, torch.tensor(10.0), groups))
+    local = []
+    for rank in range(world):
+        rows = slice(rank * per_rank, (rank + 1) * per_rank)
+        xr, yr, gr = x[rows], y[rows], groups[rows]
+        all_of = {id(xr): x, id(yr): y, id(gr): groups}  # what an all-gather across ranks returns
+        local.append(float(multi_positive_clip_loss(xr, yr, torch.tensor(10.0), gr, gather=lambda t: all_of[id(t)],
+                                                    rank=rank, local_loss=True)))
+    assert abs(sum(local) / world - full) < 1e-5
+
+
+def test_siglip_with_groups_counts_every_same_group_pair_as_positive() -> None:
+    x, y = unit(5, 16, 28), unit(5, 16, 29)
+    groups = [0, 0, 1, 1, 2]
+    loss = float(siglip_loss(x, y, torch.tensor(10.0), torch.tensor(-3.0), groups=torch.tensor(groups)))
+    n, expected = 5, 0.0
+    for i in range(n):
+        for j in range(n):
+            z = 1.0 if groups[i] == groups[j] else -1.0
+            expected -= math.log(1.0 / (1.0 + math.exp(-z * (10.0 * float(x[i] @ y[j]) - 3.0))))
+    assert abs(loss - expected / n) < 1e-4
+    distinct = float(siglip_loss(x, y, torch.tensor(10.0), torch.tensor(-3.0), groups=torch.arange(5)))
+    assert abs(distinct - reference_siglip(x, y, 10.0, -3.0)) < 1e-4
