@@ -3,8 +3,8 @@
 Every recipe trains on the emoji train split for the same budget (minutes of
 wall clock on this machine), then is scored on the val split, whose concepts
 never appear in training (split by concept): image->text and text->image
-R@1 (retrieval.evaluate.RetrievalEvaluator, first caption) and category
-zero-shot top-1 (finetune.zeroshot.ZeroShotEvaluator). Evaluation time is not
+R@1 (evaluate.retrieval_recall.RetrievalEvaluator, first caption) and category
+zero-shot top-1 (evaluate.zeroshot.ZeroShotEvaluator). Evaluation time is not
 part of the budget.
 
 open_clip_train gets its schedule sized to the budget: a short calibration
@@ -49,8 +49,8 @@ CALIBRATION_STEPS = 12
 
 def evaluate(encoder: Any, val_data: str, label_field: str | None = None) -> dict[str, float]:
     """Val image<->text R@1/R@5 (first caption) and zero-shot top-1 (classes, or `label_field`)."""
-    from finetune.zeroshot import ZeroShotEvaluator
-    from retrieval.evaluate import RetrievalEvaluator
+    from evaluate.zeroshot import ZeroShotEvaluator
+    from evaluate.retrieval_recall import RetrievalEvaluator
 
     metrics: dict[str, float] = {}
     for evaluator in (RetrievalEvaluator(data=val_data, captions="first", num_workers=0),

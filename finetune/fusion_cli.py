@@ -95,7 +95,7 @@ def run_heatmap(argv: list[str]) -> None:
     cmd = dataclass_from_namespace(HeatmapCommand, _parser(
         "clipline finetune fusion heatmap", HeatmapCommand.__doc__, HeatmapCommand).parse_args(argv))
     from finetune.fusion.explain import explain_samples
-    from finetune.heatmap import METHODS, render_heatmaps
+    from evaluate.heatmap import METHODS, render_heatmaps
     from pretrain.encoder import Encoder
 
     if cmd.method != "all" and cmd.method not in METHODS:
@@ -111,7 +111,7 @@ def run_heatmap(argv: list[str]) -> None:
 
 
 def run_compress(argv: list[str]) -> None:
-    from finetune.compress_table import CompressConfig, compression_table, markdown_table
+    from finetune.compress.table import CompressConfig, compression_table, markdown_table
 
     namespace = _parser("clipline finetune fusion compress", "Size, speed and quality of fp32, bf16, int8 "
                         "and pruned towers.", CompressPaths, CompressConfig).parse_args(argv)
