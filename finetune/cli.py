@@ -1,9 +1,10 @@
 """`clipline finetune METHOD ...` / `python -m finetune METHOD ...`.
 
 METHOD is one of finetune.methods.experiment.METHODS, or `sweep`; a first word
-`zeroshot` or `fusion` is handed to finetune.zeroshot_cli / finetune.fusion_cli.
-Flags are generated from the option dataclasses (finetune.methods.run, finetune.methods.sweep)
-and the method's config dataclass (under --method.*).
+`fusion` is handed to finetune.fusion_cli, and `zeroshot` (the old spelling of
+`clipline zeroshot`, kept for one release with a notice) to finetune.zeroshot_cli.
+Flags are generated from the option dataclasses (finetune.methods.run,
+finetune.methods.sweep) and the method's config dataclass (under --method.*).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ METHOD: {methods}, fusion
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in FORWARDED:
+        if argv[0] == "zeroshot":
+            print("note: `clipline finetune zeroshot` is now `clipline zeroshot`; the old spelling will be removed "
+                  "in the next release", file=sys.stderr)
         importlib.import_module(FORWARDED[argv[0]]).main(argv[1:])
         return
     from finetune.methods.experiment import METHODS
