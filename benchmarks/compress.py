@@ -21,7 +21,7 @@ import torch
 from jsonargparse import ArgumentParser
 
 from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
-from finetune.compress_table import CompressConfig, compression_table, markdown_table
+from finetune.compress.table import CompressConfig, compression_table, markdown_table
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 
 

@@ -10,8 +10,8 @@ budget. Then teacher, distilled student and plain student are each scored:
 parameters (total, image tower, rest), encode speed on one fixed batch of val
 images / captions (preprocessed for the teacher, converted for a student
 whose preprocessing differs; fp32, no grad, best of `repeats` passes), category
-zero-shot top-1 (finetune.zeroshot.ZeroShotEvaluator) and image<->text R@1
-on the first caption (retrieval.evaluate.RetrievalEvaluator), all on the val
+zero-shot top-1 (evaluate.zeroshot.ZeroShotEvaluator) and image<->text R@1
+on the first caption (evaluate.retrieval_recall.RetrievalEvaluator), all on the val
 shards. Prints one JSON object (with CPU flags and versions). Never asserts on
 time.
 """

@@ -166,7 +166,7 @@ def child_pass(cfg: BenchConfig, spec: dict[str, Any]) -> dict[str, Any]:
         if spec.get("save"):
             torch.save({"features": features, "labels": labels}, spec["save"])
         return {"images_per_s": len(labels) / seconds, "n": len(labels)}
-    from finetune.zeroshot import ZeroShotEvaluator, encode_labelled_images
+    from evaluate.zeroshot import ZeroShotEvaluator, encode_labelled_images
     from pretrain.encoder_choice import open_encoder
 
     encoder = open_encoder(cfg.checkpoint, cfg.model, cfg.pretrained)

@@ -28,7 +28,7 @@ from jsonargparse import ArgumentParser
 
 from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
 from data_tools.sources.fashion_mnist import CLASSES, load_fashion_mnist
-from finetune.experiment import (
+from finetune.methods.experiment import (
     METHODS,
     Prepared,
     evaluate,
@@ -38,12 +38,12 @@ from finetune.experiment import (
     timed_fit,
     zeroshot_report,
 )
-from finetune.imbalance import ImbalanceOptions
-from finetune.linear_probe import LinearProbeConfig, fit_linear_probe
-from finetune.shots import parse_shots
-from finetune.sweep import METRICS, run_grid, summarise
-from finetune.task import FewShotTask
-from finetune.wise_ft import WiseFtConfig
+from finetune.methods.imbalance import ImbalanceOptions
+from finetune.methods.linear_probe import LinearProbeConfig, fit_linear_probe
+from finetune.methods.shots import parse_shots
+from finetune.methods.sweep import METRICS, run_grid, summarise
+from finetune.methods.task import FewShotTask
+from finetune.methods.wise_ft import WiseFtConfig
 from pretrain.encoder import Encoder
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 
@@ -116,7 +116,7 @@ def fashion_mnist(cfg: BenchConfig, encoder: Encoder) -> dict[str, Any]:
 
 def wise_ft_image_curve(prep: Prepared, shots: Any, seed: int, alphas: list[float]) -> dict[str, Any]:
     """WiSE-FT over the image tower: eval top-1 at each alpha."""
-    from finetune.run import alpha_curve
+    from finetune.methods.run import alpha_curve
 
     task, split = make_task(prep, shots=shots, seed=seed)
     fitted, seconds = timed_fit(prep, "wise-ft", task, split, WiseFtConfig(tower="image", alphas=alphas))
@@ -166,7 +166,7 @@ def raw_pixels(directory: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def make_pixel_task(x: torch.Tensor, y: torch.Tensor, names: list[str]) -> FewShotTask:
     """All-data task on raw pixels: 20 % of each class carved for the l2 sweep, no zero-shot prior."""
-    from finetune.shots import sample_shots
+    from finetune.methods.shots import sample_shots
 
     split = sample_shots(y, names, "all", seed=1)
     task = FewShotTask(

@@ -67,8 +67,8 @@ def evaluate(encoder: Any, val_data: str, label_field: str | None = None,
              fmnist_test: str | None = None) -> dict[str, float]:
     """Val image<->text R@1/R@5 (first caption), zero-shot top-1 (classes, or `label_field`), and
     Fashion-MNIST test zero-shot when given."""
-    from finetune.zeroshot import ZeroShotEvaluator
-    from retrieval.evaluate import RetrievalEvaluator
+    from evaluate.zeroshot import ZeroShotEvaluator
+    from evaluate.retrieval_recall import RetrievalEvaluator
 
     metrics: dict[str, float] = {}
     for evaluator in (RetrievalEvaluator(data=val_data, captions="first", num_workers=0),

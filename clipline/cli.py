@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
     "pretrain": ("pretrain.cli", []),
     "zeroshot": ("finetune.zeroshot_cli", []),
     "finetune": ("finetune.cli", []),
+    "explain": ("finetune.explain_cli", []),
+    "compress": ("finetune.compress_cli", []),
     "embed": ("retrieval.cli", ["embed"]),
     "index": ("retrieval.cli", ["index"]),
     "search": ("retrieval.cli", ["search"]),
@@ -31,6 +33,8 @@ commands:
   pretrain   contrastive pretraining of a two-tower model
   zeroshot   zero-shot classification report for a checkpoint
   finetune   few-shot adapters, probes, fusion heads
+  explain    heat maps of where an image matches a text; a fusion head's gates / attention
+  compress   size, speed and quality of bf16, int8 and pruned towers
   embed      embed shards with a checkpoint
   index      build a FAISS index from embeddings
   search     query an index with text or an image

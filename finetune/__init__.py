@@ -1,1 +1,1 @@
-"""Zero-shot, probes, adapters, fusion heads, metrics and reports."""
+"""Few-shot methods, fusion heads and compression on top of the shared representation."""

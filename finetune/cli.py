@@ -1,9 +1,10 @@
 """`clipline finetune METHOD ...` / `python -m finetune METHOD ...`.
 
-METHOD is one of finetune.experiment.METHODS, or `sweep`; a first word
-`zeroshot` or `fusion` is handed to finetune.zeroshot_cli / finetune.fusion_cli.
-Flags are generated from the option dataclasses (finetune.run, finetune.sweep)
-and the method's config dataclass (under --method.*).
+METHOD is one of finetune.methods.experiment.METHODS, or `sweep`; a first word
+`fusion` is handed to finetune.fusion_cli, and `zeroshot` (the old spelling of
+`clipline zeroshot`, kept for one release with a notice) to finetune.zeroshot_cli.
+Flags are generated from the option dataclasses (finetune.methods.run,
+finetune.methods.sweep) and the method's config dataclass (under --method.*).
 """
 
 from __future__ import annotations
@@ -32,9 +33,12 @@ METHOD: {methods}, fusion
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in FORWARDED:
+        if argv[0] == "zeroshot":
+            print("note: `clipline finetune zeroshot` is now `clipline zeroshot`; the old spelling will be removed "
+                  "in the next release", file=sys.stderr)
         importlib.import_module(FORWARDED[argv[0]]).main(argv[1:])
         return
-    from finetune.experiment import METHODS
+    from finetune.methods.experiment import METHODS
 
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE.format(methods=", ".join(METHODS)))
@@ -54,8 +58,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run_method(method: str, args: list[str]) -> None:
-    from finetune.experiment import METHODS
-    from finetune.run import FinetuneOptions, run_finetune, summary_line
+    from finetune.methods.experiment import METHODS
+    from finetune.methods.run import FinetuneOptions, run_finetune, summary_line
 
     parser = _parser(f"clipline finetune {method}", FinetuneOptions)
     parser.add_class_arguments(METHODS[method].config_cls, nested_key="method", help=f"{method} settings")
@@ -69,7 +73,7 @@ def _run_method(method: str, args: list[str]) -> None:
 
 
 def _run_sweep(args: list[str]) -> None:
-    from finetune.sweep import SweepOptions, run_sweep
+    from finetune.methods.sweep import SweepOptions, run_sweep
 
     options = dataclass_from_namespace(SweepOptions, _parser("clipline finetune sweep", SweepOptions).parse_args(args))
     payload = run_sweep(options)
@@ -114,7 +118,8 @@ def option_is_method_bool(action: argparse.Action) -> bool:
 def _other_user_errors() -> tuple[type[Exception], ...]:
     """Errors of the packages finetune calls into that a user causes (bad checkpoint, bad shards)."""
     found: list[type[Exception]] = []
-    for module, name in (("pretrain.errors", "PretrainError"), ("data_tools.errors", "DataError")):
+    for module, name in (("evaluate.errors", "EvaluateError"), ("pretrain.errors", "PretrainError"),
+                         ("data_tools.errors", "DataError")):
         try:
             found.append(getattr(importlib.import_module(module), name))
         except (ImportError, AttributeError):

@@ -21,12 +21,13 @@ from jsonargparse import ArgumentError, ArgumentParser
 from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
 from data_tools.errors import DataError
 from data_tools.loader import read_dataset_info
-from finetune.class_names import read_class_file
+from evaluate.class_names import read_class_file
+from evaluate.errors import EvaluateError
 from finetune.errors import FinetuneError
 from pretrain.encoder_choice import check_image_size, open_encoder
 from pretrain.errors import PretrainError
 
-USER_ERRORS = (FinetuneError, PretrainError, DataError)
+USER_ERRORS = (EvaluateError, FinetuneError, PretrainError, DataError)
 
 
 @dataclass(kw_only=True)
@@ -73,8 +74,8 @@ class ZeroShotCommand:
 
 def run_zeroshot(cmd: ZeroShotCommand) -> dict[str, Path]:
     """Evaluate and write the report; returns the written files."""
-    from finetune.report import write_zeroshot_report
-    from finetune.zeroshot import ZeroShotEvaluator
+    from evaluate.report import write_zeroshot_report
+    from evaluate.zeroshot import ZeroShotEvaluator
 
     if cmd.adapter and (cmd.model or not cmd.checkpoint):
         raise FinetuneError("--adapter needs the --checkpoint it was trained on (not --model)")
@@ -93,7 +94,7 @@ def run_zeroshot(cmd: ZeroShotCommand) -> dict[str, Path]:
     encoder = open_encoder(cmd.checkpoint, cmd.model, cmd.pretrained)
     check_image_size(encoder, info, cmd.data, cmd.allow_resize)
     if cmd.adapter:
-        from finetune.adapter_io import load_adapter
+        from finetune.methods.adapter_io import load_adapter
 
         adapter = load_adapter(cmd.adapter, encoder)  # refuses an adapter of another checkpoint
         label_field = cmd.label_field or adapter.config.get("label_field")  # what it was trained to predict

@@ -1,8 +1,8 @@
 """`clipline pretrain --config NAME [--train-data DIR] [--val-data DIR] [--out RUN] [--resume latest] [key=value ...]`
 
-Thin: parse, resolve the named config with overrides, wire evaluators, call
-`pretrain.train.train`. The config keys and their docs come from the
-dataclasses in pretrain/config.py.
+Thin: parse, resolve the named config with overrides, take the in-loop
+evaluators from `evaluate.in_loop.evaluators_for`, call `pretrain.train.train`.
+The config keys and their docs come from the dataclasses in pretrain/config.py.
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
+from evaluate.errors import EvaluateError
 from pretrain.config import DEFAULT_CONFIG, NAMED_CONFIGS, TrainConfig, apply_overrides, named_config
 from pretrain.errors import PretrainError
-from pretrain.evaluation import Evaluator
 
 LOG = logging.getLogger("pretrain")
 
@@ -80,31 +79,6 @@ def resolve_config(argv: list[str]) -> TrainConfig:
     return apply_overrides(named_config(args.config), overrides)
 
 
-def build_evaluators(config: TrainConfig) -> list[Evaluator]:
-    """Retrieval R@k and (for labelled shards) zero-shot on the val shards, if those packages exist."""
-    if not config.data.val_data:
-        return []
-    if not Path(config.data.val_data).is_dir():
-        raise PretrainError(f"--val-data {config.data.val_data} is not a directory of shards")
-    evaluators: list[Evaluator] = []
-    try:
-        from retrieval.evaluate import RetrievalEvaluator
-
-        evaluators.append(RetrievalEvaluator(data=config.data.val_data, num_workers=0))
-    except ImportError as err:
-        LOG.warning("no retrieval evaluator (%s); in-loop R@k skipped", err)
-    try:
-        from data_tools.loader import read_dataset_info
-        from finetune.zeroshot import ZeroShotEvaluator
-
-        info = read_dataset_info(config.data.val_data)
-        if info.get("classes"):
-            evaluators.append(ZeroShotEvaluator(data=config.data.val_data, num_workers=0))
-    except ImportError as err:
-        LOG.warning("no zero-shot evaluator (%s); in-loop zero-shot skipped", err)
-    return evaluators
-
-
 def _log_to_stderr() -> None:
     """Our progress lines on stderr; open_clip's INFO chatter on the root logger stays quiet."""
     if not LOG.handlers:
@@ -133,10 +107,11 @@ def main(argv: list[str] | None = None) -> None:
             build_parser().print_help()
             return
         config = resolve_config(argv)
+        from evaluate.in_loop import evaluators_for  # the command wires the layer above pretrain
         from pretrain.train import train
 
-        result = train(config, evaluators=build_evaluators(config))
-    except (PretrainError, _data_error()) as err:
+        result = train(config, evaluators=evaluators_for(config.data.val_data))
+    except (PretrainError, EvaluateError, _data_error()) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)
     if result.stopped_by:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -66,3 +66,18 @@ def autocast(precision: Precision, device: torch.device) -> Callable[[], Abstrac
     if precision == "bf16":
         return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
+
+
+def encoder_device(encoder: Any) -> torch.device:
+    """The encoder's device (CPU for encoders that do not say, e.g. test doubles)."""
+    return torch.device(getattr(encoder, "device", "cpu"))
+
+
+def resolve_precision(encoder: Any, precision: str) -> Precision:
+    """"fp32", "bf16", or what "auto" means on the encoder's device (bf16 where it runs natively)."""
+    return choose_precision(precision, encoder_device(encoder))[0]
+
+
+def precision_context(encoder: Any, precision: str) -> Callable[[], AbstractContextManager]:
+    """Autocast factory for `precision` on the encoder's device."""
+    return autocast(resolve_precision(encoder, precision), encoder_device(encoder))

@@ -34,9 +34,8 @@ from pretrain.cpu_memory import keep_freed_memory
 from pretrain.data_stream import BatchStream, EpochFactory, SkipTally, shard_epochs
 from pretrain.distributed import Distributed
 from pretrain.errors import PretrainError
-from pretrain.evaluation import Evaluator
 from pretrain.grad_cache import forward_backward
-from pretrain.in_loop_eval import run_evaluators
+from pretrain.in_loop_eval import InLoopEvaluator, run_evaluators
 from pretrain.losses import clip_loss, multi_positive_clip_loss, siglip_loss
 from pretrain.optim import WarmupCosine, build_optimizer, set_lr
 from pretrain.rng_state import capture_rng, restore_rng, seed_everything
@@ -59,7 +58,7 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def train(config: TrainConfig, *, evaluators: Sequence[Evaluator] = (),
+def train(config: TrainConfig, *, evaluators: Sequence[InLoopEvaluator] = (),
           make_epoch: EpochFactory | None = None, dist: Distributed | None = None) -> TrainResult:
     """Train per `config`; `make_epoch` (epoch -> batches) replaces the shard loader (tests)."""
     validate(config)
@@ -70,7 +69,7 @@ def train(config: TrainConfig, *, evaluators: Sequence[Evaluator] = (),
 class Trainer:
     """The state of one run; `run()` is the loop."""
 
-    def __init__(self, config: TrainConfig, *, evaluators: Sequence[Evaluator],
+    def __init__(self, config: TrainConfig, *, evaluators: Sequence[InLoopEvaluator],
                  make_epoch: EpochFactory | None, dist: Distributed) -> None:
         self.config, self.evaluators, self.dist = config, list(evaluators), dist
         self.run_dir = config.run_dir

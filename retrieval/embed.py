@@ -88,7 +88,7 @@ def embed_shards(config: EmbedConfig, *, encoder: Encoder | None = None,
 
 def embed_shard(encoder: Encoder, shard: str, out: Path, part: str, config: EmbedConfig) -> int:
     """Embed one shard into `part`; returns the number of samples written."""
-    from pretrain.shard_encoding import ShardImageFeatures
+    from evaluate.shard_encoding import ShardImageFeatures
 
     images, texts, keys, captions, metas = [], [], [], [], []
     for features, batch in ShardImageFeatures(encoder, shard, batch_size=config.batch_size,

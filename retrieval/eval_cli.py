@@ -20,11 +20,11 @@ from jsonargparse import ArgumentError, ArgumentParser
 from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
 from data_tools.errors import DataError
 from data_tools.loader import read_dataset_info
+from evaluate.errors import EvaluateError
 from pretrain.encoder_choice import check_image_size, open_encoder
 from pretrain.errors import PretrainError
-from retrieval.errors import RetrievalError
 
-USER_ERRORS = (RetrievalError, PretrainError, DataError)
+USER_ERRORS = (EvaluateError, PretrainError, DataError)
 
 
 @dataclass(kw_only=True)
@@ -59,7 +59,7 @@ class RetrievalEvalCommand:
 
 def run_retrieval_eval(cmd: RetrievalEvalCommand) -> dict[str, Any]:
     """Evaluate and write report.json; returns the report."""
-    from retrieval.evaluate import RetrievalEvaluator
+    from evaluate.retrieval_recall import RetrievalEvaluator
 
     info = read_dataset_info(cmd.data)
     print(f"eval retrieval: loading {cmd.checkpoint or cmd.model}", file=sys.stderr)

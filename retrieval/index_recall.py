@@ -3,7 +3,7 @@
 The pairs are known from the embedding set itself: query row q (its text
 embedding, searched over the image index) is relevant to every row whose
 caption is the same string (two vendors' drawings of one emoji share a
-caption), as in `retrieval.evaluate`. A hit at k: any relevant row in the top k.
+caption), as in `evaluate.retrieval_recall`. A hit at k: any relevant row in the top k.
 The gap between the two figures is what the approximate index costs a user.
 """
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from evaluate.metrics import classification_report
+from evaluate.plots import confusion_matrix_png, per_class_recall_png
 from finetune.fusion.config import FusionConfig
 from finetune.fusion.model import FusionClassifier
 from finetune.fusion.multitask import TaskLossWeighting
 from finetune.fusion.train import CONDITIONS, BatchSource, predict
-from finetune.metrics import classification_report
-from finetune.plots import confusion_matrix_png, per_class_recall_png
 
 SUMMARY_KEYS = ("top1", "top5", "macro_f1", "mean_per_class_recall", "n")
 

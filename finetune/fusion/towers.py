@@ -14,23 +14,13 @@ from __future__ import annotations
 from typing import Literal
 
 from open_clip.hf_model import HFTextEncoder
-from open_clip.transformer import TextTransformer, VisionTransformer, text_global_pool
+from open_clip.transformer import TextTransformer, text_global_pool
 from torch import Tensor, nn
 
 from finetune.errors import FinetuneError
+from pretrain.vision_tower import vision_tower
 
 TowerMode = Literal["frozen", "last", "full"]
-
-
-def vision_tower(model: nn.Module) -> VisionTransformer:
-    """The model's ViT image tower; FinetuneError for other image towers (ResNet, timm)."""
-    visual = getattr(model, "visual", None)
-    if not isinstance(visual, VisionTransformer):
-        raise FinetuneError(
-            f"the image tower is {type(visual).__name__}, fusion and heat maps need an open_clip "
-            "VisionTransformer (patch tokens); use a ViT checkpoint"
-        )
-    return visual
 
 
 def encode_image_tokens(model: nn.Module, images: Tensor) -> dict[str, Tensor]:

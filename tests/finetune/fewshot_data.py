@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from finetune.full_finetune import encode_images
-from finetune.imbalance import ImbalanceOptions
-from finetune.task import FewShotTask, TaskImages
+from finetune.methods.full_finetune import encode_images
+from finetune.methods.imbalance import ImbalanceOptions
+from finetune.methods.task import FewShotTask, TaskImages
 
 
 def cluster_centres(num_classes: int, dim: int, seed: int) -> Tensor:

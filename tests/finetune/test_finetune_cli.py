@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetune.adapter_io import load_adapter
+from evaluate.zeroshot import encode_labelled_images
 from finetune.cli import main
 from finetune.errors import FinetuneError
-from finetune.zeroshot import encode_labelled_images
+from finetune.methods.adapter_io import load_adapter
 from pretrain.encoder import Encoder
 from tests.finetune.fakes import save_tiny_checkpoint, write_shards
 from tests.finetune.fewshot_data import single_thread

@@ -1,0 +1,1 @@
+"""Evaluation of a shared representation: one evaluator interface, zero-shot, retrieval recall, reports, heat maps."""

@@ -1,0 +1,110 @@
+"""Where zero-shot class names and each sample's true class come from.
+
+Class names: a user file (`--classes`), else the shards' dataset.json
+(`classes`, or `label_fields[FIELD]` with `--label-field FIELD`). A sample's
+class: `.json` `labels[FIELD]` when a field is chosen, else `.cls` (an index
+into dataset.json `classes`), else `.json` `label`. Names are matched exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from evaluate.errors import EvaluateError
+
+
+def read_class_file(path: str | Path) -> tuple[list[str], list[str]]:
+    """(class names as the labels spell them, names to put in the prompts) from a file.
+
+    One name per line, or a JSON list of names (both lists equal), or a JSON
+    object {label name: prompt name} to prompt with friendlier words
+    (e.g. {"T-shirt/top": "t-shirt"}). Duplicates and empty names are errors:
+    either would make two prompts compete for one label or give a class
+    nothing to say.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluateError(f"class file {path} does not exist; pass a file with one class name per line")
+    text = path.read_text(encoding="utf-8")
+    origin = f"class file {path}"
+    if path.suffix.lower() != ".json" and not text.lstrip().startswith(("[", "{")):
+        lines = text.splitlines()
+        while lines and not lines[-1].strip():  # a trailing newline is not an empty class
+            lines.pop()
+        names = validate_class_names([n.strip() for n in lines], origin=origin)
+        return names, names
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise EvaluateError(f"{origin} is not valid JSON ({err.msg}, line {err.lineno})") from None
+    if isinstance(parsed, dict) and all(isinstance(v, str) for v in parsed.values()):
+        labels = validate_class_names([k.strip() for k in parsed], origin=origin)
+        prompts = validate_class_names([v.strip() for v in parsed.values()], origin=f"{origin} (prompt names)")
+        return labels, prompts
+    if not isinstance(parsed, list) or not all(isinstance(n, str) for n in parsed):
+        raise EvaluateError(f"{origin} must hold a JSON list of names or an object {{label name: prompt name}}")
+    names = validate_class_names([n.strip() for n in parsed], origin=origin)
+    return names, names
+
+
+def validate_class_names(names: Sequence[str], *, origin: str) -> list[str]:
+    if not names:
+        raise EvaluateError(f"{origin} lists no classes; zero-shot needs at least two class names")
+    for i, name in enumerate(names):
+        if not name:
+            raise EvaluateError(f"{origin} has an empty class name at entry {i + 1}; remove the blank entry")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise EvaluateError(
+                f"{origin} lists {name!r} twice (entries {seen[name] + 1} and {i + 1}); class names must be unique"
+            )
+        seen[name] = i
+    if len(names) < 2:
+        raise EvaluateError(f"{origin} lists one class ({names[0]!r}); zero-shot needs at least two")
+    return list(names)
+
+
+def dataset_class_names(info: dict[str, Any], label_field: str | None, *, data: str) -> list[str] | None:
+    """Class names declared by dataset.json, or None when it declares none for this choice."""
+    if label_field is None:
+        classes = info.get("classes")
+        return validate_class_names(classes, origin=f"{data}/dataset.json classes") if classes else None
+    fields = info.get("label_fields") or {}
+    if label_field in fields:
+        return validate_class_names(fields[label_field], origin=f"{data}/dataset.json label_fields[{label_field!r}]")
+    if fields:
+        raise EvaluateError(
+            f"shards at {data} have no label field {label_field!r}; dataset.json lists: {', '.join(fields)}"
+        )
+    return None  # no declared fields: names are collected from the samples' .json labels
+
+
+def sample_label(
+    meta: dict[str, Any], cls_index: int, label_field: str | None, dataset_classes: Sequence[str]
+) -> str | None:
+    """The class name of one sample, or None when it carries no label of the chosen kind."""
+    if label_field is not None:
+        value = (meta.get("labels") or {}).get(label_field)
+        return None if value is None else str(value)
+    if 0 <= cls_index < len(dataset_classes):
+        return dataset_classes[cls_index]
+    value = meta.get("label")
+    return None if value is None else str(value)
+
+
+def label_indices(labels: Sequence[str], classnames: Sequence[str], *, data: str) -> list[int]:
+    """Map sample class names to indices in `classnames`; unknown names are an error."""
+    index = {name: i for i, name in enumerate(classnames)}
+    unknown = sorted({name for name in labels if name not in index})
+    if unknown:
+        shown = ", ".join(repr(n) for n in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise EvaluateError(
+            f"{len(unknown)} class name(s) in the labels of {data} are not among the {len(classnames)} classes: "
+            f"{shown}{more}; add them to the class file or choose another --label-field"
+        )
+    return [index[name] for name in labels]

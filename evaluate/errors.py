@@ -1,0 +1,8 @@
+"""The one exception type a user of evaluate can cause."""
+
+
+class EvaluateError(Exception):
+    """Bad input to an evaluation (bad class or template file, unlabelled shards, no readable sample).
+
+    The message says what was wrong and what to do; the CLI prints it on one line.
+    """

@@ -1,0 +1,87 @@
+"""`clipline explain`: heat maps of which image regions match a text, and a fusion head's gates / attention.
+
+    clipline explain --checkpoint RUN --data DIR --out DIR [--text "a red apple"] [--method all] [--fusion-run RUN2]
+
+The heat maps come from `evaluate.heatmap`; with --fusion-run, a trained fusion
+head's gate values / attention weights per sample from `finetune.fusion.explain`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from jsonargparse import ArgumentError, ArgumentParser
+
+from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
+from data_tools.errors import DataError
+from evaluate.errors import EvaluateError
+from finetune.errors import FinetuneError
+from pretrain.errors import PretrainError
+
+USER_ERRORS = (EvaluateError, FinetuneError, PretrainError, DataError)
+
+
+@dataclass(kw_only=True)
+class HeatmapCommand:
+    """Heat maps of which image regions match a text, and a fusion head's gates / attention."""
+
+    checkpoint: str
+    """Run dir or checkpoint dir of the model whose patches are scored."""
+    data: str
+    """Shards; the first --count samples are shown."""
+    out: str
+    """Directory for heatmaps.png / heatmaps.json (and fusion_<i>.png with --fusion-run)."""
+    text: str | None = None
+    """Text to locate in every image; default: each sample's own caption."""
+    count: int = 8
+    """Samples to show."""
+    method: str = "all"
+    """value, tokens, gradcam, occlusion, rise, or all (one column each)."""
+    fusion_run: str | None = None
+    """A `clipline finetune fusion` run: also draw its gate values / attention weights per sample."""
+
+
+def run_explain(cmd: HeatmapCommand) -> None:
+    from evaluate.heatmap import METHODS, render_heatmaps
+    from finetune.fusion.explain import explain_samples
+    from pretrain.encoder import Encoder
+
+    if cmd.method != "all" and cmd.method not in METHODS:
+        raise EvaluateError(f"unknown --method {cmd.method!r}; choose all or one of {', '.join(METHODS)}")
+    methods = METHODS if cmd.method == "all" else (cmd.method,)
+    out = Path(cmd.out)
+    summary = render_heatmaps(Encoder.load(cmd.checkpoint), cmd.data, out, text=cmd.text, count=cmd.count,
+                              methods=methods)
+    print(f"heatmap: wrote {out / 'heatmaps.png'}; mean object focus {json.dumps(summary['mean_object_focus'])}")
+    if cmd.fusion_run:
+        explain_samples(cmd.fusion_run, cmd.data, out, count=cmd.count)
+        print(f"heatmap: wrote {out}/fusion_*.png and fusion_explanations.json")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="clipline explain", description=HeatmapCommand.__doc__, exit_on_error=False)
+    add_dataclass_flags(parser, HeatmapCommand)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        run_explain(dataclass_from_namespace(HeatmapCommand, build_parser().parse_args(argv)))
+    except USER_ERRORS as err:
+        fail(str(err))
+    except ArgumentError as err:  # jsonargparse: one line, not a usage dump
+        fail(f"{err} (see `clipline explain --help`)")
+
+
+def fail(message: str) -> None:
+    """Print a user error as one line on stderr and exit 2."""
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

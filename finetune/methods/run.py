@@ -1,0 +1,127 @@
+"""`clipline finetune METHOD`: one method, one shot count, one seed -> adapter + report.json."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from finetune.atomic import write_json_atomic
+from finetune.methods.adapter_io import save_adapter
+from finetune.methods.experiment import METHODS, Prepared, evaluate, make_task, prepare, timed_fit, zeroshot_report
+from finetune.methods.imbalance import ImbalanceOptions
+from finetune.methods.shots import Shots, parse_shots
+from finetune.methods.task import FittedModel
+
+
+@dataclass(kw_only=True)
+class DataOptions:
+    """Where the model and the labelled data come from."""
+
+    checkpoint: str
+    """Pretraining run directory (newest checkpoint) or a checkpoint directory."""
+    train_data: str
+    """Shard directory the shots are drawn from."""
+    eval_data: str
+    """Shard directory evaluated on (its classes must all be in the training data)."""
+    label_field: str | None = None
+    """Label to classify: a key of each sample's `labels` (e.g. category); default its `label`."""
+    templates: str = "auto"
+    """Zero-shot prompts: imagenet80, imagenet7, generic, emoji, fashion, a file, or auto (from dataset.json source)."""
+    feature_cache: str | None = None
+    """Feature cache directory (default $CLIPLINE_FEATURE_CACHE or ~/.cache/clipline/features)."""
+    val_shots: int = 4
+    """Validation samples per class for k-shot runs: min(k, val_shots), drawn apart from the shots."""
+
+
+@dataclass(kw_only=True)
+class AdaptOptions(DataOptions):
+    """Data plus the class-imbalance remedies, shared by a single run and a sweep."""
+
+    class_weight: bool = False
+    """Weight the loss by inverse class frequency."""
+    balanced_sampling: bool = False
+    """Sample training examples class-uniformly."""
+    focal_gamma: float = 0.0
+    """Focal loss with this gamma (0 = cross-entropy)."""
+
+    @property
+    def imbalance(self) -> ImbalanceOptions:
+        return ImbalanceOptions(
+            class_weight=self.class_weight, balanced_sampling=self.balanced_sampling, focal_gamma=self.focal_gamma
+        )
+
+
+@dataclass(kw_only=True)
+class FinetuneOptions(AdaptOptions):
+    """One few-shot run."""
+
+    out: str
+    """Output directory: adapter (config.json, adapter.safetensors) and report.json."""
+    shots: int | Literal["all"] = 16
+    """Training samples per class, or 'all'."""
+    seed: int = 1
+    """Seed of the k-shot draw (and of the method's own randomness)."""
+
+
+def prepare_from(options: DataOptions) -> Prepared:
+    """Load the checkpoint's encoder, then features and zero-shot head for the options' data."""
+    from pretrain.encoder import Encoder
+
+    return prepare(
+        Encoder.load(options.checkpoint), train_data=options.train_data, eval_data=options.eval_data,
+        label_field=options.label_field, templates=options.templates, feature_cache=options.feature_cache,
+    )
+
+
+def run_finetune(method: str, options: FinetuneOptions, method_config: Any = None) -> dict[str, Any]:
+    """Train `method`, evaluate it and zero-shot on eval, save the adapter and report.json in options.out."""
+    shots: Shots = parse_shots(str(options.shots))[0]
+    prep = prepare_from(options)
+    task, split = make_task(prep, shots=shots, seed=options.seed, imbalance=options.imbalance,
+                            val_shots=options.val_shots)
+    method_config = method_config if method_config is not None else METHODS[method].config_cls()
+    print(f"{method}: {len(task.train_y)} training samples, {len(task.val_y)} validation, "
+          f"{len(prep.eval_y)} eval, {task.num_classes} classes", file=sys.stderr, flush=True)
+    fitted, seconds = timed_fit(prep, method, task, split, method_config)
+    report: dict[str, Any] = {
+        "method": method, "shots": shots, "seed": options.seed, "checkpoint_id": prep.encoder.checkpoint_id,
+        "config": {**asdict(options), "method": _plain(method_config)},
+        "num_train": len(task.train_y), "num_val": len(task.val_y), "classnames": prep.classnames,
+        "hyperparameters": fitted.hyperparameters, "val_score": fitted.val_score, "fit_seconds": seconds,
+        "zeroshot": zeroshot_report(prep), "result": evaluate(prep, fitted),
+    }
+    if fitted.curve:
+        report["alpha_curve"] = alpha_curve(prep, fitted)
+    save_adapter(
+        options.out, method=method, fitted=fitted, checkpoint_id=prep.encoder.checkpoint_id,
+        classnames=prep.classnames, extra={"shots": shots, "seed": options.seed, "label_field": options.label_field},
+    )
+    write_json_atomic(Path(options.out) / "report.json", report)
+    return report
+
+
+def alpha_curve(prep: Prepared, fitted: FittedModel) -> list[dict[str, float]]:
+    """Eval top-1 / mean per-class recall / macro-F1 at every WiSE-FT alpha."""
+    rows = []
+    for alpha, model in sorted(fitted.curve.items()):
+        result = evaluate(prep, model)
+        rows.append({
+            "alpha": alpha, "top1": result["top1"], "mean_per_class_recall": result["mean_per_class_recall"],
+            "macro_f1": result["macro_f1"], "val_score": model.val_score,
+        })
+    return rows
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    r, z = report["result"], report["zeroshot"]
+    return (
+        f"{report['method']} {report['shots']}-shot seed {report['seed']}: top1 {r['top1']:.4f} "
+        f"(zero-shot {z['top1']:.4f}), mean per-class recall {r['mean_per_class_recall']:.4f}, "
+        f"macro-F1 {r['macro_f1']:.4f}, fit {report['fit_seconds']:.1f}s"
+    )
+
+
+def _plain(config: Any) -> Any:
+    return asdict(config) if is_dataclass(config) and not isinstance(config, type) else config
