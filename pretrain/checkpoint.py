@@ -35,6 +35,11 @@ def step_dir_name(step: int) -> str:
     return f"{STEP_PREFIX}{step:08d}"
 
 
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    """Where `save_checkpoint` puts the checkpoint of `step` (the same on every process)."""
+    return Path(run_dir) / CHECKPOINTS_DIR / step_dir_name(step)
+
+
 def save_checkpoint(run_dir: str | Path, *, step: int, state_dict: dict[str, torch.Tensor],
                     model_info: dict[str, Any], train_state: dict[str, Any] | None = None,
                     keep_last: int = 0) -> Path:
@@ -42,9 +47,9 @@ def save_checkpoint(run_dir: str | Path, *, step: int, state_dict: dict[str, tor
 
     `keep_last` > 0 deletes older step directories beyond that many.
     """
-    root = Path(run_dir) / CHECKPOINTS_DIR
+    final = checkpoint_path(run_dir, step)
+    root = final.parent
     root.mkdir(parents=True, exist_ok=True)
-    final = root / step_dir_name(step)
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)

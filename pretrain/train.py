@@ -341,14 +341,16 @@ class Trainer:
                      "config": config_to_dict(self.config)}
             if self.distiller is not None:
                 state["distill"] = self.distiller.state_dict()
-            self.last_checkpoint = checkpoint.save_checkpoint(
+            checkpoint.save_checkpoint(
                 self.run_dir, step=self.step, state_dict=self.towers.clip.state_dict(),
                 model_info=models.model_info(self.towers.name, self.towers.clip), train_state=state,
                 keep_last=self.config.keep_checkpoints)
         self.dist.barrier()
+        # every rank knows the path rank 0 wrote, so every rank decides alike whether _finish saves again
+        self.last_checkpoint = checkpoint.checkpoint_path(self.run_dir, self.step)
 
     def _finish(self, loss: float, started: float, stopped_by: str) -> TrainResult:
-        if self.last_checkpoint is None or not self.last_checkpoint.name.endswith(f"{self.step:08d}"):
+        if self.last_checkpoint != checkpoint.checkpoint_path(self.run_dir, self.step):
             self._save(started)
         evaluated_now = self.config.eval_every and self.step % self.config.eval_every == 0
         metrics = self.last_metrics if stopped_by or evaluated_now else self._evaluate()

@@ -29,7 +29,9 @@ def global_batches(step_count: int, *, captions: bool = False) -> list[dict]:
         images = torch.randn(GLOBAL_BATCH, 3, 64, 64, generator=generator)
         texts = [" ".join(WORDS[(step * 7 + i * j) % len(WORDS)] for j in range(1 + i % 4))
                  for i in range(GLOBAL_BATCH)]
-        batches.append({"image": images, "text": tokenizer(texts), **({"caption": texts} if captions else {})})
+        groups = torch.tensor([i % 5 for i in range(GLOBAL_BATCH)])  # pairs i and i+5 share a concept
+        batches.append({"image": images, "text": tokenizer(texts), "group": groups,
+                        **({"caption": texts} if captions else {})})
     return batches
 
 
@@ -51,6 +53,9 @@ VARIANTS = {
     "clip-local-loss": (["local_loss=true"], 1),
     "siglip": (["kind=siglip"], 1),
     "clip-gradcache": (["accum_steps=2"], 2),
+    "clip-groups": (["positives=group"], 1),  # concept ids gathered from every rank
+    # a checkpoint at the last step: _finish must not save again on any rank (it once did on rank 1 only)
+    "clip-save-at-end": ([f"checkpoint_every={STEPS}"], 1),
     # a 384-d teacher: the projection's gradient must be averaged over ranks too
     "clip-distill": (["temperature=2", "kl_weight=0.7", "feature_weight=0.4"], 1),
 }
@@ -76,7 +81,9 @@ def run(out: Path, variant: str, dist: object | None = None) -> None:
     config = apply_overrides(named_config("tiny-debug"), [
         f"out={out}", f"batch_size={micro}", f"steps={STEPS}", "threads=1", "checkpoint_every=100",
         "augment=false", *overrides])
-    train(config, make_epoch=lambda epoch: batches, dist=dist)
+    result = train(config, make_epoch=lambda epoch: batches, dist=dist)
+    # every rank reports the checkpoint rank 0 wrote
+    assert result.checkpoint is not None and result.checkpoint.name == f"step_{STEPS:08d}", result.checkpoint
 
 
 if __name__ == "__main__":
