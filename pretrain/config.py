@@ -159,6 +159,9 @@ class TrainConfig:
     """Optimizer steps (the schedule's length unless time_budget_min is set)."""
     time_budget_min: float | None = None
     """Train for this many wall-clock minutes; the cosine then follows elapsed time (steps is a cap)."""
+    ema_decay: float = 0.0
+    """Keep an exponential moving average of the trained weights (e.g. 0.998 per step; 0 = off):
+    in-loop evaluation and checkpoints' model weights use it, train_state keeps the raw weights."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """auto: bf16 autocast where the device runs it fast, else fp32 (never fp16 on CPU)."""
     compile: bool = False
@@ -338,6 +341,8 @@ def validate(config: TrainConfig) -> None:
         raise PretrainError("model.patch_dropout must be in [0, 1)")
     if config.time_budget_min is not None and config.time_budget_min <= 0:
         raise PretrainError("time_budget_min must be > 0 (or null for a step-based schedule)")
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise PretrainError("ema_decay must be in [0, 1) (0 = no weight average)")
     if config.distill.temperature <= 0:
         raise PretrainError("distill.temperature must be > 0")
     if config.distill.kl_weight < 0 or config.distill.feature_weight < 0:

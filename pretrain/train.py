@@ -2,7 +2,7 @@
 
 One step: take `accum_steps` micro-batches, forward/backward them (GradCache
 when more than one, see grad_cache.py), clip the gradient norm, AdamW step,
-clamp the temperature; with `distill.teacher` set, the loss adds distillation
+clamp the temperature, update the weight average (ema_decay, ema.py); with `distill.teacher` set, the loss adds distillation
 against a frozen teacher's features of the same batch (teacher.py). Around
 it: logging, periodic evaluation and checkpoints, resume, and stopping
 cleanly on signals or a non-finite loss.
@@ -10,6 +10,7 @@ cleanly on signals or a non-finite loss.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -33,6 +34,7 @@ from pretrain.config import TrainConfig, config_to_dict, save_config, validate
 from pretrain.cpu_memory import keep_freed_memory
 from pretrain.data_stream import BatchStream, EpochFactory, SkipTally, shard_epochs
 from pretrain.distributed import Distributed
+from pretrain.ema import WeightAverage
 from pretrain.errors import PretrainError
 from pretrain.grad_cache import forward_backward
 from pretrain.in_loop_eval import InLoopEvaluator, run_evaluators
@@ -92,6 +94,7 @@ class Trainer:
         self.schedule = WarmupCosine(lr=config.optim.lr, min_lr=config.optim.min_lr,
                                      warmup_steps=config.optim.warmup_steps, total_steps=config.steps,
                                      total_seconds=config.time_budget_min * 60 if config.time_budget_min else None)
+        self.average = WeightAverage(self.towers.clip, config.ema_decay) if config.ema_decay else None
         train_state = self._resume_weights()
         if config.compile:
             models.compile_towers(self.towers)
@@ -150,6 +153,10 @@ class Trainer:
                                 "parameters; resume with the run's own config (its config.json)") from err
         if self.distiller is not None:
             self.distiller.load_state_dict(state.get("distill"))
+        if self.average is not None and state.get("ema") is not None:
+            # model.safetensors holds the average; the raw trained weights are in the train state
+            self.average.load_state_dict(state["ema"])
+            self.towers.clip.load_state_dict(state["raw_weights"], strict=False)
         self.schedule.load_state_dict(state["schedule"])
         self.step, self.samples_seen = state["step"], state["samples_seen"]
         self.elapsed_before, self.last_checkpoint = state["elapsed_s"], ckpt
@@ -246,6 +253,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():  # CLIP's clamp: temperature no lower than 1/max_logit_scale
             self.towers.clip.logit_scale.clamp_(0, math.log(self.config.loss.max_logit_scale))
+        if self.average is not None:
+            self.average.update(self.towers.clip)
         return loss_value, lr
 
     def _fail_non_finite(self, what: str) -> None:
@@ -322,7 +331,8 @@ class Trainer:
             return {}
         metrics: dict[str, float] = {}
         if self.dist.is_main:
-            metrics = run_evaluators(self.evaluators, self.towers.clip, model_name=self.towers.name)
+            with self.average.swapped_in(self.towers.clip) if self.average else contextlib.nullcontext():
+                metrics = run_evaluators(self.evaluators, self.towers.clip, model_name=self.towers.name)
             self.towers.train()
             self.log.write({"step": self.step, **metrics}, prefix="eval")
             self.last_metrics = metrics
@@ -341,8 +351,13 @@ class Trainer:
                      "config": config_to_dict(self.config)}
             if self.distiller is not None:
                 state["distill"] = self.distiller.state_dict()
+            weights = self.towers.clip.state_dict()
+            if self.average is not None:
+                state["ema"] = self.average.state_dict()
+                state["raw_weights"] = {k: weights[k] for k in self.average.shadow}
+                weights = self.average.averaged_state_dict(self.towers.clip)
             checkpoint.save_checkpoint(
-                self.run_dir, step=self.step, state_dict=self.towers.clip.state_dict(),
+                self.run_dir, step=self.step, state_dict=weights,
                 model_info=models.model_info(self.towers.name, self.towers.clip), train_state=state,
                 keep_last=self.config.keep_checkpoints)
         self.dist.barrier()

@@ -128,3 +128,23 @@ def test_corrupt_sample_is_skipped_and_counted(emoji_shards: Path, tmp_path: Pat
     assert result.step == 6
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert sum(summary["skipped_samples"].values()) == 1, summary["skipped_samples"]
+
+
+def test_weight_average_is_checkpointed_and_resumes_exactly(tmp_path: Path) -> None:
+    from pretrain.checkpoint import read_weights
+
+    options = ["steps=6", "checkpoint_every=3", "ema_decay=0.9", "deterministic=true"]
+    straight = train(debug_config(tmp_path / "straight", *options), make_epoch=in_memory)
+    state = read_train_state(straight.checkpoint)
+    averaged, raw = read_weights(straight.checkpoint), state["raw_weights"]
+    assert state["ema"]["updates"] == 6 and set(raw) == set(state["ema"]["shadow"])
+    # the checkpoint's model weights are the average, not the last step's weights
+    assert not torch.equal(averaged["visual.conv1.weight"], raw["visual.conv1.weight"])
+    resumed = train(debug_config(tmp_path / "resumed", *options,
+                                 f"resume={tmp_path / 'straight' / 'checkpoints' / 'step_00000003'}"),
+                    make_epoch=in_memory)
+    assert resumed.step == 6
+    for key, value in read_weights(resumed.checkpoint).items():
+        assert torch.allclose(value, averaged[key], atol=1e-6), key
+    for key, value in read_train_state(resumed.checkpoint)["raw_weights"].items():
+        assert torch.allclose(value, raw[key], atol=1e-6), key
