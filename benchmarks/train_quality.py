@@ -59,6 +59,7 @@ RECIPES: dict[str, tuple[str, list[str], str]] = {
     "ours_lit_rn": ("emoji-lit-rn", [], ""),
     "ours_lit_siglip": (LIT, ["loss.kind=siglip"], ""),
     "ours_lit_b512": (LIT, ["accum_steps=4"], ""),
+    "ours_lit_ema": (LIT, ["ema_decay=0.995"], ""),
 }
 CALIBRATION_STEPS, CALIBRATION_WARMUP = 40, 10
 
