@@ -1,7 +1,7 @@
 """Where each sample's image lives in a shard tar: member name, data offset and size.
 
 Recorded at embedding time so a search result can be read back with one seek
-(`retrieval.shard_images`), and so the web page and `--grid` can show it.
+(`retrieval.serve.shard_images`), and so the web page and `--grid` can show it.
 """
 
 from __future__ import annotations

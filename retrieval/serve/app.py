@@ -1,4 +1,4 @@
-"""The HTTP search service: `create_app(registry, config)` builds the FastAPI app.
+"""The FastAPI app of `clipline serve` and its routes: `create_app(registry, config)`.
 
 Routes: `POST /search`, `GET /images/{index}/{key}`, `GET /indices`,
 `POST /indices/{name}/add`, `GET /health`, the page at `/`, docs at `/docs`.
@@ -22,20 +22,20 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.datastructures import UploadFile
 
-from retrieval.api_schemas import (
+from retrieval.serve.api_schemas import (
     AddRequest, AddResponse, ErrorResponse, HealthResponse, IndexInfo, SearchHit, SearchRequest, SearchResponse,
 )
-from retrieval.index_updates import parse_add_request
-from retrieval.query_parsing import (
+from retrieval.serve.add_request import parse_add_request
+from retrieval.serve.query_parsing import (
     BadQueryError, ParsedQuery, QueryValidationError, decode_image, parse_form_search, parse_json_search,
     query_vector,
 )
-from retrieval.serve_config import ServeConfig
-from retrieval.server_errors import UnsupportedMediaError, install_error_handlers
-from retrieval.server_guards import ApiKeyGuard, BodySizeLimit, SecurityHeaders
-from retrieval.service import IndexRegistry, ServedIndex, UnknownKeyError
-from retrieval.shard_images import ShardImageReader, media_type_of
-from retrieval.text_batcher import TextSearchBatcher
+from retrieval.serve.config import ServeConfig
+from retrieval.serve.error_responses import UnsupportedMediaError, install_error_handlers
+from retrieval.serve.guards import ApiKeyGuard, BodySizeLimit, SecurityHeaders
+from retrieval.serve.registry import IndexRegistry, ServedIndex, UnknownKeyError
+from retrieval.serve.shard_images import ShardImageReader, media_type_of
+from retrieval.serve.text_batcher import TextSearchBatcher
 
 STATIC_DIR = Path(__file__).parent / "static"
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "

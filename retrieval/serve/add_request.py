@@ -1,4 +1,4 @@
-"""Check an add request against the index it extends and turn it into `AddedItems`."""
+"""Parsing `POST /indices/{name}/add`: check an add request against the index it extends and turn it into `AddedItems`."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import numpy as np
 from pydantic import ValidationError
 
-from retrieval.api_schemas import AddItem, AddRequest
-from retrieval.query_parsing import BadQueryError, QueryTooLargeError, QueryValidationError, describe_validation_error
-from retrieval.service import AddedItems, SearchBackend
+from retrieval.serve.api_schemas import AddItem, AddRequest
+from retrieval.serve.query_parsing import BadQueryError, QueryTooLargeError, QueryValidationError, describe_validation_error
+from retrieval.serve.registry import AddedItems, SearchBackend
 
 
 def parse_add_request(body: bytes, backend: SearchBackend, max_items: int) -> AddedItems:

@@ -22,7 +22,7 @@ import numpy as np
 import uvicorn
 from PIL import Image, ImageDraw
 
-from retrieval.service import AddedItems, ImageLocation
+from retrieval.serve.registry import AddedItems, ImageLocation
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (240, 230, 20),
           "purple": (150, 30, 200), "black": (10, 10, 10)}

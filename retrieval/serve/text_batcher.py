@@ -19,7 +19,7 @@ from collections.abc import Callable
 import anyio
 import anyio.to_thread
 
-from retrieval.service import ServedIndex, Snapshot
+from retrieval.serve.registry import ServedIndex, Snapshot
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 import faiss
 
 from retrieval.errors import RetrievalError
-from retrieval.index_build import INDEX_FORMAT
+from retrieval.index.build import INDEX_FORMAT
 
 
 @dataclass

@@ -9,11 +9,11 @@ from fastapi.testclient import TestClient
 
 from retrieval.errors import RetrievalError
 from retrieval.serve_cli import main, parse_index_arg
-from retrieval.serve_config import ServeConfig, ServeLimits
-from retrieval.server import create_app
-from retrieval.server_guards import check_bind_safety, is_loopback_host
-from retrieval.service import IndexRegistry, ServedIndex
-from tests.retrieval.serve_fakes import ColorBackend, write_color_shard
+from retrieval.serve.config import ServeConfig, ServeLimits
+from retrieval.serve.app import create_app
+from retrieval.serve.guards import check_bind_safety, is_loopback_host
+from retrieval.serve.registry import IndexRegistry, ServedIndex
+from tests.retrieval.serve.fakes import ColorBackend, write_color_shard
 
 KEY = "s3cret-key"
 

@@ -20,9 +20,9 @@ from PIL import Image
 
 from retrieval.encoder_spec import load_encoder
 from retrieval.errors import RetrievalError
-from retrieval.index_store import read_index_info
+from retrieval.index.store import read_index_info
 from retrieval.retriever import Retriever
-from retrieval.service import AddedItems, ImageLocation, IndexRegistry, ServedIndex
+from retrieval.serve.registry import AddedItems, ImageLocation, IndexRegistry, ServedIndex
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from retrieval.client import SearchClient, SearchClientError
-from retrieval.serve_config import ServeConfig, ServeLimits
-from retrieval.server import create_app
-from retrieval.service import AddedItems, IndexRegistry, ServedIndex
-from retrieval.text_batcher import TextSearchBatcher
-from tests.retrieval.serve_fakes import COLORS, DIM, ColorBackend, draw, running_server, write_color_shard
+from retrieval.serve.config import ServeConfig, ServeLimits
+from retrieval.serve.app import create_app
+from retrieval.serve.registry import AddedItems, IndexRegistry, ServedIndex
+from retrieval.serve.text_batcher import TextSearchBatcher
+from tests.retrieval.serve.fakes import COLORS, DIM, ColorBackend, draw, running_server, write_color_shard
 
 
 class CountingBackend(ColorBackend):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from retrieval.errors import RetrievalError
-from retrieval.index_build import IndexBuildConfig, build_index
-from retrieval.index_store import load_index
-from retrieval.index_tune import recall_at_k
+from retrieval.index.build import IndexBuildConfig, build_index
+from retrieval.index.store import load_index
+from retrieval.index.tune import recall_at_k
 from tests.retrieval.emb_fakes import clustered_vectors, write_embedding_dir
 
 N, DIM = 20_000, 32
@@ -79,14 +79,14 @@ def test_failed_build_leaves_no_index_and_keeps_the_old_one(synthetic_emb: Path,
         Path(path).write_bytes(b"half an index")
         raise OSError("disk full")
 
-    monkeypatch.setattr("retrieval.index_build.faiss.write_index", broken_write)
+    monkeypatch.setattr("retrieval.index.build.faiss.write_index", broken_write)
     with pytest.raises(OSError, match="disk full"):
         build_index(IndexBuildConfig(emb=str(synthetic_emb), out=str(out), tune_queries=50), log=quiet)
     assert list(tmp_path.iterdir()) == []  # neither the index nor its temporary dir
     monkeypatch.undo()
     build_index(IndexBuildConfig(emb=str(synthetic_emb), out=str(out), tune_queries=50), log=quiet)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    monkeypatch.setattr("retrieval.index_build.faiss.write_index", broken_write)
+    monkeypatch.setattr("retrieval.index.build.faiss.write_index", broken_write)
     with pytest.raises(OSError):
         build_index(IndexBuildConfig(emb=str(synthetic_emb), out=str(out), tune_queries=50, overwrite=True),
                     log=quiet)

@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 from pydantic import ValidationError
 
-from retrieval.api_schemas import SearchRequest
+from retrieval.serve.api_schemas import SearchRequest
 from retrieval.errors import RetrievalError
-from retrieval.serve_config import ServeLimits
+from retrieval.serve.config import ServeLimits
 
 # Formats a query image may be in; the rest of Pillow's decoders stay unreachable.
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")

@@ -1,4 +1,4 @@
-"""Indices served by name, each swappable atomically while queries run.
+"""The registry of served indices: each served by name, swappable atomically while queries run.
 
 A `ServedIndex` holds one immutable `SearchBackend` snapshot. A query reads the
 reference once and uses that snapshot to the end, so it sees the old index or

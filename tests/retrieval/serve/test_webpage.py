@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.serve_config import ServeConfig, ServeLimits
-from retrieval.server import create_app
-from retrieval.service import IndexRegistry, ServedIndex
-from tests.retrieval.serve_fakes import ColorBackend, draw, running_server, write_color_shard
+from retrieval.serve.config import ServeConfig, ServeLimits
+from retrieval.serve.app import create_app
+from retrieval.serve.registry import IndexRegistry, ServedIndex
+from tests.retrieval.serve.fakes import ColorBackend, draw, running_server, write_color_shard
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -143,7 +143,7 @@ def test_bad_query_shows_the_server_message(browser_page, shard: Path) -> None:
 
 
 def test_real_emoji_index_renders_in_the_page(browser_page, emoji_index: Path, tmp_path: Path) -> None:
-    from retrieval.served_backend import load_registry
+    from retrieval.serve.backend import load_registry
 
     app = create_app(load_registry([("emoji", emoji_index)]), ServeConfig(limits=ServeLimits()))
     page = browser_page

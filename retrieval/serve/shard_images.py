@@ -14,7 +14,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from retrieval.errors import RetrievalError
-from retrieval.service import ImageLocation
+from retrieval.serve.registry import ImageLocation
 
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 

@@ -28,10 +28,10 @@ import numpy as np
 
 from retrieval.embedding_store import EmbeddingSet
 from retrieval.errors import RetrievalError
-from retrieval.index_choice import TRAIN_POINTS_PER_LIST, IndexChoice, choose_index_factory
-from retrieval.index_recall import end_to_end_recall
-from retrieval.index_tune import exact_neighbors, rows_as_dicts, tune_index
-from retrieval.memory_size import format_size, parse_size
+from retrieval.index.choice import TRAIN_POINTS_PER_LIST, IndexChoice, choose_index_factory
+from retrieval.index.recall import end_to_end_recall
+from retrieval.index.tune import exact_neighbors, rows_as_dicts, tune_index
+from retrieval.index.memory_size import format_size, parse_size
 from retrieval.metadata import MetadataTable
 
 INDEX_FORMAT = "clipline-index/1"

@@ -1,4 +1,4 @@
-"""Limits and switches of the HTTP search service (`clipline serve`).
+"""The service's config: limits and switches of the HTTP search service (`clipline serve`).
 
 Every limit exists so that one client cannot make the server spend unbounded
 memory or CPU: a request over a limit gets a 4xx with the limit in its message.

@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from retrieval.serve_config import ServeConfig, ServeLimits
-from retrieval.server import create_app
-from retrieval.service import IndexRegistry, ServedIndex
-from tests.retrieval.serve_fakes import COLORS, DIM, ColorBackend, draw, png_bytes, write_color_shard
+from retrieval.serve.config import ServeConfig, ServeLimits
+from retrieval.serve.app import create_app
+from retrieval.serve.registry import IndexRegistry, ServedIndex
+from tests.retrieval.serve.fakes import COLORS, DIM, ColorBackend, draw, png_bytes, write_color_shard
 
 
 @pytest.fixture(scope="module")

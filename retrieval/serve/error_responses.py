@@ -1,4 +1,4 @@
-"""How the search service answers errors: a status per error type, JSON `detail`, no internals.
+"""Error responses: how the search service answers errors: a status per error type, JSON `detail`, no internals.
 
 A user's mistake gets a 4xx whose `detail` says what was wrong and what to do;
 anything else is a 500 with a fixed message, its traceback only in the log.
@@ -14,9 +14,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retrieval.errors import RetrievalError
-from retrieval.query_parsing import BadQueryError, QueryTooLargeError, QueryValidationError
-from retrieval.server_guards import BodyTooLargeError
-from retrieval.service import DuplicateKeyError, UnknownIndexError, UnknownKeyError
+from retrieval.serve.query_parsing import BadQueryError, QueryTooLargeError, QueryValidationError
+from retrieval.serve.guards import BodyTooLargeError
+from retrieval.serve.registry import DuplicateKeyError, UnknownIndexError, UnknownKeyError
 
 log = logging.getLogger("clipline.serve")
 INTERNAL_ERROR = "internal error; the server log has the details"

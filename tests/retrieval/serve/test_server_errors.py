@@ -10,10 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from retrieval.serve_config import ServeConfig, ServeLimits
-from retrieval.server import create_app
-from retrieval.service import IndexRegistry, ServedIndex
-from tests.retrieval.serve_fakes import DIM, ColorBackend, draw, png_bytes, write_color_shard
+from retrieval.serve.config import ServeConfig, ServeLimits
+from retrieval.serve.app import create_app
+from retrieval.serve.registry import IndexRegistry, ServedIndex
+from tests.retrieval.serve.fakes import DIM, ColorBackend, draw, png_bytes, write_color_shard
 
 LIMITS = ServeLimits(max_k=50, max_text_chars=200, max_image_bytes=200_000, max_image_pixels=1_000_000,
                      max_body_bytes=300_000, max_add_items=5)

@@ -6,8 +6,8 @@ import faiss
 import pytest
 
 from retrieval.errors import RetrievalError
-from retrieval.index_choice import choose_index_factory, ivf_list_count, pq_subquantizers
-from retrieval.memory_size import parse_size
+from retrieval.index.choice import choose_index_factory, ivf_list_count, pq_subquantizers
+from retrieval.index.memory_size import parse_size
 
 GB = 10**9
 

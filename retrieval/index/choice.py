@@ -38,7 +38,7 @@ import math
 from dataclasses import dataclass
 
 from retrieval.errors import RetrievalError
-from retrieval.memory_size import format_size
+from retrieval.index.memory_size import format_size
 
 # Brute force up to this many multiply-adds per query (≈ 3-5 ms on one core).
 FLAT_MAX_WORK = 2**24

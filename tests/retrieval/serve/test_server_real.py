@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 
 from retrieval.retriever import Retriever
 from retrieval.serve_cli import main as serve_main
-from retrieval.serve_config import ServeConfig, ServeLimits
-from retrieval.served_backend import load_registry
-from retrieval.server import create_app
+from retrieval.serve.config import ServeConfig, ServeLimits
+from retrieval.serve.backend import load_registry
+from retrieval.serve.app import create_app
 
-FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shards"
+FIXTURE_SHARDS = Path(__file__).resolve().parents[2] / "fixtures" / "emoji_shards"
 
 
 @pytest.fixture(scope="module")
