@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pretrain import models
-from pretrain.attention import ExplicitSelfAttention, use_explicit_attention
+from pretrain.models.attention import ExplicitSelfAttention, use_explicit_attention
 
 
 def test_matches_multihead_attention_with_and_without_causal_mask() -> None:
