@@ -24,7 +24,7 @@ from finetune.fusion.store import load_fusion
 from finetune.fusion.towers import vision_tower
 from finetune.fusion.train import CONDITIONS, condition_mask
 from finetune.heatmap import overlay, pick_samples, to_pil
-from finetune.report import write_json_atomic
+from data_tools.atomic_write import atomic_path, write_json_atomic
 
 
 def token_strings(tokenizer: Callable, ids: Sequence[int]) -> list[str]:
@@ -92,10 +92,8 @@ def explanation_png(image: Image.Image, explanation: dict[str, Any], path: Path,
     else:
         axes[1].set_axis_off()
     _predictions_panel(axes[2], explanation)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     return path
 
 

@@ -26,7 +26,7 @@ from finetune.fusion.report import build_report, evaluate_conditions, write_plot
 from finetune.fusion.store import save_fusion
 from finetune.fusion.towers import set_towers_trainable
 from finetune.fusion.train import BatchSource, fit
-from finetune.report import write_json_atomic
+from data_tools.atomic_write import write_json_atomic
 from pretrain.encoder import Encoder
 from pretrain.errors import PretrainError
 

@@ -16,7 +16,6 @@ import json
 import os
 import resource
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Literal
 import faiss
 import numpy as np
 
+from data_tools.atomic_write import atomic_directory, write_json_atomic
 from retrieval.embedding_store import EmbeddingSet
 from retrieval.errors import RetrievalError
 from retrieval.index.choice import TRAIN_POINTS_PER_LIST, IndexChoice, choose_index_factory
@@ -81,17 +81,11 @@ def build_index(config: IndexBuildConfig, log: Callable[[str], None] = print) ->
     if missing:
         raise RetrievalError(f"embedding dir {emb.root} has no {missing[0]} embeddings; "
                              f"choose --modality from {emb.modalities()}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         summary = {m: build_modality(emb, m, config, tmp, log) for m in modalities}
         _link_metadata(emb, tmp / "metadata")
-        _write_json(tmp / "summary.json", summary)
-        _write_json(tmp / "info.json", _provenance(emb, config, modalities))
-        _swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json_atomic(tmp / "summary.json", summary)
+        write_json_atomic(tmp / "info.json", _provenance(emb, config, modalities))
     log(f"index written to {out}")
     return summary
 
@@ -123,7 +117,7 @@ def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, o
 
     path = out_dir / f"{modality}.faiss"
     faiss.write_index(index, str(path))
-    _write_json(out_dir / f"{modality}.tuning.json", rows_as_dicts(result.rows))
+    write_json_atomic(out_dir / f"{modality}.tuning.json", rows_as_dicts(result.rows))
     chosen = result.chosen
     if not result.target_met:
         log(f"[{modality}] warning: best recall@{k} {chosen.recall_at_k:.3f} is below the target "
@@ -210,20 +204,3 @@ def _link_metadata(emb: EmbeddingSet, dest: Path) -> None:
             os.link(src, dest / src.name)
         except OSError:
             shutil.copy2(src, dest / src.name)
-
-
-def _write_json(path: Path, value: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename tmp to out; an existing out is moved aside first and removed only after."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
