@@ -8,7 +8,7 @@ import logging
 import multiprocessing
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -107,8 +107,3 @@ def build_shards(data: SourceData, config: BuildConfig) -> dict:
     }
     write_json_atomic(config.out / "dataset.json", info)
     return info
-
-
-def config_summary(config: BuildConfig) -> dict:
-    """The config as plain JSON values (for printing)."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
