@@ -19,12 +19,12 @@ from typing import Any
 
 import torch
 
+from data_tools.atomic_write import write_json_atomic
 from data_tools.errors import DataError
 from data_tools.loader import make_loader
 from finetune.compress import (RecoveryConfig, as_encoder, images_per_second, magnitude_prune, nonzero_parameters,
                                quantize_int8, recover_pruned, serialized_bytes, sparsity, to_bf16)
 from finetune.errors import FinetuneError
-from data_tools.atomic_write import write_json_atomic
 from finetune.zeroshot import ZeroShotEvaluator
 from pretrain import checkpoint as checkpoint_io
 from pretrain.encoder import Encoder

@@ -42,11 +42,11 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor, nn
 
+from data_tools.atomic_write import atomic_path, write_json_atomic
 from data_tools.errors import DataError
 from data_tools.loader import make_loader
 from finetune.errors import FinetuneError
 from finetune.fusion.towers import vision_tower
-from data_tools.atomic_write import atomic_path, write_json_atomic
 
 if TYPE_CHECKING:
     from pretrain.encoder import Encoder

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from finetune.adapter_io import save_adapter
 from data_tools.atomic_write import write_json_atomic
+from finetune.adapter_io import save_adapter
 from finetune.experiment import METHODS, Prepared, evaluate, make_task, prepare, timed_fit, zeroshot_report
 from finetune.imbalance import ImbalanceOptions
 from finetune.shots import Shots, parse_shots

@@ -19,12 +19,12 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
+from data_tools.atomic_write import atomic_path, write_json_atomic
 from finetune.fusion.model import FusionClassifier
 from finetune.fusion.store import load_fusion
 from finetune.fusion.towers import vision_tower
 from finetune.fusion.train import CONDITIONS, condition_mask
 from finetune.heatmap import overlay, pick_samples, to_pil
-from data_tools.atomic_write import atomic_path, write_json_atomic
 
 
 def token_strings(tokenizer: Callable, ids: Sequence[int]) -> list[str]:

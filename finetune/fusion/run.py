@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from data_tools.atomic_write import write_json_atomic
 from finetune.errors import FinetuneError
 from finetune.fusion.cache import FeatureCache
 from finetune.fusion.config import FusionConfig
@@ -26,7 +27,6 @@ from finetune.fusion.report import build_report, evaluate_conditions, write_plot
 from finetune.fusion.store import save_fusion
 from finetune.fusion.towers import set_towers_trainable
 from finetune.fusion.train import BatchSource, fit
-from data_tools.atomic_write import write_json_atomic
 from pretrain.encoder import Encoder
 from pretrain.errors import PretrainError
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
+from data_tools.atomic_write import atomic_path, write_json_atomic
 from finetune.errors import FinetuneError
 from finetune.fusion.heads import HeadConfig
 from finetune.fusion.model import FusionClassifier
 from finetune.fusion.multitask import TaskLossWeighting
-from data_tools.atomic_write import atomic_path, write_json_atomic
 from pretrain.encoder import Encoder
 from pretrain.errors import PretrainError
 

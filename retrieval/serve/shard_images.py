@@ -15,6 +15,7 @@ from pathlib import Path
 
 from retrieval.errors import RetrievalError
 from retrieval.serve.registry import ImageLocation
+from retrieval.shard_members import read_member_bytes
 
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 
@@ -39,15 +40,7 @@ class ShardImageReader:
         offset, size = location.offset, location.size
         if offset is None or size is None:
             offset, size = self._member_span(location.shard, location.member)
-        try:
-            with open(location.shard, "rb") as f:
-                f.seek(offset)
-                data = f.read(size)
-        except OSError as exc:
-            raise RetrievalError(f"cannot read shard {location.shard}: {exc.strerror}") from exc
-        if len(data) != size:
-            raise RetrievalError(f"shard {location.shard} is truncated at member {location.member!r}")
-        return data
+        return read_member_bytes(location.shard, offset, size, location.member)
 
     def _member_span(self, shard: Path, member: str) -> tuple[int, int]:
         with self._lock:
