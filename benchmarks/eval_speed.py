@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         "settings": {
             "ours": {"loader_workers": auto_loader_workers(None), "extra_loader_workers": list(cfg.ours_extra_workers),
                      "precision": ["fp32", "auto = " + choose_precision("auto", torch.device("cpu"))[0]],
-                     "attention": "explicit matmuls (pretrain.attention) on CPU for short sequences",
+                     "attention": "explicit matmuls (pretrain.models.attention) on CPU for short sequences",
                      "malloc": "freed memory kept in the process (pretrain.cpu_memory)"},
             "peer": {"loader_workers_tried": list(cfg.peer_workers), "precision": ["fp32", "bf16 autocast"],
                      "attention": "torch nn.MultiheadAttention (fused inference fast path)", "malloc": "glibc default"},

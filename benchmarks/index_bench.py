@@ -34,9 +34,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from retrieval.embedding_store import EmbeddingSet  # noqa: E402
-from retrieval.index_build import IndexBuildConfig, build_index  # noqa: E402
-from retrieval.index_store import load_index  # noqa: E402
-from retrieval.index_tune import recall_at_k, single_query_latencies  # noqa: E402
+from retrieval.index.build import IndexBuildConfig, build_index  # noqa: E402
+from retrieval.index.store import load_index  # noqa: E402
+from retrieval.index.tune import recall_at_k, single_query_latencies  # noqa: E402
 from retrieval.metadata import metadata_row, write_metadata  # noqa: E402
 from machine import machine_info  # noqa: E402  (benchmarks/machine.py, this script's folder)
 

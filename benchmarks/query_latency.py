@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from retrieval.embed import EmbedConfig, embed_shards  # noqa: E402
 from retrieval.encoder_spec import load_encoder  # noqa: E402
-from retrieval.index_build import IndexBuildConfig, build_index  # noqa: E402
+from retrieval.index.build import IndexBuildConfig, build_index  # noqa: E402
 from retrieval.retriever import Retriever  # noqa: E402
 
 TEMPLATES = ("{}", "a photo of {}", "an emoji of {}", "a drawing of a {}", "{} icon", "the {}")

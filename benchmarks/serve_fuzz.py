@@ -35,9 +35,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retrieval.serve_config import ServeConfig, ServeLimits  # noqa: E402
-from retrieval.served_backend import load_registry  # noqa: E402
-from retrieval.server import create_app  # noqa: E402
+from retrieval.serve.config import ServeConfig, ServeLimits  # noqa: E402
+from retrieval.serve.backend import load_registry  # noqa: E402
+from retrieval.serve.app import create_app  # noqa: E402
 
 WEIRD_STRINGS = ["", " ", "\x00", "\u202e", "🙂" * 50, "../../etc/passwd", "%2e%2e%2f", "a" * 5000, "null",
                  "<script>alert(1)</script>", "\\", "\ud800".encode("utf-8", "surrogatepass").decode("utf-8", "replace"),
@@ -163,7 +163,7 @@ class RequestFuzzer:
         rng = self.rng
         method = rng.choice(["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "POST"])
         path = rng.choice(["/", "/search", "/indices", "/health", "/docs", "/openapi.json", "/static/app.js",
-                           "/static/../server.py", "/static/%2e%2e/server.py", "/" + "a" * 3000, "/images", "/images/"])
+                           "/static/../app.py", "/static/%2e%2e/app.py", "/" + "a" * 3000, "/images", "/images/"])
         return method, path, {}, b""
 
     def next(self) -> tuple[str, str, Callable]:

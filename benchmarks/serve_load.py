@@ -193,7 +193,7 @@ def tiled_index(emb_dir: str, n: int, noise: float, work: Path) -> Path:
     import pyarrow.parquet as pq
 
     from retrieval.embedding_store import EmbeddingSet
-    from retrieval.index_build import IndexBuildConfig, build_index
+    from retrieval.index.build import IndexBuildConfig, build_index
 
     out_emb, out_index = work / f"emb-{n}", work / f"index-{n}"
     if (out_index / "summary.json").is_file():

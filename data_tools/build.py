@@ -6,14 +6,14 @@ import functools
 import json
 import logging
 import multiprocessing
-import os
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
+from data_tools.atomic_write import write_json_atomic
 from data_tools.encode_sample import EncodedSample, Skipped, encode_record
 from data_tools.errors import DataError
 from data_tools.records import SourceData, SourceRecord
@@ -105,16 +105,5 @@ def build_shards(data: SourceData, config: BuildConfig) -> dict:
         },
         "skipped": dict(sorted(skipped.items())),
     }
-    _write_json_atomic(config.out / "dataset.json", info)
+    write_json_atomic(config.out / "dataset.json", info)
     return info
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def config_summary(config: BuildConfig) -> dict:
-    """The config as plain JSON values (for printing)."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}

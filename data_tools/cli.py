@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 from jsonargparse import ArgumentParser, Namespace
 
+from data_tools.atomic_write import write_json_atomic
 from data_tools.build import BuildConfig, build_shards
 from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
 from data_tools.errors import DataError
@@ -73,9 +73,7 @@ def _run_validate(args: Namespace) -> int:
 
     report = validate_shards(args.dir)
     if args.out is not None:
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, args.out)
+        write_json_atomic(args.out, report)
     print(json.dumps(report, indent=2) if args.json else validate_text(report))
     return 0 if report["ok"] else EXIT_CORRUPT
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+
+from data_tools.atomic_write import atomic_path
 
 CELL = 128  # images are shown at 128 px so 64-px emoji stay legible
 TEXT_LINES = 3
@@ -41,8 +42,6 @@ def write_contact_sheet(items: list[tuple[Image.Image, str, str | None]], out: P
         for line_no, line in enumerate(_cell_text(caption, label)):
             fill = (90, 90, 90) if line.startswith("[") else (0, 0, 0)
             draw.text((x, y + CELL + 2 + line_no * LINE_HEIGHT), line, fill=fill, font=font)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    sheet.save(tmp, format="PNG")
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        sheet.save(tmp, format="PNG")
     return out

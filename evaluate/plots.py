@@ -15,6 +15,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from data_tools.atomic_write import atomic_path
+
 # Above these many classes, names no longer fit on an axis / cells can't hold numbers.
 MAX_TICK_LABELS = 40
 MAX_CELL_NUMBERS = 20
@@ -22,10 +24,8 @@ MAX_LEGEND_CLASSES = 20
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     return path
 
 

@@ -10,33 +10,14 @@ from __future__ import annotations
 import html
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from evaluate.plots import confusion_matrix_png, embedding_map_png, per_class_recall_png
 from evaluate.zeroshot import ZeroShotResult
+from data_tools.atomic_write import write_json_atomic, write_text_atomic
 
 HEADLINE = ("top1", "top5", "mean_per_class_recall", "macro_f1")
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> Path:
-    """Write JSON to a temp file in the same directory, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
-
-
-def _write_text_atomic(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
 
 
 def heading(report: dict[str, Any]) -> str:
@@ -77,7 +58,7 @@ def write_zeroshot_report(
     )  # fmt: skip
     payload = {**(context or {}), **report}
     payload["pictures"] = {name: os.path.relpath(path, out.parent) for name, path in written.items()}
-    written["html"] = _write_text_atomic(pictures_dir / f"{stem}.html", render_html(payload, written, pictures_dir))
+    written["html"] = write_text_atomic(pictures_dir / f"{stem}.html", render_html(payload, written, pictures_dir))
     payload["pictures"]["html"] = os.path.relpath(written["html"], out.parent)
     written["json"] = write_json_atomic(out, payload)
     return written

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from data_tools.atomic_write import atomic_directory
 from pretrain.errors import PretrainError
 
 WEIGHTS_FILE = "model.safetensors"
@@ -50,26 +50,15 @@ def save_checkpoint(run_dir: str | Path, *, step: int, state_dict: dict[str, tor
     final = checkpoint_path(run_dir, step)
     root = final.parent
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    # safetensors refuses shared storage; clones make every tensor its own.
-    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in state_dict.items()}
-    save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-    info = {"format": FORMAT, "step": step, **model_info}
-    (tmp / CONFIG_FILE).write_text(json.dumps(info, indent=2))
-    if train_state is not None:
-        torch.save(_own_copies(train_state), tmp / TRAIN_STATE_FILE)
-    _fsync_dir(tmp)
-    if final.exists():  # re-saving a step (e.g. signal right after a periodic save)
-        old = root / f".old-{final.name}-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
-    _fsync_dir(root)
+    # Re-saving a step (e.g. a signal right after a periodic save) replaces it whole.
+    with atomic_directory(final) as tmp:
+        # safetensors refuses shared storage; clones make every tensor its own.
+        tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in state_dict.items()}
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        info = {"format": FORMAT, "step": step, **model_info}
+        (tmp / CONFIG_FILE).write_text(json.dumps(info, indent=2))
+        if train_state is not None:
+            torch.save(_own_copies(train_state), tmp / TRAIN_STATE_FILE)
     if keep_last > 0:
         for stale in list_checkpoints(run_dir)[:-keep_last]:
             shutil.rmtree(stale, ignore_errors=True)
@@ -93,19 +82,6 @@ def _own_copies(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_own_copies(value) for value in obj)
     return obj
-
-
-def _fsync_dir(path: Path) -> None:
-    """Flush file contents and the directory entry so a rename survives a crash."""
-    for child in path.iterdir() if path.is_dir() else []:
-        if child.is_file():
-            with open(child, "rb") as handle:
-                os.fsync(handle.fileno())
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def is_checkpoint_dir(path: Path) -> bool:

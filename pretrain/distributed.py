@@ -13,7 +13,6 @@ without GPUs, accelerate 1.x needs `--multi_gpu` to start N processes: with
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -70,9 +69,6 @@ class Distributed:
         """Move the model to this process's device; wrap it in DDP when there are several."""
         return self.accelerator.prepare_model(model)
 
-    def unwrap(self, model: nn.Module) -> nn.Module:
-        return self.accelerator.unwrap_model(model)
-
     def gather_with_grad(self, tensor: torch.Tensor) -> torch.Tensor:
         """(B, ...) on each rank -> (world * B, ...) in rank order, differentiable."""
         if self.world_size == 1:
@@ -124,11 +120,3 @@ class Distributed:
                 yield
         else:
             yield
-
-    def end(self) -> None:
-        self.accelerator.end_training()
-
-
-def launched_distributed() -> bool:
-    """Whether a launcher started several processes (before any process group exists)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1

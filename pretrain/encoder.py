@@ -16,7 +16,7 @@ from PIL import Image
 from torch import nn
 
 from pretrain import checkpoint, models
-from pretrain.attention import explicit_attention_pays, use_explicit_attention
+from pretrain.models.attention import explicit_attention_pays, use_explicit_attention
 from pretrain.errors import PretrainError
 
 TEXT_BATCH = 512  # captions encoded per forward; bounds memory for long lists

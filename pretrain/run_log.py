@@ -14,6 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from data_tools.atomic_write import atomic_path, write_text_atomic
+
 LOG = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
@@ -46,9 +48,7 @@ class RunLog:
             return
         rows = [line for line in self.path.read_text().splitlines() if line.strip()]
         kept = [row for row in rows if json.loads(row).get("step", 0) <= step]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(row + "\n" for row in kept))
-        tmp.replace(self.path)
+        write_text_atomic(self.path, "".join(row + "\n" for row in kept))
 
     def write(self, row: dict[str, Any], *, prefix: str = "train") -> None:
         if not self.enabled:
@@ -90,8 +90,7 @@ def plot_curves(metrics_path: Path, out_png: Path) -> Path | None:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = out_png.with_name(out_png.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    tmp.replace(out_png)
     return out_png

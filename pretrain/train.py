@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from data_tools.loader_workers import auto_loader_workers
 from pretrain import checkpoint, models, precision
-from pretrain.attention import explicit_attention_pays
+from pretrain.models.attention import explicit_attention_pays
 from pretrain.config import TrainConfig, config_to_dict, save_config, validate
 from pretrain.cpu_memory import keep_freed_memory
 from pretrain.data_stream import BatchStream, EpochFactory, SkipTally, shard_epochs

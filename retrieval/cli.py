@@ -20,7 +20,7 @@ from data_tools.errors import DataError
 from pretrain.errors import PretrainError
 from retrieval.embed import EmbedConfig
 from retrieval.errors import RetrievalError
-from retrieval.index_build import IndexBuildConfig
+from retrieval.index.build import IndexBuildConfig
 
 EXIT_USER_ERROR = 2
 FORWARDED = {"serve": "retrieval.serve_cli", "eval": "retrieval.eval_cli"}
@@ -82,7 +82,7 @@ def run_embed(args: Namespace) -> None:
 
 
 def run_index_build(args: Namespace) -> None:
-    from retrieval.index_build import build_index
+    from retrieval.index.build import build_index
 
     fields = {f.name: args[f.name] for f in dataclasses.fields(IndexBuildConfig) if f.name != "emb"}
     print(json.dumps(build_index(IndexBuildConfig(emb=args.emb, **fields), log=_log), indent=2))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from data_tools.atomic_write import atomic_path, write_json_atomic
 from retrieval.embedding_store import MODALITY_DIRS
 from retrieval.encoder_spec import load_encoder
 from retrieval.errors import RetrievalError
@@ -154,7 +155,7 @@ def _claim(out: Path, config: EmbedConfig, encoder: Encoder, rank: int) -> None:
         if info.get("data_dir") != str(Path(config.data).resolve()):
             raise RetrievalError(f"{out} holds embeddings of {info.get('data_dir')}; embed into a fresh --out")
     elif rank == 0:
-        _write_json(info_path, _describe(config, encoder) | {"complete": False})
+        write_json_atomic(info_path, _describe(config, encoder) | {"complete": False})
 
 
 def _describe(config: EmbedConfig, encoder: Encoder) -> dict:
@@ -177,18 +178,10 @@ def _write_info(out: Path, config: EmbedConfig, encoder: Encoder, shards: list[s
         "count": count, "parts": len(parts), "complete": len(parts) == len(shards), "shards": parts,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _write_json(out / "info.json", info)
+    write_json_atomic(out / "info.json", info)
     return info
 
 
 def _save_npy(array: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a bare name
-        np.save(f, array)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)

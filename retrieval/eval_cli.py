@@ -7,9 +7,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any, Literal
 
 from jsonargparse import ArgumentError, ArgumentParser
 
+from data_tools.atomic_write import write_json_atomic
 from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
 from data_tools.errors import DataError
 from data_tools.loader import read_dataset_info
@@ -82,7 +81,7 @@ def run_retrieval_eval(cmd: RetrievalEvalCommand) -> dict[str, Any]:
         **metrics,
         "command": {k: v for k, v in asdict(cmd).items() if v is not None},
     }
-    _write_json_atomic(Path(cmd.out), report)
+    write_json_atomic(Path(cmd.out), report)
     print(
         f"eval retrieval: image->text R@1 {report['image_to_text_R@1']:.1%} R@5 {report['image_to_text_R@5']:.1%} "
         f"R@10 {report['image_to_text_R@10']:.1%} | text->image R@1 {report['text_to_image_R@1']:.1%} "
@@ -91,15 +90,6 @@ def run_retrieval_eval(cmd: RetrievalEvalCommand) -> dict[str, Any]:
     )
     print(f"eval retrieval: wrote {cmd.out}")
     return report
-
-
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def build_parser() -> ArgumentParser:

@@ -16,13 +16,13 @@ Columns (fixed, so parts from different shards concatenate):
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_tools.atomic_write import atomic_path
 from retrieval.errors import RetrievalError
 
 SCHEMA = pa.schema([
@@ -44,9 +44,8 @@ def metadata_row(*, key: str, caption: str, shard: str, member: str, offset: int
 def write_metadata(rows: list[dict], path: Path) -> None:
     """Write rows as one parquet file, atomically (temp name, then rename)."""
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 class MetadataTable:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from data_tools.atomic_write import atomic_path
 from retrieval.errors import RetrievalError
 from retrieval.shard_members import read_image
 
@@ -32,12 +32,9 @@ def save_result_grid(results: list[dict], path: str | Path, *, title: str = "", 
         sheet.paste(_thumbnail(result), (x, y))
         pen.text((x + 3, y + CELL + 2), f"#{result['rank']}  {result['score']:.3f}", fill=(0, 0, 0))
         pen.text((x + 3, y + CELL + 15), str(result["caption"])[:22], fill=(80, 80, 80))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    sheet.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
+    return Path(path)
 
 
 def _thumbnail(result: dict) -> Image.Image:

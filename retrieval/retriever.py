@@ -24,7 +24,7 @@ from PIL import Image
 
 from retrieval.encoder_spec import load_encoder
 from retrieval.errors import RetrievalError
-from retrieval.index_store import load_index
+from retrieval.index.store import load_index
 from retrieval.metadata import MetadataTable
 
 if TYPE_CHECKING:

@@ -24,8 +24,8 @@ from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_names
 from data_tools.errors import DataError
 from pretrain.errors import PretrainError
 from retrieval.errors import RetrievalError
-from retrieval.serve_config import ServeConfig, ServeLimits
-from retrieval.server_guards import check_bind_safety
+from retrieval.serve.config import ServeConfig, ServeLimits
+from retrieval.serve.guards import check_bind_safety
 
 USER_ERRORS = (RetrievalError, PretrainError, DataError)
 API_KEY_ENV = "CLIPLINE_API_KEY"
@@ -101,8 +101,8 @@ def run_server(index_args: list[str], cmd: ServeCommand) -> None:
 
     import uvicorn  # the server stack and the encoder load only once the arguments are valid
 
-    from retrieval.served_backend import load_registry
-    from retrieval.server import create_app
+    from retrieval.serve.backend import load_registry
+    from retrieval.serve.app import create_app
 
     print(f"serve: loading {len(named)} index(es)", file=sys.stderr)
     registry = load_registry(named, checkpoint=cmd.checkpoint)

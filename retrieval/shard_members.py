@@ -1,7 +1,7 @@
 """Where each sample's image lives in a shard tar: member name, data offset and size.
 
 Recorded at embedding time so a search result can be read back with one seek
-(`retrieval.shard_images`), and so the web page and `--grid` can show it.
+(`retrieval.serve.shard_images`), and so the web page and `--grid` can show it.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def image_members(shard: str | Path) -> dict[str, MemberSpan]:
     return {key: next(spans[e] for e in IMAGE_EXTENSIONS if e in spans) for key, spans in found.items()}
 
 
-def read_image(shard: str | Path, offset: int, size: int, member: str = "") -> Image.Image:
-    """The RGB image stored at `offset` in `shard` (transparent pixels on white)."""
+def read_member_bytes(shard: str | Path, offset: int, size: int, member: str = "") -> bytes:
+    """The `size` bytes at `offset` in `shard`: one tar member's data, read with one seek."""
     try:
         with open(shard, "rb") as f:
             f.seek(offset)
@@ -53,6 +53,12 @@ def read_image(shard: str | Path, offset: int, size: int, member: str = "") -> I
         raise RetrievalError(f"cannot read shard {shard} ({err.strerror}); is the data dir still there?") from err
     if len(data) != size:
         raise RetrievalError(f"shard {shard} is shorter than when it was indexed (member {member!r})")
+    return data
+
+
+def read_image(shard: str | Path, offset: int, size: int, member: str = "") -> Image.Image:
+    """The RGB image stored at `offset` in `shard` (transparent pixels on white)."""
+    data = read_member_bytes(shard, offset, size, member)
     try:
         return decode_image(data, Path(member).suffix.lstrip(".").lower() or None)
     except (OSError, ValueError, SyntaxError) as err:  # PIL's ways of saying "not an image"

@@ -14,6 +14,14 @@ import pytest  # noqa: E402
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--regenerate-reference-loss", action="store_true",
+        help="rewrite tests/fixtures/reference_loss_tiny_debug.json from this run "
+             "(after a deliberate change to the tiny-debug recipe, the loss or the data order)",
+    )
+
+
 @pytest.fixture(scope="session")
 def emoji_shards() -> Path:
     """Tiny real emoji shard set checked in under tests/fixtures/."""

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from data_tools.atomic_write import atomic_directory
 from data_tools.errors import DataError
 
 
@@ -53,14 +54,11 @@ def unpack_selected(tarball: Path, keep: Callable[[str], bool]) -> Path:
     target = tarball.with_suffix("")
     if target.is_dir():
         return target
-    with tempfile.TemporaryDirectory(dir=tarball.parent) as tmp:
-        try:
-            with tarfile.open(tarball, "r:gz") as archive:
-                members = [m for m in archive.getmembers() if m.isreg() and keep(m.name)]
-                archive.extractall(tmp, members=members, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            tarball.unlink(missing_ok=True)  # a broken download would otherwise stick
-            raise DataError(f"{tarball} is corrupt ({exc}); it was removed, run the build again") from exc
-        os.replace(tmp, target)
-        os.makedirs(tmp)  # TemporaryDirectory cleanup expects it to exist
+    try:
+        with atomic_directory(target) as tmp, tarfile.open(tarball, "r:gz") as archive:
+            members = [m for m in archive.getmembers() if m.isreg() and keep(m.name)]
+            archive.extractall(tmp, members=members, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        tarball.unlink(missing_ok=True)  # a broken download would otherwise stick
+        raise DataError(f"{tarball} is corrupt ({exc}); it was removed, run the build again") from exc
     return target

@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
+from data_tools.atomic_write import write_json_atomic
 from data_tools.errors import DataError
 from data_tools.loader import make_loader
-from evaluate.report import write_json_atomic
 from evaluate.retrieval_recall import RetrievalEvaluator
 from evaluate.zeroshot import ZeroShotEvaluator
 from finetune.compress.variants import (RecoveryConfig, as_encoder, images_per_second, magnitude_prune,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from data_tools.atomic_write import atomic_path
+
 
 def curves_png(history: Sequence[dict], tasks: Sequence[str], path: Path, *, title: str) -> Path:
     """Left: train/val loss per epoch. Right: train/val top-1 per task per epoch."""
@@ -28,8 +30,6 @@ def curves_png(history: Sequence[dict], tasks: Sequence[str], path: Path, *, tit
     acc_ax.set_ylim(0, 1)
     acc_ax.legend(fontsize=8)
     fig.suptitle(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     return path

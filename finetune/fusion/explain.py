@@ -20,7 +20,7 @@ from PIL import Image
 from torch import Tensor
 
 from evaluate.heatmap import overlay, pick_samples, to_pil
-from evaluate.report import write_json_atomic
+from data_tools.atomic_write import atomic_path, write_json_atomic
 from finetune.fusion.model import FusionClassifier
 from finetune.fusion.store import load_fusion
 from finetune.fusion.train import CONDITIONS, condition_mask
@@ -92,10 +92,8 @@ def explanation_png(image: Image.Image, explanation: dict[str, Any], path: Path,
     else:
         axes[1].set_axis_off()
     _predictions_panel(axes[2], explanation)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     return path
 
 

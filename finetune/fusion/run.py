@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from evaluate.report import write_json_atomic
+from data_tools.atomic_write import write_json_atomic
 from finetune.errors import FinetuneError
 from finetune.fusion.cache import FeatureCache
 from finetune.fusion.config import FusionConfig

@@ -8,12 +8,11 @@ checkpoint named in `fusion.json`.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from evaluate.report import write_json_atomic
+from data_tools.atomic_write import atomic_path, write_json_atomic
 from finetune.errors import FinetuneError
 from finetune.fusion.heads import HeadConfig
 from finetune.fusion.model import FusionClassifier
@@ -32,9 +31,8 @@ def save_fusion(out: Path, model: FusionClassifier, weighting: TaskLossWeighting
     state = {n: v.detach().contiguous() for n, v in model.state_dict().items()
              if towers_trained or not n.startswith("towers.")}
     state |= {f"weighting.{n}": v.detach().contiguous() for n, v in weighting.state_dict().items()}
-    tmp = out / f".{WEIGHTS}.tmp"
-    save_file(state, str(tmp))
-    os.replace(tmp, out / WEIGHTS)
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_file(state, str(tmp))
     write_json_atomic(out / META, {
         "checkpoint": str(checkpoint),
         "head": vars(model.head_config),

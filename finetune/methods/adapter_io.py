@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from finetune.atomic import write_atomic
+from data_tools.atomic_write import atomic_path, write_json_atomic
 from finetune.errors import FinetuneError
 from finetune.methods.task import FittedModel
 
@@ -46,9 +46,11 @@ def save_adapter(
     """Write the adapter files into `out_dir` (each atomically; config.json last)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "adapter.safetensors", lambda p: save_file(_tensors(fitted.head), p))
+    with atomic_path(out / "adapter.safetensors") as tmp:
+        save_file(_tensors(fitted.head), tmp)
     if fitted.image_tower is not None:
-        write_atomic(out / "image_tower.safetensors", lambda p: save_file(_tensors(fitted.image_tower), p))
+        with atomic_path(out / "image_tower.safetensors") as tmp:
+            save_file(_tensors(fitted.image_tower), tmp)
     config = {
         "format": FORMAT,
         "version": 1,
@@ -61,8 +63,7 @@ def save_adapter(
         "image_tower": fitted.image_tower is not None,
         **(extra or {}),
     }
-    text = json.dumps(config, indent=2, default=str)
-    write_atomic(out / "config.json", lambda p: Path(p).write_text(text))
+    write_json_atomic(out / "config.json", config)
     return out
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from evaluate.class_names import sample_label
-from finetune.atomic import write_atomic
+from data_tools.atomic_write import atomic_path
 from finetune.errors import FinetuneError
 
 if TYPE_CHECKING:
@@ -92,7 +92,8 @@ def cached_features(encoder: Encoder, data_dir: str | Path, *, cache_dir: str | 
     if path.exists():
         return FeatureSet(**torch.load(path, weights_only=True))
     features = encode_shards(encoder, data_dir, batch_size=batch_size)
-    write_atomic(path, lambda tmp: torch.save(vars(features), tmp))
+    with atomic_path(path) as tmp:
+        torch.save(vars(features), tmp)
     return features
 
 

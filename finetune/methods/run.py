@@ -7,12 +7,12 @@ from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from finetune.atomic import write_json_atomic
 from finetune.methods.adapter_io import save_adapter
 from finetune.methods.experiment import METHODS, Prepared, evaluate, make_task, prepare, timed_fit, zeroshot_report
 from finetune.methods.imbalance import ImbalanceOptions
 from finetune.methods.shots import Shots, parse_shots
 from finetune.methods.task import FittedModel
+from data_tools.atomic_write import write_json_atomic
 
 
 @dataclass(kw_only=True)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.atomic import write_atomic, write_json_atomic
+from data_tools.atomic_write import atomic_path, write_json_atomic, write_text_atomic
 from finetune.errors import FinetuneError
 from finetune.methods.experiment import METHODS, Prepared, evaluate, make_task, timed_fit, zeroshot_report
 from finetune.methods.imbalance import ImbalanceOptions
@@ -58,8 +58,9 @@ def run_sweep(options: SweepOptions) -> dict[str, Any]:
     }
     out = Path(options.out)
     write_json_atomic(out / "sweep.json", payload)
-    write_atomic(out / "sweep.md", lambda tmp: Path(tmp).write_text(markdown_table(payload)))
-    write_atomic(out / "sweep.png", lambda tmp: plot_accuracy_vs_shots(payload, tmp))
+    write_text_atomic(out / "sweep.md", markdown_table(payload))
+    with atomic_path(out / "sweep.png") as tmp:
+        plot_accuracy_vs_shots(payload, tmp)
     return payload
 
 

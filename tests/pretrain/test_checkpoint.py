@@ -36,7 +36,7 @@ def test_checkpoint_dir_holds_the_three_files(saved: tuple) -> None:
 
 def test_find_latest_takes_the_highest_step_and_ignores_partial_dirs(saved: tuple) -> None:
     _, run = saved
-    (run / "checkpoints" / ".tmp-step_00000099-1").mkdir()  # a save killed before its rename
+    (run / "checkpoints" / ".step_00000099.tmp-1a2b3c4d").mkdir()  # a save killed before its rename
     (run / "checkpoints" / "step_00000050").mkdir()  # a directory without weights
     assert checkpoint.find_latest(run).name == "step_00000012"
 

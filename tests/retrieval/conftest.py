@@ -51,7 +51,7 @@ def emoji_emb(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, encoder)
 
 @pytest.fixture(scope="session")
 def emoji_index(tmp_path_factory: pytest.TempPathFactory, emoji_emb: Path) -> Path:
-    from retrieval.index_build import IndexBuildConfig, build_index
+    from retrieval.index.build import IndexBuildConfig, build_index
 
     out = tmp_path_factory.mktemp("emoji_index") / "index"
     build_index(IndexBuildConfig(emb=str(emoji_emb), out=str(out), modality="both"), log=lambda m: None)

@@ -11,7 +11,7 @@ import pytest
 
 from retrieval.cli import main
 from retrieval.errors import RetrievalError
-from retrieval.index_build import IndexBuildConfig, build_index
+from retrieval.index.build import IndexBuildConfig, build_index
 from retrieval.retriever import Retriever
 from tests.retrieval.emb_fakes import clustered_vectors, write_embedding_dir
 

@@ -58,7 +58,7 @@ def test_rerun_resumes_only_missing_parts(emoji_emb: Path, tmp_path: Path, tiny_
     assert kept.stat().st_mtime_ns == kept_mtime
     assert any("part_00000" in m and "skipped" in m for m in messages)
     assert np.allclose(np.load(out / "img_emb" / "part_00001.npy"), removed, atol=1e-5)
-    assert info["count"] == 48 and not list(out.rglob("*.tmp"))
+    assert info["count"] == 48 and not list(out.rglob(".*.tmp-*"))
 
 
 def test_fp16_and_refusal_to_mix_checkpoints(tmp_path: Path, tiny_run: Path, encoder) -> None:

@@ -1,0 +1,122 @@
+"""Atomic writes: a file or a whole directory appears complete or not at all.
+
+Everything is written under a temporary name beside the target (same
+directory, so the final rename stays on one filesystem), flushed to disk with
+fsync, then renamed over the target in one `os.replace`. A reader, or a crash
+(even SIGKILL), never sees half a report, half an array or half an index.
+
+    write_json_atomic(path, payload)          JSON, indent 2, UTF-8, trailing newline
+    write_text_atomic(path, text)             text
+    write_bytes_atomic(path, data)            bytes
+    with atomic_path(path) as tmp: ...        anything a library writes to a path (PNG, .npy, parquet, FAISS)
+    with atomic_directory(path) as tmp: ...   a directory, written as `.NAME.tmp-XXXX` then renamed
+
+Temporary names start with a dot, so globs such as `part_*.npy` or `step_*`
+never pick up a half-written one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a directory's contents to disk (directories: best effort)."""
+    if path.is_dir():
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:  # some platforms cannot open a directory
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        return
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success fsync it and rename it onto `path`.
+
+    The temporary name keeps `path`'s suffix (`.report.tmp-1a2b3c.png`), so
+    writers that choose the format from the extension (PIL, matplotlib,
+    `np.save`) write the right one. On an exception the temporary file is
+    removed and `path` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
+    try:
+        yield tmp
+        fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically; returns `path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically; returns `path`."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> Path:
+    """Write `payload` as JSON (indent 2, non-ASCII kept, trailing newline) atomically; returns `path`.
+
+    Values JSON cannot encode (a `Path`, a date) are written as their `str`.
+    """
+    text = json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n"
+    return write_text_atomic(path, text)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary directory `.NAME.tmp-XXXX` beside `path`; on success rename it to `path`.
+
+    Every file in it is fsynced before the rename. An existing `path` is moved
+    aside first and deleted only once the new one is in place, so at every
+    moment `path` is the old directory or the new one. On an exception the
+    temporary directory is removed and `path` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        for item in sorted(tmp.rglob("*")):
+            fsync_path(item)
+        fsync_path(tmp)
+        _swap_into_place(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_path(path.parent)
+
+
+def _swap_into_place(tmp: Path, path: Path) -> None:
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    old = path.with_name(f".{path.name}.old-{secrets.token_hex(4)}")
+    os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)

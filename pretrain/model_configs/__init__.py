@@ -1,1 +1,0 @@
-"""open_clip JSON model configs (data, registered by pretrain.models at import)."""

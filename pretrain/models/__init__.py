@@ -1,0 +1,41 @@
+"""Models: the config registry, the two-tower module, building towers, the attention kernel.
+
+    registry.py   our JSON configs (`configs/`) and their variants, registered with open_clip at import
+    two_tower.py  `TwoTower`, the trained module and model contract (one dict out, L2-normalised)
+    build.py      building an open_clip model and locking / compiling it into a `TwoTower`
+    attention.py  self-attention as explicit matmuls (faster on CPU for short sequences)
+
+`from pretrain import models` gives the names below; importing the package
+registers the configs.
+"""
+
+from pretrain.models.build import (
+    build_model,
+    clip_from_info,
+    compile_towers,
+    create_open_clip,
+    lock_towers,
+    model_info,
+    quiet_model_building,
+)
+from pretrain.models.registry import (
+    CONFIG_DIR,
+    MINILM_SUFFIX,
+    SIGLIP_SUFFIX,
+    max_sequence_length,
+    minilm_dir,
+    minilm_text_cfg,
+    model_config,
+    register_model_config,
+    register_model_configs,
+    sigmoid_variant,
+)
+from pretrain.models.two_tower import TwoTower, is_hf_text, pad_token_id, supports_trimming, trim_padding
+
+__all__ = [
+    "CONFIG_DIR", "MINILM_SUFFIX", "SIGLIP_SUFFIX", "TwoTower", "build_model", "clip_from_info",
+    "compile_towers", "create_open_clip", "is_hf_text", "lock_towers", "max_sequence_length",
+    "minilm_dir", "minilm_text_cfg", "model_config", "model_info", "pad_token_id",
+    "quiet_model_building", "register_model_config", "register_model_configs", "sigmoid_variant",
+    "supports_trimming", "trim_padding",
+]

@@ -1,0 +1,133 @@
+"""Building towers: an open_clip model by config name, locked / compiled / patched for training.
+
+`build_model` gives the `TwoTower` the loop trains; `model_info` and
+`clip_from_info` are the two sides of what a checkpoint's config.json records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import open_clip
+import transformers
+from torch import nn
+
+from pretrain.models.attention import use_explicit_attention
+from pretrain.models.registry import minilm_dir, model_config, register_model_config, sigmoid_variant
+from pretrain.models.two_tower import TwoTower, is_hf_text
+
+
+def create_open_clip(name: str, *, pretrained: str | None = None, load_text_weights: bool = True,
+                     patch_dropout: float = 0.0) -> nn.Module:
+    """Build an open_clip model by config name; `load_text_weights` loads a HF tower's weights."""
+    model_config(name)
+    with quiet_model_building():
+        return open_clip.create_model(
+            name, pretrained=pretrained, pretrained_text=load_text_weights,
+            force_patch_dropout=patch_dropout or None, output_dict=True,
+        )
+
+
+def compile_towers(towers: TwoTower) -> None:
+    """torch.compile the towers' transformers in place (state-dict keys unchanged).
+
+    Submodules, not the whole TwoTower: the memoised locked-text path is
+    Python bookkeeping that would only break the graph.
+    """
+    clip = towers.clip
+    clip.visual.compile()
+    if hasattr(clip, "token_embedding"):
+        clip.transformer.compile()
+    elif is_hf_text(clip) and not towers.text_locked:
+        clip.text.transformer.compile()
+
+
+def lock_towers(clip: nn.Module, *, lock_text: bool = False, lock_text_unlocked_layers: int = 0,
+                lock_image: bool = False, lock_image_unlocked_groups: int = 0) -> None:
+    """Freeze towers LiT-style; a HF tower's projection head stays trainable."""
+    if lock_image:
+        clip.lock_image_tower(unlocked_groups=lock_image_unlocked_groups)
+    if lock_text and is_hf_text(clip) and lock_text_unlocked_layers:
+        # open_clip's HF lock does not know BERT's layer list: freeze all, then free the last layers
+        clip.lock_text_tower(unlocked_layers=0)
+        for layer in clip.text.transformer.encoder.layer[-lock_text_unlocked_layers:]:
+            layer.requires_grad_(True)
+    elif lock_text:
+        clip.lock_text_tower(unlocked_layers=lock_text_unlocked_layers)
+
+
+def build_model(name: str, *, pretrained: str | None = None, lock_text: bool = False,
+                lock_text_unlocked_layers: int = 0, lock_image: bool = False,
+                lock_image_unlocked_groups: int = 0, patch_dropout: float = 0.0,
+                grad_checkpointing: bool = False, init_logit_bias: float | None = None,
+                dynamic_padding: bool = True, pad_multiple: int = 1,
+                explicit_attention: bool = False) -> TwoTower:
+    """Build the trainable two-tower model for config `name` (see module docstring).
+
+    With `init_logit_bias` (SigLIP) the model is registered as `<name>-sigmoid`;
+    `TwoTower.name` says which name its checkpoints carry.
+    """
+    if init_logit_bias is not None:
+        name = sigmoid_variant(name, init_logit_bias)
+    clip = create_open_clip(name, pretrained=pretrained, patch_dropout=patch_dropout)
+    lock_towers(clip, lock_text=lock_text, lock_text_unlocked_layers=lock_text_unlocked_layers,
+                lock_image=lock_image, lock_image_unlocked_groups=lock_image_unlocked_groups)
+    if grad_checkpointing:
+        clip.set_grad_checkpointing(True)
+    if explicit_attention:
+        use_explicit_attention(clip)
+    return TwoTower(clip, name=name, dynamic_padding=dynamic_padding, pad_multiple=pad_multiple)
+
+
+def model_info(name: str, clip: nn.Module) -> dict:
+    """What a checkpoint's config.json says about its model (enough to rebuild it)."""
+    cfg = model_config(name)
+    text_cfg = cfg.get("text_cfg", {})
+    return {
+        "model_name": name,
+        "model_cfg": cfg,
+        "tokenizer": {
+            "context_length": int(text_cfg.get("context_length", 77)),
+            "hf_tokenizer_name": text_cfg.get("hf_tokenizer_name"),
+        },
+        "preprocess": dict(clip.visual.preprocess_cfg),
+    }
+
+
+def clip_from_info(info: dict) -> nn.Module:
+    """Build the (randomly initialised) open_clip model a checkpoint's config.json describes.
+
+    The MiniLM folder path recorded at training time is replaced by this
+    machine's when it differs, so checkpoints move between machines.
+    """
+    name, cfg = info["model_name"], copy.deepcopy(info["model_cfg"])
+    text_cfg = cfg.get("text_cfg", {})
+    for key in ("hf_model_name", "hf_tokenizer_name"):
+        if text_cfg.get(key) and not Path(text_cfg[key]).exists():
+            text_cfg[key] = str(minilm_dir())
+    if open_clip.get_model_config(name) != cfg:
+        register_model_config(name, cfg)
+    with quiet_model_building():
+        clip = open_clip.create_model(name, pretrained_text=False, output_dict=True)
+    return clip
+
+
+@contextlib.contextmanager
+def quiet_model_building() -> Iterator[None]:
+    """Silence open_clip's 'initialized randomly' and transformers' load reports."""
+    # Both are expected here (weights come from our checkpoint or are trained).
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    hf_verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+        transformers.logging.set_verbosity(hf_verbosity)
+        transformers.logging.enable_progress_bar()

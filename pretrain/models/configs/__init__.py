@@ -1,0 +1,1 @@
+"""open_clip JSON model configs (data, registered by pretrain.models.registry at import)."""

@@ -1,0 +1,140 @@
+"""`TwoTower`, the module the loop trains: an open_clip model plus exact text-side speed-ups.
+
+It is the model contract of the project:
+`model(images, texts) -> dict(image_features, text_features, logit_scale[, logit_bias])`,
+always a dict, features L2-normalised. It adds two exact speed-ups:
+- dynamic text padding: tokens are cut to the longest caption of the batch
+  (exact for a causal text tower pooled at end-of-text, and for a HF tower with
+  an attention mask);
+- a locked HF text tower runs without grad in eval mode, and its pooled output
+  is memoised per caption (LiT: the locked tower is a fixed function).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import text_global_pool
+from torch import nn
+
+# Pooled outputs memoised for a locked HF text tower; bounded so a large
+# corpus cannot grow memory without limit.
+LOCKED_TEXT_CACHE_SIZE = 200_000
+
+
+def is_hf_text(clip: nn.Module) -> bool:
+    return isinstance(getattr(clip, "text", None), open_clip.hf_model.HFTextEncoder)
+
+
+def pad_token_id(clip: nn.Module) -> int:
+    """The padding token id of the model's text tower."""
+    if is_hf_text(clip):
+        return int(clip.text.config.pad_token_id)
+    text = getattr(clip, "text", clip)
+    return int(getattr(text, "pad_id", 0))
+
+
+def trim_padding(tokens: torch.Tensor, pad_id: int, multiple: int = 1) -> torch.Tensor:
+    """Cut (B, L) tokens to the longest non-pad prefix, rounded up to `multiple`."""
+    used = (tokens != pad_id).any(dim=0).nonzero()
+    length = int(used.max()) + 1 if used.numel() else 1
+    length = min(tokens.shape[1], -(-length // multiple) * multiple)
+    return tokens[:, :length]
+
+
+def encode_text_clip_trimmed(clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """`CLIP.encode_text` for tokens shorter than the context (unnormalised, (B, D)).
+
+    With a causal mask, positions before end-of-text never see the padding, so
+    slicing the positional embedding and mask to L gives the same features.
+    """
+    length = tokens.shape[1]  # L <= context_length
+    cast_dtype = clip.transformer.get_cast_dtype()
+    x = clip.token_embedding(tokens).to(cast_dtype)  # (B, L, W)
+    x = x + clip.positional_embedding[:length].to(cast_dtype)
+    x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
+    x = clip.ln_final(x)
+    x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
+    if isinstance(clip.text_projection, nn.Linear):
+        return clip.text_projection(x)
+    return x if clip.text_projection is None else x @ clip.text_projection  # (B, D)
+
+
+def supports_trimming(clip: nn.Module) -> bool:
+    """Whether cutting padding leaves the text features unchanged for this tower."""
+    if is_hf_text(clip):
+        return True  # the HF adapter masks padding out of attention and pooling
+    if hasattr(clip, "token_embedding"):  # open_clip CLIP: text parts on the model
+        return clip.attn_mask is not None and clip.text_pool_type in ("argmax", "eos")
+    return False
+
+
+class TwoTower(nn.Module):
+    """The trained module: an open_clip model plus exact text-side speed-ups.
+
+    `self.clip` is the plain open_clip model; its state dict is what
+    checkpoints hold, so they load with `open_clip.create_model(name)`.
+    """
+
+    def __init__(self, clip: nn.Module, *, name: str, dynamic_padding: bool = True,
+                 pad_multiple: int = 1) -> None:
+        super().__init__()
+        self.clip = clip
+        self.name = name  # the open_clip config name checkpoints record
+        self.dynamic_padding = dynamic_padding and supports_trimming(clip)
+        self.pad_multiple = pad_multiple
+        self.pad_id = pad_token_id(clip)
+        self._locked_text_cache: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
+
+    @property
+    def text_locked(self) -> bool:
+        """True when a HF text tower's transformer is frozen (its projection may train)."""
+        return is_hf_text(self.clip) and not any(p.requires_grad for p in self.clip.text.transformer.parameters())
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.clip.encode_image(images), dim=-1)  # (B, D)
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.dynamic_padding:
+            tokens = trim_padding(tokens, self.pad_id, self.pad_multiple)  # (B, L')
+        if self.text_locked:
+            features = self.clip.text.proj(self._locked_pooled(tokens))
+        elif self.dynamic_padding and hasattr(self.clip, "token_embedding"):
+            features = encode_text_clip_trimmed(self.clip, tokens)
+        else:
+            features = self.clip.encode_text(tokens)
+        return F.normalize(features, dim=-1)  # (B, D)
+
+    def forward(self, images: torch.Tensor, texts: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {
+            "image_features": self.encode_image(images),  # (B, D)
+            "text_features": self.encode_text(texts),  # (B, D)
+            "logit_scale": self.clip.logit_scale.exp(),  # ()
+        }
+        if self.clip.logit_bias is not None:
+            out["logit_bias"] = self.clip.logit_bias
+        return out
+
+    @torch.no_grad()
+    def _locked_pooled(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Pooled output of the frozen HF transformer, memoised per token row. (B, W)"""
+        pad = self.clip.text.config.pad_token_id
+        keys = [tuple(row[row != pad].tolist()) for row in tokens]  # same caption, same key at any length
+        missing = [i for i, k in enumerate(keys) if k not in self._locked_text_cache]
+        if missing:
+            text = self.clip.text
+            was_training = text.transformer.training
+            text.transformer.eval()  # a frozen tower runs without dropout, as in LiT
+            sub = tokens[missing]
+            mask = (sub != text.config.pad_token_id).long()
+            with torch.autocast(device_type=sub.device.type, enabled=False):
+                pooled = text.pooler(text.transformer(input_ids=sub, attention_mask=mask), mask).float()
+            text.transformer.train(was_training)
+            for i, vec in zip(missing, pooled):
+                self._locked_text_cache[keys[i]] = vec
+            while len(self._locked_text_cache) > LOCKED_TEXT_CACHE_SIZE:
+                self._locked_text_cache.popitem(last=False)
+        return torch.stack([self._locked_text_cache[k] for k in keys])  # (B, W)

@@ -1,0 +1,206 @@
+"""`clipline index build`: embeddings -> tuned FAISS index in a self-contained directory.
+
+    INDEX/image.faiss           the index (ids = row numbers of the embedding parts)
+    INDEX/image.tuning.json     recall vs latency for every search setting tried
+    INDEX/summary.json          per modality: factory, size, memory, recall@10, latency, params
+    INDEX/info.json             provenance: checkpoint, data dir, dim, count, metric
+    INDEX/metadata/part_*.parquet  row metadata (hard-linked from EMB when possible)
+
+Everything is written into a temporary sibling directory and renamed into
+place at the end, so a failed build leaves no index and an existing one intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import faiss
+import numpy as np
+
+from data_tools.atomic_write import atomic_directory, write_json_atomic
+from retrieval.embedding_store import EmbeddingSet
+from retrieval.errors import RetrievalError
+from retrieval.index.choice import TRAIN_POINTS_PER_LIST, IndexChoice, choose_index_factory
+from retrieval.index.recall import end_to_end_recall
+from retrieval.index.tune import exact_neighbors, rows_as_dicts, tune_index
+from retrieval.index.memory_size import format_size, parse_size
+from retrieval.metadata import MetadataTable
+
+INDEX_FORMAT = "clipline-index/1"
+METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+RECALL_K = 10
+
+
+@dataclass(kw_only=True)
+class IndexBuildConfig:
+    """What to index and under which constraints."""
+
+    emb: str
+    """Embedding dir written by `clipline embed`."""
+    out: str
+    """Index dir to create (replaced only with --overwrite)."""
+    max_memory: str = "4GB"
+    """Memory the index may use when loaded (e.g. 2GB, 512MB); picks the factory."""
+    target_recall: float = 0.95
+    """Recall@10 against exact search that tuning must reach (1.0 = exact index)."""
+    metric: Literal["ip", "l2"] = "ip"
+    """Similarity: inner product (cosine on L2-normalised embeddings) or L2 distance."""
+    modality: Literal["image", "text", "both"] = "image"
+    """Which embeddings to index; `both` builds image.faiss and text.faiss."""
+    factory: str | None = None
+    """Override the chosen FAISS factory string (e.g. IVF1024,Flat)."""
+    tune_queries: int = 1000
+    """Held-out queries for tuning (the other modality's embeddings when present)."""
+    add_batch_size: int = 65536
+    """Vectors added per call; bounds memory while adding."""
+    overwrite: bool = False
+    """Replace an existing index dir (the old one stays until the new one is complete)."""
+    seed: int = 0
+    """Seed for the training sample and tuning queries."""
+
+
+def build_index(config: IndexBuildConfig, log: Callable[[str], None] = print) -> dict:
+    """Build, tune and write the index; return the summary written to summary.json."""
+    if not 0.0 < config.target_recall <= 1.0:
+        raise RetrievalError(f"--target-recall {config.target_recall} must be in (0, 1]")
+    parse_size(config.max_memory)  # a typo in the budget should fail before any work
+    emb = EmbeddingSet(config.emb)
+    out = Path(config.out)
+    if out.exists() and not config.overwrite:
+        raise RetrievalError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+    modalities = ["image", "text"] if config.modality == "both" else [config.modality]
+    missing = [m for m in modalities if m not in emb.modalities()]
+    if missing:
+        raise RetrievalError(f"embedding dir {emb.root} has no {missing[0]} embeddings; "
+                             f"choose --modality from {emb.modalities()}")
+    with atomic_directory(out) as tmp:
+        summary = {m: build_modality(emb, m, config, tmp, log) for m in modalities}
+        _link_metadata(emb, tmp / "metadata")
+        write_json_atomic(tmp / "summary.json", summary)
+        write_json_atomic(tmp / "info.json", _provenance(emb, config, modalities))
+    log(f"index written to {out}")
+    return summary
+
+
+def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, out_dir: Path,
+                   log: Callable[[str], None]) -> dict:
+    """Choose, train, fill, tune and write one modality's index; return its summary."""
+    rng = np.random.default_rng(config.seed)
+    budget = parse_size(config.max_memory)
+    choice = _choose(emb.count, emb.dim, budget, config)
+    log(f"[{modality}] {emb.count} x {emb.dim} vectors, budget {format_size(budget)}: "
+        f"{choice.factory} ({choice.reason})")
+    index, timings = train_and_fill(emb, modality, choice, config, rng, log)
+
+    start = time.perf_counter()
+    query_rows, source = _tuning_queries(emb, modality, config.tune_queries, rng)
+    queries = emb.rows(source, query_rows)
+    k = min(RECALL_K, emb.count)
+    _, truth = exact_neighbors(emb.batches(modality, config.add_batch_size), queries, k, METRICS[config.metric])
+    log(f"[{modality}] tuning on {len(queries)} {source} embeddings, target recall@{k} {config.target_recall}")
+    result = tune_index(index, queries, truth, search_params=choice.search_params, nlist=choice.nlist,
+                        target_recall=config.target_recall, k=k, log=log)
+    timings["tune_s"] = time.perf_counter() - start
+    end_to_end = {}
+    if source != modality:  # known caption<->image pairs: what the approximation costs a user
+        _, found = index.search(queries, k)
+        captions = MetadataTable(emb.metadata_files()).table.column("caption").to_pylist()
+        end_to_end = end_to_end_recall(found, truth, captions, query_rows.tolist(), f"{source}_to_{modality}")
+
+    path = out_dir / f"{modality}.faiss"
+    faiss.write_index(index, str(path))
+    write_json_atomic(out_dir / f"{modality}.tuning.json", rows_as_dicts(result.rows))
+    chosen = result.chosen
+    if not result.target_met:
+        log(f"[{modality}] warning: best recall@{k} {chosen.recall_at_k:.3f} is below the target "
+            f"{config.target_recall}; raise --max-memory or lower --target-recall")
+    return {
+        "factory": choice.factory, "reason": choice.reason, "count": emb.count, "dim": emb.dim,
+        "metric": config.metric, "params": chosen.params, "recall_at_10": chosen.recall_at_k,
+        "target_recall": config.target_recall, "target_met": result.target_met,
+        "latency_ms_median": chosen.latency_ms_median, "latency_ms_p99": chosen.latency_ms_p99,
+        "batched_qps": chosen.batched_qps, "size_on_disk_bytes": path.stat().st_size,
+        "memory_bytes": path.stat().st_size, "estimated_memory_bytes": choice.estimated_bytes,
+        "flat_size_bytes": emb.count * emb.dim * 4, "max_memory_bytes": budget,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "tuning_queries": len(queries), "tuning_query_source": f"{source} embeddings",
+        "build_seconds": {name: round(v, 3) for name, v in timings.items()},
+        "end_to_end": end_to_end,
+    }
+
+
+def train_and_fill(emb: EmbeddingSet, modality: str, choice: IndexChoice, config: IndexBuildConfig,
+                   rng: np.random.Generator, log: Callable[[str], None]) -> tuple[faiss.Index, dict[str, float]]:
+    """The empty index trained on a sample, then filled batch by batch (memory: one batch + sample)."""
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    index = faiss.index_factory(emb.dim, choice.factory, METRICS[config.metric])
+    if not index.is_trained:
+        train_size = choice.train_size or min(emb.count, 100_000)
+        ids = np.sort(rng.choice(emb.count, size=min(train_size, emb.count), replace=False))
+        log(f"[{modality}] training on {len(ids)} vectors")
+        index.train(emb.rows(modality, ids))
+    timings["train_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    next_report = 0
+    for batch in emb.batches(modality, config.add_batch_size):
+        index.add(batch)
+        if index.ntotal >= next_report or index.ntotal == emb.count:  # about every 10 %
+            log(f"[{modality}] added {index.ntotal}/{emb.count}")
+            next_report = index.ntotal + emb.count // 10
+    timings["add_s"] = time.perf_counter() - start
+    return index, timings
+
+
+def _choose(n: int, dim: int, budget: int, config: IndexBuildConfig) -> IndexChoice:
+    if config.factory is None:
+        return choose_index_factory(n, dim, budget, target_recall=config.target_recall)
+    factory = config.factory
+    params: tuple[str, ...] = ("efSearch",) if "HNSW" in factory.split(",")[0] else ()
+    nlist = 0
+    if "IVF" in factory:
+        nlist = int(factory.split("IVF")[1].split(",")[0].split("_")[0])
+        params = ("nprobe", "k_factor_rf") if ",R" in factory else ("nprobe",)
+    try:  # validate the string before spending time on anything else
+        faiss.index_factory(dim, factory, METRICS[config.metric])
+    except RuntimeError as err:
+        reason = str(err).splitlines()[-1]
+        raise RetrievalError(f"faiss cannot build factory {factory!r} for dim {dim}: {reason}") from err
+    return IndexChoice(factory=factory, reason="given by --factory", estimated_bytes=0, nlist=nlist,
+                       train_size=min(n, max(nlist * TRAIN_POINTS_PER_LIST, 20_000)), search_params=params)
+
+
+def _tuning_queries(emb: EmbeddingSet, modality: str, count: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """(row ids, modality) of queries as search will see them: the other modality's embeddings when present."""
+    other = "text" if modality == "image" else "image"
+    source = other if other in emb.modalities() else modality
+    return np.sort(rng.choice(emb.count, size=min(count, emb.count), replace=False)), source
+
+
+def _provenance(emb: EmbeddingSet, config: IndexBuildConfig, modalities: list[str]) -> dict:
+    return {
+        "format": INDEX_FORMAT, "modalities": modalities, "count": emb.count, "dim": emb.dim,
+        "metric": config.metric, "emb_dir": str(emb.root.resolve()),
+        "data_dir": emb.info.get("data_dir"), "checkpoint": emb.info.get("checkpoint"),
+        "checkpoint_id": emb.info.get("checkpoint_id"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _link_metadata(emb: EmbeddingSet, dest: Path) -> None:
+    """Hard-link the metadata parts (no copy) where the filesystem allows, else copy."""
+    dest.mkdir()
+    for src in emb.metadata_files():
+        try:
+            os.link(src, dest / src.name)
+        except OSError:
+            shutil.copy2(src, dest / src.name)

@@ -1,0 +1,186 @@
+"""Choose a FAISS index factory from the vector count, dimension and memory budget.
+
+The first rule whose index fits in `max_memory_bytes` wins:
+
+1. `Flat`: exact search, when a brute-force query is cheap (n·dim ≤ 2**24,
+   ≈ 32k vectors of 512 dims, a few ms per query on one core) or the set is too
+   small to train a quantiser on, or the caller asks for recall 1.0.
+2. `HNSW32,Flat`: mid-size sets (n ≤ `HNSW_MAX_VECTORS`) whose vectors plus
+   graph fit. No training, recall ≥ 0.95 at small efSearch.
+3. `IVF{nlist},PQ{m}x4fs,RFlat`: large sets whose raw vectors fit. A 4-bit
+   fast-scan PQ shortlists k·k_factor candidates (SIMD table look-ups, ~10× the
+   speed of 8-bit PQ) and the raw vectors re-rank them exactly, so recall is
+   bounded by the shortlist, not by quantisation error.
+4. `IVF{nlist},PQ{m}x4fs,Refine(SQfp16)`, else `Refine(SQ8)`: raw vectors do
+   not fit; re-rank on half-precision (2× smaller, error ~5e-5 per dot product,
+   still exact in practice) or 8-bit copies (4× smaller; its ~1e-3 error can
+   swap near-tied neighbours, so it comes last).
+5. `IVF{nlist},PQ{m}x4fsr`: only compressed codes fit; the largest code within
+   budget, encoding residuals to the list centroid (more accurate than raw
+   vectors at the same size, which matters when PQ error is the recall limit).
+   No OPQ rotation: its training alone takes minutes on 2 cores (4 s per
+   iteration for 20k x 64 dims at M=32, 50 iterations by default).
+
+IVF uses nlist ≈ 2·sqrt(n) lists, half of faiss's usual 4-16·sqrt(n): with
+fast-scan codes scanning a list is ~10× cheaper than with float vectors, so
+fewer, longer lists balance coarse assignment against scanning; and k-means
+training and adding (assigning every vector) cost time linear in nlist.
+
+Where this departs from autofaiss (which picks `Flat` only below 1,000
+vectors, `HNSW` whenever it fits even at 100M vectors, and OPQ + 8-bit `PQ`
+without re-ranking otherwise): exact search up to where it stays fast, HNSW only where
+its build time is minutes on a few cores, and re-ranking whenever memory allows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from retrieval.errors import RetrievalError
+from retrieval.index.memory_size import format_size
+
+# Brute force up to this many multiply-adds per query (≈ 3-5 ms on one core).
+FLAT_MAX_WORK = 2**24
+# Below this a coarse quantiser has too few points per list to be worth training.
+MIN_TRAINABLE = 10_000
+# HNSW insertion is O(n log n · efConstruction · dim). Measured on 2 cores,
+# 512 dims: 200k build in 12 s and beat IVF-PQ+refine on speed at equal recall;
+# at 1M (benchmarks/index_bench.py) HNSW32 built in 154 s and answered 102 q/s
+# at recall@10 0.91 (autofaiss's tuning), IVF2048,PQ128x4fs,RFlat in 54 s and
+# 15.8k q/s at 0.986.
+HNSW_MAX_VECTORS = 300_000
+HNSW_M = 32
+# Faiss warns below 39 training points per centroid; 50 keeps k-means on 1M
+# vectors (2048 lists) at ~100k points, ~20 s on 2 cores.
+TRAIN_POINTS_PER_LIST = 50
+ID_BYTES = 8  # inverted lists store an int64 id per vector
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndexChoice:
+    """A factory string and what to expect from it."""
+
+    factory: str
+    """`faiss.index_factory` description, e.g. `IVF4096,PQ128x4fs,RFlat`."""
+    reason: str
+    """One sentence: why this rule applied."""
+    estimated_bytes: int
+    """Approximate size of the built index in memory (and on disk)."""
+    nlist: int = 0
+    """Number of inverted lists (0 when the index is not IVF)."""
+    train_size: int = 0
+    """Vectors to train on (0 when the index needs no training)."""
+    search_params: tuple[str, ...] = ()
+    """Parameters the tuner sweeps: `efSearch`, `nprobe`, `k_factor_rf`."""
+
+
+def ivf_list_count(n: int) -> int:
+    """Power of two nearest 2·sqrt(n) (see the module doc), ≥ 39 points per list."""
+    lists = 2 ** round(math.log2(max(2 * math.sqrt(n), 1)))
+    while lists > 16 and n / lists < 39:
+        lists //= 2
+    return int(min(max(lists, 16), 2**16))
+
+
+def pq_subquantizers(dim: int, bytes_per_vector: float) -> int:
+    """Even divisor m of dim, m/2 bytes per 4-bit code, largest within bytes_per_vector.
+
+    Returns 0 when no even divisor fits (odd dimension or too small a budget).
+    """
+    for m in range(min(dim, int(bytes_per_vector * 2)), 1, -1):
+        if dim % m == 0 and m % 2 == 0:
+            return m
+    return 0
+
+
+def _flat(n: int, dim: int, reason: str) -> IndexChoice:
+    return IndexChoice(factory="Flat", reason=reason, estimated_bytes=n * dim * 4)
+
+
+def _hnsw_bytes(n: int, dim: int) -> int:
+    # level 0 keeps 2M neighbours, upper levels M with probability 1/M each
+    links = (2 * HNSW_M + HNSW_M / (HNSW_M - 1)) * 4
+    return int(n * (dim * 4 + links + 12))
+
+
+def _ivf(
+    n: int, dim: int, codes: str, code_bytes: float, refine: str, refine_bytes: int, reason: str
+) -> IndexChoice:
+    nlist = ivf_list_count(n)
+    coarse = f"IVF{nlist}_HNSW32" if nlist >= 16384 else f"IVF{nlist}"
+    factory = ",".join(part for part in (coarse, codes, refine) if part)
+    size = n * (code_bytes + ID_BYTES + refine_bytes) + nlist * dim * 4
+    params = ("nprobe", "k_factor_rf") if refine else ("nprobe",)
+    return IndexChoice(
+        factory=factory,
+        reason=reason,
+        estimated_bytes=int(size),
+        nlist=nlist,
+        train_size=min(n, max(nlist * TRAIN_POINTS_PER_LIST, 20_000)),
+        search_params=params,
+    )
+
+
+def choose_index_factory(
+    n: int,
+    dim: int,
+    max_memory_bytes: int,
+    *,
+    target_recall: float = 0.95,
+    allow_hnsw: bool = True,
+) -> IndexChoice:
+    """The index for `n` vectors of `dim` within `max_memory_bytes` (rules in the module doc).
+
+    `allow_hnsw=False` skips rule 2, for callers that need memory-mapped
+    inverted lists or a build time linear in n.
+    """
+    if n <= 0 or dim <= 0:
+        raise RetrievalError(f"cannot index {n} vectors of dimension {dim}; embed some data first")
+    flat_bytes = n * dim * 4
+    if flat_bytes <= max_memory_bytes:
+        if target_recall >= 1.0:
+            return _flat(n, dim, "target recall 1.0 asks for exact search")
+        if n * dim <= FLAT_MAX_WORK:
+            return _flat(n, dim, f"{n} x {dim} is small enough that exact search takes a few ms")
+        if n < MIN_TRAINABLE:
+            return _flat(n, dim, f"{n} vectors are too few to train a quantiser on")
+    if allow_hnsw and n <= HNSW_MAX_VECTORS and _hnsw_bytes(n, dim) <= max_memory_bytes:
+        return IndexChoice(
+            factory=f"HNSW{HNSW_M},Flat",
+            reason=f"mid-size set ({n} ≤ {HNSW_MAX_VECTORS}) and vectors + graph fit in memory",
+            estimated_bytes=_hnsw_bytes(n, dim),
+            search_params=("efSearch",),
+        )
+    m = pq_subquantizers(dim, dim / 8)  # 4-dim sub-vectors at 4 bits: dim/8 bytes, accurate shortlist
+    if m and n >= MIN_TRAINABLE:
+        for refine, refine_bytes, why in (
+            ("RFlat", dim * 4, "raw vectors fit: fast-scan PQ shortlist, exact re-ranking"),
+            ("Refine(SQfp16)", dim * 2, "raw vectors do not fit, float16 copies do: re-rank on those"),
+            ("Refine(SQ8)", dim, "only 8-bit copies of the vectors fit: re-rank on those"),
+        ):
+            choice = _ivf(n, dim, f"PQ{m}x4fs", m / 2, refine, refine_bytes, why)
+            if choice.estimated_bytes <= max_memory_bytes:
+                return choice
+    return _compressed_choice(n, dim, max_memory_bytes)
+
+
+def _compressed_choice(n: int, dim: int, max_memory_bytes: int) -> IndexChoice:
+    """Rule 5: the largest residual PQ code that fits, or an error saying how much is needed."""
+    if n < MIN_TRAINABLE:
+        raise RetrievalError(
+            f"{n} x {dim} float32 vectors need {format_size(n * dim * 4)} but --max-memory is "
+            f"{format_size(max_memory_bytes)}; raise --max-memory"
+        )
+    nlist = ivf_list_count(n)
+    fixed = nlist * dim * 4
+    per_vector = (max_memory_bytes - fixed) / n - ID_BYTES
+    m = pq_subquantizers(dim, min(per_vector, dim / 4))  # at most 2-dim sub-vectors
+    if m == 0:
+        smallest = n * (1 + ID_BYTES) + fixed
+        raise RetrievalError(
+            f"no index of {n} x {dim} vectors fits in {format_size(max_memory_bytes)} "
+            f"(the smallest needs about {format_size(smallest)}); raise --max-memory"
+        )
+    why = f"only compressed codes fit: {m // 2} bytes per vector, residual PQ, no re-ranking"
+    return _ivf(n, dim, f"PQ{m}x4fsr", m / 2, "", 0, why)

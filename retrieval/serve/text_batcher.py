@@ -1,0 +1,122 @@
+"""Micro-batching of text queries: concurrent requests share one encode and one search.
+
+A text encode and an index search cost little more for 32 queries than for
+one (one forward pass, one BLAS call), so under load the server merges the
+queries waiting in the queue. A single worker task takes the first waiting
+query, then every query that is already queued (optionally waiting
+`wait_s` for more), groups them by (index, modality), runs each group as one
+`search_text(texts, max k)` call in a worker thread and hands each request its
+own top-k. At low load a batch is one query: no latency is added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from collections.abc import Callable
+
+import anyio
+import anyio.to_thread
+
+from retrieval.serve.registry import ServedIndex, Snapshot
+
+
+@dataclass
+class _Pending:
+    served: ServedIndex
+    text: str
+    k: int
+    modality: str
+    future: asyncio.Future = field(repr=False)
+
+
+@dataclass
+class BatchStats:
+    """Counters the benchmark reads to show how much merging happened."""
+
+    batches: int = 0
+    queries: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        mean = self.queries / self.batches if self.batches else 0.0
+        return {"batches": self.batches, "queries": self.queries, "mean_batch": round(mean, 2)}
+
+
+class TextSearchBatcher:
+    """Queue + worker tasks (per event loop) that run merged text searches."""
+
+    def __init__(self, limiter: anyio.CapacityLimiter, max_batch: int = 64, wait_s: float = 0.0,
+                 workers: int = 1) -> None:
+        self._limiter = limiter
+        self._max_batch = max_batch
+        self._wait_s = wait_s
+        self._worker_count = workers
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._workers: list[asyncio.Task] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.stats = BatchStats()
+
+    async def search(self, served: ServedIndex, text: str, k: int, modality: str) -> tuple[int, list[dict]]:
+        """(generation of the snapshot searched, top-k hits) for one text query."""
+        queue = self._ensure_worker()
+        future = asyncio.get_running_loop().create_future()
+        await queue.put(_Pending(served, text, k, modality, future))
+        return await future
+
+    async def close(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers, self._queue, self._loop = [], None, None
+
+    def _ensure_worker(self) -> asyncio.Queue:
+        loop = asyncio.get_running_loop()
+        # A new loop (e.g. a second test client) needs its own queue and workers.
+        if self._loop is not loop or not self._workers or any(w.done() for w in self._workers):
+            self._loop = loop
+            self._queue = asyncio.Queue()
+            self._workers = [loop.create_task(self._run()) for _ in range(self._worker_count)]
+        assert self._queue is not None
+        return self._queue
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        while True:
+            batch = [await queue.get()]
+            if self._wait_s > 0:
+                await asyncio.sleep(self._wait_s)
+            while len(batch) < self._max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            batch = [p for p in batch if not p.future.cancelled()]  # client went away
+            if batch:
+                await self._run_batch(batch)
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        groups: dict[tuple[int, str], list[_Pending]] = defaultdict(list)
+        for pending in batch:
+            groups[(id(pending.served), pending.modality)].append(pending)
+        for members in groups.values():
+            snapshot = members[0].served.snapshot()  # one snapshot for the whole group
+            try:
+                results = await anyio.to_thread.run_sync(_search_group(snapshot, members), limiter=self._limiter)
+            except Exception as exc:  # noqa: BLE001 - handed to each waiting request, which reports it
+                for pending in members:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
+                continue
+            self.stats.batches += 1
+            self.stats.queries += len(members)
+            for pending, hits in zip(members, results):
+                if not pending.future.done():
+                    pending.future.set_result((snapshot.generation, hits[: pending.k]))
+
+
+def _search_group(snapshot: Snapshot, members: list[_Pending]) -> Callable[[], list[list[dict]]]:
+    """One search over a group that shares index and modality, at the largest k asked."""
+    backend = snapshot.backend
+    texts = [p.text for p in members]
+    k = max(p.k for p in members)
+    modality = members[0].modality
+    return lambda: backend.search_text(texts, k, modality)

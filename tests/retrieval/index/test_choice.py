@@ -1,0 +1,83 @@
+"""choose_index_factory: which rule applies for a size and budget, and that faiss can build the result."""
+
+from __future__ import annotations
+
+import faiss
+import pytest
+
+from retrieval.errors import RetrievalError
+from retrieval.index.choice import choose_index_factory, ivf_list_count, pq_subquantizers
+from retrieval.index.memory_size import parse_size
+
+GB = 10**9
+
+
+@pytest.mark.parametrize(("n", "dim", "budget", "factory"), [
+    (1_000, 512, 4 * GB, "Flat"),                       # tiny
+    (32_768, 512, 4 * GB, "Flat"),                      # n*dim = 2**24: brute force still a few ms
+    (5_000, 4096, 4 * GB, "Flat"),                      # large dim but too few vectors to train on
+    (40_000, 512, 4 * GB, "HNSW32,Flat"),               # mid-size, graph fits
+    (200_000, 512, 4 * GB, "HNSW32,Flat"),
+    (1_000_000, 512, 4 * GB, "IVF2048,PQ128x4fs,RFlat"),          # raw vectors fit: exact re-ranking
+    (1_000_000, 512, 2 * GB, "IVF2048,PQ128x4fs,Refine(SQfp16)"),  # 2.1 GB needed for RFlat: fp16 copies
+    (1_000_000, 512, GB, "IVF2048,PQ128x4fs,Refine(SQ8)"),
+    (1_000_000, 512, GB // 5, "IVF2048,PQ256x4fsr"),   # only codes fit
+    (10_000_000, 512, 64 * GB, "IVF8192,PQ128x4fs,RFlat"),        # past HNSW's build-time limit
+    (1_000_000, 384, 4 * GB, "IVF2048,PQ96x4fs,RFlat"),           # MiniLM-sized vectors
+])
+def test_rules(n: int, dim: int, budget: int, factory: str) -> None:
+    choice = choose_index_factory(n, dim, budget)
+    assert choice.factory == factory
+    assert choice.estimated_bytes <= budget
+    faiss.index_factory(dim, choice.factory, faiss.METRIC_INNER_PRODUCT)  # a string faiss accepts
+
+
+def test_memory_estimates_match_what_faiss_writes(tmp_path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((30_000, 64)).astype(np.float32)
+    factories = []
+    for budget in (10**9, 5 * 10**6, 3 * 10**6, 15 * 10**5):  # flat, fp16 refine, SQ8 refine, codes only
+        choice = choose_index_factory(len(x), 64, budget)
+        factories.append(choice.factory)
+        index = faiss.index_factory(64, choice.factory, faiss.METRIC_INNER_PRODUCT)
+        index.train(x[:20_000])
+        index.add(x)
+        faiss.write_index(index, str(tmp_path / "i.faiss"))
+        written = (tmp_path / "i.faiss").stat().st_size
+        assert 0.8 * choice.estimated_bytes < written < 1.25 * choice.estimated_bytes, choice.factory
+    assert factories == ["Flat", "IVF256,PQ16x4fs,Refine(SQfp16)", "IVF256,PQ16x4fs,Refine(SQ8)",
+                         "IVF256,PQ32x4fsr"]
+
+
+def test_exact_target_means_flat_and_hnsw_can_be_refused() -> None:
+    assert choose_index_factory(200_000, 512, 4 * GB, target_recall=1.0).factory == "Flat"
+    assert choose_index_factory(200_000, 512, 4 * GB, allow_hnsw=False).factory.startswith("IVF")
+
+
+def test_too_small_a_budget_says_how_much_is_needed() -> None:
+    with pytest.raises(RetrievalError, match="raise --max-memory"):
+        choose_index_factory(1_000_000, 512, 10 * 10**6)
+    with pytest.raises(RetrievalError, match="raise --max-memory"):
+        choose_index_factory(1_000, 512, 1000)  # too few to train, too big for flat
+
+
+def test_list_counts_and_subquantizers() -> None:
+    assert ivf_list_count(1_000_000) == 2048
+    assert ivf_list_count(10_000_000) == 8192
+    assert all(n / ivf_list_count(n) >= 39 for n in (2_000, 10_000, 50_000))
+    assert pq_subquantizers(512, 64) == 128
+    assert pq_subquantizers(384, 48) == 96
+    assert pq_subquantizers(7, 100) == 0  # no even divisor
+
+
+@pytest.mark.parametrize(("text", "value"), [("2GB", 2 * 10**9), ("512MiB", 512 * 2**20), ("1.5G", 1_500_000_000),
+                                             ("100", 100)])
+def test_parse_size(text: str, value: int) -> None:
+    assert parse_size(text) == value
+
+
+def test_parse_size_rejects_nonsense() -> None:
+    with pytest.raises(RetrievalError, match="2GB"):
+        parse_size("lots")

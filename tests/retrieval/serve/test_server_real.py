@@ -1,0 +1,156 @@
+"""The server over a real index: the emoji fixture embedded by a tiny (random, seeded) checkpoint."""
+
+from __future__ import annotations
+
+import base64
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from retrieval.retriever import Retriever
+from retrieval.serve_cli import main as serve_main
+from retrieval.serve.config import ServeConfig, ServeLimits
+from retrieval.serve.backend import load_registry
+from retrieval.serve.app import create_app
+
+FIXTURE_SHARDS = Path(__file__).resolve().parents[2] / "fixtures" / "emoji_shards"
+
+
+@pytest.fixture(scope="module")
+def registry(emoji_index: Path):
+    return load_registry([("emoji", emoji_index), ("again", emoji_index)])
+
+
+@pytest.fixture()
+def client(registry) -> TestClient:
+    with TestClient(create_app(registry, ServeConfig(limits=ServeLimits()))) as c:
+        yield c
+
+
+def member_bytes(shard: Path, member: str) -> bytes:
+    with tarfile.open(shard) as tar:
+        return tar.extractfile(member).read()
+
+
+def test_indices_share_one_encoder_and_load_both_sides(registry) -> None:
+    first, second = list(registry)
+    assert first.backend.encoder is second.backend.encoder
+    assert first.backend.modalities == ("image", "text") and len(first.backend) == 48
+
+
+def test_text_search_matches_the_retriever(client: TestClient, emoji_index: Path, encoder) -> None:
+    direct = Retriever(emoji_index, encoder=encoder).search_text(["grinning face"], k=5)[0]
+    answer = client.post("/search", json={"text": "grinning face", "k": 5}).json()
+    assert [h["key"] for h in answer["results"]] == [h["key"] for h in direct]
+    assert [h["score"] for h in answer["results"]] == pytest.approx([h["score"] for h in direct], abs=1e-5)
+    assert [h["caption"] for h in answer["results"]] == [h["caption"] for h in direct]
+
+
+def test_k_larger_than_the_index_returns_all_of_it(client: TestClient) -> None:
+    assert len(client.post("/search", json={"text": "flag", "k": 100}).json()["results"]) == 48
+
+
+def test_image_urls_serve_the_member_bytes_from_the_shard(client: TestClient) -> None:
+    hits = client.post("/search", json={"text": "a red heart", "k": 3}).json()["results"]
+    for hit in hits:
+        response = client.get(hit["image_url"])
+        assert response.status_code == 200
+        for shard in sorted(FIXTURE_SHARDS.glob("*.tar")):
+            members = tarfile.open(shard).getnames()
+            member = next((m for m in members if m.rsplit(".", 1)[0] == hit["key"] and m.endswith((".jpg", ".png"))), None)
+            if member:
+                assert response.content == member_bytes(shard, member)
+                assert response.headers["content-type"] == ("image/jpeg" if member.endswith(".jpg") else "image/png")
+                break
+        else:
+            pytest.fail(f"key {hit['key']} not in the fixture shards")
+
+
+def test_query_by_a_stored_image_finds_it_first(client: TestClient) -> None:
+    shard = sorted(FIXTURE_SHARDS.glob("*.tar"))[1]
+    member = next(m for m in tarfile.open(shard).getnames() if m.endswith(".jpg"))
+    data = member_bytes(shard, member)
+    answer = client.post("/search", files={"image": ("q.jpg", data, "image/jpeg")}, data={"k": "3"}).json()
+    assert answer["results"][0]["key"] == member.rsplit(".", 1)[0]
+    assert answer["results"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+    as_json = client.post("/search", json={"image": base64.b64encode(data).decode(), "k": 3}).json()
+    assert [h["key"] for h in as_json["results"]] == [h["key"] for h in answer["results"]]
+
+
+def test_text_side_returns_captions(client: TestClient, emoji_index: Path, encoder) -> None:
+    direct = Retriever(emoji_index, modality="text", encoder=encoder).search_text(["cat"], k=4)[0]
+    answer = client.post("/search", json={"text": "cat", "k": 4, "modality": "text"}).json()
+    assert [h["key"] for h in answer["results"]] == [h["key"] for h in direct]
+
+
+def test_added_rows_are_searchable_after_the_swap(emoji_index: Path, encoder) -> None:
+    registry = load_registry([("emoji", emoji_index)])
+    with TestClient(create_app(registry, ServeConfig(limits=ServeLimits()))) as client:
+        query = encoder.encode_text(["a purple giraffe on skis"]).numpy()[0]
+        before = client.post("/search", json={"embedding": query.tolist(), "k": 3}).json()
+        item = {"key": "giraffe-1", "caption": "a purple giraffe on skis",
+                "image_embedding": query.tolist(), "text_embedding": query.tolist()}
+        added = client.post("/indices/emoji/add", json={"items": [item]})
+        assert added.json() == {"index": "emoji", "added": 1, "size": 49, "generation": 1}
+        after = client.post("/search", json={"text": "a purple giraffe on skis", "k": 3}).json()
+        assert after["generation"] == 1
+        assert after["results"][0] | {"score": 0} == {"rank": 1, "key": "giraffe-1", "score": 0,
+                                                        "caption": "a purple giraffe on skis", "image_url": None}
+        assert after["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+        # The rest are the old top hits, pushed down one place.
+        assert [h["key"] for h in after["results"][1:]] == [h["key"] for h in before["results"][:2]]
+        assert client.post("/indices/emoji/add", json={"items": [item]}).status_code == 409
+        assert client.get("/images/emoji/giraffe-1").status_code == 404
+        assert client.get("/indices").json()[0]["size"] == 49
+
+
+def test_real_swaps_under_concurrent_text_queries(emoji_index: Path) -> None:
+    registry = load_registry([("emoji", emoji_index)])
+    served = next(iter(registry))
+    app = create_app(registry, ServeConfig(limits=ServeLimits()))
+    failures: list[str] = []
+    stop = threading.Event()
+    rng = np.random.default_rng(0)
+
+    with TestClient(app) as client:
+        def query_loop() -> None:
+            while not stop.is_set():
+                answer = client.post("/search", json={"text": "smiling face", "k": 60})
+                if answer.status_code != 200:
+                    failures.append(answer.text)
+                    continue
+                body = answer.json()
+                if len(body["results"]) != 48 + body["generation"]:
+                    failures.append(f"generation {body['generation']} gave {len(body['results'])} results")
+
+        threads = [threading.Thread(target=query_loop) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for g in range(6):
+            vector = rng.normal(size=served.backend.embed_dim)
+            item = {"key": f"new-{g}", "image_embedding": vector.tolist(), "text_embedding": vector.tolist()}
+            assert client.post("/indices/emoji/add", json={"items": [item]}).status_code == 200
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert not failures, failures[:3]
+    assert len(served.backend) == 54
+
+
+def test_cli_loads_indices_and_starts_uvicorn(emoji_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started = {}
+
+    def fake_run(app, **kwargs):  # uvicorn.run would block; keep the app and test it
+        started.update(kwargs, app=app)
+
+    monkeypatch.setattr("uvicorn.run", fake_run)
+    serve_main([f"emoji={emoji_index}", "--port", "8123", "--max-k", "7", "--api-key", "k"])
+    assert started["host"] == "127.0.0.1" and started["port"] == 8123
+    with TestClient(started["app"]) as client:
+        assert client.post("/search", json={"text": "x", "k": 8}, headers={"x-api-key": "k"}).status_code == 400
+        answer = client.post("/search", json={"text": "x", "k": 7}, headers={"x-api-key": "k"})
+        assert len(answer.json()["results"]) == 7
