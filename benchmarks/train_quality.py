@@ -48,7 +48,8 @@ PEER_RECIPES = {
 LIT = "emoji-lit-minilm"
 # name -> (named config, overrides, train shards under --data_root ("" = --train_data))
 RECIPES: dict[str, tuple[str, list[str], str]] = {
-    "ours_default": ("", [], ""),  # pretrain.config.DEFAULT_CONFIG as it stands
+    # pretrain.config.DEFAULT_CONFIG on the emoji train split built with `--captions rich`
+    "ours_default": ("", [], "emoji-train-rich"),
     "ours_tiny": ("tiny", [], ""),
     "ours_lit": (LIT, [], ""),
     "ours_lit_group": (LIT, ["loss.positives=group"], ""),
