@@ -40,7 +40,7 @@ demo: install
 	@command -v npm >/dev/null || { echo "make demo: npm is needed for the emoji corpus (apt-get install npm)"; exit 2; }
 	@test -d $(FMNIST) || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; } \
 		|| { echo "make demo: Fashion-MNIST missing; install Debian's dataset-fashion-mnist (as root)"; exit 2; }
-	test -f $(DEMO)/data/emoji-train/dataset.json || $(CLI) data build emoji --split train --out $(DEMO)/data/emoji-train
+	test -f $(DEMO)/data/emoji-train/dataset.json || $(CLI) data build emoji --split train --captions rich --out $(DEMO)/data/emoji-train
 	test -f $(DEMO)/data/emoji-val/dataset.json || $(CLI) data build emoji --split val --out $(DEMO)/data/emoji-val
 	test -f $(DEMO)/data/fmnist-train/dataset.json || $(CLI) data build fashion-mnist --split train --out $(DEMO)/data/fmnist-train
 	test -f $(DEMO)/data/fmnist-train-retail/dataset.json || $(CLI) data build fashion-mnist --split train --captions retail --out $(DEMO)/data/fmnist-train-retail

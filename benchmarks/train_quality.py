@@ -61,6 +61,7 @@ RECIPES: dict[str, tuple[str, list[str], str]] = {
     "ours_lit_siglip": (LIT, ["loss.kind=siglip"], ""),
     "ours_lit_b512": (LIT, ["accum_steps=4"], ""),
     "ours_lit_ema": (LIT, ["ema_decay=0.995"], ""),
+    "ours_default_aug": ("", ["crop_scale_min=0.5", "color_jitter=0.3", "grayscale_prob=0.1"], "emoji-train-rich"),
 }
 CALIBRATION_STEPS, CALIBRATION_WARMUP = 40, 10
 
