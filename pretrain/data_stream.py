@@ -9,10 +9,13 @@ every time that epoch is replayed.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 
+import open_clip
 import torch
 
+from pretrain.config import DataConfig
 from pretrain.errors import PretrainError
 
 EpochFactory = Callable[[int], Iterable[dict]]  # epoch -> that epoch's batches
@@ -78,31 +81,47 @@ def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     return {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
 
 
-def shard_epochs(*, train_data: str, batch_size: int, image_transform: Callable, tokenize: Callable,
-                 workers: int, shuffle_buffer: int, caption: str, seed: int, rank: int,
-                 world_size: int, source_weights: tuple[float, ...] | None = None) -> tuple[EpochFactory, SkipTally]:
-    """An epoch factory over a shard directory, and the tally of samples its loaders skipped.
+def train_transform(data: DataConfig, preprocess_cfg: dict) -> Callable:
+    """open_clip's image transform for training (`data.augment`: random resized crop, colour jitter,
+    grayscale as `data` says) or evaluation, for a tower's preprocessing config."""
+    augmentation = open_clip.transform.AugmentationCfg(
+        scale=(data.crop_scale_min, 1.0),
+        color_jitter=(data.color_jitter,) * 3 + (0.0,) if data.color_jitter else None,  # no hue shift
+        color_jitter_prob=0.8 if data.color_jitter else None,
+        gray_scale_prob=data.grayscale_prob or None)
+    with warnings.catch_warnings():  # it warns of "unused" jitter/grayscale items that it does use
+        warnings.filterwarnings("ignore", "Unused augmentation cfg items")
+        return open_clip.transform.image_transform_v2(open_clip.transform.PreprocessCfg(**preprocess_cfg),
+                                                      is_train=data.augment, aug_cfg=augmentation)
+
+
+def shard_epochs(data: DataConfig, *, image_transform: Callable, tokenize: Callable, seed: int, rank: int,
+                 world_size: int) -> tuple[EpochFactory, SkipTally]:
+    """An epoch factory over `data.train_data`, batched as `data` says, and the tally of samples its
+    loaders skipped.
 
     One process reads epochs (each sample once per epoch, shuffled). Several
     processes read resampled shard streams (data_tools' advice for DDP: ranks
     then never run out at different times), so each of their "epochs" is endless;
-    so does a weighted mix of sources (`source_weights`, one per `::` source).
+    so does a weighted mix of sources (`data.train_data_weights`, one per `::` source).
     """
     from data_tools.errors import DataError
     from data_tools.loader import list_shards, make_loader
+    from data_tools.loader_workers import auto_loader_workers
 
     try:
-        list_shards(train_data)
+        list_shards(data.train_data)
     except DataError as err:
         raise PretrainError(str(err)) from err
     skipped = SkipTally()
+    workers = auto_loader_workers(data.workers)
+    resampled = world_size > 1 or data.train_data_weights is not None
 
     def make_epoch(epoch: int) -> Iterable[dict]:
-        loader = make_loader(train_data, batch_size=batch_size, image_transform=image_transform,
-                             tokenize=tokenize, num_workers=workers, shuffle=True, shuffle_buffer=shuffle_buffer,
-                             resampled=world_size > 1 or source_weights is not None, seed=seed, epoch=epoch,
-                             caption=caption, drop_last=True, rank=rank, world_size=world_size,
-                             source_weights=source_weights)
+        loader = make_loader(data.train_data, batch_size=data.batch_size, image_transform=image_transform,
+                             tokenize=tokenize, num_workers=workers, shuffle=True, shuffle_buffer=data.shuffle_buffer,
+                             resampled=resampled, seed=seed, epoch=epoch, caption=data.caption, drop_last=True,
+                             rank=rank, world_size=world_size, source_weights=data.train_data_weights)
         skipped.start(loader)
         # iter() now, not lazily: the DataLoader draws its worker seed here, under BatchStream's fixed seed.
         return iter(loader)

@@ -17,7 +17,6 @@ import logging
 import math
 import resource
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +26,11 @@ import open_clip
 import torch
 from tqdm import tqdm
 
-from data_tools.loader_workers import auto_loader_workers
 from pretrain import checkpoint, models, precision
 from pretrain.models.attention import explicit_attention_pays
 from pretrain.config import TrainConfig, config_to_dict, save_config, validate
 from pretrain.cpu_memory import keep_freed_memory
-from pretrain.data_stream import BatchStream, EpochFactory, SkipTally, shard_epochs
+from pretrain.data_stream import BatchStream, EpochFactory, SkipTally, shard_epochs, train_transform
 from pretrain.distributed import Distributed
 from pretrain.ema import WeightAverage
 from pretrain.errors import PretrainError
@@ -168,23 +166,10 @@ class Trainer:
         if make_epoch is None:
             if not cfg.data.train_data:
                 raise PretrainError("no training data: pass --train-data DIR (a shard directory)")
-            clip = self.towers.clip
-            pp_cfg = open_clip.transform.PreprocessCfg(**clip.visual.preprocess_cfg)
-            augmentation = open_clip.transform.AugmentationCfg(
-                scale=(cfg.data.crop_scale_min, 1.0),
-                color_jitter=(cfg.data.color_jitter,) * 3 + (0.0,) if cfg.data.color_jitter else None,  # no hue shift
-                color_jitter_prob=0.8 if cfg.data.color_jitter else None,
-                gray_scale_prob=cfg.data.grayscale_prob or None)
-            with warnings.catch_warnings():  # it warns of "unused" jitter/grayscale items that it does use
-                warnings.filterwarnings("ignore", "Unused augmentation cfg items")
-                transform = open_clip.transform.image_transform_v2(pp_cfg, is_train=cfg.data.augment,
-                                                                   aug_cfg=augmentation)
+            transform = train_transform(cfg.data, self.towers.clip.visual.preprocess_cfg)
             make_epoch, self.skipped = shard_epochs(
-                train_data=cfg.data.train_data, source_weights=cfg.data.train_data_weights,
-                batch_size=cfg.data.batch_size, image_transform=transform,
-                tokenize=open_clip.get_tokenizer(self.towers.name), workers=auto_loader_workers(cfg.data.workers),
-                shuffle_buffer=cfg.data.shuffle_buffer, caption=cfg.data.caption, seed=cfg.seed,
-                rank=dist.rank, world_size=dist.world_size)
+                cfg.data, image_transform=transform, tokenize=open_clip.get_tokenizer(self.towers.name),
+                seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
         position = {"epoch": 0, "batch_in_epoch": 0}
         endless = dist.world_size > 1 or cfg.data.train_data_weights is not None  # resampled shard streams
         if state is not None and state["world_size"] == dist.world_size and not endless:
