@@ -1,0 +1,153 @@
+"""The one flag generator: typed keyword-only dataclasses <-> `--dashed-flags`.
+
+Every field of a config dataclass becomes one flag, named by its path with
+dashes (`batch_size` -> `--batch-size`), typed and checked by jsonargparse
+(public API only), with the field's docstring as its help. A field whose type
+is itself a dataclass is a group: its fields become `--group.field`
+(`--method.min-steps`), or plain `--field` when the group is listed in `flat`
+(a command's own fields next to a library config, where no name repeats).
+Booleans are `--flag / --no-flag`. Fields without a default are required.
+
+    parser = ArgumentParser(prog="clipline finetune fusion", exit_on_error=False)
+    add_config_flags(parser, FusionRunConfig, flat=("fusion",))
+    config = config_from_args(FusionRunConfig, parser.parse_args(argv))
+
+The parsed namespace holds every value under its field path, so
+`config_from_args` builds the same nested dataclasses back: each value is
+parsed once, where it enters, and nothing below the command sees flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from collections.abc import Collection, Iterator, Mapping
+from typing import Any, TypeVar
+
+import docstring_parser
+from jsonargparse import ArgumentParser, Namespace
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigField:
+    """One leaf field of a (nested) config dataclass."""
+
+    path: str
+    """Dotted path from the top config (`method.training.lr`)."""
+    flag: str
+    """Its command-line spelling (`--method.training.lr`, or `--lr` in a flat group)."""
+    type: Any
+    """The field's type hint."""
+    default: Any
+    """Its default (from the parent's default instance), or dataclasses.MISSING when required."""
+    doc: str
+    """The field's docstring."""
+
+
+def config_fields(cls: type, *, flat: Collection[str] = (), skip: Collection[str] = ()) -> list[ConfigField]:
+    """Every leaf field of `cls` (groups expanded), in declaration order; `skip` names paths to leave out."""
+    fields = list(_walk(cls, prefix="", flag_prefix="", defaults=None, flat=set(flat), skip=set(skip)))
+    seen: dict[str, str] = {}
+    for item in fields:
+        if item.flag in seen:
+            raise TypeError(f"{cls.__name__}: {item.path} and {seen[item.flag]} both make {item.flag}")
+        seen[item.flag] = item.path
+    return fields
+
+
+def add_config_flags(parser: ArgumentParser, cls: type, *, flat: Collection[str] = (),
+                     positional: Collection[str] = (), skip: Collection[str] = ()) -> None:
+    """One flag per leaf field of `cls` on `parser`; `positional` names top-level fields taken by position."""
+    for item in config_fields(cls, flat=flat, skip=skip):
+        kwargs: dict[str, Any] = {"help": " ".join(item.doc.split())}  # jsonargparse formats help without %
+        required = item.default is dataclasses.MISSING
+        if item.path in positional:
+            many = typing.get_origin(item.type) is list
+            parser.add_argument(item.path, type=typing.get_args(item.type)[0] if many else item.type,
+                                nargs="+" if many else None, **kwargs)
+            continue
+        if item.type is bool:
+            kwargs.update(action=argparse.BooleanOptionalAction)
+        else:
+            kwargs.update(type=item.type)
+        kwargs.update(required=True) if required else kwargs.update(default=item.default)
+        parser.add_argument(item.flag, dest=item.path, **kwargs)
+
+
+def config_from_args(cls: type[T], args: Namespace, *, skip: Collection[str] = (),
+                     given: Mapping[str, Any] | None = None) -> T:
+    """Build `cls` (and its groups) from the values `add_config_flags` parsed.
+
+    `given` maps field paths to values set by the caller instead (e.g. a skipped field).
+    """
+    return _build(cls, args, prefix="", skip=set(skip), given=dict(given or {}))
+
+
+def parse_config(cls: type[T], argv: list[str], *, prog: str, description: str | None = None,
+                 flat: Collection[str] = (), positional: Collection[str] = ()) -> T:
+    """Parse `argv` into `cls` with a parser of its own flags only (raises argparse.ArgumentError)."""
+    parser = ArgumentParser(prog=prog, description=description or cls.__doc__, exit_on_error=False)
+    add_config_flags(parser, cls, flat=flat, positional=positional)
+    return config_from_args(cls, parser.parse_args(argv))
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> docstring, over the dataclass hierarchy (each class's source holds its own fields' docs)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update({p.arg_name: p.description or "" for p in docstring_parser.parse_from_object(klass).params})
+    return docs
+
+
+def _walk(cls: type, *, prefix: str, flag_prefix: str, defaults: Any, flat: set[str],
+          skip: set[str]) -> Iterator[ConfigField]:
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    for field in dataclasses.fields(cls):
+        path = prefix + field.name
+        if path in skip:
+            continue
+        default = _default(field, defaults)
+        hint = hints[field.name]
+        if dataclasses.is_dataclass(hint):
+            group_flag_prefix = flag_prefix if path in flat else f"{flag_prefix}{_dashed(field.name)}."
+            yield from _walk(hint, prefix=f"{path}.", flag_prefix=group_flag_prefix,
+                             defaults=None if default is dataclasses.MISSING else default, flat=flat, skip=skip)
+            continue
+        yield ConfigField(path=path, flag=f"--{flag_prefix}{_dashed(field.name)}", type=hint, default=default,
+                          doc=docs.get(field.name, ""))
+
+
+def _default(field: dataclasses.Field, parent_defaults: Any) -> Any:
+    """A field's default: the parent default instance's value (a group's factory may change it), else its own."""
+    if parent_defaults is not None:
+        return getattr(parent_defaults, field.name)
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def _build(cls: type[T], args: Namespace, *, prefix: str, skip: set[str], given: Mapping[str, Any]) -> T:
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        path = prefix + field.name
+        if path in given:
+            values[field.name] = given[path]
+        elif path in skip:
+            continue
+        elif dataclasses.is_dataclass(hints[field.name]):
+            values[field.name] = _build(hints[field.name], args, prefix=f"{path}.", skip=skip, given=given)
+        else:
+            values[field.name] = args[path]
+    return cls(**values)
+
+
+def _dashed(name: str) -> str:
+    return name.replace("_", "-")
