@@ -38,7 +38,7 @@ from finetune.experiment import (
     timed_fit,
     zeroshot_report,
 )
-from finetune.imbalance import ImbalanceOptions
+from finetune.imbalance import ImbalanceConfig
 from finetune.linear_probe import LinearProbeConfig, fit_linear_probe
 from finetune.shots import parse_shots
 from finetune.sweep import METRICS, run_grid, summarise
@@ -186,9 +186,9 @@ def imbalanced_emoji(cfg: BenchConfig, encoder: Encoder) -> dict[str, Any]:
     minority = set(by_size[1::2])
     counts = {c: cfg.majority_per_class // (cfg.imbalance_ratio if c in minority else 1) for c in evaluated}
     options = {
-        "none": ImbalanceOptions(), "class_weight": ImbalanceOptions(class_weight=True),
-        "balanced_sampling": ImbalanceOptions(balanced_sampling=True),
-        "focal_gamma_2": ImbalanceOptions(focal_gamma=2.0),
+        "none": ImbalanceConfig(), "class_weight": ImbalanceConfig(class_weight=True),
+        "balanced_sampling": ImbalanceConfig(balanced_sampling=True),
+        "focal_gamma_2": ImbalanceConfig(focal_gamma=2.0),
     }
     methods = ["linear-probe", "clip-adapter", "tip-adapter-f"]
     runs = []

@@ -32,7 +32,7 @@ import webdataset as wds
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 from data_tools.build import BuildConfig, build_shards
 from data_tools.loader import list_shards, make_loader
-from data_tools.sources import SourceOptions, load_source
+from data_tools.sources import SourceConfig, load_source
 
 WORKERS, BATCH, IMAGE_SIZE = 2, 128, 64
 WARMUP_BATCHES, MEASURE_SAMPLES, ROUNDS = 3, 6_000, 3
@@ -98,7 +98,7 @@ def main() -> None:
         data = args.data
         if data is None:
             data = Path(tmp) / "emoji"
-            build_shards(load_source("emoji", SourceOptions()), BuildConfig(out=data, progress=False, shard_size=500))
+            build_shards(load_source("emoji", SourceConfig()), BuildConfig(out=data, progress=False, shard_size=500))
         shards = list_shards(data)
         eval_tf = open_clip.image_transform(IMAGE_SIZE, is_train=False)
         train_tf = open_clip.image_transform(IMAGE_SIZE, is_train=True)

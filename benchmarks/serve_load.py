@@ -165,7 +165,7 @@ def measure(name: str, command: list[str], port: int, ready_path: str, query_pat
 
 def ours(name: str, index_dir: str, batch: bool, args: argparse.Namespace) -> dict:
     port = free_port()
-    command = [sys.executable, "-m", "retrieval.serve_cli", f"{name}={index_dir}", "--port", str(port),
+    command = [sys.executable, "-m", "clipline", "serve", f"{name}={index_dir}", "--port", str(port),
                "--log-level", "warning", "--batch-text" if batch else "--no-batch-text"]
 
     def body(text: str) -> bytes:

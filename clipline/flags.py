@@ -8,9 +8,9 @@ is itself a dataclass is a group: its fields become `--group.field`
 (a command's own fields next to a library config, where no name repeats).
 Booleans are `--flag / --no-flag`. Fields without a default are required.
 
-    parser = ArgumentParser(prog="clipline finetune fusion", exit_on_error=False)
-    add_config_flags(parser, FusionRunConfig, flat=("fusion",))
-    config = config_from_args(FusionRunConfig, parser.parse_args(argv))
+    parser = ConfigParser("clipline finetune fusion")
+    parser.add_config(FusionRunConfig, flat=("fusion",))
+    config = parser.parse_config(FusionRunConfig, argv)
 
 The parsed namespace holds every value under its field path, so
 `config_from_args` builds the same nested dataclasses back: each value is
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import typing
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any, TypeVar
@@ -47,9 +48,15 @@ class ConfigField:
     """The field's docstring."""
 
 
-def config_fields(cls: type, *, flat: Collection[str] = (), skip: Collection[str] = ()) -> list[ConfigField]:
-    """Every leaf field of `cls` (groups expanded), in declaration order; `skip` names paths to leave out."""
-    fields = list(_walk(cls, prefix="", flag_prefix="", defaults=None, flat=set(flat), skip=set(skip)))
+def config_fields(cls: type, *, flat: Collection[str] = (), skip: Collection[str] = (),
+                  prefix: str = "") -> list[ConfigField]:
+    """Every leaf field of `cls` (groups expanded), in declaration order; `skip` names paths to leave out.
+
+    `prefix` puts the whole config under a group of that name (`method` -> `--method.lr`).
+    """
+    start = f"{prefix}." if prefix else ""
+    fields = list(_walk(cls, prefix=start, flag_prefix=_dashed(start), defaults=None, flat=set(flat),
+                        skip=set(skip)))
     seen: dict[str, str] = {}
     for item in fields:
         if item.flag in seen:
@@ -59,39 +66,93 @@ def config_fields(cls: type, *, flat: Collection[str] = (), skip: Collection[str
 
 
 def add_config_flags(parser: ArgumentParser, cls: type, *, flat: Collection[str] = (),
-                     positional: Collection[str] = (), skip: Collection[str] = ()) -> None:
-    """One flag per leaf field of `cls` on `parser`; `positional` names top-level fields taken by position."""
-    for item in config_fields(cls, flat=flat, skip=skip):
+                     positional: Collection[str] = (), skip: Collection[str] = (), prefix: str = "",
+                     short: Mapping[str, str] | None = None) -> None:
+    """One flag per leaf field of `cls` on `parser`.
+
+    `positional` names top-level fields taken by position; `short` gives a field path a short alias (`-k`).
+    """
+    for item in config_fields(cls, flat=flat, skip=skip, prefix=prefix):
         kwargs: dict[str, Any] = {"help": " ".join(item.doc.split())}  # jsonargparse formats help without %
         required = item.default is dataclasses.MISSING
         if item.path in positional:
             many = typing.get_origin(item.type) is list
-            parser.add_argument(item.path, type=typing.get_args(item.type)[0] if many else item.type,
-                                nargs="+" if many else None, **kwargs)
+            if many and not required:
+                kwargs.update(nargs="*", default=item.default)
+            elif many:
+                kwargs.update(nargs="+")
+            parser.add_argument(item.path, type=typing.get_args(item.type)[0] if many else item.type, **kwargs)
             continue
         if item.type is bool:
             kwargs.update(action=argparse.BooleanOptionalAction)
         else:
             kwargs.update(type=item.type)
         kwargs.update(required=True) if required else kwargs.update(default=item.default)
-        parser.add_argument(item.flag, dest=item.path, **kwargs)
+        parser.add_argument(*([short[item.path]] if short and item.path in short else []), item.flag,
+                            dest=item.path, **kwargs)
 
 
 def config_from_args(cls: type[T], args: Namespace, *, skip: Collection[str] = (),
-                     given: Mapping[str, Any] | None = None) -> T:
+                     given: Mapping[str, Any] | None = None, prefix: str = "") -> T:
     """Build `cls` (and its groups) from the values `add_config_flags` parsed.
 
     `given` maps field paths to values set by the caller instead (e.g. a skipped field).
     """
-    return _build(cls, args, prefix="", skip=set(skip), given=dict(given or {}))
+    return _build(cls, args, prefix=f"{prefix}." if prefix else "", skip=set(skip), given=dict(given or {}))
+
+
+class ConfigParser(ArgumentParser):
+    """A jsonargparse parser for typed configs whose errors name the flags, not the field paths."""
+
+    def __init__(self, prog: str, description: str | None = None, **kwargs: Any) -> None:
+        super().__init__(prog=prog, description=description, exit_on_error=False, **kwargs)
+        self.flag_names: dict[str, str] = {}
+
+    def add_config(self, cls: type, *, flat: Collection[str] = (), positional: Collection[str] = (),
+                   skip: Collection[str] = (), prefix: str = "", short: Mapping[str, str] | None = None) -> None:
+        """The flags of `cls` (see add_config_flags)."""
+        add_config_flags(self, cls, flat=flat, positional=positional, skip=skip, prefix=prefix, short=short)
+        fields = config_fields(cls, flat=flat, skip=skip, prefix=prefix)
+        self.flag_names |= {f.path: f.flag for f in fields if f.path not in positional}
+
+    def parse(self, argv: list[str]) -> Namespace:
+        """The parsed values; argparse.ArgumentError in one line naming the flag when a value is wrong."""
+        try:
+            return self.parse_args(argv)
+        except argparse.ArgumentError as err:
+            raise argparse.ArgumentError(None, self._flag_spelling(" ".join(str(err).split()))) from err
+
+    def parse_config(self, cls: type[T], argv: list[str], *, skip: Collection[str] = (),
+                     given: Mapping[str, Any] | None = None) -> T:
+        """`argv` parsed into `cls` (one config added without prefix)."""
+        return config_from_args(cls, self.parse(argv), skip=skip, given=given)
+
+    def _flag_spelling(self, message: str) -> str:
+        message = re.sub(r'Parser key "([^"]+)"', lambda m: self.flag_names.get(m.group(1), m.group(1)), message)
+        required = re.search(r"the following arguments are required: (.*)", message)
+        if required:
+            names = ", ".join(self.flag_names.get(n.strip(), n.strip()) for n in required.group(1).split(","))
+            message = message[: required.start(1)] + names
+        return message
 
 
 def parse_config(cls: type[T], argv: list[str], *, prog: str, description: str | None = None,
                  flat: Collection[str] = (), positional: Collection[str] = ()) -> T:
     """Parse `argv` into `cls` with a parser of its own flags only (raises argparse.ArgumentError)."""
-    parser = ArgumentParser(prog=prog, description=description or cls.__doc__, exit_on_error=False)
-    add_config_flags(parser, cls, flat=flat, positional=positional)
-    return config_from_args(cls, parser.parse_args(argv))
+    parser = ConfigParser(prog, description or cls.__doc__)
+    parser.add_config(cls, flat=flat, positional=positional)
+    return parser.parse_config(cls, argv)
+
+
+def config_values(config: Any, *, flat: Collection[str] = ()) -> dict[str, Any]:
+    """The leaf values of `config` keyed as its flags read (`--max-k` -> max_k), e.g. to record a command."""
+    values = {}
+    for item in config_fields(type(config), flat=flat):
+        value = config
+        for part in item.path.split("."):
+            value = getattr(value, part)
+        values[item.flag[2:].replace("-", "_")] = value
+    return values
 
 
 def field_docs(cls: type) -> dict[str, str]:

@@ -12,7 +12,7 @@ SOURCE_HELP = "emoji | fashion-mnist | folder:PATH | csv:PATH | jsonl:PATH | par
 
 
 @dataclass(frozen=True, kw_only=True)
-class SourceOptions:
+class SourceConfig:
     """Options that only some sources read."""
 
     split: str | None = None
@@ -34,7 +34,7 @@ class SourceOptions:
     """csv/jsonl/parquet: optional column with a class name."""
 
 
-def load_source(spec: str, options: SourceOptions) -> SourceData:
+def load_source(spec: str, options: SourceConfig) -> SourceData:
     """Resolve a SOURCE argument to its records; DataError for an unknown or misused source."""
     kind, colon, rest = spec.partition(":")
     if kind in ("emoji", "fashion-mnist") and colon:
@@ -44,9 +44,9 @@ def load_source(spec: str, options: SourceOptions) -> SourceData:
     if kind != "fashion-mnist" and options.captions != "class":
         raise DataError(f"--captions applies to fashion-mnist only, not {kind!r}")
     if kind == "emoji":
-        from data_tools.sources.emoji import EmojiOptions, load_emoji
+        from data_tools.sources.emoji import EmojiConfig, load_emoji
 
-        emoji = EmojiOptions(split=options.split or "all", split_by=options.split_by, val_fraction=options.val_fraction)
+        emoji = EmojiConfig(split=options.split or "all", split_by=options.split_by, val_fraction=options.val_fraction)
         return load_emoji(emoji, name=spec)
     if kind == "fashion-mnist":
         from data_tools.sources.fashion_mnist import load_fashion_mnist

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from finetune.adapter_io import load_adapter
-from finetune.cli import main
+from clipline.commands.finetune import main
 from finetune.errors import FinetuneError
 from finetune.zeroshot import encode_labelled_images
 from pretrain.encoder import Encoder

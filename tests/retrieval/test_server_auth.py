@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from retrieval.errors import RetrievalError
-from retrieval.serve_cli import main, parse_index_arg
+from clipline.commands.serve import main, parse_index_arg
 from retrieval.serve_config import ServeConfig, ServeLimits
 from retrieval.server import create_app
 from retrieval.server_guards import check_bind_safety, is_loopback_host

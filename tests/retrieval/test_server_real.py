@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from retrieval.retriever import Retriever
-from retrieval.serve_cli import main as serve_main
+from clipline.commands.serve import main as serve_main
 from retrieval.serve_config import ServeConfig, ServeLimits
 from retrieval.served_backend import load_registry
 from retrieval.server import create_app

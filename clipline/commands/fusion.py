@@ -5,30 +5,26 @@
     clipline finetune fusion heatmap --checkpoint RUN --data DIR --out DIR [--text "a red apple"] [--fusion-run RUN2]
     clipline finetune fusion compress --checkpoint RUN --data DIR [--train-data DIR] --out DIR
 
-`finetune.cli` forwards its first word `fusion` here (with or without that word).
+`clipline finetune` forwards its first word `fusion` here (with or without that word).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from jsonargparse import ArgumentError, ArgumentParser
-
-from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
-from data_tools.errors import DataError
+from clipline.commands.errors import reported_errors
+from clipline.flags import parse_config
+from finetune.compress_table import CompressConfig
 from finetune.errors import FinetuneError
 from finetune.fusion.config import FusionConfig
-from pretrain.errors import PretrainError
-
-USER_ERRORS = (FinetuneError, PretrainError, DataError)
 
 
 @dataclass(kw_only=True)
-class FusionPaths:
-    """Where the model and data come from and where the run goes."""
+class FusionRunConfig:
+    """Train a fusion classifier on image+text pairs (one or more label fields)."""
 
     checkpoint: str
     """Run dir (newest checkpoint) or checkpoint dir written by `clipline pretrain`."""
@@ -38,10 +34,12 @@ class FusionPaths:
     """Shards the final report is computed on (never used for training or model selection)."""
     out: str
     """Run directory for the classifier, report.json, metrics.jsonl and plots."""
+    head: FusionConfig = field(default_factory=FusionConfig)
+    """How to build and train the fusion classifier (flags without prefix)."""
 
 
 @dataclass(kw_only=True)
-class HeatmapCommand:
+class HeatmapConfig:
     """Heat maps of which image regions match a text, and a fusion head's gates / attention."""
 
     checkpoint: str
@@ -61,8 +59,8 @@ class HeatmapCommand:
 
 
 @dataclass(kw_only=True)
-class CompressPaths:
-    """Model, data and output of the compression table."""
+class CompressRunConfig:
+    """Size, speed and quality of fp32, bf16, int8 and pruned towers."""
 
     checkpoint: str
     """Run dir or checkpoint dir to compress."""
@@ -72,28 +70,20 @@ class CompressPaths:
     """Directory for compress.json, pruned/ (a checkpoint) and int8/."""
     train_data: str | None = None
     """Shards for the pruned model's recovery fine-tune (none: no recovery)."""
-
-
-def _parser(prog: str, description: str, *classes: type) -> ArgumentParser:
-    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False)
-    for cls in classes:
-        add_dataclass_flags(parser, cls)
-    return parser
+    compress: CompressConfig = field(default_factory=CompressConfig)
+    """Which variants to build and how to measure them (flags without prefix)."""
 
 
 def run_fusion(argv: list[str]) -> None:
     from finetune.fusion.run import train_fusion  # torch and the model code load after the flags parse
 
-    namespace = _parser("clipline finetune fusion", "Train a fusion classifier on image+text pairs "
-                        "(one or more label fields).", FusionPaths, FusionConfig).parse_args(argv)
-    paths = dataclass_from_namespace(FusionPaths, namespace)
-    train_fusion(checkpoint=paths.checkpoint, train_data=paths.train_data, eval_data=paths.eval_data,
-                 out=paths.out, config=dataclass_from_namespace(FusionConfig, namespace))
+    run = parse_config(FusionRunConfig, argv, prog="clipline finetune fusion", flat=("head",))
+    train_fusion(checkpoint=run.checkpoint, train_data=run.train_data, eval_data=run.eval_data, out=run.out,
+                 config=run.head)
 
 
 def run_heatmap(argv: list[str]) -> None:
-    cmd = dataclass_from_namespace(HeatmapCommand, _parser(
-        "clipline finetune fusion heatmap", HeatmapCommand.__doc__, HeatmapCommand).parse_args(argv))
+    cmd = parse_config(HeatmapConfig, argv, prog="clipline finetune fusion heatmap")
     from finetune.fusion.explain import explain_samples
     from finetune.heatmap import METHODS, render_heatmaps
     from pretrain.encoder import Encoder
@@ -111,13 +101,11 @@ def run_heatmap(argv: list[str]) -> None:
 
 
 def run_compress(argv: list[str]) -> None:
-    from finetune.compress_table import CompressConfig, compression_table, markdown_table
+    from finetune.compress_table import compression_table, markdown_table
 
-    namespace = _parser("clipline finetune fusion compress", "Size, speed and quality of fp32, bf16, int8 "
-                        "and pruned towers.", CompressPaths, CompressConfig).parse_args(argv)
-    paths = dataclass_from_namespace(CompressPaths, namespace)
-    table = compression_table(checkpoint=paths.checkpoint, data=paths.data, out=paths.out,
-                              train_data=paths.train_data, config=dataclass_from_namespace(CompressConfig, namespace))
+    run = parse_config(CompressRunConfig, argv, prog="clipline finetune fusion compress", flat=("compress",))
+    table = compression_table(checkpoint=run.checkpoint, data=run.data, out=run.out, train_data=run.train_data,
+                              config=run.compress)
     print(markdown_table(table))
 
 
@@ -129,18 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["fusion"]:
         argv = argv[1:]
     command = SUBCOMMANDS.get(argv[0]) if argv else None
-    try:
+    name = f"finetune fusion {argv[0]}" if command else "finetune fusion"
+    with reported_errors(name):
         command(argv[1:]) if command else run_fusion(argv)
-    except USER_ERRORS as err:
-        fail(str(err))
-    except ArgumentError as err:  # jsonargparse: one line, not a usage dump
-        fail(f"{err} (see `clipline finetune fusion --help`)")
-
-
-def fail(message: str) -> None:
-    """Print a user error as one line on stderr and exit 2."""
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
-    sys.exit(2)
 
 
 if __name__ == "__main__":
