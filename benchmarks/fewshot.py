@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import ArgumentParser
 
-from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
+from clipline.flags import parse_config
 from data_tools.sources.fashion_mnist import CLASSES, load_fashion_mnist
 from finetune.experiment import (
     METHODS,
@@ -243,9 +242,7 @@ def environment(encoder: Encoder) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(prog="benchmarks/fewshot.py", description=BenchConfig.__doc__)
-    add_dataclass_flags(parser, BenchConfig)
-    cfg = dataclass_from_namespace(BenchConfig, parser.parse_args(sys.argv[1:] if argv is None else argv))
+    cfg = parse_config(BenchConfig, sys.argv[1:] if argv is None else argv, prog="benchmarks/fewshot.py")
     encoder = Encoder.load(cfg.checkpoint)
     start = time.perf_counter()
     result: dict[str, Any] = {"config": asdict(cfg), "environment": environment(encoder)}

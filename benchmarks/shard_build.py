@@ -13,18 +13,20 @@ img2dataset runs from its own venv (it pins other versions); it is skipped if ab
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
+from clipline.flags import parse_config
 from data_tools.build import BuildConfig, build_shards
 from data_tools.records import SourceData
 from data_tools.sources import SourceConfig, load_source
@@ -96,11 +98,17 @@ def fashion_pngs(data: SourceData, root: Path) -> list[tuple[str, str]]:
     return rows
 
 
+@dataclass(kw_only=True)
+class BenchConfig:
+    """Shard building speed, ours against img2dataset."""
+
+    peer_bin: Path = Path("/tmp/i2d-venv/bin/img2dataset")
+    """img2dataset executable in its own venv (comparison skipped if missing)."""
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peer-bin", type=Path, default=Path("/tmp/i2d-venv/bin/img2dataset"),
-                        help="img2dataset executable in its own venv (comparison skipped if missing)")
-    args = parser.parse_args()
+    args = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/shard_build.py",
+                        description=__doc__.splitlines()[0])
     peer = args.peer_bin if args.peer_bin.exists() else None
     figures: dict = {"workers": WORKERS, "image_size": 64, "machine": machine_info(("torch", "webdataset", "pillow")),
                "load_average_before": os.getloadavg()[0]}
