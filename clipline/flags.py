@@ -87,7 +87,10 @@ def add_config_flags(parser: ArgumentParser, cls: type, *, flat: Collection[str]
             kwargs.update(action=argparse.BooleanOptionalAction)
         else:
             kwargs.update(type=item.type)
-        kwargs.update(required=True) if required else kwargs.update(default=item.default)
+        if required:
+            kwargs.update(required=True)
+        else:
+            kwargs.update(default=item.default)
         parser.add_argument(*([short[item.path]] if short and item.path in short else []), item.flag,
                             dest=item.path, **kwargs)
 

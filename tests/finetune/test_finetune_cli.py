@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetune.adapter_io import load_adapter
 from clipline.commands.finetune import main
+from finetune.adapter_io import load_adapter
 from finetune.errors import FinetuneError
 from finetune.zeroshot import encode_labelled_images
 from pretrain.encoder import Encoder
