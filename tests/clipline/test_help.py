@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 COMMANDS = [
     [], ["data"], ["data", "build"], ["data", "inspect"], ["data", "validate"], ["pretrain"], ["zeroshot"],
     ["finetune"], *[["finetune", method] for method in METHODS], ["finetune", "sweep"], ["finetune", "fusion"],
-    ["finetune", "zeroshot"], ["explain"], ["compress"], ["embed"], ["index"], ["index", "build"], ["search"], ["serve"], ["eval"], ["eval", "retrieval"],
+    ["finetune", "zeroshot"], ["explain"], ["compress"], ["embed"], ["index"], ["index", "build"], ["search"],
+    ["serve"], ["eval"], ["eval", "retrieval"],
 ]
 
 
