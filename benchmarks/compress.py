@@ -14,20 +14,19 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from jsonargparse import ArgumentParser
 
-from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
+from clipline.flags import parse_config
 from finetune.compress.table import CompressConfig, compression_table, markdown_table
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 
 
 @dataclass(kw_only=True)
-class BenchPaths:
-    """Model and data of the compression benchmark."""
+class BenchConfig:
+    """Model and data of the compression benchmark, and the compression settings."""
 
     checkpoint: str
     """clipline run or checkpoint dir."""
@@ -39,20 +38,18 @@ class BenchPaths:
     """Keep the compressed models and compress.json here (default: a temporary dir)."""
     threads: int = 0
     """torch threads for the timing (0: torch's default)."""
+    compress: CompressConfig = field(default_factory=CompressConfig)
+    """Which variants to build and how to measure them (flags without prefix)."""
 
 
 def main() -> None:
-    parser = ArgumentParser(prog="benchmarks/compress.py", description=__doc__.splitlines()[0])
-    add_dataclass_flags(parser, BenchPaths)
-    add_dataclass_flags(parser, CompressConfig)
-    namespace = parser.parse_args()
-    paths = dataclass_from_namespace(BenchPaths, namespace)
-    config = dataclass_from_namespace(CompressConfig, namespace)
+    paths = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/compress.py",
+                         description=__doc__.splitlines()[0], flat=("compress",))
     if paths.threads:
         torch.set_num_threads(paths.threads)
     with tempfile.TemporaryDirectory(prefix="compress-bench-") as tmp:
         table = compression_table(checkpoint=paths.checkpoint, data=paths.data, train_data=paths.train_data,
-                                  out=paths.out or tmp, config=config,
+                                  out=paths.out or tmp, config=paths.compress,
                                   log=lambda line: print(line, file=sys.stderr, flush=True))  # stdout: the JSON
     result: dict[str, Any] = {
         "benchmark": "compress",

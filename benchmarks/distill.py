@@ -1,6 +1,6 @@
 """Distillation: a clip-tiny-64 student trained with and without a teacher for the same wall-clock budget.
 
-    python benchmarks/distill.py --teacher RUN --train_data DIR --val_data DIR [--budget_min 10]
+    python benchmarks/distill.py --teacher RUN --train-data DIR --val-data DIR [--budget-min 10]
 
 Both students use the `tiny` named config (clip-tiny-64 from scratch) with the
 same seed, batch and budget, back to back in this one process; the distilled
@@ -22,6 +22,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,56 +90,70 @@ def profile(encoder: Any, images: torch.Tensor, captions: list[str], *, val_data
     }
 
 
-def measure(teacher: str, train_data: str, val_data: str, *, budget_min: float = 10.0, batch_size: int = 128,
-            workers: int | None = None, temperature: float = 1.0, kl_weight: float = 1.0,
-            feature_weight: float = 1.0, encode_batch: int = 256, repeats: int = 5,
-            work: str | None = None) -> dict[str, Any]:
-    """Train plain and distilled students for `budget_min` minutes each, then profile all three models.
+@dataclass(kw_only=True)
+class BenchConfig:
+    """Train plain and distilled students for `budget_min` minutes each, then profile all three models."""
 
-    Args:
-        teacher: teacher run dir (its newest checkpoint) or checkpoint dir.
-        train_data: training shard directory.
-        val_data: val shard directory (captions and category labels).
-        budget_min: wall-clock minutes of training per student.
-        batch_size: pairs per step for both students.
-        workers: loader worker processes (None: the trainer's choice).
-        temperature: distill.temperature.
-        kl_weight: distill.kl_weight.
-        feature_weight: distill.feature_weight.
-        encode_batch: val images/captions in the encode-speed batch.
-        repeats: timed encode passes (the best counts).
-        work: directory for the two student runs (default: a new temporary dir).
-    """
+    teacher: str
+    """Teacher run dir (its newest checkpoint) or checkpoint dir."""
+    train_data: str
+    """Training shard directory."""
+    val_data: str
+    """Val shard directory (captions and category labels)."""
+    budget_min: float = 10.0
+    """Wall-clock minutes of training per student."""
+    batch_size: int = 128
+    """Pairs per step for both students."""
+    workers: int | None = None
+    """Loader worker processes (None: the trainer's choice)."""
+    temperature: float = 1.0
+    """distill.temperature."""
+    kl_weight: float = 1.0
+    """distill.kl_weight."""
+    feature_weight: float = 1.0
+    """distill.feature_weight."""
+    encode_batch: int = 256
+    """Val images/captions in the encode-speed batch."""
+    repeats: int = 5
+    """Timed encode passes (the best counts)."""
+    work: str | None = None
+    """Directory for the two student runs (default: a new temporary dir)."""
+
+
+def measure(config: BenchConfig) -> dict[str, Any]:
+    """Train plain and distilled students for the budget each, then profile all three models."""
     from pretrain.checkpoint import resolve_checkpoint
     from pretrain.encoder import Encoder
     from pretrain.teacher import image_adapter
 
     threads = torch.get_num_threads()
-    root = Path(work) if work else Path(tempfile.mkdtemp(prefix="distill-"))
-    teacher_ckpt = resolve_checkpoint(teacher)
-    common = {"train_data": train_data, "budget_min": budget_min, "batch_size": batch_size, "workers": workers}
+    root = Path(config.work) if config.work else Path(tempfile.mkdtemp(prefix="distill-"))
+    teacher_ckpt = resolve_checkpoint(config.teacher)
+    common = {"train_data": config.train_data, "budget_min": config.budget_min, "batch_size": config.batch_size,
+              "workers": config.workers}
     runs = {
         "plain_student": train_student(out=root / "plain", distill=[], **common),
         "distilled_student": train_student(out=root / "distilled", distill=[
-            f"distill.teacher={teacher}", f"temperature={temperature}", f"kl_weight={kl_weight}",
-            f"feature_weight={feature_weight}"], **common),
+            f"distill.teacher={config.teacher}", f"temperature={config.temperature}",
+            f"kl_weight={config.kl_weight}", f"feature_weight={config.feature_weight}"], **common),
     }
     torch.set_num_threads(threads)  # the trainer may have changed it
     encoders = {"teacher": Encoder.load(teacher_ckpt), "distilled_student": Encoder.load(root / "distilled"),
                 "plain_student": Encoder.load(root / "plain")}
-    images, captions = val_batch(encoders["teacher"], val_data, encode_batch)
+    images, captions = val_batch(encoders["teacher"], config.val_data, config.encode_batch)
     models: dict[str, Any] = {}
     for name, encoder in encoders.items():
         adapt = image_adapter(encoders["teacher"].config["preprocess"], encoder.config["preprocess"])
-        models[name] = {**profile(encoder, adapt(images), captions, val_data=val_data, repeats=repeats),
-                        **runs.get(name, {"checkpoint": str(teacher_ckpt)})}
+        models[name] = {**profile(encoder, adapt(images), captions, val_data=config.val_data,
+                                  repeats=config.repeats), **runs.get(name, {"checkpoint": str(teacher_ckpt)})}
         print(f"{name}: {json.dumps(models[name])}", file=sys.stderr)
-    return {"budget_min": budget_min, "batch_size": batch_size, "train_data": train_data, "val_data": val_data,
-            "encode": {"batch": len(images), "precision": "fp32", "timing": f"best of {repeats}"},
+    return {"budget_min": config.budget_min, "batch_size": config.batch_size, "train_data": config.train_data,
+            "val_data": config.val_data,
+            "encode": {"batch": len(images), "precision": "fp32", "timing": f"best of {config.repeats}"},
             "models": models, "work": str(root), "environment": environment(threads)}
 
 
 if __name__ == "__main__":
-    from jsonargparse import CLI
+    from clipline.flags import parse_config
 
-    print(json.dumps(CLI(measure, as_positional=False), indent=2))
+    print(json.dumps(measure(parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/distill.py")), indent=2))

@@ -11,19 +11,20 @@ times, and the best of each is reported. Prints one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from clipline.flags import parse_config  # noqa: E402
 from data_tools.loader import list_shards  # noqa: E402
 from retrieval.embed import EmbedConfig, embed_shards  # noqa: E402
 from retrieval.encoder_spec import load_encoder  # noqa: E402
@@ -86,14 +87,25 @@ def compare(model: str, data: str, batch_size: int, num_workers: int, repeats: i
             "peer_runs": [round(r, 1) for r in peer]}
 
 
+@dataclass(kw_only=True)
+class BenchConfig:
+    """Shard embedding throughput, ours against the peer."""
+
+    data: str = "/tmp/clipdata/emoji-train"
+    """Shard dir (emoji corpus)."""
+    models: str = "clip-tiny-64,clip-small-64"
+    """Comma-separated open_clip model names."""
+    batch_size: int = 256
+    """Samples per forward pass."""
+    num_workers: int = 1
+    """Loader worker processes."""
+    repeats: int = 2
+    """Timed passes per side."""
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=str, default="/tmp/clipdata/emoji-train", help="shard dir (emoji corpus)")
-    parser.add_argument("--models", type=str, default="clip-tiny-64,clip-small-64")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--num-workers", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
+    args = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/embed_throughput.py",
+                        description=__doc__.splitlines()[0])
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         results = [compare(m, args.data, args.batch_size, args.num_workers, args.repeats, Path(tmp))

@@ -45,12 +45,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import open_clip  # noqa: E402
 import torch  # noqa: E402
-from jsonargparse import ArgumentParser  # noqa: E402
 from machine import machine_info  # noqa: E402  (benchmarks/machine.py: this script's folder is on sys.path)
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace  # noqa: E402
+from clipline.flags import parse_config  # noqa: E402
 from data_tools.loader import list_shards, read_dataset_info  # noqa: E402
 from data_tools.loader_workers import auto_loader_workers  # noqa: E402
 from pretrain.precision import choose_precision  # noqa: E402
@@ -279,9 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         job = json.loads(argv[1])
         print(json.dumps(child_pass(BenchConfig(**job["cfg"]), job["spec"])))
         return
-    parser = ArgumentParser(prog="eval_speed", description=BenchConfig.__doc__)
-    add_dataclass_flags(parser, BenchConfig)
-    cfg = dataclass_from_namespace(BenchConfig, parser.parse_args(argv))
+    cfg = parse_config(BenchConfig, argv, prog="eval_speed")
     if cfg.checkpoint:  # every pass uses the same weights even if the run writes a newer checkpoint meanwhile
         from pretrain.checkpoint import resolve_checkpoint
 

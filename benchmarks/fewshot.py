@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import ArgumentParser
 
-from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
+from clipline.flags import parse_config
 from data_tools.sources.fashion_mnist import CLASSES, load_fashion_mnist
 from finetune.methods.experiment import (
     METHODS,
@@ -38,7 +37,7 @@ from finetune.methods.experiment import (
     timed_fit,
     zeroshot_report,
 )
-from finetune.methods.imbalance import ImbalanceOptions
+from finetune.methods.imbalance import ImbalanceConfig
 from finetune.methods.linear_probe import LinearProbeConfig, fit_linear_probe
 from finetune.methods.shots import parse_shots
 from finetune.methods.sweep import METRICS, run_grid, summarise
@@ -186,9 +185,9 @@ def imbalanced_emoji(cfg: BenchConfig, encoder: Encoder) -> dict[str, Any]:
     minority = set(by_size[1::2])
     counts = {c: cfg.majority_per_class // (cfg.imbalance_ratio if c in minority else 1) for c in evaluated}
     options = {
-        "none": ImbalanceOptions(), "class_weight": ImbalanceOptions(class_weight=True),
-        "balanced_sampling": ImbalanceOptions(balanced_sampling=True),
-        "focal_gamma_2": ImbalanceOptions(focal_gamma=2.0),
+        "none": ImbalanceConfig(), "class_weight": ImbalanceConfig(class_weight=True),
+        "balanced_sampling": ImbalanceConfig(balanced_sampling=True),
+        "focal_gamma_2": ImbalanceConfig(focal_gamma=2.0),
     }
     methods = ["linear-probe", "clip-adapter", "tip-adapter-f"]
     runs = []
@@ -243,9 +242,7 @@ def environment(encoder: Encoder) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(prog="benchmarks/fewshot.py", description=BenchConfig.__doc__)
-    add_dataclass_flags(parser, BenchConfig)
-    cfg = dataclass_from_namespace(BenchConfig, parser.parse_args(sys.argv[1:] if argv is None else argv))
+    cfg = parse_config(BenchConfig, sys.argv[1:] if argv is None else argv, prog="benchmarks/fewshot.py")
     encoder = Encoder.load(cfg.checkpoint)
     start = time.perf_counter()
     result: dict[str, Any] = {"config": asdict(cfg), "environment": environment(encoder)}

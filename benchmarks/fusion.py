@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import sys
 import tarfile
 import tempfile
 import time
@@ -25,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import ArgumentParser
 
-from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
+from clipline.flags import parse_config
 from data_tools.loader import list_shards, read_dataset_info
 from data_tools.sources.fashion_captions import class_captions
 from data_tools.tar_samples import iter_tar_samples
@@ -131,9 +131,7 @@ def compare_heads(checkpoint: str, train: str, eval_data: str, tasks: str, cfg: 
 
 
 def main() -> None:
-    parser = ArgumentParser(prog="benchmarks/fusion.py", description=BenchConfig.__doc__)
-    add_dataclass_flags(parser, BenchConfig)
-    cfg = dataclass_from_namespace(BenchConfig, parser.parse_args())
+    cfg = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/fusion.py")
     torch.manual_seed(cfg.seed)
     result: dict[str, Any] = {"benchmark": "fusion", "environment": machine_info(("torch", "open_clip_torch"), threads=torch.get_num_threads()), "checkpoint": cfg.checkpoint,
                               "epochs": cfg.epochs, "modality_dropout": cfg.modality_dropout, "towers": "frozen"}

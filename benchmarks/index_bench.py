@@ -21,18 +21,19 @@ noise levels. Prints one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from clipline.flags import parse_config  # noqa: E402
 from retrieval.embedding_store import EmbeddingSet  # noqa: E402
 from retrieval.index.build import IndexBuildConfig, build_index  # noqa: E402
 from retrieval.index.store import load_index  # noqa: E402
@@ -130,7 +131,41 @@ def measure(index_dir: Path, emb_dir: Path, queries: np.ndarray, flat_single_que
             "speedup_vs_flat_single": round(single / flat_single, 1)}
 
 
-def run_level(work: Path, n: int, sigma: float, base: tuple, args: argparse.Namespace, queries: np.ndarray) -> dict:
+@dataclass(kw_only=True)
+class BenchConfig:
+    """Index build, recall and speed over real embeddings tiled with noise (see the module docstring)."""
+
+    n: int = 1_000_000
+    """Vectors in the headline index."""
+    dim: int = 512
+    """Embedding dimension (synthetic base)."""
+    concepts: int = 4000
+    """Synthetic base size."""
+    queries: int = 1000
+    """Queries timed."""
+    noise: float = 0.5
+    """Noise norm of the headline run."""
+    sweep: str = "0.25,1.0"
+    """Other noise levels (comma list, '' = none)."""
+    sweep_n: int | None = None
+    """Vectors per sweep level (default --n)."""
+    base_emb: str | None = None
+    """Real base: a `clipline embed` dir."""
+    max_memory: str = "4GB"
+    """Memory budget of the index."""
+    target_recall: float = 0.95
+    """Recall@10 the tuning must reach."""
+    flat_single_queries: int = 50
+    """Single queries timed against the exact index."""
+    autofaiss_python: str | None = None
+    """Python of a venv with autofaiss."""
+    work: str = "/tmp/clipline_index_bench"
+    """Working directory."""
+    seed: int = 0
+    """Seed of the synthetic data."""
+
+
+def run_level(work: Path, n: int, sigma: float, base: tuple, args: BenchConfig, queries: np.ndarray) -> dict:
     emb_dir, index_dir = work / f"emb_{sigma}", work / f"index_{sigma}"
     shutil.rmtree(emb_dir, ignore_errors=True)
     start = time.perf_counter()
@@ -175,22 +210,8 @@ def environment() -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1_000_000)
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--concepts", type=int, default=4000, help="synthetic base size")
-    parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--noise", type=float, default=0.5, help="noise norm of the headline run")
-    parser.add_argument("--sweep", type=str, default="0.25,1.0", help="other noise levels (comma list, '' = none)")
-    parser.add_argument("--sweep-n", type=int, default=None, help="vectors per sweep level (default --n)")
-    parser.add_argument("--base-emb", type=str, default=None, help="real base: a `clipline embed` dir")
-    parser.add_argument("--max-memory", type=str, default="4GB")
-    parser.add_argument("--target-recall", type=float, default=0.95)
-    parser.add_argument("--flat-single-queries", type=int, default=50)
-    parser.add_argument("--autofaiss-python", type=str, default=None, help="python of a venv with autofaiss")
-    parser.add_argument("--work", type=str, default="/tmp/clipline_index_bench")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/index_bench.py",
+                        description=__doc__.splitlines()[0])
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -15,14 +15,15 @@ Also the wall time of one full non-resampled epoch including worker start-up.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
 import resource
 import statistics
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
@@ -30,9 +31,10 @@ import torch
 import webdataset as wds
 
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
+from clipline.flags import parse_config
 from data_tools.build import BuildConfig, build_shards
 from data_tools.loader import list_shards, make_loader
-from data_tools.sources import SourceOptions, load_source
+from data_tools.sources import SourceConfig, load_source
 
 WORKERS, BATCH, IMAGE_SIZE = 2, 128, 64
 WARMUP_BATCHES, MEASURE_SAMPLES, ROUNDS = 3, 6_000, 3
@@ -89,16 +91,23 @@ def peer_loader(shards: list[str], transform) -> wds.WebLoader:
     return wds.WebLoader(dataset, batch_size=None, num_workers=WORKERS)
 
 
+@dataclass(kw_only=True)
+class BenchConfig:
+    """Loader throughput, ours against the plain webdataset pipeline."""
+
+    data: Path | None = None
+    """Shard directory (default: build emoji into a temp dir)."""
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=None, help="shard directory (default: build emoji into a temp dir)")
-    args = parser.parse_args()
+    args = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/loader_throughput.py",
+                        description=__doc__.splitlines()[0])
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="clipline-loader-bench-") as tmp:
         data = args.data
         if data is None:
             data = Path(tmp) / "emoji"
-            build_shards(load_source("emoji", SourceOptions()), BuildConfig(out=data, progress=False, shard_size=500))
+            build_shards(load_source("emoji", SourceConfig()), BuildConfig(out=data, progress=False, shard_size=500))
         shards = list_shards(data)
         eval_tf = open_clip.image_transform(IMAGE_SIZE, is_train=False)
         train_tf = open_clip.image_transform(IMAGE_SIZE, is_train=True)

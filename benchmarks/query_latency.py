@@ -11,17 +11,19 @@ encoding and searching. Prints one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from clipline.commands.model_choice import ModelChoiceConfig, encoder_spec  # noqa: E402
+from clipline.flags import parse_config  # noqa: E402
 from retrieval.embed import EmbedConfig, embed_shards  # noqa: E402
 from retrieval.encoder_spec import load_encoder  # noqa: E402
 from retrieval.index.build import IndexBuildConfig, build_index  # noqa: E402
@@ -70,26 +72,38 @@ def build_emoji_index(data: str, checkpoint: str, encoder, work: Path) -> Path:
     return work / "index"
 
 
+@dataclass(kw_only=True)
+class BenchConfig:
+    """One query at a time against an index: text in, top-k with metadata out."""
+
+    index: str | None = None
+    """Existing index dir (else build one from --data)."""
+    data: str = "/tmp/clipdata/emoji-train"
+    """Shards to index."""
+    encoder: ModelChoiceConfig = field(default_factory=lambda: ModelChoiceConfig(model="clip-tiny-64"))
+    """Query encoder: --checkpoint RUN or --model NAME [--pretrained FILE] (default --model clip-tiny-64)."""
+    queries: int = 1000
+    """Queries timed."""
+    k: int = 10
+    """Results per query."""
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--index", type=str, default=None, help="existing index dir (else build one from --data)")
-    parser.add_argument("--data", type=str, default="/tmp/clipdata/emoji-train", help="shards to index")
-    parser.add_argument("--checkpoint", type=str, default="open_clip:clip-tiny-64", help="query encoder")
-    parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("-k", type=int, default=10)
-    args = parser.parse_args()
+    args = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/query_latency.py",
+                        description=__doc__.splitlines()[0], flat=("encoder",))
     import torch
 
+    checkpoint = encoder_spec(args.encoder)
     with tempfile.TemporaryDirectory() as work:
-        encoder = load_encoder(args.checkpoint)
-        index = Path(args.index) if args.index else build_emoji_index(args.data, args.checkpoint, encoder, Path(work))
+        encoder = load_encoder(checkpoint)
+        index = Path(args.index) if args.index else build_emoji_index(args.data, checkpoint, encoder, Path(work))
         retriever = Retriever(index, encoder=encoder)
         texts = query_texts(retriever, args.queries)
         time_queries(retriever, texts[:20], args.k)  # warm-up: first calls allocate
         figures = time_queries(retriever, texts, args.k)
         report = {"benchmark": "query_latency", "index_size": len(retriever), "dim": retriever.dim,
                   "factory": retriever.loaded.summary["factory"], "params": retriever.loaded.summary["params"],
-                  "checkpoint": args.checkpoint, "model": encoder.config.get("model_name"), **figures,
+                  "checkpoint": checkpoint, "model": encoder.config.get("model_name"), **figures,
                   "environment": {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                                   "python": platform.python_version()}}
     print(json.dumps(report))

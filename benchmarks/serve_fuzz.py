@@ -13,7 +13,6 @@ one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import io
 import json
@@ -24,6 +23,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable
@@ -35,6 +35,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from clipline.flags import parse_config  # noqa: E402
 from retrieval.serve.config import ServeConfig, ServeLimits  # noqa: E402
 from retrieval.serve.backend import load_registry  # noqa: E402
 from retrieval.serve.app import create_app  # noqa: E402
@@ -198,15 +199,25 @@ def sample_png() -> bytes:
     return buf.getvalue()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("index", help="index directory (or NAME=DIR)")
-    parser.add_argument("--cases", type=int, default=20_000)
-    parser.add_argument("--seconds", type=float, default=300.0)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+@dataclass(kw_only=True)
+class BenchConfig:
+    """Mutated and malformed requests against the server: no answer may be a 5xx."""
 
-    from retrieval.serve_cli import parse_index_arg
+    index: str
+    """Index directory (or NAME=DIR)."""
+    cases: int = 20_000
+    """Mutated requests to send."""
+    seconds: float = 300.0
+    """Stop after this long."""
+    seed: int = 0
+    """Seed of the mutations."""
+
+
+def main() -> None:
+    args = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/serve_fuzz.py",
+                        description=__doc__.split("\n\n")[0], positional=("index",))
+
+    from clipline.commands.serve import parse_index_arg
 
     registry = load_registry([parse_index_arg(args.index)])
     served = next(iter(registry))

@@ -20,7 +20,6 @@ comparable. Only 127.0.0.1 is ever contacted. Prints one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -30,10 +29,13 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from clipline.flags import parse_config  # noqa: E402
 
 QUERIES = [
     "a red heart", "smiling face with sunglasses", "a cat", "a dog face", "flag of france", "a green apple",
@@ -144,7 +146,7 @@ def wait_ready(port: int, process: subprocess.Popen, path: str, timeout: float =
 
 
 def measure(name: str, command: list[str], port: int, ready_path: str, query_path: str, make_body,
-            args: argparse.Namespace) -> dict:
+            args: BenchConfig) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr)
     try:
@@ -163,9 +165,9 @@ def measure(name: str, command: list[str], port: int, ready_path: str, query_pat
             process.kill()
 
 
-def ours(name: str, index_dir: str, batch: bool, args: argparse.Namespace) -> dict:
+def ours(name: str, index_dir: str, batch: bool, args: BenchConfig) -> dict:
     port = free_port()
-    command = [sys.executable, "-m", "retrieval.serve_cli", f"{name}={index_dir}", "--port", str(port),
+    command = [sys.executable, "-m", "clipline", "serve", f"{name}={index_dir}", "--port", str(port),
                "--log-level", "warning", "--batch-text" if batch else "--no-batch-text"]
 
     def body(text: str) -> bytes:
@@ -175,7 +177,7 @@ def ours(name: str, index_dir: str, batch: bool, args: argparse.Namespace) -> di
     return measure(label, command, port, "/health", "/search", body, args)
 
 
-def peer(name: str, index_dir: str, args: argparse.Namespace) -> dict:
+def peer(name: str, index_dir: str, args: BenchConfig) -> dict:
     port = free_port()
     command = [args.peer_python, str(REPO / "benchmarks" / "serve_load_peer.py"), name, index_dir, str(port)]
 
@@ -221,20 +223,37 @@ def tiled_index(emb_dir: str, n: int, noise: float, work: Path) -> Path:
     return out_index
 
 
+@dataclass(kw_only=True)
+class BenchConfig:
+    """Load test: clients sending text queries to our server and to clip-retrieval's back end."""
+
+    indices: list[str]
+    """NAME=INDEX_DIR, one per index to load-test."""
+    clients: int = 16
+    """Concurrent clients."""
+    seconds: float = 60.0
+    """Timed seconds per server."""
+    warmup: float = 5.0
+    """Untimed seconds first."""
+    k: int = 10
+    """Results per query."""
+    peer_python: str | None = None
+    """Python of a venv with clip-retrieval installed."""
+    unbatched: bool = True
+    """Also run without micro-batching (--no-unbatched skips it)."""
+    tile_emb: str | None = None
+    """Embedding dir to tile into a big index (see above)."""
+    tile_n: int = 1_000_000
+    """Rows of the tiled index."""
+    tile_noise: float = 0.5
+    """Noise norm relative to the unit rows."""
+    work: str = "/tmp/clipline_serve_load"
+    """Working directory."""
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("indices", nargs="+", help="NAME=INDEX_DIR, one per index to load-test")
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--warmup", type=float, default=5.0)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--peer-python", default=None, help="python of a venv with clip-retrieval installed")
-    parser.add_argument("--no-unbatched", action="store_true", help="skip the run without micro-batching")
-    parser.add_argument("--tile-emb", default=None, help="embedding dir to tile into a big index (see above)")
-    parser.add_argument("--tile-n", type=int, default=1_000_000)
-    parser.add_argument("--tile-noise", type=float, default=0.5, help="noise norm relative to the unit rows")
-    parser.add_argument("--work", default="/tmp/clipline_serve_load")
-    args = parser.parse_args()
+    args = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/serve_load.py",
+                        description=__doc__.split("\n\n")[0], positional=("indices",))
     if args.clients > 64 or args.seconds > 600:
         parser.error("bounded by design: at most 64 clients and 600 s")
 
@@ -252,7 +271,7 @@ def main() -> None:
         summary = json.loads((Path(index_dir) / "summary.json").read_text())
         sizes[name] = {m: {"count": s["count"], "factory": s["factory"], "params": s.get("params")} for m, s in summary.items()}
         runs = [ours(name, index_dir, True, args)]
-        if not args.no_unbatched:
+        if args.unbatched:
             runs.append(ours(name, index_dir, False, args))
         if args.peer_python:
             try:

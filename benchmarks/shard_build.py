@@ -13,21 +13,23 @@ img2dataset runs from its own venv (it pins other versions); it is skipped if ab
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
+from clipline.flags import parse_config
 from data_tools.build import BuildConfig, build_shards
 from data_tools.records import SourceData
-from data_tools.sources import SourceOptions, load_source
+from data_tools.sources import SourceConfig, load_source
 
 WORKERS = 2
 
@@ -96,29 +98,35 @@ def fashion_pngs(data: SourceData, root: Path) -> list[tuple[str, str]]:
     return rows
 
 
+@dataclass(kw_only=True)
+class BenchConfig:
+    """Shard building speed, ours against img2dataset."""
+
+    peer_bin: Path = Path("/tmp/i2d-venv/bin/img2dataset")
+    """img2dataset executable in its own venv (comparison skipped if missing)."""
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peer-bin", type=Path, default=Path("/tmp/i2d-venv/bin/img2dataset"),
-                        help="img2dataset executable in its own venv (comparison skipped if missing)")
-    args = parser.parse_args()
+    args = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/shard_build.py",
+                        description=__doc__.splitlines()[0])
     peer = args.peer_bin if args.peer_bin.exists() else None
     figures: dict = {"workers": WORKERS, "image_size": 64, "machine": machine_info(("torch", "webdataset", "pillow")),
                "load_average_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="clipline-bench-") as tmp:
         work = Path(tmp)
-        emoji = load_source("emoji", SourceOptions())
+        emoji = load_source("emoji", SourceConfig())
         figures["emoji"] = {"ours": time_ours(emoji, work / "emoji_ours")}
         if peer:
             rows = [(f"file://{r.image_path}", r.captions[0]) for r in emoji.records]
             peer_fig = time_img2dataset(peer, write_url_list(rows, work / "emoji.csv"), work / "emoji_peer")
             figures["emoji"]["img2dataset"] = peer_fig
-        fashion = load_source("fashion-mnist", SourceOptions(split="train"))
+        fashion = load_source("fashion-mnist", SourceConfig(split="train"))
         figures["fashion_mnist_train"] = {"ours_from_idx": time_ours(fashion, work / "fm_ours_idx")}
         (work / "fm_png").mkdir()
         rows = fashion_pngs(fashion, work / "fm_png")
         del fashion
         table = write_url_list([(path, caption) for path, caption in rows], work / "fm_paths.csv")
-        csv_source = load_source(f"csv:{table}", SourceOptions(image_column="url"))
+        csv_source = load_source(f"csv:{table}", SourceConfig(image_column="url"))
         figures["fashion_mnist_train"]["ours_from_png_csv"] = time_ours(csv_source, work / "fm_ours_png")
         if peer:
             urls = write_url_list([(f"file://{p}", c) for p, c in rows], work / "fm_urls.csv")

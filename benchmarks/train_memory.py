@@ -4,7 +4,7 @@ Each config trains a few steps in its own process (loader in-process, as the
 default is on <= 2 cores, so the figure is the whole job) and reports the
 peak RSS the run itself records in summary.json (getrusage ru_maxrss).
 
-    .venv/bin/python benchmarks/train_memory.py --train_data runs/demo/data/emoji-train
+    .venv/bin/python benchmarks/train_memory.py --train-data runs/demo/data/emoji-train
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
@@ -33,15 +34,27 @@ def peak_rss(config: str, train_data: str, batch_size: int, steps: int, extra: l
             "seconds": round(summary["seconds"], 1)}
 
 
-def measure(train_data: str, batch_size: int = 256, steps: int = 6) -> dict:
+@dataclass(kw_only=True)
+class BenchConfig:
+    """Peak RSS of tiny, emoji-small and emoji-lit-minilm (and tiny with gradient checkpointing)."""
+
+    train_data: str
+    """Training shard directory."""
+    batch_size: int = 256
+    """Pairs per step."""
+    steps: int = 6
+    """Steps each run trains."""
+
+
+def measure(bench: BenchConfig) -> dict:
     """Peak RSS of tiny, emoji-small and emoji-lit-minilm (and tiny with gradient checkpointing)."""
     work = Path(tempfile.mkdtemp(prefix="train-memory-"))
-    runs = [peak_rss(config, train_data, batch_size, steps, extra, work) for config, extra in (
+    runs = [peak_rss(config, bench.train_data, bench.batch_size, bench.steps, extra, work) for config, extra in (
         ("tiny", []), ("tiny", ["grad_checkpointing=true"]), ("emoji-small", []), ("emoji-lit-minilm", []))]
     return {"runs": runs, "machine": machine_info()}
 
 
 if __name__ == "__main__":
-    from jsonargparse import CLI
+    from clipline.flags import parse_config
 
-    print(json.dumps(CLI(measure, as_positional=False), indent=2))
+    print(json.dumps(measure(parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/train_memory.py")), indent=2))

@@ -35,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -245,31 +246,50 @@ def rates_from(times: list[float], warmup: int, batch_size: int) -> tuple[float,
     return mean_rate, median_rate
 
 
-def measure(train_data: str, *, model: str = "clip-tiny-64", batch_size: int = 128, peer_workers: list[int] = (0, 1),
-            warmup_steps: int = 10, timed_steps: int = 24, ablations: bool = True) -> dict[str, Any]:
+@dataclass(kw_only=True)
+class BenchConfig:
+    """Our training loop against open_clip_train on the same shards (see the module docstring)."""
+
+    train_data: str
+    """Training shard directory."""
+    model: str = "clip-tiny-64"
+    """Model config trained by both."""
+    batch_size: int = 128
+    """Pairs per step."""
+    peer_workers: list[int] = field(default_factory=lambda: [0, 1])
+    """Loader worker settings tried for the peer (its best one counts)."""
+    warmup_steps: int = 10
+    """Untimed steps first."""
+    timed_steps: int = 24
+    """Timed steps per run."""
+    ablations: bool = True
+    """Also switch our optimisations on one at a time."""
+
+
+def measure(bench: BenchConfig) -> dict[str, Any]:
     """Run the comparison and return the figures (see module docstring)."""
-    data = Path(train_data)
+    data = Path(bench.train_data)
     threads = torch.get_num_threads()
     work = Path(tempfile.mkdtemp(prefix="throughput-"))
-    base = {"train_data": str(data), "work": str(work), "model": model, "batch_size": batch_size,
-            "steps": warmup_steps + timed_steps + 1}
+    base = {"train_data": str(data), "work": str(work), "model": bench.model, "batch_size": bench.batch_size,
+            "steps": bench.warmup_steps + bench.timed_steps + 1}
     rates: dict[str, float] = {}
     median_rates: dict[str, float] = {}
 
     def run(tag: str, kind: str, workers: int | None, options: list[str] = ()) -> None:
         times = timed_run({**base, "tag": tag, "kind": kind, "workers": workers, "options": list(options)})
-        rates[tag], median_rates[tag] = rates_from(times, warmup_steps, batch_size)
+        rates[tag], median_rates[tag] = rates_from(times, bench.warmup_steps, bench.batch_size)
         print(f"{tag}: {rates[tag]:.1f} samples/s (median step: {median_rates[tag]:.1f})", file=sys.stderr)
 
-    for workers in peer_workers:  # the peer at its best: it gets the faster loader setting
+    for workers in bench.peer_workers:  # the peer at its best: it gets the faster loader setting
         run(f"open_clip_train_workers{workers}", "peer", workers)
-    best_workers = max(peer_workers, key=lambda w: rates[f"open_clip_train_workers{w}"])
+    best_workers = max(bench.peer_workers, key=lambda w: rates[f"open_clip_train_workers{w}"])
     run("ours", "ours", None)  # our defaults
     options = [*OURS_PLAIN]
-    for tag, switch in ABLATION_STEPS if ablations else ():
+    for tag, switch in ABLATION_STEPS if bench.ablations else ():
         options = [*options, *switch]
         run(tag, "ours", best_workers if "workers=null" not in options else None, options)
-    if ablations:
+    if bench.ablations:
         run("ours_fp32", "ours", None, ["precision=fp32"])
     run("ours_again", "ours", None)
     run("open_clip_train_again", "peer", best_workers)
@@ -278,20 +298,20 @@ def measure(train_data: str, *, model: str = "clip-tiny-64", batch_size: int = 1
     median_baseline = statistics.mean(median_rates[k] for k in peer_runs)
     ours_rate = statistics.mean(rates[k] for k in ("ours", "ours_again"))
     peak = bf16_matmul_peak(threads)
-    flops_ours = flops_per_step(model, data, batch_size, dynamic_padding=True)
-    flops_peer = flops_per_step(model, data, batch_size, dynamic_padding=False)
+    flops_ours = flops_per_step(bench.model, data, bench.batch_size, dynamic_padding=True)
+    flops_peer = flops_per_step(bench.model, data, bench.batch_size, dynamic_padding=False)
     bf16_peak = peak["bf16_matmul_gflops"] * 1e9
     return {
         "samples_per_s": ours_rate, "baseline_samples_per_s": baseline, "speedup": ours_rate / baseline,
         "median_step_speedup": statistics.mean(median_rates[k] for k in ("ours", "ours_again")) / median_baseline,
-        "model": model, "batch_size": batch_size, "peer_workers": best_workers, "warmup_steps": warmup_steps,
-        "timed_steps": timed_steps, "samples_per_s_by_run": rates,
+        "model": bench.model, "batch_size": bench.batch_size, "peer_workers": best_workers,
+        "warmup_steps": bench.warmup_steps, "timed_steps": bench.timed_steps, "samples_per_s_by_run": rates,
         "speedup_by_run": {k: v / baseline for k, v in rates.items()},
         "median_step_samples_per_s_by_run": median_rates,
         "flops_per_step": {"ours_dynamic_padding": flops_ours, "full_padding": flops_peer},
         **peak,
-        "mfu_ours": flops_ours * ours_rate / batch_size / bf16_peak,
-        "mfu_open_clip_train": flops_peer * baseline / batch_size / bf16_peak,
+        "mfu_ours": flops_ours * ours_rate / bench.batch_size / bf16_peak,
+        "mfu_open_clip_train": flops_peer * baseline / bench.batch_size / bf16_peak,
         "environment": environment(threads),
     }
 
@@ -300,6 +320,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "child":
         print(json.dumps(child_run(json.loads(sys.argv[2]))))
     else:
-        from jsonargparse import CLI
+        from clipline.flags import parse_config
 
-        print(json.dumps(CLI(measure, as_positional=False), indent=2))
+        print(json.dumps(measure(parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/train_throughput.py")),
+                         indent=2))

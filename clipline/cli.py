@@ -1,7 +1,7 @@
-"""The `clipline` console script: dispatches a sub-command to its package's CLI.
+"""The `clipline` console script: dispatches a sub-command to its entry point in clipline.commands.
 
-Each package owns its command line (`python -m data_tools ...` works the same);
-this module only maps the first word to the package entry point.
+`python -m data_tools ...` and the other packages' `__main__` reach the same
+entry points; this module only maps the first word to one.
 """
 
 from __future__ import annotations
@@ -10,20 +10,21 @@ import importlib
 import sys
 
 from clipline import __version__
+from clipline.commands.errors import fail
 
-# command word -> (module with a `main(argv)` function, words forwarded to it)
-COMMANDS: dict[str, tuple[str, list[str]]] = {
-    "data": ("data_tools.cli", []),
-    "pretrain": ("pretrain.cli", []),
-    "zeroshot": ("finetune.zeroshot_cli", []),
-    "finetune": ("finetune.cli", []),
-    "explain": ("finetune.explain_cli", []),
-    "compress": ("finetune.compress_cli", []),
-    "embed": ("retrieval.cli", ["embed"]),
-    "index": ("retrieval.cli", ["index"]),
-    "search": ("retrieval.cli", ["search"]),
-    "serve": ("retrieval.serve_cli", []),
-    "eval": ("retrieval.eval_cli", []),
+# command word -> module with a `main(argv)` function (imported on use: each loads its own libraries)
+COMMANDS: dict[str, str] = {
+    "data": "clipline.commands.data",
+    "pretrain": "clipline.commands.pretrain",
+    "zeroshot": "clipline.commands.zeroshot",
+    "finetune": "clipline.commands.finetune",
+    "explain": "clipline.commands.explain",
+    "compress": "clipline.commands.compress",
+    "embed": "clipline.commands.embed",
+    "index": "clipline.commands.index",
+    "search": "clipline.commands.search",
+    "serve": "clipline.commands.serve",
+    "eval": "clipline.commands.eval",
 }
 
 USAGE = """usage: clipline COMMAND [ARGS ...]
@@ -54,7 +55,5 @@ def main(argv: list[str] | None = None) -> None:
         return
     word = argv[0]
     if word not in COMMANDS:
-        sys.exit(f"clipline: unknown command {word!r}; choose one of {', '.join(COMMANDS)}")
-    module_name, prefix = COMMANDS[word]
-    module = importlib.import_module(module_name)
-    module.main(prefix + argv[1:])
+        fail(f"unknown command {word!r}; choose one of {', '.join(COMMANDS)} (see `clipline --help`)")
+    importlib.import_module(COMMANDS[word]).main(argv[1:])

@@ -12,7 +12,7 @@ SOURCE_HELP = "emoji | fashion-mnist | folder:PATH | csv:PATH | jsonl:PATH | par
 
 
 @dataclass(frozen=True, kw_only=True)
-class SourceOptions:
+class SourceConfig:
     """Options that only some sources read."""
 
     split: str | None = None
@@ -37,7 +37,7 @@ class SourceOptions:
     """csv/jsonl/parquet: optional column with a class name."""
 
 
-def load_source(spec: str, options: SourceOptions) -> SourceData:
+def load_source(spec: str, options: SourceConfig) -> SourceData:
     """Resolve a SOURCE argument to its records; DataError for an unknown or misused source."""
     kind, colon, rest = spec.partition(":")
     if kind in ("emoji", "fashion-mnist") and colon:
@@ -49,11 +49,11 @@ def load_source(spec: str, options: SourceOptions) -> SourceData:
     if kind != "emoji" and options.vendors is not None:
         raise DataError(f"--vendors applies to emoji only, not {kind!r}")
     if kind == "emoji":
-        from data_tools.sources.emoji import VENDORS, EmojiOptions, load_emoji
+        from data_tools.sources.emoji import VENDORS, EmojiConfig, load_emoji
 
         vendors = tuple(v.strip() for v in options.vendors.split(",") if v.strip()) if options.vendors else VENDORS
-        emoji = EmojiOptions(split=options.split or "all", split_by=options.split_by, val_fraction=options.val_fraction,
-                             vendors=vendors, captions=options.captions or "names")
+        emoji = EmojiConfig(split=options.split or "all", split_by=options.split_by, val_fraction=options.val_fraction,
+                            vendors=vendors, captions=options.captions or "names")
         return load_emoji(emoji, name=spec)
     if kind == "fashion-mnist":
         from data_tools.sources.fashion_mnist import load_fashion_mnist

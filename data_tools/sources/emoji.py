@@ -30,7 +30,7 @@ CAPTION_STYLES = ("names", "rich")
 
 
 @dataclass(frozen=True, kw_only=True)
-class EmojiOptions:
+class EmojiConfig:
     split: str = "all"
     """all | train | val."""
     split_by: str = "concept"
@@ -77,7 +77,7 @@ def _package_dir(vendor: str, cache_dir: Path) -> Path:
     return unpack_selected(tarball, lambda name: name == "package/emoji.json" or name.startswith(prefix)) / "package"
 
 
-def _in_split(entry: dict, vendor: str, train_vendor: str, options: EmojiOptions) -> bool:
+def _in_split(entry: dict, vendor: str, train_vendor: str, options: EmojiConfig) -> bool:
     if options.split == "all":
         return True
     if options.split_by == "vendor":
@@ -87,7 +87,7 @@ def _in_split(entry: dict, vendor: str, train_vendor: str, options: EmojiOptions
     return is_val == (options.split == "val")
 
 
-def load_emoji(options: EmojiOptions, name: str = "emoji") -> SourceData:
+def load_emoji(options: EmojiConfig, name: str = "emoji") -> SourceData:
     """List the chosen vendors' emoji (concept-major order: each concept's drawings in vendor order)."""
     if options.split not in SPLITS:
         raise DataError(f"emoji --split must be one of {', '.join(SPLITS)}, got {options.split!r}")
@@ -129,7 +129,7 @@ def load_emoji(options: EmojiOptions, name: str = "emoji") -> SourceData:
     )
 
 
-def _record(entry: dict, vendor: str, package_dir: Path, categories: list[str], options: EmojiOptions) -> SourceRecord:
+def _record(entry: dict, vendor: str, package_dir: Path, categories: list[str], options: EmojiConfig) -> SourceRecord:
     unified = entry["unified"].lower()
     concept_split = "val" if is_val_concept(unified, options.val_fraction) else "train"
     relative = f"img/{vendor}/64/{entry['image']}"

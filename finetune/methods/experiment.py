@@ -23,7 +23,7 @@ from finetune.errors import FinetuneError
 from finetune.methods.clip_adapter import ClipAdapterConfig, fit_clip_adapter
 from finetune.methods.features import FeatureSet, cached_features, encode_shards, load_images
 from finetune.methods.full_finetune import FullFinetuneConfig, fit_full_finetune
-from finetune.methods.imbalance import ImbalanceOptions
+from finetune.methods.imbalance import ImbalanceConfig
 from finetune.methods.linear_probe import LinearProbeConfig, fit_linear_probe
 from finetune.methods.shots import Shots, ShotSplit, sample_shots
 from finetune.methods.task import FewShotTask, FittedModel, TaskImages
@@ -116,7 +116,7 @@ def model_logit_scale(encoder: Encoder) -> float:
 
 
 def make_task(
-    prep: Prepared, *, shots: Shots, seed: int, imbalance: ImbalanceOptions | None = None, val_shots: int = 4
+    prep: Prepared, *, shots: Shots, seed: int, imbalance: ImbalanceConfig | None = None, val_shots: int = 4
 ) -> tuple[FewShotTask, ShotSplit]:
     """Sample the k-shot train set and validation set for one seed."""
     split = sample_shots(prep.train_y, prep.classnames, shots, seed, val_shots=val_shots)
@@ -126,7 +126,7 @@ def make_task(
     task = FewShotTask(
         train_x=train_x[split.train], train_y=prep.train_y[split.train], val_x=train_x[split.val],
         val_y=prep.train_y[split.val], zeroshot_weights=prep.zeroshot_weights, logit_scale=prep.logit_scale,
-        classnames=prep.classnames, imbalance=imbalance or ImbalanceOptions(), val_from_train=split.val_from_train,
+        classnames=prep.classnames, imbalance=imbalance or ImbalanceConfig(), val_from_train=split.val_from_train,
         seed=seed,
     )
     return task, split

@@ -15,7 +15,7 @@ from torch import Tensor
 
 
 @dataclass(frozen=True, kw_only=True)
-class ImbalanceOptions:
+class ImbalanceConfig:
     """Which imbalance remedies a trainer applies."""
 
     class_weight: bool = False
@@ -78,6 +78,6 @@ def classification_loss(
     return F.cross_entropy(logits, target, weight=weight)
 
 
-def loss_class_weights(labels: Tensor, num_classes: int, options: ImbalanceOptions) -> Tensor | None:
+def loss_class_weights(labels: Tensor, num_classes: int, options: ImbalanceConfig) -> Tensor | None:
     """The (C,) class weights a trainer should pass to `classification_loss`, or None."""
     return class_weights(labels, num_classes) if options.class_weight else None

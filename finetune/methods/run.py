@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from data_tools.atomic_write import write_json_atomic
 from finetune.methods.adapter_io import save_adapter
 from finetune.methods.experiment import METHODS, Prepared, evaluate, make_task, prepare, timed_fit, zeroshot_report
-from finetune.methods.imbalance import ImbalanceOptions
+from finetune.methods.imbalance import ImbalanceConfig
 from finetune.methods.shots import Shots, parse_shots
 from finetune.methods.task import FittedModel
-from data_tools.atomic_write import write_json_atomic
 
 
 @dataclass(kw_only=True)
-class DataOptions:
+class FewShotDataConfig:
     """Where the model and the labelled data come from."""
 
     checkpoint: str
@@ -36,25 +36,15 @@ class DataOptions:
 
 
 @dataclass(kw_only=True)
-class AdaptOptions(DataOptions):
+class AdaptConfig(FewShotDataConfig):
     """Data plus the class-imbalance remedies, shared by a single run and a sweep."""
 
-    class_weight: bool = False
-    """Weight the loss by inverse class frequency."""
-    balanced_sampling: bool = False
-    """Sample training examples class-uniformly."""
-    focal_gamma: float = 0.0
-    """Focal loss with this gamma (0 = cross-entropy)."""
-
-    @property
-    def imbalance(self) -> ImbalanceOptions:
-        return ImbalanceOptions(
-            class_weight=self.class_weight, balanced_sampling=self.balanced_sampling, focal_gamma=self.focal_gamma
-        )
+    imbalance: ImbalanceConfig = field(default_factory=ImbalanceConfig)
+    """Class-imbalance remedies (their flags have no prefix: --class-weight, --balanced-sampling, --focal-gamma)."""
 
 
 @dataclass(kw_only=True)
-class FinetuneOptions(AdaptOptions):
+class FinetuneConfig(AdaptConfig):
     """One few-shot run."""
 
     out: str
@@ -65,7 +55,7 @@ class FinetuneOptions(AdaptOptions):
     """Seed of the k-shot draw (and of the method's own randomness)."""
 
 
-def prepare_from(options: DataOptions) -> Prepared:
+def prepare_from(options: FewShotDataConfig) -> Prepared:
     """Load the checkpoint's encoder, then features and zero-shot head for the options' data."""
     from pretrain.encoder import Encoder
 
@@ -75,7 +65,7 @@ def prepare_from(options: DataOptions) -> Prepared:
     )
 
 
-def run_finetune(method: str, options: FinetuneOptions, method_config: Any = None) -> dict[str, Any]:
+def run_finetune(method: str, options: FinetuneConfig, method_config: Any = None) -> dict[str, Any]:
     """Train `method`, evaluate it and zero-shot on eval, save the adapter and report.json in options.out."""
     shots: Shots = parse_shots(str(options.shots))[0]
     prep = prepare_from(options)
@@ -87,7 +77,7 @@ def run_finetune(method: str, options: FinetuneOptions, method_config: Any = Non
     fitted, seconds = timed_fit(prep, method, task, split, method_config)
     report: dict[str, Any] = {
         "method": method, "shots": shots, "seed": options.seed, "checkpoint_id": prep.encoder.checkpoint_id,
-        "config": {**asdict(options), "method": _plain(method_config)},
+        "config": {**report_config(options), "method": _plain(method_config)},
         "num_train": len(task.train_y), "num_val": len(task.val_y), "classnames": prep.classnames,
         "hyperparameters": fitted.hyperparameters, "val_score": fitted.val_score, "fit_seconds": seconds,
         "zeroshot": zeroshot_report(prep), "result": evaluate(prep, fitted),
@@ -121,6 +111,13 @@ def summary_line(report: dict[str, Any]) -> str:
         f"(zero-shot {z['top1']:.4f}), mean per-class recall {r['mean_per_class_recall']:.4f}, "
         f"macro-F1 {r['macro_f1']:.4f}, fit {report['fit_seconds']:.1f}s"
     )
+
+
+def report_config(options: AdaptConfig) -> dict[str, Any]:
+    """The options as a report records them: the imbalance remedies beside the data fields, as the flags read."""
+    values = asdict(options)
+    imbalance = values.pop("imbalance")
+    return {**values, **imbalance}
 
 
 def _plain(config: Any) -> Any:

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import statistics
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from data_tools.atomic_write import atomic_path, write_json_atomic, write_text_atomic
 from finetune.errors import FinetuneError
 from finetune.methods.experiment import METHODS, Prepared, evaluate, make_task, timed_fit, zeroshot_report
-from finetune.methods.imbalance import ImbalanceOptions
-from finetune.methods.run import AdaptOptions, prepare_from
+from finetune.methods.imbalance import ImbalanceConfig
+from finetune.methods.run import AdaptConfig, prepare_from, report_config
 from finetune.methods.shots import Shots, parse_shots
 
 DEFAULT_METHODS = "linear-probe,clip-adapter,tip-adapter,tip-adapter-f,wise-ft"
@@ -27,7 +27,7 @@ METRICS = ("top1", "mean_per_class_recall", "macro_f1")
 
 
 @dataclass(kw_only=True)
-class SweepOptions(AdaptOptions):
+class SweepConfig(AdaptConfig):
     """A sweep over methods, shot counts and seeds."""
 
     out: str
@@ -40,7 +40,7 @@ class SweepOptions(AdaptOptions):
     """Comma-separated seeds; each gives a different k-shot draw."""
 
 
-def run_sweep(options: SweepOptions) -> dict[str, Any]:
+def run_sweep(options: SweepConfig) -> dict[str, Any]:
     """Run the grid, write sweep.json / sweep.md / sweep.png into options.out, return the JSON."""
     methods = [m.strip() for m in options.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -52,7 +52,7 @@ def run_sweep(options: SweepOptions) -> dict[str, Any]:
     runs = run_grid(prep, methods, shot_list, seeds, imbalance=options.imbalance, val_shots=options.val_shots)
     zeroshot = zeroshot_report(prep)
     payload = {
-        "checkpoint_id": prep.encoder.checkpoint_id, "config": asdict(options), "classnames": prep.classnames,
+        "checkpoint_id": prep.encoder.checkpoint_id, "config": report_config(options), "classnames": prep.classnames,
         "num_eval": len(prep.eval_y), "zeroshot": {m: zeroshot[m] for m in METRICS},
         "summary": summarise(runs), "runs": runs,
     }
@@ -66,7 +66,7 @@ def run_sweep(options: SweepOptions) -> dict[str, Any]:
 
 def run_grid(
     prep: Prepared, methods: list[str], shot_list: list[Shots], seeds: list[int], *,
-    imbalance: ImbalanceOptions | None = None, val_shots: int = 4,
+    imbalance: ImbalanceConfig | None = None, val_shots: int = 4,
 ) -> list[dict[str, Any]]:
     """One row per (shots, seed, method): eval metrics, fit time, chosen hyperparameters."""
     runs = []

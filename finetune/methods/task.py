@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from finetune.methods.imbalance import ImbalanceOptions
+from finetune.methods.imbalance import ImbalanceConfig
 
 
 @dataclass(kw_only=True)
@@ -34,7 +34,7 @@ class FewShotTask:
     """Temperature the zero-shot logits are multiplied by (the model's learned exp(logit_scale))."""
     classnames: list[str]
     """Class names, index = class id."""
-    imbalance: ImbalanceOptions = field(default_factory=ImbalanceOptions)
+    imbalance: ImbalanceConfig = field(default_factory=ImbalanceConfig)
     """Imbalance remedies the trainers apply."""
     val_from_train: bool = False
     """The validation set was carved from the training data, so a final refit on both is fair."""

@@ -12,7 +12,6 @@ place at the end, so a failed build leaves no index and an existing one intact.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import shutil
@@ -71,7 +70,7 @@ def build_index(config: IndexBuildConfig, log: Callable[[str], None] = print) ->
     """Build, tune and write the index; return the summary written to summary.json."""
     if not 0.0 < config.target_recall <= 1.0:
         raise RetrievalError(f"--target-recall {config.target_recall} must be in (0, 1]")
-    parse_size(config.max_memory)  # a typo in the budget should fail before any work
+    budget = parse_size(config.max_memory)  # read once, before any work: a typo fails fast
     emb = EmbeddingSet(config.emb)
     out = Path(config.out)
     if out.exists() and not config.overwrite:
@@ -82,7 +81,7 @@ def build_index(config: IndexBuildConfig, log: Callable[[str], None] = print) ->
         raise RetrievalError(f"embedding dir {emb.root} has no {missing[0]} embeddings; "
                              f"choose --modality from {emb.modalities()}")
     with atomic_directory(out) as tmp:
-        summary = {m: build_modality(emb, m, config, tmp, log) for m in modalities}
+        summary = {m: build_modality(emb, m, config, budget, tmp, log) for m in modalities}
         _link_metadata(emb, tmp / "metadata")
         write_json_atomic(tmp / "summary.json", summary)
         write_json_atomic(tmp / "info.json", _provenance(emb, config, modalities))
@@ -90,11 +89,10 @@ def build_index(config: IndexBuildConfig, log: Callable[[str], None] = print) ->
     return summary
 
 
-def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, out_dir: Path,
+def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, budget: int, out_dir: Path,
                    log: Callable[[str], None]) -> dict:
-    """Choose, train, fill, tune and write one modality's index; return its summary."""
+    """Choose, train, fill, tune and write one modality's index within `budget` bytes; return its summary."""
     rng = np.random.default_rng(config.seed)
-    budget = parse_size(config.max_memory)
     choice = _choose(emb.count, emb.dim, budget, config)
     log(f"[{modality}] {emb.count} x {emb.dim} vectors, budget {format_size(budget)}: "
         f"{choice.factory} ({choice.reason})")

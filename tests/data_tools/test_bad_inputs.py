@@ -11,7 +11,7 @@ from data_tools import shard_writer
 from data_tools.build import BuildConfig, build_shards
 from data_tools.errors import DataError
 from data_tools.loader import list_shards, make_loader
-from data_tools.sources import SourceOptions, load_source
+from data_tools.sources import SourceConfig, load_source
 from data_tools.sources import npm_cache
 from data_tools.validate import validate_shards
 from tests.data_tools.conftest import COLOURS, image_bytes, to_tensor, write_image
@@ -33,7 +33,7 @@ def _messy_folder(root: Path) -> Path:
 
 
 def test_build_skips_and_counts_each_bad_input(tmp_path: Path) -> None:
-    data = load_source(f"folder:{_messy_folder(tmp_path / 'in')}", SourceOptions())
+    data = load_source(f"folder:{_messy_folder(tmp_path / 'in')}", SourceConfig())
     info = build_shards(data, BuildConfig(out=tmp_path / "out", workers=2, progress=False))
     assert info["skipped"] == {"corrupt_image": 1, "not_an_image": 1, "empty_caption": 1}
     assert info["num_samples"] == 3
@@ -42,7 +42,7 @@ def test_build_skips_and_counts_each_bad_input(tmp_path: Path) -> None:
 
 
 def test_interrupted_build_leaves_only_finished_tars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    records = load_source(f"folder:{_messy_folder(tmp_path / 'in')}", SourceOptions())
+    records = load_source(f"folder:{_messy_folder(tmp_path / 'in')}", SourceConfig())
     real_write, calls = shard_writer.ShardWriter.write, []
 
     def write_then_crash(self, sample) -> None:
@@ -61,12 +61,12 @@ def test_interrupted_build_leaves_only_finished_tars(tmp_path: Path, monkeypatch
 
 def test_a_leftover_tmp_shard_is_never_read(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    build_shards(load_source(f"folder:{_messy_folder(tmp_path / 'in')}", SourceOptions()),
+    build_shards(load_source(f"folder:{_messy_folder(tmp_path / 'in')}", SourceConfig()),
                  BuildConfig(out=out, workers=1, progress=False))
     (out / "00001.tar.tmp").write_bytes(b"partial")  # as if a build was killed with SIGKILL
     assert list_shards(out) == [str(out / "00000.tar")]
     with pytest.raises(DataError, match="already holds shards"):
-        build_shards(load_source(f"folder:{tmp_path / 'in'}", SourceOptions()),
+        build_shards(load_source(f"folder:{tmp_path / 'in'}", SourceConfig()),
                      BuildConfig(out=out, workers=1, progress=False))
 
 
@@ -107,11 +107,11 @@ def test_missing_npm_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.Monk
 )
 def test_bad_sources_raise_data_error(spec: str, message: str) -> None:
     with pytest.raises(DataError, match=message):
-        load_source(spec, SourceOptions())
+        load_source(spec, SourceConfig())
 
 
 def test_wrong_column_name_says_which_columns_exist(tmp_path: Path) -> None:
     write_image(tmp_path / "a.png", COLOURS["red"])
     (tmp_path / "t.csv").write_text("path,text\na.png,red\n")
     with pytest.raises(DataError, match="no column 'image' .*columns: path, text"):
-        load_source(f"csv:{tmp_path / 't.csv'}", SourceOptions())
+        load_source(f"csv:{tmp_path / 't.csv'}", SourceConfig())

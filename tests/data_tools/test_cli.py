@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from data_tools.cli import main
+from clipline.commands.data import main
 from tests.data_tools.conftest import COLOURS, write_image
 
 

@@ -19,15 +19,15 @@ from data_tools.build import BuildConfig, build_shards
 from data_tools.errors import DataError
 from data_tools.loader import list_shards, read_dataset_info
 from data_tools.sample_fields import ParsedSample, parse_sample
-from data_tools.sources import SourceOptions, load_source
+from data_tools.sources import SourceConfig, load_source
 from data_tools.sources.emoji import is_val_concept
 from data_tools.sources.fashion_captions import RETAIL_NAMES
 from data_tools.tar_samples import iter_tar_samples
 from tests.data_tools.conftest import COLOURS, image_bytes, write_image
 
 
-def build_and_read(spec: str, out: Path, options: SourceOptions | None = None, **config) -> tuple[dict, list[ParsedSample]]:
-    data = load_source(spec, options or SourceOptions())
+def build_and_read(spec: str, out: Path, options: SourceConfig | None = None, **config) -> tuple[dict, list[ParsedSample]]:
+    data = load_source(spec, options or SourceConfig())
     info = build_shards(data, BuildConfig(out=out, workers=1, progress=False, **config))
     samples = [parse_sample(raw) for path in list_shards(out) for raw in iter_tar_samples(path, pytest.fail)]
     assert all(isinstance(s, ParsedSample) for s in samples)
@@ -111,7 +111,7 @@ def test_csv(tmp_path: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=["img", "text", "kind"])
         writer.writeheader()
         writer.writerows(rows)
-    options = SourceOptions(image_column="img", caption_column="text", label_column="kind")
+    options = SourceConfig(image_column="img", caption_column="text", label_column="kind")
     _check_table(*build_and_read(f"csv:{tmp_path / 'pairs.csv'}", tmp_path / "out", options))
 
 
@@ -120,7 +120,7 @@ def test_jsonl_with_caption_lists_and_a_bad_line(tmp_path: Path) -> None:
     rows[0]["text"] = ["a red thing", "red"]
     lines = [json.dumps(r) for r in rows] + ["{not json"]
     (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n")
-    options = SourceOptions(image_column="img", caption_column="text", label_column="kind")
+    options = SourceConfig(image_column="img", caption_column="text", label_column="kind")
     info, samples = build_and_read(f"jsonl:{tmp_path / 'pairs.jsonl'}", tmp_path / "out", options)
     assert info["skipped"].pop("bad_row") == 1
     _check_table(info, samples)
@@ -131,7 +131,7 @@ def test_parquet_with_paths_and_bytes(tmp_path: Path) -> None:
     rows = _table_rows(tmp_path)
     table = pa.table({k: [r[k] for r in rows] for k in ("img", "text", "kind")})
     pq.write_table(table, tmp_path / "pairs.parquet")
-    options = SourceOptions(image_column="img", caption_column="text", label_column="kind")
+    options = SourceConfig(image_column="img", caption_column="text", label_column="kind")
     _check_table(*build_and_read(f"parquet:{tmp_path / 'pairs.parquet'}", tmp_path / "out", options))
     blob = pa.table({"image": [image_bytes(COLOURS["blue"])], "caption": ["a blue thing"]})
     pq.write_table(blob, tmp_path / "bytes.parquet")
@@ -152,7 +152,7 @@ def test_fashion_mnist_from_synthetic_idx(tmp_path: Path) -> None:
     pixels = b"".join(bytes([value] * 28 * 28) for value in (0, 128, 255))
     _write_idx(idx / "t10k-images-idx3-ubyte.gz", (3, 28, 28), pixels)
     _write_idx(idx / "t10k-labels-idx1-ubyte.gz", (3,), labels)
-    info, samples = build_and_read("fashion-mnist", tmp_path / "out", SourceOptions(split="test", path=idx), image_size=32)
+    info, samples = build_and_read("fashion-mnist", tmp_path / "out", SourceConfig(split="test", path=idx), image_size=32)
     assert info["classes"][9] == "Ankle boot" and len(info["classes"]) == 10
     assert [s.label for s in samples] == [0, 9, 4]
     assert [s.meta["label"] for s in samples] == ["T-shirt/top", "Ankle boot", "Coat"]
@@ -170,7 +170,7 @@ def test_fashion_mnist_retail_captions_never_name_the_class(tmp_path: Path) -> N
     pixels = b"".join(bytes([0] * 400 + [value] * 384) for value in [60] * 10 + [120] * 10 + [250] * 10)
     _write_idx(idx / "train-images-idx3-ubyte.gz", (30, 28, 28), pixels)
     _write_idx(idx / "train-labels-idx1-ubyte.gz", (30,), labels)
-    options = SourceOptions(path=idx, captions="retail")
+    options = SourceConfig(path=idx, captions="retail")
     info, samples = build_and_read("fashion-mnist", tmp_path / "out", options, image_size=32)
     assert info["build"]["captions"] == "retail" and [s.label for s in samples] == list(range(10)) * 3
     label_words = {"t-shirt", "top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
@@ -194,9 +194,9 @@ def test_fashion_mnist_retail_captions_never_name_the_class(tmp_path: Path) -> N
 
 def test_captions_option_is_for_fashion_mnist_and_emoji_only(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="--captions applies to emoji and fashion-mnist only"):
-        load_source(f"folder:{tmp_path}", SourceOptions(captions="retail"))
+        load_source(f"folder:{tmp_path}", SourceConfig(captions="retail"))
     with pytest.raises(DataError, match=re.escape("--captions must be one of class | retail")):
-        load_source("fashion-mnist", SourceOptions(captions="web"))
+        load_source("fashion-mnist", SourceConfig(captions="web"))
 
 
 def _fake_emoji_package(cache: Path, vendor: str, entries: list[dict]) -> None:
@@ -235,13 +235,13 @@ def test_emoji_source_offline_from_cached_packages(tmp_path: Path, monkeypatch: 
     assert first.image.getpixel((0, 0)) == pytest.approx((0, 0, 200), abs=4)
 
     val_concepts = {e["unified"].lower() for e in entries if is_val_concept(e["unified"], 0.5)}
-    split = SourceOptions(split="val", val_fraction=0.5)
+    split = SourceConfig(split="val", val_fraction=0.5)
     _, val = build_and_read("emoji", tmp_path / "val", split)
-    _, train = build_and_read("emoji", tmp_path / "train", SourceOptions(split="train", val_fraction=0.5))
+    _, train = build_and_read("emoji", tmp_path / "train", SourceConfig(split="train", val_fraction=0.5))
     assert {s.meta["unified"] for s in val} == val_concepts and val_concepts
     assert not {s.meta["unified"] for s in train} & val_concepts
     assert len(train) + len(val) == 11
-    _, by_vendor = build_and_read("emoji", tmp_path / "vendor", SourceOptions(split="val", split_by="vendor"))
+    _, by_vendor = build_and_read("emoji", tmp_path / "vendor", SourceConfig(split="val", split_by="vendor"))
     assert {s.meta["vendor"] for s in by_vendor} == {"twitter"} and len(by_vendor) == 5
 
 
@@ -255,7 +255,7 @@ def test_emoji_vendors_and_rich_captions(tmp_path: Path, monkeypatch: pytest.Mon
     for vendor in ("google", "twitter", "apple"):
         _fake_emoji_package(tmp_path / "cache", vendor, entries)
     monkeypatch.setenv("CLIPLINE_CACHE", str(tmp_path / "cache"))
-    options = SourceOptions(vendors="google,apple", captions="rich")
+    options = SourceConfig(vendors="google,apple", captions="rich")
     info, samples = build_and_read("emoji", tmp_path / "two", options)
     assert [s.key for s in samples] == ["google_1f600", "apple_1f600", "google_1f601", "google_1f602", "apple_1f602"]
     assert info["build"]["packages"] == ["emoji-datasource-google@16.0.0", "emoji-datasource-apple@16.0.0"]
@@ -267,8 +267,8 @@ def test_emoji_vendors_and_rich_captions(tmp_path: Path, monkeypatch: pytest.Mon
     _, plain = build_and_read("emoji", tmp_path / "plain")
     assert len(plain) == 6 and len(plain[0].captions) == 3
     with pytest.raises(DataError, match="--vendors must name some of"):
-        load_source("emoji", SourceOptions(vendors="google,openxyz"))
+        load_source("emoji", SourceConfig(vendors="google,openxyz"))
     with pytest.raises(DataError, match="--vendors applies to emoji only"):
-        load_source("fashion-mnist", SourceOptions(vendors="google"))
+        load_source("fashion-mnist", SourceConfig(vendors="google"))
     with pytest.raises(DataError, match="emoji --captions must be one of names, rich"):
-        load_source("emoji", SourceOptions(captions="retail"))
+        load_source("emoji", SourceConfig(captions="retail"))

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from finetune.methods.full_finetune import encode_images
-from finetune.methods.imbalance import ImbalanceOptions
+from finetune.methods.imbalance import ImbalanceConfig
 from finetune.methods.task import FewShotTask, TaskImages
 
 
@@ -47,7 +47,7 @@ def cluster_task(
     spread: float = 0.15,
     zeroshot: Literal["right", "wrong", "random"] = "wrong",
     logit_scale: float = 20.0,
-    imbalance: ImbalanceOptions | None = None,
+    imbalance: ImbalanceConfig | None = None,
     seed: int = 0,
 ) -> tuple[FewShotTask, Tensor, Tensor]:
     """A FewShotTask plus a held-out eval set (eval_x, eval_y) from the same clusters."""
@@ -66,7 +66,7 @@ def cluster_task(
     task = FewShotTask(
         train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, zeroshot_weights=weights,
         logit_scale=logit_scale, classnames=[f"class{c}" for c in range(num_classes)],
-        imbalance=imbalance or ImbalanceOptions(), seed=seed,
+        imbalance=imbalance or ImbalanceConfig(), seed=seed,
     )
     return task, eval_x, eval_y
 

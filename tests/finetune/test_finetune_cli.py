@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from clipline.commands.finetune import main
 from evaluate.zeroshot import encode_labelled_images
-from finetune.cli import main
 from finetune.errors import FinetuneError
 from finetune.methods.adapter_io import load_adapter
 from pretrain.encoder import Encoder

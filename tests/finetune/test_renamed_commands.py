@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from clipline.cli import main as clipline_main
-from finetune import zeroshot_cli
+from clipline.commands import zeroshot as zeroshot_cli
 from tests.finetune.fakes import ColourEncoder, write_shards
 from tests.finetune.fusion_fakes import tiny_checkpoint
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from clipline.cli import main as clipline_main
-from finetune import zeroshot_cli
+from clipline.commands import zeroshot as zeroshot_cli
 from tests.finetune.fakes import ColourEncoder, save_tiny_checkpoint, write_shards
 
 CLASSES = ["cat", "dog", "bird", "fish"]

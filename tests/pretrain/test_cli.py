@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pretrain.cli import main
+from clipline.commands.pretrain import main
 
 
 def run_main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:

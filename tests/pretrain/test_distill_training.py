@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pretrain import checkpoint, models
-from pretrain.cli import main
+from clipline.commands.pretrain import main
 from pretrain.config import apply_overrides, named_config
 from pretrain.distributed import Distributed
 from pretrain.encoder import Encoder

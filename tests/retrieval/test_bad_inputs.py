@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.cli import main
+from clipline.cli import main
 from retrieval.errors import RetrievalError
 from retrieval.index.build import IndexBuildConfig, build_index
 from retrieval.retriever import Retriever
@@ -97,5 +97,5 @@ def test_query_dimension_must_match_the_index(tmp_path: Path, tiny_run: Path, ca
 def test_bad_flags_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     fails_cleanly(["index", "build", str(tmp_path), "--out", str(tmp_path / "i"), "--max-memory", "lots"], capsys,
                   "memory size")
-    fails_cleanly(["search", str(tmp_path), "--text", "cat", "-k", "many"], capsys, '"k"')
+    fails_cleanly(["search", str(tmp_path), "--text", "cat", "-k", "many"], capsys, "--k:")
     fails_cleanly(["index", "rebuild"], capsys, "unknown index command")

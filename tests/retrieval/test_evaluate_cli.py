@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from clipline.cli import main as clipline_main
-from retrieval import eval_cli
+from clipline.commands import eval as eval_cli
 from tests.finetune.fakes import ColourEncoder, save_tiny_checkpoint, write_shards
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval.cli import main
+from clipline.cli import main
 from retrieval.embedding_store import EmbeddingSet
 from retrieval.retriever import Retriever
 from retrieval.shard_members import read_image

@@ -14,7 +14,7 @@ from finetune.fusion.data import parse_tasks, resolve_label_spaces
 from finetune.fusion.run import train_fusion
 from finetune.fusion.store import load_fusion
 from finetune.fusion.train import drop_modalities
-from finetune.fusion_cli import main
+from clipline.commands.fusion import main
 from tests.finetune.fusion_fakes import tiny_checkpoint, write_two_task_shards
 
 

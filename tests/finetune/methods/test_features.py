@@ -11,7 +11,7 @@ import torch
 from finetune.errors import FinetuneError
 from finetune.methods.experiment import make_task, prepare
 from finetune.methods.features import cached_features, load_images
-from finetune.methods.imbalance import ImbalanceOptions
+from finetune.methods.imbalance import ImbalanceConfig
 from finetune.methods.linear_probe import fit_linear_probe
 from tests.finetune.fakes import ColourEncoder, write_shards
 from tests.finetune.fewshot_data import single_thread
@@ -66,7 +66,7 @@ def test_label_field_selects_another_labelling(tmp_path: Path) -> None:
                    feature_cache=str(tmp_path / "c"))
     assert prep.classnames == ["warm", "cold"]
     assert prep.train_y.tolist()[:4] == [0, 1, 0, 1]
-    task, _ = make_task(prep, shots=8, seed=0, imbalance=ImbalanceOptions(class_weight=True))
+    task, _ = make_task(prep, shots=8, seed=0, imbalance=ImbalanceConfig(class_weight=True))
     assert torch.bincount(task.train_y).tolist() == [8, 8]
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from finetune.methods.imbalance import ImbalanceOptions
+from finetune.methods.imbalance import ImbalanceConfig
 from finetune.methods.linear_probe import LinearProbeConfig, fit_linear_probe, fit_logistic_regression
 from tests.finetune.fewshot_data import accuracy, cluster_task, mean_per_class_recall, single_thread, zeroshot_logits
 
@@ -69,10 +69,10 @@ def test_refit_on_train_plus_val_only_when_val_was_carved_from_train(carved: boo
 
 @pytest.mark.parametrize(
     "options",
-    [ImbalanceOptions(class_weight=True), ImbalanceOptions(balanced_sampling=True)],
+    [ImbalanceConfig(class_weight=True), ImbalanceConfig(balanced_sampling=True)],
     ids=["class-weight", "balanced-sampling"],
 )
-def test_imbalance_options_raise_minority_recall(options: ImbalanceOptions) -> None:
+def test_imbalance_options_raise_minority_recall(options: ImbalanceConfig) -> None:
     # two overlapping classes, 10:1 in train, balanced at eval: a plain probe leans to the majority
     common = dict(num_classes=2, dim=8, shots=[200, 20], spread=1.0, zeroshot="random", eval_per_class=2000, seed=3)
     plain_task, eval_x, eval_y = cluster_task(**common)
@@ -88,5 +88,5 @@ def test_imbalance_options_raise_minority_recall(options: ImbalanceOptions) -> N
 
 
 def test_focal_loss_probe_trains() -> None:
-    task, eval_x, eval_y = cluster_task(zeroshot="wrong", imbalance=ImbalanceOptions(focal_gamma=2.0))
+    task, eval_x, eval_y = cluster_task(zeroshot="wrong", imbalance=ImbalanceConfig(focal_gamma=2.0))
     assert accuracy(fit_linear_probe(task).head(eval_x).detach(), eval_y) > 0.98

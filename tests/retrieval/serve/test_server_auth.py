@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from clipline.commands.serve import main, parse_index_arg
 from retrieval.errors import RetrievalError
-from retrieval.serve_cli import main, parse_index_arg
 from retrieval.serve.config import ServeConfig, ServeLimits
 from retrieval.serve.app import create_app
 from retrieval.serve.guards import check_bind_safety, is_loopback_host

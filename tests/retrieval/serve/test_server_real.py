@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from clipline.commands.serve import main as serve_main
 from retrieval.retriever import Retriever
-from retrieval.serve_cli import main as serve_main
 from retrieval.serve.config import ServeConfig, ServeLimits
 from retrieval.serve.backend import load_registry
 from retrieval.serve.app import create_app

@@ -15,33 +15,33 @@ import logging
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from jsonargparse import ArgumentParser
-
-from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
-from data_tools.errors import DataError
-from pretrain.errors import PretrainError
+from clipline.commands.errors import reported_errors
+from clipline.commands.model_choice import ModelChoiceConfig, encoder_spec
+from clipline.flags import parse_config
 from retrieval.errors import RetrievalError
 from retrieval.serve.config import ServeConfig, ServeLimits
 from retrieval.serve.guards import check_bind_safety
 
-USER_ERRORS = (RetrievalError, PretrainError, DataError)
 API_KEY_ENV = "CLIPLINE_API_KEY"
 INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass(kw_only=True)
-class ServeCommand:
+class ServeCommandConfig:
     """Serve indices over HTTP: POST /search, GET /images/{index}/{key}, the page at /."""
 
+    index: list[str]
+    """Index directory, or NAME=DIR; several allowed."""
     host: str = "127.0.0.1"
     """Address to bind; anything but loopback needs --api-key (or --insecure)."""
     port: int = 8000
     """TCP port."""
-    checkpoint: str | None = None
-    """Encode queries with this run/checkpoint instead of the one each index was built with."""
+    encoder: ModelChoiceConfig = field(default_factory=ModelChoiceConfig)
+    """Encode queries with this --checkpoint RUN or --model NAME [--pretrained FILE] instead of the one each
+    index was built with."""
     api_key: str | None = None
     """Key clients must send (X-API-Key header); default: $CLIPLINE_API_KEY if set."""
     insecure: bool = False
@@ -79,7 +79,7 @@ def parse_index_arg(arg: str) -> tuple[str, Path]:
     return name, directory
 
 
-def serve_config(cmd: ServeCommand) -> ServeConfig:
+def serve_config(cmd: ServeCommandConfig) -> ServeConfig:
     for flag in ("max_batch", "compute_threads", "max_k", "max_text_chars", "max_image_mb"):
         if getattr(cmd, flag) <= 0:
             raise RetrievalError(f"--{flag.replace('_', '-')} must be positive, got {getattr(cmd, flag)}")
@@ -92,12 +92,12 @@ def serve_config(cmd: ServeCommand) -> ServeConfig:
                        compute_threads=cmd.compute_threads, allow_add=cmd.allow_add)
 
 
-def run_server(index_args: list[str], cmd: ServeCommand) -> None:
+def run_server(cmd: ServeCommandConfig) -> None:
     """Load every index once, then serve until interrupted."""
     # Every check before the slow loading, so that a refusal is quick.
     check_bind_safety(cmd.host, cmd.api_key, cmd.insecure)
     config = serve_config(cmd)
-    named = [parse_index_arg(arg) for arg in index_args]
+    named = [parse_index_arg(arg) for arg in cmd.index]
 
     import uvicorn  # the server stack and the encoder load only once the arguments are valid
 
@@ -105,7 +105,7 @@ def run_server(index_args: list[str], cmd: ServeCommand) -> None:
     from retrieval.serve.app import create_app
 
     print(f"serve: loading {len(named)} index(es)", file=sys.stderr)
-    registry = load_registry(named, checkpoint=cmd.checkpoint)
+    registry = load_registry(named, checkpoint=encoder_spec(cmd.encoder, required=False))
     for served in registry:
         print(f"serve: {served.name}: {len(served.backend)} items from {served.source}", file=sys.stderr)
     app = create_app(registry, config)
@@ -115,29 +115,13 @@ def run_server(index_args: list[str], cmd: ServeCommand) -> None:
                 timeout_keep_alive=5, limit_concurrency=1024)
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="clipline serve", description=__doc__.split("\n\n")[0], exit_on_error=False)
-    parser.add_argument("index", nargs="+", type=str, help="index directory, or NAME=DIR; several allowed")
-    add_dataclass_flags(parser, ServeCommand)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = build_parser().parse_args(argv)
-    except Exception as exc:  # jsonargparse raises ArgumentError and friends; show one line, not a usage dump
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: {message} (see `clipline serve --help`)", file=sys.stderr)
-        sys.exit(2)
-    cmd = dataclass_from_namespace(ServeCommand, args)
-    cmd.api_key = cmd.api_key or os.environ.get(API_KEY_ENV) or None
-    try:
-        run_server(args.index, cmd)
-    except USER_ERRORS as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
+    with reported_errors("serve"):
+        cmd = parse_config(ServeCommandConfig, argv, prog="clipline serve", description=__doc__.split("\n\n")[0],
+                           flat=("encoder",), positional=("index",))
+        run_server(replace(cmd, api_key=cmd.api_key or os.environ.get(API_KEY_ENV) or None))
 
 
 if __name__ == "__main__":

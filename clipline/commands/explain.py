@@ -13,19 +13,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from jsonargparse import ArgumentError, ArgumentParser
-
-from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
-from data_tools.errors import DataError
+from clipline.commands.errors import reported_errors
+from clipline.flags import parse_config
 from evaluate.errors import EvaluateError
-from finetune.errors import FinetuneError
-from pretrain.errors import PretrainError
-
-USER_ERRORS = (EvaluateError, FinetuneError, PretrainError, DataError)
 
 
 @dataclass(kw_only=True)
-class HeatmapCommand:
+class ExplainConfig:
     """Heat maps of which image regions match a text, and a fusion head's gates / attention."""
 
     checkpoint: str
@@ -44,7 +38,7 @@ class HeatmapCommand:
     """A `clipline finetune fusion` run: also draw its gate values / attention weights per sample."""
 
 
-def run_explain(cmd: HeatmapCommand) -> None:
+def run_explain(cmd: ExplainConfig) -> None:
     from evaluate.heatmap import METHODS, render_heatmaps
     from finetune.fusion.explain import explain_samples
     from pretrain.encoder import Encoder
@@ -61,26 +55,10 @@ def run_explain(cmd: HeatmapCommand) -> None:
         print(f"heatmap: wrote {out}/fusion_*.png and fusion_explanations.json")
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="clipline explain", description=HeatmapCommand.__doc__, exit_on_error=False)
-    add_dataclass_flags(parser, HeatmapCommand)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str = "clipline explain") -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        run_explain(dataclass_from_namespace(HeatmapCommand, build_parser().parse_args(argv)))
-    except USER_ERRORS as err:
-        fail(str(err))
-    except ArgumentError as err:  # jsonargparse: one line, not a usage dump
-        fail(f"{err} (see `clipline explain --help`)")
-
-
-def fail(message: str) -> None:
-    """Print a user error as one line on stderr and exit 2."""
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
-    sys.exit(2)
+    with reported_errors(prog.removeprefix("clipline ")):
+        run_explain(parse_config(ExplainConfig, argv, prog=prog))
 
 
 if __name__ == "__main__":

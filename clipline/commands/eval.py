@@ -6,40 +6,30 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from jsonargparse import ArgumentError, ArgumentParser
-
+from clipline.commands.errors import fail, reported_errors
+from clipline.commands.model_choice import ModelChoiceConfig, normalised
+from clipline.flags import config_values, parse_config
 from data_tools.atomic_write import write_json_atomic
-from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
-from data_tools.errors import DataError
 from data_tools.loader import read_dataset_info
-from evaluate.errors import EvaluateError
 from pretrain.encoder_choice import check_image_size, open_encoder
-from pretrain.errors import PretrainError
-
-USER_ERRORS = (EvaluateError, PretrainError, DataError)
 
 
 @dataclass(kw_only=True)
-class RetrievalEvalCommand:
+class RetrievalEvalConfig:
     """Image->text and text->image recall@1/5/10, mean and median rank (exact search)."""
 
     data: str
     """Shard directory with images and captions."""
     out: str
     """Where to write report.json."""
-    checkpoint: str | None = None
-    """Run dir (newest checkpoint) or checkpoint dir written by `clipline pretrain`."""
-    model: str | None = None
-    """open_clip model name, instead of --checkpoint (e.g. ViT-B-32)."""
-    pretrained: str | None = None
-    """Weights for --model: a file (e.g. open_clip_train's epoch_N.pt); none: random init."""
+    encoder: ModelChoiceConfig = field(default_factory=ModelChoiceConfig)
+    """The model: --checkpoint RUN, or --model NAME [--pretrained FILE] (flags without prefix)."""
     captions: Literal["all", "first"] = "all"
     """all: the .txt caption plus the .json 'captions' variants; first: the .txt caption only."""
     batch_size: int = 128
@@ -56,13 +46,14 @@ class RetrievalEvalCommand:
     the hardware runs it natively)."""
 
 
-def run_retrieval_eval(cmd: RetrievalEvalCommand) -> dict[str, Any]:
+def run_retrieval_eval(cmd: RetrievalEvalConfig) -> dict[str, Any]:
     """Evaluate and write report.json; returns the report."""
     from evaluate.retrieval_recall import RetrievalEvaluator
 
+    choice = normalised(cmd.encoder)
     info = read_dataset_info(cmd.data)
-    print(f"eval retrieval: loading {cmd.checkpoint or cmd.model}", file=sys.stderr)
-    encoder = open_encoder(cmd.checkpoint, cmd.model, cmd.pretrained)
+    print(f"eval retrieval: loading {choice.checkpoint or choice.model}", file=sys.stderr)
+    encoder = open_encoder(choice.checkpoint, choice.model, choice.pretrained)
     check_image_size(encoder, info, cmd.data, cmd.allow_resize)
     evaluator = RetrievalEvaluator(
         data=cmd.data, captions=cmd.captions, batch_size=cmd.batch_size, max_samples=cmd.max_samples,
@@ -72,14 +63,14 @@ def run_retrieval_eval(cmd: RetrievalEvalCommand) -> dict[str, Any]:
     metrics = evaluator.evaluate(encoder)
     report = {
         "task": "retrieval",
-        "checkpoint": cmd.checkpoint,
-        "model": cmd.model or encoder.config.get("model_name"),
-        "pretrained": cmd.pretrained,
+        "checkpoint": choice.checkpoint,
+        "model": choice.model or encoder.config.get("model_name"),
+        "pretrained": choice.pretrained,
         "checkpoint_id": encoder.checkpoint_id,
         "data": cmd.data,
         "seconds": round(time.perf_counter() - start, 2),
         **metrics,
-        "command": {k: v for k, v in asdict(cmd).items() if v is not None},
+        "command": {k: v for k, v in config_values(cmd, flat=("encoder",)).items() if v is not None},
     }
     write_json_atomic(Path(cmd.out), report)
     print(
@@ -92,29 +83,25 @@ def run_retrieval_eval(cmd: RetrievalEvalCommand) -> dict[str, Any]:
     return report
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="clipline eval", description="Evaluation suites.", exit_on_error=False)
-    commands = parser.add_subcommands(dest="suite")
-    retrieval = ArgumentParser(description=RetrievalEvalCommand.__doc__, exit_on_error=False)
-    add_dataclass_flags(retrieval, RetrievalEvalCommand)
-    commands.add_subcommand("retrieval", retrieval, help="image<->text recall@k on captioned shards")
-    return parser
+USAGE = """usage: clipline eval retrieval --checkpoint RUN --data DIR --out report.json [options]
+
+  retrieval    image<->text recall@k on captioned shards
+
+`clipline eval retrieval --help` lists every option."""
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = build_parser().parse_args(argv)
-        run_retrieval_eval(dataclass_from_namespace(RetrievalEvalCommand, args.retrieval))
-    except USER_ERRORS as err:
-        _fail(str(err))
-    except ArgumentError as err:  # jsonargparse: one line, not a usage dump
-        _fail(f"{err} (see `clipline eval retrieval --help`)")
-
-
-def _fail(message: str) -> None:
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
-    sys.exit(2)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(USAGE)
+        return
+    if not argv:
+        fail("name an evaluation suite: clipline eval retrieval --checkpoint RUN --data DIR --out report.json")
+    if argv[0] != "retrieval":
+        fail(f"unknown evaluation suite {argv[0]!r}; choose retrieval (see `clipline eval --help`)")
+    with reported_errors("eval retrieval"):
+        config = parse_config(RetrievalEvalConfig, argv[1:], prog="clipline eval retrieval", flat=("encoder",))
+        run_retrieval_eval(config)
 
 
 if __name__ == "__main__":

@@ -12,38 +12,29 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from jsonargparse import ArgumentError, ArgumentParser
-
-from data_tools.dataclass_flags import add_dataclass_flags, dataclass_from_namespace
-from data_tools.errors import DataError
+from clipline.commands.errors import reported_errors
+from clipline.commands.model_choice import ModelChoiceConfig, normalised
+from clipline.flags import config_values, parse_config
 from data_tools.loader import read_dataset_info
 from evaluate.class_names import read_class_file
-from evaluate.errors import EvaluateError
 from finetune.errors import FinetuneError
 from pretrain.encoder_choice import check_image_size, open_encoder
-from pretrain.errors import PretrainError
-
-USER_ERRORS = (EvaluateError, FinetuneError, PretrainError, DataError)
 
 
 @dataclass(kw_only=True)
-class ZeroShotCommand:
+class ZeroShotConfig:
     """Zero-shot classification of labelled shards with prompt ensembles."""
 
     data: str
     """Shard directory to classify; samples need labels (.cls, .json 'label' or 'labels')."""
     out: str
     """Where to write report.json; report.html and the PNGs go next to it."""
-    checkpoint: str | None = None
-    """Run dir (newest checkpoint) or checkpoint dir written by `clipline pretrain`."""
-    model: str | None = None
-    """open_clip model name, instead of --checkpoint (e.g. ViT-B-32)."""
-    pretrained: str | None = None
-    """Weights for --model: a file (e.g. open_clip_train's epoch_N.pt); none: random init."""
+    encoder: ModelChoiceConfig = field(default_factory=ModelChoiceConfig)
+    """The model: --checkpoint RUN, or --model NAME [--pretrained FILE] (flags without prefix)."""
     adapter: str | None = None
     """Adapter directory written by `clipline finetune METHOD --out RUN2`: classify with it instead of the
     prompts alone (its classes; needs the --checkpoint it was trained on)."""
@@ -72,12 +63,13 @@ class ZeroShotCommand:
     the hardware runs it natively)."""
 
 
-def run_zeroshot(cmd: ZeroShotCommand) -> dict[str, Path]:
+def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
     """Evaluate and write the report; returns the written files."""
     from evaluate.report import write_zeroshot_report
     from evaluate.zeroshot import ZeroShotEvaluator
 
-    if cmd.adapter and (cmd.model or not cmd.checkpoint):
+    choice = normalised(cmd.encoder)
+    if cmd.adapter and (choice.model or not choice.checkpoint):
         raise FinetuneError("--adapter needs the --checkpoint it was trained on (not --model)")
     if cmd.adapter and cmd.classes:
         raise FinetuneError("--classes cannot be combined with --adapter: the adapter's classes are fixed")
@@ -90,8 +82,8 @@ def run_zeroshot(cmd: ZeroShotCommand) -> dict[str, Path]:
         precision=cmd.precision,
     )  # fmt: skip
     evaluator.resolve_templates(info)  # a bad --templates fails before the model loads
-    print(f"zeroshot: loading {cmd.checkpoint or cmd.model}", file=sys.stderr)
-    encoder = open_encoder(cmd.checkpoint, cmd.model, cmd.pretrained)
+    print(f"zeroshot: loading {choice.checkpoint or choice.model}", file=sys.stderr)
+    encoder = open_encoder(choice.checkpoint, choice.model, choice.pretrained)
     check_image_size(encoder, info, cmd.data, cmd.allow_resize)
     if cmd.adapter:
         from finetune.methods.adapter_io import load_adapter
@@ -104,9 +96,9 @@ def run_zeroshot(cmd: ZeroShotCommand) -> dict[str, Path]:
     seconds = time.perf_counter() - start
     context = {
         "task": "zeroshot",
-        "checkpoint": cmd.checkpoint,
-        "model": cmd.model or encoder.config.get("model_name"),
-        "pretrained": cmd.pretrained,
+        "checkpoint": choice.checkpoint,
+        "model": choice.model or encoder.config.get("model_name"),
+        "pretrained": choice.pretrained,
         "checkpoint_id": encoder.checkpoint_id,
         "data": cmd.data,
         "label_field": evaluator.label_field,
@@ -115,7 +107,7 @@ def run_zeroshot(cmd: ZeroShotCommand) -> dict[str, Path]:
         or ("dataset.json" if info.get("classes") or info.get("label_fields") else "labels"),
         "seconds": round(seconds, 2),
         "images_per_s": round((result.report["n"] + result.report["unlabelled_skipped"]) / seconds, 1),
-        "command": {k: v for k, v in asdict(cmd).items() if v is not None},
+        "command": {k: v for k, v in config_values(cmd, flat=("encoder",)).items() if v is not None},
     }
     written = write_zeroshot_report(
         result, Path(cmd.out), report_dir=Path(cmd.report_dir) if cmd.report_dir else None,
@@ -135,27 +127,10 @@ def run_zeroshot(cmd: ZeroShotCommand) -> dict[str, Path]:
     return written
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="clipline zeroshot", description=ZeroShotCommand.__doc__, exit_on_error=False)
-    add_dataclass_flags(parser, ZeroShotCommand)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        cmd = dataclass_from_namespace(ZeroShotCommand, build_parser().parse_args(argv))
-        run_zeroshot(cmd)
-    except USER_ERRORS as err:
-        fail(str(err))
-    except ArgumentError as err:  # jsonargparse: show one line, not a usage dump
-        fail(f"{err} (see `clipline zeroshot --help`)")
-
-
-def fail(message: str) -> None:
-    """Print a user error as one line on stderr and exit 2."""
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
-    sys.exit(2)
+    with reported_errors("zeroshot"):
+        run_zeroshot(parse_config(ZeroShotConfig, argv, flat=("encoder",), prog="clipline zeroshot"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+"""`clipline compress`: size, speed and quality of a checkpoint's fp32, bf16, int8 and pruned towers.
+
+    clipline compress --checkpoint RUN --data DIR [--train-data DIR] --out DIR [--variants fp32,bf16,int8,pruned]
+
+Writes compress.json (and pruned/, int8/) in --out and prints the table as
+markdown (`finetune.compress.table`).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from clipline.commands.errors import reported_errors
+from clipline.flags import parse_config
+from finetune.compress.table import CompressConfig
+
+
+@dataclass(kw_only=True)
+class CompressRunConfig:
+    """Size, speed and quality of fp32, bf16, int8 and pruned towers."""
+
+    checkpoint: str
+    """Run dir or checkpoint dir to compress."""
+    data: str
+    """Eval shards for zero-shot and retrieval quality and for timing."""
+    out: str
+    """Directory for compress.json, pruned/ (a checkpoint) and int8/."""
+    train_data: str | None = None
+    """Shards for the pruned model's recovery fine-tune (none: no recovery)."""
+    compress: CompressConfig = field(default_factory=CompressConfig)
+    """Which variants to build and how to measure them (flags without prefix)."""
+
+
+def main(argv: list[str] | None = None, prog: str = "clipline compress") -> None:
+    from finetune.compress.table import compression_table, markdown_table
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    with reported_errors(prog.removeprefix("clipline ")):
+        run = parse_config(CompressRunConfig, argv, prog=prog, flat=("compress",))
+        table = compression_table(checkpoint=run.checkpoint, data=run.data, out=run.out, train_data=run.train_data,
+                                  config=run.compress)
+    print(markdown_table(table))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Which model a command uses: `--checkpoint RUN`, or an open_clip model `--model NAME [--pretrained FILE]`.
+
+One spelling for every command. The older `--checkpoint open_clip:MODEL[:WEIGHTS]`
+still works for one release, with a one-line notice.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+
+from pretrain.errors import PretrainError
+
+OPEN_CLIP_PREFIX = "open_clip:"
+
+
+@dataclass(kw_only=True)
+class ModelChoiceConfig:
+    """The model: a clipline checkpoint or an open_clip model."""
+
+    checkpoint: str | None = None
+    """Run dir (newest checkpoint) or checkpoint dir written by `clipline pretrain`."""
+    model: str | None = None
+    """open_clip model name, instead of --checkpoint (e.g. ViT-B-32)."""
+    pretrained: str | None = None
+    """Weights for --model: a file (e.g. open_clip_train's epoch_N.pt) or an open_clip tag; none: random init."""
+
+
+def normalised(choice: ModelChoiceConfig) -> ModelChoiceConfig:
+    """`--checkpoint open_clip:M[:W]` rewritten as `--model M --pretrained W`, with the notice."""
+    if choice.checkpoint is None or not choice.checkpoint.startswith(OPEN_CLIP_PREFIX):
+        return choice
+    if choice.model is not None or choice.pretrained is not None:
+        raise PretrainError("pass exactly one of --checkpoint RUN or --model NAME [--pretrained FILE]")
+    name, _, weights = choice.checkpoint[len(OPEN_CLIP_PREFIX):].partition(":")
+    spelled = f"--model {name}" + (f" --pretrained {weights}" if weights else "")
+    print(f"note: --checkpoint {choice.checkpoint} is deprecated and will be removed; write {spelled}",
+          file=sys.stderr)
+    return replace(choice, checkpoint=None, model=name, pretrained=weights or None)
+
+
+def encoder_spec(choice: ModelChoiceConfig, *, required: bool = True) -> str | None:
+    """The encoder as the retrieval library names it: RUN, or open_clip:MODEL[:WEIGHTS]."""
+    choice = normalised(choice)
+    if choice.checkpoint is not None and choice.model is not None:
+        raise PretrainError("pass exactly one of --checkpoint RUN or --model NAME [--pretrained FILE]")
+    if choice.pretrained is not None and choice.model is None:
+        raise PretrainError("--pretrained goes with --model; a --checkpoint already holds its weights")
+    if choice.model is not None:
+        return OPEN_CLIP_PREFIX + choice.model + (f":{choice.pretrained}" if choice.pretrained else "")
+    if choice.checkpoint is None and required:
+        raise PretrainError("pass --checkpoint RUN or --model NAME [--pretrained FILE]")
+    return choice.checkpoint
