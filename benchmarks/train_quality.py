@@ -215,9 +215,9 @@ def measure(train_data: str, val_data: str, *, data_root: str = "runs/demo/data"
 
 
 def _write(path: str, report: dict[str, Any]) -> None:
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(path)
+    from data_tools.atomic_write import write_json_atomic
+
+    write_json_atomic(path, report)
 
 
 if __name__ == "__main__":

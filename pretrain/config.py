@@ -10,12 +10,12 @@ is unique across groups (`lr=1e-3`). The resolved config is saved in the run dir
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from data_tools.atomic_write import write_json_atomic
 from pretrain.errors import PretrainError
 
 
@@ -357,7 +357,4 @@ def save_config(config: TrainConfig, run_dir: Path) -> Path:
     """Write the resolved config to run_dir/config.json (atomically)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "config.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(config_to_dict(config), indent=2))
-    tmp.replace(path)
-    return path
+    return write_json_atomic(path, config_to_dict(config))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import math
 import resource
@@ -26,6 +25,7 @@ import open_clip
 import torch
 from tqdm import tqdm
 
+from data_tools.atomic_write import write_json_atomic
 from pretrain import checkpoint, models, precision
 from pretrain.models.attention import explicit_attention_pays
 from pretrain.config import TrainConfig, config_to_dict, save_config, validate
@@ -369,9 +369,7 @@ class Trainer:
                    "skipped_samples": self.skipped.counts() if self.skipped else {},
                    "stopped_by": stopped_by, "metrics": metrics,
                    "checkpoint": str(self.last_checkpoint)}
-        tmp = self.run_dir / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(self.run_dir / "summary.json")
+        write_json_atomic(self.run_dir / "summary.json", summary)
 
 
 def _samples_per_epoch(config: TrainConfig) -> int | None:
