@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from clipline.commands.errors import fail, reported_errors
-from clipline.commands.model_choice import ModelChoiceConfig, normalised
+from clipline.commands.model_choice import ModelChoiceConfig, normalised, report_provenance
 from clipline.flags import config_values, parse_config
 from data_tools.atomic_write import write_json_atomic
 from data_tools.loader import read_dataset_info
@@ -63,10 +63,7 @@ def run_retrieval_eval(cmd: RetrievalEvalConfig) -> dict[str, Any]:
     metrics = evaluator.evaluate(encoder)
     report = {
         "task": "retrieval",
-        "checkpoint": choice.checkpoint,
-        "model": choice.model or encoder.config.get("model_name"),
-        "pretrained": choice.pretrained,
-        "checkpoint_id": encoder.checkpoint_id,
+        **report_provenance(choice, encoder),
         "data": cmd.data,
         "seconds": round(time.perf_counter() - start, 2),
         **metrics,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from clipline.commands.errors import reported_errors
-from clipline.commands.model_choice import ModelChoiceConfig, normalised
+from clipline.commands.model_choice import ModelChoiceConfig, normalised, report_provenance
 from clipline.flags import config_values, parse_config
 from data_tools.loader import read_dataset_info
 from evaluate.class_names import read_class_file
@@ -96,10 +96,7 @@ def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
     seconds = time.perf_counter() - start
     context = {
         "task": "zeroshot",
-        "checkpoint": choice.checkpoint,
-        "model": choice.model or encoder.config.get("model_name"),
-        "pretrained": choice.pretrained,
-        "checkpoint_id": encoder.checkpoint_id,
+        **report_provenance(choice, encoder),
         "data": cmd.data,
         "label_field": evaluator.label_field,
         "adapter": cmd.adapter,
