@@ -103,9 +103,14 @@ def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, b
     queries = emb.rows(source, query_rows)
     k = min(RECALL_K, emb.count)
     _, truth = exact_neighbors(emb.batches(modality, config.add_batch_size), queries, k, METRICS[config.metric])
-    log(f"[{modality}] tuning on {len(queries)} {source} embeddings, target recall@{k} {config.target_recall}")
-    result = tune_index(index, queries, truth, search_params=choice.search_params, nlist=choice.nlist,
-                        target_recall=config.target_recall, k=k, log=log)
+    half = len(queries) // 2  # tune on one half, confirm the choice on the other (held out)
+    log(f"[{modality}] tuning on {half} {source} embeddings, validating on {len(queries) - half}, "
+        f"target recall@{k} {config.target_recall}")
+    validation = (queries[half:], truth[half:]) if half else None
+    tune_q, tune_truth = (queries[:half], truth[:half]) if half else (queries, truth)
+    result = tune_index(index, tune_q, tune_truth,
+                        search_params=choice.search_params, nlist=choice.nlist,
+                        target_recall=config.target_recall, k=k, log=log, validation=validation)
     timings["tune_s"] = time.perf_counter() - start
     end_to_end = {}
     if source != modality:  # known caption<->image pairs: what the approximation costs a user
@@ -181,7 +186,7 @@ def _tuning_queries(emb: EmbeddingSet, modality: str, count: int,
     """(row ids, modality) of queries as search will see them: the other modality's embeddings when present."""
     other = "text" if modality == "image" else "image"
     source = other if other in emb.modalities() else modality
-    return np.sort(rng.choice(emb.count, size=min(count, emb.count), replace=False)), source
+    return rng.choice(emb.count, size=min(count, emb.count), replace=False), source  # random order: halves alike
 
 
 def _provenance(emb: EmbeddingSet, config: IndexBuildConfig, modalities: list[str]) -> dict:

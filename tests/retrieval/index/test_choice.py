@@ -81,3 +81,31 @@ def test_parse_size(text: str, value: int) -> None:
 def test_parse_size_rejects_nonsense() -> None:
     with pytest.raises(RetrievalError, match="2GB"):
         parse_size("lots")
+
+
+def test_validation_split_picks_a_setting_that_holds_on_held_out_queries():
+    """nprobe=1 looks good on the tuning queries (drawn from one list); validation asks for more."""
+    import faiss
+    import numpy as np
+
+    from retrieval.index.tune import exact_neighbors, tune_index
+
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((4000, 16)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    index = faiss.index_factory(16, "IVF16,Flat", faiss.METRIC_INNER_PRODUCT)
+    index.train(data)
+    index.add(data)
+    _, lists = index.quantizer.search(data, 1)
+    tune_q = data[lists[:, 0] == 0][:50]  # queries sitting at one centroid: nprobe=1 suffices for them
+    val_q = data[rng.choice(len(data), 200, replace=False)]
+    _, tune_truth = exact_neighbors([data], tune_q, 10)
+    _, val_truth = exact_neighbors([data], val_q, 10)
+    result = tune_index(index, tune_q, tune_truth, search_params=("nprobe",), nlist=16, target_recall=0.9,
+                        validation=(val_q, val_truth), log=lambda m: None)
+    assert result.target_met
+    probes = int(result.chosen.params.split("=")[1])
+    assert probes > 1  # the validation split rejected the tuning queries' choice
+    index.nprobe = probes
+    _, found = index.search(val_q, 10)
+    assert np.mean([len(np.intersect1d(f, t)) / 10 for f, t in zip(found, val_truth)]) >= 0.9
