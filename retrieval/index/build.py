@@ -57,7 +57,8 @@ class IndexBuildConfig:
     factory: str | None = None
     """Override the chosen FAISS factory string (e.g. IVF1024,Flat)."""
     tune_queries: int = 1000
-    """Held-out queries for tuning (the other modality's embeddings when present)."""
+    """Queries for tuning (the other modality's embeddings when present): half tune the search setting,
+    the other half check it, and summary.json's recall is measured on that held-out half."""
     add_batch_size: int = 65536
     """Vectors added per call; bounds memory while adding."""
     overwrite: bool = False
