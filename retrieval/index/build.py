@@ -107,8 +107,10 @@ def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, b
     half = len(queries) // 2  # tune on one half, confirm the choice on the other (held out)
     log(f"[{modality}] tuning on {half} {source} embeddings, validating on {len(queries) - half}, "
         f"target recall@{k} {config.target_recall}")
-    validation = (queries[half:], truth[half:]) if half else None
-    tune_q, tune_truth = (queries[:half], truth[:half]) if half else (queries, truth)
+    if half:
+        tune_q, tune_truth, validation = queries[:half], truth[:half], (queries[half:], truth[half:])
+    else:  # one query: nothing to hold out
+        tune_q, tune_truth, validation = queries, truth, None
     result = tune_index(index, tune_q, tune_truth,
                         search_params=choice.search_params, nlist=choice.nlist,
                         target_recall=config.target_recall, k=k, log=log, validation=validation)

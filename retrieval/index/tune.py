@@ -159,12 +159,10 @@ def _validated_setting(index: faiss.Index, rows: list[TuningRow], validation: tu
                        target_recall: float, k: int, log) -> tuple[TuningRow, bool]:
     """Fastest tuning row whose recall on the validation split meets the target, as measured there."""
     val_queries, val_truth = validation
-    tried: list[TuningRow] = []
     for row in sorted(rows, key=lambda r: (r.latency_ms_median, -r.recall_at_k)):
         if row.recall_at_k < target_recall:
             continue
         checked = measure(index, row.params, val_queries, val_truth, k)
-        tried.append(checked)
         log(f"  validation {row.params or 'exact'}: recall@{k} {checked.recall_at_k:.4f}")
         if checked.recall_at_k >= target_recall:
             return checked, True
