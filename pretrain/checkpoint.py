@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from data_tools.atomic_write import atomic_directory
@@ -45,8 +47,11 @@ def save_checkpoint(run_dir: str | Path, *, step: int, state_dict: dict[str, tor
                     keep_last: int = 0) -> Path:
     """Write `run_dir/checkpoints/step_<step>/` atomically and return its path.
 
-    `keep_last` > 0 deletes older step directories beyond that many.
+    `keep_last` > 0 deletes older step directories beyond that many. Text towers
+    from packages are recorded by package name, so the checkpoint loads on any machine.
     """
+    from pretrain.models.build import portable_model_info  # deferred: open_clip takes seconds to import
+
     final = checkpoint_path(run_dir, step)
     root = final.parent
     root.mkdir(parents=True, exist_ok=True)
@@ -55,7 +60,7 @@ def save_checkpoint(run_dir: str | Path, *, step: int, state_dict: dict[str, tor
         # safetensors refuses shared storage; clones make every tensor its own.
         tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in state_dict.items()}
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        info = {"format": FORMAT, "step": step, **model_info}
+        info = {"format": FORMAT, "step": step, **portable_model_info(model_info)}
         (tmp / CONFIG_FILE).write_text(json.dumps(info, indent=2))
         if train_state is not None:
             torch.save(_own_copies(train_state), tmp / TRAIN_STATE_FILE)
@@ -111,6 +116,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise PretrainError(f"checkpoint path {path} does not exist: pass a run dir or a checkpoint dir")
+    if path.name.startswith(".") and ".tmp-" in path.name:
+        raise PretrainError(f"{path} is an unfinished checkpoint (its save was interrupted): pass the run dir "
+                            "or a complete step_* checkpoint")
     found = find_latest(path)
     if found is None:
         raise PretrainError(
@@ -120,20 +128,57 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return found
 
 
+MODEL_INFO_KEYS = ("model_name", "model_cfg", "tokenizer", "preprocess")
+
+
 def read_model_info(ckpt_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(ckpt_dir) / CONFIG_FILE).read_text())
+    """A checkpoint's config.json; PretrainError when it is unreadable or lacks a key a model needs."""
+    path = Path(ckpt_dir) / CONFIG_FILE
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PretrainError(f"{path} is not readable JSON ({err}): the checkpoint is damaged; "
+                            "point at another checkpoint of the run or retrain") from err
+    missing = [key for key in MODEL_INFO_KEYS if key not in info] if isinstance(info, dict) else list(MODEL_INFO_KEYS)
+    if missing:
+        raise PretrainError(f"{path} lacks {', '.join(missing)}: the checkpoint is damaged or not a clipline "
+                            "checkpoint; point at another checkpoint of the run or retrain")
+    return info
 
 
 def read_weights(ckpt_dir: str | Path) -> dict[str, torch.Tensor]:
-    return load_file(str(Path(ckpt_dir) / WEIGHTS_FILE))
+    path = Path(ckpt_dir) / WEIGHTS_FILE
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError) as err:
+        raise PretrainError(f"{path} cannot be read ({err}): the checkpoint is truncated or damaged; "
+                            "point at another checkpoint of the run or retrain") from err
 
 
 def read_train_state(ckpt_dir: str | Path) -> dict[str, Any]:
     path = Path(ckpt_dir) / TRAIN_STATE_FILE
     if not path.is_file():
         raise PretrainError(f"{path} is missing: this checkpoint holds weights only and cannot resume training")
-    # The state holds numpy/python RNG states and plain dicts, not just tensors.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:  # the state holds numpy/python RNG states and plain dicts, not just tensors
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise PretrainError(f"{path} cannot be read ({str(err).splitlines()[0]}): the train state is truncated "
+                            "or damaged; resume from an earlier checkpoint (--resume CKPT_DIR) or start fresh") from err
+    if not isinstance(state, dict):
+        raise PretrainError(f"{path} holds no train state; resume from an earlier checkpoint or start fresh")
+    return state
+
+
+def open_clip_config(path: str | Path) -> dict[str, Any]:
+    """The open_clip model config of a checkpoint (run dir or checkpoint dir), loadable on this machine.
+
+    Its text-tower folders are this machine's (packages resolved), so it can be
+    written as NAME.json into a folder for `open_clip.add_model_config`;
+    `open_clip.create_model_and_transforms(NAME, pretrained=CKPT/model.safetensors)` then builds the model.
+    """
+    from pretrain.models.build import resolved_model_cfg
+
+    return resolved_model_cfg(read_model_info(resolve_checkpoint(path)))
 
 
 def weights_digest(ckpt_dir: str | Path) -> str:

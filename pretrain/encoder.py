@@ -44,8 +44,18 @@ class Encoder:
         """From a run dir (its newest checkpoint) or a checkpoint dir."""
         ckpt = checkpoint.resolve_checkpoint(path)
         info = checkpoint.read_model_info(ckpt)
-        clip = models.clip_from_info(info)
-        incompatible = clip.load_state_dict(checkpoint.read_weights(ckpt), strict=False)
+        try:
+            clip = models.clip_from_info(info)
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+            raise PretrainError(f"{ckpt / checkpoint.CONFIG_FILE} describes no model open_clip can build "
+                                f"({type(err).__name__}: {err}); the checkpoint is damaged or from another tool") from err
+        weights = checkpoint.read_weights(ckpt)
+        try:
+            incompatible = clip.load_state_dict(weights, strict=False)
+        except RuntimeError as err:  # a tensor of another shape
+            raise PretrainError(f"{ckpt / checkpoint.WEIGHTS_FILE} does not fit model {info['model_name']!r} "
+                                f"({str(err).splitlines()[-1].strip()[:160]}): the checkpoint is from another "
+                                "config or damaged") from err
         if incompatible.missing_keys or incompatible.unexpected_keys:
             raise PretrainError(
                 f"{ckpt / checkpoint.WEIGHTS_FILE} does not match model {info['model_name']!r} "

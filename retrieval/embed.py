@@ -25,6 +25,7 @@ from retrieval.embedding_store import MODALITY_DIRS
 from retrieval.encoder_spec import load_encoder
 from retrieval.errors import RetrievalError
 from retrieval.metadata import metadata_row, write_metadata
+from retrieval.recorded_paths import record_checkpoint, record_path, recorded_path
 from retrieval.shard_members import image_members
 
 if TYPE_CHECKING:
@@ -152,20 +153,20 @@ def _claim(out: Path, config: EmbedConfig, encoder: Encoder, rank: int) -> None:
         if info.get("checkpoint_id") != encoder.checkpoint_id:
             raise RetrievalError(f"{out} holds embeddings from checkpoint {info.get('checkpoint')!r} "
                                  f"(id {str(info.get('checkpoint_id'))[:12]}); embed into a fresh --out")
-        if info.get("data_dir") != str(Path(config.data).resolve()):
-            raise RetrievalError(f"{out} holds embeddings of {info.get('data_dir')}; embed into a fresh --out")
+        recorded = recorded_path(info.get("data_dir"), out)
+        if recorded != recorded_path(config.data, "."):
+            raise RetrievalError(f"{out} holds embeddings of {recorded}; embed into a fresh --out")
     elif rank == 0:
         write_json_atomic(info_path, _describe(config, encoder) | {"complete": False})
 
 
 def _describe(config: EmbedConfig, encoder: Encoder) -> dict:
-    checkpoint = config.checkpoint
-    if Path(checkpoint).exists():
-        checkpoint = str(Path(checkpoint).resolve())
+    """Provenance for info.json; paths relative to the embedding dir (see retrieval.recorded_paths)."""
+    out = Path(config.out)
     return {
-        "format": EMBEDDINGS_FORMAT, "checkpoint": checkpoint, "checkpoint_id": encoder.checkpoint_id,
-        "model": encoder.config.get("model_name"), "dim": encoder.embed_dim,
-        "dtype": "float16" if config.fp16 else "float32", "data_dir": str(Path(config.data).resolve()),
+        "format": EMBEDDINGS_FORMAT, "checkpoint": record_checkpoint(config.checkpoint, out),
+        "checkpoint_id": encoder.checkpoint_id, "model": encoder.config.get("model_name"), "dim": encoder.embed_dim,
+        "dtype": "float16" if config.fp16 else "float32", "data_dir": record_path(config.data, out),
     }
 
 

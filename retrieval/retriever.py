@@ -26,6 +26,7 @@ from retrieval.encoder_spec import load_encoder
 from retrieval.errors import RetrievalError
 from retrieval.index.store import load_index
 from retrieval.metadata import MetadataTable
+from retrieval.recorded_paths import recorded_checkpoint, recorded_path
 
 if TYPE_CHECKING:
     from pretrain.encoder import Encoder
@@ -45,8 +46,9 @@ class Retriever:
         if len(self.metadata) != self.index.ntotal:
             raise RetrievalError(f"{self.loaded.root} has {len(self.metadata)} metadata rows for "
                                  f"{self.index.ntotal} vectors; rebuild the index")
-        self.data_dir = Path(data_dir or info.get("data_dir") or ".")
-        self.checkpoint = checkpoint or info.get("checkpoint")
+        root = self.loaded.root
+        self.data_dir = Path(data_dir or recorded_path(info.get("data_dir"), root) or ".")
+        self.checkpoint = checkpoint or recorded_checkpoint(info.get("checkpoint"), root)
         self.device = device
         self._encoder = encoder
         self._shard_paths: dict[str, str] = {}  # shard name -> absolute path, resolved once

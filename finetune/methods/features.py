@@ -72,14 +72,13 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(checkpoint_id: str, data_dir: str | Path) -> str:
-    """Hash of the checkpoint id and each shard's absolute path, size and mtime."""
+    """Hash of the checkpoint id and each shard's name, size and mtime (not its place: a moved dir still hits)."""
     from data_tools.loader import list_shards
 
-    files = [Path(p).resolve() for p in list_shards(data_dir)]
-    info = Path(data_dir) / "dataset.json"
-    if info.exists():
-        files.append(info.resolve())
-    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    files = [Path(p) for p in list_shards(data_dir)]
+    if (Path(data_dir) / "dataset.json").exists():
+        files.append(Path(data_dir) / "dataset.json")
+    stats = [(os.path.relpath(p, data_dir), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     blob = json.dumps({"version": CACHE_VERSION, "checkpoint": checkpoint_id, "files": stats})
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 

@@ -10,14 +10,19 @@ import contextlib
 import copy
 import logging
 from collections.abc import Iterator
-from pathlib import Path
-
 import open_clip
 import transformers
 from torch import nn
 
 from pretrain.models.attention import use_explicit_attention
-from pretrain.models.registry import minilm_dir, model_config, register_model_config, sigmoid_variant
+from pretrain.models.registry import (
+    TEXT_TOWER_KEYS,
+    model_config,
+    portable_text_ref,
+    register_model_config,
+    resolve_text_ref,
+    sigmoid_variant,
+)
 from pretrain.models.two_tower import TwoTower, is_hf_text
 
 
@@ -84,10 +89,10 @@ def build_model(name: str, *, pretrained: str | None = None, lock_text: bool = F
 
 
 def model_info(name: str, clip: nn.Module) -> dict:
-    """What a checkpoint's config.json says about its model (enough to rebuild it)."""
+    """What a checkpoint's config.json says about its model (enough to rebuild it, on any machine)."""
     cfg = model_config(name)
     text_cfg = cfg.get("text_cfg", {})
-    return {
+    return portable_model_info({
         "model_name": name,
         "model_cfg": cfg,
         "tokenizer": {
@@ -95,20 +100,39 @@ def model_info(name: str, clip: nn.Module) -> dict:
             "hf_tokenizer_name": text_cfg.get("hf_tokenizer_name"),
         },
         "preprocess": dict(clip.visual.preprocess_cfg),
-    }
+    })
+
+
+def portable_model_info(info: dict) -> dict:
+    """`info` with every pretrained text-tower folder named by its package (`{"package": NAME}`), not its path."""
+    info = copy.deepcopy(info)
+    text_cfg = info.get("model_cfg", {}).get("text_cfg", {})
+    for key in TEXT_TOWER_KEYS:
+        if key in text_cfg:
+            text_cfg[key] = portable_text_ref(text_cfg[key])
+    if "hf_tokenizer_name" in info.get("tokenizer", {}):
+        info["tokenizer"]["hf_tokenizer_name"] = portable_text_ref(info["tokenizer"]["hf_tokenizer_name"])
+    return info
+
+
+def resolved_model_cfg(info: dict) -> dict:
+    """The open_clip config a checkpoint's config.json describes, with its text-tower folders found on this machine.
+
+    Package references and older checkpoints' absolute paths both resolve
+    (see `registry.resolve_text_ref`); a missing package is a PretrainError
+    that names it.
+    """
+    cfg = copy.deepcopy(info["model_cfg"])
+    text_cfg = cfg.get("text_cfg", {})
+    for key in TEXT_TOWER_KEYS:
+        if text_cfg.get(key):
+            text_cfg[key] = resolve_text_ref(text_cfg[key])
+    return cfg
 
 
 def clip_from_info(info: dict) -> nn.Module:
-    """Build the (randomly initialised) open_clip model a checkpoint's config.json describes.
-
-    The MiniLM folder path recorded at training time is replaced by this
-    machine's when it differs, so checkpoints move between machines.
-    """
-    name, cfg = info["model_name"], copy.deepcopy(info["model_cfg"])
-    text_cfg = cfg.get("text_cfg", {})
-    for key in ("hf_model_name", "hf_tokenizer_name"):
-        if text_cfg.get(key) and not Path(text_cfg[key]).exists():
-            text_cfg[key] = str(minilm_dir())
+    """Build the (randomly initialised) open_clip model a checkpoint's config.json describes."""
+    name, cfg = info["model_name"], resolved_model_cfg(info)
     if open_clip.get_model_config(name) != cfg:
         register_model_config(name, cfg)
     with quiet_model_building():

