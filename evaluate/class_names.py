@@ -1,9 +1,14 @@
 """Where zero-shot class names and each sample's true class come from.
 
 Class names: a user file (`--classes`), else the shards' dataset.json
-(`classes`, or `label_fields[FIELD]` with `--label-field FIELD`). A sample's
-class: `.json` `labels[FIELD]` when a field is chosen, else `.cls` (an index
-into dataset.json `classes`), else `.json` `label`. Names are matched exactly.
+(`classes`, or `label_fields[FIELD]` with `--label-field FIELD`), else the
+sorted set of label values found. A sample's class with `--label-field FIELD`:
+`.json` `FIELD` at the top level (how img2dataset and hand-made shards keep
+metadata), else `.json` `labels[FIELD]` (how `clipline data build` writes
+them), else `.cls` (an index into dataset.json `classes`, where that is the
+field's class list: see `cls_class_names`); without a field: `.cls`, else
+`.json` `label`. String labels are mapped to classes by name. Names are
+matched exactly.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from evaluate.errors import EvaluateError
+
+# top-level .json keys that describe a sample rather than label it (left out of the hints)
+NOT_LABELS = frozenset({"key", "caption", "url", "source", "status", "error_message", "sha256", "exif"})
 
 
 def read_class_file(path: str | Path) -> tuple[list[str], list[str]]:
@@ -76,22 +84,61 @@ def dataset_class_names(info: dict[str, Any], label_field: str | None, *, data: 
     fields = info.get("label_fields") or {}
     if label_field in fields:
         return validate_class_names(fields[label_field], origin=f"{data}/dataset.json label_fields[{label_field!r}]")
-    if fields:
-        raise EvaluateError(
-            f"shards at {data} have no label field {label_field!r}; dataset.json lists: {', '.join(fields)}"
-        )
-    return None  # no declared fields: names are collected from the samples' .json labels
+    return None  # not declared (e.g. a top-level .json key): names are collected from the samples
+
+
+def field_label(meta: dict[str, Any], field: str) -> str | None:
+    """`field` of a sample's .json: at the top level, else under `labels`; None unless a name or number."""
+    for source in (meta, meta.get("labels")):
+        value = source.get(field) if isinstance(source, dict) else None
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and value != "":
+            return str(value)
+    return None
+
+
+def label_parts(meta: dict[str, Any]) -> dict[str, Any]:
+    """What of a sample's .json a label can come from: its top-level names and numbers, and `labels`."""
+    parts = {k: v for k, v in meta.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+    return parts | {"label": meta.get("label"), "labels": dict(meta.get("labels") or {})}
+
+
+def label_field_names(metas: Sequence[dict[str, Any]], info: dict[str, Any]) -> list[str]:
+    """Fields a `--label-field` could name: dataset.json's, then the samples' `labels` and top-level string keys."""
+    names = dict.fromkeys(info.get("label_fields") or {})
+    for meta in metas:
+        names |= dict.fromkeys(meta.get("labels") or {})
+        names |= dict.fromkeys(k for k, v in meta.items() if isinstance(v, str) and k not in NOT_LABELS)
+    return list(names)
+
+
+def cls_class_names(info: dict[str, Any], label_field: str | None) -> list[str]:
+    """The names a sample's .cls index stands for when reading `label_field`; [] when .cls is another label.
+
+    .cls indexes dataset.json `classes`: it is the label without a field, for
+    `--label-field cls`, and for a field whose declared class list is that same
+    list (emoji's `category`). Any other field never falls back to .cls, so a
+    misspelt field is an error rather than a silent switch of label.
+    """
+    classes = list(info.get("classes") or [])
+    declared = (info.get("label_fields") or {}).get(label_field)
+    return classes if label_field in (None, "cls") or declared == classes else []
 
 
 def sample_label(
     meta: dict[str, Any], cls_index: int, label_field: str | None, dataset_classes: Sequence[str]
 ) -> str | None:
-    """The class name of one sample, or None when it carries no label of the chosen kind."""
+    """The class name of one sample, or None when it carries no label of the chosen kind (order: module doc).
+
+    `dataset_classes`: what .cls indexes for this field (`cls_class_names`).
+    """
     if label_field is not None:
-        value = (meta.get("labels") or {}).get(label_field)
-        return None if value is None else str(value)
+        value = field_label(meta, label_field)
+        if value is not None:
+            return value
     if 0 <= cls_index < len(dataset_classes):
         return dataset_classes[cls_index]
+    if label_field is not None:
+        return None
     value = meta.get("label")
     return None if value is None else str(value)
 

@@ -17,7 +17,13 @@ import torch
 
 from data_tools.loader import read_dataset_info
 from data_tools.loader_workers import auto_loader_workers
-from evaluate.class_names import dataset_class_names, label_indices, sample_label
+from evaluate.class_names import (
+    cls_class_names,
+    dataset_class_names,
+    label_field_names,
+    label_indices,
+    sample_label,
+)
 from evaluate.errors import EvaluateError
 from evaluate.metrics import classification_report
 from evaluate.shard_encoding import ShardImageFeatures
@@ -106,7 +112,7 @@ def encode_labelled_images(
     avx512_bf16) or "auto".
     """
     info = read_dataset_info(data)
-    dataset_classes = info.get("classes") or []
+    dataset_classes = cls_class_names(info, label_field)
     images = ShardImageFeatures(encoder, data, batch_size=batch_size, max_samples=max_samples,
                                 num_workers=num_workers, precision=precision, progress=progress,
                                 desc="zeroshot: encoding images")  # fmt: skip
@@ -128,9 +134,10 @@ def encode_labelled_images(
 
 
 def _no_labels_message(data: str | Path, label_field: str | None, info: dict, meta: dict) -> str:
+    fields = label_field_names([meta], info)
     if label_field is not None:
-        return f"samples in {data} have no .json labels[{label_field!r}]; zero-shot needs that label field"
-    fields = sorted((info.get("label_fields") or {}) or (meta.get("labels") or {}))
+        return (f"samples in {data} have no {label_field!r} in their .json (top level or `labels`) and no .cls; "
+                f"pass --label-field with one of: {', '.join(fields) or '(none: the shards carry no labels)'}")
     hint = f"; pass --label-field with one of: {', '.join(fields)}" if fields else (
         "; rebuild the shards with class labels (.cls or .json 'label')"
     )
@@ -162,7 +169,7 @@ class ZeroShotEvaluator:
     templates: str | list[str] = "auto"
     """Built-in set name, template file, a list of templates, or "auto" (chosen from dataset.json `source`)."""
     label_field: str | None = None
-    """Classify by `.json` `labels[FIELD]` (e.g. "category") instead of `.cls`/`label`."""
+    """Classify by this .json field (e.g. "category"): found at the top level, else under `labels`, else .cls."""
     batch_size: int = 128
     """Images per forward pass."""
     max_samples: int | None = None

@@ -26,7 +26,7 @@ class FusionRunConfig:
     checkpoint: str
     """Run dir (newest checkpoint) or checkpoint dir written by `clipline pretrain`."""
     train_data: str
-    """Shards with image, caption and the --tasks label fields in each .json `labels`."""
+    """Shards with image, caption and the --tasks label fields in each .json (top level or `labels`)."""
     eval_data: str
     """Shards the final report is computed on (never used for training or model selection)."""
     out: str

@@ -20,7 +20,10 @@ class FusionConfig:
     """concat (+MLP), attention (image patch tokens attend to text tokens), gated (learned per-dimension
     gate between modalities), or a single-modality baseline: image, text."""
     tasks: str = "category"
-    """Comma-separated label fields to predict together, e.g. category,subcategory (`label` = the .json label)."""
+    """Comma-separated label fields to predict together, e.g. category,subcategory (`label` = the .json label);
+    each is read at the top level of a sample's .json, else under its `labels`."""
+    label_field: str | None = None
+    """One label field to predict, named as the other commands name it (the same as --tasks NAME; wins over it)."""
     towers: TowerMode = "frozen"
     """frozen (tower outputs computed once and cached), last (train the last --unfrozen-blocks blocks of
     each tower plus its final norm and projection), or full."""

@@ -1,6 +1,7 @@
 """Multi-label shards for fusion training: task label spaces and labelled batches.
 
-A task is a label field: `labels[<task>]` in each sample's `.json`, with class
+A task is a label field: `<task>` at the top level of each sample's `.json`, else
+`labels[<task>]` (as `--label-field` reads it everywhere), with class
 names from dataset.json's `label_fields[<task>]` (index = label id). The task
 `label` means the single-label convention: `label` in the `.json` and
 dataset.json's `classes`. Shards without dataset.json label lists get the
@@ -26,6 +27,7 @@ from torch import Tensor
 from data_tools.errors import DataError
 from data_tools.loader import list_shards, make_loader, read_dataset_info
 from data_tools.tar_samples import iter_tar_samples
+from evaluate.class_names import field_label
 from finetune.errors import FinetuneError
 
 SINGLE_LABEL_TASK = "label"
@@ -42,12 +44,6 @@ def parse_tasks(tasks: str | Sequence[str]) -> list[str]:
     return names
 
 
-def sample_label(meta: dict, task: str) -> str | None:
-    """The class name a sample's .json gives for `task`, or None when it has none."""
-    value = meta.get("label") if task == SINGLE_LABEL_TASK else (meta.get("labels") or {}).get(task)
-    return None if value is None or value == "" else str(value)
-
-
 def _labels_in_shards(path: str | Path, tasks: Sequence[str]) -> dict[str, set[str]]:
     """Distinct label values per task, read from the .json members only (no image decoding)."""
     seen: dict[str, set[str]] = {t: set() for t in tasks}
@@ -58,7 +54,7 @@ def _labels_in_shards(path: str | Path, tasks: Sequence[str]) -> dict[str, set[s
             except ValueError:
                 continue  # the loader counts it as bad_metadata when training reads it
             for task in tasks:
-                value = sample_label(meta, task) if isinstance(meta, dict) else None
+                value = field_label(meta, task) if isinstance(meta, dict) else None
                 if value is not None:
                     seen[task].add(value)
     return seen
@@ -84,7 +80,7 @@ def resolve_label_spaces(path: str | Path, tasks: Sequence[str]) -> dict[str, li
                 available = sorted(fields) or ["none"]
                 raise FinetuneError(
                     f"task {task!r} is not a label field of {path} (available: {', '.join(available)}); "
-                    "pass --tasks with fields the shards' .json `labels` hold"
+                    "pass --tasks with fields the shards' .json holds (top level or `labels`)"
                 )
             fields[task] = sorted(seen[task])
     return {t: [str(name) for name in fields[t]] for t in tasks}
@@ -131,7 +127,7 @@ class LabelledBatches:
         """Class ids in task order, or the reason the sample is skipped."""
         ids = []
         for task in self.tasks:
-            value = sample_label(meta, task)
+            value = field_label(meta, task)
             if value is None:
                 return f"missing label {task!r}"
             if value not in self._index[task]:

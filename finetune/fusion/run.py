@@ -122,7 +122,7 @@ def train_fusion(*, checkpoint: str, train_data: str, eval_data: str, out: str, 
     towers, so several heads are compared on tower outputs computed once.
     """
     config.validate()
-    tasks = parse_tasks(config.tasks)
+    tasks = parse_tasks(config.label_field or config.tasks)
     classes = resolve_label_spaces(train_data, tasks)
     resolve_label_spaces(eval_data, tasks)  # a task absent from the eval shards fails now, not after training
     torch.manual_seed(config.seed)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from evaluate.class_names import dataset_class_names
+from evaluate.class_names import dataset_class_names, label_field_names
 from finetune.errors import FinetuneError
 from finetune.methods.clip_adapter import ClipAdapterConfig, fit_clip_adapter
 from finetune.methods.features import FeatureSet, cached_features, encode_shards, load_images
@@ -186,7 +186,7 @@ def _train_classnames(train: FeatureSet, label_field: str | None, data_dir: str)
     names = train.label_names(label_field)
     present = {n for n in names if n is not None}
     if not present:
-        fields = sorted({f for m in train.metas for f in m["labels"]} | set(train.info.get("label_fields") or {}))
+        fields = label_field_names(train.metas, train.info)
         raise FinetuneError(
             f"no sample in {data_dir} has a {'class label' if label_field is None else repr(label_field) + ' label'}; "
             f"pass --label-field with one of: {', '.join(fields) or '(none: the shards carry no labels)'}"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import Tensor
 
-from evaluate.class_names import sample_label
+from evaluate.class_names import cls_class_names, label_parts, sample_label
 from data_tools.atomic_write import atomic_path
 from finetune.errors import FinetuneError
 
@@ -39,7 +39,7 @@ class ImageEncoder(Protocol):
     def encode_image(self, images: Tensor) -> Tensor: ...
 
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 @dataclass(kw_only=True)
@@ -51,7 +51,7 @@ class FeatureSet:
     keys: list[str]
     """Sample keys, row order of `features`."""
     metas: list[dict[str, Any]]
-    """Per sample, the label parts of its .json: {"label": name or None, "labels": {field: name}}."""
+    """Per sample, the label parts of its .json (`evaluate.class_names.label_parts`): top-level names, `labels`."""
     cls: list[int]
     """Per sample, its .cls index into info["classes"] (-1 without one)."""
     info: dict[str, Any]
@@ -59,7 +59,7 @@ class FeatureSet:
 
     def label_names(self, label_field: str | None) -> list[str | None]:
         """Each sample's class name (evaluate.class_names rules, as zero-shot reads them); None if absent."""
-        classes = self.info.get("classes") or []
+        classes = cls_class_names(self.info, label_field)
         return [sample_label(m, c, label_field, classes) for m, c in zip(self.metas, self.cls)]
 
 
@@ -114,7 +114,7 @@ def encode_shards(encoder: ImageEncoder, data_dir: str | Path, *, batch_size: in
     for features, batch in ShardImageFeatures(encoder, data_dir, batch_size=batch_size):
         blocks.append(features)
         keys += list(batch["key"])
-        metas += [{"label": m.get("label"), "labels": dict(m.get("labels") or {})} for m in batch["meta"]]
+        metas += [label_parts(m) for m in batch["meta"]]
         cls += batch["label"].tolist()
         if time.monotonic() - last > 10:
             last = time.monotonic()

@@ -26,7 +26,8 @@ class FewShotDataConfig:
     eval_data: str
     """Shard directory evaluated on (its classes must all be in the training data)."""
     label_field: str | None = None
-    """Label to classify: a key of each sample's `labels` (e.g. category); default its `label`."""
+    """Label to classify (e.g. category): that key at the top level of each sample's .json, else under its
+    `labels`, else its .cls; default its .cls, else its .json `label`."""
     templates: str = "auto"
     """Zero-shot prompts: imagenet80, imagenet7, generic, emoji, fashion, a file, or auto (from dataset.json source)."""
     feature_cache: str | None = None
