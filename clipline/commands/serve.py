@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,11 +23,12 @@ from clipline.commands.errors import reported_errors
 from clipline.commands.model_choice import ModelChoiceConfig, encoder_spec
 from clipline.flags import parse_config
 from retrieval.errors import RetrievalError
-from retrieval.serve.config import ServeConfig, ServeLimits
-from retrieval.serve.guards import check_bind_safety
+from retrieval.serve.config import LOOPBACK_HOSTS, ServeConfig, ServeLimits
+from retrieval.serve.guards import check_bind_safety, is_loopback_host
 
 API_KEY_ENV = "CLIPLINE_API_KEY"
 INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+WILDCARD_BINDS = ("0.0.0.0", "::", "")
 
 
 @dataclass(kw_only=True)
@@ -58,8 +60,13 @@ class ServeCommandConfig:
     """Longest text query."""
     max_image_mb: float = 8.0
     """Largest query image, in MiB."""
-    allow_add: bool = True
-    """Serve POST /indices/{name}/add (adding embeddings to a served index)."""
+    allow_add: bool = False
+    """Serve POST /indices/{name}/add (adding embeddings to a served index; with a key set, it needs the key)."""
+    max_added_rows: int = 10_000
+    """Most rows the add route may add to one index while the server runs (they are held in memory)."""
+    allowed_hosts: list[str] | None = None
+    """Host header values to answer (e.g. search.example.org); default: the --host name and, for a loopback
+    --host, localhost / 127.0.0.1 / [::1]; any name for 0.0.0.0 or ::. Guards against DNS rebinding."""
     log_level: str = "info"
     """uvicorn log level (debug, info, warning, error)."""
 
@@ -79,17 +86,42 @@ def parse_index_arg(arg: str) -> tuple[str, Path]:
     return name, directory
 
 
+def allowed_hosts(host: str, given: list[str] | None) -> list[str]:
+    """Host header values to answer for a server bound to `host` (see --allowed-hosts)."""
+    if given:
+        return list(given)
+    if host in WILDCARD_BINDS:
+        return ["*"]  # the names it is reached by are unknown here; the API key guards it (check_bind_safety)
+    shown = f"[{host}]" if ":" in host else host
+    return list(dict.fromkeys([shown, *(LOOPBACK_HOSTS if is_loopback_host(host) else ())]))
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port), made before the slow loading so a busy port fails at once."""
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart without waiting
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise RetrievalError(f"cannot listen on {host}:{port} ({err.strerror or err}); another server may be using "
+                             "that port: stop it or pass --port with a free one") from err
+    return sock
+
+
 def serve_config(cmd: ServeCommandConfig) -> ServeConfig:
-    for flag in ("max_batch", "compute_threads", "max_k", "max_text_chars", "max_image_mb"):
+    for flag in ("max_batch", "compute_threads", "max_k", "max_text_chars", "max_image_mb", "max_added_rows"):
         if getattr(cmd, flag) <= 0:
             raise RetrievalError(f"--{flag.replace('_', '-')} must be positive, got {getattr(cmd, flag)}")
     if not 0 <= cmd.port <= 65535:
         raise RetrievalError(f"--port {cmd.port} is not a TCP port (0-65535)")
     image_bytes = int(cmd.max_image_mb * 1024 * 1024)
     limits = ServeLimits(max_k=cmd.max_k, max_text_chars=cmd.max_text_chars, max_image_bytes=image_bytes,
-                         max_body_bytes=image_bytes * 4 // 3 + 1024 * 1024)
+                         max_body_bytes=image_bytes * 4 // 3 + 1024 * 1024, max_added_rows=cmd.max_added_rows)
     return ServeConfig(limits=limits, api_key=cmd.api_key, batch_text=cmd.batch_text, max_batch=cmd.max_batch,
-                       compute_threads=cmd.compute_threads, allow_add=cmd.allow_add)
+                       compute_threads=cmd.compute_threads, allow_add=cmd.allow_add,
+                       allowed_hosts=allowed_hosts(cmd.host, cmd.allowed_hosts))
 
 
 def run_server(cmd: ServeCommandConfig) -> None:
@@ -98,6 +130,7 @@ def run_server(cmd: ServeCommandConfig) -> None:
     check_bind_safety(cmd.host, cmd.api_key, cmd.insecure)
     config = serve_config(cmd)
     named = [parse_index_arg(arg) for arg in cmd.index]
+    sock = listening_socket(cmd.host, cmd.port)
 
     import uvicorn  # the server stack and the encoder load only once the arguments are valid
 
@@ -111,8 +144,9 @@ def run_server(cmd: ServeCommandConfig) -> None:
     app = create_app(registry, config)
     shown_host = f"[{cmd.host}]" if ":" in cmd.host else cmd.host
     print(f"serve: http://{shown_host}:{cmd.port}/  (API docs at /docs)", file=sys.stderr)
-    uvicorn.run(app, host=cmd.host, port=cmd.port, log_level=cmd.log_level, server_header=False,
-                timeout_keep_alive=5, limit_concurrency=1024)
+    server = uvicorn.Server(uvicorn.Config(app, host=cmd.host, port=cmd.port, log_level=cmd.log_level,
+                                           server_header=False, timeout_keep_alive=5, limit_concurrency=1024))
+    server.run(sockets=[sock])
 
 
 def main(argv: list[str] | None = None) -> None:

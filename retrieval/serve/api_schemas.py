@@ -34,7 +34,7 @@ class SearchRequest(BaseModel):
         max_length=MAX_EMBEDDING_DIM,
         description="A query vector of the index's dimension (normalised by the server).",
     )
-    k: int = Field(default=10, ge=1, description="Number of results.")
+    k: int = Field(default=10, ge=1, strict=True, description="Number of results (a JSON integer, not a string).")
     modality: Literal["image", "text"] = Field(
         default="image", description="Which side of the index to return: images or captions."
     )

@@ -1,7 +1,9 @@
 """The FastAPI app of `clipline serve` and its routes: `create_app(registry, config)`.
 
 Routes: `POST /search`, `GET /images/{index}/{key}`, `GET /indices`,
-`POST /indices/{name}/add`, `GET /health`, the page at `/`, docs at `/docs`.
+`POST /indices/{name}/add` (only with `allow_add`), `GET /health`, the page at
+`/`, docs at `/docs`. Requests whose Host header is not an allowed host are
+refused first (DNS rebinding).
 CPU work (decoding, encoding, index search, shard reads) runs in worker
 threads bounded by one limiter, never on the event loop.
 """
@@ -32,7 +34,7 @@ from retrieval.serve.query_parsing import (
 )
 from retrieval.serve.config import ServeConfig
 from retrieval.serve.error_responses import UnsupportedMediaError, install_error_handlers
-from retrieval.serve.guards import ApiKeyGuard, BodySizeLimit, SecurityHeaders
+from retrieval.serve.guards import ApiKeyGuard, BodySizeLimit, SecurityHeaders, TrustedHosts
 from retrieval.serve.registry import IndexRegistry, ServedIndex, UnknownKeyError
 from retrieval.serve.shard_images import ShardImageReader, media_type_of
 from retrieval.serve.text_batcher import TextSearchBatcher
@@ -118,7 +120,8 @@ class SearchService:
     async def add(self, name: str, body: bytes) -> AddResponse:
         served = self.registry.get(name)
         items = await self.in_thread(parse_add_request, body, served.backend, self.limits.max_add_items)
-        snapshot = await self.in_thread(served.add, items)  # builds the new snapshot aside, then swaps
+        # builds the new snapshot aside, then swaps
+        snapshot = await self.in_thread(served.add, items, self.limits.max_added_rows)
         return AddResponse(index=name, added=len(items.keys), size=len(snapshot.backend),
                            generation=snapshot.generation)
 
@@ -139,6 +142,7 @@ def create_app(registry: IndexRegistry, config: ServeConfig) -> FastAPI:
     if config.api_key:
         app.add_middleware(ApiKeyGuard, api_key=config.api_key)
     app.add_middleware(BodySizeLimit, max_body_bytes=config.limits.max_body_bytes)
+    app.add_middleware(TrustedHosts, allowed_hosts=list(config.allowed_hosts))  # outermost: before anything runs
     return app
 
 

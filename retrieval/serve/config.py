@@ -6,7 +6,11 @@ memory or CPU: a request over a limit gets a 4xx with the limit in its message.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+# How a browser on this machine names a server bound to loopback (IPv6 literals keep their brackets).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
 @dataclass(kw_only=True)
@@ -30,6 +34,9 @@ class ServeLimits:
 
     max_add_items: int = 10_000
     """Most items one `POST /indices/{name}/add` request may add."""
+
+    max_added_rows: int = 10_000
+    """Most rows all add requests together may add to one index while the server runs (they live in memory)."""
 
 
 @dataclass(kw_only=True)
@@ -56,5 +63,9 @@ class ServeConfig:
     compute_threads: int = 2
     """Threads running encodes and index searches; more only fight over the cores."""
 
-    allow_add: bool = True
-    """Serve `POST /indices/{name}/add`."""
+    allow_add: bool = False
+    """Serve `POST /indices/{name}/add` (off unless asked for: it changes what every client sees)."""
+
+    allowed_hosts: Sequence[str] = LOOPBACK_HOSTS
+    """Host header values the server answers (Starlette's TrustedHostMiddleware; "*" = any). A page on another
+    site whose name is rebound to this machine's address sends its own name and is refused."""

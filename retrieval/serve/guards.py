@@ -1,4 +1,4 @@
-"""Request guards of the search service: body size cap, API key, loopback check."""
+"""Request guards of the search service: Host check, body size cap, API key, loopback check."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import secrets
 from urllib.parse import unquote_to_bytes
 
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from retrieval.errors import RetrievalError
@@ -147,3 +148,30 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class TrustedHosts:
+    """ASGI middleware: Starlette's TrustedHostMiddleware, its refusal answered as JSON `detail` like every 4xx.
+
+    Starlette answers a wrong Host with a plain-text 400 before the app runs; the
+    app itself never sends plain text, so that answer is recognised and rewritten.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
+        self.check = TrustedHostMiddleware(app, allowed_hosts=allowed_hosts, www_redirect=False)
+        self.allowed = ", ".join(allowed_hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refused = False
+
+        async def send_json_refusal(message: Message) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start" and message["status"] == 400 and \
+                    dict(message.get("headers") or []).get(b"content-type", b"").startswith(b"text/plain"):
+                refused = True
+                await _send_json(send, 400, f"Host header not served here (allowed: {self.allowed}); "
+                                            "open the server by one of those names, or start it with --allowed-hosts")
+            elif not refused:
+                await send(message)
+
+        await self.check(scope, receive, send_json_refusal)

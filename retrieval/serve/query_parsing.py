@@ -83,6 +83,10 @@ def parse_form_search(fields: dict[str, Any], image_bytes: bytes | None, limits:
     if unknown:
         raise QueryValidationError(f"unknown form field(s): {', '.join(sorted(unknown))}")
     raw: dict[str, Any] = {key: value for key, value in fields.items() if value != ""}
+    if "k" in raw:  # form fields are strings; the JSON body's k must be an integer already
+        if not str(raw["k"]).strip().isdigit():
+            raise QueryValidationError(f"k: must be a whole number, got {str(raw['k'])[:20]!r}")
+        raw["k"] = int(raw["k"])
     if image_bytes is not None:
         raw["image"] = ""  # placeholder so the one-of check counts the uploaded file
     try:

@@ -96,6 +96,7 @@ class ServedIndex:
         self.name = name
         self.source = source
         self._snapshot = Snapshot(backend, 0)
+        self.built_rows = len(backend)  # rows loaded from disk; the rest were added
         self._write_lock = threading.Lock()
         self.updated_at = time.time()
 
@@ -111,10 +112,19 @@ class ServedIndex:
     def generation(self) -> int:
         return self._snapshot.generation
 
-    def add(self, items: AddedItems) -> Snapshot:
-        """Build the extended snapshot off to the side, then swap it in; returns the new snapshot."""
+    def add(self, items: AddedItems, max_added_rows: int | None = None) -> Snapshot:
+        """Build the extended snapshot off to the side, then swap it in; returns the new snapshot.
+
+        `max_added_rows` caps the rows all adds together may bring (AddLimitError past it).
+        """
         with self._write_lock:  # two writers must not both extend the same old snapshot
             current = self._snapshot
+            added = len(current.backend) - self.built_rows
+            if max_added_rows is not None and added + len(items.keys) > max_added_rows:
+                raise AddLimitError(
+                    f"index {self.name!r} already holds {added} added rows; {len(items.keys)} more would pass the "
+                    f"server's limit of {max_added_rows} (--max-added-rows); rebuild the index to keep more"
+                )
             duplicates = [k for k in items.keys if current.backend.has_key(k)]
             if duplicates:
                 raise DuplicateKeyError(
@@ -179,3 +189,7 @@ class UnknownKeyError(RetrievalError):
 
 class DuplicateKeyError(RetrievalError):
     """An add request reused a key the index already holds (HTTP 409)."""
+
+
+class AddLimitError(RetrievalError):
+    """An add request would pass the server's cap on added rows (HTTP 413)."""

@@ -20,8 +20,8 @@ from pretrain import checkpoint, models
 from pretrain.encoder import Encoder
 from pretrain.errors import PretrainError
 from retrieval.serve.app import create_app
+from tests.retrieval.serve.fakes import serve_config
 from retrieval.serve.backend import load_registry
-from retrieval.serve.config import ServeConfig, ServeLimits
 
 FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shards"
 MODEL = "clip-tiny-64-minilm"
@@ -91,7 +91,7 @@ def test_zeroshot_search_and_serve_work_after_the_move(moved_tree: Path, tmp_pat
     hits = hits["results"] if isinstance(hits, dict) else hits
     assert len(hits) == 3 and all(Path(h["shard"]).is_relative_to(moved_tree.resolve() / "data") for h in hits)
     registry = load_registry([("emoji", moved_tree / "index")])
-    with TestClient(create_app(registry, ServeConfig(limits=ServeLimits()))) as client:
+    with TestClient(create_app(registry, serve_config())) as client:
         results = client.post("/search", json={"text": "grinning face", "k": 2}).json()["results"]
         assert [h["key"] for h in results] == [h["key"] for h in hits[:2]]
         image = client.get(results[0]["image_url"])

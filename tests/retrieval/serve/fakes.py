@@ -17,11 +17,13 @@ import threading
 import time
 from pathlib import Path
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import uvicorn
 from PIL import Image, ImageDraw
 
+from retrieval.serve.config import LOOPBACK_HOSTS, ServeConfig, ServeLimits
 from retrieval.serve.registry import AddedItems, ImageLocation
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (240, 230, 20),
@@ -173,3 +175,9 @@ def running_server(app) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+def serve_config(**settings: Any) -> ServeConfig:
+    """ServeConfig as these tests use it: TestClient's Host 'testserver' and loopback allowed, the add route on."""
+    defaults = {"allowed_hosts": ["testserver", *LOOPBACK_HOSTS], "allow_add": True, "limits": ServeLimits()}
+    return ServeConfig(**(defaults | settings))

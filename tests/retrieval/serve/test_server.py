@@ -11,10 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from retrieval.serve.config import ServeConfig, ServeLimits
 from retrieval.serve.app import create_app
 from retrieval.serve.registry import IndexRegistry, ServedIndex
-from tests.retrieval.serve.fakes import COLORS, DIM, ColorBackend, draw, png_bytes, write_color_shard
+from tests.retrieval.serve.fakes import COLORS, DIM, ColorBackend, draw, png_bytes, write_color_shard, serve_config
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,7 @@ def client(shard: Path) -> TestClient:
     only_circles = ColorBackend(shard, [backend.keys[i] for i in circles], [backend.captions[i] for i in circles],
                                 backend.image_vectors[circles], backend.text_vectors[circles], backend.stored)
     registry = IndexRegistry([full, ServedIndex("circles", only_circles)])
-    with TestClient(create_app(registry, ServeConfig(limits=ServeLimits()))) as test_client:
+    with TestClient(create_app(registry, serve_config())) as test_client:
         yield test_client
 
 

@@ -9,11 +9,10 @@ from fastapi.testclient import TestClient
 
 from clipline.commands.serve import main, parse_index_arg
 from retrieval.errors import RetrievalError
-from retrieval.serve.config import ServeConfig, ServeLimits
 from retrieval.serve.app import create_app
 from retrieval.serve.guards import check_bind_safety, is_loopback_host
 from retrieval.serve.registry import IndexRegistry, ServedIndex
-from tests.retrieval.serve.fakes import ColorBackend, write_color_shard
+from tests.retrieval.serve.fakes import ColorBackend, write_color_shard, serve_config
 
 KEY = "s3cret-key"
 
@@ -22,7 +21,7 @@ KEY = "s3cret-key"
 def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
     shard = write_color_shard(tmp_path_factory.mktemp("colors"))
     registry = IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))])
-    app = create_app(registry, ServeConfig(limits=ServeLimits(), api_key=KEY))
+    app = create_app(registry, serve_config(api_key=KEY))
     with TestClient(app) as c:
         yield c
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from retrieval.client import SearchClient, SearchClientError
-from retrieval.serve.config import ServeConfig, ServeLimits
+from retrieval.serve.config import ServeLimits
 from retrieval.serve.app import create_app
 from retrieval.serve.registry import AddedItems, IndexRegistry, ServedIndex
 from retrieval.serve.text_batcher import TextSearchBatcher
-from tests.retrieval.serve.fakes import COLORS, DIM, ColorBackend, draw, running_server, write_color_shard
+from tests.retrieval.serve.fakes import COLORS, DIM, ColorBackend, draw, running_server, write_color_shard, serve_config
 
 
 class CountingBackend(ColorBackend):
@@ -65,7 +65,7 @@ def test_batched_and_unbatched_servers_answer_alike(shard: Path) -> None:
     answers = {}
     for batch_text in (True, False):
         registry = IndexRegistry([ServedIndex("colors", counting_backend(shard))])
-        app = create_app(registry, ServeConfig(limits=ServeLimits(), batch_text=batch_text))
+        app = create_app(registry, serve_config(batch_text=batch_text))
         with running_server(app) as url:
             client = SearchClient(url)
             answers[batch_text] = [[(h["key"], h["score"], h["image_url"][len(url):]) for h in
@@ -75,7 +75,7 @@ def test_batched_and_unbatched_servers_answer_alike(shard: Path) -> None:
 
 def test_client_round_trip(shard: Path) -> None:
     registry = IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))])
-    app = create_app(registry, ServeConfig(limits=ServeLimits(), api_key="k1"))
+    app = create_app(registry, serve_config(api_key="k1"))
     with running_server(app) as url:
         client = SearchClient(url, api_key="k1")
         hits = client.search_text("green square", k=2)
@@ -110,7 +110,7 @@ def test_queries_during_swaps_see_old_or_new_index_never_broken(shard: Path) -> 
     backend = ColorBackend.from_shard(shard)
     backend.add_delay_s = 0.02  # queries keep arriving while each new index is being built
     served = ServedIndex("colors", backend)
-    app = create_app(IndexRegistry([served]), ServeConfig(limits=ServeLimits(max_k=1000)))
+    app = create_app(IndexRegistry([served]), serve_config(limits=ServeLimits(max_k=1000)))
     swaps, per_add = 15, 3
     seen: Counter = Counter()
     failures: list[str] = []

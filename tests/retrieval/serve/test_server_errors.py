@@ -10,10 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from retrieval.serve.config import ServeConfig, ServeLimits
+from retrieval.serve.config import ServeLimits
 from retrieval.serve.app import create_app
 from retrieval.serve.registry import IndexRegistry, ServedIndex
-from tests.retrieval.serve.fakes import DIM, ColorBackend, draw, png_bytes, write_color_shard
+from tests.retrieval.serve.fakes import DIM, ColorBackend, draw, png_bytes, write_color_shard, serve_config
 
 LIMITS = ServeLimits(max_k=50, max_text_chars=200, max_image_bytes=200_000, max_image_pixels=1_000_000,
                      max_body_bytes=300_000, max_add_items=5)
@@ -28,7 +28,7 @@ def shard(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def client(shard: Path) -> TestClient:
     registry = IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))])
-    with TestClient(create_app(registry, ServeConfig(limits=LIMITS)), raise_server_exceptions=False) as c:
+    with TestClient(create_app(registry, serve_config(limits=LIMITS)), raise_server_exceptions=False) as c:
         yield c
 
 
@@ -183,7 +183,7 @@ def test_internal_error_is_500_without_internals(shard: Path) -> None:
 
     base = ColorBackend.from_shard(shard)
     backend = Broken(shard, base.keys, base.captions, base.image_vectors, base.text_vectors, base.stored)
-    app = create_app(IndexRegistry([ServedIndex("broken", backend)]), ServeConfig(limits=LIMITS))
+    app = create_app(IndexRegistry([ServedIndex("broken", backend)]), serve_config(limits=LIMITS))
     with TestClient(app, raise_server_exceptions=False) as c:
         response = c.post("/search", json={"text": "red"})
     assert response.status_code == 500

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 
 from clipline.commands.serve import main as serve_main
 from retrieval.retriever import Retriever
-from retrieval.serve.config import ServeConfig, ServeLimits
 from retrieval.serve.backend import load_registry
 from retrieval.serve.app import create_app
+from tests.retrieval.serve.fakes import serve_config
 
 FIXTURE_SHARDS = Path(__file__).resolve().parents[2] / "fixtures" / "emoji_shards"
 
@@ -27,7 +27,7 @@ def registry(emoji_index: Path):
 
 @pytest.fixture()
 def client(registry) -> TestClient:
-    with TestClient(create_app(registry, ServeConfig(limits=ServeLimits()))) as c:
+    with TestClient(create_app(registry, serve_config())) as c:
         yield c
 
 
@@ -89,7 +89,7 @@ def test_text_side_returns_captions(client: TestClient, emoji_index: Path, encod
 
 def test_added_rows_are_searchable_after_the_swap(emoji_index: Path, encoder) -> None:
     registry = load_registry([("emoji", emoji_index)])
-    with TestClient(create_app(registry, ServeConfig(limits=ServeLimits()))) as client:
+    with TestClient(create_app(registry, serve_config())) as client:
         query = encoder.encode_text(["a purple giraffe on skis"]).numpy()[0]
         before = client.post("/search", json={"embedding": query.tolist(), "k": 3}).json()
         item = {"key": "giraffe-1", "caption": "a purple giraffe on skis",
@@ -111,7 +111,7 @@ def test_added_rows_are_searchable_after_the_swap(emoji_index: Path, encoder) ->
 def test_real_swaps_under_concurrent_text_queries(emoji_index: Path) -> None:
     registry = load_registry([("emoji", emoji_index)])
     served = next(iter(registry))
-    app = create_app(registry, ServeConfig(limits=ServeLimits()))
+    app = create_app(registry, serve_config())
     failures: list[str] = []
     stop = threading.Event()
     rng = np.random.default_rng(0)
@@ -144,13 +144,17 @@ def test_real_swaps_under_concurrent_text_queries(emoji_index: Path) -> None:
 def test_cli_loads_indices_and_starts_uvicorn(emoji_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     started = {}
 
-    def fake_run(app, **kwargs):  # uvicorn.run would block; keep the app and test it
-        started.update(kwargs, app=app)
+    def fake_run(server, sockets=None):  # Server.run would block; keep the app and test it
+        started.update(host=server.config.host, port=server.config.port, app=server.config.app, sockets=sockets)
 
-    monkeypatch.setattr("uvicorn.run", fake_run)
-    serve_main([f"emoji={emoji_index}", "--port", "8123", "--max-k", "7", "--api-key", "k"])
-    assert started["host"] == "127.0.0.1" and started["port"] == 8123
+    monkeypatch.setattr("uvicorn.Server.run", fake_run)
+    serve_main([f"emoji={emoji_index}", "--port", "0", "--max-k", "7", "--api-key", "k"])
+    assert started["host"] == "127.0.0.1" and started["sockets"][0].getsockname()[0] == "127.0.0.1"
+    started["sockets"][0].close()
+    headers = {"x-api-key": "k", "host": "127.0.0.1:8123"}
     with TestClient(started["app"]) as client:
-        assert client.post("/search", json={"text": "x", "k": 8}, headers={"x-api-key": "k"}).status_code == 400
-        answer = client.post("/search", json={"text": "x", "k": 7}, headers={"x-api-key": "k"})
+        assert client.post("/search", json={"text": "x", "k": 8}, headers=headers).status_code == 400
+        answer = client.post("/search", json={"text": "x", "k": 7}, headers=headers)
         assert len(answer.json()["results"]) == 7
+        assert client.post("/search", json={"text": "x"}, headers={"x-api-key": "k"}).status_code == 400  # Host
+        assert client.post("/indices/emoji/add", json={"items": []}, headers=headers).status_code in (404, 405)

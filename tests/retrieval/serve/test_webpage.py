@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.serve.config import ServeConfig, ServeLimits
+from retrieval.serve.config import ServeLimits
 from retrieval.serve.app import create_app
 from retrieval.serve.registry import IndexRegistry, ServedIndex
-from tests.retrieval.serve.fakes import ColorBackend, draw, running_server, write_color_shard
+from tests.retrieval.serve.fakes import ColorBackend, draw, running_server, write_color_shard, serve_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -59,7 +59,7 @@ def result_keys(page) -> list[str]:
 def test_typed_query_renders_results_and_click_searches_by_image(browser_page, shard: Path, tmp_path: Path) -> None:
     backend = ColorBackend.from_shard(shard)
     served = ServedIndex("colors", backend)
-    app = create_app(IndexRegistry([served]), ServeConfig(limits=ServeLimits()))
+    app = create_app(IndexRegistry([served]), serve_config())
     page = browser_page
     with running_server(app) as url:
         page.goto(url + "/")
@@ -98,7 +98,7 @@ def test_captions_are_shown_as_text_not_markup(browser_page, shard: Path) -> Non
     captions = [*base.captions, XSS_CAPTION]
     backend = ColorBackend(shard, keys, captions, base.image_vectors[[*range(12), 0]],
                            base.text_vectors[[*range(12), 0]], base.stored)
-    app = create_app(IndexRegistry([ServedIndex("colors", backend)]), ServeConfig(limits=ServeLimits()))
+    app = create_app(IndexRegistry([ServedIndex("colors", backend)]), serve_config())
     page = browser_page
     with running_server(app) as url:
         page.goto(url + "/")
@@ -113,7 +113,7 @@ def test_captions_are_shown_as_text_not_markup(browser_page, shard: Path) -> Non
 
 def test_page_asks_for_the_api_key_and_uses_it(browser_page, shard: Path) -> None:
     app = create_app(IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))]),
-                     ServeConfig(limits=ServeLimits(), api_key="page-key"))
+                     serve_config(api_key="page-key"))
     page = browser_page
     with running_server(app) as url:
         page.goto(url + "/")
@@ -132,7 +132,7 @@ def test_page_asks_for_the_api_key_and_uses_it(browser_page, shard: Path) -> Non
 
 def test_bad_query_shows_the_server_message(browser_page, shard: Path) -> None:
     app = create_app(IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))]),
-                     ServeConfig(limits=ServeLimits(max_text_chars=5)))
+                     serve_config(limits=ServeLimits(max_text_chars=5)))
     page = browser_page
     with running_server(app) as url:
         page.goto(url + "/")
@@ -145,7 +145,7 @@ def test_bad_query_shows_the_server_message(browser_page, shard: Path) -> None:
 def test_real_emoji_index_renders_in_the_page(browser_page, emoji_index: Path, tmp_path: Path) -> None:
     from retrieval.serve.backend import load_registry
 
-    app = create_app(load_registry([("emoji", emoji_index)]), ServeConfig(limits=ServeLimits()))
+    app = create_app(load_registry([("emoji", emoji_index)]), serve_config())
     page = browser_page
     with running_server(app) as url:
         page.goto(url + "/")
