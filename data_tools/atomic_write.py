@@ -12,7 +12,10 @@ fsync, then renamed over the target in one `os.replace`. A reader, or a crash
     with atomic_directory(path) as tmp: ...   a directory, written as `.NAME.tmp-XXXX` then renamed
 
 Temporary names start with a dot, so globs such as `part_*.npy` or `step_*`
-never pick up a half-written one.
+never pick up a half-written one. They carry the writer's host and process id
+(`.NAME.tmp-HOST-PID-RAND`), so the leftovers of a killed writer are
+recognised and removed by the next write of the same target
+(`remove_stale_temporaries`); a live writer's are never touched.
 """
 
 from __future__ import annotations
@@ -20,12 +23,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
+import socket
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from data_tools.output_paths import check_output_dir, check_output_file
 
 
 def fsync_path(path: Path) -> None:
@@ -55,9 +63,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     `np.save`) write the right one. On an exception the temporary file is
     removed and `path` is left as it was.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
+    path = check_output_file(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{_writer_tag()}-{secrets.token_hex(4)}{path.suffix}")
     try:
         yield tmp
         fsync_path(tmp)
@@ -97,9 +104,10 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     moment `path` is the old directory or the new one. On an exception the
     temporary directory is removed and `path` is left as it was.
     """
-    path = Path(path)
+    path = check_output_dir(path, create=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    remove_stale_temporaries(path.parent, path.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{_writer_tag()}-", dir=path.parent))
     try:
         yield tmp
         for item in sorted(tmp.rglob("*")):
@@ -116,7 +124,52 @@ def _swap_into_place(tmp: Path, path: Path) -> None:
     if not path.exists():
         os.replace(tmp, path)
         return
-    old = path.with_name(f".{path.name}.old-{secrets.token_hex(4)}")
+    old = path.with_name(f".{path.name}.old-{_writer_tag()}-{secrets.token_hex(4)}")
     os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _host_tag() -> str:
+    return f"{zlib.crc32(socket.gethostname().encode()) & 0xFFFF:04x}"
+
+
+def _writer_tag() -> str:
+    """HOST-PID of this process, as temporary names carry it."""
+    return f"{_host_tag()}-{os.getpid()}"
+
+
+STALE_NAME = re.compile(r"^\.(?P<target>.+)\.(?:tmp|old)-(?P<host>[0-9a-f]{4})-(?P<pid>\d+)-")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: str | Path, target: str | None = None) -> list[Path]:
+    """Delete temporaries in `directory` left by a killed writer on this host (all, or those of `target`).
+
+    A writer counts as killed when its process id no longer runs here; a name
+    written on another host, or in an older format, is left alone.
+    """
+    directory, removed = Path(directory), []
+    if not directory.is_dir():
+        return removed
+    for entry in directory.iterdir():
+        found = STALE_NAME.match(entry.name)
+        if not found or found["host"] != _host_tag() or (target and found["target"] != target):
+            continue
+        if _process_alive(int(found["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed

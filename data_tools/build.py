@@ -14,8 +14,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_tools.atomic_write import write_json_atomic
+from data_tools.build_marker import mark_build_finished, mark_build_started
 from data_tools.encode_sample import EncodedSample, Skipped, encode_record
 from data_tools.errors import DataError
+from data_tools.output_paths import check_output_dir
 from data_tools.records import SourceData, SourceRecord
 from data_tools.shard_writer import ShardWriter
 
@@ -41,10 +43,11 @@ class BuildConfig:
 
 
 def _prepare_out_dir(config: BuildConfig) -> None:
-    config.out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(config.out)
     old = sorted(config.out.glob("*.tar")) + sorted(config.out.glob("*.tar.tmp"))
     if old and not config.overwrite:
         raise DataError(f"{config.out} already holds shards ({old[0].name}, ...); pass --overwrite or choose another --out")
+    mark_build_started(config.out)  # before anything is removed or written: a kill from here on is visible
     for path in old:
         path.unlink()
     (config.out / "dataset.json").unlink(missing_ok=True)
@@ -106,4 +109,5 @@ def build_shards(data: SourceData, config: BuildConfig) -> dict:
         "skipped": dict(sorted(skipped.items())),
     }
     write_json_atomic(config.out / "dataset.json", info)
+    mark_build_finished(config.out)
     return info

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from data_tools.build_marker import incomplete_build
 from data_tools.contact_sheet import write_contact_sheet
 from data_tools.loader import list_shards, read_dataset_info
 from data_tools.sample_fields import ParsedSample, SampleProblem, parse_sample
@@ -89,6 +90,7 @@ def inspect_shards(directory: str | Path, grid: Path | None = None, grid_count: 
         "unreadable": dict(problems),
         "build_skipped": info.get("skipped", {}),
         "source": info.get("source"),
+        "incomplete_build": incomplete_build(directory),
     }
     if grid is not None and picked:
         report["grid"] = str(write_contact_sheet([item[1:] for item in sorted(picked, key=lambda i: i[0])], grid))

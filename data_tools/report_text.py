@@ -32,6 +32,8 @@ def inspect_text(report: dict) -> str:
                      + " (run `clipline data validate` for details)")
     if report.get("grid"):
         lines.append(f"contact sheet: {report['grid']}")
+    if report.get("incomplete_build"):
+        lines.append(report["incomplete_build"])
     return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from data_tools.build_marker import incomplete_build
 from data_tools.loader import list_shards, read_dataset_info
 from data_tools.sample_fields import SampleProblem, parse_sample
 from data_tools.tar_samples import iter_tar_samples
@@ -30,11 +31,15 @@ def validate_shards(directory: str | Path) -> dict:
     """Report: per-shard good/expected counts, every problem found, and `ok` (no problem at all).
 
     Besides unreadable tars and samples, a shard holding fewer samples than dataset.json
-    says (e.g. truncated at a member boundary) and a listed shard that is missing count as problems.
+    says (e.g. truncated at a member boundary), a listed shard that is missing, and an
+    interrupted `clipline data build` (`build_marker`) count as problems.
     """
     shards = list_shards(directory)
     expected = read_dataset_info(directory).get("shards", {})
     per_shard, problems = {}, []
+    unfinished = incomplete_build(directory)
+    if unfinished:
+        problems.append({"shard": "(build)", "key": None, "reason": "incomplete_build", "detail": unfinished})
     for path in shards:
         good, shard_problems = _validate_shard(path)
         name = Path(path).name

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from data_tools.loader import make_loader
 from data_tools.loader_workers import auto_loader_workers
 from data_tools.thread_prefetch import prefetch_in_thread
+from evaluate.errors import EvaluateError
 from pretrain.cpu_memory import keep_freed_memory
 from pretrain.precision import encoder_device, precision_context
 
@@ -44,6 +45,8 @@ class ShardImageFeatures:
     def __init__(self, encoder: Any, data: str | Path, *, batch_size: int = 128, max_samples: int | None = None,
                  num_workers: int | None = None, precision: str = "fp32", progress: bool = False,
                  desc: str = "encoding images") -> None:  # fmt: skip
+        if max_samples is not None and max_samples < 1:
+            raise EvaluateError(f"--max-samples must be at least 1, got {max_samples} (leave it out for every sample)")
         self.encoder, self.max_samples, self.precision = encoder, max_samples, precision
         self.progress, self.desc = progress, desc
         self.num_workers = auto_loader_workers(num_workers)

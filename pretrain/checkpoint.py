@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from data_tools.atomic_write import atomic_directory
+from data_tools.atomic_write import atomic_directory, remove_stale_temporaries
 from pretrain.errors import PretrainError
 
 WEIGHTS_FILE = "model.safetensors"
@@ -55,6 +55,7 @@ def save_checkpoint(run_dir: str | Path, *, step: int, state_dict: dict[str, tor
     final = checkpoint_path(run_dir, step)
     root = final.parent
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(root)  # half-written step dirs of a killed run (never a live writer's)
     # Re-saving a step (e.g. a signal right after a periodic save) replaces it whole.
     with atomic_directory(final) as tmp:
         # safetensors refuses shared storage; clones make every tensor its own.
@@ -162,7 +163,8 @@ def read_train_state(ckpt_dir: str | Path) -> dict[str, Any]:
     try:  # the state holds numpy/python RNG states and plain dicts, not just tensors
         state = torch.load(path, map_location="cpu", weights_only=False)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise PretrainError(f"{path} cannot be read ({str(err).splitlines()[0]}): the train state is truncated "
+        reason = str(err).split(". ")[0][:160]
+        raise PretrainError(f"{path} cannot be read ({reason}): the train state is truncated "
                             "or damaged; resume from an earlier checkpoint (--resume CKPT_DIR) or start fresh") from err
     if not isinstance(state, dict):
         raise PretrainError(f"{path} holds no train state; resume from an earlier checkpoint or start fresh")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from data_tools.atomic_write import atomic_path, write_text_atomic
+from data_tools.output_paths import check_output_dir
 
 LOG = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
@@ -31,7 +32,7 @@ class RunLog:
         self._tb = None
         if not enabled:
             return
-        run_dir.mkdir(parents=True, exist_ok=True)
+        check_output_dir(run_dir)
         if truncate_after_step is not None:
             self._truncate(truncate_after_step)
         try:

@@ -3,7 +3,9 @@
 One part per shard (see `retrieval.embedding_store` for the layout). Each part's
 arrays are written under temporary names and renamed, metadata last, so a part
 either exists whole or not at all; a rerun skips complete parts, which makes an
-interrupted run resumable shard by shard. Under `accelerate launch` (or
+interrupted run resumable shard by shard. A shard that is truncated part-way
+gives a partial part (`part_N.partial.json` beside its metadata): searchable,
+but info.json says `complete: false` and the next run embeds it again. Under `accelerate launch` (or
 torchrun) process r embeds shards r, r+world, r+2·world, ... and rank 0
 writes info.json once all are done.
 """
@@ -20,7 +22,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from data_tools.atomic_write import atomic_path, write_json_atomic
+from data_tools.atomic_write import atomic_path, remove_stale_temporaries, write_json_atomic
+from data_tools.output_paths import check_output_dir
 from retrieval.embedding_store import MODALITY_DIRS
 from retrieval.encoder_spec import load_encoder
 from retrieval.errors import RetrievalError
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
     from pretrain.encoder import Encoder
 
 EMBEDDINGS_FORMAT = "clipline-embeddings/1"
+# beside metadata/part_N.parquet when shard N could be read only part-way
+PARTIAL_SUFFIX = ".partial.json"
 
 
 @dataclass(kw_only=True)
@@ -60,12 +65,14 @@ def embed_shards(config: EmbedConfig, *, encoder: Encoder | None = None,
     """Embed this process's shards (skipping complete parts); rank 0 returns and writes info.json."""
     if config.batch_size < 1:
         raise RetrievalError(f"--batch-size must be >= 1, got {config.batch_size}")
+    check_output_dir(config.out, create=False)  # a wrong --out fails before the model loads
     shards = _list_shards(config.data)
     rank, world, processes = _processes()
     encoder = encoder or load_encoder(config.checkpoint, config.device)
-    out = Path(config.out)
+    out = check_output_dir(config.out)
     for folder in (*MODALITY_DIRS.values(), "metadata"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
+        check_output_dir(out / folder)
+        remove_stale_temporaries(out / folder)  # arrays of a killed run
     _claim(out, config, encoder, rank)
     mine = shards_of_rank(len(shards), rank, world)
     done = 0
@@ -85,6 +92,9 @@ def embed_shards(config: EmbedConfig, *, encoder: Encoder | None = None,
     info = _write_info(out, config, encoder, shards) if rank == 0 else {}
     if rank == 0:
         log(f"{info['count']} samples in {info['parts']} parts, dim {info['dim']}: {out}")
+        for part, shard in info["partial"].items():
+            log(f"warning: {shard} could be read only part-way ({part} holds its readable samples); "
+                "check it with `clipline data validate`, then rerun embed to redo that part")
     return info
 
 
@@ -93,8 +103,8 @@ def embed_shard(encoder: Encoder, shard: str, out: Path, part: str, config: Embe
     from evaluate.shard_encoding import ShardImageFeatures
 
     images, texts, keys, captions, metas = [], [], [], [], []
-    for features, batch in ShardImageFeatures(encoder, shard, batch_size=config.batch_size,
-                                              num_workers=config.num_workers):
+    reader = ShardImageFeatures(encoder, shard, batch_size=config.batch_size, num_workers=config.num_workers)
+    for features, batch in reader:
         images.append(features.cpu().numpy())  # (B, D)
         texts.append(encoder.encode_text(batch["caption"]).cpu().numpy())  # (B, D)
         keys += batch["key"]
@@ -109,9 +119,16 @@ def embed_shard(encoder: Encoder, shard: str, out: Path, part: str, config: Embe
         rows.append(metadata_row(key=key, caption=caption, shard=Path(shard).name,
                                  member=span.member if span else "", offset=span.offset if span else -1,
                                  size=span.size if span else 0, meta=meta))
+    partial = out / "metadata" / f"{part}{PARTIAL_SUFFIX}"
+    unreadable = reader.skipped.get("corrupt_tar", 0)
+    if unreadable:  # before the part's files: a part is never complete-looking without its whole shard
+        write_json_atomic(partial, {"shard": Path(shard).name, "reason": "the tar is truncated or unreadable "
+                                    "part-way; its readable samples are embedded", "rows": len(rows)})
     _save_npy(np.concatenate(images).astype(dtype) if images else empty, out / "img_emb" / f"{part}.npy")
     _save_npy(np.concatenate(texts).astype(dtype) if texts else empty, out / "text_emb" / f"{part}.npy")
     write_metadata(rows, out / "metadata" / f"{part}.parquet")  # last: marks the part complete
+    if not unreadable:
+        partial.unlink(missing_ok=True)
     return len(rows)
 
 
@@ -120,9 +137,14 @@ def shards_of_rank(count: int, rank: int, world: int) -> list[int]:
     return list(range(rank, count, world))
 
 
-def part_complete(out: Path, part: str) -> bool:
+def part_written(out: Path, part: str) -> bool:
     return all((out / d / f"{part}.npy").is_file() for d in MODALITY_DIRS.values()) and (
         out / "metadata" / f"{part}.parquet").is_file()
+
+
+def part_complete(out: Path, part: str) -> bool:
+    """Written, from a whole shard (a partial part is embedded again by the next run)."""
+    return part_written(out, part) and not (out / "metadata" / f"{part}{PARTIAL_SUFFIX}").exists()
 
 
 def _list_shards(data: str) -> list[str]:
@@ -173,11 +195,12 @@ def _describe(config: EmbedConfig, encoder: Encoder) -> dict:
 def _write_info(out: Path, config: EmbedConfig, encoder: Encoder, shards: list[str]) -> dict:
     import pyarrow.parquet as pq
 
-    parts = {f"part_{i:05d}": Path(s).name for i, s in enumerate(shards) if part_complete(out, f"part_{i:05d}")}
+    parts = {f"part_{i:05d}": Path(s).name for i, s in enumerate(shards) if part_written(out, f"part_{i:05d}")}
+    partial = sorted(p for p in parts if not part_complete(out, p))
     count = sum(pq.ParquetFile(out / "metadata" / f"{p}.parquet").metadata.num_rows for p in parts)
     info = _describe(config, encoder) | {
-        "count": count, "parts": len(parts), "complete": len(parts) == len(shards), "shards": parts,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "count": count, "parts": len(parts), "complete": len(parts) == len(shards) and not partial,
+        "shards": parts, "partial": {p: parts[p] for p in partial}, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_json_atomic(out / "info.json", info)
     return info

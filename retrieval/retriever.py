@@ -142,6 +142,9 @@ def _open_query_image(image: Image.Image | str | Path) -> Image.Image:
         raise RetrievalError(f"cannot read query image {path}: {err.strerror}") from err
     try:
         return decode_image(data, path.suffix.lstrip(".").lower() or None)
+    except Image.DecompressionBombError as err:
+        raise RetrievalError(f"query image {path} is too large to decode safely ({err.args[0].split(',')[0]}); "
+                             "resize it first") from err
     except (OSError, ValueError, SyntaxError) as err:
         raise RetrievalError(f"query image {path} does not decode as an image ({type(err).__name__}); "
                              "pass a JPEG, PNG or WebP file") from err

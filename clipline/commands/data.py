@@ -12,6 +12,7 @@ from clipline.commands.errors import fail, reported_errors
 from clipline.flags import parse_config
 from data_tools.atomic_write import write_json_atomic
 from data_tools.build import BuildConfig, build_shards
+from data_tools.output_paths import check_output_file
 from data_tools.sources import SOURCE_HELP, SourceConfig, load_source
 
 EXIT_CORRUPT = 1
@@ -64,24 +65,30 @@ class ValidateConfig:
     """Print the full report as JSON."""
 
 
-def run_build(config: DataBuildConfig) -> None:
+def run_build(config: DataBuildConfig) -> int:
     info = build_shards(load_source(config.source, config.read), config.build)
     print(json.dumps({k: info[k] for k in ("num_samples", "shards", "skipped", "source")}
                      | {"out": str(config.build.out)}))
+    return 0
 
 
-def run_inspect(config: InspectConfig) -> None:
+def run_inspect(config: InspectConfig) -> int:
     from data_tools.inspect_shards import inspect_shards
     from data_tools.report_text import inspect_text
 
+    if config.grid is not None:
+        check_output_file(config.grid)
     report = inspect_shards(config.dir, grid=config.grid, grid_count=config.grid_count)
     print(json.dumps(report, indent=2, ensure_ascii=False) if config.json else inspect_text(report))
+    return EXIT_CORRUPT if report["incomplete_build"] else 0
 
 
 def run_validate(config: ValidateConfig) -> int:
     from data_tools.report_text import validate_text
     from data_tools.validate import validate_shards
 
+    if config.out is not None:
+        check_output_file(config.out)
     report = validate_shards(config.dir)
     if config.out is not None:
         write_json_atomic(config.out, report)

@@ -17,6 +17,7 @@ from clipline.commands.model_choice import ModelChoiceConfig, normalised, report
 from clipline.flags import config_values, parse_config
 from data_tools.atomic_write import write_json_atomic
 from data_tools.loader import read_dataset_info
+from data_tools.output_paths import check_output_file
 from pretrain.encoder_choice import check_image_size, open_encoder
 
 
@@ -50,6 +51,7 @@ def run_retrieval_eval(cmd: RetrievalEvalConfig) -> dict[str, Any]:
     """Evaluate and write report.json; returns the report."""
     from evaluate.retrieval_recall import RetrievalEvaluator
 
+    check_output_file(cmd.out)  # a wrong --out fails before any work
     choice = normalised(cmd.encoder)
     info = read_dataset_info(cmd.data)
     print(f"eval retrieval: loading {choice.checkpoint or choice.model}", file=sys.stderr)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from clipline.commands.errors import reported_errors
 from clipline.flags import parse_config
+from data_tools.output_paths import check_output_dir
 from evaluate.errors import EvaluateError
 
 
@@ -46,7 +46,7 @@ def run_explain(cmd: ExplainConfig) -> None:
     if cmd.method != "all" and cmd.method not in METHODS:
         raise EvaluateError(f"unknown --method {cmd.method!r}; choose all or one of {', '.join(METHODS)}")
     methods = METHODS if cmd.method == "all" else (cmd.method,)
-    out = Path(cmd.out)
+    out = check_output_dir(cmd.out, create=False)  # a file at --out fails before the model loads
     summary = render_heatmaps(Encoder.load(cmd.checkpoint), cmd.data, out, text=cmd.text, count=cmd.count,
                               methods=methods)
     print(f"heatmap: wrote {out / 'heatmaps.png'}; mean object focus {json.dumps(summary['mean_object_focus'])}")

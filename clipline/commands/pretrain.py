@@ -19,6 +19,7 @@ from jsonargparse import DefaultHelpFormatter
 
 from clipline.commands.errors import reported_errors
 from clipline.flags import ConfigParser, config_fields
+from data_tools.output_paths import check_output_dir
 from pretrain.config import DEFAULT_CONFIG, TrainConfig, apply_overrides, named_config
 from pretrain.errors import PretrainError
 
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     with reported_errors("pretrain"):
         config = resolve_config(build_parser().parse_config(PretrainCommandConfig, argv))
+        check_output_dir(config.run_dir, create=False)  # a file at --out fails before the model is built
         from evaluate.in_loop import evaluators_for  # the command wires the layer above pretrain
         from pretrain.train import train
 

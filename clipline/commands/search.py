@@ -14,6 +14,7 @@ from typing import Literal
 from clipline.commands.errors import reported_errors
 from clipline.commands.model_choice import ModelChoiceConfig, encoder_spec
 from clipline.flags import ConfigParser
+from data_tools.output_paths import check_output_file
 from retrieval.errors import RetrievalError
 
 
@@ -53,6 +54,8 @@ def run_search(config: SearchConfig) -> None:
 
     if (config.text is None) == (config.image is None):
         raise RetrievalError("pass exactly one of --text or --image")
+    if config.grid:
+        check_output_file(config.grid)
     retriever = Retriever(config.index, modality=config.modality,
                           checkpoint=encoder_spec(config.encoder, required=False), data_dir=config.data,
                           device=config.device)

@@ -20,6 +20,7 @@ from clipline.commands.errors import reported_errors
 from clipline.commands.model_choice import ModelChoiceConfig, normalised, report_provenance
 from clipline.flags import config_values, parse_config
 from data_tools.loader import read_dataset_info
+from data_tools.output_paths import check_output_dir, check_output_file
 from evaluate.class_names import read_class_file
 from finetune.errors import FinetuneError
 from pretrain.encoder_choice import check_image_size, open_encoder
@@ -68,6 +69,9 @@ def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
     from evaluate.report import write_zeroshot_report
     from evaluate.zeroshot import ZeroShotEvaluator
 
+    check_output_file(cmd.out)  # a wrong --out fails before any work, leaving nothing behind
+    if cmd.report_dir:
+        check_output_dir(cmd.report_dir, create=False)
     choice = normalised(cmd.encoder)
     if cmd.adapter and (choice.model or not choice.checkpoint):
         raise FinetuneError("--adapter needs the --checkpoint it was trained on (not --model)")

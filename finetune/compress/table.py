@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from data_tools.atomic_write import write_json_atomic
+from data_tools.output_paths import check_output_dir
 from data_tools.errors import DataError
 from data_tools.loader import make_loader
 from evaluate.retrieval_recall import RetrievalEvaluator
@@ -130,13 +131,13 @@ def compression_table(*, checkpoint: str, data: str, out: str, train_data: str |
     unknown = sorted(wanted - set(VARIANTS))
     if unknown:
         raise FinetuneError(f"unknown compression variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    check_output_dir(out, create=False)  # a file at --out fails before the model loads
     try:
         base = Encoder.load(checkpoint)
         images = _speed_batch(base, data, config.speed_images)
     except (PretrainError, DataError) as exc:
         raise FinetuneError(str(exc)) from exc
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_output_dir(out)
     dense = base.model
     rows: dict[str, dict[str, Any]] = {}
     for name in ["fp32", *[v for v in VARIANTS if v in wanted and v != "fp32"]]:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from data_tools.atomic_write import write_json_atomic
+from data_tools.output_paths import check_output_dir
 from finetune.errors import FinetuneError
 from finetune.fusion.cache import FeatureCache
 from finetune.fusion.config import FusionConfig
@@ -122,6 +122,7 @@ def train_fusion(*, checkpoint: str, train_data: str, eval_data: str, out: str, 
     towers, so several heads are compared on tower outputs computed once.
     """
     config.validate()
+    check_output_dir(out, create=False)  # a file at --out fails before training
     tasks = parse_tasks(config.label_field or config.tasks)
     classes = resolve_label_spaces(train_data, tasks)
     resolve_label_spaces(eval_data, tasks)  # a task absent from the eval shards fails now, not after training
@@ -130,8 +131,7 @@ def train_fusion(*, checkpoint: str, train_data: str, eval_data: str, out: str, 
     model = FusionClassifier(encoder.model, config.head_config(), classes)
     trainable_tower_params = set_towers_trainable(encoder.model, config.towers, config.unfrozen_blocks)
     weighting = TaskLossWeighting(tasks, config.task_weighting, config.task_weights)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_output_dir(out)
     write_json_atomic(out_dir / "config.json", {"method": "fusion", "checkpoint": checkpoint,
                                                 "train_data": train_data, "eval_data": eval_data,
                                                 **config.as_dict()})

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from data_tools.atomic_write import write_json_atomic
+from data_tools.output_paths import check_output_dir
 from finetune.methods.adapter_io import save_adapter
 from finetune.methods.experiment import METHODS, Prepared, evaluate, make_task, prepare, timed_fit, zeroshot_report
 from finetune.methods.imbalance import ImbalanceConfig
@@ -69,6 +70,7 @@ def prepare_from(options: FewShotDataConfig) -> Prepared:
 def run_finetune(method: str, options: FinetuneConfig, method_config: Any = None) -> dict[str, Any]:
     """Train `method`, evaluate it and zero-shot on eval, save the adapter and report.json in options.out."""
     shots: Shots = parse_shots(str(options.shots))[0]
+    check_output_dir(options.out, create=False)  # a file at --out fails before the features are encoded
     prep = prepare_from(options)
     task, split = make_task(prep, shots=shots, seed=options.seed, imbalance=options.imbalance,
                             val_shots=options.val_shots)

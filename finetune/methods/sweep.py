@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from data_tools.atomic_write import atomic_path, write_json_atomic, write_text_atomic
+from data_tools.output_paths import check_output_dir
 from finetune.errors import FinetuneError
 from finetune.methods.experiment import METHODS, Prepared, evaluate, make_task, timed_fit, zeroshot_report
 from finetune.methods.imbalance import ImbalanceConfig
@@ -48,6 +49,7 @@ def run_sweep(options: SweepConfig) -> dict[str, Any]:
         raise FinetuneError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     shot_list = parse_shots(options.shots)
     seeds = _parse_seeds(options.seeds)
+    check_output_dir(options.out, create=False)  # a file at --out fails before any run
     prep = prepare_from(options)
     runs = run_grid(prep, methods, shot_list, seeds, imbalance=options.imbalance, val_shots=options.val_shots)
     zeroshot = zeroshot_report(prep)

@@ -154,7 +154,12 @@ def train_and_fill(emb: EmbeddingSet, modality: str, choice: IndexChoice, config
         train_size = choice.train_size or min(emb.count, 100_000)
         ids = np.sort(rng.choice(emb.count, size=min(train_size, emb.count), replace=False))
         log(f"[{modality}] training on {len(ids)} vectors")
-        index.train(emb.rows(modality, ids))
+        try:
+            index.train(emb.rows(modality, ids))
+        except RuntimeError as err:  # e.g. a PQ code book needs more vectors than there are
+            reason = str(err).splitlines()[-1].split("failed: ")[-1][:200]
+            raise RetrievalError(f"faiss cannot train {choice.factory} on {len(ids)} vectors ({reason}); "
+                                 "choose a smaller --factory or leave it out") from err
     timings["train_s"] = time.perf_counter() - start
     start = time.perf_counter()
     next_report = 0
@@ -176,6 +181,10 @@ def _choose(n: int, dim: int, budget: int, config: IndexBuildConfig) -> IndexCho
     if "IVF" in factory:
         nlist = int(factory.split("IVF")[1].split(",")[0].split("_")[0])
         params = ("nprobe", "k_factor_rf") if ",R" in factory else ("nprobe",)
+    if nlist > n:
+        raise RetrievalError(f"--factory {factory} splits the vectors into {nlist} lists but there are only {n} "
+                             f"to train them on; use IVF{max(1, n // TRAIN_POINTS_PER_LIST)} or fewer lists, or leave "
+                             "--factory out to let the size choose")
     try:  # validate the string before spending time on anything else
         faiss.index_factory(dim, factory, METRICS[config.metric])
     except RuntimeError as err:

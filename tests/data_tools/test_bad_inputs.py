@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 
 from data_tools import shard_writer
+from clipline.cli import main as clipline_main
 from data_tools.build import BuildConfig, build_shards
+from data_tools.build_marker import BUILD_MARKER
 from data_tools.errors import DataError
 from data_tools.loader import list_shards, make_loader
 from data_tools.sources import SourceConfig, load_source
 from data_tools.sources import npm_cache
+from data_tools.inspect_shards import inspect_shards
 from data_tools.validate import validate_shards
 from tests.data_tools.conftest import COLOURS, image_bytes, to_tensor, write_image
 
@@ -54,9 +57,40 @@ def test_interrupted_build_leaves_only_finished_tars(tmp_path: Path, monkeypatch
     monkeypatch.setattr(shard_writer.ShardWriter, "write", write_then_crash)
     with pytest.raises(KeyboardInterrupt):
         build_shards(records, BuildConfig(out=tmp_path / "out", shard_size=2, workers=1, progress=False))
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["00000.tar"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [BUILD_MARKER, "00000.tar"]
     with tarfile.open(tmp_path / "out" / "00000.tar") as tar:
         assert len(tar.getnames()) == 2 * 3  # complete: 2 samples x jpg/txt/json
+
+
+def test_a_killed_build_is_called_incomplete_until_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    records = load_source(f"folder:{_messy_folder(tmp_path / 'in')}", SourceConfig())
+    real_write, calls = shard_writer.ShardWriter.write, []
+
+    def write_then_die(self, sample) -> None:
+        calls.append(sample.key)
+        real_write(self, sample)
+        if len(calls) == 3:
+            raise SystemExit(137)  # SIGKILL: no clean-up runs, the open 2nd tar stays as *.tar.tmp
+
+    monkeypatch.setattr(shard_writer.ShardWriter, "write", write_then_die)
+    monkeypatch.setattr(shard_writer.ShardWriter, "abort", lambda self: None)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit):
+        build_shards(records, BuildConfig(out=out, shard_size=2, workers=1, progress=False))
+    report = validate_shards(out)
+    assert report["ok"] is False and report["problems_by_reason"] == {"incomplete_build": 1}
+    assert report["num_good"] == 2  # the whole tar is readable, but the build is not whole
+    for command, code in ((["data", "validate", str(out)], 1), (["data", "inspect", str(out)], 1)):
+        with pytest.raises(SystemExit) as exit_:
+            clipline_main(command)
+        assert exit_.value.code == code and "incomplete build" in capsys.readouterr().out
+    (out / "00001.tar.tmp").unlink()  # killed between two tars: only the marker tells
+    assert "did not finish" in inspect_shards(out)["incomplete_build"]
+    monkeypatch.undo()
+    build_shards(records, BuildConfig(out=out, shard_size=2, workers=1, progress=False, overwrite=True))
+    assert validate_shards(out)["ok"] and inspect_shards(out)["incomplete_build"] is None
+    assert not (out / BUILD_MARKER).exists()
 
 
 def test_a_leftover_tmp_shard_is_never_read(tmp_path: Path) -> None:

@@ -103,3 +103,21 @@ def test_encoder_from_open_clip_reads_an_open_clip_train_file(saved: tuple, tmp_
     images = torch.randn(2, 3, 64, 64)
     expected = torch.nn.functional.normalize(towers.clip.encode_image(images), dim=-1)
     assert torch.allclose(encoder.encode_image(images), expected, atol=1e-6)
+
+
+def test_a_killed_save_is_cleared_by_the_next_and_never_loaded(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from data_tools.atomic_write import _host_tag
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    killed = tmp_path / "checkpoints" / f".step_00000005.tmp-{_host_tag()}-{process.pid}-ab12cd"
+    killed.mkdir(parents=True)
+    (killed / "model.safetensors").write_bytes(b"half")
+    (killed / "config.json").write_text("{}")
+    with pytest.raises(PretrainError, match="unfinished checkpoint"):
+        Encoder.load(killed)
+    checkpoint.save_checkpoint(tmp_path, step=6, state_dict={"w": torch.ones(2)}, model_info={})
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000006"]

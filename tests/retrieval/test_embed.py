@@ -100,3 +100,18 @@ def test_each_process_embeds_its_own_shards(tmp_path: Path, tiny_run: Path, enco
                                     num_workers=0), encoder=encoder, log=quiet)
     assert info == {} and Barrier.calls == 1  # only rank 0 writes info.json, after everyone is done
     assert sorted(p.name for p in (out / "metadata").iterdir()) == ["part_00001.parquet"]
+
+
+def test_a_truncated_shard_gives_a_partial_part_never_marked_complete(tmp_path: Path, tiny_run: Path,
+                                                                      encoder) -> None:
+    data = Path(shutil.copytree(FIXTURE_SHARDS, tmp_path / "shards"))
+    whole = (data / "00001.tar").read_bytes()
+    (data / "00001.tar").write_bytes(whole[: len(whole) // 2])
+    config = EmbedConfig(checkpoint=str(tiny_run), data=str(data), out=str(tmp_path / "emb"), num_workers=0)
+    info = embed_shards(config, encoder=encoder, log=quiet)
+    assert info["complete"] is False and info["partial"] == {"part_00001": "00001.tar"}
+    assert 24 < info["count"] < 48 and EmbeddingSet(tmp_path / "emb").count == info["count"]  # readable rows kept
+    (data / "00001.tar").write_bytes(whole)  # the shard repaired: the next run embeds that part again
+    info = embed_shards(config, encoder=encoder, log=quiet)
+    assert info["complete"] is True and info["partial"] == {} and info["count"] == 48
+    assert not list((tmp_path / "emb" / "metadata").glob("*.partial.json"))

@@ -1,0 +1,196 @@
+"""Every command, walked through the bad inputs a user can give: one `error:` line, a non-zero exit, no traceback,
+nothing left behind.
+
+Cases: a damaged checkpoint (garbage config.json, truncated model.safetensors, config.json without model_name,
+an interrupted save's temporary dir) in every command that loads one, a truncated train_state.pt on --resume,
+an output path of the wrong kind, --max-samples 0, an index factory too big for the data, a decompression bomb,
+and an interrupted `data build`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from clipline.cli import main
+from pretrain import checkpoint
+from tests.finetune.fusion_fakes import tiny_checkpoint
+
+FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shards"
+FINETUNE_METHODS = ("linear-probe", "clip-adapter", "tip-adapter", "tip-adapter-f", "wise-ft", "fusion")
+
+
+def bomb_png(path: Path, side: int = 20_000) -> Path:
+    """A PNG whose header claims side x side pixels (a few hundred bytes on disk)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def damaged(run: Path, dest: Path, damage: Callable[[Path], None]) -> Path:
+    shutil.copytree(checkpoint.find_latest(run), dest)
+    damage(dest)
+    return dest
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def without_model_name(ckpt: Path) -> None:
+    info = json.loads((ckpt / "config.json").read_text())
+    del info["model_name"]
+    (ckpt / "config.json").write_text(json.dumps(info))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bad_inputs")
+    shards = Path(shutil.copytree(FIXTURE_SHARDS, root / "shards"))
+    run = tiny_checkpoint(root / "run")
+    w = {"root": root, "shards": shards, "run": run, "file": root / "a_file", "dir": root / "a_dir",
+         "bomb": bomb_png(root / "bomb.png")}
+    w["file"].write_text("not a directory\n")
+    photos = root / "photos"
+    photos.mkdir()
+    for i, colour in enumerate(("red", "navy")):
+        Image.new("RGB", (32, 32), colour).save(photos / f"{colour}.png")
+        (photos / f"{colour}.txt").write_text(f"a {colour} square {i}")
+    w["photos"] = photos
+    w["dir"].mkdir()
+    w["bad_config"] = damaged(run, root / "bad_config", lambda c: (c / "config.json").write_text("{not json"))
+    w["truncated_weights"] = damaged(run, root / "truncated_weights", lambda c: truncate(c / "model.safetensors"))
+    w["no_model_name"] = damaged(run, root / "no_model_name", without_model_name)
+    w["unfinished"] = damaged(run, root / "run" / "checkpoints" / ".step_00000009.tmp-1-ab12", lambda c: None)
+    resume = root / "resume_run"
+    damaged(run, resume / "checkpoints" / "step_00000003", lambda c: (c / "train_state.pt").write_bytes(b"PK\x03\x04"))
+    w["resume_run"] = resume
+    main(["embed", "--checkpoint", str(run), "--data", str(shards), "--out", str(root / "emb"), "--num-workers", "0"])
+    main(["index", "build", str(root / "emb"), "--out", str(root / "index")])
+    w["emb"], w["index"] = root / "emb", root / "index"
+    incomplete = Path(shutil.copytree(FIXTURE_SHARDS, root / "killed_build"))
+    (incomplete / "dataset.json").unlink()
+    shutil.copy(incomplete / "00001.tar", incomplete / "00002.tar.tmp")
+    (incomplete / "00001.tar").unlink()
+    w["killed_build"] = incomplete
+    return w
+
+
+def checkpoint_commands(w: dict[str, Path], ckpt: str) -> dict[str, list[str]]:
+    out = str(w["root"] / "out" / "x")
+    data = str(w["shards"])
+    commands = {
+        "zeroshot": ["zeroshot", "--checkpoint", ckpt, "--data", data, "--out", out + ".json"],
+        "eval retrieval": ["eval", "retrieval", "--checkpoint", ckpt, "--data", data, "--out", out + ".json"],
+        "embed": ["embed", "--checkpoint", ckpt, "--data", data, "--out", out],
+        "search": ["search", str(w["index"]), "--text", "cat", "--checkpoint", ckpt],
+        "serve": ["serve", str(w["index"]), "--checkpoint", ckpt, "--port", "0"],
+        "explain": ["explain", "--checkpoint", ckpt, "--data", data, "--out", out],
+        "compress": ["compress", "--checkpoint", ckpt, "--data", data, "--out", out],
+        "distill teacher": ["pretrain", "--config", "tiny-debug", "--train-data", data, "--out", out,
+                            f"distill.teacher={ckpt}"],
+    }
+    for method in FINETUNE_METHODS:
+        commands[f"finetune {method}"] = ["finetune", method, "--checkpoint", ckpt, "--train-data", data,
+                                          "--eval-data", data, "--out", out]
+    return commands
+
+
+CHECKPOINT_DAMAGE = ("bad_config", "truncated_weights", "no_model_name", "unfinished")
+COMMAND_NAMES = list(checkpoint_commands({"root": Path(), "shards": Path(), "index": Path()}, "C"))
+
+
+def wrong_kind_outputs(w: dict[str, Path]) -> dict[str, list[str]]:
+    file, directory, data, run = str(w["file"]), str(w["dir"]), str(w["shards"]), str(w["run"])
+    return {
+        "data build --out FILE": ["data", "build", f"folder:{w['photos']}", "--out", file,
+                                  "--workers", "0"],
+        "pretrain --out FILE": ["pretrain", "--config", "tiny-debug", "--train-data", data, "--out", file],
+        "finetune --out FILE": ["finetune", "linear-probe", "--checkpoint", run, "--train-data", data,
+                                "--eval-data", data, "--out", file],
+        "embed --out FILE": ["embed", "--checkpoint", run, "--data", data, "--out", file],
+        "inspect --grid DIR": ["data", "inspect", data, "--grid", directory],
+        "validate --out DIR": ["data", "validate", data, "--out", directory],
+        "search --grid DIR": ["search", str(w["index"]), "--text", "cat", "--grid", directory],
+        "zeroshot --out DIR": ["zeroshot", "--checkpoint", run, "--data", data, "--out", directory],
+        "eval retrieval --out DIR": ["eval", "retrieval", "--checkpoint", run, "--data", data, "--out", directory],
+    }
+
+
+def other_cases(w: dict[str, Path]) -> dict[str, tuple[list[str], int]]:
+    run, data = str(w["run"]), str(w["shards"])
+    out = str(w["root"] / "out" / "y")
+    return {
+        "resume from a truncated train_state.pt": (
+            ["pretrain", "--config", "tiny-debug", "--train-data", data, "--out", str(w["resume_run"]),
+             "--resume", "latest"], 2),
+        "zeroshot --max-samples 0": (
+            ["zeroshot", "--checkpoint", run, "--data", data, "--out", out + ".json", "--max-samples", "0"], 2),
+        "eval retrieval --max-samples 0": (
+            ["eval", "retrieval", "--checkpoint", run, "--data", data, "--out", out + ".json", "--max-samples", "0"],
+            2),
+        "index build --factory IVF4096,Flat on 48 vectors": (
+            ["index", "build", str(w["emb"]), "--out", out, "--factory", "IVF4096,Flat"], 2),
+        "search --image a decompression bomb": (["search", str(w["index"]), "--image", str(w["bomb"])], 2),
+        "validate a killed build": (["data", "validate", str(w["killed_build"])], 1),
+        "inspect a killed build": (["data", "inspect", str(w["killed_build"])], 1),
+    }
+
+
+def all_cases(w: dict[str, Path]) -> dict[str, tuple[list[str], int]]:
+    cases = {}
+    for damage in CHECKPOINT_DAMAGE:
+        for name, argv in checkpoint_commands(w, str(w[damage])).items():
+            cases[f"{name} <- {damage}"] = (argv, 2)
+    cases |= {name: (argv, 2) for name, argv in wrong_kind_outputs(w).items()}
+    return cases | other_cases(w)
+
+
+CASE_IDS = [f"{c} <- {d}" for d in CHECKPOINT_DAMAGE for c in COMMAND_NAMES] + [
+    "data build --out FILE", "pretrain --out FILE", "finetune --out FILE", "embed --out FILE", "inspect --grid DIR",
+    "validate --out DIR", "search --grid DIR", "zeroshot --out DIR", "eval retrieval --out DIR",
+    "resume from a truncated train_state.pt", "zeroshot --max-samples 0", "eval retrieval --max-samples 0",
+    "index build --factory IVF4096,Flat on 48 vectors", "search --image a decompression bomb",
+    "validate a killed build", "inspect a killed build",
+]
+
+
+def leftovers(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if ".tmp" in p.name and "killed_build" not in str(p) and ".step_00000009" not in str(p))
+
+
+@pytest.mark.parametrize("case", CASE_IDS)
+def test_bad_input_is_one_error_line(world: dict[str, Path], case: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv, expected = all_cases(world)[case]
+    capsys.readouterr()
+    before = leftovers(world["root"])
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)  # any other exception is a traceback a user would see
+    captured = capsys.readouterr()
+    err = captured.err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert exit_.value.code == expected, err
+    assert "Traceback" not in err
+    if expected == 2:
+        assert lines and lines[-1].startswith("error: ") and sum(x.startswith("error:") for x in lines) == 1, err
+    else:
+        assert "incomplete build" in captured.out + err
+    assert leftovers(world["root"]) == before
+    assert world["file"].read_text() == "not a directory\n" and world["dir"].is_dir() and not any(world["dir"].iterdir())
+
+
+def test_the_table_covers_every_case(world: dict[str, Path]) -> None:
+    assert sorted(all_cases(world)) == sorted(CASE_IDS)
