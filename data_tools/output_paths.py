@@ -3,8 +3,8 @@
 A command calls these on its output flags first, so a wrong path fails in one
 line before any slow work and leaves nothing behind:
 
-    check_output_file("report.json")   # not a directory; no file where a parent directory must be
-    check_output_dir("runs/x")         # not a file; created (parents too)
+    check_output_file("report.json", create=False)   # not a directory; no file where a parent dir must be
+    check_output_dir("runs/x", create=False)         # not a file (create=True also makes it)
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ def _check_parents(path: Path) -> None:
             return
 
 
-def check_output_file(path: str | Path) -> Path:
-    """`path` as a file to (re)write, its directory created; DataError if it is a directory or under a file."""
+def check_output_file(path: str | Path, *, create: bool = True) -> Path:
+    """`path` as a file to (re)write, its directory created unless `create` is False; DataError if it is a
+    directory or under a file."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path} is a directory, but a file is written there; name a file (e.g. {path}/report.json)")
     _check_parents(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -77,7 +77,7 @@ def run_inspect(config: InspectConfig) -> int:
     from data_tools.report_text import inspect_text
 
     if config.grid is not None:
-        check_output_file(config.grid)
+        check_output_file(config.grid, create=False)
     report = inspect_shards(config.dir, grid=config.grid, grid_count=config.grid_count)
     print(json.dumps(report, indent=2, ensure_ascii=False) if config.json else inspect_text(report))
     return EXIT_CORRUPT if report["incomplete_build"] else 0
@@ -88,7 +88,7 @@ def run_validate(config: ValidateConfig) -> int:
     from data_tools.validate import validate_shards
 
     if config.out is not None:
-        check_output_file(config.out)
+        check_output_file(config.out, create=False)
     report = validate_shards(config.dir)
     if config.out is not None:
         write_json_atomic(config.out, report)

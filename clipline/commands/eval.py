@@ -51,7 +51,7 @@ def run_retrieval_eval(cmd: RetrievalEvalConfig) -> dict[str, Any]:
     """Evaluate and write report.json; returns the report."""
     from evaluate.retrieval_recall import RetrievalEvaluator
 
-    check_output_file(cmd.out)  # a wrong --out fails before any work
+    check_output_file(cmd.out, create=False)  # a wrong --out fails before any work
     choice = normalised(cmd.encoder)
     info = read_dataset_info(cmd.data)
     print(f"eval retrieval: loading {choice.checkpoint or choice.model}", file=sys.stderr)

@@ -55,7 +55,7 @@ def run_search(config: SearchConfig) -> None:
     if (config.text is None) == (config.image is None):
         raise RetrievalError("pass exactly one of --text or --image")
     if config.grid:
-        check_output_file(config.grid)
+        check_output_file(config.grid, create=False)
     retriever = Retriever(config.index, modality=config.modality,
                           checkpoint=encoder_spec(config.encoder, required=False), data_dir=config.data,
                           device=config.device)

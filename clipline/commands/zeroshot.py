@@ -69,7 +69,7 @@ def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
     from evaluate.report import write_zeroshot_report
     from evaluate.zeroshot import ZeroShotEvaluator
 
-    check_output_file(cmd.out)  # a wrong --out fails before any work, leaving nothing behind
+    check_output_file(cmd.out, create=False)  # a wrong --out fails before any work, leaving nothing behind
     if cmd.report_dir:
         check_output_dir(cmd.report_dir, create=False)
     choice = normalised(cmd.encoder)

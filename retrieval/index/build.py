@@ -82,6 +82,8 @@ def build_index(config: IndexBuildConfig, log: Callable[[str], None] = print) ->
     if missing:
         raise RetrievalError(f"embedding dir {emb.root} has no {missing[0]} embeddings; "
                              f"choose --modality from {emb.modalities()}")
+    if config.factory:
+        _choose(emb.count, emb.dim, budget, config)  # a factory that cannot work fails before anything is written
     with atomic_directory(out) as tmp:
         summary = {m: build_modality(emb, m, config, budget, tmp, log) for m in modalities}
         _link_metadata(emb, tmp / "metadata")

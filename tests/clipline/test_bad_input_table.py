@@ -189,6 +189,7 @@ def test_bad_input_is_one_error_line(world: dict[str, Path], case: str, capsys: 
     else:
         assert "incomplete build" in captured.out + err
     assert leftovers(world["root"]) == before
+    assert not (world["root"] / "out").exists(), sorted(map(str, (world["root"] / "out").rglob("*")))
     assert world["file"].read_text() == "not a directory\n" and world["dir"].is_dir() and not any(world["dir"].iterdir())
 
 
