@@ -1,4 +1,4 @@
-"""Pictures for evaluation reports: confusion matrix, per-class recall, embedding map.
+"""Pictures for evaluation reports: confusion matrix, per-class recall, embedding map, recall@k.
 
 Figures are built with `matplotlib.figure.Figure` directly (no pyplot), so
 plotting never touches a global backend or leaks figures in a long run.
@@ -157,3 +157,22 @@ def _class_colours(num: int) -> np.ndarray:
 
 def _short(name: str, limit: int = 28) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def recall_at_k_png(report: dict[str, Any], ks: Sequence[int], path: Path, *, title: str) -> Path:
+    """Grouped bars: recall@k of image->text and text->image retrieval for each k."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    width = 0.38
+    for offset, (direction, colour) in enumerate((("image_to_text", "#3b75af"), ("text_to_image", "#e1812c"))):
+        values = [float(report[f"{direction}_R@{k}"]) for k in ks]
+        xs = [i + (offset - 0.5) * width for i in range(len(ks))]
+        ax.bar(xs, values, width, color=colour, label=direction.replace("_to_", " -> "))
+        for x, value in zip(xs, values):
+            ax.text(x, value + 0.01, f"{value:.0%}", ha="center", fontsize=8)
+    ax.set_xticks(range(len(ks)), labels=[f"R@{k}" for k in ks])
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("share of queries whose match is in the top k")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, path)

@@ -15,7 +15,6 @@ from typing import Any, Literal
 from clipline.commands.errors import fail, reported_errors
 from clipline.commands.model_choice import ModelChoiceConfig, normalised, report_provenance
 from clipline.flags import config_values, parse_config
-from data_tools.atomic_write import write_json_atomic
 from data_tools.loader import read_dataset_info
 from data_tools.output_paths import check_output_file
 from pretrain.encoder_choice import check_image_size, open_encoder
@@ -50,6 +49,7 @@ class RetrievalEvalConfig:
 def run_retrieval_eval(cmd: RetrievalEvalConfig) -> dict[str, Any]:
     """Evaluate and write report.json; returns the report."""
     from evaluate.retrieval_recall import RetrievalEvaluator
+    from evaluate.retrieval_report import write_retrieval_report
 
     check_output_file(cmd.out, create=False)  # a wrong --out fails before any work
     choice = normalised(cmd.encoder)
@@ -71,14 +71,14 @@ def run_retrieval_eval(cmd: RetrievalEvalConfig) -> dict[str, Any]:
         **metrics,
         "command": {k: v for k, v in config_values(cmd, flat=("encoder",)).items() if v is not None},
     }
-    write_json_atomic(Path(cmd.out), report)
+    written = write_retrieval_report(report, Path(cmd.out))
     print(
         f"eval retrieval: image->text R@1 {report['image_to_text_R@1']:.1%} R@5 {report['image_to_text_R@5']:.1%} "
         f"R@10 {report['image_to_text_R@10']:.1%} | text->image R@1 {report['text_to_image_R@1']:.1%} "
         f"R@5 {report['text_to_image_R@5']:.1%} R@10 {report['text_to_image_R@10']:.1%} "
         f"({report['n']} images, {report['n_texts']} distinct captions)"
     )
-    print(f"eval retrieval: wrote {cmd.out}")
+    print(f"eval retrieval: wrote {written['json']} and {written['html']}")
     return report
 
 

@@ -32,7 +32,11 @@ def test_matches_sklearn_on_noisy_predictions() -> None:
     assert report["top1"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
     assert report["top5"] == pytest.approx(skm.top_k_accuracy_score(y_true, scores, k=5, labels=labels))
     assert report["mean_per_class_recall"] == pytest.approx(skm.balanced_accuracy_score(y_true, y_pred))
-    assert report["macro_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, average="macro"))
+    present = sorted(set(y_true.tolist()))
+    assert len(present) < len(CLASSES) and 5 not in present  # a predicted class with no sample of its own
+    assert report["macro_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, average="macro", labels=present))
+    assert report["macro_f1"] != pytest.approx(skm.f1_score(y_true, y_pred, average="macro"))
+    assert report["classes_present"] == len(present) and f"{len(present)} of {len(CLASSES)}" in report["averaged_over"]
     precision, recall, f1, support = skm.precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0
     )

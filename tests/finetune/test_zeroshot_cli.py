@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -51,7 +53,12 @@ def test_real_checkpoint_on_fixture_shards(tiny_run: Path, emoji_shards: Path, t
         with Image.open(png) as image:
             assert image.width > 300 and image.height > 200
     page = (out.parent / "emoji.html").read_text()
-    assert "emoji_confusion.png" in page and "Smileys &amp; Emotion" in page
+    assert report["classes_present"] == 8  # e.g. no "Component" emoji in the fixture: not averaged in as a 0
+    assert "Smileys &amp; Emotion" in page and "the 8 of 10 classes present" in page
+    # self-contained: every picture embedded, so the page still shows them after it moves alone
+    embedded = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(embedded) == 3 and "emoji_confusion.png" not in page
+    assert base64.b64decode(embedded[0]) == (out.parent / "emoji_confusion.png").read_bytes()
 
 
 def test_known_answer_through_the_command_line(tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001

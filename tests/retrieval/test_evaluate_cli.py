@@ -38,6 +38,10 @@ def test_real_checkpoint_on_fixture_shards(emoji_shards: Path, tmp_path: Path, c
     assert report["n"] == 48
     assert report["images_per_text"] > 1.0  # google and twitter drawings share captions
     assert "R@1" in stdout
+    page = (tmp_path / "retrieval.html").read_text()  # the HTML page beside it, pictures embedded
+    assert report["pictures"] == {"recall": "retrieval_recall.png", "html": "retrieval.html"}
+    assert page.count("src='data:image/png;base64,") == 1 and ".png'" not in page
+    assert f"{100 * report['image_to_text_R@5']:.1f}%" in page and f"{100 * report['text_to_image_R@10']:.1f}%" in page
 
 
 def test_known_answer_and_caption_choice(tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
