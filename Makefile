@@ -59,7 +59,7 @@ demo: install
 	@echo
 	@echo "demo done:"
 	@echo "  checkpoint        $(DEMO)/pretrain"
-	@echo "  training curves   $(DEMO)/pretrain (metrics.jsonl, PNG, tensorboard)"
+	@echo "  training curves   $(DEMO)/pretrain/curves.png (smoothed loss beside val R@1 and zero-shot; metrics.jsonl, tensorboard/)"
 	@echo "  zero-shot reports $(DEMO)/eval/zeroshot-emoji-val/report.html, $(DEMO)/eval/zeroshot-fmnist-test/report.html"
-	@echo "  retrieval report  $(DEMO)/eval/retrieval-emoji-val/report.json"
+	@echo "  retrieval report  $(DEMO)/eval/retrieval-emoji-val/report.html"
 	@echo "  search index      $(DEMO)/index   (try: $(CLI) serve $(DEMO)/index)"
