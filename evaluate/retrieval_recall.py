@@ -88,6 +88,27 @@ def retrieval_metrics(
     return report
 
 
+def clip_benchmark_recalls(
+    image_features: torch.Tensor, text_features: torch.Tensor, pairs: torch.Tensor, *, ks: Sequence[int] = KS
+) -> dict[str, float]:
+    """Recall@k as CLIP_benchmark's zeroshot_retrieval counts it, from the same (P, 2) (image, text) pairs.
+
+    Every (image, caption) pair is its own text query, duplicates kept, whose only
+    match is its image: `image_retrieval_recall@k` (text->image). An image is found
+    when any of its caption entries is in its top k: `text_retrieval_recall@k`
+    (image->text). Our own figures merge identical captions into one text that
+    matches every image it describes, so they differ where captions repeat.
+    Exact score ties count against the query here (CLIP_benchmark's `topk`
+    breaks them by position), which only matters for duplicate embeddings.
+    """
+    entries = text_features[pairs[:, 1]]  # (P, D): one text per pair
+    own = torch.arange(pairs.shape[0])
+    to_image = best_relevant_ranks(entries, image_features, torch.stack([own, pairs[:, 0]], dim=1))  # (P,)
+    to_text = best_relevant_ranks(image_features, entries, torch.stack([pairs[:, 0], own], dim=1))  # (N,)
+    metrics = {f"image_retrieval_recall@{k}": float((to_image <= k).double().mean()) for k in ks}
+    return metrics | {f"text_retrieval_recall@{k}": float((to_text <= k).double().mean()) for k in ks}
+
+
 @dataclass(frozen=True)
 class CaptionedImages:
     features: torch.Tensor
@@ -152,6 +173,8 @@ class RetrievalEvaluator:
     """fp32, bf16 (autocast) or auto (bf16 where the hardware runs it natively)."""
     name: str = "retrieval"
     """Prefix of the yielded metric names."""
+    clip_benchmark: bool = False
+    """Also count recall as CLIP_benchmark does (`clip_benchmark_recalls`), under the report's `clip_benchmark`."""
 
     def run(self, encoder: Encoder) -> Iterator[tuple[str, float]]:
         report = self.evaluate(encoder)
@@ -171,6 +194,8 @@ class RetrievalEvaluator:
             chunks = [encoder.encode_text(texts[i : i + 1024]) for i in range(0, len(texts), 1024)]
         text_features = torch.nn.functional.normalize(torch.cat(chunks).float(), dim=-1)  # (M, D)
         report: dict[str, Any] = dict(retrieval_metrics(images.features, text_features, pairs))
+        if self.clip_benchmark:
+            report["clip_benchmark"] = clip_benchmark_recalls(images.features, text_features, pairs)
         report["captions"] = self.captions
         report["precision"] = resolve_precision(encoder, self.precision)
         report["loader_workers"] = auto_loader_workers(self.num_workers)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from clipline.commands.errors import fail, reported_errors
 from clipline.commands.model_choice import ModelChoiceConfig, normalised, report_provenance
 from clipline.flags import config_values, parse_config
+from data_tools.atomic_write import write_json_atomic
 from data_tools.loader import read_dataset_info
 from data_tools.output_paths import check_output_file
 from pretrain.encoder_choice import check_image_size, open_encoder
@@ -41,6 +42,9 @@ class RetrievalEvalConfig:
     worker would only take time from the model's threads, else 2)."""
     allow_resize: bool = False
     """Accept shards whose image size differs from the model's (the eval transform rescales them)."""
+    format: Literal["clipline", "clip_benchmark"] = "clipline"
+    """clipline: report.json + HTML + chart; clip_benchmark: only --out, in CLIP_benchmark's JSON layout (metrics
+    image_retrieval_recall@k / text_retrieval_recall@k, each caption its own query, as CLIP_benchmark counts)."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """Encoder compute: bf16 autocast (about 2.5x faster on CPUs with avx512_bf16), fp32, or auto (bf16 where
     the hardware runs it natively)."""
@@ -49,6 +53,7 @@ class RetrievalEvalConfig:
 def run_retrieval_eval(cmd: RetrievalEvalConfig) -> dict[str, Any]:
     """Evaluate and write report.json; returns the report."""
     from evaluate.retrieval_recall import RetrievalEvaluator
+    from evaluate.clip_benchmark_format import dataset_name, zeroshot_retrieval
     from evaluate.retrieval_report import write_retrieval_report
 
     check_output_file(cmd.out, create=False)  # a wrong --out fails before any work
@@ -60,6 +65,7 @@ def run_retrieval_eval(cmd: RetrievalEvalConfig) -> dict[str, Any]:
     evaluator = RetrievalEvaluator(
         data=cmd.data, captions=cmd.captions, batch_size=cmd.batch_size, max_samples=cmd.max_samples,
         num_workers=cmd.num_workers, progress=True, precision=cmd.precision,
+        clip_benchmark=cmd.format == "clip_benchmark",
     )  # fmt: skip
     start = time.perf_counter()
     metrics = evaluator.evaluate(encoder)
@@ -71,6 +77,11 @@ def run_retrieval_eval(cmd: RetrievalEvalConfig) -> dict[str, Any]:
         **metrics,
         "command": {k: v for k, v in config_values(cmd, flat=("encoder",)).items() if v is not None},
     }
+    if cmd.format == "clip_benchmark":
+        layout = zeroshot_retrieval(report, dataset=dataset_name(cmd.data, info), model=report["model"],
+                                    pretrained=choice.pretrained or choice.checkpoint)
+        print(f"eval retrieval: wrote {write_json_atomic(Path(cmd.out), layout)} (CLIP_benchmark layout)")
+        return report
     written = write_retrieval_report(report, Path(cmd.out))
     print(
         f"eval retrieval: image->text R@1 {report['image_to_text_R@1']:.1%} R@5 {report['image_to_text_R@5']:.1%} "

@@ -19,6 +19,7 @@ from typing import Literal
 from clipline.commands.errors import reported_errors
 from clipline.commands.model_choice import ModelChoiceConfig, normalised, report_provenance
 from clipline.flags import config_values, parse_config
+from data_tools.atomic_write import write_json_atomic
 from data_tools.loader import read_dataset_info
 from data_tools.output_paths import check_output_dir, check_output_file
 from evaluate.class_names import read_class_file
@@ -45,7 +46,7 @@ class ZeroShotConfig:
     templates: str = "auto"
     """Prompt templates: imagenet80, imagenet7, generic, emoji, fashion, a file, or auto (from dataset.json source)."""
     label_field: str | None = None
-    """Classify by this .json labels field (e.g. category, subcategory) instead of .cls."""
+    """Classify by this .json field (e.g. category): at the top level, else under `labels`, else .cls."""
     batch_size: int = 128
     """Images per forward pass."""
     report_dir: str | None = None
@@ -55,6 +56,9 @@ class ZeroShotConfig:
     num_workers: int | None = None
     """Loader worker processes decoding images; default: chosen for the machine (0 on <= 2 cores, where a
     worker would only take time from the model's threads, else 2)."""
+    format: Literal["clipline", "clip_benchmark"] = "clipline"
+    """clipline: report.json + HTML + PNGs; clip_benchmark: only --out, in CLIP_benchmark's JSON layout (dataset,
+    model, pretrained, task, metrics acc1 / acc5 / mean_per_class_recall) for results tables kept with it."""
     projection: Literal["pca", "tsne"] = "pca"
     """2-D projection of the embedding map."""
     allow_resize: bool = False
@@ -66,6 +70,7 @@ class ZeroShotConfig:
 
 def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
     """Evaluate and write the report; returns the written files."""
+    from evaluate.clip_benchmark_format import dataset_name, zeroshot_classification
     from evaluate.report import write_zeroshot_report
     from evaluate.zeroshot import ZeroShotEvaluator
 
@@ -110,11 +115,17 @@ def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
         "images_per_s": round((result.report["n"] + result.report["unlabelled_skipped"]) / seconds, 1),
         "command": {k: v for k, v in config_values(cmd, flat=("encoder",)).items() if v is not None},
     }
+    report = result.report
+    if cmd.format == "clip_benchmark":
+        layout = zeroshot_classification(report, dataset=dataset_name(cmd.data, info), model=context["model"],
+                                         pretrained=choice.pretrained or choice.checkpoint)
+        print(f"zeroshot: acc1 {report['top1']:.1%}; wrote {write_json_atomic(Path(cmd.out), layout)} "
+              "(CLIP_benchmark layout)")
+        return {"json": Path(cmd.out)}
     written = write_zeroshot_report(
         result, Path(cmd.out), report_dir=Path(cmd.report_dir) if cmd.report_dir else None,
         context=context, projection=cmd.projection,
     )  # fmt: skip
-    report = result.report
     if "adapter" in report:
         a = report["adapter"]
         print(f"zeroshot: adapter {a['method']} ({a['shots']}-shot, seed {a['seed']}); the prompts alone: "

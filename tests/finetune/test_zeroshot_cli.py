@@ -145,3 +145,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, capsys
         assert len(lines) == 1 and "Traceback" not in err, (case, err)
         assert re.search(expected, lines[0]), (case, lines[0])
     assert not (tmp_path / "r.json").exists()
+
+
+def test_clip_benchmark_format(tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    data = write_shards(tmp_path / "shards", CLASSES, per_class=3, image_size=16)
+    monkeypatch.setattr(zeroshot_cli, "open_encoder", lambda *a: ColourEncoder(CLASSES, perm=[1, 0, 2, 3]))
+    out = tmp_path / "cb.json"
+    argv = ["--model", "fake", "--data", str(data), "--out", str(out), "--templates", "imagenet7",
+            "--num-workers", "0", "--format", "clip_benchmark"]  # fmt: skip
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    layout = json.loads(out.read_text())
+    assert layout["task"] == "zeroshot_classification" and layout["model"] == "fake" and layout["language"] == "en"
+    assert layout["metrics"]["acc1"] == 0.5 and set(layout["metrics"]) == {"acc1", "acc5", "mean_per_class_recall"}
+    assert not (tmp_path / "cb.html").exists()

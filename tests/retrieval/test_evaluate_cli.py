@@ -79,3 +79,22 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:  # no
         assert len(lines) == 1 and "Traceback" not in err, (case, err)
         assert re.search(expected, lines[0]), (case, lines[0])
     assert not Path(out).exists()
+
+
+def test_clip_benchmark_format(tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    data = write_shards(tmp_path / "shards", ["cat", "dog", "bird"], per_class=2, image_size=16, captions=True)
+    monkeypatch.setattr(eval_cli, "open_encoder", lambda *a: ColourEncoder(["cat", "dog", "bird"]))
+    out = tmp_path / "cb.json"
+    argv = ["retrieval", "--model", "fake", "--data", str(data), "--out", str(out), "--captions", "first",
+            "--num-workers", "0", "--format", "clip_benchmark"]  # fmt: skip
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    layout = json.loads(out.read_text())
+    assert set(layout) == {"dataset", "model", "pretrained", "task", "metrics", "language"}
+    assert layout["task"] == "zeroshot_retrieval" and layout["model"] == "fake"
+    # two images per caption: each is its own query matching only its own image, and the fake encoder gives
+    # both images one embedding, a tie that counts against the query; ours merges the caption and finds all
+    metrics = layout["metrics"]
+    assert metrics["image_retrieval_recall@1"] == metrics["text_retrieval_recall@1"] == 0.0
+    assert metrics["image_retrieval_recall@5"] == metrics["text_retrieval_recall@5"] == 1.0  # the tie is at rank 2
+    assert not (tmp_path / "cb.html").exists()
