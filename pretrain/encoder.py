@@ -48,7 +48,8 @@ class Encoder:
             clip = models.clip_from_info(info)
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
             raise PretrainError(f"{ckpt / checkpoint.CONFIG_FILE} describes no model open_clip can build "
-                                f"({type(err).__name__}: {err}); the checkpoint is damaged or from another tool") from err
+                                f"({type(err).__name__}: {err}); the checkpoint is damaged or from another "
+                                "tool") from err
         weights = checkpoint.read_weights(ckpt)
         try:
             incompatible = clip.load_state_dict(weights, strict=False)

@@ -190,7 +190,8 @@ def test_bad_input_is_one_error_line(world: dict[str, Path], case: str, capsys: 
         assert "incomplete build" in captured.out + err
     assert leftovers(world["root"]) == before
     assert not (world["root"] / "out").exists(), sorted(map(str, (world["root"] / "out").rglob("*")))
-    assert world["file"].read_text() == "not a directory\n" and world["dir"].is_dir() and not any(world["dir"].iterdir())
+    assert world["file"].read_text() == "not a directory\n"
+    assert world["dir"].is_dir() and not any(world["dir"].iterdir())
 
 
 def test_the_table_covers_every_case(world: dict[str, Path]) -> None:
