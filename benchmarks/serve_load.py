@@ -196,6 +196,7 @@ def tiled_index(emb_dir: str, n: int, noise: float, work: Path) -> Path:
 
     from retrieval.embedding_store import EmbeddingSet
     from retrieval.index.build import IndexBuildConfig, build_index
+    from retrieval.recorded_paths import rebased
 
     out_emb, out_index = work / f"emb-{n}", work / f"index-{n}"
     if (out_index / "summary.json").is_file():
@@ -217,7 +218,8 @@ def tiled_index(emb_dir: str, n: int, noise: float, work: Path) -> Path:
         keys = pa.array([f"{k}~{start + i}" for i, k in enumerate(part["key"].to_pylist())])
         pq.write_table(part.set_column(part.schema.get_field_index("key"), "key", keys),
                        out_emb / "metadata" / f"part_{p:05d}.parquet")
-    (out_emb / "info.json").write_text(json.dumps({**emb.info, "count": n, "tiled_from": emb_dir, "noise": noise}))
+    info = rebased(emb.info, emb.root, out_emb)  # its paths are recorded relative to the embedding dir
+    (out_emb / "info.json").write_text(json.dumps({**info, "count": n, "tiled_from": str(emb_dir), "noise": noise}))
     build_index(IndexBuildConfig(emb=str(out_emb), out=str(out_index), modality="image", overwrite=True),
                 log=lambda m: print(f"serve_load: {m}", file=sys.stderr, flush=True))
     return out_index

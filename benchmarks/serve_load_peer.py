@@ -71,10 +71,11 @@ def main() -> None:
     from flask_restful import Api
 
     from pretrain.encoder import Encoder
+    from retrieval.recorded_paths import recorded_checkpoint
 
     clip_back = import_clip_back()
     info = json.loads((index_dir / "info.json").read_text())
-    encoder = Encoder.load(info["checkpoint"])
+    encoder = Encoder.load(recorded_checkpoint(info["checkpoint"], index_dir))  # recorded relative to the index
     # clip_back expects INDEX/image.index and INDEX/metadata/*.parquet; it writes metadata.hdf5 next to them.
     folder = Path(tempfile.mkdtemp(prefix="clip-back-"))
     (folder / "metadata").symlink_to((index_dir / "metadata").resolve())

@@ -4,6 +4,7 @@
     recorded_path(value, base)      -> the path on this machine, read from `base`
     record_checkpoint / recorded_checkpoint: the same for a `--checkpoint` value
                                      (an `open_clip:MODEL[:WEIGHTS]` spec is kept as it is)
+    rebased(info, old_base, new_base) -> info with its paths re-recorded for another dir
 
 Both sides work on real paths (symlinks resolved) so that `..` means what the
 filesystem means by it. Absolute values written by older versions still read.
@@ -41,3 +42,17 @@ def recorded_checkpoint(value: str | None, base: str | Path) -> str | None:
     if not value or value.startswith(OPEN_CLIP_PREFIX):
         return value
     return recorded_path(value, base)
+
+
+PATH_KEYS = ("data_dir", "emb_dir")
+
+
+def rebased(info: dict, old_base: str | Path, new_base: str | Path) -> dict:
+    """`info` (read from `old_base`) with its recorded paths re-recorded for an info.json in `new_base`."""
+    out = dict(info)
+    for key in PATH_KEYS:
+        if info.get(key):
+            out[key] = record_path(recorded_path(info[key], old_base), new_base)
+    if info.get("checkpoint"):
+        out["checkpoint"] = record_checkpoint(recorded_checkpoint(info["checkpoint"], old_base), new_base)
+    return out

@@ -32,7 +32,7 @@ from retrieval.index.recall import end_to_end_recall
 from retrieval.index.tune import exact_neighbors, rows_as_dicts, tune_index
 from retrieval.index.memory_size import format_size, parse_size
 from retrieval.metadata import MetadataTable
-from retrieval.recorded_paths import record_checkpoint, record_path, recorded_checkpoint, recorded_path
+from retrieval.recorded_paths import rebased, record_path
 
 INDEX_FORMAT = "clipline-index/1"
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
@@ -207,13 +207,11 @@ def _tuning_queries(emb: EmbeddingSet, modality: str, count: int,
 def _provenance(emb: EmbeddingSet, config: IndexBuildConfig, modalities: list[str]) -> dict:
     """info.json; paths relative to the index dir, so the tree can move (see retrieval.recorded_paths)."""
     out = Path(config.out)
-    data_dir = recorded_path(emb.info.get("data_dir"), emb.root)
-    checkpoint = recorded_checkpoint(emb.info.get("checkpoint"), emb.root)
+    sources = rebased(emb.info, emb.root, out)
     return {
         "format": INDEX_FORMAT, "modalities": modalities, "count": emb.count, "dim": emb.dim,
         "metric": config.metric, "emb_dir": record_path(emb.root, out),
-        "data_dir": data_dir and record_path(data_dir, out),
-        "checkpoint": checkpoint and record_checkpoint(checkpoint, out),
+        "data_dir": sources.get("data_dir"), "checkpoint": sources.get("checkpoint"),
         "checkpoint_id": emb.info.get("checkpoint_id"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
