@@ -79,6 +79,13 @@ class DataConfig:
     """augment: brightness/contrast/saturation jitter strength, applied to 80% of images (0 = off)."""
     grayscale_prob: float = 0.0
     """augment: share of images turned grayscale."""
+    background: Literal["white", "random"] = "white"
+    """Transparent pixels of drawings stored with transparency (`data build --background keep`): flattened
+    onto white, or onto a background drawn per sample (white, black or any colour), so the model does not
+    depend on how a reader flattens transparency."""
+    zoom_out_min: float = 1.0
+    """background=random: shrink a drawing with transparency to a random share >= this of the frame, at a
+    random place (1 = off)."""
 
 
 @dataclass(kw_only=True)
@@ -332,6 +339,8 @@ def validate(config: TrainConfig) -> None:
         raise PretrainError("data.accum_steps must be >= 1")
     if config.steps < 1:
         raise PretrainError("steps must be >= 1")
+    if not 0.0 < config.data.zoom_out_min <= 1.0:
+        raise PretrainError("data.zoom_out_min must be in (0, 1] (1 = no zoom out)")
     if not 0.0 < config.data.crop_scale_min <= 1.0 or config.data.color_jitter < 0 \
             or not 0.0 <= config.data.grayscale_prob <= 1.0:
         raise PretrainError("data.crop_scale_min must be in (0, 1], data.color_jitter >= 0, "

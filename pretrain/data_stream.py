@@ -14,6 +14,9 @@ from collections.abc import Callable, Iterable, Iterator
 
 import open_clip
 import torch
+import torchvision
+
+from data_tools.augment import RandomBackground
 
 from pretrain.config import DataConfig
 from pretrain.errors import PretrainError
@@ -83,7 +86,8 @@ def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
 
 def train_transform(data: DataConfig, preprocess_cfg: dict) -> Callable:
     """open_clip's image transform for training (`data.augment`: random resized crop, colour jitter,
-    grayscale as `data` says) or evaluation, for a tower's preprocessing config."""
+    grayscale as `data` says) or evaluation, for a tower's preprocessing config; with
+    `data.background="random"`, drawings with transparency are first put on random backgrounds."""
     augmentation = open_clip.transform.AugmentationCfg(
         scale=(data.crop_scale_min, 1.0),
         color_jitter=(data.color_jitter,) * 3 + (0.0,) if data.color_jitter else None,  # no hue shift
@@ -91,8 +95,11 @@ def train_transform(data: DataConfig, preprocess_cfg: dict) -> Callable:
         gray_scale_prob=data.grayscale_prob or None)
     with warnings.catch_warnings():  # it warns of "unused" jitter/grayscale items that it does use
         warnings.filterwarnings("ignore", "Unused augmentation cfg items")
-        return open_clip.transform.image_transform_v2(open_clip.transform.PreprocessCfg(**preprocess_cfg),
-                                                      is_train=data.augment, aug_cfg=augmentation)
+        transform = open_clip.transform.image_transform_v2(open_clip.transform.PreprocessCfg(**preprocess_cfg),
+                                                           is_train=data.augment, aug_cfg=augmentation)
+    if data.background == "random":
+        return torchvision.transforms.Compose([RandomBackground(zoom_out_min=data.zoom_out_min), transform])
+    return transform
 
 
 def shard_epochs(data: DataConfig, *, image_transform: Callable, tokenize: Callable, seed: int, rank: int,
@@ -121,7 +128,8 @@ def shard_epochs(data: DataConfig, *, image_transform: Callable, tokenize: Calla
         loader = make_loader(data.train_data, batch_size=data.batch_size, image_transform=image_transform,
                              tokenize=tokenize, num_workers=workers, shuffle=True, shuffle_buffer=data.shuffle_buffer,
                              resampled=resampled, seed=seed, epoch=epoch, caption=data.caption, drop_last=True,
-                             rank=rank, world_size=world_size, source_weights=data.train_data_weights)
+                             rank=rank, world_size=world_size, source_weights=data.train_data_weights,
+                             keep_alpha=data.background == "random")
         skipped.start(loader)
         # iter() now, not lazily: the DataLoader draws its worker seed here, under BatchStream's fixed seed.
         return iter(loader)
