@@ -97,6 +97,11 @@ class LossConfig:
     positives: Literal["pair", "group"] = "pair"
     """pair: only a sample's own caption is its positive (CLIP); group: every pair of the batch with the
     same concept (the sample json's `concept`, else the same first caption) is a positive too."""
+    soft_targets: float = 0.0
+    """clip: share of each pair's target spread over the batch's captions by their similarity to its own
+    caption in the text tower's space (softmax of cosine / soft_temperature; 0 = hard targets)."""
+    soft_temperature: float = 0.1
+    """soft_targets: temperature of the caption-similarity softmax (lower = only near-synonyms)."""
     local_loss: bool = False
     """clip across processes: each rank scores only its own rows against all (same gradient, less memory)."""
     max_logit_scale: float = 100.0
@@ -356,6 +361,10 @@ def validate(config: TrainConfig) -> None:
         raise PretrainError("time_budget_min must be > 0 (or null for a step-based schedule)")
     if not 0.0 <= config.ema_decay < 1.0:
         raise PretrainError("ema_decay must be in [0, 1) (0 = no weight average)")
+    if not 0.0 <= config.loss.soft_targets < 1.0 or config.loss.soft_temperature <= 0:
+        raise PretrainError("loss.soft_targets must be in [0, 1) and loss.soft_temperature > 0")
+    if config.loss.soft_targets and config.loss.kind != "clip":
+        raise PretrainError("loss.soft_targets needs loss.kind=clip (SigLIP has no softmax target)")
     if config.distill.temperature <= 0:
         raise PretrainError("distill.temperature must be > 0")
     if config.distill.kl_weight < 0 or config.distill.feature_weight < 0:

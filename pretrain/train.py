@@ -194,10 +194,14 @@ class Trainer:
         if cfg.kind == "siglip":
             return siglip_loss(out["image_features"], out["text_features"], out["logit_scale"],
                                out["logit_bias"], gather=dist.gather_with_grad, rank=dist.rank, groups=groups)
+        if groups is None and cfg.soft_targets:  # soft targets around one positive per pair
+            batch = out["image_features"].shape[0]
+            groups = torch.arange(batch, device=out["image_features"].device) + dist.rank * batch
         if groups is not None:
             return multi_positive_clip_loss(out["image_features"], out["text_features"], out["logit_scale"], groups,
                                             gather=dist.gather_with_grad, rank=dist.rank, local_loss=cfg.local_loss,
-                                            max_logit_scale=cfg.max_logit_scale)
+                                            max_logit_scale=cfg.max_logit_scale, soft_weight=cfg.soft_targets,
+                                            soft_temperature=cfg.soft_temperature)
         return clip_loss(out["image_features"], out["text_features"], out["logit_scale"],
                          gather=dist.gather_with_grad, rank=dist.rank, local_loss=cfg.local_loss,
                          max_logit_scale=cfg.max_logit_scale)
