@@ -48,10 +48,13 @@ PEER_RECIPES = {
 }
 LIT = "emoji-lit-minilm"
 # name -> (named config, overrides, train shards under --data_root ("" = --train_data))
+RN = "emoji-lit-rn"
+BG = "data.background=random"  # needs shards built with --background keep (emoji-train-keep)
+RAW = "model.name=clip-rn-64-minilm-raw"
 PAIR = "loss.positives=pair"  # the ablation's baseline: one positive per pair (the configs now default to group)
 RECIPES: dict[str, tuple[str, list[str], str]] = {
-    # pretrain.config.DEFAULT_CONFIG on the emoji train split built with `--captions rich`
-    "ours_default": ("", [], "emoji-train-rich"),
+    # pretrain.config.DEFAULT_CONFIG on the emoji train split built with `--captions rich --background keep`
+    "ours_default": ("", [], "emoji-train-keep"),
     "ours_tiny": ("tiny", [], ""),
     "ours_lit": (LIT, [PAIR], ""),
     "ours_lit_group": (LIT, ["loss.positives=group"], ""),
@@ -63,7 +66,12 @@ RECIPES: dict[str, tuple[str, list[str], str]] = {
     "ours_lit_siglip": (LIT, [PAIR, "loss.kind=siglip"], ""),
     "ours_lit_b512": (LIT, [PAIR, "accum_steps=4"], ""),
     "ours_lit_ema": (LIT, [PAIR, "ema_decay=0.995"], ""),
-    "ours_default_aug": ("", ["crop_scale_min=0.5", "color_jitter=0.3", "grayscale_prob=0.1"], "emoji-train-rich"),
+    "ours_default_aug": (RN, ["crop_scale_min=0.5", "color_jitter=0.3", "grayscale_prob=0.1"], "emoji-train-rich"),
+    # from the previous default (emoji-lit-rn on white-flattened rich captions), one lever added per row
+    "ours_rn": (RN, [], "emoji-train-rich"),
+    "ours_rn_bg": (RN, [BG], "emoji-train-keep"),
+    "ours_rn_bg_raw": (RN, [BG, RAW], "emoji-train-keep"),
+    "ours_rn_bg_raw_soft": (RN, [BG, RAW, "loss.soft_targets=0.3"], "emoji-train-keep"),
 }
 CALIBRATION_STEPS, CALIBRATION_WARMUP = 40, 10
 
@@ -202,6 +210,9 @@ class QualityConfig:
     """Recipes to run, in order (`name@key=value` adds an override)."""
     calibrate: bool = False
     """Only time CALIBRATION_STEPS steps of each recipe and report its steps/s."""
+    score_runs: dict[str, str] = field(default_factory=dict)
+    """Instead of training: score finished runs, recipe name -> run dir (trained elsewhere, e.g. one
+    pinned `clipline pretrain` per core with the recipe's options and a fixed step count)."""
     out: str | None = None
     """Write the JSON here too (after every recipe)."""
 
@@ -224,7 +235,16 @@ def measure(bench: QualityConfig) -> dict[str, Any]:
                               "fmnist_test": fmnist_test, "transfer": bench.transfer, "seeds": list(seeds),
                               "recipes": {},
                               "environment": environment(threads)}
-    for name in recipes:
+    for name, run_dir in bench.score_runs.items():
+        from pretrain.encoder import Encoder
+
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+        run = {"steps": summary["step"], "run_dir": run_dir, "seed": json.loads(
+            (Path(run_dir) / "config.json").read_text())["seed"]}
+        runs = [{**run, **evaluate(Encoder.load(run_dir), val_data, fmnist_test=fmnist_test, transfer=bench.transfer)}]
+        print(f"{name}: {json.dumps(runs[-1])}", file=sys.stderr)
+        report["recipes"][name] = {"runs": runs, "summary": summarise(runs)}
+    for name in recipes if not bench.score_runs else ():
         is_ours = split_name(name)[0] in RECIPES
         common = dict(train_data=train_data, budget_min=budget_min, work=work)
         if calibrate:

@@ -41,6 +41,9 @@ class ModelConfig:
     """Recompute activations in backward: less memory, about 30% more compute."""
     dynamic_padding: bool = True
     """Cut each text batch to its longest caption (exact for causal EOT-pooled and masked towers)."""
+    channels_last: bool | None = None
+    """Image tower weights and inputs in NHWC order (same maths; ~1.35x faster bf16 convolutions on CPU);
+    None = on for convolutional image towers."""
     attention: Literal["auto", "fused", "explicit"] = "auto"
     """Attention kernel: fused SDPA, or explicit matmuls (same maths; ~6x faster on CPU for short
     sequences); auto = explicit on CPU when sequences are <= 256 tokens."""
@@ -246,11 +249,24 @@ def emoji_lit_minilm() -> TrainConfig:
 
 
 def emoji_lit_rn() -> TrainConfig:
-    """The default: a small convolutional image tower (open_clip's ModifiedResNet, 64 px) from scratch against
-    the locked MiniLM, every drawing of a concept a positive. Chosen by the ablation in README "Default recipe"."""
+    """A small convolutional image tower (open_clip's ModifiedResNet, 64 px) from scratch against the locked
+    MiniLM (through a trained text projection), every drawing of a concept a positive; the default before
+    emoji-lit-rn-raw."""
     return TrainConfig(name="emoji-lit-rn",
                        model=ModelConfig(name="clip-rn-64-minilm", lock_text=True),
                        data=DataConfig(batch_size=128), loss=LossConfig(positives="group"),
+                       optim=OptimConfig(lr=1e-3, warmup_steps=100),
+                       steps=STEP_CAP, time_budget_min=EMOJI_BUDGET_MIN, eval_every=EMOJI_EVAL_EVERY)
+
+
+def emoji_lit_rn_raw() -> TrainConfig:
+    """The default: the small convolutional image tower from scratch, mapped straight into the locked
+    MiniLM's own sentence space (no text projection, so the text side keeps MiniLM's sense of words),
+    every drawing of a concept a positive, drawings put on random backgrounds (train on shards built with
+    `--background keep`). Chosen by the ablation in README "Default recipe"."""
+    return TrainConfig(name="emoji-lit-rn-raw",
+                       model=ModelConfig(name="clip-rn-64-minilm-raw", lock_text=True),
+                       data=DataConfig(batch_size=128, background="random"), loss=LossConfig(positives="group"),
                        optim=OptimConfig(lr=1e-3, warmup_steps=100),
                        steps=STEP_CAP, time_budget_min=EMOJI_BUDGET_MIN, eval_every=EMOJI_EVAL_EVERY)
 
@@ -261,8 +277,9 @@ NAMED_CONFIGS: dict[str, Callable[[], TrainConfig]] = {
     "emoji-small": emoji_small,
     "emoji-lit-minilm": emoji_lit_minilm,
     "emoji-lit-rn": emoji_lit_rn,
+    "emoji-lit-rn-raw": emoji_lit_rn_raw,
 }
-DEFAULT_CONFIG = "emoji-lit-rn"
+DEFAULT_CONFIG = "emoji-lit-rn-raw"
 
 
 def named_config(name: str) -> TrainConfig:

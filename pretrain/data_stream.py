@@ -9,8 +9,10 @@ every time that epoch is replayed.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import open_clip
 import torch
@@ -20,6 +22,8 @@ from data_tools.augment import RandomBackground
 
 from pretrain.config import DataConfig
 from pretrain.errors import PretrainError
+
+LOG = logging.getLogger("pretrain")
 
 EpochFactory = Callable[[int], Iterable[dict]]  # epoch -> that epoch's batches
 
@@ -113,13 +117,18 @@ def shard_epochs(data: DataConfig, *, image_transform: Callable, tokenize: Calla
     so does a weighted mix of sources (`data.train_data_weights`, one per `::` source).
     """
     from data_tools.errors import DataError
-    from data_tools.loader import list_shards, make_loader
+    from data_tools.loader import list_shards, make_loader, read_dataset_info
     from data_tools.loader_workers import auto_loader_workers
 
     try:
-        list_shards(data.train_data)
+        shards = list_shards(data.train_data)
+        sources = {str(Path(shard).parent) for shard in shards}
+        kept = any(read_dataset_info(source).get("build", {}).get("background") == "keep" for source in sources)
     except DataError as err:
         raise PretrainError(str(err)) from err
+    if data.background == "random" and not kept:
+        LOG.warning("data.background=random: no train_data source was built with --background keep, so its images "
+                    "have no transparency to put on random backgrounds and are used as stored")
     skipped = SkipTally()
     workers = auto_loader_workers(data.workers)
     resampled = world_size > 1 or data.train_data_weights is not None

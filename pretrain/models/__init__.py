@@ -22,6 +22,7 @@ from pretrain.models.registry import (
     CONFIG_DIR,
     MINILM_SUFFIX,
     SIGLIP_SUFFIX,
+    convolutional_image_tower,
     max_sequence_length,
     minilm_dir,
     minilm_text_cfg,
@@ -34,7 +35,7 @@ from pretrain.models.two_tower import TwoTower, is_hf_text, pad_token_id, suppor
 
 __all__ = [
     "CONFIG_DIR", "MINILM_SUFFIX", "SIGLIP_SUFFIX", "TwoTower", "build_model", "clip_from_info",
-    "compile_towers", "create_open_clip", "is_hf_text", "lock_towers", "max_sequence_length",
+    "compile_towers", "convolutional_image_tower", "create_open_clip", "is_hf_text", "lock_towers", "max_sequence_length",
     "minilm_dir", "minilm_text_cfg", "model_config", "model_info", "pad_token_id",
     "quiet_model_building", "register_model_config", "register_model_configs", "sigmoid_variant",
     "supports_trimming", "trim_padding",

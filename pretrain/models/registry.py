@@ -109,6 +109,11 @@ def sigmoid_variant(name: str, init_logit_bias: float) -> str:
     return name + SIGLIP_SUFFIX
 
 
+def convolutional_image_tower(name: str) -> bool:
+    """Whether config `name` builds open_clip's ModifiedResNet (its vision `layers` is a list of stage depths)."""
+    return isinstance(model_config(name)["vision_cfg"].get("layers"), (list, tuple))
+
+
 def max_sequence_length(name: str) -> int:
     """Longest token sequence either tower of config `name` attends over."""
     cfg = model_config(name)

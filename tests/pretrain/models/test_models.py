@@ -108,3 +108,22 @@ def test_raw_minilm_variant_puts_images_in_minilm_space_with_no_text_projection(
     with torch.no_grad():
         pooled = text.pooler(text.transformer(input_ids=tokens, attention_mask=mask), mask)
     assert torch.allclose(out["text_features"], torch.nn.functional.normalize(pooled, dim=-1), atol=1e-5)
+
+
+def test_channels_last_image_tower_gives_the_same_features_and_gradients() -> None:
+    assert models.convolutional_image_tower("clip-rn-64") and not models.convolutional_image_tower("clip-tiny-64")
+    torch.manual_seed(0)
+    plain = models.build_model("clip-rn-64")
+    torch.manual_seed(0)
+    nhwc = models.build_model("clip-rn-64", channels_last=True)
+    conv = nhwc.clip.visual.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    images = torch.randn(4, 3, 64, 64)
+    tokens = open_clip.get_tokenizer("clip-rn-64")(CAPTIONS)
+    outs = [towers(images, tokens) for towers in (plain, nhwc)]
+    assert torch.allclose(outs[0]["image_features"], outs[1]["image_features"], atol=1e-5)
+    for towers, out in zip((plain, nhwc), outs):
+        clip_loss(out["image_features"], out["text_features"], out["logit_scale"]).backward()
+    assert torch.allclose(plain.clip.visual.conv1.weight.grad, conv.grad, atol=1e-5)
+    # checkpoints hold plain contiguous tensors that load into either layout
+    plain.clip.load_state_dict({k: v.contiguous() for k, v in nhwc.clip.state_dict().items()})
