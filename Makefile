@@ -40,8 +40,9 @@ demo: install
 	@command -v npm >/dev/null || { echo "make demo: npm is needed for the emoji corpus (apt-get install npm)"; exit 2; }
 	@test -d $(FMNIST) || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; } \
 		|| { echo "make demo: Fashion-MNIST missing; install Debian's dataset-fashion-mnist (as root)"; exit 2; }
-	test -f $(DEMO)/data/emoji-train/dataset.json || $(CLI) data build emoji --split train --captions rich --out $(DEMO)/data/emoji-train
+	test -f $(DEMO)/data/emoji-train/dataset.json || $(CLI) data build emoji --split train --captions rich --background keep --out $(DEMO)/data/emoji-train
 	test -f $(DEMO)/data/emoji-val/dataset.json || $(CLI) data build emoji --split val --out $(DEMO)/data/emoji-val
+	test -f $(DEMO)/data/emoji-val-black/dataset.json || $(CLI) data build emoji --split val --background black --out $(DEMO)/data/emoji-val-black
 	test -f $(DEMO)/data/fmnist-train/dataset.json || $(CLI) data build fashion-mnist --split train --out $(DEMO)/data/fmnist-train
 	test -f $(DEMO)/data/fmnist-train-retail/dataset.json || $(CLI) data build fashion-mnist --split train --captions retail --out $(DEMO)/data/fmnist-train-retail
 	test -f $(DEMO)/data/fmnist-test/dataset.json || $(CLI) data build fashion-mnist --split test --out $(DEMO)/data/fmnist-test
@@ -51,6 +52,8 @@ demo: install
 	$(CLI) zeroshot --checkpoint $(DEMO)/pretrain --data $(DEMO)/data/emoji-val --out $(DEMO)/eval/zeroshot-emoji-val/report.json
 	$(CLI) zeroshot --checkpoint $(DEMO)/pretrain --data $(DEMO)/data/fmnist-test --out $(DEMO)/eval/zeroshot-fmnist-test/report.json
 	$(CLI) eval retrieval --checkpoint $(DEMO)/pretrain --data $(DEMO)/data/emoji-val --out $(DEMO)/eval/retrieval-emoji-val/report.json
+	$(CLI) zeroshot --checkpoint $(DEMO)/pretrain --data $(DEMO)/data/emoji-val-black --out $(DEMO)/eval/zeroshot-emoji-val-black/report.json
+	$(CLI) eval retrieval --checkpoint $(DEMO)/pretrain --data $(DEMO)/data/emoji-val-black --out $(DEMO)/eval/retrieval-emoji-val-black/report.json
 	$(CLI) embed --checkpoint $(DEMO)/pretrain --data $(DEMO)/data/emoji-train --out $(DEMO)/emb
 	$(CLI) index build $(DEMO)/emb --out $(DEMO)/index
 	$(CLI) search $(DEMO)/index --text "a red apple" -k 5

@@ -32,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,13 @@ PEER_RECIPES = {
 }
 LIT = "emoji-lit-minilm"
 # name -> (named config, overrides, train shards under --data_root ("" = --train_data))
+RN = "emoji-lit-rn"
+BG = "data.background=random"  # needs shards built with --background keep (emoji-train-keep)
+RAW = "model.name=clip-rn-64-minilm-raw"
 PAIR = "loss.positives=pair"  # the ablation's baseline: one positive per pair (the configs now default to group)
 RECIPES: dict[str, tuple[str, list[str], str]] = {
-    # pretrain.config.DEFAULT_CONFIG on the emoji train split built with `--captions rich`
-    "ours_default": ("", [], "emoji-train-rich"),
+    # pretrain.config.DEFAULT_CONFIG on the emoji train split built with `--captions rich --background keep`
+    "ours_default": ("", [], "emoji-train-keep"),
     "ours_tiny": ("tiny", [], ""),
     "ours_lit": (LIT, [PAIR], ""),
     "ours_lit_group": (LIT, ["loss.positives=group"], ""),
@@ -62,15 +66,21 @@ RECIPES: dict[str, tuple[str, list[str], str]] = {
     "ours_lit_siglip": (LIT, [PAIR, "loss.kind=siglip"], ""),
     "ours_lit_b512": (LIT, [PAIR, "accum_steps=4"], ""),
     "ours_lit_ema": (LIT, [PAIR, "ema_decay=0.995"], ""),
-    "ours_default_aug": ("", ["crop_scale_min=0.5", "color_jitter=0.3", "grayscale_prob=0.1"], "emoji-train-rich"),
+    "ours_default_aug": (RN, ["crop_scale_min=0.5", "color_jitter=0.3", "grayscale_prob=0.1"], "emoji-train-rich"),
+    # from the previous default (emoji-lit-rn on white-flattened rich captions), one lever added per row
+    "ours_rn": (RN, [], "emoji-train-rich"),
+    "ours_rn_bg": (RN, [BG], "emoji-train-keep"),
+    "ours_rn_bg_raw": (RN, [BG, RAW], "emoji-train-keep"),
+    "ours_rn_bg_raw_soft": (RN, [BG, RAW, "loss.soft_targets=0.3"], "emoji-train-keep"),
 }
 CALIBRATION_STEPS, CALIBRATION_WARMUP = 40, 10
 
 
 def evaluate(encoder: Any, val_data: str, label_field: str | None = None,
-             fmnist_test: str | None = None) -> dict[str, float]:
-    """Val image<->text R@1/R@5 (first caption), zero-shot top-1 (classes, or `label_field`), and
-    Fashion-MNIST test zero-shot when given."""
+             fmnist_test: str | None = None, transfer: dict[str, str] | None = None) -> dict[str, float]:
+    """Val image<->text R@1/R@5 (first caption), zero-shot top-1 (classes, or `label_field`),
+    Fashion-MNIST test zero-shot when given, and R@1 both ways + zero-shot on each `transfer` set
+    (name -> shard dir: other drawing styles, other backgrounds), keyed `transfer/NAME/...`."""
     from evaluate.zeroshot import ZeroShotEvaluator
     from evaluate.retrieval_recall import RetrievalEvaluator
 
@@ -84,6 +94,12 @@ def evaluate(encoder: Any, val_data: str, label_field: str | None = None,
     if fmnist_test:
         scores["fmnist_zeroshot/top1"] = dict(ZeroShotEvaluator(data=fmnist_test, num_workers=0).run(encoder))[
             "zeroshot/top1"]
+    for name, data in (transfer or {}).items():
+        metrics = {}
+        for evaluator in (RetrievalEvaluator(data=data, captions="first", num_workers=0),
+                          ZeroShotEvaluator(data=data, label_field=label_field, num_workers=0)):
+            metrics.update(dict(evaluator.run(encoder)))
+        scores.update({f"transfer/{name}/{k.split('/')[-1]}": metrics[k] for k in keep[:2] + keep[-1:]})
     return scores
 
 
@@ -157,7 +173,7 @@ def run_peer_recipe(name: str, *, train_data: str, budget_min: float, steps: int
 
 def summarise(runs: list[dict]) -> dict[str, Any]:
     """Mean and spread (max - min) of every metric over a recipe's seeds."""
-    metrics = [k for k in runs[0] if k.startswith(("retrieval/", "zeroshot/", "fmnist_")) or k == "steps"]
+    metrics = [k for k in runs[0] if k.startswith(("retrieval/", "zeroshot/", "fmnist_", "transfer/")) or k == "steps"]
     summary: dict[str, Any] = {}
     for key in metrics:
         values = [run[key] for run in runs]
@@ -165,12 +181,48 @@ def summarise(runs: list[dict]) -> dict[str, Any]:
     return summary
 
 
-def measure(train_data: str, val_data: str, *, data_root: str = "runs/demo/data", fmnist_test: str | None = None,
-            budget_min: float = 10.0, step_rates: dict[str, float] | None = None, seeds: list[int] = (0,),
-            batch_size: int = 128, workers: int = 0, recipes: list[str] | None = None, calibrate: bool = False,
-            out: str | None = None) -> dict[str, Any]:
+@dataclass(kw_only=True)
+class QualityConfig:
+    """Recipes trained for one budget and scored on unseen concepts (see the module docstring)."""
+
+    train_data: str
+    """Plain emoji train shards (open_clip_train's data, and recipes with no shards of their own)."""
+    val_data: str
+    """Emoji val shards (concepts never trained on)."""
+    data_root: str = "runs/demo/data"
+    """Where the recipes' own train shards are (RECIPES' third column)."""
+    fmnist_test: str | None = None
+    """Fashion-MNIST test shards: zero-shot in another image style."""
+    transfer: dict[str, str] = field(default_factory=dict)
+    """Other val sets scored like val_data, name -> shard dir (e.g. the val concepts drawn by other vendors,
+    or flattened onto black): `'{"af": "runs/demo/data/emoji-val-af"}'`."""
+    budget_min: float = 10.0
+    """Training budget per run, minutes of this machine."""
+    step_rates: dict[str, float] | None = None
+    """recipe -> quiet-machine steps/s (from --calibrate): train rate x budget steps instead of timing."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Seeds per recipe."""
+    batch_size: int = 128
+    """open_clip_train's batch (ours come from their configs)."""
+    workers: int = 0
+    """open_clip_train's loader workers."""
+    recipes: list[str] = field(default_factory=lambda: ["ours_default", "open_clip_train_lit"])
+    """Recipes to run, in order (`name@key=value` adds an override)."""
+    calibrate: bool = False
+    """Only time CALIBRATION_STEPS steps of each recipe and report its steps/s."""
+    score_runs: dict[str, str] = field(default_factory=dict)
+    """Instead of training: score finished runs, recipe name -> run dir (trained elsewhere, e.g. one
+    pinned `clipline pretrain` per core with the recipe's options and a fixed step count)."""
+    out: str | None = None
+    """Write the JSON here too (after every recipe)."""
+
+
+def measure(bench: QualityConfig) -> dict[str, Any]:
     """Train each recipe for `budget_min` minutes per seed and score it on the unseen-concept val split;
     with `calibrate`, only time CALIBRATION_STEPS steps of each and report its steps/s."""
+    train_data, val_data, data_root, fmnist_test = bench.train_data, bench.val_data, bench.data_root, bench.fmnist_test
+    budget_min, step_rates, seeds, batch_size = bench.budget_min, bench.step_rates, bench.seeds, bench.batch_size
+    workers, recipes, calibrate, out = bench.workers, bench.recipes, bench.calibrate, bench.out
     patch_open_clip_train_webdataset()
     threads = torch.get_num_threads()
     work = Path(tempfile.mkdtemp(prefix="quality-"))
@@ -180,9 +232,19 @@ def measure(train_data: str, val_data: str, *, data_root: str = "runs/demo/data"
         raise SystemExit(f"unknown recipes {unknown}: choose from {', '.join([*RECIPES, *PEER_RECIPES])}")
     report: dict[str, Any] = {"budget_min": budget_min, "step_rates": step_rates, "batch_size": batch_size,
                               "workers": workers, "train_data": train_data, "val_data": val_data,
-                              "fmnist_test": fmnist_test, "seeds": list(seeds), "recipes": {},
+                              "fmnist_test": fmnist_test, "transfer": bench.transfer, "seeds": list(seeds),
+                              "recipes": {},
                               "environment": environment(threads)}
-    for name in recipes:
+    for name, run_dir in bench.score_runs.items():
+        from pretrain.encoder import Encoder
+
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+        run = {"steps": summary["step"], "run_dir": run_dir, "seed": json.loads(
+            (Path(run_dir) / "config.json").read_text())["seed"]}
+        runs = [{**run, **evaluate(Encoder.load(run_dir), val_data, fmnist_test=fmnist_test, transfer=bench.transfer)}]
+        print(f"{name}: {json.dumps(runs[-1])}", file=sys.stderr)
+        report["recipes"][name] = {"runs": runs, "summary": summarise(runs)}
+    for name in recipes if not bench.score_runs else ():
         is_ours = split_name(name)[0] in RECIPES
         common = dict(train_data=train_data, budget_min=budget_min, work=work)
         if calibrate:
@@ -205,7 +267,8 @@ def measure(train_data: str, val_data: str, *, data_root: str = "runs/demo/data"
                 run = run_peer_recipe(name, steps=steps, seed=seed, batch_size=batch_size, workers=workers, **common)
             torch.set_num_threads(threads)
             encoder = run.pop("encoder")
-            runs.append({**run, "seed": seed, **evaluate(encoder, val_data, fmnist_test=fmnist_test)})
+            runs.append({**run, "seed": seed,
+                         **evaluate(encoder, val_data, fmnist_test=fmnist_test, transfer=bench.transfer)})
             print(f"{name} seed {seed}: {json.dumps(runs[-1])}", file=sys.stderr)
         report["recipes"][name] = {"runs": runs, "summary": summarise(runs)}
         if out:
@@ -222,6 +285,7 @@ def _write(path: str, report: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    from jsonargparse import CLI
+    from clipline.flags import parse_config
 
-    print(json.dumps(CLI(measure, as_positional=False), indent=2))
+    print(json.dumps(measure(parse_config(QualityConfig, sys.argv[1:], prog="benchmarks/train_quality.py")),
+                     indent=2))

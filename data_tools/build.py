@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from tqdm import tqdm
 
@@ -22,6 +23,7 @@ from data_tools.records import SourceData, SourceRecord
 from data_tools.shard_writer import ShardWriter
 
 LOG = logging.getLogger("data_tools")
+BUILD_BACKGROUNDS = ("white", "black", "keep")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +36,10 @@ class BuildConfig:
     """Side of the square stored images (short side resized to this, then centre-cropped)."""
     shard_size: int = 1000
     """Samples per tar."""
+    background: Literal["white", "black", "keep"] = "white"
+    """What transparent pixels become: white or black (flattened, JPEG), or keep (images with
+    transparency stored as RGBA PNG; readers flatten them onto white, and training can put them on
+    random backgrounds: pretrain data.background=random)."""
     workers: int = 2
     """Encoding processes; 0 or 1 encodes in this process. Output is identical either way."""
     overwrite: bool = False
@@ -55,7 +61,7 @@ def _prepare_out_dir(config: BuildConfig) -> None:
 
 def _encoded(records: list[SourceRecord], config: BuildConfig) -> Iterator[EncodedSample | Skipped]:
     """Encoded samples in record order, whatever the number of workers."""
-    encode = functools.partial(encode_record, image_size=config.image_size)
+    encode = functools.partial(encode_record, image_size=config.image_size, background=config.background)
     if config.workers <= 1:
         yield from map(encode, records)
         return
@@ -68,6 +74,8 @@ def build_shards(data: SourceData, config: BuildConfig) -> dict:
     """Write `data` as shards under `config.out`; returns the dataset.json contents it wrote."""
     if config.image_size < 8 or config.shard_size < 1:
         raise DataError("--image-size must be >= 8 and --shard-size >= 1")
+    if config.background not in BUILD_BACKGROUNDS:
+        raise DataError(f"--background must be one of {', '.join(BUILD_BACKGROUNDS)}, got {config.background!r}")
     if not data.records:
         raise DataError(f"source {data.name} gave no samples (check the path, split or columns)")
     keys = [r.key for r in data.records]
@@ -102,7 +110,8 @@ def build_shards(data: SourceData, config: BuildConfig) -> dict:
         "source": data.name,
         "build": {
             "shard_size": config.shard_size,
-            "image_format": "jpg",
+            "image_format": "png+jpg" if config.background == "keep" else "jpg",
+            "background": config.background,
             "tool": "clipline data build",
             **data.details,
         },

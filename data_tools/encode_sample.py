@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from data_tools.image_ops import encode_jpeg, resize_center_crop, to_rgb_on_white
+from data_tools.image_ops import BACKGROUNDS, WHITE, encode_jpeg, encode_png, has_alpha, resize_center_crop, to_rgb_on, to_rgba
 from data_tools.records import SourceRecord
 
 
@@ -38,8 +38,9 @@ def _open_image(record: SourceRecord) -> Image.Image:
     return image
 
 
-def encode_record(record: SourceRecord, image_size: int) -> EncodedSample | Skipped:
-    """Resize (short side, centre crop), composite on white, JPEG-encode, and add caption/json/cls."""
+def encode_record(record: SourceRecord, image_size: int, background: str = "white") -> EncodedSample | Skipped:
+    """Resize (short side, centre crop), flatten transparency onto `background` and JPEG-encode (or, with
+    background "keep", PNG-encode an image that has transparency as RGBA), and add caption/json/cls."""
     captions = [c.strip() for c in record.captions if c and c.strip()]
     if not captions:
         return Skipped(key=record.key, reason="empty_caption", detail=record.source)
@@ -53,7 +54,9 @@ def encode_record(record: SourceRecord, image_size: int) -> EncodedSample | Skip
         return Skipped(key=record.key, reason="not_an_image", detail=record.source)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         return Skipped(key=record.key, reason="corrupt_image", detail=f"{record.source}: {exc}")
-    image = resize_center_crop(to_rgb_on_white(image), image_size)
+    keep_alpha = background == "keep" and has_alpha(image)
+    flat = to_rgba(image) if keep_alpha else to_rgb_on(image, BACKGROUNDS.get(background, WHITE))  # "keep": no alpha
+    image = resize_center_crop(flat, image_size)
     meta: dict[str, object] = {
         "key": record.key,
         "caption": captions[0],
@@ -68,7 +71,7 @@ def encode_record(record: SourceRecord, image_size: int) -> EncodedSample | Skip
         meta["labels"] = dict(record.labels)
     meta.update(record.extra)
     files = {
-        "jpg": encode_jpeg(image),
+        **({"png": encode_png(image)} if keep_alpha else {"jpg": encode_jpeg(image)}),
         "txt": captions[0].encode("utf-8"),
         "json": json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8"),
     }

@@ -124,6 +124,8 @@ class _Spec:
     drop_last: bool
     rank: int
     world_size: int
+    keep_alpha: bool = False
+    """Hand images with transparency to the transform as RGBA (it flattens them, e.g. RandomBackground)."""
 
     def rng(self, purpose: str) -> random.Random:
         """A generator seeded per (seed, epoch, rank, worker); string seeds hash the same in every process."""
@@ -200,7 +202,7 @@ class _Decode:
     def __call__(self, samples: Iterable[dict]) -> Iterator[dict]:
         rng = self.spec.rng("captions")
         for raw in samples:
-            parsed = parse_sample(raw)
+            parsed = parse_sample(raw, keep_alpha=self.spec.keep_alpha)
             where = f"{raw['__url__']}:{raw['__key__']}"
             if isinstance(parsed, SampleProblem):
                 self.skips.add(parsed.reason, where, parsed.detail or None)
@@ -349,6 +351,7 @@ def make_loader(
     rank: int | None = None,
     world_size: int | None = None,
     source_weights: tuple[float, ...] | None = None,
+    keep_alpha: bool = False,
 ) -> ShardLoader:
     """A streaming loader over `shards` (a spec as `list_shards` takes, or a list of tars).
 
@@ -356,7 +359,9 @@ def make_loader(
     `caption`, `key`, `label` (B,) long (-1 without .cls), `meta` (the .json dicts).
     `caption="random"` picks one of the stored caption variants per sample (training);
     `"first"` uses the .txt caption (evaluation). `source_weights` (one per `::` source of a
-    string spec; needs `resampled`) weights the sources. See the module docstring for splitting.
+    string spec; needs `resampled`) weights the sources. `keep_alpha` gives `image_transform` RGBA images
+    where the stored image has transparency (else they are flattened onto white). See the module
+    docstring for splitting.
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
@@ -383,5 +388,6 @@ def make_loader(
         drop_last=drop_last,
         rank=resolved_rank,
         world_size=resolved_world,
+        keep_alpha=keep_alpha,
     )
     return ShardLoader(spec, image_transform, tokenize, num_workers)

@@ -16,7 +16,7 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 class ParsedSample:
     key: str
     image: Image.Image
-    """Decoded RGB image (transparent pixels on white)."""
+    """Decoded RGB image (transparent pixels on white), or RGBA when parsed with keep_alpha."""
     captions: list[str]
     """The .txt caption first, then the .json `captions` variants; never empty."""
     label: int
@@ -41,8 +41,9 @@ def sample_captions(raw: dict, meta: dict) -> list[str]:
     return list(dict.fromkeys(c for c in [first, *variants] if c))
 
 
-def parse_sample(raw: dict) -> ParsedSample | SampleProblem:
-    """Decode metadata, caption and image of one raw sample, or say why it is unusable."""
+def parse_sample(raw: dict, *, keep_alpha: bool = False) -> ParsedSample | SampleProblem:
+    """Decode metadata, caption and image of one raw sample, or say why it is unusable; `keep_alpha` keeps
+    the transparency of an image that has it (RGBA) instead of flattening it onto white."""
     key = str(raw["__key__"])
     try:
         meta = json.loads(raw["json"]) if "json" in raw else {}
@@ -58,7 +59,7 @@ def parse_sample(raw: dict) -> ParsedSample | SampleProblem:
     if extension is None:
         return SampleProblem(key=key, reason="no_image", detail=f"members: {sorted(k for k in raw if not k.startswith('__'))}")
     try:
-        image = decode_image(raw[extension], extension)
+        image = decode_image(raw[extension], extension, keep_alpha=keep_alpha)
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error... for bad bytes
         return SampleProblem(key=key, reason="undecodable_image", detail=f"{type(exc).__name__}: {exc}")
     return ParsedSample(key=key, image=image, captions=captions, label=label, meta=meta)

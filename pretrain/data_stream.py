@@ -9,14 +9,21 @@ every time that epoch is replayed.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import open_clip
 import torch
+import torchvision
+
+from data_tools.augment import RandomBackground
 
 from pretrain.config import DataConfig
 from pretrain.errors import PretrainError
+
+LOG = logging.getLogger("pretrain")
 
 EpochFactory = Callable[[int], Iterable[dict]]  # epoch -> that epoch's batches
 
@@ -83,7 +90,8 @@ def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
 
 def train_transform(data: DataConfig, preprocess_cfg: dict) -> Callable:
     """open_clip's image transform for training (`data.augment`: random resized crop, colour jitter,
-    grayscale as `data` says) or evaluation, for a tower's preprocessing config."""
+    grayscale as `data` says) or evaluation, for a tower's preprocessing config; with
+    `data.background="random"`, drawings with transparency are first put on random backgrounds."""
     augmentation = open_clip.transform.AugmentationCfg(
         scale=(data.crop_scale_min, 1.0),
         color_jitter=(data.color_jitter,) * 3 + (0.0,) if data.color_jitter else None,  # no hue shift
@@ -91,8 +99,11 @@ def train_transform(data: DataConfig, preprocess_cfg: dict) -> Callable:
         gray_scale_prob=data.grayscale_prob or None)
     with warnings.catch_warnings():  # it warns of "unused" jitter/grayscale items that it does use
         warnings.filterwarnings("ignore", "Unused augmentation cfg items")
-        return open_clip.transform.image_transform_v2(open_clip.transform.PreprocessCfg(**preprocess_cfg),
-                                                      is_train=data.augment, aug_cfg=augmentation)
+        transform = open_clip.transform.image_transform_v2(open_clip.transform.PreprocessCfg(**preprocess_cfg),
+                                                           is_train=data.augment, aug_cfg=augmentation)
+    if data.background == "random":
+        return torchvision.transforms.Compose([RandomBackground(zoom_out_min=data.zoom_out_min), transform])
+    return transform
 
 
 def shard_epochs(data: DataConfig, *, image_transform: Callable, tokenize: Callable, seed: int, rank: int,
@@ -106,13 +117,18 @@ def shard_epochs(data: DataConfig, *, image_transform: Callable, tokenize: Calla
     so does a weighted mix of sources (`data.train_data_weights`, one per `::` source).
     """
     from data_tools.errors import DataError
-    from data_tools.loader import list_shards, make_loader
+    from data_tools.loader import list_shards, make_loader, read_dataset_info
     from data_tools.loader_workers import auto_loader_workers
 
     try:
-        list_shards(data.train_data)
+        shards = list_shards(data.train_data)
+        sources = {str(Path(shard).parent) for shard in shards}
+        kept = any(read_dataset_info(source).get("build", {}).get("background") == "keep" for source in sources)
     except DataError as err:
         raise PretrainError(str(err)) from err
+    if data.background == "random" and not kept:
+        LOG.warning("data.background=random: no train_data source was built with --background keep, so its images "
+                    "have no transparency to put on random backgrounds and are used as stored")
     skipped = SkipTally()
     workers = auto_loader_workers(data.workers)
     resampled = world_size > 1 or data.train_data_weights is not None
@@ -121,7 +137,8 @@ def shard_epochs(data: DataConfig, *, image_transform: Callable, tokenize: Calla
         loader = make_loader(data.train_data, batch_size=data.batch_size, image_transform=image_transform,
                              tokenize=tokenize, num_workers=workers, shuffle=True, shuffle_buffer=data.shuffle_buffer,
                              resampled=resampled, seed=seed, epoch=epoch, caption=data.caption, drop_last=True,
-                             rank=rank, world_size=world_size, source_weights=data.train_data_weights)
+                             rank=rank, world_size=world_size, source_weights=data.train_data_weights,
+                             keep_alpha=data.background == "random")
         skipped.start(loader)
         # iter() now, not lazily: the DataLoader draws its worker seed here, under BatchStream's fixed seed.
         return iter(loader)

@@ -106,6 +106,19 @@ class WarmupCosine:
         self.warmup_end_seconds = state.get("warmup_end_seconds")
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """`optimizer.load_state_dict(state)`, then each per-parameter state tensor laid out in memory like its
+    parameter: a saved state is contiguous, and the fused AdamW kernel computes wrong updates when a
+    channels-last parameter meets a contiguous moment tensor."""
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            saved = optimizer.state.get(param, {})
+            for key, value in saved.items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    saved[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)  # param's layout
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -37,7 +37,7 @@ from pretrain.errors import PretrainError
 from pretrain.grad_cache import forward_backward
 from pretrain.in_loop_eval import InLoopEvaluator, run_evaluators
 from pretrain.losses import clip_loss, multi_positive_clip_loss, siglip_loss
-from pretrain.optim import WarmupCosine, build_optimizer, set_lr
+from pretrain.optim import WarmupCosine, build_optimizer, load_optimizer_state, set_lr
 from pretrain.rng_state import capture_rng, restore_rng, seed_everything
 from pretrain.run_log import CURVES_FILE, RunLog, plot_curves
 from pretrain.stop_signals import StopSignals
@@ -123,6 +123,7 @@ class Trainer:
             pad_multiple=8 if self.config.compile else 1,  # few distinct text lengths: few recompiles
             explicit_attention=cfg.attention == "explicit" or (cfg.attention == "auto" and explicit_attention_pays(
                 self.dist.device, models.max_sequence_length(cfg.name))),
+            channels_last=models.convolutional_image_tower(cfg.name) if cfg.channels_last is None else cfg.channels_last,
         )
         return towers.to(self.dist.device).train()
 
@@ -145,7 +146,7 @@ class Trainer:
             raise PretrainError(f"cannot resume from {ckpt}: it holds model {saved!r}, this run builds "
                                 f"{self.towers.name!r}; resume with the run's own config (its config.json)") from err
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            load_optimizer_state(self.optimizer, state["optimizer"])
         except ValueError as err:  # other parameter groups: locking or distillation differ
             raise PretrainError(f"cannot resume from {ckpt}: its optimizer state does not fit this run's trained "
                                 "parameters; resume with the run's own config (its config.json)") from err
@@ -194,10 +195,14 @@ class Trainer:
         if cfg.kind == "siglip":
             return siglip_loss(out["image_features"], out["text_features"], out["logit_scale"],
                                out["logit_bias"], gather=dist.gather_with_grad, rank=dist.rank, groups=groups)
+        if groups is None and cfg.soft_targets:  # soft targets around one positive per pair
+            batch = out["image_features"].shape[0]
+            groups = torch.arange(batch, device=out["image_features"].device) + dist.rank * batch
         if groups is not None:
             return multi_positive_clip_loss(out["image_features"], out["text_features"], out["logit_scale"], groups,
                                             gather=dist.gather_with_grad, rank=dist.rank, local_loss=cfg.local_loss,
-                                            max_logit_scale=cfg.max_logit_scale)
+                                            max_logit_scale=cfg.max_logit_scale, soft_weight=cfg.soft_targets,
+                                            soft_temperature=cfg.soft_temperature)
         return clip_loss(out["image_features"], out["text_features"], out["logit_scale"],
                          gather=dist.gather_with_grad, rank=dist.rank, local_loss=cfg.local_loss,
                          max_logit_scale=cfg.max_logit_scale)

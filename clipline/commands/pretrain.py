@@ -31,7 +31,7 @@ class PretrainCommandConfig:
     """Contrastive image-text pretraining on shards."""
 
     config: str = DEFAULT_CONFIG
-    """Named run config: tiny, tiny-debug, emoji-small, emoji-lit-minilm, emoji-lit-rn."""
+    """Named run config: tiny, tiny-debug, emoji-small, emoji-lit-minilm, emoji-lit-rn, emoji-lit-rn-raw."""
     train_data: str | None = None
     """Training shard directory."""
     train_data_weights: str | None = None

@@ -24,11 +24,12 @@ from pretrain.models.registry import (
     CONFIG_DIR,
     MINILM_SUFFIX,
     SIGLIP_SUFFIX,
+    convolutional_image_tower,
     max_sequence_length,
     minilm_dir,
     minilm_text_cfg,
-    package_model_dir,
     model_config,
+    package_model_dir,
     register_model_config,
     register_model_configs,
     sigmoid_variant,
@@ -37,8 +38,8 @@ from pretrain.models.two_tower import TwoTower, is_hf_text, pad_token_id, suppor
 
 __all__ = [
     "CONFIG_DIR", "MINILM_SUFFIX", "SIGLIP_SUFFIX", "TwoTower", "build_model", "clip_from_info",
-    "compile_towers", "create_open_clip", "is_hf_text", "lock_towers", "max_sequence_length",
-    "minilm_dir", "minilm_text_cfg", "model_config", "model_info", "package_model_dir", "pad_token_id",
-    "portable_model_info", "quiet_model_building", "register_model_config", "register_model_configs",
-    "resolved_model_cfg", "sigmoid_variant", "supports_trimming", "trim_padding",
+    "compile_towers", "convolutional_image_tower", "create_open_clip", "is_hf_text", "lock_towers",
+    "max_sequence_length", "minilm_dir", "minilm_text_cfg", "model_config", "model_info", "package_model_dir",
+    "pad_token_id", "portable_model_info", "quiet_model_building", "register_model_config",
+    "register_model_configs", "resolved_model_cfg", "sigmoid_variant", "supports_trimming", "trim_padding",
 ]

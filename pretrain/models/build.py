@@ -11,6 +11,7 @@ import copy
 import logging
 from collections.abc import Iterator
 import open_clip
+import torch
 import transformers
 from torch import nn
 
@@ -70,8 +71,11 @@ def build_model(name: str, *, pretrained: str | None = None, lock_text: bool = F
                 lock_image_unlocked_groups: int = 0, patch_dropout: float = 0.0,
                 grad_checkpointing: bool = False, init_logit_bias: float | None = None,
                 dynamic_padding: bool = True, pad_multiple: int = 1,
-                explicit_attention: bool = False) -> TwoTower:
+                explicit_attention: bool = False, channels_last: bool = False) -> TwoTower:
     """Build the trainable two-tower model for config `name` (see module docstring).
+
+    `channels_last` stores the image tower's weights, and feeds it images, in NHWC order (same maths;
+    oneDNN's convolutions run faster in it on CPU).
 
     With `init_logit_bias` (SigLIP) the model is registered as `<name>-sigmoid`;
     `TwoTower.name` says which name its checkpoints carry.
@@ -85,7 +89,10 @@ def build_model(name: str, *, pretrained: str | None = None, lock_text: bool = F
         clip.set_grad_checkpointing(True)
     if explicit_attention:
         use_explicit_attention(clip)
-    return TwoTower(clip, name=name, dynamic_padding=dynamic_padding, pad_multiple=pad_multiple)
+    if channels_last:
+        clip.visual.to(memory_format=torch.channels_last)
+    return TwoTower(clip, name=name, dynamic_padding=dynamic_padding, pad_multiple=pad_multiple,
+                    channels_last=channels_last)
 
 
 def model_info(name: str, clip: nn.Module) -> dict:

@@ -21,6 +21,10 @@ from pretrain.errors import PretrainError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 MINILM_SUFFIX = "-minilm"
+# `<base>-minilm-raw`: image features land in MiniLM's own 384-d sentence space (no text projection), so a
+# locked MiniLM keeps its geometry exactly
+RAW_SUFFIX = "-raw"
+MINILM_WIDTH = 384
 # not "-siglip": open_clip.get_tokenizer picks its SigLIP tokenizer for such names
 SIGLIP_SUFFIX = "-sigmoid"
 SIGLIP_INIT_LOGIT_BIAS = -10.0  # SigLIP paper's init (with logit scale log 10)
@@ -115,7 +119,9 @@ def register_model_configs() -> None:
     for base in MINILM_BASES if text_cfg else ():
         cfg = open_clip.get_model_config(base)
         register_model_config(base + MINILM_SUFFIX, {**cfg, "text_cfg": text_cfg})
-        names.append(base + MINILM_SUFFIX)
+        register_model_config(base + MINILM_SUFFIX + RAW_SUFFIX,
+                              {**cfg, "embed_dim": MINILM_WIDTH, "text_cfg": {**text_cfg, "hf_proj_type": None}})
+        names += [base + MINILM_SUFFIX, base + MINILM_SUFFIX + RAW_SUFFIX]
     for name in names:
         sigmoid_variant(name, SIGLIP_INIT_LOGIT_BIAS)
 
@@ -143,6 +149,11 @@ def sigmoid_variant(name: str, init_logit_bias: float) -> str:
     cfg = {**model_config(name), "init_logit_bias": init_logit_bias, "init_logit_scale": math.log(10.0)}
     register_model_config(name + SIGLIP_SUFFIX, cfg)
     return name + SIGLIP_SUFFIX
+
+
+def convolutional_image_tower(name: str) -> bool:
+    """Whether config `name` builds open_clip's ModifiedResNet (its vision `layers` is a list of stage depths)."""
+    return isinstance(model_config(name)["vision_cfg"].get("layers"), (list, tuple))
 
 
 def max_sequence_length(name: str) -> int:

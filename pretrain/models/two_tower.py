@@ -80,8 +80,9 @@ class TwoTower(nn.Module):
     """
 
     def __init__(self, clip: nn.Module, *, name: str, dynamic_padding: bool = True,
-                 pad_multiple: int = 1) -> None:
+                 pad_multiple: int = 1, channels_last: bool = False) -> None:
         super().__init__()
+        self.channels_last = channels_last  # images go to the image tower in NHWC order
         self.clip = clip
         self.name = name  # the open_clip config name checkpoints record
         self.dynamic_padding = dynamic_padding and supports_trimming(clip)
@@ -95,6 +96,8 @@ class TwoTower(nn.Module):
         return is_hf_text(self.clip) and not any(p.requires_grad for p in self.clip.text.transformer.parameters())
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)  # (B, 3, H, W), NHWC in memory
         return F.normalize(self.clip.encode_image(images), dim=-1)  # (B, D)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,8 @@ def test_train_data_weights_become_a_tuple_and_the_default_is_the_chosen_recipe(
     config = resolved("--train-data", "a::b", "--train-data-weights", "3,1", "optim.lr=5e-4")
     assert config.data.train_data == "a::b" and config.data.train_data_weights == (3.0, 1.0)
     assert config.optim.lr == 5e-4
-    assert config.name == "emoji-lit-rn" and config.model.name == "clip-rn-64-minilm"
+    assert config.name == "emoji-lit-rn-raw" and config.model.name == "clip-rn-64-minilm-raw"
+    assert config.data.background == "random"
     assert config.model.lock_text and config.loss.positives == "group"
     validate(config)
 

@@ -86,6 +86,54 @@ def test_rgba_is_composited_on_white(tmp_path: Path) -> None:
     assert r > 180 and g < 40 and b < 40
 
 
+def _alpha_folder(root: Path, size: int = 48) -> None:
+    from PIL import Image
+
+    root.mkdir()
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))  # transparent black, as most PNG writers store it
+    image.paste((200, 0, 0, 255), (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
+    image.save(root / "x.png")
+    (root / "x.txt").write_text("red square")
+
+
+def test_background_black_flattens_transparency_onto_black(tmp_path: Path) -> None:
+    _alpha_folder(tmp_path / "alpha")
+    info, [sample] = build_and_read(f"folder:{tmp_path / 'alpha'}", tmp_path / "out", image_size=32, background="black")
+    assert max(sample.image.getpixel((1, 1))) < 10
+    assert info["build"]["background"] == "black" and info["build"]["image_format"] == "jpg"
+
+
+def test_background_keep_stores_rgba_png_that_readers_flatten_onto_white(tmp_path: Path) -> None:
+    _alpha_folder(tmp_path / "alpha")
+    info, [sample] = build_and_read(f"folder:{tmp_path / 'alpha'}", tmp_path / "out", image_size=32, background="keep")
+    assert info["build"]["image_format"] == "png+jpg"
+    assert sample.image.mode == "RGB" and sample.image.getpixel((1, 1)) == (255, 255, 255)
+    [raw] = [raw for path in list_shards(tmp_path / "out") for raw in iter_tar_samples(path, pytest.fail)]
+    assert "png" in raw and "jpg" not in raw
+    kept = parse_sample(raw, keep_alpha=True).image
+    assert kept.mode == "RGBA" and kept.size == (32, 32)  # resized from 48 px
+    assert kept.getpixel((1, 1))[3] == 0 and kept.getpixel((16, 16)) == (200, 0, 0, 255)
+    # premultiplied resize: the edge of the square does not turn dark from the transparent black around it
+    edge = [kept.getpixel((x, 16)) for x in range(5, 12) if 0 < kept.getpixel((x, 16))[3] < 255]
+    assert edge and all(r >= 190 for r, _, _, _ in edge)
+
+
+def test_background_keep_stores_opaque_images_as_jpeg(tmp_path: Path) -> None:
+    root = tmp_path / "rgb"
+    root.mkdir()
+    write_image(root / "x.png", (10, 200, 10))
+    (root / "x.txt").write_text("green")
+    build_and_read(f"folder:{root}", tmp_path / "out", image_size=16, background="keep")
+    [raw] = [raw for path in list_shards(tmp_path / "out") for raw in iter_tar_samples(path, pytest.fail)]
+    assert "jpg" in raw and "png" not in raw
+
+
+def test_unknown_background_is_refused(tmp_path: Path) -> None:
+    _alpha_folder(tmp_path / "alpha")
+    with pytest.raises(DataError, match="--background must be one of white, black, keep"):
+        build_and_read(f"folder:{tmp_path / 'alpha'}", tmp_path / "out", background="grey")
+
+
 def _table_rows(tmp_path: Path) -> list[dict]:
     write_image(tmp_path / "imgs" / "r.png", COLOURS["red"])
     write_image(tmp_path / "imgs" / "g.jpg", COLOURS["green"])

@@ -47,3 +47,22 @@ def test_resolved_config_is_saved(tmp_path: Path) -> None:
     config = apply_overrides(named_config("tiny-debug"), ["seed=7"])
     save_config(config, tmp_path)
     assert config_from_dict(json.loads((tmp_path / "config.json").read_text())).seed == 7
+
+
+def test_random_background_puts_transparent_drawings_on_drawn_backgrounds() -> None:
+    import torch
+    from PIL import Image
+
+    from pretrain.data_stream import train_transform
+
+    config = apply_overrides(named_config("tiny-debug"), ["data.background=random", "data.zoom_out_min=0.7"])
+    preprocess = {"size": 16, "mode": "RGB", "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0),
+                  "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}
+    transform = train_transform(config.data, preprocess)
+    drawing = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    torch.manual_seed(0)
+    corners = {tuple(transform(drawing)[:, 0, 0].tolist()) for _ in range(12)}
+    assert len(corners) > 3  # white, black and drawn colours, where a white-only transform gives one
+    with pytest.raises(PretrainError, match="zoom_out_min"):
+        from pretrain.config import validate
+        validate(apply_overrides(named_config("tiny-debug"), ["data.zoom_out_min=0"]))

@@ -76,3 +76,47 @@ def test_siglip_with_groups_counts_every_same_group_pair_as_positive() -> None:
     assert abs(loss - expected / n) < 1e-4
     distinct = float(siglip_loss(x, y, torch.tensor(10.0), torch.tensor(-3.0), groups=torch.arange(5)))
     assert abs(distinct - reference_siglip(x, y, 10.0, -3.0)) < 1e-4
+
+
+def reference_soft_targets(x: torch.Tensor, y: torch.Tensor, scale: float, groups: list[int], weight: float,
+                           tau: float) -> float:
+    n = x.shape[0]
+    sims = [[scale * float(x[i] @ y[j]) for j in range(n)] for i in range(n)]
+    total = 0.0
+    for i in range(n):
+        positives = [j for j in range(n) if groups[j] == groups[i]]
+        caption_sims = [math.exp(float(y[i] @ y[j]) / tau) for j in range(n)]
+        target = [(1 - weight) * (j in positives) / len(positives) + weight * caption_sims[j] / sum(caption_sims)
+                  for j in range(n)]
+        row = math.log(sum(math.exp(sims[i][j]) for j in range(n)))  # image i against every text
+        column = math.log(sum(math.exp(sims[j][i]) for j in range(n)))  # text i against every image
+        total += sum(t * (row - sims[i][j]) for j, t in enumerate(target))
+        total += sum(t * (column - sims[j][i]) for j, t in enumerate(target))
+    return total / (2 * n)
+
+
+def test_soft_targets_match_reference_loop_and_default_to_hard_targets() -> None:
+    x, y = unit(7, 16, 40), unit(7, 16, 41)
+    groups = [0, 0, 1, 2, 2, 2, 3]
+    soft = multi_positive_clip_loss(x, y, torch.tensor(8.0), torch.tensor(groups), soft_weight=0.3,
+                                    soft_temperature=0.2)
+    assert abs(float(soft) - reference_soft_targets(x, y, 8.0, groups, 0.3, 0.2)) < 1e-5
+    hard = multi_positive_clip_loss(x, y, torch.tensor(8.0), torch.tensor(groups), soft_weight=0.0)
+    assert abs(float(hard) - reference_multi_positive(x, y, 8.0, groups)) < 1e-6
+
+
+def test_soft_targets_push_less_against_captions_that_mean_nearly_the_same() -> None:
+    """Texts 0 and 1 are near-synonyms; image 0 sits exactly on text 0. Hard targets push image 0 away from
+    text 1 as from any negative; soft targets halve that push (the gradient's component away from text 1)."""
+    y = unit(4, 8, 42)
+    y[1] = torch.nn.functional.normalize(y[0] + 0.2 * y[1], dim=0)
+    x = y.clone().requires_grad_(True)
+    groups = torch.arange(4)
+
+    def towards_text_1(weight: float) -> float:
+        x.grad = None
+        multi_positive_clip_loss(x, y, torch.tensor(20.0), groups, soft_weight=weight, soft_temperature=0.1).backward()
+        return float(-x.grad[0] @ (y[1] - y[0]))  # descent direction's component towards text 1
+
+    hard, soft = towards_text_1(0.0), towards_text_1(0.5)
+    assert hard < soft < 0 and abs(soft) < 0.55 * abs(hard)

@@ -62,3 +62,33 @@ def test_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert precision.choose_precision("fp32", cpu)[0] == "fp32"
     with precision.autocast("bf16", cpu)():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+def test_resumed_optimizer_state_takes_the_layout_of_channels_last_parameters() -> None:
+    """A saved AdamW state is contiguous; loaded as is beside a channels-last parameter, the fused kernel
+    updates it wrongly. load_optimizer_state gives the moments the parameter's layout: the resumed step
+    equals the same step on a contiguous parameter."""
+    import copy
+
+    from pretrain.optim import load_optimizer_state
+
+    torch.manual_seed(0)
+    weight, grads = torch.randn(4, 3, 5, 5), [torch.randn(4, 3, 5, 5) for _ in range(2)]
+
+    def make(channels_last: bool) -> tuple[torch.nn.Parameter, torch.optim.AdamW]:
+        param = torch.nn.Parameter(weight.clone().contiguous(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format))
+        return param, torch.optim.AdamW([param], lr=0.1, fused=True)
+
+    first, first_optimizer = make(False)
+    first.grad = grads[0].clone()
+    first_optimizer.step()
+    results = []
+    for channels_last in (False, True):
+        param, optimizer = make(channels_last)
+        param.data.copy_(first.data)
+        load_optimizer_state(optimizer, copy.deepcopy(first_optimizer.state_dict()))  # as read from a file
+        param.grad = torch.empty_like(param).copy_(grads[1])
+        optimizer.step()
+        results.append(param.detach().clone())
+    assert torch.allclose(results[0], results[1], atol=1e-6)

@@ -92,3 +92,38 @@ def test_sigmoid_variant_has_a_learnable_bias() -> None:
     assert towers.name == "clip-tiny-64-sigmoid"
     out = towers(torch.randn(2, 3, 64, 64), open_clip.get_tokenizer(towers.name)(CAPTIONS[:2]))
     assert float(out["logit_bias"].detach()) == -10.0 and abs(float(out["logit_scale"].detach()) - 10.0) < 1e-4
+
+
+def test_raw_minilm_variant_puts_images_in_minilm_space_with_no_text_projection() -> None:
+    towers = models.build_model("clip-rn-64-minilm-raw", lock_text=True).eval()
+    assert isinstance(towers.clip.text.proj, torch.nn.Identity) and towers.text_locked
+    # locked: the whole text side is MiniLM's own sentence embedding; only the image tower and temperature train
+    assert trainable(towers) == trainable(towers.clip.visual) + 1
+    tokens = open_clip.get_tokenizer("clip-rn-64-minilm-raw")(CAPTIONS)
+    out = towers(torch.randn(4, 3, 64, 64), tokens)
+    assert out["image_features"].shape == (4, 384) and out["text_features"].shape == (4, 384)
+    # the text features are MiniLM's mean-pooled sentence embeddings, normalised
+    text = towers.clip.text
+    mask = (tokens != text.config.pad_token_id).long()
+    with torch.no_grad():
+        pooled = text.pooler(text.transformer(input_ids=tokens, attention_mask=mask), mask)
+    assert torch.allclose(out["text_features"], torch.nn.functional.normalize(pooled, dim=-1), atol=1e-5)
+
+
+def test_channels_last_image_tower_gives_the_same_features_and_gradients() -> None:
+    assert models.convolutional_image_tower("clip-rn-64") and not models.convolutional_image_tower("clip-tiny-64")
+    torch.manual_seed(0)
+    plain = models.build_model("clip-rn-64")
+    torch.manual_seed(0)
+    nhwc = models.build_model("clip-rn-64", channels_last=True)
+    conv = nhwc.clip.visual.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    images = torch.randn(4, 3, 64, 64)
+    tokens = open_clip.get_tokenizer("clip-rn-64")(CAPTIONS)
+    outs = [towers(images, tokens) for towers in (plain, nhwc)]
+    assert torch.allclose(outs[0]["image_features"], outs[1]["image_features"], atol=1e-5)
+    for towers, out in zip((plain, nhwc), outs):
+        clip_loss(out["image_features"], out["text_features"], out["logit_scale"]).backward()
+    assert torch.allclose(plain.clip.visual.conv1.weight.grad, conv.grad, atol=1e-5)
+    # checkpoints hold plain contiguous tensors that load into either layout
+    plain.clip.load_state_dict({k: v.contiguous() for k, v in nhwc.clip.state_dict().items()})
