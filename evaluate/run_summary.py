@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 
+WIDTH = 26  # the longest label make demo writes: retrieval-emoji-val-black
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -29,25 +32,25 @@ def summary_lines(root: Path) -> list[str]:
     lines = [f"figures measured under {root}:"]
     train = _read(root / "pretrain" / "summary.json")
     if train:
-        lines.append(f"  pretraining          {train.get('step')} steps in {train.get('seconds', 0) / 60:.1f} min "
+        lines.append(f"  {'pretraining':{WIDTH}s} {train.get('step')} steps in {train.get('seconds', 0) / 60:.1f} min "
                      f"({train.get('precision')}), contrastive batch {train.get('contrastive_batch')}, "
                      f"final loss {train.get('loss', float('nan')):.3f}")
     for report_dir in sorted((root / "eval").glob("*/report.json")):
         report, name = _read(report_dir), report_dir.parent.name
         if "top1" in report:
-            lines.append(f"  {name:20s} zero-shot top-1 {_pct(report['top1'])}, top-5 {_pct(report.get('top5'))}, "
+            lines.append(f"  {name:{WIDTH}s} zero-shot top-1 {_pct(report['top1'])}, top-5 {_pct(report.get('top5'))}, "
                          f"mean per-class recall {_pct(report.get('mean_per_class_recall'))} "
                          f"({report.get('n')} images)")
         elif "image_to_text_R@1" in report:
-            lines.append(f"  {name:20s} R@1 image->text {_pct(report['image_to_text_R@1'])}, text->image "
+            lines.append(f"  {name:{WIDTH}s} R@1 image->text {_pct(report['image_to_text_R@1'])}, text->image "
                          f"{_pct(report.get('text_to_image_R@1'))}; R@5 {_pct(report.get('image_to_text_R@5'))} / "
                          f"{_pct(report.get('text_to_image_R@5'))} ({report.get('n')} images)")
     index = _read(root / "index" / "info.json")
     if index:
-        lines.append(f"  search index         {index.get('count')} vectors of {index.get('dim')} dims ({root / 'index'})")
+        lines.append(f"  {'search index':{WIDTH}s} {index.get('count')} vectors of {index.get('dim')} dims ({root / 'index'})")
     curves = root / "pretrain" / "curves.png"
     if curves.exists():
-        lines.append(f"  training curves      {curves}")
+        lines.append(f"  {'training curves':{WIDTH}s} {curves}")
     return lines
 
 
