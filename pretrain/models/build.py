@@ -65,7 +65,8 @@ def build_model(name: str, *, pretrained: str | None = None, lock_text: bool = F
                 lock_image_unlocked_groups: int = 0, patch_dropout: float = 0.0,
                 grad_checkpointing: bool = False, init_logit_bias: float | None = None,
                 dynamic_padding: bool = True, pad_multiple: int = 1,
-                explicit_attention: bool = False, pooled_last_block: bool = True) -> TwoTower:
+                explicit_attention: bool = False, pooled_last_block: bool = True,
+                text_buckets: int = 1) -> TwoTower:
     """Build the trainable two-tower model for config `name` (see module docstring).
 
     With `init_logit_bias` (SigLIP) the model is registered as `<name>-sigmoid`;
@@ -81,7 +82,7 @@ def build_model(name: str, *, pretrained: str | None = None, lock_text: bool = F
     if explicit_attention:
         use_explicit_attention(clip)
     return TwoTower(clip, name=name, dynamic_padding=dynamic_padding, pad_multiple=pad_multiple,
-                    pooled_last_block=pooled_last_block)
+                    pooled_last_block=pooled_last_block, text_buckets=text_buckets)
 
 
 def model_info(name: str, clip: nn.Module) -> dict:

@@ -2,14 +2,16 @@
 
 It is the model contract of the project:
 `model(images, texts) -> dict(image_features, text_features, logit_scale[, logit_bias])`,
-always a dict, features L2-normalised. It adds three exact speed-ups:
+always a dict, features L2-normalised. It adds exact speed-ups:
 - dynamic text padding: tokens are cut to the longest caption of the batch
   (exact for a causal text tower pooled at end-of-text, and for a HF tower with
   an attention mask);
 - a locked HF text tower runs without grad in eval mode, and its pooled output
   is memoised per caption (LiT: the locked tower is a fixed function);
 - the last block of each tower is computed for its pooled token only
-  (pooled_block.py).
+  (pooled_block.py);
+- captions can be split into length buckets, each trimmed to its own longest
+  (length_buckets.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 from torch import nn
 
+from pretrain.models.length_buckets import run_bucketed
 from pretrain.models.pooled_block import (
     encode_image_pooled,
     pooled_block,
@@ -111,13 +114,15 @@ class TwoTower(nn.Module):
     """
 
     def __init__(self, clip: nn.Module, *, name: str, dynamic_padding: bool = True,
-                 pad_multiple: int = 1, pooled_last_block: bool = True) -> None:
+                 pad_multiple: int = 1, pooled_last_block: bool = True, text_buckets: int = 1) -> None:
         super().__init__()
         self.clip = clip
         self.name = name  # the open_clip config name checkpoints record
         self.dynamic_padding = dynamic_padding and supports_trimming(clip)
         self.pooled_image = pooled_last_block and supports_pooled_image(getattr(clip, "visual", None))
         self.pooled_text = pooled_last_block and supports_pooled_text(clip)
+        # length buckets need rows that never mix and features independent of padding: the trimmed causal path
+        self.text_buckets = text_buckets if self.dynamic_padding and hasattr(clip, "token_embedding") else 1
         self.pad_multiple = pad_multiple
         self.pad_id = pad_token_id(clip)
         self._locked_text_cache: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
@@ -133,15 +138,23 @@ class TwoTower(nn.Module):
         return F.normalize(self.clip.encode_image(images), dim=-1)  # (B, D)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.text_buckets > 1:
+            features = run_bucketed(self._encode_causal_text, tokens, self.pad_id, max_buckets=self.text_buckets,
+                                    multiple=self.pad_multiple)
+            return F.normalize(features, dim=-1)  # (B, D)
         if self.dynamic_padding:
             tokens = trim_padding(tokens, self.pad_id, self.pad_multiple)  # (B, L')
         if self.text_locked:
             features = self.clip.text.proj(self._locked_pooled(tokens))
         elif self.pooled_text or (self.dynamic_padding and hasattr(self.clip, "token_embedding")):
-            features = encode_text_clip_trimmed(self.clip, tokens, pooled_last_block=self.pooled_text)
+            features = self._encode_causal_text(tokens)
         else:
             features = self.clip.encode_text(tokens)
         return F.normalize(features, dim=-1)  # (B, D)
+
+    def _encode_causal_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Unnormalised features of an open_clip text tower for (B, L) tokens, any L <= context. (B, D)"""
+        return encode_text_clip_trimmed(self.clip, tokens, pooled_last_block=self.pooled_text)
 
     def forward(self, images: torch.Tensor, texts: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {
