@@ -33,17 +33,25 @@ def create_open_clip(name: str, *, pretrained: str | None = None, load_text_weig
 
 
 def compile_towers(towers: TwoTower) -> None:
-    """torch.compile the towers' transformers in place (state-dict keys unchanged).
+    """torch.compile the towers' transformer blocks in place (state-dict keys unchanged).
 
-    Submodules, not the whole TwoTower: the memoised locked-text path is
-    Python bookkeeping that would only break the graph.
+    Blocks, not the whole TwoTower: the memoised locked-text path and the
+    pooled last block / length buckets are Python around the blocks, and each
+    block is one graph that every block of the same width reuses. The text
+    blocks see a few lengths (pad_multiple rounds them), so they recompile a
+    few times, then run compiled.
     """
     clip = towers.clip
-    clip.visual.compile()
+    transformers = [clip.visual.transformer] if hasattr(clip.visual, "transformer") else []
     if hasattr(clip, "token_embedding"):
-        clip.transformer.compile()
+        transformers.append(clip.transformer)
     elif is_hf_text(clip) and not towers.text_locked:
         clip.text.transformer.compile()
+    if not transformers:
+        clip.visual.compile()
+    for transformer in transformers:
+        for block in transformer.resblocks:
+            block.compile()
 
 
 def lock_towers(clip: nn.Module, *, lock_text: bool = False, lock_text_unlocked_layers: int = 0,

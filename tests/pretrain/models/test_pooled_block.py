@@ -56,3 +56,17 @@ def test_pooled_block_is_the_block_output_at_the_given_rows_with_a_causal_mask()
 def test_encoders_without_the_supported_pooling_keep_the_plain_path() -> None:
     towers = models.build_model("clip-rn-64", pooled_last_block=True)  # ResNet image tower: no last block to cut
     assert not towers.pooled_image and towers.pooled_text
+
+
+def test_compiled_towers_give_the_eager_features() -> None:
+    torch.manual_seed(3)
+    eager = models.build_model("clip-tiny-64", explicit_attention=True, text_buckets=2)
+    compiled = models.build_model("clip-tiny-64", explicit_attention=True, text_buckets=2)
+    compiled.load_state_dict(eager.state_dict())
+    models.compile_towers(compiled)
+    images = torch.randn(2, 3, 64, 64)
+    tokens = open_clip.get_tokenizer("clip-tiny-64")(CAPTIONS[:2])
+    with torch.no_grad():
+        want, got = eager(images, tokens), compiled(images, tokens)
+    assert torch.allclose(got["image_features"], want["image_features"], atol=1e-5)
+    assert torch.allclose(got["text_features"], want["text_features"], atol=1e-5)
