@@ -119,7 +119,9 @@ class TwoTower(nn.Module):
         self.clip = clip
         self.name = name  # the open_clip config name checkpoints record
         self.dynamic_padding = dynamic_padding and supports_trimming(clip)
-        self.pooled_image = pooled_last_block and supports_pooled_image(getattr(clip, "visual", None))
+        # only where encode_image is open_clip's own `visual(images)` (not a wrapper that casts inputs)
+        self.pooled_image = (pooled_last_block and isinstance(clip, (open_clip.CLIP, open_clip.CustomTextCLIP))
+                             and supports_pooled_image(clip.visual))
         self.pooled_text = pooled_last_block and supports_pooled_text(clip)
         # length buckets need rows that never mix and features independent of padding: the trimmed causal path
         self.text_buckets = text_buckets if self.dynamic_padding and hasattr(clip, "token_embedding") else 1
