@@ -5,8 +5,9 @@ after the same warm-up, both with bf16 autocast (open_clip_train at its best
 CPU precision, `amp_bf16`, with the webdataset>=0.2.96 fix applied here by
 patching, see open_clip issue 935). Maths is exact on both sides: no patch
 dropout, no approximations; ours differs only in how the same step is run
-(dynamic text padding, fused AdamW, explicit-matmul attention instead of the
-CPU flash kernel, torch.compile, its loader).
+(dynamic text padding, text length buckets, the last block computed for the
+pooled token only, fused AdamW, explicit-matmul attention instead of the CPU
+flash kernel, torch.compile, its loader).
 
 A step is timed from one optimizer step to the next (a global optimizer
 step hook, so both trainers are measured the same way, data waits included).
@@ -177,15 +178,21 @@ def bf16_matmul_peak(threads: int) -> dict[str, float]:
     return figures
 
 
-def flops_per_step(model_name: str, train_data: Path, batch_size: int, dynamic_padding: bool) -> float:
-    """Forward + backward FLOPs of one training step on a real batch (matmuls and attention)."""
+def flops_per_step(model_name: str, train_data: Path, batch_size: int, ours: bool) -> float:
+    """Forward + backward FLOPs of one training step on a real batch (matmuls and attention), as our
+    defaults run it (dynamic padding, length buckets, pooled last block) or as the peer does (`ours=False`)."""
     import open_clip
     from torch.utils.flop_counter import FlopCounterMode
 
     from data_tools.loader import make_loader
     from pretrain.losses import clip_loss
 
-    towers = pretrain.models.build_model(model_name, dynamic_padding=dynamic_padding)
+    from pretrain.config import named_config
+
+    cfg = named_config("tiny").model
+    towers = pretrain.models.build_model(model_name, dynamic_padding=ours and cfg.dynamic_padding,
+                                         pooled_last_block=ours and cfg.pooled_last_block,
+                                         text_buckets=cfg.text_buckets if ours else 1)
     pp_cfg = open_clip.transform.PreprocessCfg(**towers.clip.visual.preprocess_cfg)
     loader = make_loader(train_data, batch_size=batch_size, num_workers=0, caption="random", shuffle=True,
                          image_transform=open_clip.transform.image_transform_v2(pp_cfg, is_train=False),
@@ -204,7 +211,8 @@ def environment(threads: int) -> dict[str, Any]:
 
 
 # Our optimisations, switched on one at a time (each run adds one to the one before).
-OURS_PLAIN = ["dynamic_padding=false", "fused=false", "attention=fused", "retain_memory=false", "compile=false"]
+OURS_PLAIN = ["dynamic_padding=false", "fused=false", "attention=fused", "retain_memory=false", "compile=false",
+              "pooled_last_block=false", "text_buckets=1"]
 ABLATION_STEPS = [
     ("ours_plain", []),
     ("ours_+dynamic_padding", ["dynamic_padding=true"]),
@@ -212,6 +220,8 @@ ABLATION_STEPS = [
     ("ours_+explicit_attention", ["attention=explicit"]),
     ("ours_+retain_memory", ["retain_memory=true"]),
     ("ours_+loader_in_process", ["workers=null"]),
+    ("ours_+pooled_last_block", ["pooled_last_block=true"]),
+    ("ours_+text_buckets", ["text_buckets=3"]),
     ("ours_+compile", ["compile=true"]),
 ]
 
@@ -298,8 +308,8 @@ def measure(bench: BenchConfig) -> dict[str, Any]:
     median_baseline = statistics.mean(median_rates[k] for k in peer_runs)
     ours_rate = statistics.mean(rates[k] for k in ("ours", "ours_again"))
     peak = bf16_matmul_peak(threads)
-    flops_ours = flops_per_step(bench.model, data, bench.batch_size, dynamic_padding=True)
-    flops_peer = flops_per_step(bench.model, data, bench.batch_size, dynamic_padding=False)
+    flops_ours = flops_per_step(bench.model, data, bench.batch_size, ours=True)
+    flops_peer = flops_per_step(bench.model, data, bench.batch_size, ours=False)
     bf16_peak = peak["bf16_matmul_gflops"] * 1e9
     return {
         "samples_per_s": ours_rate, "baseline_samples_per_s": baseline, "speedup": ours_rate / baseline,
@@ -308,7 +318,7 @@ def measure(bench: BenchConfig) -> dict[str, Any]:
         "warmup_steps": bench.warmup_steps, "timed_steps": bench.timed_steps, "samples_per_s_by_run": rates,
         "speedup_by_run": {k: v / baseline for k, v in rates.items()},
         "median_step_samples_per_s_by_run": median_rates,
-        "flops_per_step": {"ours_dynamic_padding": flops_ours, "full_padding": flops_peer},
+        "flops_per_step": {"ours": flops_ours, "open_clip_train": flops_peer},
         **peak,
         "mfu_ours": flops_ours * ours_rate / bench.batch_size / bf16_peak,
         "mfu_open_clip_train": flops_peer * baseline / bench.batch_size / bf16_peak,

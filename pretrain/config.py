@@ -44,6 +44,13 @@ class ModelConfig:
     channels_last: bool | None = None
     """Image tower weights and inputs in NHWC order (same maths; ~1.35x faster bf16 convolutions on CPU);
     None = on for convolutional image towers."""
+    pooled_last_block: bool = True
+    """Compute each tower's last block for its pooled token only (class / end-of-text token): the same
+    features, ~15% fewer FLOPs on clip-tiny-64 (open_clip ViTs and causal text towers; others unchanged)."""
+    text_buckets: int = 3
+    """With dynamic_padding on an open_clip text tower: split each text batch into up to this many
+    length buckets, each cut to its own longest caption (same features; a split is taken only where it
+    saves more rows than a pass costs). 1 = one trimmed batch. 3 measured fastest on clip-tiny-64."""
     attention: Literal["auto", "fused", "explicit"] = "auto"
     """Attention kernel: fused SDPA, or explicit matmuls (same maths; ~6x faster on CPU for short
     sequences); auto = explicit on CPU when sequences are <= 256 tokens."""
@@ -372,6 +379,8 @@ def validate(config: TrainConfig) -> None:
                                 or any(w < 0 for w in weights) or not any(w > 0 for w in weights)):
         raise PretrainError(f"data.train_data_weights {','.join(map(str, weights))} must give one weight >= 0 per "
                             "`::`-separated train_data source (not all 0)")
+    if config.model.text_buckets < 1:
+        raise PretrainError("model.text_buckets must be >= 1 (1 = no length buckets)")
     if not 0.0 <= config.model.patch_dropout < 1.0:
         raise PretrainError("model.patch_dropout must be in [0, 1)")
     if config.time_budget_min is not None and config.time_budget_min <= 0:

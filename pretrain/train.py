@@ -120,6 +120,7 @@ class Trainer:
             lock_text_unlocked_layers=cfg.lock_text_unlocked_layers, lock_image=cfg.lock_image,
             lock_image_unlocked_groups=cfg.lock_image_unlocked_groups, patch_dropout=cfg.patch_dropout,
             grad_checkpointing=cfg.grad_checkpointing, init_logit_bias=bias, dynamic_padding=cfg.dynamic_padding,
+            pooled_last_block=cfg.pooled_last_block, text_buckets=cfg.text_buckets,
             pad_multiple=8 if self.config.compile else 1,  # few distinct text lengths: few recompiles
             explicit_attention=cfg.attention == "explicit" or (cfg.attention == "auto" and explicit_attention_pays(
                 self.dist.device, models.max_sequence_length(cfg.name))),

@@ -39,17 +39,25 @@ def create_open_clip(name: str, *, pretrained: str | None = None, load_text_weig
 
 
 def compile_towers(towers: TwoTower) -> None:
-    """torch.compile the towers' transformers in place (state-dict keys unchanged).
+    """torch.compile the towers' transformer blocks in place (state-dict keys unchanged).
 
-    Submodules, not the whole TwoTower: the memoised locked-text path is
-    Python bookkeeping that would only break the graph.
+    Blocks, not the whole TwoTower: the memoised locked-text path and the
+    pooled last block / length buckets are Python around the blocks, and each
+    block is one graph that every block of the same width reuses. The text
+    blocks see a few lengths (pad_multiple rounds them), so they recompile a
+    few times, then run compiled.
     """
     clip = towers.clip
-    clip.visual.compile()
+    transformers = [clip.visual.transformer] if hasattr(clip.visual, "transformer") else []
     if hasattr(clip, "token_embedding"):
-        clip.transformer.compile()
+        transformers.append(clip.transformer)
     elif is_hf_text(clip) and not towers.text_locked:
         clip.text.transformer.compile()
+    if not transformers:
+        clip.visual.compile()
+    for transformer in transformers:
+        for block in transformer.resblocks:
+            block.compile()
 
 
 def lock_towers(clip: nn.Module, *, lock_text: bool = False, lock_text_unlocked_layers: int = 0,
@@ -71,7 +79,8 @@ def build_model(name: str, *, pretrained: str | None = None, lock_text: bool = F
                 lock_image_unlocked_groups: int = 0, patch_dropout: float = 0.0,
                 grad_checkpointing: bool = False, init_logit_bias: float | None = None,
                 dynamic_padding: bool = True, pad_multiple: int = 1,
-                explicit_attention: bool = False, channels_last: bool = False) -> TwoTower:
+                explicit_attention: bool = False, pooled_last_block: bool = True,
+                text_buckets: int = 1, channels_last: bool = False) -> TwoTower:
     """Build the trainable two-tower model for config `name` (see module docstring).
 
     `channels_last` stores the image tower's weights, and feeds it images, in NHWC order (same maths;
@@ -92,7 +101,7 @@ def build_model(name: str, *, pretrained: str | None = None, lock_text: bool = F
     if channels_last:
         clip.visual.to(memory_format=torch.channels_last)
     return TwoTower(clip, name=name, dynamic_padding=dynamic_padding, pad_multiple=pad_multiple,
-                    channels_last=channels_last)
+                    pooled_last_block=pooled_last_block, text_buckets=text_buckets, channels_last=channels_last)
 
 
 def model_info(name: str, clip: nn.Module) -> dict:

@@ -2,12 +2,16 @@
 
 It is the model contract of the project:
 `model(images, texts) -> dict(image_features, text_features, logit_scale[, logit_bias])`,
-always a dict, features L2-normalised. It adds two exact speed-ups:
+always a dict, features L2-normalised. It adds exact speed-ups:
 - dynamic text padding: tokens are cut to the longest caption of the batch
   (exact for a causal text tower pooled at end-of-text, and for a HF tower with
   an attention mask);
 - a locked HF text tower runs without grad in eval mode, and its pooled output
-  is memoised per caption (LiT: the locked tower is a fixed function).
+  is memoised per caption (LiT: the locked tower is a fixed function);
+- the last block of each tower is computed for its pooled token only
+  (pooled_block.py);
+- captions can be split into length buckets, each trimmed to its own longest
+  (length_buckets.py).
 """
 
 from __future__ import annotations
@@ -19,6 +23,15 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 from torch import nn
+
+from pretrain.models.length_buckets import run_bucketed
+from pretrain.models.pooled_block import (
+    encode_image_pooled,
+    pooled_block,
+    run_all_but_last,
+    supports_pooled_block,
+    supports_pooled_image,
+)
 
 # Pooled outputs memoised for a locked HF text tower; bounded so a large
 # corpus cannot grow memory without limit.
@@ -45,22 +58,43 @@ def trim_padding(tokens: torch.Tensor, pad_id: int, multiple: int = 1) -> torch.
     return tokens[:, :length]
 
 
-def encode_text_clip_trimmed(clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def pool_rows(tokens: torch.Tensor, pool_type: str, eos_token_id: int | None) -> torch.Tensor:
+    """The row `text_global_pool` keeps for each caption (argmax or eos pooling). (B, L) -> (B,)"""
+    if pool_type == "argmax":
+        return tokens.argmax(dim=-1)
+    return (tokens == eos_token_id).int().argmax(dim=-1)
+
+
+def encode_text_clip_trimmed(clip: nn.Module, tokens: torch.Tensor, *, pooled_last_block: bool = False) -> torch.Tensor:
     """`CLIP.encode_text` for tokens shorter than the context (unnormalised, (B, D)).
 
     With a causal mask, positions before end-of-text never see the padding, so
     slicing the positional embedding and mask to L gives the same features.
+    `pooled_last_block` computes the last block for the pooled row only (pooled_block.py).
     """
     length = tokens.shape[1]  # L <= context_length
     cast_dtype = clip.transformer.get_cast_dtype()
     x = clip.token_embedding(tokens).to(cast_dtype)  # (B, L, W)
     x = x + clip.positional_embedding[:length].to(cast_dtype)
-    x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
-    x = clip.ln_final(x)
-    x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
+    mask = None if clip.attn_mask is None else clip.attn_mask[:length, :length]  # (L, L)
+    eos_id = getattr(clip, "text_eos_id", None)
+    if pooled_last_block:
+        rows = pool_rows(tokens, clip.text_pool_type, eos_id)  # (B,)
+        x = run_all_but_last(clip.transformer, x, mask)
+        x = clip.ln_final(pooled_block(clip.transformer.resblocks[-1], x, rows, mask))  # (B, W)
+    else:
+        x = clip.transformer(x, attn_mask=mask)
+        x = clip.ln_final(x)
+        x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=eos_id)  # (B, W)
     if isinstance(clip.text_projection, nn.Linear):
         return clip.text_projection(x)
     return x if clip.text_projection is None else x @ clip.text_projection  # (B, D)
+
+
+def supports_pooled_text(clip: nn.Module) -> bool:
+    """Whether the text tower is an open_clip causal tower whose last block pooled_block.py can compute."""
+    return (hasattr(clip, "token_embedding") and clip.text_pool_type in ("argmax", "eos")
+            and supports_pooled_block(clip.transformer))
 
 
 def supports_trimming(clip: nn.Module) -> bool:
@@ -80,12 +114,19 @@ class TwoTower(nn.Module):
     """
 
     def __init__(self, clip: nn.Module, *, name: str, dynamic_padding: bool = True,
-                 pad_multiple: int = 1, channels_last: bool = False) -> None:
+                 pad_multiple: int = 1, pooled_last_block: bool = True, text_buckets: int = 1,
+                 channels_last: bool = False) -> None:
         super().__init__()
         self.channels_last = channels_last  # images go to the image tower in NHWC order
         self.clip = clip
         self.name = name  # the open_clip config name checkpoints record
         self.dynamic_padding = dynamic_padding and supports_trimming(clip)
+        # only where encode_image is open_clip's own `visual(images)` (not a wrapper that casts inputs)
+        self.pooled_image = (pooled_last_block and isinstance(clip, (open_clip.CLIP, open_clip.CustomTextCLIP))
+                             and supports_pooled_image(clip.visual))
+        self.pooled_text = pooled_last_block and supports_pooled_text(clip)
+        # length buckets need rows that never mix and features independent of padding: the trimmed causal path
+        self.text_buckets = text_buckets if self.dynamic_padding and hasattr(clip, "token_embedding") else 1
         self.pad_multiple = pad_multiple
         self.pad_id = pad_token_id(clip)
         self._locked_text_cache: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
@@ -98,18 +139,28 @@ class TwoTower(nn.Module):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)  # (B, 3, H, W), NHWC in memory
+        if self.pooled_image:
+            return F.normalize(encode_image_pooled(self.clip.visual, images), dim=-1)  # (B, D)
         return F.normalize(self.clip.encode_image(images), dim=-1)  # (B, D)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.text_buckets > 1:
+            features = run_bucketed(self._encode_causal_text, tokens, self.pad_id, max_buckets=self.text_buckets,
+                                    multiple=self.pad_multiple)
+            return F.normalize(features, dim=-1)  # (B, D)
         if self.dynamic_padding:
             tokens = trim_padding(tokens, self.pad_id, self.pad_multiple)  # (B, L')
         if self.text_locked:
             features = self.clip.text.proj(self._locked_pooled(tokens))
-        elif self.dynamic_padding and hasattr(self.clip, "token_embedding"):
-            features = encode_text_clip_trimmed(self.clip, tokens)
+        elif self.pooled_text or (self.dynamic_padding and hasattr(self.clip, "token_embedding")):
+            features = self._encode_causal_text(tokens)
         else:
             features = self.clip.encode_text(tokens)
         return F.normalize(features, dim=-1)  # (B, D)
+
+    def _encode_causal_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Unnormalised features of an open_clip text tower for (B, L) tokens, any L <= context. (B, D)"""
+        return encode_text_clip_trimmed(self.clip, tokens, pooled_last_block=self.pooled_text)
 
     def forward(self, images: torch.Tensor, texts: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {

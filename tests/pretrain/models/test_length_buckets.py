@@ -1,0 +1,63 @@
+"""Length-bucketed text batches give the trimmed batch's features and gradients, for fewer token rows."""
+
+from __future__ import annotations
+
+import itertools
+
+import open_clip
+import pytest
+import torch
+
+from pretrain import models
+from pretrain.models.length_buckets import bucket_rows, caption_lengths, choose_buckets, round_up
+
+CAPTIONS = ["a", "a cat", "a red car with four big wheels and a roof", "smiling face", "flag of a small island",
+            "x y", "one two three four five six seven eight", "heart"]
+
+
+def _cost(lengths: list[int], ends: list[int], multiple: int, cost_rows: int) -> int:
+    starts = [0, *ends[:-1]]
+    return sum((e - s) * round_up(lengths[e - 1], multiple) + cost_rows for s, e in zip(starts, ends))
+
+
+@pytest.mark.parametrize("multiple", [1, 4])
+def test_choose_buckets_finds_the_cheapest_split(multiple: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        lengths = sorted(torch.randint(1, 20, (12,), generator=generator).tolist())
+        got = choose_buckets(lengths, max_buckets=3, multiple=multiple, cost_rows=5)
+        assert got[-1] == len(lengths) and got == sorted(set(got))
+        brute = min(_cost(lengths, [*cuts, len(lengths)], multiple, 5)
+                    for k in range(3) for cuts in itertools.combinations(range(1, len(lengths)), k))
+        assert _cost(lengths, got, multiple, 5) == brute
+
+
+def test_no_split_when_it_does_not_pay() -> None:
+    assert choose_buckets([3, 3, 4, 5], max_buckets=3, cost_rows=100) == [4]
+    assert choose_buckets([2] * 50 + [30] * 2, max_buckets=3, cost_rows=10) == [50, 52]
+
+
+def test_bucket_rows_cover_every_row_once_trimmed_to_the_bucket() -> None:
+    tokens = open_clip.get_tokenizer("clip-tiny-64")(CAPTIONS)
+    parts = bucket_rows(tokens, 0, max_buckets=3, multiple=1)
+    assert sorted(torch.cat([rows for rows, _ in parts]).tolist()) == list(range(len(CAPTIONS)))
+    lengths = caption_lengths(tokens, 0)
+    for rows, trimmed in parts:
+        assert trimmed.shape[1] == int(lengths[rows].max())
+        assert torch.equal(trimmed, tokens[rows, :trimmed.shape[1]])
+
+
+def test_bucketed_text_features_and_gradients_match_one_trimmed_batch() -> None:
+    torch.manual_seed(0)
+    plain = models.build_model("clip-tiny-64", text_buckets=1, explicit_attention=True)
+    bucketed = models.build_model("clip-tiny-64", text_buckets=3, explicit_attention=True)
+    bucketed.load_state_dict(plain.state_dict())
+    tokens = open_clip.get_tokenizer("clip-tiny-64")(CAPTIONS)
+    outs = []
+    for towers in (plain, bucketed):
+        features = towers.encode_text(tokens)  # (B, D)
+        (features * torch.linspace(-1, 1, features.numel()).view_as(features)).sum().backward()
+        outs.append((features.detach(), towers.clip.transformer.resblocks[0].attn.in_proj_weight.grad,
+                     towers.clip.token_embedding.weight.grad))
+    for want, got in zip(*outs):
+        assert torch.allclose(got, want, atol=1e-6, rtol=1e-4)
