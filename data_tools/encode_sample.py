@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from data_tools.image_ops import BACKGROUNDS, WHITE, encode_jpeg, encode_png, has_alpha, resize_center_crop, to_rgb_on, to_rgba
+from data_tools.image_ops import (
+    BACKGROUNDS, WHITE, encode_jpeg, encode_png, has_alpha, resize_center_crop, to_rgb_on, to_rgba)
 from data_tools.records import SourceRecord
 
 
