@@ -35,7 +35,8 @@ from train_throughput import environment  # noqa: E402
 
 def train_student(*, train_data: str, out: Path, budget_min: float, batch_size: int, workers: int | None,
                   distill: list[str]) -> dict[str, Any]:
-    from pretrain.config import apply_overrides, named_config
+    from pretrain.config import apply_overrides
+    from pretrain.named_configs import named_config
     from pretrain.run_log import read_metrics
     from pretrain.train import train
 

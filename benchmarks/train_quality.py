@@ -53,7 +53,7 @@ BG = "data.background=random"  # needs shards built with --background keep (emoj
 RAW = "model.name=clip-rn-64-minilm-raw"
 PAIR = "loss.positives=pair"  # the ablation's baseline: one positive per pair (the configs now default to group)
 RECIPES: dict[str, tuple[str, list[str], str]] = {
-    # pretrain.config.DEFAULT_CONFIG on the emoji train split built with `--captions rich --background keep`
+    # pretrain.named_configs.DEFAULT_CONFIG on the emoji train split built with `--captions rich --background keep`
     "ours_default": ("", [], "emoji-train-keep"),
     "ours_tiny": ("tiny", [], ""),
     "ours_lit": (LIT, [PAIR], ""),
@@ -111,7 +111,8 @@ def split_name(name: str) -> tuple[str, list[str]]:
 
 def run_ours(name: str, *, train_data: str, data_root: Path, budget_min: float, steps: int | None, seed: int,
              work: Path, clock: StepClock | None = None) -> dict:
-    from pretrain.config import DEFAULT_CONFIG, apply_overrides, named_config
+    from pretrain.config import apply_overrides
+    from pretrain.named_configs import DEFAULT_CONFIG, named_config
     from pretrain.encoder import Encoder
     from pretrain.train import train
 

@@ -152,7 +152,8 @@ def run_peer(argv: list[str], clock: StepClock) -> dict[str, Any]:
 
 
 def run_ours(overrides: list[str], clock: StepClock) -> None:
-    from pretrain.config import apply_overrides, named_config
+    from pretrain.config import apply_overrides
+    from pretrain.named_configs import named_config
     from pretrain.train import train
 
     config = apply_overrides(named_config("tiny"), overrides)
@@ -187,7 +188,7 @@ def flops_per_step(model_name: str, train_data: Path, batch_size: int, ours: boo
     from data_tools.loader import make_loader
     from pretrain.losses import clip_loss
 
-    from pretrain.config import named_config
+    from pretrain.named_configs import named_config
 
     cfg = named_config("tiny").model
     towers = pretrain.models.build_model(model_name, dynamic_padding=ours and cfg.dynamic_padding,

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from tqdm import tqdm
 
@@ -23,7 +23,8 @@ from data_tools.records import SourceData, SourceRecord
 from data_tools.shard_writer import ShardWriter
 
 LOG = logging.getLogger("data_tools")
-BUILD_BACKGROUNDS = ("white", "black", "keep")
+Background = Literal["white", "black", "keep"]
+BUILD_BACKGROUNDS = get_args(Background)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,7 +37,7 @@ class BuildConfig:
     """Side of the square stored images (short side resized to this, then centre-cropped)."""
     shard_size: int = 1000
     """Samples per tar."""
-    background: Literal["white", "black", "keep"] = "white"
+    background: Background = "white"
     """What transparent pixels become: white or black (flattened, JPEG), or keep (images with
     transparency stored as RGBA PNG; readers flatten them onto white, and training can put them on
     random backgrounds: pretrain data.background=random)."""

@@ -1,8 +1,8 @@
-"""Typed run configs, named run configs, and `key=value` overrides.
+"""Typed run configs and `key=value` overrides.
 
 A run is described by one `TrainConfig` (keyword-only dataclasses, a docstring
-per field). Named configs are functions returning one (big_vision style), each
-with a fast variant for tests; the command line overrides any field with
+per field). Named configs (`pretrain/named_configs.py`) are functions returning
+one (big_vision style), each with a fast variant for tests; the command line overrides any field with
 `key=value`, where key is a dotted path (`optim.lr=1e-3`) or a field name that
 is unique across groups (`lr=1e-3`). The resolved config is saved in the run dir.
 """
@@ -10,7 +10,6 @@ is unique across groups (`lr=1e-3`). The resolved config is saved in the run dir
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -214,85 +213,6 @@ class TrainConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.out) if self.out else Path("runs") / self.name
-
-
-# Emoji-sized runs are timed, not counted: the schedule ends with the budget
-# on any machine, and recipes compare as quality per CPU minute.
-EMOJI_BUDGET_MIN = 10.0
-STEP_CAP = 1_000_000
-EMOJI_EVAL_EVERY = 100  # steps; with --val-data, ~every 2 minutes on 2 cores (eval time is not budget time)
-
-
-def tiny() -> TrainConfig:
-    """clip-tiny-64 from scratch: the small CPU baseline."""
-    return TrainConfig(name="tiny", model=ModelConfig(name="clip-tiny-64"),
-                       data=DataConfig(batch_size=128), optim=OptimConfig(lr=1e-3, warmup_steps=100),
-                       steps=STEP_CAP, time_budget_min=EMOJI_BUDGET_MIN, eval_every=EMOJI_EVAL_EVERY)
-
-
-def tiny_debug() -> TrainConfig:
-    """A few steps of clip-tiny-64 at batch 8: for tests and smoke runs."""
-    return TrainConfig(name="tiny-debug", model=ModelConfig(name="clip-tiny-64"),
-                       data=DataConfig(batch_size=8, workers=0, shuffle_buffer=16),
-                       optim=OptimConfig(lr=1e-3, warmup_steps=2), steps=6, precision="fp32",
-                       log_every=1, checkpoint_every=3, keep_checkpoints=0, progress=False)
-
-
-def emoji_small() -> TrainConfig:
-    """clip-small-64 (~32M params) from scratch on emoji."""
-    return TrainConfig(name="emoji-small", model=ModelConfig(name="clip-small-64"),
-                       data=DataConfig(batch_size=128), optim=OptimConfig(lr=5e-4, warmup_steps=100),
-                       steps=STEP_CAP, time_budget_min=EMOJI_BUDGET_MIN, eval_every=EMOJI_EVAL_EVERY)
-
-
-def emoji_lit_minilm() -> TrainConfig:
-    """Tiny ViT from scratch against the locked pretrained MiniLM text tower (LiT), every drawing of a
-    concept a positive (multi-positive InfoNCE)."""
-    return TrainConfig(name="emoji-lit-minilm",
-                       model=ModelConfig(name="clip-tiny-64-minilm", lock_text=True),
-                       data=DataConfig(batch_size=128), loss=LossConfig(positives="group"),
-                       optim=OptimConfig(lr=1e-3, warmup_steps=100),
-                       steps=STEP_CAP, time_budget_min=EMOJI_BUDGET_MIN, eval_every=EMOJI_EVAL_EVERY)
-
-
-def emoji_lit_rn() -> TrainConfig:
-    """A small convolutional image tower (open_clip's ModifiedResNet, 64 px) from scratch against the locked
-    MiniLM (through a trained text projection), every drawing of a concept a positive; the default before
-    emoji-lit-rn-raw."""
-    return TrainConfig(name="emoji-lit-rn",
-                       model=ModelConfig(name="clip-rn-64-minilm", lock_text=True),
-                       data=DataConfig(batch_size=128), loss=LossConfig(positives="group"),
-                       optim=OptimConfig(lr=1e-3, warmup_steps=100),
-                       steps=STEP_CAP, time_budget_min=EMOJI_BUDGET_MIN, eval_every=EMOJI_EVAL_EVERY)
-
-
-def emoji_lit_rn_raw() -> TrainConfig:
-    """The default: the small convolutional image tower from scratch, mapped straight into the locked
-    MiniLM's own sentence space (no text projection, so the text side keeps MiniLM's sense of words),
-    every drawing of a concept a positive, drawings put on random backgrounds (train on shards built with
-    `--background keep`). Chosen by the ablation in README "Default recipe"."""
-    return TrainConfig(name="emoji-lit-rn-raw",
-                       model=ModelConfig(name="clip-rn-64-minilm-raw", lock_text=True),
-                       data=DataConfig(batch_size=128, background="random"), loss=LossConfig(positives="group"),
-                       optim=OptimConfig(lr=1e-3, warmup_steps=100),
-                       steps=STEP_CAP, time_budget_min=EMOJI_BUDGET_MIN, eval_every=EMOJI_EVAL_EVERY)
-
-
-NAMED_CONFIGS: dict[str, Callable[[], TrainConfig]] = {
-    "tiny": tiny,
-    "tiny-debug": tiny_debug,
-    "emoji-small": emoji_small,
-    "emoji-lit-minilm": emoji_lit_minilm,
-    "emoji-lit-rn": emoji_lit_rn,
-    "emoji-lit-rn-raw": emoji_lit_rn_raw,
-}
-DEFAULT_CONFIG = "emoji-lit-rn-raw"
-
-
-def named_config(name: str) -> TrainConfig:
-    if name not in NAMED_CONFIGS:
-        raise PretrainError(f"unknown config {name!r}: choose one of {', '.join(NAMED_CONFIGS)}")
-    return NAMED_CONFIGS[name]()
 
 
 def field_paths(cls: type = TrainConfig, prefix: str = "") -> dict[str, dataclasses.Field]:

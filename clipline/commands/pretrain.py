@@ -20,7 +20,8 @@ from jsonargparse import DefaultHelpFormatter
 from clipline.commands.errors import reported_errors
 from clipline.flags import ConfigParser, config_fields
 from data_tools.output_paths import check_output_dir
-from pretrain.config import DEFAULT_CONFIG, TrainConfig, apply_overrides, named_config
+from pretrain.config import TrainConfig, apply_overrides
+from pretrain.named_configs import DEFAULT_CONFIG, named_config
 from pretrain.errors import PretrainError
 
 LOG = logging.getLogger("pretrain")

@@ -63,7 +63,8 @@ VARIANTS = {
 
 def run(out: Path, variant: str, dist: object | None = None) -> None:
     """Train VARIANTS[variant] for STEPS steps into `out` (this process's share of each batch)."""
-    from pretrain.config import apply_overrides, named_config
+    from pretrain.config import apply_overrides
+    from pretrain.named_configs import named_config
     from pretrain.distributed import Distributed
     from pretrain.train import train
 

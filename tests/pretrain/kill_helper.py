@@ -30,7 +30,8 @@ class KillingEvaluator:
 
 
 if __name__ == "__main__":
-    from pretrain.config import apply_overrides, named_config
+    from pretrain.config import apply_overrides
+    from pretrain.named_configs import named_config
     from pretrain.train import train
 
     config = apply_overrides(named_config("tiny-debug"), sys.argv[1:] + ["eval_every=1"])

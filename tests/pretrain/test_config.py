@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pretrain.config import NAMED_CONFIGS, apply_overrides, config_from_dict, config_to_dict, named_config, save_config
+from pretrain.config import apply_overrides, config_from_dict, config_to_dict, save_config
+from pretrain.named_configs import NAMED_CONFIGS, named_config
 from pretrain.errors import PretrainError
 
 

@@ -12,7 +12,8 @@ import torch
 
 from pretrain import checkpoint, models
 from clipline.commands.pretrain import main
-from pretrain.config import apply_overrides, named_config
+from pretrain.config import apply_overrides
+from pretrain.named_configs import named_config
 from pretrain.distributed import Distributed
 from pretrain.encoder import Encoder
 from pretrain.errors import PretrainError

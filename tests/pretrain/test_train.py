@@ -16,7 +16,8 @@ import torch
 
 from data_tools.atomic_write import write_json_atomic
 from pretrain.checkpoint import list_checkpoints, read_train_state
-from pretrain.config import apply_overrides, named_config
+from pretrain.config import apply_overrides
+from pretrain.named_configs import named_config
 from pretrain.errors import PretrainError
 from pretrain.run_log import read_metrics
 from pretrain.train import train
