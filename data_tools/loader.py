@@ -44,6 +44,7 @@ from data_tools.skips import LOG, SkipCounter
 from data_tools.tar_samples import iter_tar_samples
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
+BatchTransform = Callable[[torch.Tensor], torch.Tensor]
 Tokenize = Callable[[list[str]], torch.Tensor]
 
 
@@ -226,10 +227,10 @@ def concept_id(meta: dict, first_caption: str) -> int:
 
 
 class _Batch:
-    """Group decoded samples into batch dicts; tokenizing here keeps it in the workers."""
+    """Group decoded samples into batch dicts; tokenizing (and a batch transform) here keeps it in the workers."""
 
-    def __init__(self, spec: _Spec, tokenize: Tokenize | None) -> None:
-        self.spec, self.tokenize = spec, tokenize
+    def __init__(self, spec: _Spec, tokenize: Tokenize | None, batch_transform: BatchTransform | None) -> None:
+        self.spec, self.tokenize, self.batch_transform = spec, tokenize, batch_transform
 
     def __call__(self, samples: Iterable[dict]) -> Iterator[dict]:
         batch: list[dict] = []
@@ -245,12 +246,13 @@ class _Batch:
         captions = [s["caption"] for s in batch]
         images = [s["image"] for s in batch]
         out = None
-        if get_worker_info() is not None:
+        if get_worker_info() is not None and self.batch_transform is None:
             # stack straight into shared memory, as torch's default_collate does in workers:
             # saves copying the batch into shared memory again when it is sent to the parent
             out = images[0].new_empty((len(images), *images[0].shape)).share_memory_()
+        stacked = torch.stack(images, out=out)
         return {
-            "image": torch.stack(images, out=out),  # (B, 3, H, W)
+            "image": stacked if self.batch_transform is None else self.batch_transform(stacked),  # (B, 3, H, W)
             "text": self.tokenize(captions) if self.tokenize is not None else captions,  # (B, L)
             "caption": captions,
             "key": [s["key"] for s in batch],
@@ -267,8 +269,10 @@ class ShardLoader:
     (from dataset.json when every shard is listed there, else None), `set_epoch(n)`.
     """
 
-    def __init__(self, spec: _Spec, transform: ImageTransform, tokenize: Tokenize | None, num_workers: int) -> None:
+    def __init__(self, spec: _Spec, transform: ImageTransform, tokenize: Tokenize | None, num_workers: int,
+                 batch_transform: BatchTransform | None = None) -> None:
         self._spec, self._transform, self._tokenize = spec, transform, tokenize
+        self._batch_transform = batch_transform
         self._num_workers = num_workers
         self._context = multiprocessing.get_context()  # the platform default (fork on Linux <= 3.13)
         self._skips = SkipCounter(self._context)
@@ -289,7 +293,7 @@ class ShardLoader:
             _ReadSamples(spec, self._skips),
             _ShuffleBuffer(spec) if spec.shuffle else None,
             _Decode(spec, self._transform, self._skips),
-            _Batch(spec, self._tokenize),
+            _Batch(spec, self._tokenize, self._batch_transform),
         )
         if self._num_workers == 0:
             return iter(pipeline)
@@ -352,6 +356,7 @@ def make_loader(
     world_size: int | None = None,
     source_weights: tuple[float, ...] | None = None,
     keep_alpha: bool = False,
+    batch_transform: BatchTransform | None = None,
 ) -> ShardLoader:
     """A streaming loader over `shards` (a spec as `list_shards` takes, or a list of tars).
 
@@ -360,8 +365,10 @@ def make_loader(
     `caption="random"` picks one of the stored caption variants per sample (training);
     `"first"` uses the .txt caption (evaluation). `source_weights` (one per `::` source of a
     string spec; needs `resampled`) weights the sources. `keep_alpha` gives `image_transform` RGBA images
-    where the stored image has transparency (else they are flattened onto white). See the module
-    docstring for splitting.
+    where the stored image has transparency (else they are flattened onto white). `batch_transform`, when
+    given, maps each stacked batch of `image_transform` outputs to the batch's images (e.g.
+    `batch_augment.BatchAugment`: per-image uint8 in, augmented floats out). See the module docstring for
+    splitting.
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
@@ -390,4 +397,4 @@ def make_loader(
         world_size=resolved_world,
         keep_alpha=keep_alpha,
     )
-    return ShardLoader(spec, image_transform, tokenize, num_workers)
+    return ShardLoader(spec, image_transform, tokenize, num_workers, batch_transform)

@@ -88,6 +88,9 @@ class DataConfig:
     """augment: brightness/contrast/saturation jitter strength, applied to 80% of images (0 = off)."""
     grayscale_prob: float = 0.0
     """augment: share of images turned grayscale."""
+    batch_augment: bool = True
+    """augment without colour jitter or grayscale: crop, backgrounds and normalisation on whole batches
+    (bilinear; the loader's CPU time per batch ~4x smaller) instead of open_clip's per-image transform (bicubic)."""
     background: Literal["white", "random"] = "white"
     """Transparent pixels of drawings stored with transparency (`data build --background keep`): flattened
     onto white, or onto a background drawn per sample (white, black or any colour), so the model does not

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
@@ -19,6 +20,7 @@ import torch
 import torchvision
 
 from data_tools.augment import RandomBackground
+from data_tools.batch_augment import BatchAugment
 
 from pretrain.config import DataConfig
 from pretrain.errors import PretrainError
@@ -88,10 +90,29 @@ def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     return {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
 
 
-def train_transform(data: DataConfig, preprocess_cfg: dict) -> Callable:
-    """open_clip's image transform for training (`data.augment`: random resized crop, colour jitter,
-    grayscale as `data` says) or evaluation, for a tower's preprocessing config; with
-    `data.background="random"`, drawings with transparency are first put on random backgrounds."""
+@dataclass(frozen=True)
+class TrainImages:
+    """How the loader makes training images: a transform per decoded image and, on the batched path,
+    one per stacked batch (`data_tools.batch_augment`)."""
+
+    per_image: Callable
+    per_batch: Callable | None = None
+
+
+def train_transform(data: DataConfig, preprocess_cfg: dict) -> TrainImages:
+    """The training image transform for a tower's preprocessing config: with `data.augment`, a random
+    resized crop (plus colour jitter, grayscale as `data` says), else the eval transform; with
+    `data.background="random"`, drawings with transparency are put on random backgrounds.
+
+    Crops and backgrounds without colour jitter or grayscale run on whole batches (`data.batch_augment`);
+    otherwise open_clip's per-image transform does the work."""
+    size = preprocess_cfg["size"]
+    square = size if isinstance(size, int) else size[0] if len(set(size)) == 1 else None
+    if data.augment and data.batch_augment and not data.color_jitter and not data.grayscale_prob and square:
+        augment = BatchAugment(size=square, mean=tuple(preprocess_cfg["mean"]), std=tuple(preprocess_cfg["std"]),
+                               scale=(data.crop_scale_min, 1.0), background=data.background,
+                               zoom_out_min=data.zoom_out_min)
+        return TrainImages(augment.per_image, augment)
     augmentation = open_clip.transform.AugmentationCfg(
         scale=(data.crop_scale_min, 1.0),
         color_jitter=(data.color_jitter,) * 3 + (0.0,) if data.color_jitter else None,  # no hue shift
@@ -102,11 +123,12 @@ def train_transform(data: DataConfig, preprocess_cfg: dict) -> Callable:
         transform = open_clip.transform.image_transform_v2(open_clip.transform.PreprocessCfg(**preprocess_cfg),
                                                            is_train=data.augment, aug_cfg=augmentation)
     if data.background == "random":
-        return torchvision.transforms.Compose([RandomBackground(zoom_out_min=data.zoom_out_min), transform])
-    return transform
+        return TrainImages(torchvision.transforms.Compose([RandomBackground(zoom_out_min=data.zoom_out_min),
+                                                           transform]))
+    return TrainImages(transform)
 
 
-def shard_epochs(data: DataConfig, *, image_transform: Callable, tokenize: Callable, seed: int, rank: int,
+def shard_epochs(data: DataConfig, *, images: TrainImages, tokenize: Callable, seed: int, rank: int,
                  world_size: int) -> tuple[EpochFactory, SkipTally]:
     """An epoch factory over `data.train_data`, batched as `data` says, and the tally of samples its
     loaders skipped.
@@ -134,7 +156,8 @@ def shard_epochs(data: DataConfig, *, image_transform: Callable, tokenize: Calla
     resampled = world_size > 1 or data.train_data_weights is not None
 
     def make_epoch(epoch: int) -> Iterable[dict]:
-        loader = make_loader(data.train_data, batch_size=data.batch_size, image_transform=image_transform,
+        loader = make_loader(data.train_data, batch_size=data.batch_size, image_transform=images.per_image,
+                             batch_transform=images.per_batch,
                              tokenize=tokenize, num_workers=workers, shuffle=True, shuffle_buffer=data.shuffle_buffer,
                              resampled=resampled, seed=seed, epoch=epoch, caption=data.caption, drop_last=True,
                              rank=rank, world_size=world_size, source_weights=data.train_data_weights,

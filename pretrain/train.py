@@ -168,9 +168,9 @@ class Trainer:
         if make_epoch is None:
             if not cfg.data.train_data:
                 raise PretrainError("no training data: pass --train-data DIR (a shard directory)")
-            transform = train_transform(cfg.data, self.towers.clip.visual.preprocess_cfg)
+            images = train_transform(cfg.data, self.towers.clip.visual.preprocess_cfg)
             make_epoch, self.skipped = shard_epochs(
-                cfg.data, image_transform=transform, tokenize=open_clip.get_tokenizer(self.towers.name),
+                cfg.data, images=images, tokenize=open_clip.get_tokenizer(self.towers.name),
                 seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
         position = {"epoch": 0, "batch_in_epoch": 0}
         endless = dist.world_size > 1 or cfg.data.train_data_weights is not None  # resampled shard streams

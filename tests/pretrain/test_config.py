@@ -59,11 +59,17 @@ def test_random_background_puts_transparent_drawings_on_drawn_backgrounds() -> N
     config = apply_overrides(named_config("tiny-debug"), ["data.background=random", "data.zoom_out_min=0.7"])
     preprocess = {"size": 16, "mode": "RGB", "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0),
                   "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}
-    transform = train_transform(config.data, preprocess)
     drawing = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    per_image = train_transform(apply_overrides(config, ["data.batch_augment=false"]).data, preprocess)
+    assert per_image.per_batch is None  # open_clip's per-image transform behind RandomBackground
     torch.manual_seed(0)
-    corners = {tuple(transform(drawing)[:, 0, 0].tolist()) for _ in range(12)}
+    corners = {tuple(per_image.per_image(drawing)[:, 0, 0].tolist()) for _ in range(12)}
     assert len(corners) > 3  # white, black and drawn colours, where a white-only transform gives one
+    batched = train_transform(config.data, preprocess)  # the default: the same draws on whole batches
+    batch = batched.per_batch(torch.stack([batched.per_image(drawing)] * 12))  # (12, 3, 16, 16)
+    assert len({tuple(c.tolist()) for c in batch[:, :, 0, 0]}) > 3
+    jitter = train_transform(apply_overrides(config, ["data.color_jitter=0.3"]).data, preprocess)
+    assert jitter.per_batch is None  # colour jitter only exists on the per-image path
     with pytest.raises(PretrainError, match="zoom_out_min"):
         from pretrain.config import validate
         validate(apply_overrides(named_config("tiny-debug"), ["data.zoom_out_min=0"]))
