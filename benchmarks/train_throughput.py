@@ -7,7 +7,7 @@ patching, see open_clip issue 935). Maths is exact on both sides: no patch
 dropout, no approximations; ours differs only in how the same step is run
 (dynamic text padding, text length buckets, the last block computed for the
 pooled token only, fused AdamW, explicit-matmul attention instead of the CPU
-flash kernel, torch.compile, its loader).
+flash kernel, torch.compile, its loader and its augmentation on whole batches).
 
 A step is timed from one optimizer step to the next (a global optimizer
 step hook, so both trainers are measured the same way, data waits included).
@@ -213,7 +213,7 @@ def environment(threads: int) -> dict[str, Any]:
 
 # Our optimisations, switched on one at a time (each run adds one to the one before).
 OURS_PLAIN = ["dynamic_padding=false", "fused=false", "attention=fused", "retain_memory=false", "compile=false",
-              "pooled_last_block=false", "text_buckets=1"]
+              "pooled_last_block=false", "text_buckets=1", "batch_augment=false"]
 ABLATION_STEPS = [
     ("ours_plain", []),
     ("ours_+dynamic_padding", ["dynamic_padding=true"]),
@@ -223,6 +223,7 @@ ABLATION_STEPS = [
     ("ours_+loader_in_process", ["workers=null"]),
     ("ours_+pooled_last_block", ["pooled_last_block=true"]),
     ("ours_+text_buckets", ["text_buckets=3"]),
+    ("ours_+batch_augment", ["batch_augment=true"]),
     ("ours_+compile", ["compile=true"]),
 ]
 

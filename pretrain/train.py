@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from data_tools.atomic_write import write_json_atomic
+from data_tools.token_cache import CachedTokenizer
 from pretrain import checkpoint, models, precision
 from pretrain.models.attention import explicit_attention_pays
 from pretrain.config import TrainConfig, config_to_dict, save_config, validate
@@ -170,7 +171,7 @@ class Trainer:
                 raise PretrainError("no training data: pass --train-data DIR (a shard directory)")
             images = train_transform(cfg.data, self.towers.clip.visual.preprocess_cfg)
             make_epoch, self.skipped = shard_epochs(
-                cfg.data, images=images, tokenize=open_clip.get_tokenizer(self.towers.name),
+                cfg.data, images=images, tokenize=CachedTokenizer(open_clip.get_tokenizer(self.towers.name)),
                 seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
         position = {"epoch": 0, "batch_in_epoch": 0}
         endless = dist.world_size > 1 or cfg.data.train_data_weights is not None  # resampled shard streams
