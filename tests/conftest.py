@@ -29,3 +29,12 @@ def emoji_shards() -> Path:
     if not path.exists():
         pytest.skip("fixture shards not built yet")
     return path
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A Ray of 2 CPUs on this machine for the module's tests (skipped when Ray is not installed)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
