@@ -35,6 +35,8 @@ def emoji_shards() -> Path:
 def local_ray():
     """A Ray of 2 CPUs on this machine for the module's tests (skipped when Ray is not installed)."""
     ray = pytest.importorskip("ray")
+    # a busy machine starts Ray's agents slowly; the raylet's default wait for them is short
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "300000")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
