@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -60,10 +61,13 @@ def ray_session(config: DistributorConfig, error: type[Exception] = DataError) -
     if ray.is_initialized():
         yield ray
         return
+    if config.ray_address is None:  # a busy machine starts Ray's agents slowly; the raylet's default wait is short
+        os.environ.setdefault("RAY_agent_register_timeout_ms", "300000")
     try:
         ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - Ray raises plain Exception (and others) for a failed start
+        ray.shutdown()
         where = config.ray_address or "a local Ray"
         raise error(f"cannot start or join {where}: {str(err).splitlines()[0][:200]}; "
                     "check --ray-address (`ray status` on the head node)") from err
