@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_tools.build import SEGMENT_DIR, BuildConfig, finish_build, prepare_out_dir
-from data_tools.distributor import ray_session, run_tasks
+from data_tools.distributor import import_ray, ray_session, run_tasks
 from data_tools.encode_sample import EncodedSample, Skipped, encode_record
 from data_tools.records import SourceData, SourceRecord
 from data_tools.shard_writer import ShardWriter
@@ -48,6 +48,7 @@ class SegmentSlice:
 
 def build_shards_ray(data: SourceData, config: BuildConfig) -> dict:
     """Write `data` as shards under `config.out` with Ray tasks; returns the dataset.json contents."""
+    import_ray()  # a missing Ray fails before the output dir is touched
     prepare_out_dir(config)
     segments = config.out / SEGMENT_DIR
     segments.mkdir()

@@ -84,3 +84,13 @@ def test_cli_flags_reach_the_build(local_ray, tmp_path: Path, capsys) -> None:
     summary = json.loads(capsys.readouterr().out)
     assert summary["num_samples"] == 7 and summary["shards"] == {"00000.tar": 3, "00001.tar": 3, "00002.tar": 1}
     assert not (tmp_path / "out" / ".segments").exists()
+
+
+def test_missing_ray_is_one_clear_error(monkeypatch, tmp_path: Path) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    root = _folder(tmp_path / "in", count=3, corrupt=())
+    config = BuildConfig(out=tmp_path / "out", image_size=16, progress=False, distributed=RAY)
+    with pytest.raises(DataError, match=r"needs Ray: pip install 'clipline\[ray\]'"):
+        build_shards(load_source(f"folder:{root}", SourceConfig()), config)
