@@ -14,8 +14,8 @@ export TRANSFORMERS_OFFLINE := 1
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
-	$(PY) -c "import open_clip, torchvision, faiss, webdataset; print('install ok: open_clip', open_clip.__version__, 'torch', __import__('torch').__version__)"
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev,ray]'
+	$(PY) -c "import open_clip, torchvision, faiss, webdataset; print('install ok: open_clip', open_clip.__version__, 'torch', __import__('torch').__version__, 'ray', __import__('ray').__version__)"
 	@touch $(STAMP)
 
 install: $(STAMP)

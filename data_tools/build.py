@@ -6,9 +6,10 @@ import functools
 import json
 import logging
 import multiprocessing
+import shutil
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from data_tools.atomic_write import write_json_atomic
 from data_tools.build_marker import mark_build_finished, mark_build_started
+from data_tools.distributor import DistributorConfig
 from data_tools.encode_sample import EncodedSample, Skipped, encode_record
 from data_tools.errors import DataError
 from data_tools.output_paths import check_output_dir
@@ -25,6 +27,7 @@ from data_tools.shard_writer import ShardWriter
 LOG = logging.getLogger("data_tools")
 Background = Literal["white", "black", "keep"]
 BUILD_BACKGROUNDS = get_args(Background)
+SEGMENT_DIR = ".segments"  # a Ray build's encoded partitions before they become shards
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,9 +50,11 @@ class BuildConfig:
     """Replace shards already in `out` (otherwise refuse, so two datasets never mix)."""
     progress: bool = True
     """Show a progress bar on stderr."""
+    distributed: DistributorConfig = field(default_factory=DistributorConfig)
+    """Local processes (--workers) or one Ray task per `shard_size` records; the shards are byte-identical."""
 
 
-def _prepare_out_dir(config: BuildConfig) -> None:
+def prepare_out_dir(config: BuildConfig) -> None:
     check_output_dir(config.out)
     old = sorted(config.out.glob("*.tar")) + sorted(config.out.glob("*.tar.tmp"))
     if old and not config.overwrite:
@@ -57,6 +62,7 @@ def _prepare_out_dir(config: BuildConfig) -> None:
     mark_build_started(config.out)  # before anything is removed or written: a kill from here on is visible
     for path in old:
         path.unlink()
+    shutil.rmtree(config.out / SEGMENT_DIR, ignore_errors=True)  # a killed Ray build's encoded partitions
     (config.out / "dataset.json").unlink(missing_ok=True)
 
 
@@ -73,17 +79,12 @@ def _encoded(records: list[SourceRecord], config: BuildConfig) -> Iterator[Encod
 
 def build_shards(data: SourceData, config: BuildConfig) -> dict:
     """Write `data` as shards under `config.out`; returns the dataset.json contents it wrote."""
-    if config.image_size < 8 or config.shard_size < 1:
-        raise DataError("--image-size must be >= 8 and --shard-size >= 1")
-    if config.background not in BUILD_BACKGROUNDS:
-        raise DataError(f"--background must be one of {', '.join(BUILD_BACKGROUNDS)}, got {config.background!r}")
-    if not data.records:
-        raise DataError(f"source {data.name} gave no samples (check the path, split or columns)")
-    keys = [r.key for r in data.records]
-    if len(set(keys)) != len(keys):
-        dup = next(k for k, n in Counter(keys).items() if n > 1)
-        raise DataError(f"source {data.name} gives duplicate sample key {dup!r}; keys must be unique")
-    _prepare_out_dir(config)
+    check_build_inputs(data, config)
+    if config.distributed.distributor == "ray":
+        from data_tools.build_ray import build_shards_ray
+
+        return build_shards_ray(data, config)
+    prepare_out_dir(config)
     writer, skipped = ShardWriter(config.out, config.shard_size), Counter(data.skipped)
     bar = tqdm(total=len(data.records), desc=f"build {data.name}", unit="img", disable=not config.progress)
     try:
@@ -99,7 +100,25 @@ def build_shards(data: SourceData, config: BuildConfig) -> dict:
         raise
     finally:
         bar.close()
-    counts = writer.close()
+    return finish_build(data, config, writer.close(), skipped)
+
+
+def check_build_inputs(data: SourceData, config: BuildConfig) -> None:
+    """Refuse bad sizes, an empty source or duplicate keys before anything is written."""
+    if config.image_size < 8 or config.shard_size < 1:
+        raise DataError("--image-size must be >= 8 and --shard-size >= 1")
+    if config.background not in BUILD_BACKGROUNDS:
+        raise DataError(f"--background must be one of {', '.join(BUILD_BACKGROUNDS)}, got {config.background!r}")
+    if not data.records:
+        raise DataError(f"source {data.name} gave no samples (check the path, split or columns)")
+    keys = [r.key for r in data.records]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k, n in Counter(keys).items() if n > 1)
+        raise DataError(f"source {data.name} gives duplicate sample key {dup!r}; keys must be unique")
+
+
+def finish_build(data: SourceData, config: BuildConfig, counts: dict[str, int], skipped: Counter) -> dict:
+    """Write dataset.json for the shards written (`counts`: samples per tar) and clear the build marker."""
     if not counts:
         raise DataError(f"every sample of {data.name} was skipped ({dict(skipped)}); nothing written")
     info = {

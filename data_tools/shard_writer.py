@@ -16,13 +16,13 @@ MEMBER_ORDER = ("jpg", "txt", "json", "cls")
 class ShardWriter:
     """Writes `DIR/00000.tar`, `00001.tar`, ... with `shard_size` samples each.
 
-    Each tar is written as `NNNNN.tar.tmp` and renamed when complete, so an interrupted
+    Numbering starts at `first_index` (a distributed build writes its part of the range). Each tar is written as `NNNNN.tar.tmp` and renamed when complete, so an interrupted
     build never leaves a `.tar` that looks finished. Member headers carry fixed
     mtime/owner/mode so the same samples give identical bytes.
     """
 
-    def __init__(self, out_dir: Path, shard_size: int) -> None:
-        self.out_dir, self.shard_size = out_dir, shard_size
+    def __init__(self, out_dir: Path, shard_size: int, first_index: int = 0) -> None:
+        self.out_dir, self.shard_size, self.first_index = out_dir, shard_size, first_index
         self.counts: dict[str, int] = {}
         self._tar: tarfile.TarFile | None = None
         self._tmp_path: Path | None = None
@@ -56,7 +56,7 @@ class ShardWriter:
         self._tar, self._tmp_path = None, None
 
     def _open_next(self) -> None:
-        name = f"{len(self.counts):05d}.tar"
+        name = f"{self.first_index + len(self.counts):05d}.tar"
         self._tmp_path = self.out_dir / f"{name}.tmp"
         self._tar = tarfile.open(self._tmp_path, "w", format=tarfile.USTAR_FORMAT)
         self._in_shard = 0

@@ -16,13 +16,14 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from data_tools.atomic_write import atomic_path, remove_stale_temporaries, write_json_atomic
+from data_tools.distributor import DistributorConfig
 from data_tools.output_paths import check_output_dir
 from retrieval.embedding_store import MODALITY_DIRS
 from retrieval.encoder_spec import load_encoder
@@ -58,6 +59,11 @@ class EmbedConfig:
     <= 2 cores, where decoding then overlaps the model in a thread, else 2)."""
     device: str = "cpu"
     """Torch device for the model."""
+    distributed: DistributorConfig = field(default_factory=DistributorConfig)
+    """Local (this process, or the ranks of `accelerate launch`) or a Ray actor pool over the shards."""
+    num_actors: int = 2
+    """With --distributor ray: actors embedding shards at once, each holding one model (one CPU, or one GPU for
+    a cuda --device)."""
 
 
 def embed_shards(config: EmbedConfig, *, encoder: Encoder | None = None,
@@ -75,7 +81,9 @@ def embed_shards(config: EmbedConfig, *, encoder: Encoder | None = None,
         remove_stale_temporaries(out / folder)  # arrays of a killed run
     _claim(out, config, encoder, rank)
     mine = shards_of_rank(len(shards), rank, world)
-    done = 0
+    if config.distributed.distributor == "ray":
+        _embed_with_ray(shards, out, config, log)
+        mine = []
     for n, i in enumerate(mine, 1):
         part = f"part_{i:05d}"
         if part_complete(out, part):
@@ -84,7 +92,6 @@ def embed_shards(config: EmbedConfig, *, encoder: Encoder | None = None,
         start = time.perf_counter()
         rows = embed_shard(encoder, shards[i], out, part, config)
         seconds = time.perf_counter() - start
-        done += rows
         log(f"[{n}/{len(mine)}] {part} ({Path(shards[i]).name}): {rows} samples, "
             f"{rows / max(seconds, 1e-9):.1f} samples/s")
     if processes is not None:
@@ -96,6 +103,15 @@ def embed_shards(config: EmbedConfig, *, encoder: Encoder | None = None,
             log(f"warning: {shard} could be read only part-way ({part} holds its readable samples); "
                 "check it with `clipline data validate`, then rerun embed to redo that part")
     return info
+
+
+def _embed_with_ray(shards: list[str], out: Path, config: EmbedConfig, log: Callable[[str], None]) -> None:
+    from retrieval.embed_ray import embed_parts_ray
+
+    todo = [i for i in range(len(shards)) if not part_complete(out, f"part_{i:05d}")]
+    if len(todo) < len(shards):
+        log(f"{len(shards) - len(todo)} of {len(shards)} parts already embedded, skipped")
+    embed_parts_ray(shards, todo, out, config, log)
 
 
 def embed_shard(encoder: Encoder, shard: str, out: Path, part: str, config: EmbedConfig) -> int:

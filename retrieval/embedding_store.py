@@ -57,17 +57,24 @@ class EmbeddingSet:
         except (OSError, ValueError) as err:
             raise RetrievalError(f"cannot read {path} ({err}); delete it and rerun `clipline embed`") from err
 
+    @property
+    def part_rows(self) -> list[int]:
+        """Rows of each part, in part order."""
+        return list(self._rows)
+
     def batches(self, modality: Modality, batch_size: int = 65536) -> Iterator[np.ndarray]:
         """(B, D) float32 batches in id order; memory stays at one batch."""
         for part in self.parts:
-            array = self.part_array(modality, part)
-            for start in range(0, len(array), batch_size):
-                batch = np.ascontiguousarray(array[start : start + batch_size], dtype=np.float32)
-                if not np.isfinite(batch).all():
-                    raise RetrievalError(
-                        f"{modality} embeddings in part {part} contain NaN or inf; re-embed that shard"
-                    )
-                yield batch
+            yield from self.part_batches(modality, part, batch_size)
+
+    def part_batches(self, modality: Modality, part: str, batch_size: int = 65536) -> Iterator[np.ndarray]:
+        """(B, D) float32 batches of one part, in row order."""
+        array = self.part_array(modality, part)
+        for start in range(0, len(array), batch_size):
+            batch = np.ascontiguousarray(array[start : start + batch_size], dtype=np.float32)
+            if not np.isfinite(batch).all():
+                raise RetrievalError(f"{modality} embeddings in part {part} contain NaN or inf; re-embed that shard")
+            yield batch
 
     def rows(self, modality: Modality, ids: np.ndarray) -> np.ndarray:
         """(len(ids), D) float32 rows for global ids (any order)."""

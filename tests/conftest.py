@@ -29,3 +29,23 @@ def emoji_shards() -> Path:
     if not path.exists():
         pytest.skip("fixture shards not built yet")
     return path
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A Ray of 2 CPUs on this machine for the module's tests (skipped when Ray is not installed)."""
+    ray = pytest.importorskip("ray")
+    # a busy machine starts Ray's agents slowly; the raylet's default wait for them is short
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "300000")
+    for attempt in range(3):  # Ray gives its node 30 s to start, which a loaded 2-core machine can miss
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as err:  # noqa: BLE001 - Ray raises plain Exception for a node that timed out starting
+            ray.shutdown()
+            if attempt == 2:
+                if "timed out during startup" in str(err):  # the machine, not the code under test
+                    pytest.skip(f"Ray could not start a local node on this loaded machine: {err}")
+                raise
+    yield ray
+    ray.shutdown()

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"unknown command {word!r}; choose one of {', '.join(COMMANDS)} (see `clipline data --help`)")
     config_cls, run = COMMANDS[word]
     with reported_errors(f"data {word}"):
-        code = run(parse_config(config_cls, rest, prog=f"clipline data {word}", flat=("build", "read"),
+        code = run(parse_config(config_cls, rest, prog=f"clipline data {word}", flat=("build", "read", "build.distributed"),
                                 positional=POSITIONAL[word]))
     if code:
         sys.exit(code)

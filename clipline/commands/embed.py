@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     with reported_errors("embed"):
         parser = ConfigParser("clipline embed", EmbedCommandConfig.__doc__)
-        parser.add_config(EmbedCommandConfig, flat=("encoder", "embed"), skip=("embed.checkpoint",))
+        parser.add_config(EmbedCommandConfig, flat=("encoder", "embed", "embed.distributed"), skip=("embed.checkpoint",))
         args = parser.parse(argv)
         spec = encoder_spec(config_from_args(ModelChoiceConfig, args, prefix="encoder"))
         command = config_from_args(EmbedCommandConfig, args, given={"embed.checkpoint": spec})

@@ -36,5 +36,5 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"unknown index command {argv[0]!r}; use `clipline index build EMB --out INDEX`")
     with reported_errors("index build"):
         config = parse_config(IndexBuildConfig, argv[1:], prog="clipline index build", description=DESCRIPTION,
-                              positional=("emb",))
+                              positional=("emb",), flat=("distributed",))
         print(json.dumps(build_index(config, log=log), indent=2))

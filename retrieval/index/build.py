@@ -17,7 +17,7 @@ import resource
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +25,7 @@ import faiss
 import numpy as np
 
 from data_tools.atomic_write import atomic_directory, write_json_atomic
+from data_tools.distributor import DistributorConfig
 from retrieval.embedding_store import EmbeddingSet
 from retrieval.errors import RetrievalError
 from retrieval.index.choice import TRAIN_POINTS_PER_LIST, IndexChoice, choose_index_factory
@@ -66,6 +67,9 @@ class IndexBuildConfig:
     """Replace an existing index dir (the old one stays until the new one is complete)."""
     seed: int = 0
     """Seed for the training sample and tuning queries."""
+    distributed: DistributorConfig = field(default_factory=DistributorConfig)
+    """Local (one process) or ray: an IVF index trained once here, its parts filled by Ray tasks and merged on
+    disk (same search results as a local build from the same trained index)."""
 
 
 def build_index(config: IndexBuildConfig, log: Callable[[str], None] = print) -> dict:
@@ -100,7 +104,7 @@ def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, b
     choice = _choose(emb.count, emb.dim, budget, config)
     log(f"[{modality}] {emb.count} x {emb.dim} vectors, budget {format_size(budget)}: "
         f"{choice.factory} ({choice.reason})")
-    index, timings = train_and_fill(emb, modality, choice, config, rng, log)
+    index, timings = train_and_fill(emb, modality, choice, config, rng, log, work=out_dir / f".{modality}-parts")
 
     start = time.perf_counter()
     query_rows, source = _tuning_queries(emb, modality, config.tune_queries, rng)
@@ -147,11 +151,18 @@ def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, b
 
 
 def train_and_fill(emb: EmbeddingSet, modality: str, choice: IndexChoice, config: IndexBuildConfig,
-                   rng: np.random.Generator, log: Callable[[str], None]) -> tuple[faiss.Index, dict[str, float]]:
-    """The empty index trained on a sample, then filled batch by batch (memory: one batch + sample)."""
+                   rng: np.random.Generator, log: Callable[[str], None],
+                   work: Path | None = None) -> tuple[faiss.Index, dict[str, float]]:
+    """The empty index trained on a sample, then filled batch by batch (memory: one batch + sample), or part by
+    part on Ray workers (`work`: where the parts go before they are merged)."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
     index = faiss.index_factory(emb.dim, choice.factory, METRICS[config.metric])
+    ray = config.distributed.distributor == "ray"
+    if ray:
+        from retrieval.index.build_ray import check_mergeable, fill_with_ray
+
+        check_mergeable(index, choice.factory)
     if not index.is_trained:
         train_size = choice.train_size or min(emb.count, 100_000)
         ids = np.sort(rng.choice(emb.count, size=min(train_size, emb.count), replace=False))
@@ -164,6 +175,11 @@ def train_and_fill(emb: EmbeddingSet, modality: str, choice: IndexChoice, config
                                  "choose a smaller --factory or leave it out") from err
     timings["train_s"] = time.perf_counter() - start
     start = time.perf_counter()
+    if ray:
+        index = fill_with_ray(emb, modality, index, work or Path(f".{modality}-parts"), config.distributed,
+                              config.add_batch_size, log)
+        timings["add_s"] = time.perf_counter() - start
+        return index, timings
     next_report = 0
     for batch in emb.batches(modality, config.add_batch_size):
         index.add(batch)
