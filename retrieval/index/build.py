@@ -115,9 +115,9 @@ def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, b
             f"{choice.factory} ({choice.reason})")
         index, timings, result = _build_and_tune(emb, modality, choice, config, rng, queries, truth, source, log)
         timings["tune_s"] += truth_s
-        if result.target_met or config.factory:
-            break
         larger = more_accurate_choices(choice, emb.count, emb.dim)
+        if result.target_met or config.factory or not larger:
+            break  # a given factory, HNSW or the top of the ladder keeps its best setting, with the warning below
         fitting = [c for c in larger if c.estimated_bytes <= budget]
         if not fitting:
             _refuse_budget(result.chosen.recall_at_k, larger, config.target_recall, budget, k)
@@ -176,9 +176,6 @@ def _build_and_tune(emb: EmbeddingSet, modality: str, choice: IndexChoice, confi
 
 def _refuse_budget(reached: float, larger: list[IndexChoice], target: float, budget: int, k: int) -> None:
     """One line: the recall reached within the budget and the smallest budget of an index that could reach more."""
-    if not larger:
-        raise RetrievalError(f"recall@{k} {reached:.3f} on held-out queries is below --target-recall {target} "
-                             f"and no more accurate index exists for this data; lower --target-recall")
     smallest = min(larger, key=lambda c: c.estimated_bytes)
     scale = 10 ** max(len(str(smallest.estimated_bytes)) - 3, 0)  # 3 digits, rounded up: enough, not just short
     need = format_size(math.ceil(smallest.estimated_bytes / scale) * scale)
