@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from clipline.flags import parse_config  # noqa: E402
 from retrieval.embedding_store import EmbeddingSet  # noqa: E402
+from retrieval.errors import RetrievalError  # noqa: E402
 from retrieval.index.build import IndexBuildConfig, build_index  # noqa: E402
 from retrieval.index.store import load_index  # noqa: E402
 from retrieval.index.tune import recall_at_k, single_query_latencies  # noqa: E402
@@ -67,11 +68,25 @@ def synthetic_base(m: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray,
     return _unit(image), _unit(text), rotation
 
 
-def real_base(emb_dir: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image and text views from a `clipline embed` dir; noise basis from their principal axes."""
+def real_base(emb_dir: str, seed: int, dim: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image and text views from a `clipline embed` dir; noise basis from their principal axes.
+
+    With `dim` other than the embeddings' own: fewer dimensions keep the top
+    principal axes of the image view; more embed both views in `dim` dimensions
+    by a random isometry (inner products unchanged), the noise then filling
+    all of them.
+    """
     emb = EmbeddingSet(emb_dir)
     image = np.concatenate(list(emb.batches("image")))
     text = np.concatenate(list(emb.batches("text")))
+    if dim and dim != image.shape[1]:
+        if dim < image.shape[1]:
+            _, _, vt = np.linalg.svd(image - image.mean(0), full_matrices=False)
+            basis = vt[:dim].T  # (D, dim)
+        else:
+            rng = np.random.default_rng(seed)
+            basis = np.linalg.qr(rng.standard_normal((dim, dim)))[0][: image.shape[1]]  # (D, dim), orthonormal rows
+        image, text = _unit(image @ basis), _unit(text @ basis)
     _, _, vt = np.linalg.svd(image - image.mean(0), full_matrices=True)
     return image, text, vt.astype(np.float32)
 
@@ -138,7 +153,8 @@ class BenchConfig:
     n: int = 1_000_000
     """Vectors in the headline index."""
     dim: int = 512
-    """Embedding dimension (synthetic base)."""
+    """Embedding dimension (synthetic base; with --base-emb, 0 keeps the embeddings' own, else they are
+    projected to their top principal axes or embedded isometrically in more dimensions)."""
     concepts: int = 4000
     """Synthetic base size."""
     queries: int = 1000
@@ -172,12 +188,16 @@ def run_level(work: Path, n: int, sigma: float, base: tuple, args: BenchConfig, 
     write_tiled_emb(emb_dir, n, sigma, base, args.seed)
     generate_s = time.perf_counter() - start
     start = time.perf_counter()
-    summary = build_index(IndexBuildConfig(emb=str(emb_dir), out=str(index_dir), max_memory=args.max_memory,
-                                           target_recall=args.target_recall, overwrite=True),
-                          log=lambda m: print(m, file=sys.stderr, flush=True))["image"]
+    try:
+        summary = build_index(IndexBuildConfig(emb=str(emb_dir), out=str(index_dir), max_memory=args.max_memory,
+                                               target_recall=args.target_recall, overwrite=True),
+                              log=lambda m: print(m, file=sys.stderr, flush=True))["image"]
+    except RetrievalError as err:  # the budget refused: the one line a user would see
+        return {"noise": sigma, "n": n, "refused": str(err), "generate_s": round(generate_s, 1)}
     build_s = time.perf_counter() - start
     figures = measure(index_dir, emb_dir, queries, args.flat_single_queries)
     return {"noise": sigma, "n": n, "factory": summary["factory"], "params": summary["params"],
+            "reason": summary["reason"], "target_met_on_tuning_hold_out": summary["target_met"],
             "build_s": round(build_s, 1), "build_breakdown_s": summary["build_seconds"],
             "generate_s": round(generate_s, 1), "size_on_disk_bytes": summary["size_on_disk_bytes"],
             "flat_size_bytes": summary["flat_size_bytes"], "memory_bytes": summary["memory_bytes"],
@@ -215,7 +235,8 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    base = real_base(args.base_emb, args.seed) if args.base_emb else synthetic_base(args.concepts, args.dim, args.seed)
+    base = (real_base(args.base_emb, args.seed, args.dim or None) if args.base_emb
+            else synthetic_base(args.concepts, args.dim, args.seed))
     queries = held_out_queries(base, args.queries, args.noise, args.seed)
     headline = run_level(work, args.n, args.noise, base, args, queries)
     report = {"benchmark": "index_bench", "data": "real embeddings tiled" if args.base_emb else
@@ -225,13 +246,15 @@ def main() -> None:
     if args.autofaiss_python:
         report["autofaiss"] = run_autofaiss(args.autofaiss_python, work / f"emb_{args.noise}", work, queries,
                                             args.max_memory)
-    report["noise_sweep"] = [{k: headline[k] for k in ("noise", "n", "recall_at_10", "qps", "qps_single",
-                                                        "speedup_vs_flat", "params", "build_s")}]
+    report["noise_sweep"] = [{k: headline.get(k) for k in ("noise", "n", "factory", "recall_at_10", "qps", "qps_single",
+                                                        "speedup_vs_flat", "speedup_vs_flat_single", "params",
+                                                        "build_s")}]
     for sigma in [float(s) for s in args.sweep.split(",") if s.strip()]:
         shutil.rmtree(work / f"emb_{args.noise}", ignore_errors=True)  # disk: keep one level at a time
         level = run_level(work, args.sweep_n or args.n, sigma, base, args,
                           held_out_queries(base, args.queries, sigma, args.seed))
-        report["noise_sweep"].append({k: level[k] for k in report["noise_sweep"][0]})
+        report["noise_sweep"].append({k: level.get(k) for k in report["noise_sweep"][0]} | (
+            {"refused": level["refused"]} if "refused" in level else {}))
     report["total_s"] = round(time.perf_counter() - start, 1)
     report["environment"] = environment()
     print(json.dumps(report))

@@ -10,8 +10,10 @@ embedding plus noise, keeping its key's image and caption, so the big index
 is as servable as the small one (DESIGN.md: real embeddings tiled with noise).
 
 For each index it starts the server in its own process (ours with and without
-text micro-batching, and clip-retrieval's Flask back end when --peer-python
-points at an environment where clip-retrieval is installed), waits for it,
+text micro-batching, ours with the query-text cache off: the clients draw from
+44 queries, so with it on nearly every query skips the text encoder; and
+clip-retrieval's Flask back end when --peer-python points at an environment
+where clip-retrieval is installed), waits for it,
 warms it up, then runs the clients from this process with keep-alive
 connections and reports queries/s, median and p99 latency and errors.
 Configurations run back to back in one invocation so that their ratios are
@@ -165,15 +167,18 @@ def measure(name: str, command: list[str], port: int, ready_path: str, query_pat
             process.kill()
 
 
-def ours(name: str, index_dir: str, batch: bool, args: BenchConfig) -> dict:
+def ours(name: str, index_dir: str, batch: bool, args: BenchConfig, text_cache: bool = True) -> dict:
     port = free_port()
     command = [sys.executable, "-m", "clipline", "serve", f"{name}={index_dir}", "--port", str(port),
-               "--log-level", "warning", "--batch-text" if batch else "--no-batch-text"]
+               "--log-level", "warning", "--batch-text" if batch else "--no-batch-text",
+               "--text-cache", "4096" if text_cache else "0"]
 
     def body(text: str) -> bytes:
         return json.dumps({"text": text, "k": args.k, "index": name}).encode()
 
     label = "clipline (micro-batching)" if batch else "clipline (no batching)"
+    if not text_cache:
+        label = label[:-1] + ", no text cache)"
     return measure(label, command, port, "/health", "/search", body, args)
 
 
@@ -243,6 +248,8 @@ class BenchConfig:
     """Python of a venv with clip-retrieval installed."""
     unbatched: bool = True
     """Also run without micro-batching (--no-unbatched skips it)."""
+    uncached: bool = True
+    """Also run with the query-text cache off (--no-uncached skips it)."""
     tile_emb: str | None = None
     """Embedding dir to tile into a big index (see above)."""
     tile_n: int = 1_000_000
@@ -273,6 +280,8 @@ def main() -> None:
         summary = json.loads((Path(index_dir) / "summary.json").read_text())
         sizes[name] = {m: {"count": s["count"], "factory": s["factory"], "params": s.get("params")} for m, s in summary.items()}
         runs = [ours(name, index_dir, True, args)]
+        if args.uncached:  # the clients repeat 44 queries, so the cache answers nearly all: measure without it too
+            runs.append(ours(name, index_dir, True, args, text_cache=False))
         if args.unbatched:
             runs.append(ours(name, index_dir, False, args))
         if args.peer_python:

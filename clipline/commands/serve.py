@@ -54,6 +54,8 @@ class ServeCommandConfig:
     """Most text queries merged into one batch."""
     compute_threads: int = 2
     """Worker threads for encoding and index search (and text batches in flight)."""
+    text_cache: int = 4096
+    """Distinct query texts whose embeddings are remembered (least recently used dropped; 0 = off)."""
     max_k: int = 100
     """Most results a query may ask for."""
     max_text_chars: int = 1000
@@ -114,6 +116,8 @@ def serve_config(cmd: ServeCommandConfig) -> ServeConfig:
     for flag in ("max_batch", "compute_threads", "max_k", "max_text_chars", "max_image_mb", "max_added_rows"):
         if getattr(cmd, flag) <= 0:
             raise RetrievalError(f"--{flag.replace('_', '-')} must be positive, got {getattr(cmd, flag)}")
+    if cmd.text_cache < 0:
+        raise RetrievalError(f"--text-cache must be >= 0 (0 turns it off), got {cmd.text_cache}")
     if not 0 <= cmd.port <= 65535:
         raise RetrievalError(f"--port {cmd.port} is not a TCP port (0-65535)")
     image_bytes = int(cmd.max_image_mb * 1024 * 1024)
@@ -138,7 +142,8 @@ def run_server(cmd: ServeCommandConfig) -> None:
     from retrieval.serve.app import create_app
 
     print(f"serve: loading {len(named)} index(es)", file=sys.stderr)
-    registry = load_registry(named, checkpoint=encoder_spec(cmd.encoder, required=False))
+    registry = load_registry(named, checkpoint=encoder_spec(cmd.encoder, required=False),
+                             text_cache_size=cmd.text_cache)
     for served in registry:
         print(f"serve: {served.name}: {len(served.backend)} items from {served.source}", file=sys.stderr)
     app = create_app(registry, config)

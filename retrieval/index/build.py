@@ -12,6 +12,7 @@ place at the end, so a failed build leaves no index and an existing one intact.
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import shutil
@@ -28,9 +29,9 @@ from data_tools.atomic_write import atomic_directory, write_json_atomic
 from data_tools.distributor import DistributorConfig
 from retrieval.embedding_store import EmbeddingSet
 from retrieval.errors import RetrievalError
-from retrieval.index.choice import TRAIN_POINTS_PER_LIST, IndexChoice, choose_index_factory
+from retrieval.index.choice import TRAIN_POINTS_PER_LIST, IndexChoice, choose_index_factory, more_accurate_choices
 from retrieval.index.recall import end_to_end_recall
-from retrieval.index.tune import exact_neighbors, rows_as_dicts, tune_index
+from retrieval.index.tune import TuningResult, exact_neighbors, rows_as_dicts, tune_index
 from retrieval.index.memory_size import format_size, parse_size
 from retrieval.metadata import MetadataTable
 from retrieval.recorded_paths import rebased, record_path
@@ -99,29 +100,35 @@ def build_index(config: IndexBuildConfig, log: Callable[[str], None] = print) ->
 
 def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, budget: int, out_dir: Path,
                    log: Callable[[str], None]) -> dict:
-    """Choose, train, fill, tune and write one modality's index within `budget` bytes; return its summary."""
+    """Choose, train, fill, tune and write one modality's index within `budget` bytes; return its summary.
+
+    When the chosen index misses the target recall on the held-out queries, the
+    next more accurate index that fits the budget is built instead; when none
+    fits, the budget is refused, naming the size of the smallest that could.
+    """
     rng = np.random.default_rng(config.seed)
     choice = _choose(emb.count, emb.dim, budget, config)
-    log(f"[{modality}] {emb.count} x {emb.dim} vectors, budget {format_size(budget)}: "
-        f"{choice.factory} ({choice.reason})")
-    index, timings = train_and_fill(emb, modality, choice, config, rng, log, work=out_dir / f".{modality}-parts")
-
     start = time.perf_counter()
     query_rows, source = _tuning_queries(emb, modality, config.tune_queries, rng)
     queries = emb.rows(source, query_rows)
     k = min(RECALL_K, emb.count)
     _, truth = exact_neighbors(emb.batches(modality, config.add_batch_size), queries, k, METRICS[config.metric])
-    half = len(queries) // 2  # tune on one half, confirm the choice on the other (held out)
-    log(f"[{modality}] tuning on {half} {source} embeddings, validating on {len(queries) - half}, "
-        f"target recall@{k} {config.target_recall}")
-    if half:
-        tune_q, tune_truth, validation = queries[:half], truth[:half], (queries[half:], truth[half:])
-    else:  # one query: nothing to hold out
-        tune_q, tune_truth, validation = queries, truth, None
-    result = tune_index(index, tune_q, tune_truth,
-                        search_params=choice.search_params, nlist=choice.nlist,
-                        target_recall=config.target_recall, k=k, log=log, validation=validation)
-    timings["tune_s"] = time.perf_counter() - start
+    truth_s = time.perf_counter() - start
+    while True:
+        log(f"[{modality}] {emb.count} x {emb.dim} vectors, budget {format_size(budget)}: "
+            f"{choice.factory} ({choice.reason})")
+        index, timings, result = _build_and_tune(emb, modality, choice, config, rng, queries, truth, source, log,
+                                                 work=out_dir / f".{modality}-parts")
+        timings["tune_s"] += truth_s
+        larger = more_accurate_choices(choice, emb.count, emb.dim)
+        if result.target_met or config.factory or not larger:
+            break  # a given factory, HNSW or the top of the ladder keeps its best setting, with the warning below
+        fitting = [c for c in larger if c.estimated_bytes <= budget]
+        if not fitting:
+            _refuse_budget(result.chosen.recall_at_k, larger, config.target_recall, budget, k)
+        log(f"[{modality}] recall@{k} {result.chosen.recall_at_k:.3f} on held-out queries is below the target "
+            f"{config.target_recall}: trying {fitting[0].factory}")
+        choice = fitting[0]
     end_to_end = {}
     if source != modality:  # known caption<->image pairs: what the approximation costs a user
         _, found = index.search(queries, k)
@@ -145,9 +152,41 @@ def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, b
         "flat_size_bytes": emb.count * emb.dim * 4, "max_memory_bytes": budget,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "tuning_queries": len(queries), "tuning_query_source": f"{source} embeddings",
+        "recall_measured_on": "held-out half of the tuning queries" if len(queries) > 1 else "the one query",
         "build_seconds": {name: round(v, 3) for name, v in timings.items()},
         "end_to_end": end_to_end,
     }
+
+
+def _build_and_tune(emb: EmbeddingSet, modality: str, choice: IndexChoice, config: IndexBuildConfig,
+                    rng: np.random.Generator, queries: np.ndarray, truth: np.ndarray, source: str,
+                    log: Callable[[str], None], work: Path) -> tuple[faiss.Index, dict[str, float], TuningResult]:
+    """Train and fill `choice` (Ray parts under `work`), tune it on half the queries and validate on the other half."""
+    index, timings = train_and_fill(emb, modality, choice, config, rng, log, work=work)
+    start = time.perf_counter()
+    k = truth.shape[1]
+    half = len(queries) // 2  # tune on one half, confirm the choice on the other (held out)
+    log(f"[{modality}] tuning on {half} {source} embeddings, validating on {len(queries) - half}, "
+        f"target recall@{k} {config.target_recall}")
+    if half:
+        tune_q, tune_truth, validation = queries[:half], truth[:half], (queries[half:], truth[half:])
+    else:  # one query: nothing to hold out
+        tune_q, tune_truth, validation = queries, truth, None
+    result = tune_index(index, tune_q, tune_truth,
+                        search_params=choice.search_params, nlist=choice.nlist,
+                        target_recall=config.target_recall, k=k, log=log, validation=validation)
+    timings["tune_s"] = time.perf_counter() - start
+    return index, timings, result
+
+
+def _refuse_budget(reached: float, larger: list[IndexChoice], target: float, budget: int, k: int) -> None:
+    """One line: the recall reached within the budget and the smallest budget of an index that could reach more."""
+    smallest = min(larger, key=lambda c: c.estimated_bytes)
+    scale = 10 ** max(len(str(smallest.estimated_bytes)) - 3, 0)  # 3 digits, rounded up: enough, not just short
+    need = format_size(math.ceil(smallest.estimated_bytes / scale) * scale)
+    raise RetrievalError(f"recall@{k} {reached:.3f} on held-out queries is below --target-recall {target} within "
+                         f"--max-memory {format_size(budget)}; the smallest index that can reach it "
+                         f"({smallest.factory}) needs --max-memory {need}, or lower --target-recall")
 
 
 def train_and_fill(emb: EmbeddingSet, modality: str, choice: IndexChoice, config: IndexBuildConfig,

@@ -19,7 +19,7 @@ import numpy as np
 
 EF_SEARCH = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 NPROBE = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-K_FACTOR = (1, 2, 4, 8, 16, 32, 64, 128)
+K_FACTOR = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # Recall gains smaller than this between steps mean a parameter has saturated.
 PLATEAU = 0.002
 # Tuning recall a ladder goes past the target before it stops, so the validation

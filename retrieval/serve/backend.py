@@ -24,6 +24,9 @@ from retrieval.index.store import read_index_info
 from retrieval.recorded_paths import recorded_checkpoint
 from retrieval.retriever import Retriever
 from retrieval.serve.registry import AddedItems, ImageLocation, IndexRegistry, ServedIndex
+from retrieval.serve.text_cache import TextEmbeddingCache
+
+TEXT_CACHE_SIZE = 4096  # distinct query texts remembered per encoder (1.5 KB each at 384 dims)
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,8 @@ class DeltaRows:
 class IndexBackend:
     """Searches one index dir (every side it was built with) and its delta; immutable once built."""
 
-    def __init__(self, retrievers: dict[str, Retriever], info: dict, delta: DeltaRows | None = None) -> None:
+    def __init__(self, retrievers: dict[str, Retriever], info: dict, delta: DeltaRows | None = None,
+                 text_cache: TextEmbeddingCache | None = None) -> None:
         self.retrievers = retrievers
         self.info = info
         self.modalities = tuple(retrievers)
@@ -63,12 +67,13 @@ class IndexBackend:
         self.metric = info.get("metric", "ip")
         self.delta = delta or DeltaRows.empty(self.modalities, self.embed_dim)
         self._delta_keys = frozenset(self.delta.keys)
+        self.text_cache = text_cache if text_cache is not None else TextEmbeddingCache(0)
 
     def __len__(self) -> int:
         return self.base_count + len(self.delta.keys)
 
     def search_text(self, texts: list[str], k: int, modality: str) -> list[list[dict]]:
-        vectors = self.encoder.encode_text(texts).cpu().numpy()  # (Q, D)
+        vectors = self.text_cache.encode(texts, lambda fresh: self.encoder.encode_text(fresh).cpu().numpy())  # (Q, D)
         return self.search_embedding(vectors, k, modality)
 
     def search_image(self, images: list[Image.Image], k: int, modality: str) -> list[list[dict]]:
@@ -121,7 +126,7 @@ class IndexBackend:
         if self.metric != "ip":
             raise RetrievalError(f"adding to an index built with metric {self.metric!r} is not supported; "
                                  "rebuild it with --metric ip")
-        return IndexBackend(self.retrievers, self.info, self.delta.extended(items))
+        return IndexBackend(self.retrievers, self.info, self.delta.extended(items), self.text_cache)
 
     @property
     def _first(self) -> Retriever:
@@ -132,8 +137,10 @@ def _hit(row: dict) -> dict:
     return {"key": row["key"], "caption": row["caption"], "score": row["score"], "has_image": bool(row["member"])}
 
 
-def load_backend(root: Path, encoders: dict[str, Any], checkpoint: str | None = None) -> IndexBackend:
-    """Open every side of the index dir; indices built with one checkpoint share one encoder."""
+def load_backend(root: Path, encoders: dict[str, Any], checkpoint: str | None = None,
+                 caches: dict[str, TextEmbeddingCache] | None = None,
+                 text_cache_size: int = TEXT_CACHE_SIZE) -> IndexBackend:
+    """Open every side of the index dir; indices built with one checkpoint share one encoder and text cache."""
     info, _ = read_index_info(root)
     spec = checkpoint or recorded_checkpoint(info.get("checkpoint"), root)
     if not spec:
@@ -149,12 +156,17 @@ def load_backend(root: Path, encoders: dict[str, Any], checkpoint: str | None = 
     if encoder.embed_dim != int(info["dim"]):
         raise RetrievalError(f"checkpoint {spec!r} makes {encoder.embed_dim}-d embeddings but {root} holds "
                              f"{info['dim']}-d ones; serve it with the checkpoint it was built from")
-    return IndexBackend(retrievers, info)
+    caches = {} if caches is None else caches
+    cache = caches.setdefault(spec, TextEmbeddingCache(text_cache_size))
+    return IndexBackend(retrievers, info, text_cache=cache)
 
 
-def load_registry(named: list[tuple[str, Path]], checkpoint: str | None = None) -> IndexRegistry:
+def load_registry(named: list[tuple[str, Path]], checkpoint: str | None = None,
+                  text_cache_size: int = TEXT_CACHE_SIZE) -> IndexRegistry:
     """Load each (name, index dir) once, in order; the first is the default index."""
     encoders: dict[str, Any] = {}
-    served = [ServedIndex(name, load_backend(Path(root), encoders, checkpoint), source=str(root))
+    caches: dict[str, TextEmbeddingCache] = {}
+    served = [ServedIndex(name, load_backend(Path(root), encoders, checkpoint, caches, text_cache_size),
+                          source=str(root))
               for name, root in named]
     return IndexRegistry(served)

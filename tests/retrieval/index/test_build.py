@@ -135,3 +135,23 @@ def test_l2_metric_tunes_against_l2_neighbours(tmp_path: Path) -> None:
     _, found = loaded.index.search(queries, 10)
     exact = np.argsort(((queries[:, None, :] - image[None]) ** 2).sum(-1), axis=1)[:, :10]
     assert recall_at_k(found, exact, 10) >= 0.95
+
+
+def test_a_budget_too_small_for_the_target_is_refused_naming_the_size_that_reaches_it(tmp_path: Path) -> None:
+    """300 noisy copies of each of 40 concepts: near-ties that 8-byte codes cannot rank; re-ranking needs more."""
+    rng = np.random.default_rng(3)
+    concepts = rng.standard_normal((40, DIM)).astype(np.float32)
+    image = concepts[np.repeat(np.arange(40), 300)] + 0.5 * rng.standard_normal((12_000, DIM)).astype(np.float32)
+    image /= np.linalg.norm(image, axis=1, keepdims=True)
+    text = image + 0.05 * rng.standard_normal(image.shape).astype(np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    emb = write_embedding_dir(tmp_path / "emb", image, text, parts=2)
+    # 256 lists: 32 KB of centroids + 16 bytes a vector (8 of code, 8 of id) fit; SQ8 re-ranking needs 48 a vector
+    budget = 12_000 * 16 + 256 * DIM * 4
+    with pytest.raises(RetrievalError) as err:
+        build_index(IndexBuildConfig(emb=str(emb), out=str(tmp_path / "i"), max_memory=str(budget),
+                                     target_recall=0.99, tune_queries=200), log=quiet)
+    message = str(err.value)
+    assert "below --target-recall 0.99" in message and "\n" not in message
+    assert "IVF256,PQ16x4fs,Refine(SQ8)) needs --max-memory 609.00kB" in message  # 12,000 x 48 + 32,768 bytes
+    assert not (tmp_path / "i").exists()

@@ -18,12 +18,12 @@ GB = 10**9
     (5_000, 4096, 4 * GB, "Flat"),                      # large dim but too few vectors to train on
     (40_000, 512, 4 * GB, "HNSW32,Flat"),               # mid-size, graph fits
     (200_000, 512, 4 * GB, "HNSW32,Flat"),
-    (1_000_000, 512, 4 * GB, "IVF2048,PQ128x4fs,RFlat"),          # raw vectors fit: exact re-ranking
-    (1_000_000, 512, 2 * GB, "IVF2048,PQ128x4fs,Refine(SQfp16)"),  # 2.1 GB needed for RFlat: fp16 copies
-    (1_000_000, 512, GB, "IVF2048,PQ128x4fs,Refine(SQ8)"),
+    (1_000_000, 512, 4 * GB, "IVF2048,PQ256x4fs,RFlat"),          # raw vectors fit: exact re-ranking
+    (1_000_000, 512, 2 * GB, "IVF2048,PQ256x4fs,Refine(SQfp16)"),  # 2.2 GB needed for RFlat: fp16 copies
+    (1_000_000, 512, GB, "IVF2048,PQ256x4fs,Refine(SQ8)"),
     (1_000_000, 512, GB // 5, "IVF2048,PQ256x4fsr"),   # only codes fit
-    (10_000_000, 512, 64 * GB, "IVF8192,PQ128x4fs,RFlat"),        # past HNSW's build-time limit
-    (1_000_000, 384, 4 * GB, "IVF2048,PQ96x4fs,RFlat"),           # MiniLM-sized vectors
+    (10_000_000, 512, 64 * GB, "IVF8192,PQ256x4fs,RFlat"),        # past HNSW's build-time limit
+    (1_000_000, 384, 4 * GB, "IVF2048,PQ192x4fs,RFlat"),          # MiniLM-sized vectors
 ])
 def test_rules(n: int, dim: int, budget: int, factory: str) -> None:
     choice = choose_index_factory(n, dim, budget)
@@ -47,13 +47,27 @@ def test_memory_estimates_match_what_faiss_writes(tmp_path) -> None:
         faiss.write_index(index, str(tmp_path / "i.faiss"))
         written = (tmp_path / "i.faiss").stat().st_size
         assert 0.8 * choice.estimated_bytes < written < 1.25 * choice.estimated_bytes, choice.factory
-    assert factories == ["Flat", "IVF256,PQ16x4fs,Refine(SQfp16)", "IVF256,PQ16x4fs,Refine(SQ8)",
+    assert factories == ["Flat", "IVF256,PQ32x4fs,Refine(SQfp16)", "IVF256,PQ32x4fs,Refine(SQ8)",
                          "IVF256,PQ32x4fsr"]
 
 
 def test_exact_target_means_flat_and_hnsw_can_be_refused() -> None:
     assert choose_index_factory(200_000, 512, 4 * GB, target_recall=1.0).factory == "Flat"
     assert choose_index_factory(200_000, 512, 4 * GB, allow_hnsw=False).factory.startswith("IVF")
+
+
+def test_the_ladder_above_a_choice_ends_in_exact_lists() -> None:
+    from retrieval.index.choice import more_accurate_choices
+
+    codes_only = choose_index_factory(1_000_000, 512, GB // 5)
+    ladder = more_accurate_choices(codes_only, 1_000_000, 512)
+    assert [c.factory for c in ladder] == ["IVF2048,PQ256x4fs,Refine(SQ8)", "IVF2048,PQ256x4fs,Refine(SQfp16)",
+                                          "IVF2048,PQ256x4fs,RFlat", "IVF2048,Flat"]
+    # exact lists: raw vectors + ids + centroids
+    assert ladder[-1].estimated_bytes == 1_000_000 * (512 * 4 + 8) + 2048 * 512 * 4
+    assert ladder[-1].search_params == ("nprobe",)
+    assert more_accurate_choices(ladder[-1], 1_000_000, 512) == []
+    assert more_accurate_choices(choose_index_factory(3000, 64, GB), 3000, 64) == []  # Flat: nothing above
 
 
 def test_too_small_a_budget_says_how_much_is_needed() -> None:

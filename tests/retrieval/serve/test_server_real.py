@@ -158,3 +158,15 @@ def test_cli_loads_indices_and_starts_uvicorn(emoji_index: Path, monkeypatch: py
         assert len(answer.json()["results"]) == 7
         assert client.post("/search", json={"text": "x"}, headers={"x-api-key": "k"}).status_code == 400  # Host
         assert client.post("/indices/emoji/add", json={"items": []}, headers=headers).status_code in (404, 405)
+
+
+def test_search_answers_validate_against_the_documented_schema(client: TestClient) -> None:
+    from retrieval.serve.api_schemas import SearchResponse
+
+    answer = client.post("/search", json={"text": "a red heart", "k": 4})
+    assert answer.headers["content-type"] == "application/json"
+    parsed = SearchResponse.model_validate_json(answer.content)  # the schema /docs promises
+    assert [hit.rank for hit in parsed.results] == [1, 2, 3, 4]
+    assert parsed.query_type == "text" and parsed.k == 4 and parsed.index == "emoji"
+    assert all(hit.image_url == f"/images/emoji/{hit.key}" for hit in parsed.results)
+    assert parsed.results[0].score >= parsed.results[-1].score
