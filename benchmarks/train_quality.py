@@ -121,7 +121,7 @@ def run_ours(name: str, *, train_data: str, data_root: Path, budget_min: float, 
     budget = ["steps=1000000", f"time_budget_min={budget_min}"] if steps is None else \
         [f"steps={steps}", "time_budget_min=null"]
     config = apply_overrides(named_config(config_name or DEFAULT_CONFIG), [
-        f"train_data={data_root / shards if shards else train_data}", *budget, f"out={work / name}",
+        f"train_data={data_root / shards if shards else train_data}", *budget, f"out={work / f'{name}-seed{seed}'}",
         "progress=false", "checkpoint_every=1000000", "eval_every=0", f"seed={seed}", *options, *suffix])
     started = time.perf_counter()
     result = train(config) if clock is None else _until_clock(train, config, clock)
@@ -159,7 +159,7 @@ def run_peer_recipe(name: str, *, train_data: str, budget_min: float, steps: int
         return {}
     if steps is None:
         calibration = StepClock(stop_after=CALIBRATION_STEPS)
-        run_peer(peer_argv(**argv, epochs=100, name=f"{name}-calibration"), calibration)
+        run_peer(peer_argv(**argv, epochs=100, name=f"{name}-calibration-{seed}"), calibration)
         steps = round(budget_min * 60 * calibration.steps_per_s(warmup=CALIBRATION_WARMUP))
         stop = StepClock(stop_after_s=budget_min * 60)
     else:
