@@ -12,11 +12,13 @@ from typing import Any
 
 import open_clip
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
 from pretrain import checkpoint, models
 from pretrain.models.attention import explicit_attention_pays, use_explicit_attention
+from pretrain.models.length_buckets import run_length_sorted
 from pretrain.errors import PretrainError
 
 TEXT_BATCH = 512  # captions encoded per forward; bounds memory for long lists
@@ -110,16 +112,34 @@ class Encoder:
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) preprocessed images -> (B, D) unit vectors."""
-        features = self._towers.encode_image(images.to(self.device, torch.float32))
-        return features.float()
+        return _unit_float32(self._towers.encode_image(images.to(self.device, torch.float32)))
 
     @torch.no_grad()
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """B captions -> (B, D) unit vectors."""
         if isinstance(texts, str):
             raise PretrainError("encode_text takes a list of strings, not one string: wrap it as [text]")
-        chunks = [
-            self._towers.encode_text(self.tokenizer(list(texts[i:i + TEXT_BATCH])).to(self.device)).float()
-            for i in range(0, len(texts), TEXT_BATCH)
-        ]
-        return torch.cat(chunks) if chunks else torch.zeros(0, self.embed_dim)
+        return self.encode_tokens(self.tokenizer(list(texts)))
+
+    @torch.no_grad()
+    def encode_tokens(self, tokens: torch.Tensor, *, chunk: int = TEXT_BATCH) -> torch.Tensor:
+        """(B, L) tokens from `self.tokenizer` -> (B, D) unit vectors, in input order.
+
+        Where padding can be cut exactly, captions are encoded `chunk` at a time sorted by length, each
+        chunk padded only to its own longest; otherwise in input order.
+        """
+        if len(tokens) == 0:
+            return torch.zeros(0, self.embed_dim)
+        tokens = tokens.to(self.device)  # (B, L)
+        if self._towers.dynamic_padding:
+            features = run_length_sorted(self._towers.encode_text, tokens, self._towers.pad_id, chunk=chunk)
+        else:
+            features = torch.cat([self._towers.encode_text(tokens[i:i + chunk]) for i in range(0, len(tokens), chunk)])
+        return _unit_float32(features)  # (B, D)
+
+
+def _unit_float32(features: torch.Tensor) -> torch.Tensor:
+    """Features as float32 unit vectors; under bf16 autocast they were normalised in bf16, so again here."""
+    if features.dtype == torch.float32:
+        return features
+    return F.normalize(features.float(), dim=-1)

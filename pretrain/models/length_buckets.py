@@ -11,6 +11,12 @@ of one trimmed batch with two buckets on emoji captions).
 
 Each extra bucket costs a second pass of Python dispatch and smaller matmuls,
 so a split is taken only when it saves more than `BUCKET_COST_ROWS` token rows.
+
+Encoding many captions at once (a shard's, a class list's) goes further:
+`run_length_sorted` sorts all of them by length and encodes fixed-size chunks
+of neighbours, so each chunk pads only to its own longest (emoji-train shards of
+1,000 captions, chunks of 256: 1.5-1.65x fewer token rows than the same chunks in
+input order, each trimmed, and 4-5.7x fewer than the 32-token context).
 """
 
 from __future__ import annotations
@@ -81,8 +87,25 @@ def run_bucketed(encode, tokens: torch.Tensor, pad_id: int, *, max_buckets: int,
     parts = bucket_rows(tokens, pad_id, max_buckets=max_buckets, multiple=multiple)
     if len(parts) == 1:  # no split pays: the batch in its own order, trimmed
         return encode(tokens[:, :parts[0][1].shape[1]])
-    rows = torch.cat([r for r, _ in parts])  # (B,) position in batch of each computed row
-    features = torch.cat([encode(t) for _, t in parts])  # (B, D) in bucket order
+    return _in_input_order(torch.cat([r for r, _ in parts]), torch.cat([encode(t) for _, t in parts]))
+
+
+def run_length_sorted(encode, tokens: torch.Tensor, pad_id: int, *, chunk: int) -> torch.Tensor:
+    """`encode` over chunks of `chunk` captions of similar length, each trimmed to its own longest;
+    features in input order. (N, L) -> (N, D)
+
+    Exact where `encode` gives a caption the same features at any padded length (`supports_trimming`).
+    """
+    lengths = caption_lengths(tokens, pad_id)  # (N,)
+    order = torch.argsort(lengths, stable=True)  # (N,) shortest first
+    longest = lengths[order].tolist()
+    features = [encode(tokens[order[start:start + chunk], :longest[min(start + chunk, len(longest)) - 1]])
+                for start in range(0, len(longest), chunk)]  # each (b, D)
+    return _in_input_order(order, torch.cat(features))
+
+
+def _in_input_order(rows: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """Features computed for `rows` (input positions, in computed order) put back in input order. (N, D)"""
     inverse = torch.empty_like(rows)
     inverse[rows] = torch.arange(rows.numel(), device=rows.device)
-    return features[inverse]  # (B, D)
+    return features[inverse]  # (N, D)

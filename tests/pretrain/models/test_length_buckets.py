@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pretrain import models
-from pretrain.models.length_buckets import bucket_rows, caption_lengths, choose_buckets, round_up
+from pretrain.models.length_buckets import bucket_rows, caption_lengths, choose_buckets, round_up, run_length_sorted
 
 CAPTIONS = ["a", "a cat", "a red car with four big wheels and a roof", "smiling face", "flag of a small island",
             "x y", "one two three four five six seven eight", "heart"]
@@ -61,3 +61,18 @@ def test_bucketed_text_features_and_gradients_match_one_trimmed_batch() -> None:
                      towers.clip.token_embedding.weight.grad))
     for want, got in zip(*outs):
         assert torch.allclose(got, want, atol=1e-6, rtol=1e-4)
+
+
+def test_length_sorted_chunks_are_cut_to_their_longest_and_come_back_in_input_order() -> None:
+    tokens = open_clip.get_tokenizer("clip-tiny-64")(CAPTIONS)  # (8, 32)
+    lengths = caption_lengths(tokens, 0)  # (8,)
+    widths: list[int] = []
+
+    def encode(chunk: torch.Tensor) -> torch.Tensor:  # (b, L_b) -> (b, 2): the caption's length and first token
+        widths.append(chunk.shape[1])
+        return torch.stack([caption_lengths(chunk, 0), chunk[:, 0]], dim=1)
+
+    features = run_length_sorted(encode, tokens, 0, chunk=3)
+    assert torch.equal(features, torch.stack([lengths, tokens[:, 0]], dim=1))  # every row back in its place
+    assert widths == [int(w) for w in lengths.sort().values[[2, 5, 7]]]  # 3 chunks, each cut to its longest
+    assert sum(w * n for w, n in zip(widths, (3, 3, 2))) < 0.6 * len(CAPTIONS) * int(lengths.max())
