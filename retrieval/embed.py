@@ -7,7 +7,10 @@ interrupted run resumable shard by shard. A shard that is truncated part-way
 gives a partial part (`part_N.partial.json` beside its metadata): searchable,
 but info.json says `complete: false` and the next run embeds it again. Under `accelerate launch` (or
 torchrun) process r embeds shards r, r+world, r+2·world, ... and rank 0
-writes info.json once all are done.
+writes info.json once all are done. The vectors come from `retrieval.embed_stream`
+(decoding ahead of the model, captions encoded sorted by length, bf16 autocast
+where the hardware has it, for `--precision auto`; the choice is logged and
+recorded in info.json).
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -34,6 +37,7 @@ from retrieval.shard_members import image_members
 
 if TYPE_CHECKING:
     from pretrain.encoder import Encoder
+    from retrieval.embed_stream import ShardVectors
 
 EMBEDDINGS_FORMAT = "clipline-embeddings/1"
 # beside metadata/part_N.parquet when shard N could be read only part-way
@@ -54,6 +58,10 @@ class EmbedConfig:
     """Samples per forward pass."""
     fp16: bool = False
     """Store embeddings as float16 (half the disk; index building converts back)."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Compute precision of both towers: auto (bf16 autocast where the hardware runs it natively: a CPU with
+    avx512_bf16/amx_bf16, or a bf16 GPU; else fp32), bf16 or fp32. bf16 vectors are within cosine 0.999 of
+    fp32 ones."""
     num_workers: int | None = None
     """Loader processes decoding images while the model runs (0 = decode in this process; default: 0 on
     <= 2 cores, where decoding then overlaps the model in a thread, else 2)."""
@@ -74,26 +82,19 @@ def embed_shards(config: EmbedConfig, *, encoder: Encoder | None = None,
     check_output_dir(config.out, create=False)  # a wrong --out fails before the model loads
     shards = _list_shards(config.data)
     rank, world, processes = _processes()
+    precision, why = _choose_precision(config)
+    config = replace(config, precision=precision)  # every rank and Ray actor computes as decided here
     encoder = encoder or load_encoder(config.checkpoint, config.device)
     out = check_output_dir(config.out)
     for folder in (*MODALITY_DIRS.values(), "metadata"):
         check_output_dir(out / folder)
         remove_stale_temporaries(out / folder)  # arrays of a killed run
     _claim(out, config, encoder, rank)
-    mine = shards_of_rank(len(shards), rank, world)
+    log(f"precision: {precision} ({why})")
     if config.distributed.distributor == "ray":
         _embed_with_ray(shards, out, config, log)
-        mine = []
-    for n, i in enumerate(mine, 1):
-        part = f"part_{i:05d}"
-        if part_complete(out, part):
-            log(f"[{n}/{len(mine)}] {part} ({Path(shards[i]).name}) already embedded, skipped")
-            continue
-        start = time.perf_counter()
-        rows = embed_shard(encoder, shards[i], out, part, config)
-        seconds = time.perf_counter() - start
-        log(f"[{n}/{len(mine)}] {part} ({Path(shards[i]).name}): {rows} samples, "
-            f"{rows / max(seconds, 1e-9):.1f} samples/s")
+    else:
+        _embed_local(encoder, shards, shards_of_rank(len(shards), rank, world), out, config, log)
     if processes is not None:
         processes.barrier()
     info = _write_info(out, config, encoder, shards) if rank == 0 else {}
@@ -114,34 +115,55 @@ def _embed_with_ray(shards: list[str], out: Path, config: EmbedConfig, log: Call
     embed_parts_ray(shards, todo, out, config, log)
 
 
-def embed_shard(encoder: Encoder, shard: str, out: Path, part: str, config: EmbedConfig) -> int:
-    """Embed one shard into `part`; returns the number of samples written."""
-    from evaluate.shard_encoding import ShardImageFeatures
+def _embed_local(encoder: Encoder, shards: list[str], mine: list[int], out: Path, config: EmbedConfig,
+                 log: Callable[[str], None]) -> None:
+    """Embed this process's shards `mine` (indices into `shards`) that are not complete yet, decoding ahead
+    across shard boundaries (retrieval.embed_stream)."""
+    from retrieval.embed_stream import embed_stream
 
-    images, texts, keys, captions, metas = [], [], [], [], []
-    reader = ShardImageFeatures(encoder, shard, batch_size=config.batch_size, num_workers=config.num_workers)
-    for features, batch in reader:
-        images.append(features.cpu().numpy())  # (B, D)
-        texts.append(encoder.encode_text(batch["caption"]).cpu().numpy())  # (B, D)
-        keys += batch["key"]
-        captions += batch["caption"]
-        metas += batch["meta"]
-    dtype = np.float16 if config.fp16 else np.float32
-    empty = np.zeros((0, encoder.embed_dim), dtype)
+    todo = []
+    for n, i in enumerate(mine, 1):
+        if part_complete(out, f"part_{i:05d}"):
+            log(f"[{n}/{len(mine)}] part_{i:05d} ({Path(shards[i]).name}) already embedded, skipped")
+        else:
+            todo.append((n, i))
+    start = time.perf_counter()
+    vectors = embed_stream(encoder, [shards[i] for _, i in todo], batch_size=config.batch_size,
+                           num_workers=config.num_workers, precision=config.precision)
+    for (n, i), shard_vectors in zip(todo, vectors, strict=True):
+        rows = write_part(out, f"part_{i:05d}", shard_vectors, fp16=config.fp16)
+        seconds, start = time.perf_counter() - start, time.perf_counter()
+        log(f"[{n}/{len(mine)}] part_{i:05d} ({Path(shards[i]).name}): {rows} samples, "
+            f"{rows / max(seconds, 1e-9):.1f} samples/s")
+
+
+def embed_shard(encoder: Encoder, shard: str, out: Path, part: str, config: EmbedConfig) -> int:
+    """Embed one shard into `part` (config.precision already resolved); returns the number of samples written."""
+    from retrieval.embed_stream import embed_stream
+
+    (vectors,) = embed_stream(encoder, [shard], batch_size=config.batch_size, num_workers=config.num_workers,
+                              precision=config.precision)
+    return write_part(out, part, vectors, fp16=config.fp16)
+
+
+def write_part(out: Path, part: str, vectors: ShardVectors, *, fp16: bool) -> int:
+    """Write one shard's vectors and metadata as `part` (metadata last); returns the rows written."""
+    shard = vectors.shard
     spans = image_members(shard)
     rows = []
-    for key, caption, meta in zip(keys, captions, metas):
+    for key, caption, meta in zip(vectors.keys, vectors.captions, vectors.metas):
         span = spans.get(key)
         rows.append(metadata_row(key=key, caption=caption, shard=Path(shard).name,
                                  member=span.member if span else "", offset=span.offset if span else -1,
                                  size=span.size if span else 0, meta=meta))
     partial = out / "metadata" / f"{part}{PARTIAL_SUFFIX}"
-    unreadable = reader.skipped.get("corrupt_tar", 0)
+    unreadable = vectors.skipped.get("corrupt_tar", 0)
     if unreadable:  # before the part's files: a part is never complete-looking without its whole shard
         write_json_atomic(partial, {"shard": Path(shard).name, "reason": "the tar is truncated or unreadable "
                                     "part-way; its readable samples are embedded", "rows": len(rows)})
-    _save_npy(np.concatenate(images).astype(dtype) if images else empty, out / "img_emb" / f"{part}.npy")
-    _save_npy(np.concatenate(texts).astype(dtype) if texts else empty, out / "text_emb" / f"{part}.npy")
+    dtype = np.float16 if fp16 else np.float32
+    _save_npy(vectors.images.astype(dtype), out / "img_emb" / f"{part}.npy")
+    _save_npy(vectors.texts.astype(dtype), out / "text_emb" / f"{part}.npy")
     write_metadata(rows, out / "metadata" / f"{part}.parquet")  # last: marks the part complete
     if not unreadable:
         partial.unlink(missing_ok=True)
@@ -161,6 +183,19 @@ def part_written(out: Path, part: str) -> bool:
 def part_complete(out: Path, part: str) -> bool:
     """Written, from a whole shard (a partial part is embedded again by the next run)."""
     return part_written(out, part) and not (out / "metadata" / f"{part}{PARTIAL_SUFFIX}").exists()
+
+
+def _choose_precision(config: EmbedConfig) -> tuple[str, str]:
+    """(fp32 or bf16, why) for config.precision on config.device."""
+    import torch
+
+    from pretrain.errors import PretrainError
+    from pretrain.precision import choose_precision
+
+    try:
+        return choose_precision(config.precision, torch.device(config.device))
+    except (PretrainError, RuntimeError) as err:  # an unknown precision or device name
+        raise RetrievalError(f"--precision {config.precision} --device {config.device}: {err}") from err
 
 
 def _list_shards(data: str) -> list[str]:
@@ -205,6 +240,7 @@ def _describe(config: EmbedConfig, encoder: Encoder) -> dict:
         "format": EMBEDDINGS_FORMAT, "checkpoint": record_checkpoint(config.checkpoint, out),
         "checkpoint_id": encoder.checkpoint_id, "model": encoder.config.get("model_name"), "dim": encoder.embed_dim,
         "dtype": "float16" if config.fp16 else "float32", "data_dir": record_path(config.data, out),
+        "precision": config.precision,
     }
 
 

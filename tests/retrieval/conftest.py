@@ -44,8 +44,9 @@ def emoji_emb(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, encoder)
     from retrieval.embed import EmbedConfig, embed_shards
 
     out = tmp_path_factory.mktemp("emoji") / "emb"
+    # fp32: the vectors tests compare against `encoder` (bf16 is tested in test_embed_precision.py)
     embed_shards(EmbedConfig(checkpoint=str(tiny_run), data=str(FIXTURE_SHARDS), out=str(out), batch_size=16,
-                             num_workers=0), encoder=encoder, log=lambda m: None)
+                             num_workers=0, precision="fp32"), encoder=encoder, log=lambda m: None)
     return out
 
 

@@ -54,7 +54,8 @@ def test_rerun_resumes_only_missing_parts(emoji_emb: Path, tmp_path: Path, tiny_
     (out / "metadata" / "part_00001.parquet").unlink()  # an interrupted part: metadata is written last
     messages: list[str] = []
     info = embed_shards(EmbedConfig(checkpoint=str(tiny_run), data=str(FIXTURE_SHARDS), out=str(out),
-                                    batch_size=16, num_workers=0), encoder=encoder, log=messages.append)
+                                    batch_size=16, num_workers=0, precision="fp32"), encoder=encoder,
+                        log=messages.append)
     assert kept.stat().st_mtime_ns == kept_mtime
     assert any("part_00000" in m and "skipped" in m for m in messages)
     assert np.allclose(np.load(out / "img_emb" / "part_00001.npy"), removed, atol=1e-5)

@@ -15,9 +15,10 @@ from tests.retrieval.conftest import FIXTURE_SHARDS
 PARTS = ("part_00000", "part_00001")
 
 
-def _ray_embed(run: Path, out: Path, encoder, messages: list[str]) -> dict:
-    config = EmbedConfig(checkpoint=str(run), data=str(FIXTURE_SHARDS), out=str(out), batch_size=16, num_workers=0,
-                         distributed=DistributorConfig(distributor="ray"), num_actors=2)
+def _ray_embed(run: Path, out: Path, encoder, messages: list[str], *, data: Path = FIXTURE_SHARDS,
+               precision: str = "fp32") -> dict:  # fp32: as the local `emoji_emb` it is compared with
+    config = EmbedConfig(checkpoint=str(run), data=str(data), out=str(out), batch_size=16, num_workers=0,
+                         precision=precision, distributed=DistributorConfig(distributor="ray"), num_actors=2)
     return embed_shards(config, encoder=encoder, log=messages.append)
 
 
@@ -46,3 +47,14 @@ def test_ray_embed_equals_local_and_resumes(local_ray, emoji_emb: Path, tiny_run
     assert np.allclose(np.load(out / "img_emb" / "part_00001.npy"), np.load(emoji_emb / "img_emb" / "part_00001.npy"),
                        atol=1e-5)
     assert not [p for p in out.rglob(".*tmp*")]  # no temporary left behind
+
+
+def test_ray_parts_equal_local_ones_in_auto_precision(local_ray, tiny_run: Path, encoder, tmp_path: Path) -> None:
+    shard = FIXTURE_SHARDS / "00000.tar"
+    local = embed_shards(EmbedConfig(checkpoint=str(tiny_run), data=str(shard), out=str(tmp_path / "local"),
+                                     batch_size=16, num_workers=0), encoder=encoder, log=lambda m: None)
+    ray_info = _ray_embed(tiny_run, tmp_path / "ray", encoder, [], data=shard, precision="auto")
+    assert ray_info["precision"] == local["precision"]  # bf16 where the CPU has it natively (resolved by the driver)
+    for folder in ("img_emb", "text_emb"):
+        want = np.load(tmp_path / "local" / folder / "part_00000.npy")
+        assert np.allclose(np.load(tmp_path / "ray" / folder / "part_00000.npy"), want, atol=1e-6)
