@@ -134,7 +134,7 @@ class Distributed:
         """Accumulate gradients locally (no all-reduce or reduce-scatter) while `skip` is true."""
         if not skip or self.world_size == 1:
             yield
-        elif isinstance(model, FSDPModule):
+        elif is_sharded(model):
             model.set_requires_gradient_sync(False)
             try:
                 yield
@@ -179,7 +179,7 @@ class Distributed:
     def whole_weights(self, model: nn.Module) -> Iterator[None]:
         """Gather a sharded model's root weights for a while, so its towers can be called outside its own
         forward (evaluation; every process must take part). No-op for an unsharded model."""
-        if not isinstance(model, FSDPModule):
+        if not is_sharded(model):
             yield
             return
         model.unshard()
