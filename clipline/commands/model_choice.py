@@ -1,7 +1,8 @@
 """Which model a command uses: `--checkpoint RUN`, or an open_clip model `--model NAME [--pretrained FILE]`.
 
 One spelling for every command. The older `--checkpoint open_clip:MODEL[:WEIGHTS]`
-still works for one release, with a one-line notice.
+still works for one release, with a one-line notice. Commands that run a clipline
+checkpoint only (explain, compress) share `CheckpointPathsConfig`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,18 @@ class ModelChoiceConfig:
     """open_clip model name, instead of --checkpoint (e.g. ViT-B-32)."""
     pretrained: str | None = None
     """Weights for --model: a file (e.g. open_clip_train's epoch_N.pt) or an open_clip tag; none: random init."""
+
+
+@dataclass(kw_only=True)
+class CheckpointPathsConfig:
+    """The checkpoint a command runs, the shards it reads and the directory it writes."""
+
+    checkpoint: str
+    """Run dir (newest checkpoint) or checkpoint dir written by `clipline pretrain`."""
+    data: str
+    """Shard directory the model is run on."""
+    out: str
+    """Directory the results are written to (see the command's description for what)."""
 
 
 def normalised(choice: ModelChoiceConfig) -> ModelChoiceConfig:
