@@ -10,9 +10,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, replace
 
+from pretrain.encoder_choice import check_choice
 from pretrain.errors import PretrainError
-
-OPEN_CLIP_PREFIX = "open_clip:"
+from retrieval.encoder_spec import OPEN_CLIP_PREFIX
 
 
 @dataclass(kw_only=True)
@@ -44,7 +44,7 @@ def normalised(choice: ModelChoiceConfig) -> ModelChoiceConfig:
     if choice.checkpoint is None or not choice.checkpoint.startswith(OPEN_CLIP_PREFIX):
         return choice
     if choice.model is not None or choice.pretrained is not None:
-        raise PretrainError("pass exactly one of --checkpoint RUN or --model NAME [--pretrained FILE]")
+        raise PretrainError("pass exactly one of `checkpoint` RUN or `model` NAME [`pretrained` FILE]")
     name, _, weights = choice.checkpoint[len(OPEN_CLIP_PREFIX):].partition(":")
     spelled = f"--model {name}" + (f" --pretrained {weights}" if weights else "")
     print(f"note: --checkpoint {choice.checkpoint} is deprecated and will be removed; write {spelled}",
@@ -55,14 +55,9 @@ def normalised(choice: ModelChoiceConfig) -> ModelChoiceConfig:
 def encoder_spec(choice: ModelChoiceConfig, *, required: bool = True) -> str | None:
     """The encoder as the retrieval library names it: RUN, or open_clip:MODEL[:WEIGHTS]."""
     choice = normalised(choice)
-    if choice.checkpoint is not None and choice.model is not None:
-        raise PretrainError("pass exactly one of --checkpoint RUN or --model NAME [--pretrained FILE]")
-    if choice.pretrained is not None and choice.model is None:
-        raise PretrainError("--pretrained goes with --model; a --checkpoint already holds its weights")
+    check_choice(choice.checkpoint, choice.model, choice.pretrained, required=required)
     if choice.model is not None:
         return OPEN_CLIP_PREFIX + choice.model + (f":{choice.pretrained}" if choice.pretrained else "")
-    if choice.checkpoint is None and required:
-        raise PretrainError("pass --checkpoint RUN or --model NAME [--pretrained FILE]")
     return choice.checkpoint
 
 
