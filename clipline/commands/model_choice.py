@@ -1,14 +1,16 @@
 """Which model a command uses: `--checkpoint RUN`, or an open_clip model `--model NAME [--pretrained FILE]`.
 
 One spelling for every command. The older `--checkpoint open_clip:MODEL[:WEIGHTS]`
-still works for one release, with a one-line notice. Commands that run a clipline
+still works for one release, with a one-line notice. The evaluation commands
+(zeroshot, eval retrieval) share `EvalRunConfig`; those that run a clipline
 checkpoint only (explain, compress) share `CheckpointPathsConfig`.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from pretrain.encoder_choice import check_choice
 from pretrain.errors import PretrainError
@@ -37,6 +39,33 @@ class CheckpointPathsConfig:
     """Shard directory the model is run on."""
     out: str
     """Directory the results are written to (see the command's description for what)."""
+
+
+@dataclass(kw_only=True)
+class EvalRunConfig:
+    """The model, the shards it is evaluated on, where the report goes, and how the images are encoded."""
+
+    data: str
+    """Shard directory to evaluate on (zeroshot: samples need labels, .cls, .json 'label' or 'labels')."""
+    out: str
+    """Where to write report.json (zeroshot: report.html and the PNGs go next to it)."""
+    encoder: ModelChoiceConfig = field(default_factory=ModelChoiceConfig)
+    """The model: --checkpoint RUN, or --model NAME [--pretrained FILE]."""
+    batch_size: int = 128
+    """Images per forward pass."""
+    max_samples: int | None = None
+    """Evaluate only the first N samples."""
+    num_workers: int | None = None
+    """Loader worker processes decoding images; default: chosen for the machine (0 on <= 2 cores, where a
+    worker would only take time from the model's threads, else 2)."""
+    allow_resize: bool = False
+    """Accept shards whose image size differs from the model's (the eval transform rescales them)."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Encoder compute: bf16 autocast (about 2.5x faster on CPUs with avx512_bf16), fp32, or auto (bf16 where
+    the hardware runs it natively)."""
+
+
+EVAL_FLAT = ("run", "run.encoder")  # the EvalRunConfig group's flags have no prefix
 
 
 def normalised(choice: ModelChoiceConfig) -> ModelChoiceConfig:

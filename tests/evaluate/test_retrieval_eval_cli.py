@@ -6,8 +6,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 from clipline.commands import eval as eval_cli
 from tests.clipline.running import run_clipline
 from tests.finetune.fakes import ColourEncoder, save_tiny_checkpoint, write_shards
