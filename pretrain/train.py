@@ -189,7 +189,7 @@ class Trainer:
         cfg, dist = self.config, self.dist
         if make_epoch is None:
             if not cfg.data.train_data:
-                raise PretrainError("no training data: pass --train-data DIR (a shard directory)")
+                raise PretrainError("no training data: pass `data.train_data` DIR (a shard directory)")
             images = train_transform(cfg.data, self.towers.clip.visual.preprocess_cfg)
             make_epoch, self.skipped = shard_epochs(
                 cfg.data, images=images, tokenize=CachedTokenizer(open_clip.get_tokenizer(self.towers.name)),
