@@ -22,7 +22,7 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_quality import evaluate  # noqa: E402
 from train_throughput import environment  # noqa: E402
 
+from pretrain.config import DistillConfig  # noqa: E402
+
 
 def train_student(*, train_data: str, out: Path, budget_min: float, batch_size: int, workers: int | None,
-                  distill: list[str]) -> dict[str, Any]:
+                  distill: DistillConfig | None) -> dict[str, Any]:
     from pretrain.config import apply_overrides
     from pretrain.named_configs import named_config
     from pretrain.run_log import read_metrics
@@ -43,7 +45,8 @@ def train_student(*, train_data: str, out: Path, budget_min: float, batch_size: 
     config = apply_overrides(named_config("tiny"), [
         f"train_data={train_data}", f"out={out}", f"time_budget_min={budget_min}", f"batch_size={batch_size}",
         f"workers={'null' if workers is None else workers}", "eval_every=0", "checkpoint_every=1000000", "log_every=5",
-        "progress=false", *distill])
+        "progress=false"])
+    config = replace(config, distill=distill) if distill else config
     started = time.perf_counter()
     result = train(config)
     seconds = time.perf_counter() - started
@@ -52,7 +55,7 @@ def train_student(*, train_data: str, out: Path, budget_min: float, batch_size: 
     last = {k: v for k, v in rows[-1].items() if k in ("step", "loss", "distill_kl", "distill_feature")} if rows else {}
     return {"steps": result.step, "seconds": round(seconds, 1), "final_loss": result.loss,
             "train_samples_per_s": round(result.step * batch_size / seconds, 1), "last_log": last,
-            "options": distill}
+            "options": asdict(distill) if distill else {}}
 
 
 def val_batch(encoder: Any, val_data: str, size: int) -> tuple[torch.Tensor, list[str]]:
@@ -95,8 +98,8 @@ def profile(encoder: Any, images: torch.Tensor, captions: list[str], *, val_data
 class BenchConfig:
     """Train plain and distilled students for `budget_min` minutes each, then profile all three models."""
 
-    teacher: str
-    """Teacher run dir (its newest checkpoint) or checkpoint dir."""
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """The distilled student's teacher (required) and loss weights (flags without prefix: --teacher RUN ...)."""
     train_data: str
     """Training shard directory."""
     val_data: str
@@ -107,12 +110,6 @@ class BenchConfig:
     """Pairs per step for both students."""
     workers: int | None = None
     """Loader worker processes (None: the trainer's choice)."""
-    temperature: float = 1.0
-    """distill.temperature."""
-    kl_weight: float = 1.0
-    """distill.kl_weight."""
-    feature_weight: float = 1.0
-    """distill.feature_weight."""
     encode_batch: int = 256
     """Val images/captions in the encode-speed batch."""
     repeats: int = 5
@@ -129,14 +126,12 @@ def measure(config: BenchConfig) -> dict[str, Any]:
 
     threads = torch.get_num_threads()
     root = Path(config.work) if config.work else Path(tempfile.mkdtemp(prefix="distill-"))
-    teacher_ckpt = resolve_checkpoint(config.teacher)
+    teacher_ckpt = resolve_checkpoint(config.distill.teacher)
     common = {"train_data": config.train_data, "budget_min": config.budget_min, "batch_size": config.batch_size,
               "workers": config.workers}
     runs = {
-        "plain_student": train_student(out=root / "plain", distill=[], **common),
-        "distilled_student": train_student(out=root / "distilled", distill=[
-            f"distill.teacher={config.teacher}", f"temperature={config.temperature}",
-            f"kl_weight={config.kl_weight}", f"feature_weight={config.feature_weight}"], **common),
+        "plain_student": train_student(out=root / "plain", distill=None, **common),
+        "distilled_student": train_student(out=root / "distilled", distill=config.distill, **common),
     }
     torch.set_num_threads(threads)  # the trainer may have changed it
     encoders = {"teacher": Encoder.load(teacher_ckpt), "distilled_student": Encoder.load(root / "distilled"),
@@ -157,4 +152,7 @@ def measure(config: BenchConfig) -> dict[str, Any]:
 if __name__ == "__main__":
     from clipline.flags import parse_config
 
-    print(json.dumps(measure(parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/distill.py")), indent=2))
+    bench = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/distill.py", flat=("distill",))
+    if not bench.distill.teacher:
+        sys.exit("benchmarks/distill.py: pass --teacher RUN")
+    print(json.dumps(measure(bench), indent=2))

@@ -17,19 +17,19 @@ Per-worker figures (images/s and samples/s per CPU) are what the README's cluste
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
+from clipline.flags import parse_config
 from data_tools.build import BuildConfig, build_shards
 from data_tools.distributor import DistributorConfig
 from data_tools.sources import SourceConfig, load_source
@@ -110,13 +110,22 @@ def start_ray(cpus: int) -> None:
                 raise
 
 
+@dataclass(kw_only=True)
+class BenchConfig:
+    """Local vs Ray for the data stages on this machine, and a simulated 4-worker Ray run."""
+
+    checkpoint: str
+    """clipline run or checkpoint dir the embed stage uses."""
+    split: str = "val"
+    """Emoji split built (all, train or val)."""
+    shard_size: int = 200
+    """Samples per shard (the 4-worker build uses half, for more partitions)."""
+    factory: str = "IVF16,Flat"
+    """FAISS factory of the index filled in parts."""
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--shard-size", type=int, default=200)
-    parser.add_argument("--factory", default="IVF16,Flat")
-    args = parser.parse_args()
+    args = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/distributed_data.py")
     import ray
 
     figures: dict = {"machine": machine_info(("torch", "ray", "faiss-cpu", "pillow")),

@@ -33,6 +33,7 @@ from data_tools.sources.fashion_captions import class_captions
 from data_tools.tar_samples import iter_tar_samples
 from finetune.fusion.config import FusionConfig
 from finetune.fusion.run import train_fusion
+from finetune.train_eval_paths import TrainEvalPathsConfig
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 
 FUSIONS = ("attention", "image", "text", "concat", "gated")  # attention first: its cache holds the tokens too
@@ -114,7 +115,7 @@ def compare_heads(checkpoint: str, train: str, eval_data: str, tasks: str, cfg: 
     for fusion in cfg.fusions.split(","):
         started = time.perf_counter()
         report = train_fusion(
-            checkpoint=checkpoint, train_data=train, eval_data=eval_data, out=str(work / fusion),
+            TrainEvalPathsConfig(checkpoint=checkpoint, train_data=train, eval_data=eval_data), out=str(work / fusion),
             config=FusionConfig(fusion=fusion, tasks=tasks, epochs=cfg.epochs, seed=cfg.seed,
                                 modality_dropout=cfg.modality_dropout), log=lambda _: None, shared_cache=shared)
         results[fusion] = {

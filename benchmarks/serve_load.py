@@ -264,7 +264,7 @@ def main() -> None:
     args = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/serve_load.py",
                         description=__doc__.split("\n\n")[0], positional=("indices",))
     if args.clients > 64 or args.seconds > 600:
-        parser.error("bounded by design: at most 64 clients and 600 s")
+        raise SystemExit("serve_load.py: error: --clients is at most 64 and --seconds at most 600 (bounded by design)")
 
     import torch
     from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)

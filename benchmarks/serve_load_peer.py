@@ -10,6 +10,14 @@ preprocess, our FAISS index and our metadata parquet, then serves the same
 routes its `clip_back` serves, with Flask's threaded server as `clip_back`
 runs it, on 127.0.0.1 only. Its package `__init__` imports the whole tool
 chain (wandb, img2dataset...), so the `clip_back` module is imported alone.
+
+A venv that runs it without downloading a second torch (clip_back's own
+imports are light; torch, open_clip and faiss come from ours through a .pth):
+
+    python3.11 -m venv /tmp/crvenv
+    /tmp/crvenv/bin/pip install --no-deps clip-retrieval
+    /tmp/crvenv/bin/pip install flask "flask_cors>=4,<5" flask_restful prometheus-client "fire<0.6" h5py
+    echo $PWD/.venv/lib/python3.11/site-packages > /tmp/crvenv/lib/python3.11/site-packages/zz_clipline.pth
 """
 
 from __future__ import annotations

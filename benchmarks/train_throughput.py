@@ -19,7 +19,10 @@ step time are given too: they resist another process taking a core for a
 while, which on a shared 2-core machine otherwise dominates the ratio. Ablations switch our optimisations on one at a time.
 MFU = model FLOPs actually executed per step (counted with torch's
 FlopCounterMode on a real batch) x steps/s / the bf16 matmul peak measured
-here on the same threads.
+here on the same threads. `matmul_bound_*` is the ceiling of our step: its
+FLOPs at that peak with nothing else costing time: a speed-up of T over the
+peer needs an MFU of at least T / `matmul_bound_speedup`, and one above
+`matmul_bound_speedup` needs fewer FLOPs, not a faster loop.
 
 Prints one JSON object.
 """
@@ -324,6 +327,9 @@ def measure(bench: BenchConfig) -> dict[str, Any]:
         **peak,
         "mfu_ours": flops_ours * ours_rate / bench.batch_size / bf16_peak,
         "mfu_open_clip_train": flops_peer * baseline / bench.batch_size / bf16_peak,
+        # the ceiling of this recipe: every FLOP at the measured matmul peak, nothing else costing time
+        "matmul_bound_samples_per_s": bf16_peak / flops_ours * bench.batch_size,
+        "matmul_bound_speedup": bf16_peak / flops_ours * bench.batch_size / baseline,
         "environment": environment(threads),
     }
 

@@ -15,6 +15,11 @@ Booleans are `--flag / --no-flag`. Fields without a default are required.
 The parsed namespace holds every value under its field path, so
 `config_from_args` builds the same nested dataclasses back: each value is
 parsed once, where it enters, and nothing below the command sees flags.
+
+The libraries name config fields in backticks in their error messages
+(`` `batch_size` must be >= 1 ``); every parser made inside `noted_spellings`
+notes how its command line spells each field, and `spelled` rewrites such a
+message for that command line (`--batch-size must be >= 1`).
 """
 
 from __future__ import annotations
@@ -24,12 +29,16 @@ import dataclasses
 import re
 import typing
 from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import docstring_parser
 from jsonargparse import ArgumentParser, Namespace
 
 T = TypeVar("T")
+FIELD_MENTION = re.compile(r"`([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*)`")
+_NOTED: ContextVar[dict[str, str] | None] = ContextVar("noted_spellings", default=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +126,7 @@ class ConfigParser(ArgumentParser):
         add_config_flags(self, cls, flat=flat, positional=positional, skip=skip, prefix=prefix, short=short)
         fields = config_fields(cls, flat=flat, skip=skip, prefix=prefix)
         self.flag_names |= {f.path: f.flag for f in fields if f.path not in positional}
+        note_spellings(self.flag_names)
 
     def parse(self, argv: list[str]) -> Namespace:
         """The parsed values; argparse.ArgumentError in one line naming the flag when a value is wrong."""
@@ -145,6 +155,40 @@ def parse_config(cls: type[T], argv: list[str], *, prog: str, description: str |
     parser = ConfigParser(prog, description or cls.__doc__)
     parser.add_config(cls, flat=flat, positional=positional)
     return parser.parse_config(cls, argv)
+
+
+@contextmanager
+def noted_spellings() -> Iterator[dict[str, str]]:
+    """Field path -> its spelling on this command line, as every ConfigParser made inside notes it."""
+    token = _NOTED.set({})
+    try:
+        yield _NOTED.get()
+    finally:
+        _NOTED.reset(token)
+
+
+def note_spellings(spellings: Mapping[str, str]) -> None:
+    """Note how this command line spells some fields (a flag, or pretrain's `key=value` key); outside
+    `noted_spellings` nothing is kept."""
+    noted = _NOTED.get()
+    if noted is not None:
+        noted.update(spellings)
+
+
+def spelled(message: str, spellings: Mapping[str, str]) -> str:
+    """`message` with each field it names in backticks spelled as the command line writes it.
+
+    A name is a field path or its last parts (`batch_size` for `embed.batch_size`); one that matches no
+    field, or fields spelled differently, stays as written.
+    """
+    def spell(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in spellings:
+            return spellings[name]
+        found = {flag for path, flag in spellings.items() if path.endswith(f".{name}")}
+        return found.pop() if len(found) == 1 else match.group(0)
+
+    return FIELD_MENTION.sub(spell, message)
 
 
 def config_values(config: Any, *, flat: Collection[str] = ()) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def prepare_out_dir(config: BuildConfig) -> None:
     check_output_dir(config.out)
     old = sorted(config.out.glob("*.tar")) + sorted(config.out.glob("*.tar.tmp"))
     if old and not config.overwrite:
-        raise DataError(f"{config.out} already holds shards ({old[0].name}, ...); pass --overwrite or choose another --out")
+        raise DataError(f"{config.out} already holds shards ({old[0].name}, ...); pass `overwrite` or choose another `out`")
     mark_build_started(config.out)  # before anything is removed or written: a kill from here on is visible
     for path in old:
         path.unlink()
@@ -106,9 +106,9 @@ def build_shards(data: SourceData, config: BuildConfig) -> dict:
 def check_build_inputs(data: SourceData, config: BuildConfig) -> None:
     """Refuse bad sizes, an empty source or duplicate keys before anything is written."""
     if config.image_size < 8 or config.shard_size < 1:
-        raise DataError("--image-size must be >= 8 and --shard-size >= 1")
+        raise DataError("`image_size` must be >= 8 and `shard_size` >= 1")
     if config.background not in BUILD_BACKGROUNDS:
-        raise DataError(f"--background must be one of {', '.join(BUILD_BACKGROUNDS)}, got {config.background!r}")
+        raise DataError(f"`background` must be one of {', '.join(BUILD_BACKGROUNDS)}, got {config.background!r}")
     if not data.records:
         raise DataError(f"source {data.name} gave no samples (check the path, split or columns)")
     keys = [r.key for r in data.records]

@@ -47,8 +47,8 @@ def import_ray(error: type[Exception] = DataError) -> ModuleType:
     try:
         return importlib.import_module("ray")
     except ImportError as err:
-        raise error("--distributor ray needs Ray: pip install 'clipline[ray]' (or 'ray[data]'), "
-                    "or use --distributor local") from err
+        raise error("`distributor` ray needs Ray: pip install 'clipline[ray]' (or 'ray[data]'), "
+                    "or use `distributor` local") from err
 
 
 @contextlib.contextmanager
@@ -70,7 +70,7 @@ def ray_session(config: DistributorConfig, error: type[Exception] = DataError) -
         ray.shutdown()
         where = config.ray_address or "a local Ray"
         raise error(f"cannot start or join {where}: {str(err).splitlines()[0][:200]}; "
-                    "check --ray-address (`ray status` on the head node)") from err
+                    "check `ray_address` (`ray status` on the head node)") from err
     try:
         yield ray
     finally:

@@ -152,6 +152,6 @@ def label_indices(labels: Sequence[str], classnames: Sequence[str], *, data: str
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise EvaluateError(
             f"{len(unknown)} class name(s) in the labels of {data} are not among the {len(classnames)} classes: "
-            f"{shown}{more}; add them to the class file or choose another --label-field"
+            f"{shown}{more}; add them to the class file or choose another `label_field`"
         )
     return [index[name] for name in labels]

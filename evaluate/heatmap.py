@@ -82,7 +82,7 @@ def _value_path_tokens(visual: nn.Module, x: Tensor) -> Tensor:
     block = visual.transformer.resblocks[-1]
     attn = getattr(block, "attn", None)
     if not isinstance(attn, nn.MultiheadAttention) or attn.in_proj_weight is None:
-        raise EvaluateError("the `value` heat map needs open_clip's standard ViT blocks; use --method tokens")
+        raise EvaluateError("the `value` heat map needs open_clip's standard ViT blocks; use `method` tokens")
     width = x.shape[-1]
     w_v = attn.in_proj_weight[2 * width :]  # (W, W): rows of the packed q, k, v projection
     b_v = attn.in_proj_bias[2 * width :] if attn.in_proj_bias is not None else None

@@ -20,7 +20,7 @@ def evaluators_for(val_data: str | Path | None) -> list[Evaluator]:
     if not val_data:
         return []
     if not Path(val_data).is_dir():
-        raise EvaluateError(f"--val-data {val_data} is not a directory of shards")
+        raise EvaluateError(f"`val_data` {val_data} is not a directory of shards")
     evaluators: list[Evaluator] = [RetrievalEvaluator(data=val_data, num_workers=0)]
     if read_dataset_info(val_data).get("classes"):
         evaluators.append(ZeroShotEvaluator(data=val_data, num_workers=0))

@@ -46,7 +46,7 @@ class ShardImageFeatures:
                  num_workers: int | None = None, precision: str = "fp32", progress: bool = False,
                  desc: str = "encoding images") -> None:  # fmt: skip
         if max_samples is not None and max_samples < 1:
-            raise EvaluateError(f"--max-samples must be at least 1, got {max_samples} (leave it out for every sample)")
+            raise EvaluateError(f"`max_samples` must be at least 1, got {max_samples} (leave it out for every sample)")
         self.encoder, self.max_samples, self.precision = encoder, max_samples, precision
         self.progress, self.desc = progress, desc
         self.num_workers = auto_loader_workers(num_workers)

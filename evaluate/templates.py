@@ -69,7 +69,7 @@ def load_templates(spec: str | Path) -> list[str]:
     path = Path(spec_str)
     if not path.is_file():
         raise EvaluateError(
-            f"--templates {spec_str!r} is neither a built-in set ({', '.join(TEMPLATES)}) "
+            f"`templates` {spec_str!r} is neither a built-in set ({', '.join(TEMPLATES)}) "
             "nor a file; pass one of those names or a file with one template per line"
         )
     templates = _read_template_file(path)

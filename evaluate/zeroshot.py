@@ -137,8 +137,8 @@ def _no_labels_message(data: str | Path, label_field: str | None, info: dict, me
     fields = label_field_names([meta], info)
     if label_field is not None:
         return (f"samples in {data} have no {label_field!r} in their .json (top level or `labels`) and no .cls; "
-                f"pass --label-field with one of: {', '.join(fields) or '(none: the shards carry no labels)'}")
-    hint = f"; pass --label-field with one of: {', '.join(fields)}" if fields else (
+                f"pass `label_field` with one of: {', '.join(fields) or '(none: the shards carry no labels)'}")
+    hint = f"; pass `label_field` with one of: {', '.join(fields)}" if fields else (
         "; rebuild the shards with class labels (.cls or .json 'label')"
     )
     return f"samples in {data} have no class label (.cls or .json 'label') and zero-shot needs one{hint}"

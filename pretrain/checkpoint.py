@@ -165,7 +165,7 @@ def read_train_state(ckpt_dir: str | Path) -> dict[str, Any]:
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         reason = str(err).split(". ")[0][:160]
         raise PretrainError(f"{path} cannot be read ({reason}): the train state is truncated "
-                            "or damaged; resume from an earlier checkpoint (--resume CKPT_DIR) or start fresh") from err
+                            "or damaged; resume from an earlier checkpoint (`resume` CKPT_DIR) or start fresh") from err
     if not isinstance(state, dict):
         raise PretrainError(f"{path} holds no train state; resume from an earlier checkpoint or start fresh")
     return state

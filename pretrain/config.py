@@ -164,6 +164,15 @@ class DistillConfig:
 
 
 @dataclass(kw_only=True)
+class DistributedConfig:
+    """How several processes share the model (one process ignores this)."""
+
+    fsdp: bool = False
+    """Shard the trained weights, their gradients and optimizer state over the processes (FSDP) instead of
+    keeping a full copy on each (DDP): for towers too big for one device. Same loss and updates as DDP."""
+
+
+@dataclass(kw_only=True)
 class TrainConfig:
     """One pretraining run."""
 
@@ -179,6 +188,8 @@ class TrainConfig:
     """Optimizer and schedule."""
     distill: DistillConfig = field(default_factory=DistillConfig)
     """Distillation from a teacher (off by default)."""
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    """Sharding across processes."""
     steps: int = 1000
     """Optimizer steps (the schedule's length unless time_budget_min is set)."""
     time_budget_min: float | None = None
@@ -268,7 +279,7 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     groups = {"model": ModelConfig, "data": DataConfig, "loss": LossConfig, "optim": OptimConfig,
-              "distill": DistillConfig}
+              "distill": DistillConfig, "distributed": DistributedConfig}
     kwargs = {k: groups[k](**v) if k in groups else v for k, v in values.items()}
     return TrainConfig(**kwargs)
 
@@ -318,6 +329,9 @@ def validate(config: TrainConfig) -> None:
         raise PretrainError("distill.temperature must be > 0")
     if config.distill.kl_weight < 0 or config.distill.feature_weight < 0:
         raise PretrainError("distill.kl_weight and distill.feature_weight must be >= 0")
+    if config.distributed.fsdp and (config.compile or config.model.channels_last):
+        raise PretrainError("distributed.fsdp=true does not combine with compile=true or model.channels_last=true "
+                            "(FSDP shards neither compiled blocks nor channels-last weights): drop one of them")
 
 
 def save_config(config: TrainConfig, run_dir: Path) -> Path:

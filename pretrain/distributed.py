@@ -8,6 +8,16 @@ process is the special case where these are identities. Launch many with
 GPUs over NCCL; multi-node through the launchers' usual flags). On a machine
 without GPUs, accelerate 1.x needs `--multi_gpu` to start N processes: with
 `--cpu`, or with neither flag, it starts one.
+
+The model is replicated (DDP: a full copy per process, gradients all-reduced)
+or sharded (`prepare(model, shard=True)`, FSDP through torch's `fully_shard`:
+each process keeps 1/N of the trained weights, their gradients and optimizer
+state, gathers a block's weights for its forward and backward, and
+reduce-scatters its gradients). accelerate's FSDP plugin is not used: it only
+acts on GPUs, and this is the same `fully_shard` it calls, so one code path
+runs (and is tested) on CPU/gloo and GPU/NCCL alike. Sharded state is gathered
+whole for checkpoints (`full_state`) and split again on resume (`shard_like`),
+so a checkpoint does not depend on how it was trained.
 """
 
 from __future__ import annotations
@@ -19,6 +29,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 
 class _AllGatherWithGrad(torch.autograd.Function):
@@ -65,8 +78,12 @@ class Distributed:
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        """Move the model to this process's device; wrap it in DDP when there are several."""
+    def prepare(self, model: nn.Module, *, shard: bool = False) -> nn.Module:
+        """Move the model to this process's device; with several processes, wrap it in DDP or, with
+        `shard`, shard it in place (FSDP; see `shard_model`). Build the optimizer afterwards: sharding
+        replaces the parameters."""
+        if shard and self.world_size > 1:
+            return shard_model(model.to(self.device), init_device_mesh(self.device.type, (self.world_size,)))
         return self.accelerator.prepare_model(model)
 
     def gather_with_grad(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -84,8 +101,8 @@ class Distributed:
         return float(tensor.item()) / self.world_size
 
     def average_gradients(self, params: Iterable[nn.Parameter]) -> None:
-        """Mean gradients over ranks for trained parameters outside the DDP-wrapped model
-        (e.g. the distillation projection), as DDP does for the model's own."""
+        """Mean gradients over ranks for trained parameters no wrapper averages (the distillation
+        projection, `replicated_parameters` of a sharded model), as DDP does for the model's own."""
         if self.world_size == 1:
             return
         for param in params:
@@ -114,9 +131,102 @@ class Distributed:
 
     @contextlib.contextmanager
     def no_sync(self, model: nn.Module, skip: bool) -> Iterator[None]:
-        """Accumulate gradients locally (no all-reduce) while `skip` is true."""
-        if skip and self.world_size > 1:
+        """Accumulate gradients locally (no all-reduce or reduce-scatter) while `skip` is true."""
+        if not skip or self.world_size == 1:
+            yield
+        elif is_sharded(model):
+            model.set_requires_gradient_sync(False)
+            try:
+                yield
+            finally:
+                model.set_requires_gradient_sync(True)
+        else:
             with self.accelerator.no_sync(model):
                 yield
-        else:
+
+    def clip_grad_norm(self, params: list[nn.Parameter], max_norm: float) -> float:
+        """Scale the gradients of `params` so their global L2 norm is at most `max_norm`; returns the norm
+        before scaling. Sharded gradients count their whole tensors (one all-reduce for all of them)."""
+        grads = [p.grad for p in params if p.grad is not None]
+        sharded = [g for g in grads if isinstance(g, DTensor)]
+        if not sharded:
+            return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        plain = [g for g in grads if not isinstance(g, DTensor)]
+        norms = [torch.nn.utils.get_total_norm(sharded).full_tensor()]
+        if plain:
+            norms.append(torch.nn.utils.get_total_norm(plain))
+        total = float(torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms])))
+        scale = min(1.0, max_norm / (total + 1e-6))  # clip_grad_norm_'s formula
+        for group in (sharded, plain):
+            if group and scale < 1.0:
+                torch._foreach_mul_(group, scale)
+        return total
+
+    def full_state(self, state: Any) -> Any:
+        """`state` (a state dict, or nested dicts and lists of them) with each sharded tensor gathered whole
+        onto the CPU, on the main process; other processes get None in its place. Every process must call
+        it, in the same order. Unsharded tensors are returned as they are."""
+        if isinstance(state, DTensor):
+            whole = state.full_tensor().cpu()
+            return whole if self.is_main else None
+        if isinstance(state, dict):
+            return {key: self.full_state(value) for key, value in state.items()}
+        if isinstance(state, (list, tuple)):
+            return type(state)(self.full_state(value) for value in state)
+        return state
+
+    @contextlib.contextmanager
+    def whole_weights(self, model: nn.Module) -> Iterator[None]:
+        """Gather a sharded model's root weights for a while, so its towers can be called outside its own
+        forward (evaluation; every process must take part). No-op for an unsharded model."""
+        if not is_sharded(model):
             yield
+            return
+        model.unshard()
+        try:
+            yield
+        finally:
+            model.reshard()
+
+
+def is_sharded(model: nn.Module) -> bool:
+    return isinstance(model, FSDPModule)
+
+
+def is_sharded_tensor(tensor: torch.Tensor) -> bool:
+    return isinstance(tensor, DTensor)
+
+
+def shard_model(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
+    """FSDP in place: each transformer block (an entry of an `nn.ModuleList`) is its own unit, gathered
+    just for its forward and backward; the rest of the model is the root unit, gathered for the whole step.
+
+    Kept whole on every process, like DDP: frozen parameters (locked towers: no gradient, no optimizer
+    state) and scalars (temperature, SigLIP bias), which fully_shard cannot split; the trained ones need
+    `average_gradients(replicated_parameters(model))` after backward. The last block of each list stays in
+    the root unit: the pooled last block (models/pooled_block.py) reads its weights outside its forward,
+    where FSDP would not have gathered them.
+    """
+    replicated = {p for p in model.parameters() if not p.requires_grad or p.ndim == 0}
+    for blocks in [m for m in model.modules() if isinstance(m, nn.ModuleList)][::-1]:  # inner lists first
+        for block in list(blocks)[:-1]:
+            if any(p.requires_grad for p in block.parameters()):
+                fully_shard(block, mesh=mesh, ignored_params=replicated)
+    fully_shard(model, mesh=mesh, ignored_params=replicated)
+    return model
+
+
+def replicated_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The trained parameters a sharded model keeps whole (their gradients are not reduced by FSDP);
+    [] for an unsharded model."""
+    if not is_sharded(model):
+        return []
+    return [p for p in model.parameters() if p.requires_grad and not isinstance(p, DTensor)]
+
+
+def shard_like(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`value` (whole, the same on every process) split over the processes as the sharded `like` is;
+    `value` on `like`'s device where `like` is not sharded."""
+    if not isinstance(like, DTensor):
+        return value.to(like.device)
+    return distribute_tensor(value.to(like.device), like.device_mesh, like.placements, src_data_rank=None)

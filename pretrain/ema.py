@@ -33,12 +33,11 @@ class WeightAverage:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         state = model.state_dict()
-        keys = list(self.shadow)
-        torch._foreach_lerp_([self.shadow[k] for k in keys], [state[k].detach() for k in keys], 1.0 - decay)
-
-    def averaged_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """`model`'s full state dict with the averaged tensors in place of the trained ones."""
-        return {**model.state_dict(), **self.shadow}
+        by_kind: dict[type, list[str]] = {}  # sharded (DTensor) and plain tensors cannot share one foreach call
+        for key in self.shadow:
+            by_kind.setdefault(type(state[key].detach()), []).append(key)
+        for keys in by_kind.values():
+            torch._foreach_lerp_([self.shadow[k] for k in keys], [state[k].detach() for k in keys], 1.0 - decay)
 
     @contextmanager
     @torch.no_grad()

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from pretrain.config import OptimConfig
+from pretrain.distributed import is_sharded_tensor, shard_like
 
 # Parameters that are not weight matrices even when 2-D: decaying them pulls
 # positions, class token or temperature towards zero for no benefit.
@@ -107,15 +108,20 @@ class WarmupCosine:
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """`optimizer.load_state_dict(state)`, then each per-parameter state tensor laid out in memory like its
-    parameter: a saved state is contiguous, and the fused AdamW kernel computes wrong updates when a
-    channels-last parameter meets a contiguous moment tensor."""
+    """`optimizer.load_state_dict(state)` (a whole, unsharded state), then each per-parameter state tensor
+    split like its parameter where that is sharded (FSDP), else laid out in memory like it: a saved state is
+    contiguous, and the fused AdamW kernel computes wrong updates when a channels-last parameter meets a
+    contiguous moment tensor."""
     optimizer.load_state_dict(state)
     for group in optimizer.param_groups:
         for param in group["params"]:
             saved = optimizer.state.get(param, {})
             for key, value in saved.items():
-                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                if not torch.is_tensor(value) or value.shape != param.shape:
+                    continue
+                if is_sharded_tensor(param):
+                    saved[key] = shard_like(value, param)
+                elif value.stride() != param.stride():
                     saved[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)  # param's layout
 
 

@@ -32,7 +32,7 @@ from pretrain.models.attention import explicit_attention_pays
 from pretrain.config import TrainConfig, config_to_dict, save_config, validate
 from pretrain.cpu_memory import keep_freed_memory
 from pretrain.data_stream import BatchStream, EpochFactory, SkipTally, shard_epochs, train_transform
-from pretrain.distributed import Distributed
+from pretrain.distributed import Distributed, replicated_parameters, shard_like
 from pretrain.ema import WeightAverage
 from pretrain.errors import PretrainError
 from pretrain.grad_cache import forward_backward
@@ -87,17 +87,22 @@ class Trainer:
                                    gather=dist.gather_with_grad) if config.distill.teacher else None
         self.distill_terms: dict[str, torch.Tensor] = {}  # the last step's distillation terms, for the log
         torch.manual_seed(config.seed * 1000 + dist.rank)  # each process its own dropout/augmentation draws
-        self.optimizer = build_optimizer(self.towers, config.optim, dist.device)
-        if self.distiller is not None:
-            self.distiller.add_to_optimizer(self.optimizer, config.optim.weight_decay)
         self.schedule = WarmupCosine(lr=config.optim.lr, min_lr=config.optim.min_lr,
                                      warmup_steps=config.optim.warmup_steps, total_steps=config.steps,
                                      total_seconds=config.time_budget_min * 60 if config.time_budget_min else None)
-        self.average = WeightAverage(self.towers.clip, config.ema_decay) if config.ema_decay else None
         train_state = self._resume_weights()
         if config.compile:
             models.compile_towers(self.towers)
-        self.model = dist.prepare(self.towers)
+        self.model = dist.prepare(self.towers, shard=self.sharded)
+        # after prepare: FSDP replaces the parameters with sharded ones
+        self.optimizer = build_optimizer(self.towers, config.optim, dist.device)
+        if self.distiller is not None:
+            self.distiller.add_to_optimizer(self.optimizer, config.optim.weight_decay)
+        # trained parameters whose gradients neither DDP nor FSDP averages
+        self.replicated = replicated_parameters(self.model) + (self.distiller.parameters() if self.distiller else [])
+        self.average = WeightAverage(self.towers.clip, config.ema_decay) if config.ema_decay else None
+        if train_state is not None:
+            self._resume_optimizer(train_state)
         self.stream = self._open_stream(make_epoch, train_state)
         self.stream_samples = _samples_per_epoch(config) if make_epoch is None else None
         if train_state is not None and train_state["world_size"] == dist.world_size:
@@ -106,8 +111,16 @@ class Trainer:
                           truncate_after_step=self.step if train_state is not None else None)
         if dist.is_main:
             save_config(config, self.run_dir)
-            LOG.info("precision %s (%s); %d processes; contrastive batch %d; run dir %s", self.precision, why,
-                     dist.world_size, self.global_batch, self.run_dir)
+            LOG.info("precision %s (%s); %d processes%s; contrastive batch %d; run dir %s", self.precision, why,
+                     dist.world_size, ", weights sharded (FSDP)" if self.sharded else "", self.global_batch,
+                     self.run_dir)
+            if config.distributed.fsdp and not self.sharded:
+                LOG.info("distributed.fsdp=true with one process: nothing to shard, the model stays whole")
+
+    @property
+    def sharded(self) -> bool:
+        """FSDP: several processes share the trained weights (one process has nothing to shard)."""
+        return self.config.distributed.fsdp and self.dist.world_size > 1
 
     @property
     def global_batch(self) -> int:
@@ -125,12 +138,14 @@ class Trainer:
             pad_multiple=8 if self.config.compile else 1,  # few distinct text lengths: few recompiles
             explicit_attention=cfg.attention == "explicit" or (cfg.attention == "auto" and explicit_attention_pays(
                 self.dist.device, models.max_sequence_length(cfg.name))),
-            channels_last=models.convolutional_image_tower(cfg.name) if cfg.channels_last is None else cfg.channels_last,
+            channels_last=cfg.channels_last if cfg.channels_last is not None else (
+                models.convolutional_image_tower(cfg.name) and not self.sharded),  # FSDP needs contiguous weights
         )
         return towers.to(self.dist.device).train()
 
     def _resume_weights(self) -> dict[str, Any] | None:
-        """Load weights, optimizer and counters from the checkpoint `resume` names; None if fresh."""
+        """Load weights and counters from the checkpoint `resume` names (before the model is wrapped);
+        returns its train state for `_resume_optimizer`, None if fresh."""
         if not self.config.resume:
             return None
         source = self.run_dir if self.config.resume == "latest" else Path(self.config.resume)
@@ -147,16 +162,10 @@ class Trainer:
             saved = checkpoint.read_model_info(ckpt).get("model_name")
             raise PretrainError(f"cannot resume from {ckpt}: it holds model {saved!r}, this run builds "
                                 f"{self.towers.name!r}; resume with the run's own config (its config.json)") from err
-        try:
-            load_optimizer_state(self.optimizer, state["optimizer"])
-        except ValueError as err:  # other parameter groups: locking or distillation differ
-            raise PretrainError(f"cannot resume from {ckpt}: its optimizer state does not fit this run's trained "
-                                "parameters; resume with the run's own config (its config.json)") from err
         if self.distiller is not None:
             self.distiller.load_state_dict(state.get("distill"))
-        if self.average is not None and state.get("ema") is not None:
+        if self.config.ema_decay and state.get("ema") is not None:
             # model.safetensors holds the average; the raw trained weights are in the train state
-            self.average.load_state_dict(state["ema"])
             self.towers.clip.load_state_dict(state["raw_weights"], strict=False)
         self.schedule.load_state_dict(state["schedule"])
         self.step, self.samples_seen = state["step"], state["samples_seen"]
@@ -164,11 +173,23 @@ class Trainer:
         LOG.info("resumed from %s at step %d", ckpt, self.step)
         return state
 
+    def _resume_optimizer(self, state: dict[str, Any]) -> None:
+        """Optimizer and weight-average state (saved whole), split like the parameters when sharded."""
+        try:
+            load_optimizer_state(self.optimizer, state["optimizer"])
+        except ValueError as err:  # other parameter groups: locking or distillation differ
+            raise PretrainError(f"cannot resume from {self.last_checkpoint}: its optimizer state does not fit this "
+                                "run's trained parameters; resume with the run's own config (its config.json)") from err
+        if self.average is not None and state.get("ema") is not None:
+            weights = self.towers.clip.state_dict()
+            shadow = {key: shard_like(value, weights[key]) for key, value in state["ema"]["shadow"].items()}
+            self.average.load_state_dict({**state["ema"], "shadow": shadow})
+
     def _open_stream(self, make_epoch: EpochFactory | None, state: dict[str, Any] | None) -> BatchStream:
         cfg, dist = self.config, self.dist
         if make_epoch is None:
             if not cfg.data.train_data:
-                raise PretrainError("no training data: pass --train-data DIR (a shard directory)")
+                raise PretrainError("no training data: pass `data.train_data` DIR (a shard directory)")
             images = train_transform(cfg.data, self.towers.clip.visual.preprocess_cfg)
             make_epoch, self.skipped = shard_epochs(
                 cfg.data, images=images, tokenize=CachedTokenizer(open_clip.get_tokenizer(self.towers.name)),
@@ -234,13 +255,12 @@ class Trainer:
         loss_value = self.dist.mean(loss.item())
         if not math.isfinite(loss_value):
             self._fail_non_finite(f"loss is {loss_value}")
-        if self.distiller is not None:  # its projection is outside the DDP-wrapped model
-            self.dist.average_gradients(self.distiller.parameters())
+        self.dist.average_gradients(self.replicated)
         params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
         if self.config.optim.grad_clip_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(params, self.config.optim.grad_clip_norm)
-            if not math.isfinite(float(norm)):
-                self._fail_non_finite(f"gradient norm is {float(norm)}")
+            norm = self.dist.clip_grad_norm(params, self.config.optim.grad_clip_norm)
+            if not math.isfinite(norm):
+                self._fail_non_finite(f"gradient norm is {norm}")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():  # CLIP's clamp: temperature no lower than 1/max_logit_scale
@@ -322,10 +342,12 @@ class Trainer:
         if not self.evaluators:
             return {}
         metrics: dict[str, float] = {}
-        if self.dist.is_main:
-            with self.average.swapped_in(self.towers.clip) if self.average else contextlib.nullcontext():
+        if self.dist.is_main or self.sharded:  # a sharded model's forward needs every process
+            average = self.average.swapped_in(self.towers.clip) if self.average else contextlib.nullcontext()
+            with average, self.dist.whole_weights(self.model):
                 metrics = run_evaluators(self.evaluators, self.towers.clip, model_name=self.towers.name)
             self.towers.train()
+        if self.dist.is_main:
             self.log.write({"step": self.step, **metrics}, prefix="eval")
             self.last_metrics = metrics
             LOG.info("step %d eval: %s", self.step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
@@ -336,18 +358,21 @@ class Trainer:
         positions = self.dist.gather_objects(self.stream.position)
         rngs = self.dist.gather_objects(capture_rng())
         elapsed = self._elapsed(started)
+        # sharded tensors are gathered whole by every process; the main one writes them
+        weights = self.dist.full_state(self.towers.clip.state_dict())
+        optimizer = self.dist.full_state(self.optimizer.state_dict())
+        average = self.dist.full_state(self.average.state_dict()) if self.average is not None else None
         if self.dist.is_main:
             state = {"step": self.step, "samples_seen": self.samples_seen, "elapsed_s": elapsed,
-                     "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                     "optimizer": optimizer, "schedule": self.schedule.state_dict(),
                      "rng": rngs, "data_position": positions, "world_size": self.dist.world_size,
                      "config": config_to_dict(self.config)}
             if self.distiller is not None:
                 state["distill"] = self.distiller.state_dict()
-            weights = self.towers.clip.state_dict()
-            if self.average is not None:
-                state["ema"] = self.average.state_dict()
-                state["raw_weights"] = {k: weights[k] for k in self.average.shadow}
-                weights = self.average.averaged_state_dict(self.towers.clip)
+            if average is not None:  # model.safetensors holds the averaged weights
+                state["ema"] = average
+                state["raw_weights"] = {k: weights[k] for k in average["shadow"]}
+                weights = {**weights, **average["shadow"]}
             checkpoint.save_checkpoint(
                 self.run_dir, step=self.step, state_dict=weights,
                 model_info=models.model_info(self.towers.name, self.towers.clip), train_state=state,
@@ -371,7 +396,7 @@ class Trainer:
     def _write_summary(self, loss: float, started: float, stopped_by: str, metrics: dict[str, float]) -> None:
         summary = {"step": self.step, "loss": loss, "seconds": time.perf_counter() - started,
                    "samples_seen": self.samples_seen, "precision": self.precision,
-                   "processes": self.dist.world_size, "contrastive_batch": self.global_batch,
+                   "processes": self.dist.world_size, "sharded": self.sharded, "contrastive_batch": self.global_batch,
                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                    "skipped_samples": self.skipped.counts() if self.skipped else {},
                    "stopped_by": stopped_by, "metrics": metrics,

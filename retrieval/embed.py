@@ -78,7 +78,7 @@ def embed_shards(config: EmbedConfig, *, encoder: Encoder | None = None,
                  log: Callable[[str], None] = print) -> dict:
     """Embed this process's shards (skipping complete parts); rank 0 returns and writes info.json."""
     if config.batch_size < 1:
-        raise RetrievalError(f"--batch-size must be >= 1, got {config.batch_size}")
+        raise RetrievalError(f"`batch_size` must be >= 1, got {config.batch_size}")
     check_output_dir(config.out, create=False)  # a wrong --out fails before the model loads
     shards = _list_shards(config.data)
     rank, world, processes = _processes()
@@ -225,10 +225,10 @@ def _claim(out: Path, config: EmbedConfig, encoder: Encoder, rank: int) -> None:
         info = json.loads(info_path.read_text())
         if info.get("checkpoint_id") != encoder.checkpoint_id:
             raise RetrievalError(f"{out} holds embeddings from checkpoint {info.get('checkpoint')!r} "
-                                 f"(id {str(info.get('checkpoint_id'))[:12]}); embed into a fresh --out")
+                                 f"(id {str(info.get('checkpoint_id'))[:12]}); embed into a fresh `out`")
         recorded = recorded_path(info.get("data_dir"), out)
         if recorded != recorded_path(config.data, "."):
-            raise RetrievalError(f"{out} holds embeddings of {recorded}; embed into a fresh --out")
+            raise RetrievalError(f"{out} holds embeddings of {recorded}; embed into a fresh `out`")
     elif rank == 0:
         write_json_atomic(info_path, _describe(config, encoder) | {"complete": False})
 

@@ -58,7 +58,7 @@ def embed_parts_ray(shards: list[str], todo: list[int], out: Path, config: Embed
                     log: Callable[[str], None]) -> int:
     """Embed shards `todo` (indices into `shards`) on a Ray actor pool; returns the rows written."""
     if config.num_actors < 1:
-        raise RetrievalError(f"--num-actors must be >= 1, got {config.num_actors}")
+        raise RetrievalError(f"`num_actors` must be >= 1, got {config.num_actors}")
     if not todo:
         return 0
     with ray_session(config.distributed, RetrievalError) as ray:

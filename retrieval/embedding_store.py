@@ -121,6 +121,6 @@ class EmbeddingSet:
         if len(dims) != 1:
             raise RetrievalError(
                 f"embedding dir {self.root} mixes dimensions {sorted(dims)}; "
-                "embed everything with one checkpoint into a fresh --out"
+                "embed everything with one checkpoint into a fresh embedding dir"
             )
         return dims.pop()

@@ -65,7 +65,7 @@ class Retriever:
         """The query encoder, loaded on first text/image query and checked against the index."""
         if self._encoder is None:
             if not self.checkpoint:
-                raise RetrievalError("the index records no checkpoint; pass --checkpoint RUN")
+                raise RetrievalError("the index records no checkpoint; pass `checkpoint` RUN")
             self._encoder = load_encoder(self.checkpoint, self.device)
             expected = self.loaded.info.get("checkpoint_id")
             if expected and self._encoder.checkpoint_id != expected:

@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 
 from clipline.commands.errors import reported_errors
+from clipline.commands.model_choice import CheckpointPathsConfig
 from clipline.flags import parse_config
 from finetune.compress.table import CompressConfig
 
@@ -20,12 +21,9 @@ from finetune.compress.table import CompressConfig
 class CompressRunConfig:
     """Size, speed and quality of fp32, bf16, int8 and pruned towers."""
 
-    checkpoint: str
-    """Run dir or checkpoint dir to compress."""
-    data: str
-    """Eval shards for zero-shot and retrieval quality and for timing."""
-    out: str
-    """Directory for compress.json, pruned/ (a checkpoint) and int8/."""
+    paths: CheckpointPathsConfig
+    """The checkpoint to compress, the eval shards for quality and timing, the directory for compress.json, pruned/
+    (a checkpoint) and int8/ (flags without prefix)."""
     train_data: str | None = None
     """Shards for the pruned model's recovery fine-tune (none: no recovery)."""
     compress: CompressConfig = field(default_factory=CompressConfig)
@@ -37,9 +35,10 @@ def main(argv: list[str] | None = None, prog: str = "clipline compress") -> None
 
     argv = list(sys.argv[1:] if argv is None else argv)
     with reported_errors(prog.removeprefix("clipline ")):
-        run = parse_config(CompressRunConfig, argv, prog=prog, flat=("compress",))
-        table = compression_table(checkpoint=run.checkpoint, data=run.data, out=run.out, train_data=run.train_data,
-                                  config=run.compress)
+        run = parse_config(CompressRunConfig, argv, prog=prog, flat=("paths", "compress"))
+        paths = run.paths
+        table = compression_table(checkpoint=paths.checkpoint, data=paths.data, out=paths.out,
+                                  train_data=run.train_data, config=run.compress)
     print(markdown_table(table))
 
 

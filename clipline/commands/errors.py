@@ -2,7 +2,10 @@
 
 Each package raises one exception type for what a user can cause (DESIGN.md);
 bad flags raise argparse.ArgumentError from the parser. Commands run inside
-`reported_errors`, so no command lists the error types itself.
+`reported_errors`, so no command lists the error types itself. The libraries
+name config fields in backticks (`` `batch_size` ``); the line printed spells
+each as the command at hand takes it (`--batch-size`, or pretrain's
+`data.batch_size` key), from what its parser noted (clipline.flags).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
+from clipline.flags import noted_spellings, spelled
 from data_tools.errors import DataError
 from evaluate.errors import EvaluateError
 from finetune.errors import FinetuneError
@@ -32,9 +36,10 @@ def fail(message: str) -> NoReturn:
 @contextmanager
 def reported_errors(command: str) -> Iterator[None]:
     """Turn the package errors and bad flags raised inside into one line; `command` names the --help to read."""
-    try:
-        yield
-    except argparse.ArgumentError as err:
-        fail(f"{err or type(err).__name__} (see `clipline {command} --help`)")
-    except USER_ERRORS as err:
-        fail(str(err))
+    with noted_spellings() as spellings:
+        try:
+            yield
+        except argparse.ArgumentError as err:
+            fail(f"{err or type(err).__name__} (see `clipline {command} --help`)")
+        except USER_ERRORS as err:
+            fail(spelled(str(err), spellings))

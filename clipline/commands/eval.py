@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from clipline.commands.errors import fail, reported_errors
-from clipline.commands.model_choice import ModelChoiceConfig, normalised, report_provenance
+from clipline.commands.model_choice import EVAL_FLAT, EvalRunConfig, normalised, report_provenance
 from clipline.flags import config_values, parse_config
 from data_tools.atomic_write import write_json_atomic
 from data_tools.loader import read_dataset_info
@@ -25,29 +25,13 @@ from pretrain.encoder_choice import check_image_size, open_encoder
 class RetrievalEvalConfig:
     """Image->text and text->image recall@1/5/10, mean and median rank (exact search)."""
 
-    data: str
-    """Shard directory with images and captions."""
-    out: str
-    """Where to write report.json."""
-    encoder: ModelChoiceConfig = field(default_factory=ModelChoiceConfig)
-    """The model: --checkpoint RUN, or --model NAME [--pretrained FILE] (flags without prefix)."""
+    run: EvalRunConfig
+    """The model, the captioned shards, the report and how images are encoded (flags without prefix)."""
     captions: Literal["all", "first"] = "all"
     """all: the .txt caption plus the .json 'captions' variants; first: the .txt caption only."""
-    batch_size: int = 128
-    """Images per forward pass."""
-    max_samples: int | None = None
-    """Evaluate only the first N samples."""
-    num_workers: int | None = None
-    """Loader worker processes decoding images; default: chosen for the machine (0 on <= 2 cores, where a
-    worker would only take time from the model's threads, else 2)."""
-    allow_resize: bool = False
-    """Accept shards whose image size differs from the model's (the eval transform rescales them)."""
     format: Literal["clipline", "clip_benchmark"] = "clipline"
     """clipline: report.json + HTML + chart; clip_benchmark: only --out, in CLIP_benchmark's JSON layout (metrics
     image_retrieval_recall@k / text_retrieval_recall@k, each caption its own query, as CLIP_benchmark counts)."""
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """Encoder compute: bf16 autocast (about 2.5x faster on CPUs with avx512_bf16), fp32, or auto (bf16 where
-    the hardware runs it natively)."""
 
 
 def run_retrieval_eval(cmd: RetrievalEvalConfig) -> dict[str, Any]:
@@ -56,15 +40,16 @@ def run_retrieval_eval(cmd: RetrievalEvalConfig) -> dict[str, Any]:
     from evaluate.clip_benchmark_format import dataset_name, zeroshot_retrieval
     from evaluate.retrieval_report import write_retrieval_report
 
-    check_output_file(cmd.out, create=False)  # a wrong --out fails before any work
-    choice = normalised(cmd.encoder)
-    info = read_dataset_info(cmd.data)
+    run = cmd.run
+    check_output_file(run.out, create=False)  # a wrong --out fails before any work
+    choice = normalised(run.encoder)
+    info = read_dataset_info(run.data)
     print(f"eval retrieval: loading {choice.checkpoint or choice.model}", file=sys.stderr)
     encoder = open_encoder(choice.checkpoint, choice.model, choice.pretrained)
-    check_image_size(encoder, info, cmd.data, cmd.allow_resize)
+    check_image_size(encoder, info, run.data, run.allow_resize)
     evaluator = RetrievalEvaluator(
-        data=cmd.data, captions=cmd.captions, batch_size=cmd.batch_size, max_samples=cmd.max_samples,
-        num_workers=cmd.num_workers, progress=True, precision=cmd.precision,
+        data=run.data, captions=cmd.captions, batch_size=run.batch_size, max_samples=run.max_samples,
+        num_workers=run.num_workers, progress=True, precision=run.precision,
         clip_benchmark=cmd.format == "clip_benchmark",
     )  # fmt: skip
     start = time.perf_counter()
@@ -72,17 +57,17 @@ def run_retrieval_eval(cmd: RetrievalEvalConfig) -> dict[str, Any]:
     report = {
         "task": "retrieval",
         **report_provenance(choice, encoder),
-        "data": cmd.data,
+        "data": run.data,
         "seconds": round(time.perf_counter() - start, 2),
         **metrics,
-        "command": {k: v for k, v in config_values(cmd, flat=("encoder",)).items() if v is not None},
+        "command": {k: v for k, v in config_values(cmd, flat=EVAL_FLAT).items() if v is not None},
     }
     if cmd.format == "clip_benchmark":
-        layout = zeroshot_retrieval(report, dataset=dataset_name(cmd.data, info), model=report["model"],
+        layout = zeroshot_retrieval(report, dataset=dataset_name(run.data, info), model=report["model"],
                                     pretrained=choice.pretrained or choice.checkpoint)
-        print(f"eval retrieval: wrote {write_json_atomic(Path(cmd.out), layout)} (CLIP_benchmark layout)")
+        print(f"eval retrieval: wrote {write_json_atomic(Path(run.out), layout)} (CLIP_benchmark layout)")
         return report
-    written = write_retrieval_report(report, Path(cmd.out))
+    written = write_retrieval_report(report, Path(run.out))
     print(
         f"eval retrieval: image->text R@1 {report['image_to_text_R@1']:.1%} R@5 {report['image_to_text_R@5']:.1%} "
         f"R@10 {report['image_to_text_R@10']:.1%} | text->image R@1 {report['text_to_image_R@1']:.1%} "
@@ -110,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv[0] != "retrieval":
         fail(f"unknown evaluation suite {argv[0]!r}; choose retrieval (see `clipline eval --help`)")
     with reported_errors("eval retrieval"):
-        config = parse_config(RetrievalEvalConfig, argv[1:], prog="clipline eval retrieval", flat=("encoder",))
+        config = parse_config(RetrievalEvalConfig, argv[1:], prog="clipline eval retrieval", flat=EVAL_FLAT)
         run_retrieval_eval(config)
 
 

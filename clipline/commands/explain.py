@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 
 from clipline.commands.errors import reported_errors
+from clipline.commands.model_choice import CheckpointPathsConfig
 from clipline.flags import parse_config
 from data_tools.output_paths import check_output_dir
 from evaluate.errors import EvaluateError
@@ -22,12 +23,9 @@ from evaluate.errors import EvaluateError
 class ExplainConfig:
     """Heat maps of which image regions match a text, and a fusion head's gates / attention."""
 
-    checkpoint: str
-    """Run dir or checkpoint dir of the model whose patches are scored."""
-    data: str
-    """Shards; the first --count samples are shown."""
-    out: str
-    """Directory for heatmaps.png / heatmaps.json (and fusion_<i>.png with --fusion-run)."""
+    paths: CheckpointPathsConfig
+    """The model whose patches are scored, the shards whose first --count samples are shown, the directory for
+    heatmaps.png / heatmaps.json (and fusion_<i>.png with --fusion-run) (flags without prefix)."""
     text: str | None = None
     """Text to locate in every image; default: each sample's own caption."""
     count: int = 8
@@ -46,19 +44,20 @@ def run_explain(cmd: ExplainConfig) -> None:
     if cmd.method != "all" and cmd.method not in METHODS:
         raise EvaluateError(f"unknown --method {cmd.method!r}; choose all or one of {', '.join(METHODS)}")
     methods = METHODS if cmd.method == "all" else (cmd.method,)
-    out = check_output_dir(cmd.out, create=False)  # a file at --out fails before the model loads
-    summary = render_heatmaps(Encoder.load(cmd.checkpoint), cmd.data, out, text=cmd.text, count=cmd.count,
+    paths = cmd.paths
+    out = check_output_dir(paths.out, create=False)  # a file at --out fails before the model loads
+    summary = render_heatmaps(Encoder.load(paths.checkpoint), paths.data, out, text=cmd.text, count=cmd.count,
                               methods=methods)
     print(f"heatmap: wrote {out / 'heatmaps.png'}; mean object focus {json.dumps(summary['mean_object_focus'])}")
     if cmd.fusion_run:
-        explain_samples(cmd.fusion_run, cmd.data, out, count=cmd.count)
+        explain_samples(cmd.fusion_run, paths.data, out, count=cmd.count)
         print(f"heatmap: wrote {out}/fusion_*.png and fusion_explanations.json")
 
 
 def main(argv: list[str] | None = None, prog: str = "clipline explain") -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     with reported_errors(prog.removeprefix("clipline ")):
-        run_explain(parse_config(ExplainConfig, argv, prog=prog))
+        run_explain(parse_config(ExplainConfig, argv, prog=prog, flat=("paths",)))
 
 
 if __name__ == "__main__":

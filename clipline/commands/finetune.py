@@ -54,7 +54,7 @@ def run_method(method: str, argv: list[str]) -> None:
 
     method_cls = METHODS[method].config_cls
     parser = ConfigParser(f"clipline finetune {method}", FinetuneConfig.__doc__)
-    parser.add_config(FinetuneConfig, flat=("imbalance",))
+    parser.add_config(FinetuneConfig, flat=("paths", "imbalance"))
     parser.add_config(method_cls, prefix="method")
     args = parser.parse(argv)
     config = config_from_args(FinetuneConfig, args)
@@ -67,7 +67,7 @@ def run_sweep(argv: list[str]) -> None:
     from finetune.methods.sweep import SweepConfig, run_sweep as sweep
 
     parser = ConfigParser("clipline finetune sweep", SweepConfig.__doc__)
-    parser.add_config(SweepConfig, flat=("imbalance",))
+    parser.add_config(SweepConfig, flat=("paths", "imbalance"))
     config = parser.parse_config(SweepConfig, argv)
     payload = sweep(config)
     print(f"zero-shot top1 {payload['zeroshot']['top1']:.4f}")

@@ -17,18 +17,16 @@ from dataclasses import dataclass, field
 from clipline.commands.errors import reported_errors
 from clipline.flags import parse_config
 from finetune.fusion.config import FusionConfig
+from finetune.train_eval_paths import TrainEvalPathsConfig
 
 
 @dataclass(kw_only=True)
 class FusionRunConfig:
     """Train a fusion classifier on image+text pairs (one or more label fields)."""
 
-    checkpoint: str
-    """Run dir (newest checkpoint) or checkpoint dir written by `clipline pretrain`."""
-    train_data: str
-    """Shards with image, caption and the --tasks label fields in each .json (top level or `labels`)."""
-    eval_data: str
-    """Shards the final report is computed on (never used for training or model selection)."""
+    paths: TrainEvalPathsConfig
+    """The checkpoint and the shards: image, caption and the --tasks label fields in each .json (top level or
+    `labels`) (flags without prefix)."""
     out: str
     """Run directory for the classifier, report.json, metrics.jsonl and plots."""
     head: FusionConfig = field(default_factory=FusionConfig)
@@ -38,9 +36,8 @@ class FusionRunConfig:
 def run_fusion(argv: list[str]) -> None:
     from finetune.fusion.run import train_fusion  # torch and the model code load after the flags parse
 
-    run = parse_config(FusionRunConfig, argv, prog="clipline finetune fusion", flat=("head",))
-    train_fusion(checkpoint=run.checkpoint, train_data=run.train_data, eval_data=run.eval_data, out=run.out,
-                 config=run.head)
+    run = parse_config(FusionRunConfig, argv, prog="clipline finetune fusion", flat=("paths", "head"))
+    train_fusion(run.paths, out=run.out, config=run.head)
 
 
 # old word -> (new command word, its module)

@@ -1,17 +1,20 @@
 """Which model a command uses: `--checkpoint RUN`, or an open_clip model `--model NAME [--pretrained FILE]`.
 
 One spelling for every command. The older `--checkpoint open_clip:MODEL[:WEIGHTS]`
-still works for one release, with a one-line notice.
+still works for one release, with a one-line notice. The evaluation commands
+(zeroshot, eval retrieval) share `EvalRunConfig`; those that run a clipline
+checkpoint only (explain, compress) share `CheckpointPathsConfig`.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
+from pretrain.encoder_choice import check_choice
 from pretrain.errors import PretrainError
-
-OPEN_CLIP_PREFIX = "open_clip:"
+from retrieval.encoder_spec import OPEN_CLIP_PREFIX
 
 
 @dataclass(kw_only=True)
@@ -26,12 +29,51 @@ class ModelChoiceConfig:
     """Weights for --model: a file (e.g. open_clip_train's epoch_N.pt) or an open_clip tag; none: random init."""
 
 
+@dataclass(kw_only=True)
+class CheckpointPathsConfig:
+    """The checkpoint a command runs, the shards it reads and the directory it writes."""
+
+    checkpoint: str
+    """Run dir (newest checkpoint) or checkpoint dir written by `clipline pretrain`."""
+    data: str
+    """Shard directory the model is run on."""
+    out: str
+    """Directory the results are written to (see the command's description for what)."""
+
+
+@dataclass(kw_only=True)
+class EvalRunConfig:
+    """The model, the shards it is evaluated on, where the report goes, and how the images are encoded."""
+
+    data: str
+    """Shard directory to evaluate on (zeroshot: samples need labels, .cls, .json 'label' or 'labels')."""
+    out: str
+    """Where to write report.json (zeroshot: report.html and the PNGs go next to it)."""
+    encoder: ModelChoiceConfig = field(default_factory=ModelChoiceConfig)
+    """The model: --checkpoint RUN, or --model NAME [--pretrained FILE]."""
+    batch_size: int = 128
+    """Images per forward pass."""
+    max_samples: int | None = None
+    """Evaluate only the first N samples."""
+    num_workers: int | None = None
+    """Loader worker processes decoding images; default: chosen for the machine (0 on <= 2 cores, where a
+    worker would only take time from the model's threads, else 2)."""
+    allow_resize: bool = False
+    """Accept shards whose image size differs from the model's (the eval transform rescales them)."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Encoder compute: bf16 autocast (about 2.5x faster on CPUs with avx512_bf16), fp32, or auto (bf16 where
+    the hardware runs it natively)."""
+
+
+EVAL_FLAT = ("run", "run.encoder")  # the EvalRunConfig group's flags have no prefix
+
+
 def normalised(choice: ModelChoiceConfig) -> ModelChoiceConfig:
     """`--checkpoint open_clip:M[:W]` rewritten as `--model M --pretrained W`, with the notice."""
     if choice.checkpoint is None or not choice.checkpoint.startswith(OPEN_CLIP_PREFIX):
         return choice
     if choice.model is not None or choice.pretrained is not None:
-        raise PretrainError("pass exactly one of --checkpoint RUN or --model NAME [--pretrained FILE]")
+        raise PretrainError("pass exactly one of `checkpoint` RUN or `model` NAME [`pretrained` FILE]")
     name, _, weights = choice.checkpoint[len(OPEN_CLIP_PREFIX):].partition(":")
     spelled = f"--model {name}" + (f" --pretrained {weights}" if weights else "")
     print(f"note: --checkpoint {choice.checkpoint} is deprecated and will be removed; write {spelled}",
@@ -42,14 +84,9 @@ def normalised(choice: ModelChoiceConfig) -> ModelChoiceConfig:
 def encoder_spec(choice: ModelChoiceConfig, *, required: bool = True) -> str | None:
     """The encoder as the retrieval library names it: RUN, or open_clip:MODEL[:WEIGHTS]."""
     choice = normalised(choice)
-    if choice.checkpoint is not None and choice.model is not None:
-        raise PretrainError("pass exactly one of --checkpoint RUN or --model NAME [--pretrained FILE]")
-    if choice.pretrained is not None and choice.model is None:
-        raise PretrainError("--pretrained goes with --model; a --checkpoint already holds its weights")
+    check_choice(choice.checkpoint, choice.model, choice.pretrained, required=required)
     if choice.model is not None:
         return OPEN_CLIP_PREFIX + choice.model + (f":{choice.pretrained}" if choice.pretrained else "")
-    if choice.checkpoint is None and required:
-        raise PretrainError("pass --checkpoint RUN or --model NAME [--pretrained FILE]")
     return choice.checkpoint
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from jsonargparse import DefaultHelpFormatter
 
 from clipline.commands.errors import reported_errors
-from clipline.flags import ConfigParser, config_fields
+from clipline.flags import ConfigParser, config_fields, note_spellings
 from data_tools.output_paths import check_output_dir
 from pretrain.config import TrainConfig, apply_overrides
 from pretrain.named_configs import DEFAULT_CONFIG, named_config
@@ -48,6 +48,11 @@ class PretrainCommandConfig:
     """Config overrides key=value, e.g. optim.lr=3e-4 (keys below)."""
 
 
+# TrainConfig field -> the flag of this command that sets it (the other fields are set by key=value)
+FLAG_FIELDS = {"data.train_data": "train_data", "data.train_data_weights": "train_data_weights",
+               "data.val_data": "val_data", "out": "out", "resume": "resume"}
+
+
 class HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """jsonargparse's help, with the config-key table printed as written."""
 
@@ -56,6 +61,7 @@ def build_parser() -> ConfigParser:
     parser = ConfigParser("clipline pretrain", PretrainCommandConfig.__doc__, epilog=config_keys_help(),
                           formatter_class=HelpFormatter)
     parser.add_config(PretrainCommandConfig, positional=("overrides",))
+    note_key_spellings(parser)
     return parser
 
 
@@ -68,11 +74,18 @@ def config_keys_help() -> str:
 def resolve_config(command: PretrainCommandConfig) -> TrainConfig:
     """The named config, its overrides applied, then the dedicated flags (which win)."""
     config = apply_overrides(named_config(command.config), command.overrides)
-    data = {k: v for k, v in (("train_data", command.train_data), ("val_data", command.val_data)) if v is not None}
-    if command.train_data_weights is not None:
-        data["train_data_weights"] = parse_weights(command.train_data_weights)
-    run = {k: v for k, v in (("out", command.out), ("resume", command.resume)) if v is not None}
+    given = {path: getattr(command, name) for path, name in FLAG_FIELDS.items() if getattr(command, name) is not None}
+    if "data.train_data_weights" in given:
+        given["data.train_data_weights"] = parse_weights(given["data.train_data_weights"])
+    data = {path.removeprefix("data."): v for path, v in given.items() if path.startswith("data.")}
+    run = {path: v for path, v in given.items() if not path.startswith("data.")}
     return dataclasses.replace(config, data=dataclasses.replace(config.data, **data), **run)
+
+
+def note_key_spellings(parser: ConfigParser) -> None:
+    """Error lines name a TrainConfig field as the user sets it: the flag above, else its `key=value` key."""
+    keys = {f.path: f.path for f in config_fields(TrainConfig)}
+    note_spellings(keys | {path: parser.flag_names[name] for path, name in FLAG_FIELDS.items()})
 
 
 def parse_weights(text: str) -> tuple[float, ...]:
@@ -111,4 +124,5 @@ def main(argv: list[str] | None = None) -> None:
         print(f"stopped by {result.stopped_by} at step {result.step}; checkpoint {result.checkpoint}; "
               f"continue with --out {result.run_dir} --resume latest", file=sys.stderr)
         sys.exit(130 if result.stopped_by == "SIGINT" else 143)
-    LOG.info("done: step %d, loss %.4f, checkpoint %s", result.step, result.loss, result.checkpoint)
+    if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not per process (torchrun / accelerate set RANK)
+        LOG.info("done: step %d, loss %.4f, checkpoint %s", result.step, result.loss, result.checkpoint)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from clipline.commands.errors import reported_errors
-from clipline.commands.model_choice import ModelChoiceConfig, normalised, report_provenance
+from clipline.commands.model_choice import EVAL_FLAT, EvalRunConfig, normalised, report_provenance
 from clipline.flags import config_values, parse_config
 from data_tools.atomic_write import write_json_atomic
 from data_tools.loader import read_dataset_info
@@ -31,12 +31,8 @@ from pretrain.encoder_choice import check_image_size, open_encoder
 class ZeroShotConfig:
     """Zero-shot classification of labelled shards with prompt ensembles."""
 
-    data: str
-    """Shard directory to classify; samples need labels (.cls, .json 'label' or 'labels')."""
-    out: str
-    """Where to write report.json; report.html and the PNGs go next to it."""
-    encoder: ModelChoiceConfig = field(default_factory=ModelChoiceConfig)
-    """The model: --checkpoint RUN, or --model NAME [--pretrained FILE] (flags without prefix)."""
+    run: EvalRunConfig
+    """The model, the labelled shards, the report and how images are encoded (flags without prefix)."""
     adapter: str | None = None
     """Adapter directory written by `clipline finetune METHOD --out RUN2`: classify with it instead of the
     prompts alone (its classes; needs the --checkpoint it was trained on)."""
@@ -47,25 +43,13 @@ class ZeroShotConfig:
     """Prompt templates: imagenet80, imagenet7, generic, emoji, fashion, a file, or auto (from dataset.json source)."""
     label_field: str | None = None
     """Classify by this .json field (e.g. category): at the top level, else under `labels`, else .cls."""
-    batch_size: int = 128
-    """Images per forward pass."""
     report_dir: str | None = None
     """Directory for report.html and the PNGs (default: next to --out)."""
-    max_samples: int | None = None
-    """Score only the first N samples."""
-    num_workers: int | None = None
-    """Loader worker processes decoding images; default: chosen for the machine (0 on <= 2 cores, where a
-    worker would only take time from the model's threads, else 2)."""
     format: Literal["clipline", "clip_benchmark"] = "clipline"
     """clipline: report.json + HTML + PNGs; clip_benchmark: only --out, in CLIP_benchmark's JSON layout (dataset,
     model, pretrained, task, metrics acc1 / acc5 / mean_per_class_recall) for results tables kept with it."""
     projection: Literal["pca", "tsne"] = "pca"
     """2-D projection of the embedding map."""
-    allow_resize: bool = False
-    """Accept shards whose image size differs from the model's (the eval transform rescales them)."""
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """Encoder compute: bf16 autocast (about 2.5x faster on CPUs with avx512_bf16), fp32, or auto (bf16 where
-    the hardware runs it natively)."""
 
 
 def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
@@ -74,26 +58,27 @@ def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
     from evaluate.report import write_zeroshot_report
     from evaluate.zeroshot import ZeroShotEvaluator
 
-    check_output_file(cmd.out, create=False)  # a wrong --out fails before any work, leaving nothing behind
+    run = cmd.run
+    check_output_file(run.out, create=False)  # a wrong --out fails before any work, leaving nothing behind
     if cmd.report_dir:
         check_output_dir(cmd.report_dir, create=False)
-    choice = normalised(cmd.encoder)
+    choice = normalised(run.encoder)
     if cmd.adapter and (choice.model or not choice.checkpoint):
         raise FinetuneError("--adapter needs the --checkpoint it was trained on (not --model)")
     if cmd.adapter and cmd.classes:
         raise FinetuneError("--classes cannot be combined with --adapter: the adapter's classes are fixed")
-    info = read_dataset_info(cmd.data)
+    info = read_dataset_info(run.data)
     classnames, prompt_names = read_class_file(cmd.classes) if cmd.classes else (None, None)
     evaluator = ZeroShotEvaluator(
-        data=cmd.data, classnames=classnames, prompt_names=prompt_names, templates=cmd.templates,
+        data=run.data, classnames=classnames, prompt_names=prompt_names, templates=cmd.templates,
         label_field=cmd.label_field,
-        batch_size=cmd.batch_size, max_samples=cmd.max_samples, num_workers=cmd.num_workers, progress=True,
-        precision=cmd.precision,
+        batch_size=run.batch_size, max_samples=run.max_samples, num_workers=run.num_workers, progress=True,
+        precision=run.precision,
     )  # fmt: skip
     evaluator.resolve_templates(info)  # a bad --templates fails before the model loads
     print(f"zeroshot: loading {choice.checkpoint or choice.model}", file=sys.stderr)
     encoder = open_encoder(choice.checkpoint, choice.model, choice.pretrained)
-    check_image_size(encoder, info, cmd.data, cmd.allow_resize)
+    check_image_size(encoder, info, run.data, run.allow_resize)
     if cmd.adapter:
         from finetune.methods.adapter_io import load_adapter
 
@@ -106,24 +91,24 @@ def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
     context = {
         "task": "zeroshot",
         **report_provenance(choice, encoder),
-        "data": cmd.data,
+        "data": run.data,
         "label_field": evaluator.label_field,
         "adapter": cmd.adapter,
         "class_source": cmd.classes
         or ("dataset.json" if info.get("classes") or info.get("label_fields") else "labels"),
         "seconds": round(seconds, 2),
         "images_per_s": round((result.report["n"] + result.report["unlabelled_skipped"]) / seconds, 1),
-        "command": {k: v for k, v in config_values(cmd, flat=("encoder",)).items() if v is not None},
+        "command": {k: v for k, v in config_values(cmd, flat=EVAL_FLAT).items() if v is not None},
     }
     report = result.report
     if cmd.format == "clip_benchmark":
-        layout = zeroshot_classification(report, dataset=dataset_name(cmd.data, info), model=context["model"],
+        layout = zeroshot_classification(report, dataset=dataset_name(run.data, info), model=context["model"],
                                          pretrained=choice.pretrained or choice.checkpoint)
-        print(f"zeroshot: acc1 {report['top1']:.1%}; wrote {write_json_atomic(Path(cmd.out), layout)} "
+        print(f"zeroshot: acc1 {report['top1']:.1%}; wrote {write_json_atomic(Path(run.out), layout)} "
               "(CLIP_benchmark layout)")
-        return {"json": Path(cmd.out)}
+        return {"json": Path(run.out)}
     written = write_zeroshot_report(
-        result, Path(cmd.out), report_dir=Path(cmd.report_dir) if cmd.report_dir else None,
+        result, Path(run.out), report_dir=Path(cmd.report_dir) if cmd.report_dir else None,
         context=context, projection=cmd.projection,
     )  # fmt: skip
     if "adapter" in report:
@@ -142,7 +127,7 @@ def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     with reported_errors("zeroshot"):
-        run_zeroshot(parse_config(ZeroShotConfig, argv, flat=("encoder",), prog="clipline zeroshot"))
+        run_zeroshot(parse_config(ZeroShotConfig, argv, flat=EVAL_FLAT, prog="clipline zeroshot"))
 
 
 if __name__ == "__main__":

@@ -41,13 +41,13 @@ def load_source(spec: str, options: SourceConfig) -> SourceData:
     """Resolve a SOURCE argument to its records; DataError for an unknown or misused source."""
     kind, colon, rest = spec.partition(":")
     if kind in ("emoji", "fashion-mnist") and colon:
-        raise DataError(f"source {kind} takes no :PATH (use --path for fashion-mnist); got {spec!r}")
+        raise DataError(f"source {kind} takes no :PATH (use `path` for fashion-mnist); got {spec!r}")
     if kind not in ("emoji", "fashion-mnist") and options.split is not None:
-        raise DataError(f"--split applies to emoji and fashion-mnist only, not {kind!r}")
+        raise DataError(f"`split` applies to emoji and fashion-mnist only, not {kind!r}")
     if kind not in ("emoji", "fashion-mnist") and options.captions is not None:
-        raise DataError(f"--captions applies to emoji and fashion-mnist only, not {kind!r}")
+        raise DataError(f"`captions` applies to emoji and fashion-mnist only, not {kind!r}")
     if kind != "emoji" and options.vendors is not None:
-        raise DataError(f"--vendors applies to emoji only, not {kind!r}")
+        raise DataError(f"`vendors` applies to emoji only, not {kind!r}")
     if kind == "emoji":
         from data_tools.sources.emoji import VENDORS, EmojiConfig, load_emoji
 

@@ -90,14 +90,14 @@ def _in_split(entry: dict, vendor: str, train_vendor: str, options: EmojiConfig)
 def load_emoji(options: EmojiConfig, name: str = "emoji") -> SourceData:
     """List the chosen vendors' emoji (concept-major order: each concept's drawings in vendor order)."""
     if options.split not in SPLITS:
-        raise DataError(f"emoji --split must be one of {', '.join(SPLITS)}, got {options.split!r}")
+        raise DataError(f"emoji `split` must be one of {', '.join(SPLITS)}, got {options.split!r}")
     if options.split_by not in ("concept", "vendor"):
-        raise DataError(f"emoji --split-by must be 'concept' or 'vendor', got {options.split_by!r}")
+        raise DataError(f"emoji `split_by` must be 'concept' or 'vendor', got {options.split_by!r}")
     unknown = [v for v in options.vendors if v not in ALL_VENDORS]
     if unknown or not options.vendors:
-        raise DataError(f"emoji --vendors must name some of {', '.join(ALL_VENDORS)}, got {','.join(options.vendors)!r}")
+        raise DataError(f"emoji `vendors` must name some of {', '.join(ALL_VENDORS)}, got {','.join(options.vendors)!r}")
     if options.captions not in CAPTION_STYLES:
-        raise DataError(f"emoji --captions must be one of {', '.join(CAPTION_STYLES)}, got {options.captions!r}")
+        raise DataError(f"emoji `captions` must be one of {', '.join(CAPTION_STYLES)}, got {options.captions!r}")
     vendors = tuple(dict.fromkeys(options.vendors))
     cache_dir = options.cache_dir or cache_root() / "npm"
     package_dirs = {vendor: _package_dir(vendor, cache_dir) for vendor in vendors}

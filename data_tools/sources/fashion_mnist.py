@@ -25,7 +25,7 @@ def _open_idx(directory: Path, stem: str) -> bytes:
                 raise DataError(f"cannot read {candidate} ({exc}); re-download the Fashion-MNIST files") from exc
     raise DataError(
         f"{directory / (stem + '.gz')} not found; install the Debian package dataset-fashion-mnist "
-        "(apt-get install dataset-fashion-mnist) or pass --path DIR with the IDX files"
+        "(apt-get install dataset-fashion-mnist) or pass `path` DIR with the IDX files"
     )
 
 
@@ -51,9 +51,9 @@ def load_fashion_mnist(
 ) -> SourceData:
     """Records of one split; `captions` is a style from fashion_captions (class | retail)."""
     if split not in FILES:
-        raise DataError(f"fashion-mnist --split must be 'train' or 'test', got {split!r}")
+        raise DataError(f"fashion-mnist `split` must be 'train' or 'test', got {split!r}")
     if captions not in CAPTION_STYLES:
-        raise DataError(f"fashion-mnist --captions must be one of {' | '.join(CAPTION_STYLES)}, got {captions!r}")
+        raise DataError(f"fashion-mnist `captions` must be one of {' | '.join(CAPTION_STYLES)}, got {captions!r}")
     directory = Path(path) if path is not None else DEFAULT_DIR
     stem = FILES[split]
     (count, height, width), pixels = read_idx(_open_idx(directory, f"{stem}-images-idx3-ubyte"), 3, f"{stem}-images")

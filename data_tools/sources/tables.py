@@ -83,7 +83,7 @@ def load_table(path: Path, fmt: str, columns: TableColumns, name: str) -> Source
         if missing:
             raise DataError(
                 f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, rows[0]))}); "
-                "name the right ones with --image-column / --caption-column / --label-column"
+                "name the right ones with `image_column` / `caption_column` / `label_column`"
             )
     labels = [str(r.get(columns.label) or "").strip() for r in rows] if columns.label else []
     classes = sorted({label for label in labels if label})

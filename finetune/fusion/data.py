@@ -40,7 +40,7 @@ def parse_tasks(tasks: str | Sequence[str]) -> list[str]:
     items = tasks.split(",") if isinstance(tasks, str) else [t for item in tasks for t in item.split(",")]
     names = list(dict.fromkeys(t.strip() for t in items if t.strip()))
     if not names:
-        raise FinetuneError("no task given: pass --tasks with one or more label fields, e.g. --tasks category")
+        raise FinetuneError("no task given: pass `tasks` with one or more label fields, e.g. `tasks` category")
     return names
 
 
@@ -80,7 +80,7 @@ def resolve_label_spaces(path: str | Path, tasks: Sequence[str]) -> dict[str, li
                 available = sorted(fields) or ["none"]
                 raise FinetuneError(
                     f"task {task!r} is not a label field of {path} (available: {', '.join(available)}); "
-                    "pass --tasks with fields the shards' .json holds (top level or `labels`)"
+                    "pass `tasks` with fields the shards' .json holds (top level or `labels`)"
                 )
             fields[task] = sorted(seen[task])
     return {t: [str(name) for name in fields[t]] for t in tasks}
@@ -174,7 +174,7 @@ class LabelledBatches:
             reasons = ", ".join(f"{n} {r}" for r, n in skipped.most_common(3)) or "no samples read"
             raise FinetuneError(
                 f"no usable sample for tasks {', '.join(self.tasks)} in {self.path} ({self.split} split: {reasons}); "
-                "check --tasks against the shards' .json `labels`"
+                "check `tasks` against the shards' .json `labels`"
             )
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ from finetune.fusion.report import build_report, evaluate_conditions, write_plot
 from finetune.fusion.store import save_fusion
 from finetune.fusion.towers import set_towers_trainable
 from finetune.fusion.train import BatchSource, fit
+from finetune.train_eval_paths import TrainEvalPathsConfig
 from pretrain.encoder import Encoder
 from pretrain.errors import PretrainError
 
@@ -114,15 +116,17 @@ def _print_row(row: dict, epochs: int, log: Callable[[str], None]) -> None:
     log(f"epoch {row['epoch']}/{epochs} {figures}{' *' if row.get('best') else ''}")
 
 
-def train_fusion(*, checkpoint: str, train_data: str, eval_data: str, out: str, config: FusionConfig,
+def train_fusion(paths: TrainEvalPathsConfig, *, out: str, config: FusionConfig,
                  log: Callable[[str], None] = print, shared_cache: dict | None = None) -> dict[str, Any]:
-    """Train a fusion classifier on `train_data`, evaluate it on `eval_data`, write everything to `out`.
+    """Train a fusion classifier on the checkpoint and `paths.train_data`, evaluate it on `paths.eval_data`, write
+    everything to `out`.
 
     `shared_cache`: a dict the caller keeps between runs on the same checkpoint with frozen
     towers, so several heads are compared on tower outputs computed once.
     """
     config.validate()
     check_output_dir(out, create=False)  # a file at --out fails before training
+    checkpoint, train_data, eval_data = paths.checkpoint, paths.train_data, paths.eval_data
     tasks = parse_tasks(config.label_field or config.tasks)
     classes = resolve_label_spaces(train_data, tasks)
     resolve_label_spaces(eval_data, tasks)  # a task absent from the eval shards fails now, not after training
@@ -132,9 +136,7 @@ def train_fusion(*, checkpoint: str, train_data: str, eval_data: str, out: str, 
     trainable_tower_params = set_towers_trainable(encoder.model, config.towers, config.unfrozen_blocks)
     weighting = TaskLossWeighting(tasks, config.task_weighting, config.task_weights)
     out_dir = check_output_dir(out)
-    write_json_atomic(out_dir / "config.json", {"method": "fusion", "checkpoint": checkpoint,
-                                                "train_data": train_data, "eval_data": eval_data,
-                                                **config.as_dict()})
+    write_json_atomic(out_dir / "config.json", {"method": "fusion", **asdict(paths), **config.as_dict()})
     started = time.perf_counter()
     log(f"fusion {config.fusion}: tasks {', '.join(f'{t} ({len(c)} classes)' for t, c in classes.items())}, "
         f"towers {config.towers} ({trainable_tower_params} trainable tower parameters)")

@@ -106,7 +106,7 @@ def load_adapter(path: str | Path, encoder: Encoder) -> AdapterPredictor:
     if config["checkpoint_id"] != encoder.checkpoint_id:
         raise FinetuneError(
             f"adapter {path} was trained on checkpoint {config['checkpoint_id']} but this checkpoint is "
-            f"{encoder.checkpoint_id}; use the --checkpoint it was trained with, or retrain the adapter"
+            f"{encoder.checkpoint_id}; use the `checkpoint` it was trained with, or retrain the adapter"
         )
     module = importlib.import_module(HEAD_MODULES[config["head"]])
     head = getattr(module, config["head"]).from_saved(load_file(path / "adapter.safetensors"), config["head_config"])
@@ -124,10 +124,10 @@ def read_adapter_config(path: str | Path) -> dict[str, Any]:
         config = json.loads(file.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise FinetuneError(
-            f"{path} is not an adapter directory ({err}); give the --out of `clipline finetune`"
+            f"{path} is not an adapter directory ({err}); give the output directory of `clipline finetune`"
         ) from err
     if config.get("format") != FORMAT or config.get("head") not in HEAD_MODULES:
-        raise FinetuneError(f"{file} is not a clipline adapter config; give the --out of `clipline finetune`")
+        raise FinetuneError(f"{file} is not a clipline adapter config; give the output directory of `clipline finetune`")
     return config
 
 

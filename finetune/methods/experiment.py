@@ -189,7 +189,7 @@ def _train_classnames(train: FeatureSet, label_field: str | None, data_dir: str)
         fields = label_field_names(train.metas, train.info)
         raise FinetuneError(
             f"no sample in {data_dir} has a {'class label' if label_field is None else repr(label_field) + ' label'}; "
-            f"pass --label-field with one of: {', '.join(fields) or '(none: the shards carry no labels)'}"
+            f"pass `label_field` with one of: {', '.join(fields) or '(none: the shards carry no labels)'}"
         )
     declared = dataset_class_names(train.info, label_field, data=data_dir) or []
     return [c for c in declared if c in present] + sorted(present - set(declared))
@@ -206,7 +206,7 @@ def _labelled_rows(
         shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise FinetuneError(
             f"{len(unknown)} eval classes in {data_dir} are not in the training data: {shown}; "
-            "evaluate on the training classes only (or add them to --train-data)"
+            "evaluate on the training classes only (or add them to `train_data`)"
         )
     rows = [i for i, n in enumerate(names) if n is not None]
     if not rows:

@@ -14,18 +14,15 @@ from finetune.methods.experiment import METHODS, Prepared, evaluate, make_task, 
 from finetune.methods.imbalance import ImbalanceConfig
 from finetune.methods.shots import Shots, parse_shots
 from finetune.methods.task import FittedModel
+from finetune.train_eval_paths import TrainEvalPathsConfig
 
 
 @dataclass(kw_only=True)
 class FewShotDataConfig:
     """Where the model and the labelled data come from."""
 
-    checkpoint: str
-    """Pretraining run directory (newest checkpoint) or a checkpoint directory."""
-    train_data: str
-    """Shard directory the shots are drawn from."""
-    eval_data: str
-    """Shard directory evaluated on (its classes must all be in the training data)."""
+    paths: TrainEvalPathsConfig
+    """The checkpoint and the train / eval shards (flags without prefix)."""
     label_field: str | None = None
     """Label to classify (e.g. category): that key at the top level of each sample's .json, else under its
     `labels`, else its .cls; default its .cls, else its .json `label`."""
@@ -61,8 +58,9 @@ def prepare_from(options: FewShotDataConfig) -> Prepared:
     """Load the checkpoint's encoder, then features and zero-shot head for the options' data."""
     from pretrain.encoder import Encoder
 
+    paths = options.paths
     return prepare(
-        Encoder.load(options.checkpoint), train_data=options.train_data, eval_data=options.eval_data,
+        Encoder.load(paths.checkpoint), train_data=paths.train_data, eval_data=paths.eval_data,
         label_field=options.label_field, templates=options.templates, feature_cache=options.feature_cache,
     )
 
@@ -117,10 +115,11 @@ def summary_line(report: dict[str, Any]) -> str:
 
 
 def report_config(options: AdaptConfig) -> dict[str, Any]:
-    """The options as a report records them: the imbalance remedies beside the data fields, as the flags read."""
+    """The options as a report records them: paths, data fields and imbalance remedies side by side, as the flags
+    read."""
     values = asdict(options)
-    imbalance = values.pop("imbalance")
-    return {**values, **imbalance}
+    paths, imbalance = values.pop("paths"), values.pop("imbalance")
+    return {**paths, **values, **imbalance}
 
 
 def _plain(config: Any) -> Any:

@@ -48,7 +48,7 @@ def sample_shots(
     Raises FinetuneError naming the first class with fewer than `shots` samples.
     """
     if shots != "all" and (not isinstance(shots, int) or shots < 1):
-        raise FinetuneError(f"--shots must be a positive integer or 'all', got {shots!r}")
+        raise FinetuneError(f"`shots` must be a positive integer or 'all', got {shots!r}")
     generator = torch.Generator().manual_seed(seed)
     train, val = [], []
     for c, name in enumerate(classnames):
@@ -61,8 +61,8 @@ def sample_shots(
             continue
         if len(order) < shots:
             raise FinetuneError(
-                f"class {name!r} has only {len(order)} training samples but --shots {shots} was asked; "
-                f"use --shots {len(order)} or fewer, or add data for that class"
+                f"class {name!r} has only {len(order)} training samples but `shots` {shots} was asked; "
+                f"use `shots` {len(order)} or fewer, or add data for that class"
             )
         train.append(order[:shots])
         val.append(order[shots : shots + min(shots, val_shots)])

@@ -158,4 +158,4 @@ def _parse_seeds(text: str) -> list[int]:
     try:
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError as err:
-        raise FinetuneError(f"--seeds must be comma-separated integers, e.g. 1,2,3 (got {text!r})") from err
+        raise FinetuneError(f"`seeds` must be comma-separated integers, e.g. 1,2,3 (got {text!r})") from err

@@ -76,17 +76,17 @@ class IndexBuildConfig:
 def build_index(config: IndexBuildConfig, log: Callable[[str], None] = print) -> dict:
     """Build, tune and write the index; return the summary written to summary.json."""
     if not 0.0 < config.target_recall <= 1.0:
-        raise RetrievalError(f"--target-recall {config.target_recall} must be in (0, 1]")
+        raise RetrievalError(f"`target_recall` {config.target_recall} must be in (0, 1]")
     budget = parse_size(config.max_memory)  # read once, before any work: a typo fails fast
     emb = EmbeddingSet(config.emb)
     out = Path(config.out)
     if out.exists() and not config.overwrite:
-        raise RetrievalError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+        raise RetrievalError(f"{out} already exists; pass `overwrite` to replace it or choose another `out`")
     modalities = ["image", "text"] if config.modality == "both" else [config.modality]
     missing = [m for m in modalities if m not in emb.modalities()]
     if missing:
         raise RetrievalError(f"embedding dir {emb.root} has no {missing[0]} embeddings; "
-                             f"choose --modality from {emb.modalities()}")
+                             f"choose `modality` from {emb.modalities()}")
     if config.factory:
         _choose(emb.count, emb.dim, budget, config)  # a factory that cannot work fails before anything is written
     with atomic_directory(out) as tmp:
@@ -184,9 +184,9 @@ def _refuse_budget(reached: float, larger: list[IndexChoice], target: float, bud
     smallest = min(larger, key=lambda c: c.estimated_bytes)
     scale = 10 ** max(len(str(smallest.estimated_bytes)) - 3, 0)  # 3 digits, rounded up: enough, not just short
     need = format_size(math.ceil(smallest.estimated_bytes / scale) * scale)
-    raise RetrievalError(f"recall@{k} {reached:.3f} on held-out queries is below --target-recall {target} within "
-                         f"--max-memory {format_size(budget)}; the smallest index that can reach it "
-                         f"({smallest.factory}) needs --max-memory {need}, or lower --target-recall")
+    raise RetrievalError(f"recall@{k} {reached:.3f} on held-out queries is below `target_recall` {target} within "
+                         f"`max_memory` {format_size(budget)}; the smallest index that can reach it "
+                         f"({smallest.factory}) needs `max_memory` {need}, or lower `target_recall`")
 
 
 def train_and_fill(emb: EmbeddingSet, modality: str, choice: IndexChoice, config: IndexBuildConfig,
@@ -211,7 +211,7 @@ def train_and_fill(emb: EmbeddingSet, modality: str, choice: IndexChoice, config
         except RuntimeError as err:  # e.g. a PQ code book needs more vectors than there are
             reason = str(err).splitlines()[-1].split("failed: ")[-1][:200]
             raise RetrievalError(f"faiss cannot train {choice.factory} on {len(ids)} vectors ({reason}); "
-                                 "choose a smaller --factory or leave it out") from err
+                                 "choose a smaller `factory` or leave it out") from err
     timings["train_s"] = time.perf_counter() - start
     start = time.perf_counter()
     if ray:
@@ -239,9 +239,9 @@ def _choose(n: int, dim: int, budget: int, config: IndexBuildConfig) -> IndexCho
         nlist = int(factory.split("IVF")[1].split(",")[0].split("_")[0])
         params = ("nprobe", "k_factor_rf") if ",R" in factory else ("nprobe",)
     if nlist > n:
-        raise RetrievalError(f"--factory {factory} splits the vectors into {nlist} lists but there are only {n} "
+        raise RetrievalError(f"`factory` {factory} splits the vectors into {nlist} lists but there are only {n} "
                              f"to train them on; use IVF{max(1, n // TRAIN_POINTS_PER_LIST)} or fewer lists, or leave "
-                             "--factory out to let the size choose")
+                             "`factory` out to let the size choose")
     try:  # validate the string before spending time on anything else
         faiss.index_factory(dim, factory, METRICS[config.metric])
     except RuntimeError as err:

@@ -32,8 +32,8 @@ def check_mergeable(index: faiss.Index, factory: str) -> None:
     """Refuse what cannot be filled in parts: anything but an IVF index (optionally behind a transform)."""
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is None or isinstance(index, (faiss.IndexRefine, faiss.IndexIVFPQR)):
-        raise RetrievalError(f"--distributor ray fills IVF indices in parts and {factory!r} is not one (or keeps "
-                             "a refinement copy); pass --factory IVF<n>,Flat / IVF<n>,PQ<m> or use --distributor local")
+        raise RetrievalError(f"`distributor` ray fills IVF indices in parts and {factory!r} is not one (or keeps "
+                             "a refinement copy); pass `factory` IVF<n>,Flat / IVF<n>,PQ<m> or use `distributor` local")
 
 
 def fill_with_ray(emb: EmbeddingSet, modality: str, trained: faiss.Index, work: Path, distributed: DistributorConfig,

@@ -207,8 +207,8 @@ def _compressed_choice(n: int, dim: int, max_memory_bytes: int) -> IndexChoice:
     """Rule 5: the largest residual PQ code that fits, or an error saying how much is needed."""
     if n < MIN_TRAINABLE:
         raise RetrievalError(
-            f"{n} x {dim} float32 vectors need {format_size(n * dim * 4)} but --max-memory is "
-            f"{format_size(max_memory_bytes)}; raise --max-memory"
+            f"{n} x {dim} float32 vectors need {format_size(n * dim * 4)} but `max_memory` is "
+            f"{format_size(max_memory_bytes)}; raise `max_memory`"
         )
     nlist = ivf_list_count(n)
     fixed = nlist * dim * 4
@@ -218,7 +218,7 @@ def _compressed_choice(n: int, dim: int, max_memory_bytes: int) -> IndexChoice:
         smallest = n * (1 + ID_BYTES) + fixed
         raise RetrievalError(
             f"no index of {n} x {dim} vectors fits in {format_size(max_memory_bytes)} "
-            f"(the smallest needs about {format_size(smallest)}); raise --max-memory"
+            f"(the smallest needs about {format_size(smallest)}); raise `max_memory`"
         )
     why = f"only compressed codes fit: {m // 2} bytes per vector, residual PQ, no re-ranking"
     return _ivf(n, dim, f"PQ{m}x4fsr", m / 2, "", 0, why)

@@ -125,7 +125,7 @@ class IndexBackend:
     def with_added(self, items: AddedItems) -> IndexBackend:
         if self.metric != "ip":
             raise RetrievalError(f"adding to an index built with metric {self.metric!r} is not supported; "
-                                 "rebuild it with --metric ip")
+                                 "rebuild it with `clipline index build --metric ip`")
         return IndexBackend(self.retrievers, self.info, self.delta.extended(items), self.text_cache)
 
     @property
@@ -144,14 +144,14 @@ def load_backend(root: Path, encoders: dict[str, Any], checkpoint: str | None = 
     info, _ = read_index_info(root)
     spec = checkpoint or recorded_checkpoint(info.get("checkpoint"), root)
     if not spec:
-        raise RetrievalError(f"{root}/info.json names no checkpoint; pass --checkpoint RUN")
+        raise RetrievalError(f"{root}/info.json names no checkpoint; pass `checkpoint` RUN")
     if spec not in encoders:
         encoders[spec] = load_encoder(spec)
     encoder = encoders[spec]
     expected = info.get("checkpoint_id")
     if checkpoint is None and expected and encoder.checkpoint_id != expected:
         raise RetrievalError(f"checkpoint {spec!r} is not the one {root} was embedded with; queries would land "
-                             "in another embedding space (pass --checkpoint with the right run)")
+                             "in another embedding space (pass `checkpoint` with the right run)")
     retrievers = {m: Retriever(root, modality=m, checkpoint=spec, encoder=encoder) for m in info["modalities"]}
     if encoder.embed_dim != int(info["dim"]):
         raise RetrievalError(f"checkpoint {spec!r} makes {encoder.embed_dim}-d embeddings but {root} holds "

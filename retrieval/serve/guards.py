@@ -34,8 +34,8 @@ def check_bind_safety(host: str, api_key: str | None, insecure: bool) -> None:
     if is_loopback_host(host) or api_key or insecure:
         return
     raise RetrievalError(
-        f"--host {host} is reachable from other machines; pass --api-key KEY "
-        "(or --insecure to serve without one)"
+        f"`host` {host} is reachable from other machines; pass `api_key` KEY "
+        "(or `insecure` to serve without one)"
     )
 
 
@@ -169,8 +169,8 @@ class TrustedHosts:
             if message["type"] == "http.response.start" and message["status"] == 400 and \
                     dict(message.get("headers") or []).get(b"content-type", b"").startswith(b"text/plain"):
                 refused = True
-                await _send_json(send, 400, f"Host header not served here (allowed: {self.allowed}); "
-                                            "open the server by one of those names, or start it with --allowed-hosts")
+                await _send_json(send, 400, f"Host header not served here (allowed: {self.allowed}); open the "
+                                            "server by one of those names, or add this one to its `allowed_hosts`")
             elif not refused:
                 await send(message)
 

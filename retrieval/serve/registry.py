@@ -123,7 +123,7 @@ class ServedIndex:
             if max_added_rows is not None and added + len(items.keys) > max_added_rows:
                 raise AddLimitError(
                     f"index {self.name!r} already holds {added} added rows; {len(items.keys)} more would pass the "
-                    f"server's limit of {max_added_rows} (--max-added-rows); rebuild the index to keep more"
+                    f"server's limit of {max_added_rows} (its `max_added_rows`); rebuild the index to keep more"
                 )
             duplicates = [k for k in items.keys if current.backend.has_key(k)]
             if duplicates:

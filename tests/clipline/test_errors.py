@@ -1,13 +1,17 @@
-"""The one error printer: each package's error type and bad flags end in one `error:` line and exit 2."""
+"""The one error printer: each package's error type and bad flags end in one `error:` line and exit 2; the
+libraries name config fields (`image_size`), the line names the flag the user typed (`--image-size`)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
 from clipline.commands.errors import USER_ERRORS, reported_errors
+from clipline.flags import spelled
 from data_tools.errors import DataError
+from data_tools.records import SourceData
 from finetune.errors import FinetuneError
 from pretrain.errors import PretrainError
 from retrieval.errors import RetrievalError
@@ -46,3 +50,37 @@ def test_a_wrong_flag_value_names_the_flag(capsys: pytest.CaptureFixture[str]) -
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1
     assert err.startswith("error: --method.max-iter: ") and "many" in err
+
+
+def test_a_library_error_names_the_field_and_clipline_prints_the_flag(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from clipline.cli import main
+    from data_tools.build import BuildConfig, check_build_inputs
+
+    with pytest.raises(DataError) as library:
+        check_build_inputs(SourceData(name="none", records=[]), BuildConfig(out=tmp_path / "s", image_size=4))
+    assert str(library.value) == "`image_size` must be >= 8 and `shard_size` >= 1" and "--" not in str(library.value)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "build", "emoji", "--out", str(tmp_path / "s"), "--image-size", "4"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: --image-size must be >= 8 and --shard-size >= 1\n"
+
+
+def test_pretrain_errors_spell_a_field_as_the_user_set_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """A field with a flag of its own prints as the flag; any other as its `key=value` key; a name no field
+    has stays as written."""
+    from clipline.commands.pretrain import build_parser
+
+    with pytest.raises(SystemExit), reported_errors("pretrain"):
+        build_parser()
+        raise PretrainError("`data.train_data` is empty; `batch_size` too big, lower `data.accum_steps`; `value`")
+    assert capsys.readouterr().err == ("error: --train-data is empty; data.batch_size too big, lower "
+                                       "data.accum_steps; `value`\n")
+
+
+def test_field_names_are_spelled_only_where_they_name_one_flag() -> None:
+    spellings = {"embed.batch_size": "--batch-size", "out": "--out", "method.lr": "--method.lr", "lr": "--lr"}
+    assert spelled("`batch_size` >= 1; fresh `out`; `lr`; `embed.batch_size`", spellings) == \
+        "--batch-size >= 1; fresh --out; --lr; --batch-size"
+    assert spelled("`training.lr` and `missing` and `clipline data build`", spellings) == \
+        "`training.lr` and `missing` and `clipline data build`"

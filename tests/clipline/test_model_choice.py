@@ -27,5 +27,5 @@ def test_run_dirs_and_models_become_the_retrieval_spec(capsys: pytest.CaptureFix
                                     ModelChoiceConfig(pretrained="w.pt"),
                                     ModelChoiceConfig(checkpoint="open_clip:RN50", model="RN50")])
 def test_ambiguous_or_missing_choices_are_user_errors(choice: ModelChoiceConfig) -> None:
-    with pytest.raises(PretrainError, match="--checkpoint|--pretrained"):
+    with pytest.raises(PretrainError, match="`checkpoint`|`pretrained`"):
         encoder_spec(choice)

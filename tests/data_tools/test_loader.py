@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from data_tools.build import BuildConfig, build_shards
+from data_tools import loader as loader_module
 from data_tools.errors import DataError
 from data_tools.loader import _ShardSource, count_samples, list_shards, make_loader, read_dataset_info
 from data_tools.records import SourceData, SourceRecord
@@ -108,6 +109,20 @@ def test_resampled_is_endless_and_differs_between_ranks(six_shards: Path) -> Non
     assert len(rank0) == 96 > 30  # more than an epoch: it keeps going
     assert set(rank0) <= {f"s{i:03d}" for i in range(30)}
     assert rank0 != first_keys(1)
+
+
+def test_resampled_shard_streams_differ_per_rank_and_worker(six_shards: Path, monkeypatch) -> None:
+    """2 nodes x 2 processes x 2 loader workers: eight endless shard streams, each seeded by its global
+    rank and worker id, so no two repeat each other and none runs out before another."""
+    streams = {}
+    for rank in range(4):
+        loader = make_loader(six_shards, batch_size=5, image_transform=to_tensor, num_workers=2, resampled=True,
+                             shuffle=True, rank=rank, world_size=4)
+        for worker in range(2):
+            monkeypatch.setattr(loader_module, "_worker", lambda worker=worker: (worker, 2))
+            streams[rank, worker] = tuple(itertools.islice(_ShardSource(loader._spec)(), 40))
+    assert all(len(draws) == 40 for draws in streams.values())  # more draws than the 6 shards: endless
+    assert len(set(streams.values())) == 8
 
 
 def _member_offset(tar_path: Path, name: str) -> int:

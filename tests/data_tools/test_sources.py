@@ -130,7 +130,7 @@ def test_background_keep_stores_opaque_images_as_jpeg(tmp_path: Path) -> None:
 
 def test_unknown_background_is_refused(tmp_path: Path) -> None:
     _alpha_folder(tmp_path / "alpha")
-    with pytest.raises(DataError, match="--background must be one of white, black, keep"):
+    with pytest.raises(DataError, match="`background` must be one of white, black, keep"):
         build_and_read(f"folder:{tmp_path / 'alpha'}", tmp_path / "out", background="grey")
 
 
@@ -241,9 +241,9 @@ def test_fashion_mnist_retail_captions_never_name_the_class(tmp_path: Path) -> N
 
 
 def test_captions_option_is_for_fashion_mnist_and_emoji_only(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="--captions applies to emoji and fashion-mnist only"):
+    with pytest.raises(DataError, match="`captions` applies to emoji and fashion-mnist only"):
         load_source(f"folder:{tmp_path}", SourceConfig(captions="retail"))
-    with pytest.raises(DataError, match=re.escape("--captions must be one of class | retail")):
+    with pytest.raises(DataError, match=re.escape("`captions` must be one of class | retail")):
         load_source("fashion-mnist", SourceConfig(captions="web"))
 
 
@@ -314,9 +314,9 @@ def test_emoji_vendors_and_rich_captions(tmp_path: Path, monkeypatch: pytest.Mon
     assert "animal mammal emoji: thing 0" in captions and len(captions) == 9  # short name = name: once
     _, plain = build_and_read("emoji", tmp_path / "plain")
     assert len(plain) == 6 and len(plain[0].captions) == 3
-    with pytest.raises(DataError, match="--vendors must name some of"):
+    with pytest.raises(DataError, match="`vendors` must name some of"):
         load_source("emoji", SourceConfig(vendors="google,openxyz"))
-    with pytest.raises(DataError, match="--vendors applies to emoji only"):
+    with pytest.raises(DataError, match="`vendors` applies to emoji only"):
         load_source("fashion-mnist", SourceConfig(vendors="google"))
-    with pytest.raises(DataError, match="emoji --captions must be one of names, rich"):
+    with pytest.raises(DataError, match="emoji `captions` must be one of names, rich"):
         load_source("emoji", SourceConfig(captions="retail"))

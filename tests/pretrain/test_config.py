@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pretrain.config import apply_overrides, config_from_dict, config_to_dict, save_config
+from pretrain.config import apply_overrides, config_from_dict, config_to_dict, save_config, validate
 from pretrain.named_configs import NAMED_CONFIGS, named_config
 from pretrain.errors import PretrainError
 
@@ -73,3 +73,12 @@ def test_random_background_puts_transparent_drawings_on_drawn_backgrounds() -> N
     with pytest.raises(PretrainError, match="zoom_out_min"):
         from pretrain.config import validate
         validate(apply_overrides(named_config("tiny-debug"), ["data.zoom_out_min=0"]))
+
+
+@pytest.mark.parametrize("other", ["compile=true", "model.channels_last=true"])
+def test_fsdp_refuses_what_it_cannot_shard(other: str) -> None:
+    config = apply_overrides(named_config("tiny-debug"), ["distributed.fsdp=true", other])
+    assert config.distributed.fsdp is True
+    with pytest.raises(PretrainError, match=f"distributed.fsdp=true does not combine with .*{other.split('=')[0]}"):
+        validate(config)
+    validate(apply_overrides(named_config("tiny-debug"), ["fsdp=true"]))  # alone it is fine

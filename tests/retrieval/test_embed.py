@@ -73,7 +73,7 @@ def test_fp16_and_refusal_to_mix_checkpoints(tmp_path: Path, tiny_run: Path, enc
     class OtherCheckpoint:
         checkpoint_id = "another-model"
 
-    with pytest.raises(RetrievalError, match="fresh --out"):
+    with pytest.raises(RetrievalError, match="fresh `out`"):
         embed_shards(config, encoder=OtherCheckpoint(), log=quiet)  # type: ignore[arg-type]
 
 

@@ -11,6 +11,7 @@ from finetune.fusion.config import FusionConfig
 from finetune.fusion.explain import explain_pair, explain_samples
 from finetune.fusion.run import train_fusion
 from finetune.fusion.store import load_fusion
+from finetune.train_eval_paths import TrainEvalPathsConfig
 from tests.finetune.fusion_fakes import tiny_checkpoint
 
 
@@ -18,7 +19,8 @@ def test_fusion_explanations(emoji_shards: Path, tmp_path: Path) -> None:
     run = tiny_checkpoint(tmp_path / "ckpt")
     for fusion in ("gated", "attention"):
         out = tmp_path / fusion
-        train_fusion(checkpoint=str(run), train_data=str(emoji_shards), eval_data=str(emoji_shards), out=str(out),
+        paths = TrainEvalPathsConfig(checkpoint=str(run), train_data=str(emoji_shards), eval_data=str(emoji_shards))
+        train_fusion(paths, out=str(out),
                      config=FusionConfig(fusion=fusion, tasks="category", epochs=1, hidden=32, attention_heads=2),
                      log=lambda _: None)
         model, encoder = load_fusion(out)

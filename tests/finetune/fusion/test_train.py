@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,19 +16,22 @@ from finetune.fusion.data import parse_tasks, resolve_label_spaces
 from finetune.fusion.run import train_fusion
 from finetune.fusion.store import load_fusion
 from finetune.fusion.train import drop_modalities
+from finetune.train_eval_paths import TrainEvalPathsConfig
 from clipline.commands.fusion import main
 from tests.finetune.fusion_fakes import tiny_checkpoint, write_two_task_shards
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("fusion")
-    return {
+    setup = {
         "checkpoint": tiny_checkpoint(root / "ckpt"),
         "train": write_two_task_shards(root / "train", per_class=6, seed=0),
         "eval": write_two_task_shards(root / "eval", per_class=2, seed=1),
         "root": root,
     }
+    return setup | {"paths": TrainEvalPathsConfig(checkpoint=str(setup["checkpoint"]), train_data=str(setup["train"]),
+                                                   eval_data=str(setup["eval"]))}
 
 
 def _quick(**overrides: object) -> FusionConfig:
@@ -35,11 +40,10 @@ def _quick(**overrides: object) -> FusionConfig:
     return FusionConfig(**settings)
 
 
-def test_each_modality_knows_only_its_own_task(setup: dict[str, Path]) -> None:
+def test_each_modality_knows_only_its_own_task(setup: dict[str, Any]) -> None:
     """colour is drawn in the image, the word is in the caption: fusion gets both, one modality one."""
-    report = train_fusion(checkpoint=str(setup["checkpoint"]), train_data=str(setup["train"]),
-                          eval_data=str(setup["eval"]), out=str(setup["root"] / "concat"),
-                          config=_quick(fusion="concat"), log=lambda _: None)
+    report = train_fusion(setup["paths"], out=str(setup["root"] / "concat"), config=_quick(fusion="concat"),
+                          log=lambda _: None)
     top1 = {c: {t: r["top1"] for t, r in tasks.items()} for c, tasks in report["summary"].items()}
     assert top1["both"]["colour"] >= 0.9 and top1["both"]["word"] >= 0.9
     assert top1["image_only"]["colour"] >= 0.85 and top1["image_only"]["word"] <= 0.5
@@ -55,10 +59,9 @@ def test_each_modality_knows_only_its_own_task(setup: dict[str, Path]) -> None:
     assert len(rows) == 25 and rows[-1]["train_loss"] < rows[0]["train_loss"]
 
 
-def test_gated_run_saves_reloads_and_reports_gates(setup: dict[str, Path]) -> None:
+def test_gated_run_saves_reloads_and_reports_gates(setup: dict[str, Any]) -> None:
     out = setup["root"] / "gated"
-    report = train_fusion(checkpoint=str(setup["checkpoint"]), train_data=str(setup["train"]),
-                          eval_data=str(setup["eval"]), out=str(out),
+    report = train_fusion(setup["paths"], out=str(out),
                           config=_quick(fusion="gated", epochs=3, task_weighting="uncertainty"), log=lambda _: None)
     gates = report["gate_mean_image_share"]
     assert gates["image_only"] == 1.0 and gates["text_only"] == 0.0 and 0.0 < gates["both"] < 1.0
@@ -71,12 +74,12 @@ def test_gated_run_saves_reloads_and_reports_gates(setup: dict[str, Path]) -> No
     torch.testing.assert_close(model_again(images, text)["logits"]["word"], logits)
 
 
-def test_partially_unfrozen_towers_train_and_are_saved(setup: dict[str, Path]) -> None:
+def test_partially_unfrozen_towers_train_and_are_saved(setup: dict[str, Any]) -> None:
     out = setup["root"] / "last"
     before = {n: p.clone() for n, p in load_fusion_source(setup).named_parameters()}
-    train_fusion(checkpoint=str(setup["checkpoint"]), train_data=str(setup["train"]), eval_data=str(setup["eval"]),
-                 out=str(out), config=_quick(fusion="attention", towers="last", unfrozen_blocks=1, epochs=2,
-                                             tower_lr=1e-3, attention_heads=2), log=lambda _: None)
+    train_fusion(setup["paths"], out=str(out), config=_quick(fusion="attention", towers="last", unfrozen_blocks=1,
+                                                             epochs=2, tower_lr=1e-3, attention_heads=2),
+                 log=lambda _: None)
     model, _ = load_fusion(out)
     after = dict(model.towers.named_parameters())
     assert not torch.equal(after["visual.transformer.resblocks.1.mlp.c_fc.weight"],
@@ -85,26 +88,25 @@ def test_partially_unfrozen_towers_train_and_are_saved(setup: dict[str, Path]) -
                        before["visual.transformer.resblocks.0.mlp.c_fc.weight"])
 
 
-def load_fusion_source(setup: dict[str, Path]) -> torch.nn.Module:
+def load_fusion_source(setup: dict[str, Any]) -> torch.nn.Module:
     from pretrain.encoder import Encoder
 
     return Encoder.load(setup["checkpoint"]).model
 
 
-def test_samples_missing_a_label_are_skipped_and_counted(setup: dict[str, Path]) -> None:
+def test_samples_missing_a_label_are_skipped_and_counted(setup: dict[str, Any]) -> None:
     train = write_two_task_shards(setup["root"] / "gappy", per_class=2, seed=3, drop_word_every=4)
-    report = train_fusion(checkpoint=str(setup["checkpoint"]), train_data=str(train), eval_data=str(setup["eval"]),
-                          out=str(setup["root"] / "gappy_run"), config=_quick(epochs=1, val_fraction=0.0),
+    gappy = replace(setup["paths"], train_data=str(train))
+    report = train_fusion(gappy, out=str(setup["root"] / "gappy_run"), config=_quick(epochs=1, val_fraction=0.0),
                           log=lambda _: None)
     assert report["train_skipped"] == {"missing label 'word'": 8}  # samples 0, 4, ..., 28 of 32
     assert report["train_samples"] == 24
-    only_colour = train_fusion(checkpoint=str(setup["checkpoint"]), train_data=str(train),
-                               eval_data=str(setup["eval"]), out=str(setup["root"] / "colour_run"),
+    only_colour = train_fusion(gappy, out=str(setup["root"] / "colour_run"),
                                config=_quick(tasks="colour", epochs=1, val_fraction=0.0), log=lambda _: None)
     assert only_colour["train_samples"] == 32 and only_colour["train_skipped"] == {}
 
 
-def test_bad_input_is_one_line_and_exit_2(setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_line_and_exit_2(setup: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     common = ["--checkpoint", str(setup["checkpoint"]), "--train-data", str(setup["train"]),
               "--eval-data", str(setup["eval"]), "--out", str(setup["root"] / "bad")]
     cases = [
@@ -121,14 +123,14 @@ def test_bad_input_is_one_line_and_exit_2(setup: dict[str, Path], capsys: pytest
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
 
 
-def test_all_labels_missing_is_an_error(setup: dict[str, Path], tmp_path: Path) -> None:
+def test_all_labels_missing_is_an_error(setup: dict[str, Any], tmp_path: Path) -> None:
     shards = write_two_task_shards(tmp_path / "nowords", per_class=1, seed=0, drop_word_every=1)
     with pytest.raises(FinetuneError, match=r"no usable sample for tasks colour, word .* 16 missing label 'word'"):
-        train_fusion(checkpoint=str(setup["checkpoint"]), train_data=str(shards), eval_data=str(shards),
-                     out=str(tmp_path / "run"), config=_quick(epochs=1, val_fraction=0.0), log=lambda _: None)
+        train_fusion(replace(setup["paths"], train_data=str(shards), eval_data=str(shards)), out=str(tmp_path / "run"),
+                     config=_quick(epochs=1, val_fraction=0.0), log=lambda _: None)
 
 
-def test_tasks_and_label_spaces(setup: dict[str, Path], emoji_shards: Path) -> None:
+def test_tasks_and_label_spaces(setup: dict[str, Any], emoji_shards: Path) -> None:
     assert parse_tasks("category, subcategory,category") == ["category", "subcategory"]
     spaces = resolve_label_spaces(emoji_shards, ["category", "subcategory"])
     assert len(spaces["category"]) == 10 and "face-smiling" in spaces["subcategory"]
@@ -143,15 +145,14 @@ def test_modality_dropout_drops_one_modality_at_the_asked_rate() -> None:
     assert abs((~image).float().mean().item() - 0.15) < 0.01
 
 
-def test_heads_can_share_one_pass_of_the_frozen_towers(setup: dict[str, Path]) -> None:
+def test_heads_can_share_one_pass_of_the_frozen_towers(setup: dict[str, Any]) -> None:
     shared: dict = {}
     logs: dict[str, list[str]] = {"attention": [], "gated": []}
     reports = {}
     for fusion in logs:
         reports[fusion] = train_fusion(
-            checkpoint=str(setup["checkpoint"]), train_data=str(setup["train"]), eval_data=str(setup["eval"]),
-            out=str(setup["root"] / f"shared_{fusion}"), config=_quick(fusion=fusion, epochs=1, attention_heads=2),
-            log=logs[fusion].append, shared_cache=shared)
+            setup["paths"], out=str(setup["root"] / f"shared_{fusion}"),
+            config=_quick(fusion=fusion, epochs=1, attention_heads=2), log=logs[fusion].append, shared_cache=shared)
     assert sum("running the frozen towers" in line for line in logs["attention"]) == 2  # train and eval shards
     assert not any("running the frozen towers" in line for line in logs["gated"])
     assert reports["gated"]["train_samples"] == reports["attention"]["train_samples"] > 0

@@ -59,7 +59,7 @@ def test_all_carves_a_fraction_of_each_class() -> None:
 
 def test_too_many_shots_names_the_class() -> None:
     labels = pool([30, 3, 40])
-    with pytest.raises(FinetuneError, match=r"class 'dog' has only 3 training samples but --shots 4"):
+    with pytest.raises(FinetuneError, match=r"class 'dog' has only 3 training samples but `shots` 4"):
         sample_shots(labels, CLASSES, 4, seed=1)
 
 

@@ -96,7 +96,7 @@ def test_failed_build_leaves_no_index_and_keeps_the_old_one(synthetic_emb: Path,
 
 def test_existing_index_needs_overwrite(synthetic_emb: Path, tmp_path: Path) -> None:
     (tmp_path / "index").mkdir()
-    with pytest.raises(RetrievalError, match="--overwrite"):
+    with pytest.raises(RetrievalError, match="`overwrite`"):
         build_index(IndexBuildConfig(emb=str(synthetic_emb), out=str(tmp_path / "index")), log=quiet)
 
 
@@ -152,6 +152,6 @@ def test_a_budget_too_small_for_the_target_is_refused_naming_the_size_that_reach
         build_index(IndexBuildConfig(emb=str(emb), out=str(tmp_path / "i"), max_memory=str(budget),
                                      target_recall=0.99, tune_queries=200), log=quiet)
     message = str(err.value)
-    assert "below --target-recall 0.99" in message and "\n" not in message
-    assert "IVF256,PQ16x4fs,Refine(SQ8)) needs --max-memory 609.00kB" in message  # 12,000 x 48 + 32,768 bytes
+    assert "below `target_recall` 0.99" in message and "\n" not in message
+    assert "IVF256,PQ16x4fs,Refine(SQ8)) needs `max_memory` 609.00kB" in message  # 12,000 x 48 + 32,768 bytes
     assert not (tmp_path / "i").exists()

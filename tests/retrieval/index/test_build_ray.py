@@ -40,7 +40,7 @@ def test_merged_index_searches_like_a_local_one(local_ray, emoji_emb: Path, tmp_
 
 
 def test_non_ivf_factory_is_refused_before_writing(emoji_emb: Path, tmp_path: Path) -> None:
-    with pytest.raises(RetrievalError, match="--distributor ray fills IVF indices"):
+    with pytest.raises(RetrievalError, match="`distributor` ray fills IVF indices"):
         build_index(IndexBuildConfig(emb=str(emoji_emb), out=str(tmp_path / "idx"), factory="Flat", distributed=RAY),
                     log=lambda m: None)
     assert not (tmp_path / "idx").exists()

@@ -71,9 +71,9 @@ def test_the_ladder_above_a_choice_ends_in_exact_lists() -> None:
 
 
 def test_too_small_a_budget_says_how_much_is_needed() -> None:
-    with pytest.raises(RetrievalError, match="raise --max-memory"):
+    with pytest.raises(RetrievalError, match="raise `max_memory`"):
         choose_index_factory(1_000_000, 512, 10 * 10**6)
-    with pytest.raises(RetrievalError, match="raise --max-memory"):
+    with pytest.raises(RetrievalError, match="raise `max_memory`"):
         choose_index_factory(1_000, 512, 1000)  # too few to train, too big for flat
 
 

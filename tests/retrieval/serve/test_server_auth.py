@@ -60,7 +60,7 @@ def test_loopback_hosts(host: str) -> None:
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "example.com", "localhost.evil.com"])
 def test_public_hosts_need_a_key_or_insecure(host: str) -> None:
     assert not is_loopback_host(host)
-    with pytest.raises(RetrievalError, match="--api-key"):
+    with pytest.raises(RetrievalError, match="`api_key`"):
         check_bind_safety(host, api_key=None, insecure=False)
     check_bind_safety(host, api_key="k", insecure=False)
     check_bind_safety(host, api_key=None, insecure=True)

@@ -47,7 +47,7 @@ def test_added_rows_are_capped_over_all_requests(shard: Path) -> None:
     with client_for(shard, limits=ServeLimits(max_added_rows=5)) as client:
         assert client.post("/indices/colors/add", json={"items": items(0, 3)}).status_code == 200
         over = client.post("/indices/colors/add", json={"items": items(3, 3)})
-        assert over.status_code == 413 and "--max-added-rows" in over.json()["detail"]
+        assert over.status_code == 413 and "`max_added_rows`" in over.json()["detail"]
         assert client.post("/indices/colors/add", json={"items": items(3, 2)}).status_code == 200
         assert client.get("/indices").json()[0]["size"] == len(ColorBackend.from_shard(shard)) + 5
 

@@ -52,8 +52,17 @@ def screenshot_dir(tmp_path: Path) -> Path:
     return target
 
 
+IMAGES_LOADED = "() => [...document.querySelectorAll('.result img')].every(i => i.complete && i.naturalWidth > 0)"
+
+
 def result_keys(page) -> list[str]:
     return page.eval_on_selector_all(".result", "cards => cards.map(c => c.dataset.key)")
+
+
+def search(page, text: str) -> None:
+    """Type `text` into the query box and submit it, as a user does."""
+    page.fill("#query", text)
+    page.press("#query", "Enter")
 
 
 def test_typed_query_renders_results_and_click_searches_by_image(browser_page, shard: Path, tmp_path: Path) -> None:
@@ -66,14 +75,13 @@ def test_typed_query_renders_results_and_click_searches_by_image(browser_page, s
         page.wait_for_function("() => document.querySelectorAll('#index option').length === 1")
         assert page.inner_text("#index") == "colors (12)"
 
-        page.fill("#query", "a red circle")
-        page.press("#query", "Enter")
+        search(page, "a red circle")
         page.wait_for_function("() => document.querySelectorAll('.result').length === 12")
         assert result_keys(page)[:2] == ["red_circle", "red_square"]
         first = page.locator(".result").first
         assert first.locator(".caption").inner_text() == "a red circle"
         assert first.locator(".score").inner_text() == "1.000"
-        page.wait_for_function("() => [...document.querySelectorAll('.result img')].every(i => i.complete && i.naturalWidth > 0)")
+        page.wait_for_function(IMAGES_LOADED)
         assert "12 results" in page.inner_text("#status")
         page.screenshot(path=str(screenshot_dir(tmp_path) / "webpage_text_query.png"), full_page=True)
 
@@ -102,8 +110,7 @@ def test_captions_are_shown_as_text_not_markup(browser_page, shard: Path) -> Non
     page = browser_page
     with running_server(app) as url:
         page.goto(url + "/")
-        page.fill("#query", "red square")
-        page.press("#query", "Enter")
+        search(page, "red square")
         page.wait_for_selector(".result[data-key='evil']")
         caption = page.locator(".result[data-key='evil'] .caption").inner_text()
         assert caption == XSS_CAPTION
@@ -122,12 +129,11 @@ def test_page_asks_for_the_api_key_and_uses_it(browser_page, shard: Path) -> Non
         page.fill("#apikey", "page-key")
         page.click("#apikey-save")
         page.wait_for_function("() => document.querySelectorAll('#index option').length === 1")
-        page.fill("#query", "green")
-        page.press("#query", "Enter")
+        search(page, "green")
         page.wait_for_function("() => document.querySelectorAll('.result').length === 12")
         assert set(result_keys(page)[:2]) == {"green_circle", "green_square"}
         # Images load too: the key travels in the page's cookie, which <img> requests send.
-        page.wait_for_function("() => [...document.querySelectorAll('.result img')].every(i => i.complete && i.naturalWidth > 0)")
+        page.wait_for_function(IMAGES_LOADED)
 
 
 def test_bad_query_shows_the_server_message(browser_page, shard: Path) -> None:
@@ -136,8 +142,7 @@ def test_bad_query_shows_the_server_message(browser_page, shard: Path) -> None:
     page = browser_page
     with running_server(app) as url:
         page.goto(url + "/")
-        page.fill("#query", "a very long query")
-        page.press("#query", "Enter")
+        search(page, "a very long query")
         page.wait_for_selector("#status.error")
         assert "limit is 5" in page.inner_text("#status")
 
@@ -150,10 +155,9 @@ def test_real_emoji_index_renders_in_the_page(browser_page, emoji_index: Path, t
     with running_server(app) as url:
         page.goto(url + "/")
         page.wait_for_function("() => document.querySelectorAll('#index option').length === 1")
-        page.fill("#query", "smiling face with heart eyes")
-        page.press("#query", "Enter")
+        search(page, "smiling face with heart eyes")
         page.wait_for_function("() => document.querySelectorAll('.result').length === 24")
-        page.wait_for_function("() => [...document.querySelectorAll('.result img')].every(i => i.complete && i.naturalWidth > 0)")
+        page.wait_for_function(IMAGES_LOADED)
         scores = [float(s) for s in page.locator(".result .score").all_inner_texts()]
         assert scores == sorted(scores, reverse=True)
         page.screenshot(path=str(screenshot_dir(tmp_path) / "webpage_emoji_index.png"), full_page=True)

@@ -6,21 +6,9 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
-from clipline.cli import main as clipline_main
 from clipline.commands import eval as eval_cli
+from tests.clipline.running import run_clipline
 from tests.finetune.fakes import ColourEncoder, save_tiny_checkpoint, write_shards
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        clipline_main(["eval", *argv])
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_real_checkpoint_on_fixture_shards(emoji_shards: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
@@ -28,7 +16,7 @@ def test_real_checkpoint_on_fixture_shards(emoji_shards: Path, tmp_path: Path, c
     out = tmp_path / "retrieval.json"
     argv = ["retrieval", "--checkpoint", str(run), "--data", str(emoji_shards), "--out", str(out),
             "--allow-resize", "--num-workers", "0"]  # fmt: skip
-    code, stdout, err = run_cli(argv, capsys)
+    code, stdout, err = run_clipline(["eval", *argv], capsys)
     assert code == 0, err
     report = json.loads(out.read_text())
     for direction in ("image_to_text", "text_to_image"):
@@ -50,7 +38,7 @@ def test_known_answer_and_caption_choice(tmp_path: Path, monkeypatch, capsys) ->
     out = tmp_path / "r.json"
     argv = ["retrieval", "--model", "fake", "--data", str(data), "--out", str(out), "--captions", "first",
             "--num-workers", "0"]  # fmt: skip
-    code, _, err = run_cli(argv, capsys)
+    code, _, err = run_clipline(["eval", *argv], capsys)
     assert code == 0, err
     report = json.loads(out.read_text())
     assert report["image_to_text_R@1"] == 1.0 and report["text_to_image_R@1"] == 1.0
@@ -73,7 +61,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:  # no
                          "captions"),
     }  # fmt: skip
     for case, (argv, expected) in cases.items():
-        code, _, err = run_cli(argv, capsys)
+        code, _, err = run_clipline(["eval", *argv], capsys)
         lines = [line for line in err.splitlines() if line.startswith("error:")]
         assert code == 2, (case, err)
         assert len(lines) == 1 and "Traceback" not in err, (case, err)
@@ -87,7 +75,7 @@ def test_clip_benchmark_format(tmp_path: Path, monkeypatch, capsys) -> None:  # 
     out = tmp_path / "cb.json"
     argv = ["retrieval", "--model", "fake", "--data", str(data), "--out", str(out), "--captions", "first",
             "--num-workers", "0", "--format", "clip_benchmark"]  # fmt: skip
-    code, _, err = run_cli(argv, capsys)
+    code, _, err = run_clipline(["eval", *argv], capsys)
     assert code == 0, err
     layout = json.loads(out.read_text())
     assert set(layout) == {"dataset", "model", "pretrained", "task", "metrics", "language"}

@@ -10,22 +10,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from clipline.cli import main as clipline_main
 from clipline.commands import zeroshot as zeroshot_cli
+from tests.clipline.running import run_clipline
 from tests.finetune.fakes import ColourEncoder, save_tiny_checkpoint, write_shards
 
 CLASSES = ["cat", "dog", "bird", "fish"]
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run `clipline zeroshot ...`; returns (exit code, stdout, stderr)."""
-    try:
-        clipline_main(["zeroshot", *argv])
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +26,7 @@ def test_real_checkpoint_on_fixture_shards(tiny_run: Path, emoji_shards: Path, t
     out = tmp_path / "reports" / "emoji.json"
     argv = ["--checkpoint", str(tiny_run), "--data", str(emoji_shards), "--out", str(out),
             "--allow-resize", "--num-workers", "0", "--batch-size", "20", "--label-field", "category"]  # fmt: skip
-    code, stdout, _ = run_cli(argv, capsys)
+    code, stdout, _ = run_clipline(["zeroshot", *argv], capsys)
     assert code == 0
     report = json.loads(out.read_text())
     for key in ("top1", "top5", "mean_per_class_recall", "macro_f1", "per_class", "n"):
@@ -69,7 +58,7 @@ def test_known_answer_through_the_command_line(tmp_path: Path, monkeypatch, caps
     out = tmp_path / "r.json"
     argv = ["--model", "fake", "--data", str(data), "--out", str(out), "--classes", str(classes),
             "--templates", "imagenet7", "--num-workers", "0", "--report-dir", str(tmp_path / "pics")]  # fmt: skip
-    code, _, err = run_cli(argv, capsys)
+    code, _, err = run_clipline(["zeroshot", *argv], capsys)
     assert code == 0, err
     report = json.loads(out.read_text())
     assert report["top1"] == 0.5
@@ -98,7 +87,7 @@ def test_open_clip_train_checkpoint_via_model_and_pretrained(emoji_shards: Path,
     reports = []
     for source in (["--model", TINY_MODEL, "--pretrained", str(weights)], ["--checkpoint", str(run)]):
         out = tmp_path / f"r{len(reports)}.json"
-        code, _, err = run_cli([*source, *common, "--out", str(out)], capsys)
+        code, _, err = run_clipline(["zeroshot", *source, *common, "--out", str(out)], capsys)
         assert code == 0, err
         reports.append(json.loads(out.read_text()))
     assert reports[0]["confusion"] == reports[1]["confusion"]
@@ -139,7 +128,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, capsys
     import re
 
     for case, (argv, expected) in _bad_input_cases(tmp_path, tiny_run).items():
-        code, _, err = run_cli(argv, capsys)
+        code, _, err = run_clipline(["zeroshot", *argv], capsys)
         lines = [line for line in err.splitlines() if line.startswith("error:")]
         assert code == 2, (case, err)
         assert len(lines) == 1 and "Traceback" not in err, (case, err)
@@ -153,7 +142,7 @@ def test_clip_benchmark_format(tmp_path: Path, monkeypatch, capsys) -> None:  # 
     out = tmp_path / "cb.json"
     argv = ["--model", "fake", "--data", str(data), "--out", str(out), "--templates", "imagenet7",
             "--num-workers", "0", "--format", "clip_benchmark"]  # fmt: skip
-    code, _, err = run_cli(argv, capsys)
+    code, _, err = run_clipline(["zeroshot", *argv], capsys)
     assert code == 0, err
     layout = json.loads(out.read_text())
     assert layout["task"] == "zeroshot_classification" and layout["model"] == "fake" and layout["language"] == "en"

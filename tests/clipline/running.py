@@ -1,0 +1,18 @@
+"""Run the `clipline` console script inside the test process, as a user would from a shell."""
+
+from __future__ import annotations
+
+import pytest
+
+from clipline.cli import main
+
+
+def run_clipline(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """`clipline ARGV...`: (exit status, stdout, stderr)."""
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
