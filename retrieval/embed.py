@@ -9,7 +9,7 @@ but info.json says `complete: false` and the next run embeds it again. Under `ac
 torchrun) process r embeds shards r, r+world, r+2·world, ... and rank 0
 writes info.json once all are done. The vectors come from `retrieval.embed_stream`
 (decoding ahead of the model, captions encoded sorted by length, bf16 autocast
-where the hardware has it, for `--precision auto`; the choice is logged and
+where the hardware has it, for precision `auto`; the choice is logged and
 recorded in info.json).
 """
 
@@ -195,7 +195,7 @@ def _choose_precision(config: EmbedConfig) -> tuple[str, str]:
     try:
         return choose_precision(config.precision, torch.device(config.device))
     except (PretrainError, RuntimeError) as err:  # an unknown precision or device name
-        raise RetrievalError(f"--precision {config.precision} --device {config.device}: {err}") from err
+        raise RetrievalError(f"`precision` {config.precision!r} on `device` {config.device!r}: {err}") from err
 
 
 def _list_shards(data: str) -> list[str]:
