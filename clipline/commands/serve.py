@@ -11,6 +11,8 @@ load once at start.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import logging
 import os
 import re
@@ -56,6 +58,8 @@ class ServeCommandConfig:
     """Worker threads for encoding and index search (and text batches in flight)."""
     text_cache: int = 4096
     """Distinct query texts whose embeddings are remembered (least recently used dropped; 0 = off)."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Query encoding: auto = bf16 autocast where the CPU runs it natively (as `clipline embed` chooses), else fp32."""
     max_k: int = 100
     """Most results a query may ask for."""
     max_text_chars: int = 1000
@@ -143,9 +147,10 @@ def run_server(cmd: ServeCommandConfig) -> None:
 
     print(f"serve: loading {len(named)} index(es)", file=sys.stderr)
     registry = load_registry(named, checkpoint=encoder_spec(cmd.encoder, required=False),
-                             text_cache_size=cmd.text_cache)
+                             text_cache_size=cmd.text_cache, precision=cmd.precision)
     for served in registry:
-        print(f"serve: {served.name}: {len(served.backend)} items from {served.source}", file=sys.stderr)
+        print(f"serve: {served.name}: {len(served.backend)} items from {served.source}; queries encoded in "
+              f"{served.backend.precision}", file=sys.stderr)
     app = create_app(registry, config)
     shown_host = f"[{cmd.host}]" if ":" in cmd.host else cmd.host
     print(f"serve: http://{shown_host}:{cmd.port}/  (API docs at /docs)", file=sys.stderr)

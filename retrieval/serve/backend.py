@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pretrain.precision import Precision, autocast, encoder_device, resolve_precision
 from retrieval.encoder_spec import load_encoder
 from retrieval.errors import RetrievalError
 from retrieval.index.store import read_index_info
@@ -56,7 +57,7 @@ class IndexBackend:
     """Searches one index dir (every side it was built with) and its delta; immutable once built."""
 
     def __init__(self, retrievers: dict[str, Retriever], info: dict, delta: DeltaRows | None = None,
-                 text_cache: TextEmbeddingCache | None = None) -> None:
+                 text_cache: TextEmbeddingCache | None = None, precision: Precision = "fp32") -> None:
         self.retrievers = retrievers
         self.info = info
         self.modalities = tuple(retrievers)
@@ -68,17 +69,25 @@ class IndexBackend:
         self.delta = delta or DeltaRows.empty(self.modalities, self.embed_dim)
         self._delta_keys = frozenset(self.delta.keys)
         self.text_cache = text_cache if text_cache is not None else TextEmbeddingCache(0)
+        self.precision = precision  # of the query encoders: bf16 autocast where chosen, as `clipline embed` runs
+        self.compute = autocast(precision, encoder_device(self.encoder))
 
     def __len__(self) -> int:
         return self.base_count + len(self.delta.keys)
 
     def search_text(self, texts: list[str], k: int, modality: str) -> list[list[dict]]:
-        vectors = self.text_cache.encode(texts, lambda fresh: self.encoder.encode_text(fresh).cpu().numpy())  # (Q, D)
+        vectors = self.text_cache.encode(texts, self._encode_texts)  # (Q, D)
         return self.search_embedding(vectors, k, modality)
 
     def search_image(self, images: list[Image.Image], k: int, modality: str) -> list[list[dict]]:
         batch = torch.stack([self.encoder.preprocess(image) for image in images])  # (Q, 3, H, W)
-        return self.search_embedding(self.encoder.encode_image(batch).cpu().numpy(), k, modality)
+        with self.compute():
+            vectors = self.encoder.encode_image(batch).float().cpu().numpy()  # (Q, D)
+        return self.search_embedding(vectors, k, modality)
+
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        with self.compute():
+            return self.encoder.encode_text(texts).float().cpu().numpy()  # (Q, D)
 
     def search_embedding(self, vectors: np.ndarray, k: int, modality: str) -> list[list[dict]]:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (Q, D)
@@ -126,7 +135,7 @@ class IndexBackend:
         if self.metric != "ip":
             raise RetrievalError(f"adding to an index built with metric {self.metric!r} is not supported; "
                                  "rebuild it with `clipline index build --metric ip`")
-        return IndexBackend(self.retrievers, self.info, self.delta.extended(items), self.text_cache)
+        return IndexBackend(self.retrievers, self.info, self.delta.extended(items), self.text_cache, self.precision)
 
     @property
     def _first(self) -> Retriever:
@@ -139,7 +148,7 @@ def _hit(row: dict) -> dict:
 
 def load_backend(root: Path, encoders: dict[str, Any], checkpoint: str | None = None,
                  caches: dict[str, TextEmbeddingCache] | None = None,
-                 text_cache_size: int = TEXT_CACHE_SIZE) -> IndexBackend:
+                 text_cache_size: int = TEXT_CACHE_SIZE, precision: str = "fp32") -> IndexBackend:
     """Open every side of the index dir; indices built with one checkpoint share one encoder and text cache."""
     info, _ = read_index_info(root)
     spec = checkpoint or recorded_checkpoint(info.get("checkpoint"), root)
@@ -158,15 +167,15 @@ def load_backend(root: Path, encoders: dict[str, Any], checkpoint: str | None = 
                              f"{info['dim']}-d ones; serve it with the checkpoint it was built from")
     caches = {} if caches is None else caches
     cache = caches.setdefault(spec, TextEmbeddingCache(text_cache_size))
-    return IndexBackend(retrievers, info, text_cache=cache)
+    return IndexBackend(retrievers, info, text_cache=cache, precision=resolve_precision(encoder, precision))
 
 
 def load_registry(named: list[tuple[str, Path]], checkpoint: str | None = None,
-                  text_cache_size: int = TEXT_CACHE_SIZE) -> IndexRegistry:
+                  text_cache_size: int = TEXT_CACHE_SIZE, precision: str = "fp32") -> IndexRegistry:
     """Load each (name, index dir) once, in order; the first is the default index."""
     encoders: dict[str, Any] = {}
     caches: dict[str, TextEmbeddingCache] = {}
-    served = [ServedIndex(name, load_backend(Path(root), encoders, checkpoint, caches, text_cache_size),
+    served = [ServedIndex(name, load_backend(Path(root), encoders, checkpoint, caches, text_cache_size, precision),
                           source=str(root))
               for name, root in named]
     return IndexRegistry(served)

@@ -170,3 +170,18 @@ def test_search_answers_validate_against_the_documented_schema(client: TestClien
     assert parsed.query_type == "text" and parsed.k == 4 and parsed.index == "emoji"
     assert all(hit.image_url == f"/images/emoji/{hit.key}" for hit in parsed.results)
     assert parsed.results[0].score >= parsed.results[-1].score
+
+
+def test_bf16_query_encoding_finds_the_fp32_neighbours(emoji_index: Path) -> None:
+    """`--precision bf16` (what auto picks on a CPU with native bf16) encodes queries under bf16 autocast:
+    float32 unit vectors within cosine 0.999 of fp32's, and the same nearest rows."""
+    fp32 = load_registry([("emoji", emoji_index)]).get(None).backend
+    bf16 = load_registry([("emoji", emoji_index)], precision="bf16").get(None).backend
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    texts = ["cat", "a red apple", "smiling face with sunglasses"]
+    a, b = fp32._encode_texts(texts), bf16._encode_texts(texts)
+    assert b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert np.all((a * b).sum(axis=1) > 0.999)
+    assert not np.array_equal(a, b)  # bf16 really ran
+    first = [[h["key"] for h in hits][:1] for hits in fp32.search_text(texts, 5, "text")]
+    assert first == [[h["key"] for h in hits][:1] for hits in bf16.search_text(texts, 5, "text")]
