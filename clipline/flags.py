@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import sys
 import typing
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
@@ -155,6 +156,17 @@ def parse_config(cls: type[T], argv: list[str], *, prog: str, description: str |
     parser = ConfigParser(prog, description or cls.__doc__)
     parser.add_config(cls, flat=flat, positional=positional)
     return parser.parse_config(cls, argv)
+
+
+def parse_script_config(cls: type[T], argv: list[str], *, prog: str, description: str | None = None,
+                        flat: Collection[str] = (), positional: Collection[str] = ()) -> T:
+    """`parse_config` for a script's `__main__` (benchmarks): a bad command line is one line,
+    `PROG: error: ...`, and exit status 2, as argparse does, not a traceback."""
+    try:
+        return parse_config(cls, argv, prog=prog, description=description, flat=flat, positional=positional)
+    except argparse.ArgumentError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 @contextmanager

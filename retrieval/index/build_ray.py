@@ -15,8 +15,12 @@ path of this machine, loaded as every other index is); the on-disk lists are rem
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
 import shutil
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import faiss
@@ -52,7 +56,8 @@ def fill_with_ray(emb: EmbeddingSet, modality: str, trained: faiss.Index, work: 
     from faiss.contrib.ondisk import merge_ondisk
 
     index = faiss.read_index(str(trained_path))
-    merge_ondisk(index, [job[5] for job in jobs], str(work / "merged.ivfdata"))
+    with c_stdout_to_stderr():  # FAISS printf()s "resizing FILE to N bytes": stdout is for results
+        merge_ondisk(index, [job[5] for job in jobs], str(work / "merged.ivfdata"))
     in_memory(index)
     shutil.rmtree(work)
     return index
@@ -78,3 +83,18 @@ def in_memory(index: faiss.Index) -> None:
     lists.merge_from(ivf.invlists, 0)
     ivf.replace_invlists(lists, True)
     lists.this.disown()
+
+
+@contextlib.contextmanager
+def c_stdout_to_stderr() -> Iterator[None]:
+    """Send what C code writes to stdout (file descriptor 1) to stderr while inside."""
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        libc.fflush(None)  # C stdio buffers a pipe: flush what was printed before fd 1 points back
+        os.dup2(saved, 1)
+        os.close(saved)

@@ -9,7 +9,7 @@ from typing import Literal
 import pytest
 from jsonargparse import ArgumentParser
 
-from clipline.flags import add_config_flags, config_fields, config_from_args, parse_config
+from clipline.flags import add_config_flags, config_fields, config_from_args, parse_config, parse_script_config
 
 
 @dataclass(kw_only=True)
@@ -142,3 +142,12 @@ def test_positional_and_skipped_fields() -> None:
                               given={"api_key": "k"})
     assert config == Serve(index=["a", "b"], port=9, api_key="k")
     assert parse_config(Serve, ["x"], prog="serve", positional=("index",)).index == ["x"]
+
+
+def test_a_script_with_a_bad_command_line_says_one_line_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_script_config(Run, ["--data", "d", "--shots", "many"], prog="benchmarks/x.py")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("benchmarks/x.py: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert parse_script_config(Run, ["--data", "d"], prog="benchmarks/x.py").data == "d"

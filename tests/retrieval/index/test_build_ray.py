@@ -44,3 +44,18 @@ def test_non_ivf_factory_is_refused_before_writing(emoji_emb: Path, tmp_path: Pa
         build_index(IndexBuildConfig(emb=str(emoji_emb), out=str(tmp_path / "idx"), factory="Flat", distributed=RAY),
                     log=lambda m: None)
     assert not (tmp_path / "idx").exists()
+
+
+def test_faiss_printing_during_the_merge_goes_to_stderr_not_stdout() -> None:
+    """merge_ondisk's C code printf()s progress; `index build` keeps stdout for its results."""
+    import subprocess
+    import sys
+
+    code = ("import ctypes; from retrieval.index.build_ray import c_stdout_to_stderr\n"
+            "print('before', flush=True)\n"
+            "with c_stdout_to_stderr(): ctypes.CDLL(None).printf(b'resizing x to 1 bytes\\n')\n"
+            "print('after')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[3])
+    assert done.stdout == "before\nafter\n"
+    assert "resizing x to 1 bytes" in done.stderr
