@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from clipline.flags import parse_config
+from clipline.flags import parse_script_config
 from finetune.compress.table import CompressConfig, compression_table, markdown_table
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 
@@ -43,7 +43,7 @@ class BenchConfig:
 
 
 def main() -> None:
-    paths = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/compress.py",
+    paths = parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/compress.py",
                          description=__doc__.splitlines()[0], flat=("compress",))
     if paths.threads:
         torch.set_num_threads(paths.threads)

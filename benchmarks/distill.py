@@ -150,9 +150,9 @@ def measure(config: BenchConfig) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from clipline.flags import parse_config
+    from clipline.flags import parse_script_config
 
-    bench = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/distill.py", flat=("distill",))
+    bench = parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/distill.py", flat=("distill",))
     if not bench.distill.teacher:
         sys.exit("benchmarks/distill.py: pass --teacher RUN")
     print(json.dumps(measure(bench), indent=2))

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
-from clipline.flags import parse_config
+from clipline.flags import parse_script_config
 from data_tools.build import BuildConfig, build_shards
 from data_tools.distributor import DistributorConfig
 from data_tools.sources import SourceConfig, load_source
@@ -125,7 +125,7 @@ class BenchConfig:
 
 
 def main() -> None:
-    args = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/distributed_data.py")
+    args = parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/distributed_data.py")
     import ray
 
     figures: dict = {"machine": machine_info(("torch", "ray", "faiss-cpu", "pillow")),

@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from machine import machine_info  # noqa: E402  (benchmarks/machine.py: this script's folder is on sys.path)
 
-from clipline.flags import parse_config  # noqa: E402
+from clipline.flags import parse_script_config  # noqa: E402
 from data_tools.loader import list_shards  # noqa: E402
 from data_tools.loader_workers import auto_loader_workers  # noqa: E402
 from pretrain.precision import choose_precision  # noqa: E402
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(argv) == 2 and argv[0] == "child":
         print(json.dumps(child_pass(json.loads(argv[1]))))
         return
-    cfg = parse_config(BenchConfig, argv, prog="benchmarks/embed_throughput.py", description=__doc__.splitlines()[0])
+    cfg = parse_script_config(BenchConfig, argv, prog="benchmarks/embed_throughput.py", description=__doc__.splitlines()[0])
     precision, why = choose_precision(cfg.precision, torch.device("cpu"))
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="embed-throughput-") as tmp:

@@ -49,7 +49,7 @@ from machine import machine_info  # noqa: E402  (benchmarks/machine.py: this scr
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from clipline.flags import parse_config  # noqa: E402
+from clipline.flags import parse_script_config  # noqa: E402
 from data_tools.loader import list_shards, read_dataset_info  # noqa: E402
 from data_tools.loader_workers import auto_loader_workers  # noqa: E402
 from pretrain.precision import choose_precision  # noqa: E402
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         job = json.loads(argv[1])
         print(json.dumps(child_pass(BenchConfig(**job["cfg"]), job["spec"])))
         return
-    cfg = parse_config(BenchConfig, argv, prog="eval_speed")
+    cfg = parse_script_config(BenchConfig, argv, prog="eval_speed")
     if cfg.checkpoint:  # every pass uses the same weights even if the run writes a newer checkpoint meanwhile
         from pretrain.checkpoint import resolve_checkpoint
 

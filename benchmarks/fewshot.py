@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from clipline.flags import parse_config
+from clipline.flags import parse_script_config
 from data_tools.sources.fashion_mnist import CLASSES, load_fashion_mnist
 from finetune.methods.experiment import (
     METHODS,
@@ -242,7 +242,7 @@ def environment(encoder: Encoder) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_config(BenchConfig, sys.argv[1:] if argv is None else argv, prog="benchmarks/fewshot.py")
+    cfg = parse_script_config(BenchConfig, sys.argv[1:] if argv is None else argv, prog="benchmarks/fewshot.py")
     encoder = Encoder.load(cfg.checkpoint)
     start = time.perf_counter()
     result: dict[str, Any] = {"config": asdict(cfg), "environment": environment(encoder)}

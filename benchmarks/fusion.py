@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from clipline.flags import parse_config
+from clipline.flags import parse_script_config
 from data_tools.loader import list_shards, read_dataset_info
 from data_tools.sources.fashion_captions import class_captions
 from data_tools.tar_samples import iter_tar_samples
@@ -132,7 +132,7 @@ def compare_heads(checkpoint: str, train: str, eval_data: str, tasks: str, cfg: 
 
 
 def main() -> None:
-    cfg = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/fusion.py")
+    cfg = parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/fusion.py")
     torch.manual_seed(cfg.seed)
     result: dict[str, Any] = {"benchmark": "fusion", "environment": machine_info(("torch", "open_clip_torch"), threads=torch.get_num_threads()), "checkpoint": cfg.checkpoint,
                               "epochs": cfg.epochs, "modality_dropout": cfg.modality_dropout, "towers": "frozen"}

@@ -33,7 +33,7 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from clipline.flags import parse_config  # noqa: E402
+from clipline.flags import parse_script_config  # noqa: E402
 from retrieval.embedding_store import EmbeddingSet  # noqa: E402
 from retrieval.errors import RetrievalError  # noqa: E402
 from retrieval.index.build import IndexBuildConfig, build_index  # noqa: E402
@@ -230,7 +230,7 @@ def environment() -> dict:
 
 
 def main() -> None:
-    args = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/index_bench.py",
+    args = parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/index_bench.py",
                         description=__doc__.splitlines()[0])
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

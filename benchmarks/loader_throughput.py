@@ -31,7 +31,7 @@ import torch
 import webdataset as wds
 
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
-from clipline.flags import parse_config
+from clipline.flags import parse_script_config
 from data_tools.build import BuildConfig, build_shards
 from data_tools.loader import list_shards, make_loader
 from data_tools.sources import SourceConfig, load_source
@@ -100,7 +100,7 @@ class BenchConfig:
 
 
 def main() -> None:
-    args = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/loader_throughput.py",
+    args = parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/loader_throughput.py",
                         description=__doc__.splitlines()[0])
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="clipline-loader-bench-") as tmp:

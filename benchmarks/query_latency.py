@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from clipline.commands.model_choice import ModelChoiceConfig, encoder_spec  # noqa: E402
-from clipline.flags import parse_config  # noqa: E402
+from clipline.flags import parse_script_config  # noqa: E402
 from retrieval.embed import EmbedConfig, embed_shards  # noqa: E402
 from retrieval.encoder_spec import load_encoder  # noqa: E402
 from retrieval.index.build import IndexBuildConfig, build_index  # noqa: E402
@@ -89,7 +89,7 @@ class BenchConfig:
 
 
 def main() -> None:
-    args = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/query_latency.py",
+    args = parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/query_latency.py",
                         description=__doc__.splitlines()[0], flat=("encoder",))
     import torch
 

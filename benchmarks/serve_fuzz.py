@@ -35,7 +35,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clipline.flags import parse_config  # noqa: E402
+from clipline.flags import parse_script_config  # noqa: E402
 from retrieval.serve.config import ServeConfig, ServeLimits  # noqa: E402
 from retrieval.serve.backend import load_registry  # noqa: E402
 from retrieval.serve.app import create_app  # noqa: E402
@@ -214,7 +214,7 @@ class BenchConfig:
 
 
 def main() -> None:
-    args = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/serve_fuzz.py",
+    args = parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/serve_fuzz.py",
                         description=__doc__.split("\n\n")[0], positional=("index",))
 
     from clipline.commands.serve import parse_index_arg

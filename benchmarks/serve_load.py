@@ -37,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from clipline.flags import parse_config  # noqa: E402
+from clipline.flags import parse_script_config  # noqa: E402
 
 QUERIES = [
     "a red heart", "smiling face with sunglasses", "a cat", "a dog face", "flag of france", "a green apple",
@@ -261,7 +261,7 @@ class BenchConfig:
 
 
 def main() -> None:
-    args = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/serve_load.py",
+    args = parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/serve_load.py",
                         description=__doc__.split("\n\n")[0], positional=("indices",))
     if args.clients > 64 or args.seconds > 600:
         raise SystemExit("serve_load.py: error: --clients is at most 64 and --seconds at most 600 (bounded by design)")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
-from clipline.flags import parse_config
+from clipline.flags import parse_script_config
 from data_tools.build import BuildConfig, build_shards
 from data_tools.records import SourceData
 from data_tools.sources import SourceConfig, load_source
@@ -107,7 +107,7 @@ class BenchConfig:
 
 
 def main() -> None:
-    args = parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/shard_build.py",
+    args = parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/shard_build.py",
                         description=__doc__.splitlines()[0])
     peer = args.peer_bin if args.peer_bin.exists() else None
     figures: dict = {"workers": WORKERS, "image_size": 64, "machine": machine_info(("torch", "webdataset", "pillow")),

@@ -55,6 +55,6 @@ def measure(bench: BenchConfig) -> dict:
 
 
 if __name__ == "__main__":
-    from clipline.flags import parse_config
+    from clipline.flags import parse_script_config
 
-    print(json.dumps(measure(parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/train_memory.py")), indent=2))
+    print(json.dumps(measure(parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/train_memory.py")), indent=2))

@@ -286,7 +286,7 @@ def _write(path: str, report: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    from clipline.flags import parse_config
+    from clipline.flags import parse_script_config
 
-    print(json.dumps(measure(parse_config(QualityConfig, sys.argv[1:], prog="benchmarks/train_quality.py")),
+    print(json.dumps(measure(parse_script_config(QualityConfig, sys.argv[1:], prog="benchmarks/train_quality.py")),
                      indent=2))

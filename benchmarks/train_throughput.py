@@ -338,7 +338,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "child":
         print(json.dumps(child_run(json.loads(sys.argv[2]))))
     else:
-        from clipline.flags import parse_config
+        from clipline.flags import parse_script_config
 
-        print(json.dumps(measure(parse_config(BenchConfig, sys.argv[1:], prog="benchmarks/train_throughput.py")),
+        print(json.dumps(measure(parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/train_throughput.py")),
                          indent=2))
