@@ -11,8 +11,6 @@ load once at start.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import logging
 import os
 import re
@@ -20,6 +18,7 @@ import socket
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 from clipline.commands.errors import reported_errors
 from clipline.commands.model_choice import ModelChoiceConfig, encoder_spec
