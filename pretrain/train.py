@@ -111,9 +111,9 @@ class Trainer:
                           truncate_after_step=self.step if train_state is not None else None)
         if dist.is_main:
             save_config(config, self.run_dir)
-            LOG.info("precision %s (%s); %d processes%s; contrastive batch %d; run dir %s", self.precision, why,
-                     dist.world_size, ", weights sharded (FSDP)" if self.sharded else "", self.global_batch,
-                     self.run_dir)
+            LOG.info("precision %s (%s); %d process%s%s; contrastive batch %d; run dir %s", self.precision, why,
+                     dist.world_size, "es" if dist.world_size > 1 else "",
+                     ", weights sharded (FSDP)" if self.sharded else "", self.global_batch, self.run_dir)
             if config.distributed.fsdp and not self.sharded:
                 LOG.info("distributed.fsdp=true with one process: nothing to shard, the model stays whole")
 
