@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from data_tools.atomic_write import write_json_atomic
+from data_tools.loader import count_samples
 from data_tools.token_cache import CachedTokenizer
 from pretrain import checkpoint, models, precision
 from pretrain.models.attention import explicit_attention_pays
@@ -56,6 +57,7 @@ class TrainResult:
     checkpoint: Path | None
     loss: float
     stopped_by: str = ""  # signal name when stopped early, "" when finished
+    main_process: bool = True  # False on the other processes of a distributed run
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -104,7 +106,8 @@ class Trainer:
         if train_state is not None:
             self._resume_optimizer(train_state)
         self.stream = self._open_stream(make_epoch, train_state)
-        self.stream_samples = _samples_per_epoch(config) if make_epoch is None else None
+        # samples in the training shards (dataset.json), to report epochs; None if unknown
+        self.stream_samples = count_samples(config.data.train_data) if make_epoch is None else None
         if train_state is not None and train_state["world_size"] == dist.world_size:
             restore_rng(train_state["rng"][dist.rank])  # after the stream replayed its batches
         self.log = RunLog(self.run_dir, enabled=dist.is_main,
@@ -391,7 +394,7 @@ class Trainer:
             self._write_summary(loss, started, stopped_by, metrics)
         self.log.close()
         return TrainResult(run_dir=self.run_dir, step=self.step, checkpoint=self.last_checkpoint, loss=loss,
-                           stopped_by=stopped_by, metrics=metrics)
+                           stopped_by=stopped_by, metrics=metrics, main_process=self.dist.is_main)
 
     def _write_summary(self, loss: float, started: float, stopped_by: str, metrics: dict[str, float]) -> None:
         summary = {"step": self.step, "loss": loss, "seconds": time.perf_counter() - started,
@@ -402,13 +405,6 @@ class Trainer:
                    "stopped_by": stopped_by, "metrics": metrics,
                    "checkpoint": str(self.last_checkpoint)}
         write_json_atomic(self.run_dir / "summary.json", summary)
-
-
-def _samples_per_epoch(config: TrainConfig) -> int | None:
-    """Samples in the training shards (dataset.json), to report epochs; None if unknown."""
-    from data_tools.loader import count_samples
-
-    return count_samples(config.data.train_data)
 
 
 def _set_runtime(config: TrainConfig, device: torch.device) -> None:

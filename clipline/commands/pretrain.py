@@ -124,5 +124,5 @@ def main(argv: list[str] | None = None) -> None:
         print(f"stopped by {result.stopped_by} at step {result.step}; checkpoint {result.checkpoint}; "
               f"continue with --out {result.run_dir} --resume latest", file=sys.stderr)
         sys.exit(130 if result.stopped_by == "SIGINT" else 143)
-    if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not per process (torchrun / accelerate set RANK)
+    if result.main_process:  # one line per run, not per process
         LOG.info("done: step %d, loss %.4f, checkpoint %s", result.step, result.loss, result.checkpoint)
