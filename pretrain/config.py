@@ -205,6 +205,9 @@ class TrainConfig:
     """torch intra-op threads (None = torch's default)."""
     retain_memory: bool = True
     """CPU: keep freed memory in the process (glibc mallopt) so steps do not page-fault it back."""
+    embedding_grad_in_place: bool = True
+    """One process: add the token embedding's gradient rows into a kept buffer instead of a new full-table
+    tensor each step (same gradient; pretrain/models/embedding_grad.py)."""
     seed: int = 0
     """Seed for init, data order and augmentation."""
     deterministic: bool = False

@@ -95,6 +95,8 @@ class Trainer:
         train_state = self._resume_weights()
         if config.compile:
             models.compile_towers(self.towers)
+        if config.embedding_grad_in_place and dist.world_size == 1:  # DDP and FSDP want dense embeddings
+            models.accumulate_embedding_grads_in_place(self.towers)
         self.model = dist.prepare(self.towers, shard=self.sharded)
         # after prepare: FSDP replaces the parameters with sharded ones
         self.optimizer = build_optimizer(self.towers, config.optim, dist.device)

@@ -4,6 +4,7 @@
     two_tower.py  `TwoTower`, the trained module and model contract (one dict out, L2-normalised)
     build.py      building an open_clip model and locking / compiling it into a `TwoTower`
     attention.py  self-attention as explicit matmuls (faster on CPU for short sequences)
+    embedding_grad.py  the token embedding's gradient added in place into a kept buffer
 
 `from pretrain import models` gives the names below; importing the package
 registers the configs.
@@ -20,6 +21,7 @@ from pretrain.models.build import (
     quiet_model_building,
     resolved_model_cfg,
 )
+from pretrain.models.embedding_grad import accumulate_embedding_grads_in_place
 from pretrain.models.registry import (
     CONFIG_DIR,
     MINILM_SUFFIX,
@@ -37,7 +39,7 @@ from pretrain.models.registry import (
 from pretrain.models.two_tower import TwoTower, is_hf_text, pad_token_id, supports_trimming, trim_padding
 
 __all__ = [
-    "CONFIG_DIR", "MINILM_SUFFIX", "SIGLIP_SUFFIX", "TwoTower", "build_model", "clip_from_info",
+    "CONFIG_DIR", "MINILM_SUFFIX", "SIGLIP_SUFFIX", "TwoTower", "accumulate_embedding_grads_in_place", "build_model", "clip_from_info",
     "compile_towers", "convolutional_image_tower", "create_open_clip", "is_hf_text", "lock_towers",
     "max_sequence_length", "minilm_dir", "minilm_text_cfg", "model_config", "model_info", "package_model_dir",
     "pad_token_id", "portable_model_info", "quiet_model_building", "register_model_config",
