@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from data_tools.loader import make_loader
+from data_tools.loader import LoaderConfig, make_loader
 from data_tools.loader_workers import auto_loader_workers
 from data_tools.thread_prefetch import prefetch_in_thread
 from evaluate.errors import EvaluateError
@@ -51,8 +51,9 @@ class ShardImageFeatures:
         self.progress, self.desc = progress, desc
         self.num_workers = auto_loader_workers(num_workers)
         # rank 0 of 1: every sample, also when called from one rank of a distributed job (in-loop eval, embed)
-        self.loader = make_loader(data, batch_size=batch_size, image_transform=encoder.preprocess,
-                                  num_workers=self.num_workers, caption="first", rank=0, world_size=1)
+        config = LoaderConfig(batch_size=batch_size, num_workers=self.num_workers, caption="first", rank=0,
+                              world_size=1)
+        self.loader = make_loader(data, config, image_transform=encoder.preprocess)
         total = self.loader.num_samples  # from the dataset.json of the shards actually read
         self.total = min(total, max_samples) if total and max_samples else (total or max_samples)
 

@@ -22,7 +22,7 @@ import torch
 from data_tools.atomic_write import write_json_atomic
 from data_tools.output_paths import check_output_dir
 from data_tools.errors import DataError
-from data_tools.loader import make_loader
+from data_tools.loader import LoaderConfig, make_loader
 from evaluate.retrieval_recall import RetrievalEvaluator
 from evaluate.zeroshot import ZeroShotEvaluator
 from finetune.compress.variants import (RecoveryConfig, as_encoder, images_per_second, magnitude_prune,
@@ -69,7 +69,7 @@ class CompressConfig:
 def _speed_batch(encoder: Encoder, data: str, count: int) -> torch.Tensor:
     """The first `count` preprocessed eval images, (N, 3, H, W)."""
     images = []
-    for batch in make_loader(data, batch_size=64, image_transform=encoder.preprocess, num_workers=0):
+    for batch in make_loader(data, LoaderConfig(batch_size=64, num_workers=0), image_transform=encoder.preprocess):
         images.append(batch["image"])
         if sum(len(b) for b in images) >= count:
             break
@@ -101,9 +101,9 @@ def _recovery_batches(encoder: Encoder, train_data: str, config: CompressConfig)
     epoch = iter(range(1_000_000))
 
     def batches() -> Iterator[dict]:
-        return iter(make_loader(train_data, batch_size=config.batch_size, image_transform=encoder.preprocess,
-                                tokenize=encoder.tokenizer, shuffle=True, seed=config.seed, epoch=next(epoch),
-                                caption="random", drop_last=True, num_workers=config.num_workers))
+        loader = LoaderConfig(batch_size=config.batch_size, shuffle=True, seed=config.seed, epoch=next(epoch),
+                              caption="random", drop_last=True, num_workers=config.num_workers)
+        return iter(make_loader(train_data, loader, image_transform=encoder.preprocess, tokenize=encoder.tokenizer))
     return batches
 
 

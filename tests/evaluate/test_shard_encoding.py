@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from data_tools.loader import make_loader
+from data_tools.loader import LoaderConfig, make_loader
 from evaluate.shard_encoding import ShardImageFeatures
 from pretrain.precision import resolve_precision
 
@@ -35,7 +35,8 @@ def test_features_match_a_plain_loader_pass_and_stop_at_max_samples(emoji_shards
     assert [len(batch["key"]) for _, batch in batches] == [10, 10, 5]  # the last batch cut, not over-read
     assert all(len(batch["meta"]) == len(batch["image"]) == f.shape[0] for f, batch in batches)
     features = torch.cat([f for f, _ in batches])
-    reference = next(iter(make_loader(emoji_shards, batch_size=25, image_transform=encoder.preprocess, num_workers=0)))
+    reference = next(iter(make_loader(emoji_shards, LoaderConfig(batch_size=25, num_workers=0),
+                                      image_transform=encoder.preprocess)))
     expected = torch.nn.functional.normalize(reference["image"].mean(dim=(2, 3)) + 0.1, dim=-1)
     torch.testing.assert_close(features, expected)
     assert [k for _, batch in batches for k in batch["key"]] == reference["key"]

@@ -8,7 +8,7 @@ import open_clip
 import pytest
 import torch
 
-from data_tools.loader import make_loader
+from data_tools.loader import LoaderConfig, make_loader
 from evaluate.errors import EvaluateError
 from evaluate.templates import fill_template
 from evaluate.zeroshot import ZeroShotClassifier, ZeroShotEvaluator
@@ -130,7 +130,8 @@ def test_matches_open_clip_reference_on_real_model(emoji_shards: Path) -> None:
         encoder.model, encoder.tokenizer, classes, [t.replace("{c}", "{}") for t in templates]
     )  # (D, C)
     images, labels = [], []
-    for batch in make_loader(emoji_shards, batch_size=16, image_transform=encoder.preprocess, num_workers=0):
+    for batch in make_loader(emoji_shards, LoaderConfig(batch_size=16, num_workers=0),
+                             image_transform=encoder.preprocess):
         images.append(batch["image"])
         labels.append(batch["label"])
     with torch.no_grad():
