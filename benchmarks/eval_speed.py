@@ -165,19 +165,20 @@ def child_pass(cfg: BenchConfig, spec: dict[str, Any]) -> dict[str, Any]:
         if spec.get("save"):
             torch.save({"features": features, "labels": labels}, spec["save"])
         return {"images_per_s": len(labels) / seconds, "n": len(labels)}
+    from evaluate.shard_encoding import EncodingConfig
     from evaluate.zeroshot import ZeroShotEvaluator, encode_labelled_images
     from pretrain.encoder_choice import open_encoder
 
     encoder = open_encoder(cfg.checkpoint, cfg.model, cfg.pretrained)
     start = time.perf_counter()
     if spec["side"] == "ours":
-        encoded = encode_labelled_images(encoder, cfg.data, label_field=cfg.label_field, batch_size=cfg.batch_size,
-                                         max_samples=cfg.max_samples, num_workers=spec["workers"],
-                                         precision=spec["precision"])  # fmt: skip
+        encoding = EncodingConfig(batch_size=cfg.batch_size, max_samples=cfg.max_samples, num_workers=spec["workers"],
+                                  precision=spec["precision"])
+        encoded = encode_labelled_images(encoder, cfg.data, encoding, label_field=cfg.label_field)
         return {"images_per_s": len(encoded.keys) / (time.perf_counter() - start), "n": len(encoded.keys)}
+    encoding = EncodingConfig(batch_size=cfg.batch_size, max_samples=cfg.max_samples, precision=spec["precision"])
     result = ZeroShotEvaluator(data=cfg.data, templates=cfg.templates, label_field=cfg.label_field,
-                               batch_size=cfg.batch_size, max_samples=cfg.max_samples,
-                               precision=spec["precision"]).evaluate(encoder)  # fmt: skip
+                               encoding=encoding).evaluate(encoder)
     seconds = time.perf_counter() - start
     torch.save(result.classifier.weights, spec["save"])
     keys = ("precision", "loader_workers", "top1", "n", "classes", "templates")

@@ -24,6 +24,7 @@ from data_tools.output_paths import check_output_dir
 from data_tools.errors import DataError
 from data_tools.loader import LoaderConfig, make_loader
 from evaluate.retrieval_recall import RetrievalEvaluator
+from evaluate.shard_encoding import EncodingConfig
 from evaluate.zeroshot import ZeroShotEvaluator
 from finetune.compress.variants import (RecoveryConfig, as_encoder, images_per_second, magnitude_prune,
                                         nonzero_parameters, quantize_int8, recover_pruned, serialized_bytes, sparsity,
@@ -79,12 +80,11 @@ def _speed_batch(encoder: Encoder, data: str, count: int) -> torch.Tensor:
 def measure(encoder: Encoder, model: torch.nn.Module, float_model: torch.nn.Module, images: torch.Tensor,
             data: str, config: CompressConfig) -> dict[str, Any]:
     """Size, speed and quality of one variant (`float_model`: where its non-zero count comes from)."""
+    encoding = EncodingConfig(batch_size=config.batch_size, max_samples=config.max_eval_samples,
+                              num_workers=config.num_workers)
     zeroshot = ZeroShotEvaluator(data=data, label_field=config.label_field, templates=config.templates,
-                                 batch_size=config.batch_size, max_samples=config.max_eval_samples,
-                                 num_workers=config.num_workers).evaluate(encoder).report
-    retrieval = RetrievalEvaluator(data=data, captions="first", batch_size=config.batch_size,
-                                   max_samples=config.max_eval_samples,
-                                   num_workers=config.num_workers).evaluate(encoder)
+                                 encoding=encoding).evaluate(encoder).report
+    retrieval = RetrievalEvaluator(data=data, captions="first", encoding=encoding).evaluate(encoder)
     return {
         "size_mb": serialized_bytes(model) / 2**20,
         "nonzero_params": nonzero_parameters(float_model),
