@@ -31,7 +31,6 @@ import itertools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -45,6 +44,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import open_clip  # noqa: E402
 import torch  # noqa: E402
+from figures import print_figures, run_fresh_pass  # noqa: E402  (benchmarks/figures.py)
 from machine import machine_info  # noqa: E402  (benchmarks/machine.py: this script's folder is on sys.path)
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
@@ -187,11 +187,7 @@ def child_pass(cfg: BenchConfig, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_child(cfg: BenchConfig, spec: dict[str, Any]) -> dict[str, Any]:
-    command = [sys.executable, __file__, "child", json.dumps({"cfg": asdict(cfg), "spec": spec})]
-    proc = subprocess.run(command, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"pass {spec} failed: {proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_fresh_pass(__file__, {"cfg": asdict(cfg), "spec": spec}, str(spec))
 
 
 def variants(cfg: BenchConfig) -> dict[str, dict[str, Any]]:
@@ -303,10 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         "cross_check": measured["cross_check"],
         "machine": machine_info(),
     }
-    text = json.dumps(result, indent=2)
-    if cfg.out:
-        Path(cfg.out).write_text(text + "\n")
-    print(text)
+    print_figures(result, cfg.out)
 
 
 if __name__ == "__main__":
