@@ -14,6 +14,7 @@ from evaluate.zeroshot import encode_labelled_images
 from finetune.errors import FinetuneError
 from finetune.methods.adapter_io import load_adapter
 from pretrain.encoder import Encoder
+from tests.clipline.running import error_line
 from tests.finetune.fakes import save_tiny_checkpoint, write_shards
 from tests.finetune.fewshot_data import single_thread
 
@@ -154,12 +155,7 @@ def test_zeroshot_command_predicts_with_a_saved_adapter(setup: dict[str, str], c
     assert "<h1>linear-probe 4-shot classification</h1>" in (out.parent / "r.html").read_text()
 
     def failing(argv: list[str]) -> str:
-        with pytest.raises(SystemExit) as exit_info:
-            clipline_main([*base, *argv])
-        err = capsys.readouterr().err
-        lines = [line for line in err.splitlines() if line.startswith("error:")]
-        assert exit_info.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err
-        return lines[0]
+        return error_line([*base, *argv], capsys)
 
     assert "trained on checkpoint" in failing(["--checkpoint", setup["other_run"], "--adapter", str(adapter)])
     assert "needs the --checkpoint" in failing(["--model", "fake", "--adapter", str(adapter)])
