@@ -60,10 +60,10 @@ def train_student(*, train_data: str, out: Path, budget_min: float, batch_size: 
 
 def val_batch(encoder: Any, val_data: str, size: int) -> tuple[torch.Tensor, list[str]]:
     """The first `size` val images (eval transform) and their first captions."""
-    from data_tools.loader import make_loader
+    from data_tools.loader import LoaderConfig, make_loader
 
-    loader = make_loader(val_data, batch_size=size, image_transform=encoder.preprocess, num_workers=0,
-                         caption="first")
+    loader = make_loader(val_data, LoaderConfig(batch_size=size, num_workers=0, caption="first"),
+                         image_transform=encoder.preprocess)
     batch = next(iter(loader))
     return batch["image"], list(batch["caption"])
 

@@ -27,7 +27,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from figures import print_figures, run_fresh_pass  # noqa: E402  (benchmarks/figures.py)
 from machine import machine_info  # noqa: E402  (benchmarks/machine.py: this script's folder is on sys.path)
 
 from clipline.flags import parse_script_config  # noqa: E402
@@ -146,11 +146,7 @@ def _cpu_seconds() -> float:
 
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
-    command = [sys.executable, __file__, "child", json.dumps(spec)]
-    proc = subprocess.run(command, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"pass {spec['side']} failed: {proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_fresh_pass(__file__, spec, spec["side"])
 
 
 def agreement(ours: Path, peer: Path, shards: int) -> dict[str, float]:
@@ -240,10 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "machine": machine_info(("torch", "open_clip_torch", "webdataset"), threads=cfg.threads or None),
     }
-    text = json.dumps(result, indent=2)
-    if cfg.out:
-        Path(cfg.out).write_text(text + "\n")
-    print(text)
+    print_figures(result, cfg.out)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import itertools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -45,6 +44,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import open_clip  # noqa: E402
 import torch  # noqa: E402
+from figures import print_figures, run_fresh_pass  # noqa: E402  (benchmarks/figures.py)
 from machine import machine_info  # noqa: E402  (benchmarks/machine.py: this script's folder is on sys.path)
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
@@ -165,19 +165,20 @@ def child_pass(cfg: BenchConfig, spec: dict[str, Any]) -> dict[str, Any]:
         if spec.get("save"):
             torch.save({"features": features, "labels": labels}, spec["save"])
         return {"images_per_s": len(labels) / seconds, "n": len(labels)}
+    from evaluate.shard_encoding import EncodingConfig
     from evaluate.zeroshot import ZeroShotEvaluator, encode_labelled_images
     from pretrain.encoder_choice import open_encoder
 
     encoder = open_encoder(cfg.checkpoint, cfg.model, cfg.pretrained)
     start = time.perf_counter()
     if spec["side"] == "ours":
-        encoded = encode_labelled_images(encoder, cfg.data, label_field=cfg.label_field, batch_size=cfg.batch_size,
-                                         max_samples=cfg.max_samples, num_workers=spec["workers"],
-                                         precision=spec["precision"])  # fmt: skip
+        encoding = EncodingConfig(batch_size=cfg.batch_size, max_samples=cfg.max_samples, num_workers=spec["workers"],
+                                  precision=spec["precision"])
+        encoded = encode_labelled_images(encoder, cfg.data, encoding, label_field=cfg.label_field)
         return {"images_per_s": len(encoded.keys) / (time.perf_counter() - start), "n": len(encoded.keys)}
+    encoding = EncodingConfig(batch_size=cfg.batch_size, max_samples=cfg.max_samples, precision=spec["precision"])
     result = ZeroShotEvaluator(data=cfg.data, templates=cfg.templates, label_field=cfg.label_field,
-                               batch_size=cfg.batch_size, max_samples=cfg.max_samples,
-                               precision=spec["precision"]).evaluate(encoder)  # fmt: skip
+                               encoding=encoding).evaluate(encoder)
     seconds = time.perf_counter() - start
     torch.save(result.classifier.weights, spec["save"])
     keys = ("precision", "loader_workers", "top1", "n", "classes", "templates")
@@ -186,11 +187,7 @@ def child_pass(cfg: BenchConfig, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_child(cfg: BenchConfig, spec: dict[str, Any]) -> dict[str, Any]:
-    command = [sys.executable, __file__, "child", json.dumps({"cfg": asdict(cfg), "spec": spec})]
-    proc = subprocess.run(command, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"pass {spec} failed: {proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_fresh_pass(__file__, {"cfg": asdict(cfg), "spec": spec}, str(spec))
 
 
 def variants(cfg: BenchConfig) -> dict[str, dict[str, Any]]:
@@ -302,10 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         "cross_check": measured["cross_check"],
         "machine": machine_info(),
     }
-    text = json.dumps(result, indent=2)
-    if cfg.out:
-        Path(cfg.out).write_text(text + "\n")
-    print(text)
+    print_figures(result, cfg.out)
 
 
 if __name__ == "__main__":

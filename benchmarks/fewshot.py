@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -44,6 +43,7 @@ from finetune.methods.sweep import METRICS, run_grid, summarise
 from finetune.methods.task import FewShotTask
 from finetune.methods.wise_ft import WiseFtConfig
 from pretrain.encoder import Encoder
+from figures import print_figures  # benchmarks/figures.py
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 
 
@@ -250,10 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.emoji_train and cfg.emoji_eval:
         result["emoji_imbalanced"] = imbalanced_emoji(cfg, encoder)
     result["total_seconds"] = time.perf_counter() - start
-    text = json.dumps(result, indent=2, default=str)
-    if cfg.out:
-        Path(cfg.out).write_text(text)
-    print(text)
+    print_figures(result, cfg.out)
 
 
 if __name__ == "__main__":

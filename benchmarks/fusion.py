@@ -34,6 +34,7 @@ from data_tools.tar_samples import iter_tar_samples
 from finetune.fusion.config import FusionConfig
 from finetune.fusion.run import train_fusion
 from finetune.train_eval_paths import TrainEvalPathsConfig
+from figures import print_figures  # benchmarks/figures.py
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 
 FUSIONS = ("attention", "image", "text", "concat", "gated")  # attention first: its cache holds the tokens too
@@ -148,10 +149,7 @@ def main() -> None:
             result["fashion_mnist"] = compare_heads(cfg.checkpoint, str(train), str(test), "class", cfg,
                                                     work / "fashion")
             result["fashion_mnist"]["caption_noise"] = cfg.caption_noise
-    text = json.dumps(result, indent=1)
-    print(text)
-    if cfg.out:
-        Path(cfg.out).write_text(text)
+    print_figures(result, cfg.out, indent=1)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import webdataset as wds
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 from clipline.flags import parse_script_config
 from data_tools.build import BuildConfig, build_shards
-from data_tools.loader import list_shards, make_loader
+from data_tools.loader import LoaderConfig, list_shards, make_loader
 from data_tools.sources import SourceConfig, load_source
 
 WORKERS, BATCH, IMAGE_SIZE = 2, 128, 64
@@ -113,8 +113,9 @@ def main() -> None:
         train_tf = open_clip.image_transform(IMAGE_SIZE, is_train=True)
         tokenizer = open_clip.get_tokenizer("ViT-B-32")
 
-        def ours(**kwargs):
-            return make_loader(shards, batch_size=BATCH, num_workers=WORKERS, shuffle=True, resampled=True, **kwargs)
+        def ours(image_transform, tokenize=None, caption="first"):
+            config = LoaderConfig(batch_size=BATCH, num_workers=WORKERS, shuffle=True, resampled=True, caption=caption)
+            return make_loader(shards, config, image_transform=image_transform, tokenize=tokenize)
 
         figures = {"batch_size": BATCH, "workers": WORKERS, "image_size": IMAGE_SIZE, "shards": len(shards),
                    "machine": machine_info(("torch", "torchvision", "webdataset", "pillow", "open_clip_torch")),
@@ -136,7 +137,8 @@ def main() -> None:
         figures["ratio_ours_over_webdataset_cpu"] = round(
             peer_fig["cpu_ms_per_1k_samples"] / ours_fig["cpu_ms_per_1k_samples"], 2)
         start = time.perf_counter()
-        epoch = make_loader(shards, batch_size=BATCH, num_workers=WORKERS, image_transform=eval_tf, shuffle=True)
+        epoch = make_loader(shards, LoaderConfig(batch_size=BATCH, num_workers=WORKERS, shuffle=True),
+                            image_transform=eval_tf)
         n = sum(len(b["key"]) for b in epoch)
         seconds = time.perf_counter() - start
         figures["one_epoch_with_startup"] = {"samples": n, "seconds": round(seconds, 2), "samples_per_s": round(n / seconds, 1)}

@@ -83,22 +83,26 @@ def evaluate(encoder: Any, val_data: str, label_field: str | None = None,
     (name -> shard dir: other drawing styles, other backgrounds), keyed `transfer/NAME/...`."""
     from evaluate.zeroshot import ZeroShotEvaluator
     from evaluate.retrieval_recall import RetrievalEvaluator
+    from evaluate.shard_encoding import EncodingConfig
 
-    metrics: dict[str, float] = {}
-    for evaluator in (RetrievalEvaluator(data=val_data, captions="first", num_workers=0),
-                      ZeroShotEvaluator(data=val_data, label_field=label_field, num_workers=0)):
-        metrics.update(dict(evaluator.run(encoder)))
+    in_process = EncodingConfig(num_workers=0)
+
+    def scored(data: str) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for evaluator in (RetrievalEvaluator(data=data, captions="first", encoding=in_process),
+                          ZeroShotEvaluator(data=data, label_field=label_field, encoding=in_process)):
+            metrics.update(dict(evaluator.run(encoder)))
+        return metrics
+
+    metrics = scored(val_data)
     keep = ("retrieval/image_to_text_R@1", "retrieval/text_to_image_R@1", "retrieval/image_to_text_R@5",
             "retrieval/text_to_image_R@5", "zeroshot/top1")
     scores = {k: metrics[k] for k in keep if k in metrics}
     if fmnist_test:
-        scores["fmnist_zeroshot/top1"] = dict(ZeroShotEvaluator(data=fmnist_test, num_workers=0).run(encoder))[
-            "zeroshot/top1"]
+        fmnist = ZeroShotEvaluator(data=fmnist_test, encoding=in_process)
+        scores["fmnist_zeroshot/top1"] = dict(fmnist.run(encoder))["zeroshot/top1"]
     for name, data in (transfer or {}).items():
-        metrics = {}
-        for evaluator in (RetrievalEvaluator(data=data, captions="first", num_workers=0),
-                          ZeroShotEvaluator(data=data, label_field=label_field, num_workers=0)):
-            metrics.update(dict(evaluator.run(encoder)))
+        metrics = scored(data)
         scores.update({f"transfer/{name}/{k.split('/')[-1]}": metrics[k] for k in keep[:2] + keep[-1:]})
     return scores
 

@@ -188,7 +188,7 @@ def flops_per_step(model_name: str, train_data: Path, batch_size: int, ours: boo
     import open_clip
     from torch.utils.flop_counter import FlopCounterMode
 
-    from data_tools.loader import make_loader
+    from data_tools.loader import LoaderConfig, make_loader
     from pretrain.losses import clip_loss
 
     from pretrain.named_configs import named_config
@@ -198,7 +198,7 @@ def flops_per_step(model_name: str, train_data: Path, batch_size: int, ours: boo
                                          pooled_last_block=ours and cfg.pooled_last_block,
                                          text_buckets=cfg.text_buckets if ours else 1)
     pp_cfg = open_clip.transform.PreprocessCfg(**towers.clip.visual.preprocess_cfg)
-    loader = make_loader(train_data, batch_size=batch_size, num_workers=0, caption="random", shuffle=True,
+    loader = make_loader(train_data, LoaderConfig(batch_size=batch_size, num_workers=0, caption="random", shuffle=True),
                          image_transform=open_clip.transform.image_transform_v2(pp_cfg, is_train=False),
                          tokenize=open_clip.get_tokenizer(model_name))
     batch = next(iter(loader))

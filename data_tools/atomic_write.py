@@ -9,6 +9,7 @@ fsync, then renamed over the target in one `os.replace`. A reader, or a crash
     write_text_atomic(path, text)             text
     write_bytes_atomic(path, data)            bytes
     with atomic_path(path) as tmp: ...        anything a library writes to a path (PNG, .npy, parquet, FAISS)
+    PendingFile(path) ... .commit()           a file kept open across calls (shard tars)
     with atomic_directory(path) as tmp: ...   a directory, written as `.NAME.tmp-XXXX` then renamed
 
 Temporary names start with a dot, so globs such as `part_*.npy` or `step_*`
@@ -54,23 +55,44 @@ def fsync_path(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
+class PendingFile:
+    """A file written at `path`, a temporary name beside `target`, until `commit` fsyncs it and renames it
+    onto `target`, or `discard` removes it.
+
+    `atomic_path` is this around one block; a writer that keeps a file open
+    across calls (the shard writer, one tar per many `write`s) holds one
+    itself. The default temporary name keeps `target`'s suffix
+    (`.report.tmp-HOST-PID-RAND.png`), so writers that choose the format from
+    the extension (PIL, matplotlib, `np.save`) write the right one; `temporary`
+    names it instead.
+    """
+
+    def __init__(self, target: str | Path, temporary: str | None = None) -> None:
+        self.target = check_output_file(target)
+        default = f".{self.target.stem}.tmp-{_writer_tag()}-{secrets.token_hex(4)}{self.target.suffix}"
+        self.path = self.target.with_name(temporary or default)
+
+    def commit(self) -> Path:
+        """Flush the file to disk and rename it onto the target; returns the target."""
+        fsync_path(self.path)
+        os.replace(self.path, self.target)
+        return self.target
+
+    def discard(self) -> None:
+        """Remove the temporary file, leaving the target as it was."""
+        self.path.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success fsync it and rename it onto `path`.
-
-    The temporary name keeps `path`'s suffix (`.report.tmp-1a2b3c.png`), so
-    writers that choose the format from the extension (PIL, matplotlib,
-    `np.save`) write the right one. On an exception the temporary file is
-    removed and `path` is left as it was.
-    """
-    path = check_output_file(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{_writer_tag()}-{secrets.token_hex(4)}{path.suffix}")
+    """Yield a temporary path beside `path` (a `PendingFile`); on success fsync it and rename it onto
+    `path`, on an exception remove it and leave `path` as it was."""
+    pending = PendingFile(path)
     try:
-        yield tmp
-        fsync_path(tmp)
-        os.replace(tmp, path)
+        yield pending.path
+        pending.commit()
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        pending.discard()
         raise
 
 

@@ -109,28 +109,58 @@ def _worker() -> tuple[int, int]:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LoaderConfig:
+    """How a shard loader reads, splits and batches (`make_loader`); see the module docstring for splitting."""
+
+    batch_size: int
+    """Samples per batch."""
+    num_workers: int = 2
+    """Loader worker processes (0: read in the calling process)."""
+    shuffle: bool = False
+    """Shuffle the shard order and, through a buffer, the samples (per seed and epoch)."""
+    shuffle_buffer: int = 1000
+    """Samples in the shuffle buffer."""
+    resampled: bool = False
+    """Draw shards with replacement forever, each rank/worker its own seeded stream (for DDP)."""
+    seed: int = 0
+    epoch: int = 0
+    """Shuffles and caption choices differ per (seed, epoch); `ShardLoader.set_epoch` moves it on."""
+    caption: Literal["random", "first"] = "first"
+    """"random": one of the stored caption variants per sample (training); "first": the .txt caption (evaluation)."""
+    drop_last: bool = False
+    """Leave out a last batch smaller than batch_size."""
+    rank: int | None = None
+    world_size: int | None = None
+    """This process's place in a distributed job (None: torch.distributed's, else env RANK/WORLD_SIZE, else 0 of 1)."""
+    source_weights: tuple[float, ...] | None = None
+    """One weight per `::` source of a string shard spec (needs `resampled`)."""
+    keep_alpha: bool = False
+    """Hand images with transparency to the transform as RGBA (it flattens them, e.g. RandomBackground);
+    else they are flattened onto white."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.caption not in ("random", "first"):
+            raise DataError(f"caption must be 'random' or 'first', got {self.caption!r}")
+        if self.source_weights is not None and not self.resampled:
+            raise DataError("source weights need a resampled loader over a `a::b` shard spec")
+
+
+@dataclass(frozen=True, kw_only=True)
 class _Spec:
     """Everything a pipeline stage needs; frozen and picklable for worker processes."""
 
     shards: tuple[str, ...]
     shard_weights: tuple[float, ...] | None
     """Resampling weight of each shard (None: uniform)."""
-    batch_size: int
-    shuffle: bool
-    shuffle_buffer: int
-    resampled: bool
-    seed: int
-    epoch: int
-    caption: str
-    drop_last: bool
-    rank: int
-    world_size: int
-    keep_alpha: bool = False
-    """Hand images with transparency to the transform as RGBA (it flattens them, e.g. RandomBackground)."""
+    config: LoaderConfig
+    """With rank and world_size resolved."""
 
     def rng(self, purpose: str) -> random.Random:
         """A generator seeded per (seed, epoch, rank, worker); string seeds hash the same in every process."""
-        return random.Random(f"{purpose}-{self.seed}-{self.epoch}-{self.rank}-{_worker()[0]}")
+        c = self.config
+        return random.Random(f"{purpose}-{c.seed}-{c.epoch}-{c.rank}-{_worker()[0]}")
 
 
 class _ShardSource:
@@ -140,8 +170,8 @@ class _ShardSource:
         self.spec = spec
 
     def __call__(self) -> Iterator[str]:
-        spec, (worker, num_workers) = self.spec, _worker()
-        if spec.resampled:
+        spec, config, (worker, num_workers) = self.spec, self.spec.config, _worker()
+        if config.resampled:
             rng = spec.rng("resample")
             while True:
                 if spec.shard_weights is None:
@@ -149,10 +179,10 @@ class _ShardSource:
                 else:
                     yield from rng.choices(spec.shards, weights=spec.shard_weights, k=64)
         order = list(spec.shards)
-        if spec.shuffle:
+        if config.shuffle:
             # same permutation on every rank (no rank/worker in the seed) so the split stays disjoint
-            random.Random(f"shards-{spec.seed}-{spec.epoch}").shuffle(order)
-        yield from order[spec.rank :: spec.world_size][worker::num_workers]
+            random.Random(f"shards-{config.seed}-{config.epoch}").shuffle(order)
+        yield from order[config.rank :: config.world_size][worker::num_workers]
 
 
 class _ReadSamples:
@@ -182,7 +212,7 @@ class _ShuffleBuffer:
         self.spec = spec
 
     def __call__(self, samples: Iterable[dict]) -> Iterator[dict]:
-        rng, size, buffer = self.spec.rng("samples"), max(1, self.spec.shuffle_buffer), []
+        rng, size, buffer = self.spec.rng("samples"), max(1, self.spec.config.shuffle_buffer), []
         for sample in samples:
             if len(buffer) < size:
                 buffer.append(sample)
@@ -203,7 +233,7 @@ class _Decode:
     def __call__(self, samples: Iterable[dict]) -> Iterator[dict]:
         rng = self.spec.rng("captions")
         for raw in samples:
-            parsed = parse_sample(raw, keep_alpha=self.spec.keep_alpha)
+            parsed = parse_sample(raw, keep_alpha=self.spec.config.keep_alpha)
             where = f"{raw['__url__']}:{raw['__key__']}"
             if isinstance(parsed, SampleProblem):
                 self.skips.add(parsed.reason, where, parsed.detail or None)
@@ -214,7 +244,7 @@ class _Decode:
                 self.skips.add("transform_error", where, exc)
                 continue
             captions = parsed.captions
-            caption = captions[0] if self.spec.caption == "first" else rng.choice(captions)
+            caption = captions[0] if self.spec.config.caption == "first" else rng.choice(captions)
             yield {"image": tensor, "caption": caption, "key": parsed.key, "label": parsed.label, "meta": parsed.meta,
                    "group": concept_id(parsed.meta, captions[0])}
 
@@ -236,10 +266,10 @@ class _Batch:
         batch: list[dict] = []
         for sample in samples:
             batch.append(sample)
-            if len(batch) == self.spec.batch_size:
+            if len(batch) == self.spec.config.batch_size:
                 yield self._collate(batch)
                 batch = []
-        if batch and not self.spec.drop_last:
+        if batch and not self.spec.config.drop_last:
             yield self._collate(batch)
 
     def _collate(self, batch: list[dict]) -> dict:
@@ -269,18 +299,17 @@ class ShardLoader:
     (from dataset.json when every shard is listed there, else None), `set_epoch(n)`.
     """
 
-    def __init__(self, spec: _Spec, transform: ImageTransform, tokenize: Tokenize | None, num_workers: int,
+    def __init__(self, spec: _Spec, transform: ImageTransform, tokenize: Tokenize | None,
                  batch_transform: BatchTransform | None = None) -> None:
         self._spec, self._transform, self._tokenize = spec, transform, tokenize
         self._batch_transform = batch_transform
-        self._num_workers = num_workers
         self._context = multiprocessing.get_context()  # the platform default (fork on Linux <= 3.13)
         self._skips = SkipCounter(self._context)
         self.num_samples = _count_samples(spec.shards)
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle for `epoch` (takes effect at the next `iter()`)."""
-        self._spec = replace(self._spec, epoch=epoch)
+        self._spec = replace(self._spec, config=replace(self._spec.config, epoch=epoch))
 
     @property
     def skipped(self) -> dict[str, int]:
@@ -291,13 +320,14 @@ class ShardLoader:
         pipeline = wds.DataPipeline(
             _ShardSource(spec),
             _ReadSamples(spec, self._skips),
-            _ShuffleBuffer(spec) if spec.shuffle else None,
+            _ShuffleBuffer(spec) if spec.config.shuffle else None,
             _Decode(spec, self._transform, self._skips),
             _Batch(spec, self._tokenize, self._batch_transform),
         )
-        if self._num_workers == 0:
+        num_workers = spec.config.num_workers
+        if num_workers == 0:
             return iter(pipeline)
-        loader = DataLoader(pipeline, batch_size=None, num_workers=self._num_workers, multiprocessing_context=self._context)
+        loader = DataLoader(pipeline, batch_size=None, num_workers=num_workers, multiprocessing_context=self._context)
         return iter(loader)
 
 
@@ -340,61 +370,26 @@ def _expand_shards(shards: str | Path | list[str]) -> tuple[str, ...]:
 
 def make_loader(
     shards: str | Path | list[str],
+    config: LoaderConfig,
     *,
-    batch_size: int,
     image_transform: ImageTransform,
     tokenize: Tokenize | None = None,
-    num_workers: int = 2,
-    shuffle: bool = False,
-    shuffle_buffer: int = 1000,
-    resampled: bool = False,
-    seed: int = 0,
-    epoch: int = 0,
-    caption: Literal["random", "first"] = "first",
-    drop_last: bool = False,
-    rank: int | None = None,
-    world_size: int | None = None,
-    source_weights: tuple[float, ...] | None = None,
-    keep_alpha: bool = False,
     batch_transform: BatchTransform | None = None,
 ) -> ShardLoader:
-    """A streaming loader over `shards` (a spec as `list_shards` takes, or a list of tars).
+    """A streaming loader over `shards` (a spec as `list_shards` takes, or a list of tars), read as `config` says.
 
     Yields dicts: `image` (B,3,H,W) float, `text` (B,L) long if `tokenize` else list[str],
     `caption`, `key`, `label` (B,) long (-1 without .cls), `meta` (the .json dicts).
-    `caption="random"` picks one of the stored caption variants per sample (training);
-    `"first"` uses the .txt caption (evaluation). `source_weights` (one per `::` source of a
-    string spec; needs `resampled`) weights the sources. `keep_alpha` gives `image_transform` RGBA images
-    where the stored image has transparency (else they are flattened onto white). `batch_transform`, when
-    given, maps each stacked batch of `image_transform` outputs to the batch's images (e.g.
-    `batch_augment.BatchAugment`: per-image uint8 in, augmented floats out). See the module docstring for
-    splitting.
+    `batch_transform`, when given, maps each stacked batch of `image_transform` outputs to the
+    batch's images (e.g. `batch_augment.BatchAugment`: per-image uint8 in, augmented floats out).
     """
-    if batch_size < 1:
-        raise DataError(f"batch_size must be >= 1, got {batch_size}")
-    if caption not in ("random", "first"):
-        raise DataError(f"caption must be 'random' or 'first', got {caption!r}")
-    resolved_rank, resolved_world = resolve_rank(rank, world_size)
+    rank, world_size = resolve_rank(config.rank, config.world_size)
     weights = None
-    if source_weights is not None:
-        if not resampled or not isinstance(shards, (str, Path)):
+    if config.source_weights is not None:
+        if not isinstance(shards, (str, Path)):
             raise DataError("source weights need a resampled loader over a `a::b` shard spec")
-        shard_list, weights = shard_weights(shards, tuple(source_weights))
+        shard_list, weights = shard_weights(shards, tuple(config.source_weights))
     else:
         shard_list = _expand_shards(shards)
-    spec = _Spec(
-        shards=shard_list,
-        shard_weights=weights,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        shuffle_buffer=shuffle_buffer,
-        resampled=resampled,
-        seed=seed,
-        epoch=epoch,
-        caption=caption,
-        drop_last=drop_last,
-        rank=resolved_rank,
-        world_size=resolved_world,
-        keep_alpha=keep_alpha,
-    )
-    return ShardLoader(spec, image_transform, tokenize, num_workers, batch_transform)
+    spec = _Spec(shards=shard_list, shard_weights=weights, config=replace(config, rank=rank, world_size=world_size))
+    return ShardLoader(spec, image_transform, tokenize, batch_transform)

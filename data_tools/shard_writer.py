@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 from pathlib import Path
 
+from data_tools.atomic_write import PendingFile
 from data_tools.encode_sample import EncodedSample
 
 # member order inside a sample; readers group consecutive members by key
@@ -16,16 +16,18 @@ MEMBER_ORDER = ("jpg", "txt", "json", "cls")
 class ShardWriter:
     """Writes `DIR/00000.tar`, `00001.tar`, ... with `shard_size` samples each.
 
-    Numbering starts at `first_index` (a distributed build writes its part of the range). Each tar is written as `NNNNN.tar.tmp` and renamed when complete, so an interrupted
-    build never leaves a `.tar` that looks finished. Member headers carry fixed
-    mtime/owner/mode so the same samples give identical bytes.
+    Numbering starts at `first_index` (a distributed build writes its part of the
+    range). Each tar is written as `NNNNN.tar.tmp` (a `PendingFile`: no `*.tar`
+    glob picks it up, and the build marker names it) and renamed when complete,
+    so an interrupted build never leaves a `.tar` that looks finished. Member
+    headers carry fixed mtime/owner/mode so the same samples give identical bytes.
     """
 
     def __init__(self, out_dir: Path, shard_size: int, first_index: int = 0) -> None:
         self.out_dir, self.shard_size, self.first_index = out_dir, shard_size, first_index
         self.counts: dict[str, int] = {}
         self._tar: tarfile.TarFile | None = None
-        self._tmp_path: Path | None = None
+        self._pending: PendingFile | None = None
         self._in_shard = 0
 
     def write(self, sample: EncodedSample) -> None:
@@ -50,22 +52,20 @@ class ShardWriter:
 
     def abort(self) -> None:
         """Drop the shard being written (after an error), leaving finished shards in place."""
-        if self._tar is not None and self._tmp_path is not None:
+        if self._tar is not None and self._pending is not None:
             self._tar.close()
-            self._tmp_path.unlink(missing_ok=True)
-        self._tar, self._tmp_path = None, None
+            self._pending.discard()
+        self._tar, self._pending = None, None
 
     def _open_next(self) -> None:
         name = f"{self.first_index + len(self.counts):05d}.tar"
-        self._tmp_path = self.out_dir / f"{name}.tmp"
-        self._tar = tarfile.open(self._tmp_path, "w", format=tarfile.USTAR_FORMAT)
+        self._pending = PendingFile(self.out_dir / name, temporary=f"{name}.tmp")
+        self._tar = tarfile.open(self._pending.path, "w", format=tarfile.USTAR_FORMAT)
         self._in_shard = 0
 
     def _close_current(self) -> None:
-        if self._tar is None or self._tmp_path is None:
+        if self._tar is None or self._pending is None:
             return
         self._tar.close()
-        final = self._tmp_path.with_suffix("")  # strip ".tmp"
-        os.replace(self._tmp_path, final)
-        self.counts[final.name] = self._in_shard
-        self._tar, self._tmp_path = None, None
+        self.counts[self._pending.commit().name] = self._in_shard
+        self._tar, self._pending = None, None

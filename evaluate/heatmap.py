@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from data_tools.atomic_write import atomic_path, write_json_atomic
 from data_tools.errors import DataError
-from data_tools.loader import make_loader
+from data_tools.loader import LoaderConfig, make_loader
 from evaluate.errors import EvaluateError
 from pretrain.vision_tower import vision_tower
 
@@ -266,7 +266,7 @@ def heatmap_sheet_png(images: Sequence[Image.Image], heats: Sequence[dict[str, T
 def pick_samples(encoder: Encoder, data: str, count: int, spread: bool = True) -> dict[str, Any]:
     """`count` samples (image, caption, key), evenly spaced through the shards or the first ones."""
     try:
-        loader = make_loader(data, batch_size=64, image_transform=encoder.preprocess, num_workers=0)
+        loader = make_loader(data, LoaderConfig(batch_size=64, num_workers=0), image_transform=encoder.preprocess)
         step = max(1, (loader.num_samples or count) // count) if spread else 1
         picked: dict[str, list] = {"image": [], "caption": [], "key": []}
         seen = 0

@@ -12,6 +12,7 @@ from data_tools.loader import read_dataset_info
 from evaluate.errors import EvaluateError
 from evaluate.evaluator import Evaluator
 from evaluate.retrieval_recall import RetrievalEvaluator
+from evaluate.shard_encoding import EncodingConfig
 from evaluate.zeroshot import ZeroShotEvaluator
 
 
@@ -21,7 +22,8 @@ def evaluators_for(val_data: str | Path | None) -> list[Evaluator]:
         return []
     if not Path(val_data).is_dir():
         raise EvaluateError(f"`val_data` {val_data} is not a directory of shards")
-    evaluators: list[Evaluator] = [RetrievalEvaluator(data=val_data, num_workers=0)]
+    in_process = EncodingConfig(num_workers=0)
+    evaluators: list[Evaluator] = [RetrievalEvaluator(data=val_data, encoding=in_process)]
     if read_dataset_info(val_data).get("classes"):
-        evaluators.append(ZeroShotEvaluator(data=val_data, num_workers=0))
+        evaluators.append(ZeroShotEvaluator(data=val_data, encoding=in_process))
     return evaluators

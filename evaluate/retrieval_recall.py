@@ -13,7 +13,7 @@ model whose scores are all equal gets recall ~0, not 1.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,7 +21,7 @@ import torch
 
 from data_tools.loader_workers import auto_loader_workers
 from evaluate.errors import EvaluateError
-from evaluate.shard_encoding import ShardImageFeatures
+from evaluate.shard_encoding import EncodingConfig, ShardImageFeatures
 from pretrain.precision import precision_context, resolve_precision
 
 if TYPE_CHECKING:
@@ -129,18 +129,13 @@ def sample_captions(caption: str, meta: dict[str, Any], choice: CaptionChoice) -
 def encode_captioned_images(
     encoder: Encoder,
     data: str | Path,
+    encoding: EncodingConfig = EncodingConfig(),
     *,
     captions: CaptionChoice = "all",
-    batch_size: int = 128,
-    max_samples: int | None = None,
-    num_workers: int | None = None,
     progress: bool = False,
-    precision: str = "fp32",
 ) -> CaptionedImages:
-    """Encode every image in the shards at `data` and collect its captions (`num_workers` None: auto)."""
-    images = ShardImageFeatures(encoder, data, batch_size=batch_size, max_samples=max_samples,
-                                num_workers=num_workers, precision=precision, progress=progress,
-                                desc="eval retrieval: encoding images")  # fmt: skip
+    """Encode every image in the shards at `data` as `encoding` says and collect its captions."""
+    images = ShardImageFeatures(encoder, data, encoding, progress=progress, desc="eval retrieval: encoding images")
     features: list[torch.Tensor] = []
     per_image: list[list[str]] = []
     keys: list[str] = []
@@ -161,16 +156,10 @@ class RetrievalEvaluator:
     """Shard directory (any webdataset shards with images and captions)."""
     captions: CaptionChoice = "all"
     """"all": the .txt caption plus the .json `captions` variants; "first": the .txt caption only."""
-    batch_size: int = 128
-    """Images per forward pass."""
-    max_samples: int | None = None
-    """Evaluate only the first N samples (None: all)."""
-    num_workers: int | None = None
-    """Loader worker processes (None: chosen for the machine, 0 on <= 2 cores)."""
+    encoding: EncodingConfig = field(default_factory=EncodingConfig)
+    """How the images are encoded: batch size, sample limit, loader workers, precision."""
     progress: bool = False
     """Show a progress bar on stderr."""
-    precision: str = "fp32"
-    """fp32, bf16 (autocast) or auto (bf16 where the hardware runs it natively)."""
     name: str = "retrieval"
     """Prefix of the yielded metric names."""
     clip_benchmark: bool = False
@@ -184,21 +173,18 @@ class RetrievalEvaluator:
             yield f"{self.name}/{direction}_mean_rank", float(report[f"{direction}_mean_rank"])
 
     def evaluate(self, encoder: Encoder) -> dict[str, Any]:
-        images = encode_captioned_images(
-            encoder, self.data, captions=self.captions, batch_size=self.batch_size,
-            max_samples=self.max_samples, num_workers=self.num_workers, progress=self.progress,
-            precision=self.precision,
-        )  # fmt: skip
+        images = encode_captioned_images(encoder, self.data, self.encoding, captions=self.captions,
+                                         progress=self.progress)
         texts, pairs = caption_pairs(images.captions)
-        with precision_context(encoder, self.precision)():
+        with precision_context(encoder, self.encoding.precision)():
             chunks = [encoder.encode_text(texts[i : i + 1024]) for i in range(0, len(texts), 1024)]
         text_features = torch.nn.functional.normalize(torch.cat(chunks).float(), dim=-1)  # (M, D)
         report: dict[str, Any] = dict(retrieval_metrics(images.features, text_features, pairs))
         if self.clip_benchmark:
             report["clip_benchmark"] = clip_benchmark_recalls(images.features, text_features, pairs)
         report["captions"] = self.captions
-        report["precision"] = resolve_precision(encoder, self.precision)
-        report["loader_workers"] = auto_loader_workers(self.num_workers)
+        report["precision"] = resolve_precision(encoder, self.encoding.precision)
+        report["loader_workers"] = auto_loader_workers(self.encoding.num_workers)
         report["captions_per_image"] = round(len(pairs) / len(images.keys), 3)
         report["images_per_text"] = round(len(pairs) / len(texts), 3)
         report["corrupt_skipped"] = images.skipped

@@ -9,7 +9,7 @@ embeddings: logits = image_features @ weights.T.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,7 +26,7 @@ from evaluate.class_names import (
 )
 from evaluate.errors import EvaluateError
 from evaluate.metrics import classification_report
-from evaluate.shard_encoding import ShardImageFeatures
+from evaluate.shard_encoding import EncodingConfig, ShardImageFeatures
 from evaluate.templates import fill_template, load_templates, templates_for_source
 from pretrain.precision import precision_context, resolve_precision
 
@@ -95,27 +95,19 @@ class EncodedImages:
 def encode_labelled_images(
     encoder: Encoder,
     data: str | Path,
+    encoding: EncodingConfig = EncodingConfig(),
     *,
     label_field: str | None,
-    batch_size: int = 128,
-    max_samples: int | None = None,
-    num_workers: int | None = None,
     progress: bool = False,
-    precision: str = "fp32",
 ) -> EncodedImages:
-    """Encode every image in the shards at `data` and read its class name.
+    """Encode every image in the shards at `data` as `encoding` says and read its class name.
 
     Fails after the first batch if no sample in it has a label, rather than
-    encoding a whole corpus that cannot be scored. `num_workers`: loader
-    processes (None: chosen for the machine, see `auto_loader_workers`).
-    `precision`: "fp32", "bf16" (autocast; ~2.8x faster on CPUs with
-    avx512_bf16) or "auto".
+    encoding a whole corpus that cannot be scored.
     """
     info = read_dataset_info(data)
     dataset_classes = cls_class_names(info, label_field)
-    images = ShardImageFeatures(encoder, data, batch_size=batch_size, max_samples=max_samples,
-                                num_workers=num_workers, precision=precision, progress=progress,
-                                desc="zeroshot: encoding images")  # fmt: skip
+    images = ShardImageFeatures(encoder, data, encoding, progress=progress, desc="zeroshot: encoding images")
     features: list[torch.Tensor] = []
     labels: list[str | None] = []
     keys: list[str] = []
@@ -170,16 +162,10 @@ class ZeroShotEvaluator:
     """Built-in set name, template file, a list of templates, or "auto" (chosen from dataset.json `source`)."""
     label_field: str | None = None
     """Classify by this .json field (e.g. "category"): found at the top level, else under `labels`, else .cls."""
-    batch_size: int = 128
-    """Images per forward pass."""
-    max_samples: int | None = None
-    """Score only the first N samples (None: all)."""
-    num_workers: int | None = None
-    """Loader worker processes (None: chosen for the machine, 0 on <= 2 cores)."""
+    encoding: EncodingConfig = field(default_factory=EncodingConfig)
+    """How the images are encoded: batch size, sample limit, loader workers, precision."""
     progress: bool = False
     """Show a progress bar on stderr."""
-    precision: str = "fp32"
-    """fp32, bf16 (autocast) or auto (bf16 where the hardware runs it natively)."""
     name: str = "zeroshot"
     """Prefix of the yielded metric names."""
     adapter: ImageClassifier | None = None
@@ -202,11 +188,8 @@ class ZeroShotEvaluator:
         info = read_dataset_info(self.data)
         declared = dataset_class_names(info, self.label_field, data=str(self.data))
         template_name, templates = self.resolve_templates(info)
-        encoded = encode_labelled_images(
-            self.adapter or encoder, self.data, label_field=self.label_field, batch_size=self.batch_size,
-            max_samples=self.max_samples, num_workers=self.num_workers, progress=self.progress,
-            precision=self.precision,
-        )  # fmt: skip
+        encoded = encode_labelled_images(self.adapter or encoder, self.data, self.encoding,
+                                         label_field=self.label_field, progress=self.progress)
         keep = [i for i, label in enumerate(encoded.labels) if label is not None]
         labels = [encoded.labels[i] for i in keep]
         if self.adapter is not None:
@@ -221,7 +204,7 @@ class ZeroShotEvaluator:
             classnames = self.classnames or declared or sorted(set(labels))
         y_true = torch.tensor(label_indices(labels, classnames, data=str(self.data)))  # (N,)
         prompt_names = self.prompt_names if self.classnames and self.prompt_names else classnames
-        with precision_context(encoder, self.precision)():
+        with precision_context(encoder, self.encoding.precision)():
             classifier = ZeroShotClassifier.build(encoder, prompt_names, templates)
         features = encoded.features[keep]  # (N, D)
         logits = (self.adapter or classifier).logits(features)  # (N, C)
@@ -234,8 +217,8 @@ class ZeroShotEvaluator:
         if list(prompt_names) != list(classnames):
             report["prompt_names"] = dict(zip(classnames, prompt_names))
         report["unlabelled_skipped"] = len(encoded.labels) - len(keep)
-        report["precision"] = resolve_precision(encoder, self.precision)
-        report["loader_workers"] = auto_loader_workers(self.num_workers)
+        report["precision"] = resolve_precision(encoder, self.encoding.precision)
+        report["loader_workers"] = auto_loader_workers(self.encoding.num_workers)
         report["corrupt_skipped"] = encoded.skipped
         report["modality_gap"] = float((features.mean(0) - classifier.weights.mean(0)).norm())
         return ZeroShotResult(report, classifier, features, y_true, logits)

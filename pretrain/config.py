@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -268,7 +269,7 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
         args.append(f"--run.{resolve_key(key.strip())}={value}")
     parser = jsonargparse.ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(TrainConfig, "run")
-    parser.set_defaults({f"run.{k}": v for k, v in flatten(config_to_dict(config)).items()})
+    parser.set_defaults({f"run.{path}": attrgetter(path)(config) for path in field_paths()})
     try:
         parsed = parser.parse_args(args)
     except Exception as err:  # jsonargparse raises ArgumentError with the type it expected
@@ -285,16 +286,6 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
               "distill": DistillConfig, "distributed": DistributedConfig}
     kwargs = {k: groups[k](**v) if k in groups else v for k, v in values.items()}
     return TrainConfig(**kwargs)
-
-
-def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def validate(config: TrainConfig) -> None:

@@ -139,7 +139,7 @@ def shard_epochs(data: DataConfig, *, images: TrainImages, tokenize: Callable, s
     so does a weighted mix of sources (`data.train_data_weights`, one per `::` source).
     """
     from data_tools.errors import DataError
-    from data_tools.loader import list_shards, make_loader, read_dataset_info
+    from data_tools.loader import LoaderConfig, list_shards, make_loader, read_dataset_info
     from data_tools.loader_workers import auto_loader_workers
 
     try:
@@ -156,12 +156,12 @@ def shard_epochs(data: DataConfig, *, images: TrainImages, tokenize: Callable, s
     resampled = world_size > 1 or data.train_data_weights is not None
 
     def make_epoch(epoch: int) -> Iterable[dict]:
-        loader = make_loader(data.train_data, batch_size=data.batch_size, image_transform=images.per_image,
-                             batch_transform=images.per_batch,
-                             tokenize=tokenize, num_workers=workers, shuffle=True, shuffle_buffer=data.shuffle_buffer,
-                             resampled=resampled, seed=seed, epoch=epoch, caption=data.caption, drop_last=True,
-                             rank=rank, world_size=world_size, source_weights=data.train_data_weights,
-                             keep_alpha=data.background == "random")
+        config = LoaderConfig(batch_size=data.batch_size, num_workers=workers, shuffle=True,
+                              shuffle_buffer=data.shuffle_buffer, resampled=resampled, seed=seed, epoch=epoch,
+                              caption=data.caption, drop_last=True, rank=rank, world_size=world_size,
+                              source_weights=data.train_data_weights, keep_alpha=data.background == "random")
+        loader = make_loader(data.train_data, config, image_transform=images.per_image,
+                             batch_transform=images.per_batch, tokenize=tokenize)
         skipped.start(loader)
         # iter() now, not lazily: the DataLoader draws its worker seed here, under BatchStream's fixed seed.
         return iter(loader)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from data_tools.loader import make_loader
+from data_tools.loader import LoaderConfig, make_loader
 from data_tools.loader_workers import auto_loader_workers
 from data_tools.thread_prefetch import prefetch_in_thread
 from pretrain.cpu_memory import keep_freed_memory
@@ -89,8 +89,8 @@ def _shard_batches(encoder: Encoder, shards: Sequence[str], batch_size: int,
     """(shard, batch, {}) for each decoded, tokenised batch of each shard, then (shard, None, its skip counts)."""
     for shard in shards:
         # rank 0 of 1: the whole shard, also when this process is one rank of several (they split by shard)
-        loader = make_loader([shard], batch_size=batch_size, image_transform=encoder.preprocess,
-                             tokenize=encoder.tokenizer, num_workers=workers, caption="first", rank=0, world_size=1)
+        config = LoaderConfig(batch_size=batch_size, num_workers=workers, caption="first", rank=0, world_size=1)
+        loader = make_loader([shard], config, image_transform=encoder.preprocess, tokenize=encoder.tokenizer)
         for batch in loader:
             yield shard, batch, {}
         yield shard, None, loader.skipped

@@ -48,8 +48,7 @@ def run_retrieval_eval(cmd: RetrievalEvalConfig) -> dict[str, Any]:
     encoder = open_encoder(choice.checkpoint, choice.model, choice.pretrained)
     check_image_size(encoder, info, run.data, run.allow_resize)
     evaluator = RetrievalEvaluator(
-        data=run.data, captions=cmd.captions, batch_size=run.batch_size, max_samples=run.max_samples,
-        num_workers=run.num_workers, progress=True, precision=run.precision,
+        data=run.data, captions=cmd.captions, encoding=run.encoding, progress=True,
         clip_benchmark=cmd.format == "clip_benchmark",
     )  # fmt: skip
     start = time.perf_counter()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
+from evaluate.shard_encoding import EncodingConfig
 from pretrain.encoder_choice import check_choice
 from pretrain.errors import PretrainError
 from retrieval.encoder_spec import OPEN_CLIP_PREFIX
@@ -51,21 +51,13 @@ class EvalRunConfig:
     """Where to write report.json (zeroshot: report.html and the PNGs go next to it)."""
     encoder: ModelChoiceConfig = field(default_factory=ModelChoiceConfig)
     """The model: --checkpoint RUN, or --model NAME [--pretrained FILE]."""
-    batch_size: int = 128
-    """Images per forward pass."""
-    max_samples: int | None = None
-    """Evaluate only the first N samples."""
-    num_workers: int | None = None
-    """Loader worker processes decoding images; default: chosen for the machine (0 on <= 2 cores, where a
-    worker would only take time from the model's threads, else 2)."""
+    encoding: EncodingConfig = field(default_factory=lambda: EncodingConfig(precision="auto"))
+    """How the images are encoded: --batch-size, --max-samples, --num-workers, --precision."""
     allow_resize: bool = False
     """Accept shards whose image size differs from the model's (the eval transform rescales them)."""
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """Encoder compute: bf16 autocast (about 2.5x faster on CPUs with avx512_bf16), fp32, or auto (bf16 where
-    the hardware runs it natively)."""
 
 
-EVAL_FLAT = ("run", "run.encoder")  # the EvalRunConfig group's flags have no prefix
+EVAL_FLAT = ("run", "run.encoder", "run.encoding")  # the EvalRunConfig group's flags have no prefix
 
 
 def normalised(choice: ModelChoiceConfig) -> ModelChoiceConfig:

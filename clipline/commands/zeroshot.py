@@ -71,9 +71,7 @@ def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
     classnames, prompt_names = read_class_file(cmd.classes) if cmd.classes else (None, None)
     evaluator = ZeroShotEvaluator(
         data=run.data, classnames=classnames, prompt_names=prompt_names, templates=cmd.templates,
-        label_field=cmd.label_field,
-        batch_size=run.batch_size, max_samples=run.max_samples, num_workers=run.num_workers, progress=True,
-        precision=run.precision,
+        label_field=cmd.label_field, encoding=run.encoding, progress=True,
     )  # fmt: skip
     evaluator.resolve_templates(info)  # a bad --templates fails before the model loads
     print(f"zeroshot: loading {choice.checkpoint or choice.model}", file=sys.stderr)

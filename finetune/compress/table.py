@@ -22,8 +22,9 @@ import torch
 from data_tools.atomic_write import write_json_atomic
 from data_tools.output_paths import check_output_dir
 from data_tools.errors import DataError
-from data_tools.loader import make_loader
+from data_tools.loader import LoaderConfig, make_loader
 from evaluate.retrieval_recall import RetrievalEvaluator
+from evaluate.shard_encoding import EncodingConfig
 from evaluate.zeroshot import ZeroShotEvaluator
 from finetune.compress.variants import (RecoveryConfig, as_encoder, images_per_second, magnitude_prune,
                                         nonzero_parameters, quantize_int8, recover_pruned, serialized_bytes, sparsity,
@@ -69,7 +70,7 @@ class CompressConfig:
 def _speed_batch(encoder: Encoder, data: str, count: int) -> torch.Tensor:
     """The first `count` preprocessed eval images, (N, 3, H, W)."""
     images = []
-    for batch in make_loader(data, batch_size=64, image_transform=encoder.preprocess, num_workers=0):
+    for batch in make_loader(data, LoaderConfig(batch_size=64, num_workers=0), image_transform=encoder.preprocess):
         images.append(batch["image"])
         if sum(len(b) for b in images) >= count:
             break
@@ -79,12 +80,11 @@ def _speed_batch(encoder: Encoder, data: str, count: int) -> torch.Tensor:
 def measure(encoder: Encoder, model: torch.nn.Module, float_model: torch.nn.Module, images: torch.Tensor,
             data: str, config: CompressConfig) -> dict[str, Any]:
     """Size, speed and quality of one variant (`float_model`: where its non-zero count comes from)."""
+    encoding = EncodingConfig(batch_size=config.batch_size, max_samples=config.max_eval_samples,
+                              num_workers=config.num_workers)
     zeroshot = ZeroShotEvaluator(data=data, label_field=config.label_field, templates=config.templates,
-                                 batch_size=config.batch_size, max_samples=config.max_eval_samples,
-                                 num_workers=config.num_workers).evaluate(encoder).report
-    retrieval = RetrievalEvaluator(data=data, captions="first", batch_size=config.batch_size,
-                                   max_samples=config.max_eval_samples,
-                                   num_workers=config.num_workers).evaluate(encoder)
+                                 encoding=encoding).evaluate(encoder).report
+    retrieval = RetrievalEvaluator(data=data, captions="first", encoding=encoding).evaluate(encoder)
     return {
         "size_mb": serialized_bytes(model) / 2**20,
         "nonzero_params": nonzero_parameters(float_model),
@@ -101,9 +101,9 @@ def _recovery_batches(encoder: Encoder, train_data: str, config: CompressConfig)
     epoch = iter(range(1_000_000))
 
     def batches() -> Iterator[dict]:
-        return iter(make_loader(train_data, batch_size=config.batch_size, image_transform=encoder.preprocess,
-                                tokenize=encoder.tokenizer, shuffle=True, seed=config.seed, epoch=next(epoch),
-                                caption="random", drop_last=True, num_workers=config.num_workers))
+        loader = LoaderConfig(batch_size=config.batch_size, shuffle=True, seed=config.seed, epoch=next(epoch),
+                              caption="random", drop_last=True, num_workers=config.num_workers)
+        return iter(make_loader(train_data, loader, image_transform=encoder.preprocess, tokenize=encoder.tokenizer))
     return batches
 
 

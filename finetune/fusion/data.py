@@ -25,7 +25,7 @@ from PIL import Image
 from torch import Tensor
 
 from data_tools.errors import DataError
-from data_tools.loader import list_shards, make_loader, read_dataset_info
+from data_tools.loader import LoaderConfig, list_shards, make_loader, read_dataset_info
 from data_tools.tar_samples import iter_tar_samples
 from evaluate.class_names import field_label
 from finetune.errors import FinetuneError
@@ -105,11 +105,10 @@ class LabelledBatches:
     `kept` the number of samples yielded in it.
     """
 
-    def __init__(self, path: str | Path, *, classes: dict[str, list[str]],
+    def __init__(self, path: str | Path, loader: LoaderConfig, *, classes: dict[str, list[str]],
                  image_transform: Callable[[Image.Image], Tensor], tokenize: Callable[[list[str]], Tensor],
-                 batch_size: int, shuffle: bool = False, seed: int = 0, split: Split = "all",
-                 val_fraction: float = 0.0, val_by: ValBy = "key", num_workers: int = 0,
-                 caption: Literal["random", "first"] = "first", max_samples: int | None = None) -> None:
+                 split: Split = "all", val_fraction: float = 0.0, val_by: ValBy = "key",
+                 max_samples: int | None = None) -> None:
         self.path, self.classes, self.tasks = path, classes, list(classes)
         self._index = {t: {name: i for i, name in enumerate(names)} for t, names in classes.items()}
         self.split, self.val_fraction, self.val_by, self.max_samples = split, val_fraction, val_by, max_samples
@@ -117,9 +116,7 @@ class LabelledBatches:
         self.kept = 0
         self._epoch = 0
         try:
-            self._loader = make_loader(path, batch_size=batch_size, image_transform=image_transform,
-                                       tokenize=tokenize, num_workers=num_workers, shuffle=shuffle, seed=seed,
-                                       caption=caption)
+            self._loader = make_loader(path, loader, image_transform=image_transform, tokenize=tokenize)
         except DataError as exc:
             raise FinetuneError(str(exc)) from exc
 

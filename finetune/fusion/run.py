@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
 
 from data_tools.atomic_write import write_json_atomic
+from data_tools.loader import LoaderConfig
 from data_tools.output_paths import check_output_dir
 from finetune.errors import FinetuneError
 from finetune.fusion.cache import FeatureCache
@@ -46,21 +47,22 @@ def _sources(model: FusionClassifier, encoder: Encoder, train_data: str, eval_da
     """(train, val, eval) batch sources, cached tower outputs when the towers are frozen, and a
     function that reports sample counts and skips (valid once the sources have been read)."""
     common = {"classes": model.classes, "image_transform": encoder.preprocess, "tokenize": encoder.tokenizer,
-              "batch_size": config.batch_size, "num_workers": config.num_workers, "seed": config.seed,
               "val_by": config.val_by}
+    loader = LoaderConfig(batch_size=config.batch_size, num_workers=config.num_workers, seed=config.seed)
     has_val = config.val_fraction > 0
-    train = LabelledBatches(train_data, split="train" if has_val else "all", val_fraction=config.val_fraction,
-                            shuffle=config.towers != "frozen", caption="random", max_samples=config.max_train_samples,
-                            **common)
-    val = LabelledBatches(train_data, split="val", val_fraction=config.val_fraction, **common) if has_val else None
-    test = LabelledBatches(eval_data, max_samples=config.max_eval_samples, **common)
+    train = LabelledBatches(train_data, replace(loader, shuffle=config.towers != "frozen", caption="random"),
+                            split="train" if has_val else "all", val_fraction=config.val_fraction,
+                            max_samples=config.max_train_samples, **common)
+    val = (LabelledBatches(train_data, loader, split="val", val_fraction=config.val_fraction, **common)
+           if has_val else None)
+    test = LabelledBatches(eval_data, loader, max_samples=config.max_eval_samples, **common)
     if config.towers != "frozen":
         def summary() -> dict:
             return _summary(train, test, train.kept, val.kept if val else 0, test.kept)
 
         return (lambda: train), ((lambda: val) if val else None), (lambda: test), summary
-    return _cached_sources(model, everything=LabelledBatches(train_data, caption="first",
-                                                             max_samples=config.max_train_samples, **common),
+    return _cached_sources(model, everything=LabelledBatches(train_data, loader, max_samples=config.max_train_samples,
+                                                             **common),
                            test=test, config=config, log=log, shared=shared)
 
 

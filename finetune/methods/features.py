@@ -103,7 +103,7 @@ def encode_shards(encoder: ImageEncoder, data_dir: str | Path, *, batch_size: in
     chosen for the machine, decoding overlapped with the model.
     """
     from data_tools.loader import read_dataset_info
-    from evaluate.shard_encoding import ShardImageFeatures
+    from evaluate.shard_encoding import EncodingConfig, ShardImageFeatures
 
     info = {k: v for k, v in read_dataset_info(data_dir).items() if k in ("classes", "label_fields", "source")}
     blocks: list[Tensor] = []
@@ -111,7 +111,7 @@ def encode_shards(encoder: ImageEncoder, data_dir: str | Path, *, batch_size: in
     metas: list[dict[str, Any]] = []
     cls: list[int] = []
     start = last = time.monotonic()
-    for features, batch in ShardImageFeatures(encoder, data_dir, batch_size=batch_size):
+    for features, batch in ShardImageFeatures(encoder, data_dir, EncodingConfig(batch_size=batch_size)):
         blocks.append(features)
         keys += list(batch["key"])
         metas += [label_parts(m) for m in batch["meta"]]

@@ -16,3 +16,11 @@ def run_clipline(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[i
         code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def error_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The one `error:` line `clipline ARGV...` prints before exiting 2 (checked: one line, no traceback)."""
+    code, _, err = run_clipline(argv, capsys)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]

@@ -12,7 +12,7 @@ from clipline.cli import main as clipline_main
 from data_tools.build import BuildConfig, build_shards
 from data_tools.build_marker import BUILD_MARKER
 from data_tools.errors import DataError
-from data_tools.loader import list_shards, make_loader
+from data_tools.loader import LoaderConfig, list_shards, make_loader
 from data_tools.sources import SourceConfig, load_source
 from data_tools.sources import npm_cache
 from data_tools.inspect_shards import inspect_shards
@@ -40,7 +40,7 @@ def test_build_skips_and_counts_each_bad_input(tmp_path: Path) -> None:
     info = build_shards(data, BuildConfig(out=tmp_path / "out", workers=2, progress=False))
     assert info["skipped"] == {"corrupt_image": 1, "not_an_image": 1, "empty_caption": 1}
     assert info["num_samples"] == 3
-    loader = make_loader(tmp_path / "out", batch_size=8, image_transform=to_tensor, num_workers=0)
+    loader = make_loader(tmp_path / "out", LoaderConfig(batch_size=8, num_workers=0), image_transform=to_tensor)
     assert sorted(c for batch in loader for c in batch["caption"]) == [f"good picture {i}" for i in range(3)]
 
 

@@ -92,11 +92,12 @@ def test_other_sizes_are_brought_to_the_square_frame() -> None:
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_the_loader_applies_the_batch_transform_to_each_stacked_batch(emoji_shards, workers: int) -> None:
-    from data_tools.loader import make_loader
+    from data_tools.loader import LoaderConfig, make_loader
 
     augment = BatchAugment(size=24, mean=MEAN, std=STD, background="random")
-    loader = make_loader(emoji_shards, batch_size=8, image_transform=augment.per_image, batch_transform=augment,
-                         num_workers=workers, keep_alpha=True, drop_last=True)
+    loader = make_loader(emoji_shards,
+                         LoaderConfig(batch_size=8, num_workers=workers, keep_alpha=True, drop_last=True),
+                         image_transform=augment.per_image, batch_transform=augment)
     batches = list(loader)
     assert len(batches) == 6 and all(b["image"].shape == (8, 3, 24, 24) for b in batches)  # 48 fixture samples
     assert all(b["image"].dtype == torch.float32 for b in batches)

@@ -71,21 +71,6 @@ def test_folder_with_caption_sidecars_and_resize_crop(tmp_path: Path) -> None:
     assert all(s.image.size == (20, 20) for s in samples) and all(s.label == -1 for s in samples)
 
 
-def test_rgba_is_composited_on_white(tmp_path: Path) -> None:
-    from PIL import Image
-
-    root = tmp_path / "alpha"
-    root.mkdir()
-    image = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
-    image.paste((200, 0, 0, 255), (8, 8, 24, 24))
-    image.save(root / "x.png")
-    (root / "x.txt").write_text("red square")
-    _, [sample] = build_and_read(f"folder:{root}", tmp_path / "out", image_size=32)
-    assert sample.image.getpixel((1, 1)) == (255, 255, 255)
-    r, g, b = sample.image.getpixel((16, 16))
-    assert r > 180 and g < 40 and b < 40
-
-
 def _alpha_folder(root: Path, size: int = 48) -> None:
     from PIL import Image
 
@@ -94,6 +79,14 @@ def _alpha_folder(root: Path, size: int = 48) -> None:
     image.paste((200, 0, 0, 255), (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
     image.save(root / "x.png")
     (root / "x.txt").write_text("red square")
+
+
+def test_rgba_is_composited_on_white(tmp_path: Path) -> None:
+    _alpha_folder(tmp_path / "alpha", size=32)
+    _, [sample] = build_and_read(f"folder:{tmp_path / 'alpha'}", tmp_path / "out", image_size=32)
+    assert sample.image.getpixel((1, 1)) == (255, 255, 255)
+    r, g, b = sample.image.getpixel((16, 16))
+    assert r > 180 and g < 40 and b < 40
 
 
 def test_background_black_flattens_transparency_onto_black(tmp_path: Path) -> None:

@@ -9,7 +9,10 @@ import torch
 
 from evaluate.errors import EvaluateError
 from evaluate.retrieval_recall import RetrievalEvaluator, best_relevant_ranks, caption_pairs, retrieval_metrics, sample_captions
+from evaluate.shard_encoding import EncodingConfig
 from tests.finetune.fakes import ColourEncoder, write_shards
+
+IN_PROCESS = EncodingConfig(num_workers=0)  # no loader worker processes
 
 
 def unit(*rows: list[float]) -> torch.Tensor:
@@ -90,7 +93,7 @@ def test_evaluator_on_known_answer_encoder(tmp_path: Path) -> None:
     data = write_shards(tmp_path / "shards", classes, per_class=3, captions=True)
     # captions per image: "a picture of CLASS" (shared by the 3 images of a class) and "CLASS number J" (own)
     encoder = ColourEncoder(classes)
-    report = RetrievalEvaluator(data=data, num_workers=0).evaluate(encoder)
+    report = RetrievalEvaluator(data=data, encoding=IN_PROCESS).evaluate(encoder)
     assert report["n"] == 9 and report["n_texts"] == 3 + 9
     # every text of a class scores the same against its images, so an image's 2 relevant texts tie
     # with the 2 "CLASS number J" captions of its siblings -> rank 3
@@ -102,10 +105,10 @@ def test_evaluator_on_known_answer_encoder(tmp_path: Path) -> None:
     assert report["text_to_image_R@1"] == pytest.approx(3 / 12)
     assert report["text_to_image_R@5"] == 1.0
     assert report["text_to_image_mean_rank"] == pytest.approx((3 * 1 + 9 * 3) / 12)
-    first_only = RetrievalEvaluator(data=data, captions="first", num_workers=0).evaluate(encoder)
+    first_only = RetrievalEvaluator(data=data, captions="first", encoding=IN_PROCESS).evaluate(encoder)
     assert first_only["n_texts"] == 3
     assert first_only["text_to_image_R@1"] == 1.0 and first_only["image_to_text_R@1"] == 1.0
-    metrics = dict(RetrievalEvaluator(data=data, num_workers=0, name="val").run(encoder))
+    metrics = dict(RetrievalEvaluator(data=data, name="val", encoding=IN_PROCESS).run(encoder))
     assert metrics["val/image_to_text_R@5"] == 1.0
     assert set(metrics) == {f"val/{d}_{m}" for d in ("image_to_text", "text_to_image")
                             for m in ("R@1", "R@5", "R@10", "mean_rank")}  # fmt: skip

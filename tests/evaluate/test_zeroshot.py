@@ -8,12 +8,14 @@ import open_clip
 import pytest
 import torch
 
-from data_tools.loader import make_loader
+from data_tools.loader import LoaderConfig, make_loader
 from evaluate.errors import EvaluateError
+from evaluate.shard_encoding import EncodingConfig
 from evaluate.templates import fill_template
 from evaluate.zeroshot import ZeroShotClassifier, ZeroShotEvaluator
 from tests.finetune.fakes import ColourEncoder, tiny_encoder, write_shards
 
+IN_PROCESS = EncodingConfig(num_workers=0)  # no loader worker processes
 CLASSES = ["cat", "dog", "bird", "fish", "horse"]
 TEMPLATES = ["a photo of a {c}.", "{c}", "a drawing of the {c}"]
 
@@ -33,7 +35,7 @@ def test_weights_are_the_renormalised_mean_of_normalised_prompt_embeddings() -> 
 
 def test_perfect_encoder_scores_one(tmp_path: Path) -> None:
     data = write_shards(tmp_path / "shards", CLASSES, per_class=4)
-    evaluator = ZeroShotEvaluator(data=data, templates=TEMPLATES, num_workers=0)
+    evaluator = ZeroShotEvaluator(data=data, templates=TEMPLATES, encoding=IN_PROCESS)
     report = evaluator.evaluate(ColourEncoder(CLASSES)).report
     assert report["top1"] == 1.0
     assert report["macro_f1"] == 1.0
@@ -45,7 +47,7 @@ def test_permuted_encoder_scores_the_known_value(tmp_path: Path) -> None:
     data = write_shards(tmp_path / "shards", CLASSES, per_class=4)
     # colours of cat/dog/bird look like dog/bird/cat; fish and horse stay right -> 2 of 5 classes right
     encoder = ColourEncoder(CLASSES, perm=[1, 2, 0, 3, 4])
-    result = ZeroShotEvaluator(data=data, templates="generic", num_workers=0).evaluate(encoder)
+    result = ZeroShotEvaluator(data=data, templates="generic", encoding=IN_PROCESS).evaluate(encoder)
     report = result.report
     assert report["top1"] == pytest.approx(2 / 5)
     assert report["top5"] == 1.0
@@ -53,7 +55,7 @@ def test_permuted_encoder_scores_the_known_value(tmp_path: Path) -> None:
     assert report["per_class"]["fish"]["recall"] == 1.0
     assert report["confusion"][0] == [0, 4, 0, 0, 0]  # every cat predicted as dog
     assert result.logits.shape == (20, 5)
-    metrics = dict(ZeroShotEvaluator(data=data, num_workers=0, name="zs").run(encoder))
+    metrics = dict(ZeroShotEvaluator(data=data, name="zs", encoding=IN_PROCESS).run(encoder))
     assert set(metrics) == {"zs/top1", "zs/top5", "zs/mean_per_class_recall", "zs/macro_f1"}
     assert metrics["zs/top1"] == pytest.approx(2 / 5)
 
@@ -62,13 +64,13 @@ def test_label_field_and_user_classnames(tmp_path: Path) -> None:
     data = write_shards(tmp_path / "shards", CLASSES, per_class=3, label_fields={"legs": ["four", "two"]})
     # classes 0,2,4 -> "four", 1,3 -> "two" (write_shards cycles the names); images embed by that name
     encoder = ColourEncoder(["four", "two"], perm=[0, 1, 0, 1, 0])
-    report = ZeroShotEvaluator(data=data, label_field="legs", num_workers=0).evaluate(encoder).report
+    report = ZeroShotEvaluator(data=data, label_field="legs", encoding=IN_PROCESS).evaluate(encoder).report
     assert report["classes"] == ["four", "two"]
     assert report["top1"] == 1.0
     assert report["per_class"]["four"]["support"] == 9
     with pytest.raises(EvaluateError, match="no 'colour' in their .json .* one of: legs"):
-        ZeroShotEvaluator(data=data, label_field="colour", num_workers=0).evaluate(encoder)
-    wrong_names = ZeroShotEvaluator(data=data, classnames=["kitten", "puppy"], num_workers=0)
+        ZeroShotEvaluator(data=data, label_field="colour", encoding=IN_PROCESS).evaluate(encoder)
+    wrong_names = ZeroShotEvaluator(data=data, classnames=["kitten", "puppy"], encoding=IN_PROCESS)
     with pytest.raises(EvaluateError, match="not among the 2 classes: 'bird', 'cat'"):
         wrong_names.evaluate(encoder)
 
@@ -76,7 +78,8 @@ def test_label_field_and_user_classnames(tmp_path: Path) -> None:
 def test_prompt_names_differ_from_label_names(tmp_path: Path) -> None:
     data = write_shards(tmp_path / "shards", CLASSES, per_class=2)
     friendly = ["kitty", "puppy", "birdie", "fishy", "pony"]
-    evaluator = ZeroShotEvaluator(data=data, classnames=CLASSES, prompt_names=friendly, num_workers=0)
+    evaluator = ZeroShotEvaluator(data=data, classnames=CLASSES, prompt_names=friendly,
+                                  encoding=IN_PROCESS)
     report = evaluator.evaluate(ColourEncoder(friendly)).report  # the encoder only knows the friendly words
     assert report["top1"] == 1.0
     assert report["classes"] == CLASSES
@@ -85,7 +88,7 @@ def test_prompt_names_differ_from_label_names(tmp_path: Path) -> None:
 
 def test_labels_from_json_when_no_cls(tmp_path: Path) -> None:
     data = write_shards(tmp_path / "shards", CLASSES, per_class=2, write_cls=False)
-    report = ZeroShotEvaluator(data=data, num_workers=0).evaluate(ColourEncoder(CLASSES)).report
+    report = ZeroShotEvaluator(data=data, encoding=IN_PROCESS).evaluate(ColourEncoder(CLASSES)).report
     assert report["classes"] == sorted(CLASSES)  # no dataset classes: the labels seen, sorted
     assert report["top1"] == 1.0
 
@@ -94,7 +97,8 @@ def test_unlabelled_shards_fail_after_the_first_batch(tmp_path: Path) -> None:
     data = write_shards(tmp_path / "shards", CLASSES, per_class=20, write_cls=False, write_label=False)
     encoder = ColourEncoder(CLASSES)
     with pytest.raises(EvaluateError, match="no class label"):
-        ZeroShotEvaluator(data=data, classnames=CLASSES, batch_size=8, num_workers=0).evaluate(encoder)
+        encoding = EncodingConfig(batch_size=8, num_workers=0)
+        ZeroShotEvaluator(data=data, classnames=CLASSES, encoding=encoding).evaluate(encoder)
     assert encoder.encoded_images == 8
 
 
@@ -108,7 +112,7 @@ def test_corrupt_sample_is_skipped_and_counted(tmp_path: Path) -> None:
             info = tarfile.TarInfo(name)
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
-    report = ZeroShotEvaluator(data=data, num_workers=0).evaluate(ColourEncoder(CLASSES)).report
+    report = ZeroShotEvaluator(data=data, encoding=IN_PROCESS).evaluate(ColourEncoder(CLASSES)).report
     assert report["n"] == 10
     assert report["top1"] == 1.0
     assert sum(report["corrupt_skipped"].values()) == 1
@@ -116,7 +120,8 @@ def test_corrupt_sample_is_skipped_and_counted(tmp_path: Path) -> None:
 
 def test_max_samples(tmp_path: Path) -> None:
     data = write_shards(tmp_path / "shards", CLASSES, per_class=4)
-    report = ZeroShotEvaluator(data=data, max_samples=7, batch_size=3, num_workers=0).evaluate(ColourEncoder(CLASSES)).report
+    encoding = EncodingConfig(max_samples=7, batch_size=3, num_workers=0)
+    report = ZeroShotEvaluator(data=data, encoding=encoding).evaluate(ColourEncoder(CLASSES)).report
     assert report["n"] == 7
 
 
@@ -124,13 +129,14 @@ def test_matches_open_clip_reference_on_real_model(emoji_shards: Path) -> None:
     """Same predictions as open_clip's own zero-shot classifier on the same images."""
     encoder = tiny_encoder(seed=3)
     templates = ["an emoji of {c}.", "{c}"]
-    result = ZeroShotEvaluator(data=emoji_shards, templates=templates, num_workers=0).evaluate(encoder)
+    result = ZeroShotEvaluator(data=emoji_shards, templates=templates, encoding=IN_PROCESS).evaluate(encoder)
     classes = result.report["classes"]
     reference_weights = open_clip.build_zero_shot_classifier(
         encoder.model, encoder.tokenizer, classes, [t.replace("{c}", "{}") for t in templates]
     )  # (D, C)
     images, labels = [], []
-    for batch in make_loader(emoji_shards, batch_size=16, image_transform=encoder.preprocess, num_workers=0):
+    for batch in make_loader(emoji_shards, LoaderConfig(batch_size=16, num_workers=0),
+                             image_transform=encoder.preprocess):
         images.append(batch["image"])
         labels.append(batch["label"])
     with torch.no_grad():
@@ -145,7 +151,8 @@ def test_matches_open_clip_reference_on_real_model(emoji_shards: Path) -> None:
 def test_bf16_autocast_stays_close_to_fp32(emoji_shards: Path) -> None:
     encoder = tiny_encoder(seed=3)
     results = {
-        precision: ZeroShotEvaluator(data=emoji_shards, precision=precision, num_workers=0).evaluate(encoder)
+        precision: ZeroShotEvaluator(data=emoji_shards, encoding=EncodingConfig(precision=precision, num_workers=0))
+        .evaluate(encoder)
         for precision in ("fp32", "bf16")
     }
     assert results["bf16"].report["precision"] == "bf16"

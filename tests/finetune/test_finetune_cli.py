@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from clipline.commands.finetune import main
+from evaluate.shard_encoding import EncodingConfig
 from evaluate.zeroshot import encode_labelled_images
 from finetune.errors import FinetuneError
 from finetune.methods.adapter_io import load_adapter
 from pretrain.encoder import Encoder
+from tests.clipline.running import error_line
 from tests.finetune.fakes import save_tiny_checkpoint, write_shards
 from tests.finetune.fewshot_data import single_thread
 
@@ -52,7 +54,7 @@ def test_method_writes_adapter_and_report_usable_for_prediction(setup: dict[str,
     predictor = load_adapter(out, Encoder.load(setup["run"]))
     assert predictor.classnames == CLASSES
     # the predictor stands in for an encoder: zero-shot's shard encoding + its logits reproduce the report
-    encoded = encode_labelled_images(predictor, setup["eval"], label_field=None, num_workers=0)
+    encoded = encode_labelled_images(predictor, setup["eval"], EncodingConfig(num_workers=0), label_field=None)
     pred = predictor.logits(encoded.features).argmax(1)
     truth = torch.tensor([CLASSES.index(name) for name in encoded.labels])
     assert (pred == truth).float().mean().item() == pytest.approx(report["result"]["top1"])
@@ -126,7 +128,7 @@ def test_full_finetune_saves_the_tuned_tower_and_predicts_with_it(setup: dict[st
     predictor = load_adapter(out, encoder)
     images = torch.rand(2, 3, 16, 16)
     assert not torch.allclose(predictor.encode_image(images), encoder.encode_image(images))
-    encoded = encode_labelled_images(predictor, setup["eval"], label_field=None, num_workers=0)
+    encoded = encode_labelled_images(predictor, setup["eval"], EncodingConfig(num_workers=0), label_field=None)
     truth = torch.tensor([CLASSES.index(name) for name in encoded.labels])
     top1 = (predictor.logits(encoded.features).argmax(1) == truth).float().mean().item()
     assert top1 == pytest.approx(report["result"]["top1"])
@@ -153,12 +155,7 @@ def test_zeroshot_command_predicts_with_a_saved_adapter(setup: dict[str, str], c
     assert "<h1>linear-probe 4-shot classification</h1>" in (out.parent / "r.html").read_text()
 
     def failing(argv: list[str]) -> str:
-        with pytest.raises(SystemExit) as exit_info:
-            clipline_main([*base, *argv])
-        err = capsys.readouterr().err
-        lines = [line for line in err.splitlines() if line.startswith("error:")]
-        assert exit_info.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err
-        return lines[0]
+        return error_line([*base, *argv], capsys)
 
     assert "trained on checkpoint" in failing(["--checkpoint", setup["other_run"], "--adapter", str(adapter)])
     assert "needs the --checkpoint" in failing(["--model", "fake", "--adapter", str(adapter)])

@@ -10,16 +10,22 @@ from pretrain.losses import clip_loss, multi_positive_clip_loss, siglip_loss
 from tests.pretrain.test_losses import reference_siglip, unit
 
 
-def reference_multi_positive(x: torch.Tensor, y: torch.Tensor, scale: float, groups: list[int]) -> float:
+def reference_multi_positive(x: torch.Tensor, y: torch.Tensor, scale: float, groups: list[int],
+                             weight: float = 0.0, tau: float = 1.0) -> float:
+    """Each row's target: its group's positives equally, mixed (`weight`) with the softmax of its caption's
+    similarity to every caption (temperature `tau`); weight 0 is plain multi-positive InfoNCE."""
     n = x.shape[0]
     sims = [[scale * float(x[i] @ y[j]) for j in range(n)] for i in range(n)]
     total = 0.0
     for i in range(n):
         positives = [j for j in range(n) if groups[j] == groups[i]]
+        caption_sims = [math.exp(float(y[i] @ y[j]) / tau) for j in range(n)]
+        target = [(1 - weight) * (j in positives) / len(positives) + weight * caption_sims[j] / sum(caption_sims)
+                  for j in range(n)]
         row = math.log(sum(math.exp(sims[i][j]) for j in range(n)))  # image i against every text
         column = math.log(sum(math.exp(sims[j][i]) for j in range(n)))  # text i against every image
-        total += sum(row - sims[i][p] for p in positives) / len(positives)
-        total += sum(column - sims[p][i] for p in positives) / len(positives)
+        total += sum(t * (row - sims[i][j]) for j, t in enumerate(target))
+        total += sum(t * (column - sims[j][i]) for j, t in enumerate(target))
     return total / (2 * n)
 
 
@@ -78,29 +84,12 @@ def test_siglip_with_groups_counts_every_same_group_pair_as_positive() -> None:
     assert abs(distinct - reference_siglip(x, y, 10.0, -3.0)) < 1e-4
 
 
-def reference_soft_targets(x: torch.Tensor, y: torch.Tensor, scale: float, groups: list[int], weight: float,
-                           tau: float) -> float:
-    n = x.shape[0]
-    sims = [[scale * float(x[i] @ y[j]) for j in range(n)] for i in range(n)]
-    total = 0.0
-    for i in range(n):
-        positives = [j for j in range(n) if groups[j] == groups[i]]
-        caption_sims = [math.exp(float(y[i] @ y[j]) / tau) for j in range(n)]
-        target = [(1 - weight) * (j in positives) / len(positives) + weight * caption_sims[j] / sum(caption_sims)
-                  for j in range(n)]
-        row = math.log(sum(math.exp(sims[i][j]) for j in range(n)))  # image i against every text
-        column = math.log(sum(math.exp(sims[j][i]) for j in range(n)))  # text i against every image
-        total += sum(t * (row - sims[i][j]) for j, t in enumerate(target))
-        total += sum(t * (column - sims[j][i]) for j, t in enumerate(target))
-    return total / (2 * n)
-
-
 def test_soft_targets_match_reference_loop_and_default_to_hard_targets() -> None:
     x, y = unit(7, 16, 40), unit(7, 16, 41)
     groups = [0, 0, 1, 2, 2, 2, 3]
     soft = multi_positive_clip_loss(x, y, torch.tensor(8.0), torch.tensor(groups), soft_weight=0.3,
                                     soft_temperature=0.2)
-    assert abs(float(soft) - reference_soft_targets(x, y, 8.0, groups, 0.3, 0.2)) < 1e-5
+    assert abs(float(soft) - reference_multi_positive(x, y, 8.0, groups, 0.3, 0.2)) < 1e-5
     hard = multi_positive_clip_loss(x, y, torch.tensor(8.0), torch.tensor(groups), soft_weight=0.0)
     assert abs(float(hard) - reference_multi_positive(x, y, 8.0, groups)) < 1e-6
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from evaluate.shard_encoding import ShardImageFeatures
+from evaluate.shard_encoding import EncodingConfig, ShardImageFeatures
 from retrieval.embed import EmbedConfig, embed_shards
 from retrieval.errors import RetrievalError
 from tests.retrieval.conftest import FIXTURE_SHARDS
@@ -36,7 +36,8 @@ def test_fp32_images_are_the_previous_path_bit_for_bit_and_texts_open_clips_in_o
     for part, shard in zip(PARTS, ("00000.tar", "00001.tar")):
         # the previous embed path: the evaluation loop's image features, batch by batch (batch 16, as emoji_emb)
         before = np.concatenate([features.numpy() for features, _ in
-                                 ShardImageFeatures(encoder, FIXTURE_SHARDS / shard, batch_size=16, num_workers=0)])
+                                 ShardImageFeatures(encoder, FIXTURE_SHARDS / shard,
+                                                    EncodingConfig(batch_size=16, num_workers=0))])
         assert np.array_equal(np.load(emoji_emb / "img_emb" / f"{part}.npy"), before)
         # captions were encoded shard-wide sorted by length; every row is its own caption's open_clip vector.
         # Not bit for bit: which captions share a matmul changes its rounding (max difference measured 2e-7)

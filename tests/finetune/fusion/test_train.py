@@ -159,13 +159,15 @@ def test_heads_can_share_one_pass_of_the_frozen_towers(setup: dict[str, Any]) ->
 
 
 def test_validation_split_by_caption_keeps_a_concept_on_one_side(emoji_shards: Path) -> None:
+    from data_tools.loader import LoaderConfig
     from finetune.fusion.data import LabelledBatches
 
     def captions(split: str, val_by: str) -> list[str]:
-        batches = LabelledBatches(emoji_shards, classes=resolve_label_spaces(emoji_shards, ["category"]),
+        batches = LabelledBatches(emoji_shards, LoaderConfig(batch_size=16, num_workers=0),
+                                  classes=resolve_label_spaces(emoji_shards, ["category"]),
                                   image_transform=lambda image: torch.zeros(1),
                                   tokenize=lambda texts: torch.zeros(len(texts), 1),
-                                  batch_size=16, split=split, val_fraction=0.3, val_by=val_by)
+                                  split=split, val_fraction=0.3, val_by=val_by)
         return [c for batch in batches for c in batch["caption"]]
 
     train, val = captions("train", "caption"), captions("val", "caption")

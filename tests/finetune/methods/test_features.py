@@ -86,12 +86,12 @@ def test_unlabelled_shards_say_which_label_fields_exist(tmp_path: Path) -> None:
 
 
 def test_load_images_returns_the_named_samples_in_order(tmp_path: Path) -> None:
-    from data_tools.loader import make_loader
+    from data_tools.loader import LoaderConfig, make_loader
 
     data = write_shards(tmp_path / "train", CLASSES, per_class=5)
     encoder = ColourEncoder(CLASSES)
     everything = {}
-    for batch in make_loader(str(data), batch_size=7, image_transform=encoder.preprocess, num_workers=0):
+    for batch in make_loader(str(data), LoaderConfig(batch_size=7, num_workers=0), image_transform=encoder.preprocess):
         everything.update(zip(batch["key"], batch["image"]))
     keys = sorted(everything)[::-3]
     images = load_images(data, keys, encoder.preprocess)
