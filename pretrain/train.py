@@ -29,7 +29,6 @@ from data_tools.atomic_write import write_json_atomic
 from data_tools.loader import count_samples
 from data_tools.token_cache import CachedTokenizer
 from pretrain import checkpoint, models, precision
-from pretrain.models.attention import explicit_attention_pays
 from pretrain.config import TrainConfig, config_to_dict, save_config, validate
 from pretrain.cpu_memory import keep_freed_memory
 from pretrain.data_stream import BatchStream, EpochFactory, SkipTally, shard_epochs, train_transform
@@ -44,6 +43,7 @@ from pretrain.rng_state import capture_rng, restore_rng, seed_everything
 from pretrain.run_log import CURVES_FILE, RunLog, plot_curves
 from pretrain.stop_signals import StopSignals
 from pretrain.teacher import Distiller, TeacherFeatures
+from pretrain.trained_towers import build_towers
 
 LOG = logging.getLogger("pretrain")
 
@@ -84,7 +84,7 @@ class Trainer:
         _set_runtime(config, dist.device)
         self.precision, why = precision.choose_precision(config.precision, dist.device)
         self.autocast = precision.autocast(self.precision, dist.device)
-        self.towers = self._build_model()
+        self.towers = build_towers(config, dist.device, sharded=self.sharded, processes=dist.world_size)
         self.distiller = Distiller(config.distill, student=self.towers, device=dist.device, autocast=self.autocast,
                                    gather=dist.gather_with_grad) if config.distill.teacher else None
         self.distill_terms: dict[str, torch.Tensor] = {}  # the last step's distillation terms, for the log
@@ -95,8 +95,6 @@ class Trainer:
         train_state = self._resume_weights()
         if config.compile:
             models.compile_towers(self.towers)
-        if config.embedding_grad_in_place and dist.world_size == 1:  # DDP and FSDP want dense embeddings
-            models.accumulate_embedding_grads_in_place(self.towers)
         self.model = dist.prepare(self.towers, shard=self.sharded)
         # after prepare: FSDP replaces the parameters with sharded ones
         self.optimizer = build_optimizer(self.towers, config.optim, dist.device)
@@ -130,23 +128,6 @@ class Trainer:
     @property
     def global_batch(self) -> int:
         return self.config.data.batch_size * self.config.data.accum_steps * self.dist.world_size
-
-    def _build_model(self) -> models.TwoTower:
-        cfg = self.config.model
-        bias = self.config.loss.init_logit_bias if self.config.loss.kind == "siglip" else None
-        towers = models.build_model(
-            cfg.name, pretrained=cfg.pretrained, lock_text=cfg.lock_text,
-            lock_text_unlocked_layers=cfg.lock_text_unlocked_layers, lock_image=cfg.lock_image,
-            lock_image_unlocked_groups=cfg.lock_image_unlocked_groups, patch_dropout=cfg.patch_dropout,
-            grad_checkpointing=cfg.grad_checkpointing, init_logit_bias=bias, dynamic_padding=cfg.dynamic_padding,
-            pooled_last_block=cfg.pooled_last_block, text_buckets=cfg.text_buckets,
-            pad_multiple=8 if self.config.compile else 1,  # few distinct text lengths: few recompiles
-            explicit_attention=cfg.attention == "explicit" or (cfg.attention == "auto" and explicit_attention_pays(
-                self.dist.device, models.max_sequence_length(cfg.name))),
-            channels_last=cfg.channels_last if cfg.channels_last is not None else (
-                models.convolutional_image_tower(cfg.name) and not self.sharded),  # FSDP needs contiguous weights
-        )
-        return towers.to(self.dist.device).train()
 
     def _resume_weights(self) -> dict[str, Any] | None:
         """Load weights and counters from the checkpoint `resume` names (before the model is wrapped);

@@ -39,7 +39,8 @@ from pretrain.models.registry import (
 from pretrain.models.two_tower import TwoTower, is_hf_text, pad_token_id, supports_trimming, trim_padding
 
 __all__ = [
-    "CONFIG_DIR", "MINILM_SUFFIX", "SIGLIP_SUFFIX", "TwoTower", "accumulate_embedding_grads_in_place", "build_model", "clip_from_info",
+    "CONFIG_DIR", "MINILM_SUFFIX", "SIGLIP_SUFFIX", "TwoTower", "accumulate_embedding_grads_in_place",
+    "build_model", "clip_from_info",
     "compile_towers", "convolutional_image_tower", "create_open_clip", "is_hf_text", "lock_towers",
     "max_sequence_length", "minilm_dir", "minilm_text_cfg", "model_config", "model_info", "package_model_dir",
     "pad_token_id", "portable_model_info", "quiet_model_building", "register_model_config",
