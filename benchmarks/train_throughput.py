@@ -217,7 +217,7 @@ def environment(threads: int) -> dict[str, Any]:
 # Our optimisations, switched on one at a time (each run adds one to the one before).
 OURS_PLAIN = ["dynamic_padding=false", "fused=false", "attention=fused", "retain_memory=false", "compile=false",
               "pooled_last_block=false", "text_buckets=1", "batch_augment=false",
-              "embedding_grad_in_place=false"]
+              "embedding_grad_in_place=false", "bias_fused_linear=false"]
 ABLATION_STEPS = [
     ("ours_plain", []),
     ("ours_+dynamic_padding", ["dynamic_padding=true"]),
@@ -229,6 +229,7 @@ ABLATION_STEPS = [
     ("ours_+text_buckets", ["text_buckets=3"]),
     ("ours_+batch_augment", ["batch_augment=true"]),
     ("ours_+embedding_grad_in_place", ["embedding_grad_in_place=true"]),
+    ("ours_+bias_fused_linear", ["bias_fused_linear=true"]),
     ("ours_+compile", ["compile=true"]),
 ]
 

@@ -209,6 +209,9 @@ class TrainConfig:
     embedding_grad_in_place: bool = True
     """One process: add the token embedding's gradient rows into a kept buffer instead of a new full-table
     tensor each step (same gradient; pretrain/models/embedding_grad.py)."""
+    bias_fused_linear: bool = True
+    """CPU bf16 autocast: linear layers add their bias inside the matmul (same values;
+    pretrain/models/bias_fused_linear.py). Not with compile=true, which fuses on its own."""
     seed: int = 0
     """Seed for init, data order and augmentation."""
     deterministic: bool = False

@@ -25,6 +25,8 @@ def build_towers(config: TrainConfig, device: torch.device, *, sharded: bool, pr
         channels_last=cfg.channels_last if cfg.channels_last is not None else (
             models.convolutional_image_tower(cfg.name) and not sharded),  # FSDP needs contiguous weights
     ).to(device).train()
+    if config.bias_fused_linear and device.type == "cpu" and not config.compile:
+        models.use_bias_fused_linear(towers)
     if config.embedding_grad_in_place and processes == 1:  # DDP and FSDP want dense embedding gradients
         models.accumulate_embedding_grads_in_place(towers)
     return towers

@@ -5,11 +5,13 @@
     build.py      building an open_clip model and locking / compiling it into a `TwoTower`
     attention.py  self-attention as explicit matmuls (faster on CPU for short sequences)
     embedding_grad.py  the token embedding's gradient added in place into a kept buffer
+    bias_fused_linear.py  linear layers with the bias added inside the CPU bf16 matmul
 
 `from pretrain import models` gives the names below; importing the package
 registers the configs.
 """
 
+from pretrain.models.bias_fused_linear import use_bias_fused_linear
 from pretrain.models.build import (
     build_model,
     clip_from_info,
@@ -45,4 +47,5 @@ __all__ = [
     "max_sequence_length", "minilm_dir", "minilm_text_cfg", "model_config", "model_info", "package_model_dir",
     "pad_token_id", "portable_model_info", "quiet_model_building", "register_model_config",
     "register_model_configs", "resolved_model_cfg", "sigmoid_variant", "supports_trimming", "trim_padding",
+    "use_bias_fused_linear",
 ]

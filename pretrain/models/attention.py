@@ -28,6 +28,8 @@ MAX_EXPLICIT_TOKENS = 256  # beyond this the (L, L) score matrices cost more tha
 class ExplicitSelfAttention(nn.MultiheadAttention):
     """`nn.MultiheadAttention` for batch-first self-attention, computed with explicit matmuls."""
 
+    in_projection = staticmethod(F.linear)  # bias_fused_linear.py may set another, same values
+
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_padding_mask=None,
                 need_weights: bool = False, attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
                 is_causal: bool = False) -> tuple[torch.Tensor, None]:
@@ -37,7 +39,7 @@ class ExplicitSelfAttention(nn.MultiheadAttention):
                                    is_causal=is_causal)
         batch, length, width = query.shape
         heads = self.num_heads
-        qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias)  # (B, L, 3C)
+        qkv = self.in_projection(query, self.in_proj_weight, self.in_proj_bias)  # (B, L, 3C)
         q, k, v = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, C/H)
         scores = (q * (1.0 / math.sqrt(width // heads))) @ k.transpose(-2, -1)  # (B, H, L, L)
         if attn_mask is not None:

@@ -67,8 +67,9 @@ def pooled_block(block: ResidualAttentionBlock, x: torch.Tensor, rows: torch.Ten
     else:
         at = torch.arange(batch, device=x.device)
         x_row, h_row = x[at, rows], h[at, rows]  # (B, C)
-    q = F.linear(h_row, w_q, b_q).view(batch, heads, 1, head_dim)  # (B, H, 1, d)
-    k, v = F.linear(h, w_kv, b_kv).view(batch, length, 2, heads, head_dim).permute(2, 0, 3, 1, 4)  # 2 x (B, H, L, d)
+    linear = getattr(attn, "in_projection", F.linear)  # explicit attention's choice (bias_fused_linear.py)
+    q = linear(h_row, w_q, b_q).view(batch, heads, 1, head_dim)  # (B, H, 1, d)
+    k, v = linear(h, w_kv, b_kv).view(batch, length, 2, heads, head_dim).permute(2, 0, 3, 1, 4)  # 2 x (B, H, L, d)
     scores = (q * (1.0 / math.sqrt(head_dim))) @ k.transpose(-2, -1)  # (B, H, 1, L)
     if attn_mask is not None:
         mask_rows = attn_mask[:1] if rows is None else attn_mask[rows]  # (1 or B, L)
