@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import tarfile
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from torch import nn
 from pretrain import models
 from pretrain.encoder import Encoder
 from pretrain.precision import autocast
-from retrieval.serve.query_encoder import prepare_query_encoder, text_linear_layers
+from retrieval.serve.query_encoder import prepare_query_encoder, share_cores_between_workers, text_linear_layers
 
 FIXTURE_SHARDS = Path(__file__).resolve().parents[2] / "fixtures" / "emoji_shards"
 QUERIES = ["cat", "a red apple", "smiling face with sunglasses", "flag of japan", "a rocket in space",
@@ -66,3 +67,13 @@ def test_fp32_and_open_clip_text_towers_are_left_alone(minilm_clip: nn.Module) -
     tiny = encoder_of(models.create_open_clip("clip-tiny-64"), "clip-tiny-64")  # casting would change its maths
     prepare_query_encoder(tiny, "bf16")
     assert all(p.dtype == torch.float32 for p in tiny.model.parameters())
+
+
+@pytest.mark.parametrize("workers", [1, 2, 64])
+def test_workers_share_the_cores(workers: int) -> None:
+    before = torch.get_num_threads()
+    try:
+        threads = share_cores_between_workers(workers)
+        assert threads == torch.get_num_threads() == max(1, len(os.sched_getaffinity(0)) // workers)
+    finally:
+        torch.set_num_threads(before)
