@@ -18,8 +18,8 @@ also ours without batching, and --uncached ours with the cache off; and
 clip-retrieval's Flask back end when --peer-python points at an environment
 where clip-retrieval is installed, fed the same stream), waits for it,
 warms it up, then runs the clients from this process with keep-alive
-connections and reports queries/s, median and p99 latency, errors, and
-`x_peer`, our queries/s over the peer's on the same stream.
+connections and reports queries/s, median and p99 latency, errors, the
+server's CPU ms per answer, and `x_peer`, our queries/s over the peer's on the same stream.
 Configurations run back to back in one invocation so that their ratios are
 comparable. Only 127.0.0.1 is ever contacted. Prints one JSON object.
 """
@@ -142,6 +142,15 @@ def wait_ready(port: int, process: subprocess.Popen, path: str, timeout: float =
     raise RuntimeError("server did not become ready")
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid` so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def measure(name: str, command: list[str], port: int, ready_path: str, query_path: str, make_body,
             args: BenchConfig, stream: str) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
@@ -153,7 +162,12 @@ def measure(name: str, command: list[str], port: int, ready_path: str, query_pat
         # One fresh stream for warm-up and timed run, so that no text reaches this server twice.
         next_text = FreshQueries(seed=7) if stream == "fresh" else repeated_query
         asyncio.run(run_clients(port, query_path, make_body, next_text, args.clients, args.warmup, seed=99))
+        cpu_before = process_cpu_seconds(process.pid)
         result = asyncio.run(run_clients(port, query_path, make_body, next_text, args.clients, args.seconds, seed=1))
+        if cpu_before is not None and result["queries"]:
+            # CPU the server spent per answer: steadier than queries/s when other work shares the cores
+            result["server_cpu_ms_per_query"] = round(1000 * (process_cpu_seconds(process.pid) - cpu_before)
+                                                      / result["queries"], 2)
         print(f"serve_load: {name}, {stream} queries: {result}", file=sys.stderr)
         return {"config": name, "queries_stream": stream, "startup_s": round(load_s, 1), **result}
     finally:
