@@ -9,13 +9,17 @@ vectors from a real embedding dir (e.g. the emoji corpus): each row a real
 embedding plus noise, keeping its key's image and caption, so the big index
 is as servable as the small one (DESIGN.md: real embeddings tiled with noise).
 
-For each index it starts the server in its own process (ours with and without
-text micro-batching, ours with the query-text cache off: the clients draw from
-44 queries, so with it on nearly every query skips the text encoder; and
+Two query streams (benchmarks/query_streams.py): "repeated", drawn from 44
+popular queries, so with the query-text cache on nearly every query skips the
+text encoder; and "fresh", texts composed from word lists that never repeat,
+so every query pays the encoder. For each index and stream it starts each
+server in its own process (ours with micro-batching; on the repeated stream
+also ours without batching, and --uncached ours with the cache off; and
 clip-retrieval's Flask back end when --peer-python points at an environment
-where clip-retrieval is installed), waits for it,
+where clip-retrieval is installed, fed the same stream), waits for it,
 warms it up, then runs the clients from this process with keep-alive
-connections and reports queries/s, median and p99 latency and errors.
+connections and reports queries/s, median and p99 latency, errors, the
+server's CPU ms per answer, and `x_peer`, our queries/s over the peer's on the same stream.
 Configurations run back to back in one invocation so that their ratios are
 comparable. Only 127.0.0.1 is ever contacted. Prints one JSON object.
 """
@@ -31,23 +35,14 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from clipline.flags import parse_script_config  # noqa: E402
-
-QUERIES = [
-    "a red heart", "smiling face with sunglasses", "a cat", "a dog face", "flag of france", "a green apple",
-    "pizza", "a rocket", "thumbs up", "crying face", "a yellow star", "a house with a garden", "a train",
-    "the moon", "a clock showing three", "a musical note", "a soccer ball", "an angry face", "a snowman",
-    "a birthday cake", "a blue car", "a tree", "a fish", "a laptop computer", "a red apple", "fire",
-    "a crown", "money with wings", "a face with tears of joy", "a woman dancing", "a man running", "a ghost",
-    "a pile of poo", "an umbrella with rain drops", "a hot beverage", "a penguin", "the flag of japan",
-    "a light bulb", "a key", "a lock", "a book", "a map of the world", "a volcano", "an airplane",
-]
+from query_streams import FreshQueries, repeated_query  # noqa: E402  (this script's folder)
 
 
 def free_port() -> int:
@@ -86,7 +81,7 @@ async def post_json(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return status, keep_alive
 
 
-async def run_clients(port: int, path: str, make_body, clients: int, seconds: float, seed: int) -> dict:
+async def run_clients(port: int, path: str, make_body, next_text, clients: int, seconds: float, seed: int) -> dict:
     latencies: list[float] = []
     errors: list[str] = []
     deadline = time.perf_counter() + seconds
@@ -96,7 +91,7 @@ async def run_clients(port: int, path: str, make_body, clients: int, seconds: fl
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while time.perf_counter() < deadline:
-                body = make_body(rng.choice(QUERIES))
+                body = make_body(next_text(rng))
                 start = time.perf_counter()
                 try:
                     if writer is None:
@@ -147,18 +142,34 @@ def wait_ready(port: int, process: subprocess.Popen, path: str, timeout: float =
     raise RuntimeError("server did not become ready")
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid` so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def measure(name: str, command: list[str], port: int, ready_path: str, query_path: str, make_body,
-            args: BenchConfig) -> dict:
+            args: BenchConfig, stream: str) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr)
     try:
         load_start = time.perf_counter()
         wait_ready(port, process, ready_path)
         load_s = time.perf_counter() - load_start
-        asyncio.run(run_clients(port, query_path, make_body, args.clients, args.warmup, seed=99))
-        result = asyncio.run(run_clients(port, query_path, make_body, args.clients, args.seconds, seed=1))
-        print(f"serve_load: {name}: {result}", file=sys.stderr)
-        return {"config": name, "startup_s": round(load_s, 1), **result}
+        # One fresh stream for warm-up and timed run, so that no text reaches this server twice.
+        next_text = FreshQueries(seed=7) if stream == "fresh" else repeated_query
+        asyncio.run(run_clients(port, query_path, make_body, next_text, args.clients, args.warmup, seed=99))
+        cpu_before = process_cpu_seconds(process.pid)
+        result = asyncio.run(run_clients(port, query_path, make_body, next_text, args.clients, args.seconds, seed=1))
+        if cpu_before is not None and result["queries"]:
+            # CPU the server spent per answer: steadier than queries/s when other work shares the cores
+            result["server_cpu_ms_per_query"] = round(1000 * (process_cpu_seconds(process.pid) - cpu_before)
+                                                      / result["queries"], 2)
+        print(f"serve_load: {name}, {stream} queries: {result}", file=sys.stderr)
+        return {"config": name, "queries_stream": stream, "startup_s": round(load_s, 1), **result}
     finally:
         process.terminate()
         try:
@@ -167,11 +178,12 @@ def measure(name: str, command: list[str], port: int, ready_path: str, query_pat
             process.kill()
 
 
-def ours(name: str, index_dir: str, batch: bool, args: BenchConfig, text_cache: bool = True) -> dict:
+def ours(name: str, index_dir: str, batch: bool, args: BenchConfig, text_cache: bool = True,
+         stream: str = "repeated") -> dict:
     port = free_port()
     command = [sys.executable, "-m", "clipline", "serve", f"{name}={index_dir}", "--port", str(port),
                "--log-level", "warning", "--batch-text" if batch else "--no-batch-text",
-               "--text-cache", "4096" if text_cache else "0"]
+               "--text-cache", "4096" if text_cache else "0", *args.serve_args]
 
     def body(text: str) -> bytes:
         return json.dumps({"text": text, "k": args.k, "index": name}).encode()
@@ -179,10 +191,10 @@ def ours(name: str, index_dir: str, batch: bool, args: BenchConfig, text_cache: 
     label = "clipline (micro-batching)" if batch else "clipline (no batching)"
     if not text_cache:
         label = label[:-1] + ", no text cache)"
-    return measure(label, command, port, "/health", "/search", body, args)
+    return measure(label, command, port, "/health", "/search", body, args, stream)
 
 
-def peer(name: str, index_dir: str, args: BenchConfig) -> dict:
+def peer(name: str, index_dir: str, args: BenchConfig, stream: str = "repeated") -> dict:
     port = free_port()
     command = [args.peer_python, str(REPO / "benchmarks" / "serve_load_peer.py"), name, index_dir, str(port)]
 
@@ -190,7 +202,26 @@ def peer(name: str, index_dir: str, args: BenchConfig) -> dict:
         return json.dumps({"text": text, "modality": "image", "num_images": args.k, "indice_name": name,
                            "deduplicate": False, "use_mclip": False}).encode()
 
-    return measure("clip-retrieval back end (Flask)", command, port, "/indices-list", "/knn-service", body, args)
+    return measure("clip-retrieval back end (Flask)", command, port, "/indices-list", "/knn-service", body, args,
+                   stream)
+
+
+def peer_runs(name: str, index_dir: str, args: BenchConfig, stream: str) -> list[dict]:
+    if not args.peer_python:
+        return []
+    try:
+        return [peer(name, index_dir, args, stream)]
+    except RuntimeError as exc:
+        return [{"config": "clip-retrieval back end (Flask)", "queries_stream": stream, "error": str(exc)}]
+
+
+def add_peer_ratios(runs: list[dict]) -> None:
+    """Each of our runs gets `x_peer`: its queries/s over the peer's on the same query stream."""
+    peers = {r["queries_stream"]: r for r in runs if r["config"].startswith("clip-retrieval") and "error" not in r}
+    for run in runs:
+        base = peers.get(run["queries_stream"])
+        if base and base is not run and base["queries_per_s"] and "queries_per_s" in run:
+            run["x_peer"] = round(run["queries_per_s"] / base["queries_per_s"], 2)
 
 
 def tiled_index(emb_dir: str, n: int, noise: float, work: Path) -> Path:
@@ -248,8 +279,15 @@ class BenchConfig:
     """Python of a venv with clip-retrieval installed."""
     unbatched: bool = True
     """Also run without micro-batching (--no-unbatched skips it)."""
-    uncached: bool = True
-    """Also run with the query-text cache off (--no-uncached skips it)."""
+    uncached: bool = False
+    """Also run the repeated queries with the query-text cache off (--uncached)."""
+    repeated: bool = True
+    """Run the stream drawn from 44 popular queries (nearly all cache hits; --no-repeated skips it)."""
+    fresh: bool = True
+    """Run a stream of never-repeated queries, ours and the peer's (--no-fresh skips it): every query pays
+    the text encoder, whatever the cache."""
+    serve_args: list[str] = field(default_factory=list)
+    """Extra `clipline serve` flags for our server (e.g. --serve-args='["--precision", "fp32"]')."""
     tile_emb: str | None = None
     """Embedding dir to tile into a big index (see above)."""
     tile_n: int = 1_000_000
@@ -279,16 +317,18 @@ def main() -> None:
         name, _, index_dir = spec.partition("=")
         summary = json.loads((Path(index_dir) / "summary.json").read_text())
         sizes[name] = {m: {"count": s["count"], "factory": s["factory"], "params": s.get("params")} for m, s in summary.items()}
-        runs = [ours(name, index_dir, True, args)]
-        if args.uncached:  # the clients repeat 44 queries, so the cache answers nearly all: measure without it too
-            runs.append(ours(name, index_dir, True, args, text_cache=False))
-        if args.unbatched:
-            runs.append(ours(name, index_dir, False, args))
-        if args.peer_python:
-            try:
-                runs.append(peer(name, index_dir, args))
-            except RuntimeError as exc:
-                runs.append({"config": "clip-retrieval back end (Flask)", "error": str(exc)})
+        runs = []
+        if args.repeated:
+            runs.append(ours(name, index_dir, True, args))
+            if args.uncached:  # the clients repeat 44 queries, so the cache answers nearly all
+                runs.append(ours(name, index_dir, True, args, text_cache=False))
+            if args.unbatched:
+                runs.append(ours(name, index_dir, False, args))
+            runs += peer_runs(name, index_dir, args, "repeated")
+        if args.fresh:
+            runs.append(ours(name, index_dir, True, args, stream="fresh"))
+            runs += peer_runs(name, index_dir, args, "fresh")
+        add_peer_ratios(runs)
         results[name] = runs
     print(json.dumps({
         "benchmark": "serve_load", "clients": args.clients, "seconds": args.seconds, "k": args.k,

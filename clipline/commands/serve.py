@@ -143,6 +143,7 @@ def run_server(cmd: ServeCommandConfig) -> None:
 
     from retrieval.serve.backend import load_registry
     from retrieval.serve.app import create_app
+    from retrieval.serve.query_encoder import share_cores_between_workers
 
     print(f"serve: loading {len(named)} index(es)", file=sys.stderr)
     registry = load_registry(named, checkpoint=encoder_spec(cmd.encoder, required=False),
@@ -150,6 +151,7 @@ def run_server(cmd: ServeCommandConfig) -> None:
     for served in registry:
         print(f"serve: {served.name}: {len(served.backend)} items from {served.source}; queries encoded in "
               f"{served.backend.precision}", file=sys.stderr)
+    share_cores_between_workers(cmd.compute_threads)
     app = create_app(registry, config)
     shown_host = f"[{cmd.host}]" if ":" in cmd.host else cmd.host
     print(f"serve: http://{shown_host}:{cmd.port}/  (API docs at /docs)", file=sys.stderr)

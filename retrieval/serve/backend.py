@@ -24,6 +24,7 @@ from retrieval.errors import RetrievalError
 from retrieval.index.store import read_index_info
 from retrieval.recorded_paths import recorded_checkpoint
 from retrieval.retriever import Retriever
+from retrieval.serve.query_encoder import prepare_query_encoder
 from retrieval.serve.registry import AddedItems, ImageLocation, IndexRegistry, ServedIndex
 from retrieval.serve.text_cache import TextEmbeddingCache
 
@@ -156,6 +157,7 @@ def load_backend(root: Path, encoders: dict[str, Any], checkpoint: str | None = 
         raise RetrievalError(f"{root}/info.json names no checkpoint; pass `checkpoint` RUN")
     if spec not in encoders:
         encoders[spec] = load_encoder(spec)
+        prepare_query_encoder(encoders[spec], resolve_precision(encoders[spec], precision))
     encoder = encoders[spec]
     expected = info.get("checkpoint_id")
     if checkpoint is None and expected and encoder.checkpoint_id != expected:

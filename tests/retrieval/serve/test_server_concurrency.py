@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -167,3 +168,54 @@ def test_concurrent_writers_do_not_lose_items(shard: Path) -> None:
     for thread in threads:
         thread.join()
     assert len(served.backend) == 12 + 20 and served.generation == 20
+
+
+class SlowCountingBackend(CountingBackend):
+    """A CountingBackend whose searches take `seconds` (as an encode of a batch would)."""
+
+    seconds = 0.2
+
+    def search_text(self, texts, k, modality):
+        time.sleep(self.seconds)
+        return super().search_text(texts, k, modality)
+
+
+def test_batcher_under_load_waits_for_the_rest_of_the_last_batch(shard: Path) -> None:
+    """After a batch of 8, one query alone does not get a batch of its own while 5 more are arriving;
+    with nothing else arriving it is answered once a quarter of the last batch's time has passed."""
+    base = counting_backend(shard)
+    backend = SlowCountingBackend(shard, base.keys, base.captions, base.image_vectors, base.text_vectors, base.stored)
+    backend.calls = []
+    served = ServedIndex("colors", backend)
+
+    async def run() -> None:
+        batcher = TextSearchBatcher(anyio.CapacityLimiter(1), max_batch=64)
+        ask = lambda i: batcher.search(served, f"{list(COLORS)[i % len(COLORS)]} circle", 1, "image")  # noqa: E731
+        try:
+            await asyncio.gather(*(ask(i) for i in range(8)))  # one batch of 8
+            first = asyncio.ensure_future(ask(8))
+            await asyncio.sleep(0.005)  # the others come back a little later
+            answers = await asyncio.gather(first, *(ask(i) for i in range(9, 14)))
+            assert all(len(hits) == 1 for _, hits in answers)
+            await ask(14)  # alone, after a batch of 6: waits at most 0.05 s, then runs by itself
+        finally:
+            await batcher.close()
+
+    asyncio.run(run())
+    assert backend.calls == [8, 6, 1]
+
+
+def test_batcher_at_low_load_runs_each_query_at_once(shard: Path) -> None:
+    backend = counting_backend(shard)
+    served = ServedIndex("colors", backend)
+
+    async def run() -> None:
+        batcher = TextSearchBatcher(anyio.CapacityLimiter(1), max_batch=64)
+        try:
+            for color in list(COLORS)[:3]:
+                await batcher.search(served, f"{color} square", 1, "image")
+        finally:
+            await batcher.close()
+
+    asyncio.run(run())
+    assert backend.calls == [1, 1, 1]

@@ -1,0 +1,79 @@
+"""The server's query encoder set-up: bf16 weights cast once give autocast's vectors bit for bit."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from pretrain import models
+from pretrain.encoder import Encoder
+from pretrain.precision import autocast
+from retrieval.serve.query_encoder import prepare_query_encoder, share_cores_between_workers, text_linear_layers
+
+FIXTURE_SHARDS = Path(__file__).resolve().parents[2] / "fixtures" / "emoji_shards"
+QUERIES = ["cat", "a red apple", "smiling face with sunglasses", "flag of japan", "a rocket in space",
+           "grinning face with big eyes", "a yellow star", "pile of poo"]
+
+
+def fixture_captions() -> list[str]:
+    captions = []
+    for shard in sorted(FIXTURE_SHARDS.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            captions += [tar.extractfile(m).read().decode() for m in tar.getmembers() if m.name.endswith(".txt")]
+    return captions
+
+
+@pytest.fixture(scope="module")
+def minilm_clip() -> nn.Module:
+    """clip-tiny-64-minilm: the pretrained MiniLM text tower (offline, from its package), seeded projection."""
+    torch.manual_seed(0)
+    return models.create_open_clip("clip-tiny-64-minilm")
+
+
+def encoder_of(clip: nn.Module, name: str) -> Encoder:
+    return Encoder.from_model(copy.deepcopy(clip), model_name=name, device="cpu")
+
+
+def bf16_vectors(encoder: Encoder, texts: list[str]) -> torch.Tensor:
+    with autocast("bf16", torch.device("cpu"))():
+        return encoder.encode_text(texts)
+
+
+def test_bf16_weights_cast_once_give_the_autocast_vectors_bit_for_bit(minilm_clip: nn.Module) -> None:
+    name = "clip-tiny-64-minilm"
+    plain, cast = encoder_of(minilm_clip, name), encoder_of(minilm_clip, name)
+    prepare_query_encoder(cast, "bf16")
+    layers = text_linear_layers(cast.model)
+    assert layers and all(layer.weight.dtype == torch.bfloat16 for layer in layers)
+    assert all(p.dtype == torch.float32 for p in cast.model.visual.parameters())  # image tower untouched
+    texts = QUERIES + fixture_captions()[:8]
+    expected, got = bf16_vectors(plain, texts), bf16_vectors(cast, texts)
+    assert got.dtype == torch.float32
+    assert torch.equal(expected, got)
+    assert not torch.equal(expected, plain.encode_text(texts))  # bf16 really ran (fp32 differs)
+
+
+def test_fp32_and_open_clip_text_towers_are_left_alone(minilm_clip: nn.Module) -> None:
+    encoder = encoder_of(minilm_clip, "clip-tiny-64-minilm")
+    prepare_query_encoder(encoder, "fp32")
+    assert all(p.dtype == torch.float32 for p in encoder.model.parameters())
+    torch.manual_seed(0)
+    tiny = encoder_of(models.create_open_clip("clip-tiny-64"), "clip-tiny-64")  # casting would change its maths
+    prepare_query_encoder(tiny, "bf16")
+    assert all(p.dtype == torch.float32 for p in tiny.model.parameters())
+
+
+@pytest.mark.parametrize("workers", [1, 2, 64])
+def test_workers_share_the_cores(workers: int) -> None:
+    before = torch.get_num_threads()
+    try:
+        threads = share_cores_between_workers(workers)
+        assert threads == torch.get_num_threads() == max(1, len(os.sched_getaffinity(0)) // workers)
+    finally:
+        torch.set_num_threads(before)
