@@ -18,6 +18,13 @@ def run_clipline(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[i
     return code, captured.out, captured.err
 
 
+def run_ok(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
+    """`clipline ARGV...`, which must succeed: (stdout, stderr)."""
+    code, out, err = run_clipline(argv, capsys)
+    assert code == 0, err
+    return out, err
+
+
 def error_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     """The one `error:` line `clipline ARGV...` prints before exiting 2 (checked: one line, no traceback)."""
     code, _, err = run_clipline(argv, capsys)

@@ -7,9 +7,7 @@ categories sit under `labels` with a dataset.json class list.
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import pytest
 from clipline.cli import main as clipline_main
 from data_tools.tar_samples import iter_tar_samples
 from tests.finetune.fusion_fakes import tiny_checkpoint
+from tests.tar_writing import write_tar
 
 FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shards"
 
@@ -26,19 +25,17 @@ def img2dataset_shards(out: Path) -> Path:
     out.mkdir(parents=True)
     n = 0
     for shard in sorted(FIXTURE_SHARDS.glob("*.tar")):
-        with tarfile.open(out / shard.name, "w") as tar:
-            for raw in iter_tar_samples(str(shard), lambda *_: None):
-                meta = json.loads(raw["json"])
-                key = f"{n:09d}"
-                n += 1
-                top = {"url": f"https://example.org/{meta['key']}.png", "key": key, "status": "success",
-                       "error_message": None, "width": 64, "height": 64, "caption": meta["caption"],
-                       "category": meta["labels"]["category"]}
-                for ext, data in (("jpg", raw["jpg"]), ("txt", meta["caption"].encode()),
-                                  ("json", json.dumps(top).encode())):
-                    info = tarfile.TarInfo(f"{key}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+        members = []
+        for raw in iter_tar_samples(str(shard), lambda *_: None):
+            meta = json.loads(raw["json"])
+            key = f"{n:09d}"
+            n += 1
+            top = {"url": f"https://example.org/{meta['key']}.png", "key": key, "status": "success",
+                   "error_message": None, "width": 64, "height": 64, "caption": meta["caption"],
+                   "category": meta["labels"]["category"]}
+            members += [(f"{key}.jpg", raw["jpg"]), (f"{key}.txt", meta["caption"].encode()),
+                        (f"{key}.json", json.dumps(top).encode())]
+        write_tar(out / shard.name, members)
         (out / f"{shard.stem}_stats.json").write_text(json.dumps({"count": 24, "successes": 24}))
     return out
 
