@@ -25,9 +25,11 @@ def run_ok(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[str, st
     return out, err
 
 
-def error_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    """The one `error:` line `clipline ARGV...` prints before exiting 2 (checked: one line, no traceback)."""
+def error_line(argv: list[str], capsys: pytest.CaptureFixture[str], *, alone: bool = False) -> str:
+    """The one `error:` line `clipline ARGV...` prints before exiting 2 (checked: one line, no traceback; with
+    `alone`, nothing else on stderr either)."""
     code, _, err = run_clipline(argv, capsys)
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert not alone or err == lines[0] + "\n", err
     return lines[0]
