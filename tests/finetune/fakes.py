@@ -28,11 +28,6 @@ PALETTE = [
 ]  # fmt: skip
 
 
-def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3)
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (3, H, W)
-
-
 class ColourEncoder:
     """Encoder double: image colour k -> unit vector perm[k]; a prompt -> the vector of the class it names.
 
@@ -54,7 +49,9 @@ class ColourEncoder:
         self.encoded_images = 0
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        return pil_to_tensor(image.resize((self.image_size, self.image_size)))
+        size = (self.image_size, self.image_size)
+        array = np.asarray(image.resize(size).convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3)
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (3, H, W)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         self.encoded_images += images.shape[0]
