@@ -18,11 +18,14 @@ def run_clipline(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[i
     return code, captured.out, captured.err
 
 
-def run_ok(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
-    """`clipline ARGV...`, which must succeed: (stdout, stderr)."""
-    code, out, err = run_clipline(argv, capsys)
-    assert code == 0, err
-    return out, err
+def run_ok(argv: list[str], capsys: pytest.CaptureFixture[str] | None = None) -> tuple[str, str]:
+    """`clipline ARGV...`, which must succeed: (stdout, stderr) when `capsys` captures them, else ("", "")."""
+    try:
+        main(argv)
+    except SystemExit as exit_:
+        assert not exit_.code, f"clipline {' '.join(argv)} exited {exit_.code}"
+    captured = capsys.readouterr() if capsys is not None else None
+    return (captured.out, captured.err) if captured is not None else ("", "")
 
 
 def error_line(argv: list[str], capsys: pytest.CaptureFixture[str], *, alone: bool = False) -> str:
