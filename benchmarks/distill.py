@@ -22,6 +22,7 @@ import json
 import sys
 import tempfile
 import time
+import timeit
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -71,12 +72,7 @@ def val_batch(encoder: Any, val_data: str, size: int) -> tuple[torch.Tensor, lis
 def best_rate(work: Any, count: int, repeats: int) -> float:
     """Items per second of `work()`, best of `repeats` timed passes after one warm-up."""
     work()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return count / min(times)
+    return count / min(timeit.repeat(work, number=1, repeat=repeats))
 
 
 def profile(encoder: Any, images: torch.Tensor, captions: list[str], *, val_data: str, repeats: int) -> dict:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -42,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from figures import print_figures, run_fresh_pass  # noqa: E402  (benchmarks/figures.py)
-from machine import machine_info  # noqa: E402  (benchmarks/machine.py: this script's folder is on sys.path)
+from machine import cpu_seconds, machine_info  # noqa: E402  (benchmarks/machine.py: this script's folder is on sys.path)
 
 from clipline.flags import parse_script_config  # noqa: E402
 from data_tools.loader import list_shards  # noqa: E402
@@ -133,16 +132,10 @@ def child_pass(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         run = ours_pass(spec["model"], spec["weights"], spec["data"], out, spec["batch_size"], spec["workers"],
                         spec["precision"])
-    cpu_start, start = _cpu_seconds(), time.perf_counter()
+    cpu_start, start = cpu_seconds(), time.perf_counter()
     count = run()
-    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
     return {"samples_per_s": count / seconds, "samples_per_cpu_s": count / cpu, "samples": count}
-
-
-def _cpu_seconds() -> float:
-    """CPU time of this process's threads and its finished child processes (loader workers)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:

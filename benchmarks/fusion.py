@@ -14,11 +14,10 @@ heads through the same `train_fusion` the CLI runs. Prints one JSON object.
 
 from __future__ import annotations
 
-import io
+import itertools
 import json
 import random
 import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,7 +27,9 @@ from typing import Any
 import torch
 
 from clipline.flags import parse_script_config
+from data_tools.encode_sample import EncodedSample
 from data_tools.loader import list_shards, read_dataset_info
+from data_tools.shard_writer import ShardWriter
 from data_tools.sources.fashion_captions import class_captions
 from data_tools.tar_samples import iter_tar_samples
 from finetune.fusion.config import FusionConfig
@@ -79,34 +80,25 @@ def noisy_caption_shards(source: str, out: Path, *, count: int, noise: float, se
     classes = info["label_fields"]["class"]
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
-    written, flipped = 0, 0
-    with tarfile.open(out / "00000.tar", "w") as tar:
-        for shard in list_shards(source):
-            for sample in iter_tar_samples(shard, lambda *_: None):
-                if written == count:
-                    break
-                meta = json.loads(sample["json"])
-                shown = meta["labels"]["class"]
-                if rng.random() < noise:
-                    shown = rng.choice([c for c in classes if c != shown])
-                    flipped += 1
-                # a random template for every sample, so the wording carries no hint of a flip
-                caption = rng.choice(class_captions(shown))
-                meta["caption"], meta["captions"] = caption, [caption]
-                for ext, data in ((e, sample[e]) for e in ("jpg", "png") if e in sample):
-                    _add(tar, f"{sample['__key__']}.{ext}", data)
-                _add(tar, f"{sample['__key__']}.txt", caption.encode())
-                _add(tar, f"{sample['__key__']}.json", json.dumps(meta).encode())
-                written += 1
-    (out / "dataset.json").write_text(json.dumps({**info, "shards": {"00000.tar": written}, "num_samples": written,
+    writer, flipped = ShardWriter(out, shard_size=count), 0
+    samples = (sample for shard in list_shards(source) for sample in iter_tar_samples(shard, lambda *_: None))
+    for sample in itertools.islice(samples, count):
+        meta = json.loads(sample["json"])
+        shown = meta["labels"]["class"]
+        if rng.random() < noise:
+            shown = rng.choice([c for c in classes if c != shown])
+            flipped += 1
+        # a random template for every sample, so the wording carries no hint of a flip
+        caption = rng.choice(class_captions(shown))
+        meta["caption"], meta["captions"] = caption, [caption]
+        images = {ext: sample[ext] for ext in ("jpg", "png") if ext in sample}
+        writer.write(EncodedSample(key=sample["__key__"], files={**images, "txt": caption.encode(),
+                                                                 "json": json.dumps(meta).encode()}))
+    shards = writer.close()
+    written = sum(shards.values())
+    (out / "dataset.json").write_text(json.dumps({**info, "shards": shards, "num_samples": written,
                                                   "caption_noise": {"p": noise, "flipped": flipped}}))
     return out
-
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
 
 
 def compare_heads(checkpoint: str, train: str, eval_data: str, tasks: str, cfg: BenchConfig,

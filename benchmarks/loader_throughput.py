@@ -18,7 +18,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import open_clip
 import torch
 import webdataset as wds
 
-from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
+from machine import cpu_seconds, machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 from clipline.flags import parse_script_config
 from data_tools.build import BuildConfig, build_shards
 from data_tools.loader import LoaderConfig, list_shards, make_loader
@@ -38,12 +37,6 @@ from data_tools.sources import SourceConfig, load_source
 
 WORKERS, BATCH, IMAGE_SIZE = 2, 128, 64
 WARMUP_BATCHES, MEASURE_SAMPLES, ROUNDS = 3, 6_000, 3
-
-
-def _cpu_seconds() -> float:
-    """CPU time of this process plus its finished children (the DataLoader workers, once joined)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def measure(make_loader_fn, size_of) -> dict:
@@ -55,7 +48,7 @@ def measure(make_loader_fn, size_of) -> dict:
     2-core machine would reach if the loader were the only work.
     """
     loader = make_loader_fn()
-    cpu_start = _cpu_seconds()
+    cpu_start = cpu_seconds()
     iterator = iter(loader)
     for _ in range(WARMUP_BATCHES):
         next(iterator)
@@ -63,9 +56,9 @@ def measure(make_loader_fn, size_of) -> dict:
     while count < MEASURE_SAMPLES:
         count += size_of(next(iterator))
     seconds = time.perf_counter() - start
-    del iterator  # joins the workers, so their CPU time is counted below
+    del iterator  # joins the DataLoader workers, so their CPU time is counted below
     gc.collect()
-    cpu = _cpu_seconds() - cpu_start
+    cpu = cpu_seconds() - cpu_start
     total = count + WARMUP_BATCHES * BATCH
     return {
         "samples_per_s": round(count / seconds, 1),

@@ -1,9 +1,11 @@
-"""What a benchmark ran on: CPU model and the flags that matter for speed, core count, versions."""
+"""What a benchmark ran on (CPU model and the flags that matter for speed, core count, versions) and the CPU time it
+used."""
 
 from __future__ import annotations
 
 import os
 import platform
+import resource
 from importlib import metadata
 
 FLAGS_THAT_MATTER = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16",
@@ -30,3 +32,10 @@ def machine_info(packages: tuple[str, ...] = ("torch", "open_clip_torch", "webda
     info = {"cpu": model, "cpu_count": os.cpu_count(), "cpu_flags": [f for f in FLAGS_THAT_MATTER if f in flags],
             "python": platform.python_version(), "versions": versions}
     return info if threads is None else {**info, "threads": threads}
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process's threads plus its finished child processes (loader or pool workers, a peer's
+    process tree): rates per CPU second do not move with other jobs' load on a shared machine."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -25,19 +24,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
+from machine import cpu_seconds, machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 from clipline.flags import parse_script_config
 from data_tools.build import BuildConfig, build_shards
 from data_tools.records import SourceData
 from data_tools.sources import SourceConfig, load_source
 
 WORKERS = 2
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process plus its finished children (pool workers, img2dataset's process tree)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def rates(samples: int, seconds: float, cpu: float) -> dict:

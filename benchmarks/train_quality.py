@@ -38,6 +38,8 @@ from typing import Any
 
 import torch
 
+from data_tools.atomic_write import write_json_atomic
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import (  # noqa: E402  (the peer runner lives with the throughput benchmark)
     StepClock, environment, patch_open_clip_train_webdataset, peer_argv, run_peer, shard_pattern)
@@ -277,16 +279,10 @@ def measure(bench: QualityConfig) -> dict[str, Any]:
             print(f"{name} seed {seed}: {json.dumps(runs[-1])}", file=sys.stderr)
         report["recipes"][name] = {"runs": runs, "summary": summarise(runs)}
         if out:
-            _write(out, report)
+            write_json_atomic(out, report)
     if out:
-        _write(out, report)
+        write_json_atomic(out, report)
     return report
-
-
-def _write(path: str, report: dict[str, Any]) -> None:
-    from data_tools.atomic_write import write_json_atomic
-
-    write_json_atomic(path, report)
 
 
 if __name__ == "__main__":

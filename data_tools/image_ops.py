@@ -31,11 +31,6 @@ def to_rgb_on(image: Image.Image, colour: tuple[int, int, int] = WHITE) -> Image
     return image.convert("RGB")
 
 
-def to_rgb_on_white(image: Image.Image) -> Image.Image:
-    """RGB copy of `image`; transparent pixels become white."""
-    return to_rgb_on(image, WHITE)
-
-
 def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
     """Resize so the short side is `size`, then crop the centre `size` x `size` square (RGB or RGBA;
     RGBA is resized premultiplied, so transparent pixels do not bleed their colour into the edges)."""
@@ -87,4 +82,4 @@ def decode_image(data: bytes, extension: str | None = None, *, keep_alpha: bool 
     image.load()
     if keep_alpha and has_alpha(image):
         return to_rgba(image)
-    return to_rgb_on_white(image)
+    return to_rgb_on(image, WHITE)

@@ -42,10 +42,11 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor, nn
 
-from data_tools.atomic_write import atomic_path, write_json_atomic
+from data_tools.atomic_write import write_json_atomic
 from data_tools.errors import DataError
 from data_tools.loader import LoaderConfig, make_loader
 from evaluate.errors import EvaluateError
+from evaluate.plots import save_png
 from pretrain.vision_tower import vision_tower
 
 if TYPE_CHECKING:
@@ -258,9 +259,7 @@ def heatmap_sheet_png(images: Sequence[Image.Image], heats: Sequence[dict[str, T
             ax.imshow(panel.resize(size, Image.NEAREST))
             ax.set_axis_off()
             ax.set_title(title[:40] if col == 0 else name, fontsize=8)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    return path
+    return save_png(fig, path, dpi=100)
 
 
 def pick_samples(encoder: Encoder, data: str, count: int, spread: bool = True) -> dict[str, Any]:

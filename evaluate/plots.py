@@ -23,10 +23,11 @@ MAX_CELL_NUMBERS = 20
 MAX_LEGEND_CLASSES = 20
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_png(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
+    """Write `fig` to `path` as a PNG cropped to its content, atomically (every report picture goes through here)."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    return path
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    return Path(path)
 
 
 def confusion_matrix_png(
@@ -55,7 +56,7 @@ def confusion_matrix_png(
     ax.set_xlabel(f"predicted class{suffix}")
     ax.set_ylabel(f"true class{suffix}")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def per_class_recall_png(report: dict[str, Any], path: Path, *, title: str) -> Path:
@@ -78,7 +79,7 @@ def per_class_recall_png(report: dict[str, Any], path: Path, *, title: str) -> P
     ax.set_xlabel("recall (share of the class's images classified correctly)")
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def project_2d(points: np.ndarray, method: Literal["pca", "tsne"], seed: int = 0) -> np.ndarray:
@@ -141,7 +142,7 @@ def embedding_map_png(
     ax.set_xlabel(f"{axis}1")
     ax.set_ylabel(f"{axis}2")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _class_colours(num: int) -> np.ndarray:
@@ -175,4 +176,4 @@ def recall_at_k_png(report: dict[str, Any], ks: Sequence[int], path: Path, *, ti
     ax.set_ylabel("share of queries whose match is in the top k")
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)

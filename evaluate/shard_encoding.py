@@ -89,8 +89,8 @@ class ShardImageFeatures:
         with bar, contextlib.closing(self._batches()) as batches:  # closing: stop the prefetch thread on break
             for batch in batches:
                 take = len(batch["key"]) if limit is None else min(len(batch["key"]), limit - seen)
-                if take < len(batch["key"]):
-                    batch = _head(batch, take)
+                if take < len(batch["key"]):  # the first `take` samples, tensor and list fields alike
+                    batch = {name: value[:take] for name, value in batch.items()}
                 with torch.no_grad(), compute():
                     features = self.encoder.encode_image(batch["image"])  # (B, D)
                 seen += take
@@ -103,7 +103,3 @@ class ShardImageFeatures:
         """The loader's batches; decoded one ahead in a thread when there are no worker processes."""
         yield from prefetch_in_thread(self.loader) if self.num_workers == 0 else self.loader
 
-
-def _head(batch: dict[str, Any], count: int) -> dict[str, Any]:
-    """The first `count` samples of a batch dict (tensor and list fields alike)."""
-    return {name: value[:count] for name, value in batch.items()}

@@ -26,10 +26,6 @@ class EmbedCommandConfig:
     """What to embed into where (its checkpoint comes from the model choice)."""
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def main(argv: list[str] | None = None) -> None:
     from retrieval.embed import embed_shards
 
@@ -40,6 +36,6 @@ def main(argv: list[str] | None = None) -> None:
         args = parser.parse(argv)
         spec = encoder_spec(config_from_args(ModelChoiceConfig, args, prefix="encoder"))
         command = config_from_args(EmbedCommandConfig, args, given={"embed.checkpoint": spec})
-        info = embed_shards(command.embed, log=log)
+        info = embed_shards(command.embed, log=lambda line: print(line, file=sys.stderr, flush=True))
     if info:
         print(json.dumps(info))

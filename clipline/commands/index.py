@@ -21,10 +21,6 @@ USAGE = """usage: clipline index build EMB --out INDEX [--max-memory 2GB] [--tar
 `clipline index build --help` lists every option."""
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def main(argv: list[str] | None = None) -> None:
     from retrieval.index.build import build_index
 
@@ -37,4 +33,4 @@ def main(argv: list[str] | None = None) -> None:
     with reported_errors("index build"):
         config = parse_config(IndexBuildConfig, argv[1:], prog="clipline index build", description=DESCRIPTION,
                               positional=("emb",), flat=("distributed",))
-        print(json.dumps(build_index(config, log=log), indent=2))
+        print(json.dumps(build_index(config, log=lambda line: print(line, file=sys.stderr, flush=True)), indent=2))

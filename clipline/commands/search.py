@@ -45,10 +45,6 @@ class SearchConfig:
     """Torch device for the query encoder."""
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def run_search(config: SearchConfig) -> None:
     from retrieval.retriever import Retriever
 
@@ -69,7 +65,7 @@ def run_search(config: SearchConfig) -> None:
 
         asked = f'text "{config.text}"' if config.text is not None else f"image {Path(config.image).name}"
         save_result_grid(results, config.grid, title=f"{asked} -> {retriever.modality} index, top {config.k}")
-        _log(f"grid written to {config.grid}")
+        print(f"grid written to {config.grid}", file=sys.stderr, flush=True)
     if config.json:
         print(json.dumps({"query": query, "modality": retriever.modality, "k": config.k, "results": results},
                          ensure_ascii=False))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from data_tools.atomic_write import atomic_path
+from evaluate.plots import save_png
 
 
 def curves_png(history: Sequence[dict], tasks: Sequence[str], path: Path, *, title: str) -> Path:
@@ -30,6 +30,4 @@ def curves_png(history: Sequence[dict], tasks: Sequence[str], path: Path, *, tit
     acc_ax.set_ylim(0, 1)
     acc_ax.legend(fontsize=8)
     fig.suptitle(title)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    return path
+    return save_png(fig, path)

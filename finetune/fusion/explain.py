@@ -20,7 +20,8 @@ from PIL import Image
 from torch import Tensor
 
 from evaluate.heatmap import overlay, pick_samples, to_pil
-from data_tools.atomic_write import atomic_path, write_json_atomic
+from evaluate.plots import save_png
+from data_tools.atomic_write import write_json_atomic
 from finetune.fusion.model import FusionClassifier
 from finetune.fusion.store import load_fusion
 from finetune.fusion.train import CONDITIONS, condition_mask
@@ -92,9 +93,7 @@ def explanation_png(image: Image.Image, explanation: dict[str, Any], path: Path,
     else:
         axes[1].set_axis_off()
     _predictions_panel(axes[2], explanation)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    return path
+    return save_png(fig, path, dpi=100)
 
 
 def _predictions_panel(ax: Any, explanation: dict[str, Any]) -> None:

@@ -78,7 +78,8 @@ def run_finetune(method: str, options: FinetuneConfig, method_config: Any = None
     fitted, seconds = timed_fit(prep, method, task, split, method_config)
     report: dict[str, Any] = {
         "method": method, "shots": shots, "seed": options.seed, "checkpoint_id": prep.encoder.checkpoint_id,
-        "config": {**report_config(options), "method": _plain(method_config)},
+        "config": {**report_config(options),
+                   "method": asdict(method_config) if is_dataclass(method_config) else method_config},
         "num_train": len(task.train_y), "num_val": len(task.val_y), "classnames": prep.classnames,
         "hyperparameters": fitted.hyperparameters, "val_score": fitted.val_score, "fit_seconds": seconds,
         "zeroshot": zeroshot_report(prep), "result": evaluate(prep, fitted),
@@ -120,7 +121,3 @@ def report_config(options: AdaptConfig) -> dict[str, Any]:
     values = asdict(options)
     paths, imbalance = values.pop("paths"), values.pop("imbalance")
     return {**paths, **values, **imbalance}
-
-
-def _plain(config: Any) -> Any:
-    return asdict(config) if is_dataclass(config) and not isinstance(config, type) else config

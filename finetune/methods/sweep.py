@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_tools.atomic_write import atomic_path, write_json_atomic, write_text_atomic
+from data_tools.atomic_write import write_json_atomic, write_text_atomic
 from data_tools.output_paths import check_output_dir
 from finetune.errors import FinetuneError
 from finetune.methods.experiment import METHODS, Prepared, evaluate, make_task, timed_fit, zeroshot_report
@@ -61,8 +61,7 @@ def run_sweep(options: SweepConfig) -> dict[str, Any]:
     out = Path(options.out)
     write_json_atomic(out / "sweep.json", payload)
     write_text_atomic(out / "sweep.md", markdown_table(payload))
-    with atomic_path(out / "sweep.png") as tmp:
-        plot_accuracy_vs_shots(payload, tmp)
+    plot_accuracy_vs_shots(payload, out / "sweep.png")
     return payload
 
 
@@ -124,18 +123,18 @@ def markdown_table(payload: dict[str, Any]) -> str:
     return caption + "\n\n" + "\n".join(lines) + "\n"
 
 
-def plot_accuracy_vs_shots(payload: dict[str, Any], path: str) -> None:
+def plot_accuracy_vs_shots(payload: dict[str, Any], path: Path) -> None:
     """Top-1 vs shots per class (log2 axis), one line per method with std error bars, zero-shot dashed."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from evaluate.plots import save_png
 
     summary = payload["summary"]
     numeric = sorted({r["shots"] for r in summary if r["shots"] != "all"})
     all_x = (numeric[-1] * 2) if numeric else 1  # 'all' is drawn one octave right of the largest k
     xpos = lambda s: all_x if s == "all" else s  # noqa: E731
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
     for method in dict.fromkeys(r["method"] for r in summary):
         rows = sorted((r for r in summary if r["method"] == method), key=lambda r: xpos(r["shots"]))
         ax.errorbar([xpos(r["shots"]) for r in rows], [100 * r["top1_mean"] for r in rows],
@@ -149,9 +148,7 @@ def plot_accuracy_vs_shots(payload: dict[str, Any], path: str) -> None:
     ax.set_title(f"few-shot adaptation, {payload['num_eval']} eval images")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=120)
 
 
 def _parse_seeds(text: str) -> list[int]:

@@ -109,7 +109,6 @@ def checkpoint_commands(w: dict[str, Path], ckpt: str) -> dict[str, list[str]]:
 
 
 CHECKPOINT_DAMAGE = ("bad_config", "truncated_weights", "no_model_name", "unfinished")
-COMMAND_NAMES = list(checkpoint_commands({"root": Path(), "shards": Path(), "index": Path()}, "C"))
 
 
 def wrong_kind_outputs(w: dict[str, Path]) -> dict[str, list[str]]:
@@ -158,13 +157,14 @@ def all_cases(w: dict[str, Path]) -> dict[str, tuple[list[str], int]]:
     return cases | other_cases(w)
 
 
-CASE_IDS = [f"{c} <- {d}" for d in CHECKPOINT_DAMAGE for c in COMMAND_NAMES] + [
-    "data build --out FILE", "pretrain --out FILE", "finetune --out FILE", "embed --out FILE", "inspect --grid DIR",
-    "validate --out DIR", "search --grid DIR", "zeroshot --out DIR", "eval retrieval --out DIR",
-    "resume from a truncated train_state.pt", "zeroshot --max-samples 0", "eval retrieval --max-samples 0",
-    "index build --factory IVF4096,Flat on 48 vectors", "search --image a decompression bomb",
-    "validate a killed build", "inspect a killed build",
-]
+class _AnyPath(dict):
+    """A stand-in world for naming the cases at collection time: every path is `.`."""
+
+    def __missing__(self, key: str) -> Path:
+        return Path()
+
+
+CASE_IDS = list(all_cases(_AnyPath()))
 
 
 def leftovers(root: Path) -> list[str]:
@@ -193,6 +193,3 @@ def test_bad_input_is_one_error_line(world: dict[str, Path], case: str, capsys: 
     assert world["file"].read_text() == "not a directory\n"
     assert world["dir"].is_dir() and not any(world["dir"].iterdir())
 
-
-def test_the_table_covers_every_case(world: dict[str, Path]) -> None:
-    assert sorted(all_cases(world)) == sorted(CASE_IDS)

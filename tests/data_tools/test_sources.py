@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 import re
 import struct
-import tarfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,6 +22,7 @@ from data_tools.sources.emoji import is_val_concept
 from data_tools.sources.fashion_captions import RETAIL_NAMES
 from data_tools.tar_samples import iter_tar_samples
 from tests.data_tools.conftest import COLOURS, image_bytes, write_image
+from tests.tar_writing import write_tar
 
 
 def build_and_read(spec: str, out: Path, options: SourceConfig | None = None, **config) -> tuple[dict, list[ParsedSample]]:
@@ -244,15 +243,10 @@ def _fake_emoji_package(cache: Path, vendor: str, entries: list[dict]) -> None:
     """A stand-in for `npm pack emoji-datasource-VENDOR@16.0.0` output, already in the cache."""
     npm = cache / "npm"
     npm.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(npm / f"emoji-datasource-{vendor}-16.0.0.tgz", "w:gz") as tgz:
-        def add(name: str, data: bytes) -> None:
-            info = tarfile.TarInfo(f"package/{name}")
-            info.size = len(data)
-            tgz.addfile(info, io.BytesIO(data))
-
-        add("emoji.json", json.dumps(entries).encode())
-        for i, entry in enumerate(entries):
-            add(f"img/{vendor}/64/{entry['image']}", image_bytes((i * 60, 0, 200), size=(64, 64), mode="RGBA"))
+    images = [(f"package/img/{vendor}/64/{entry['image']}", image_bytes((i * 60, 0, 200), size=(64, 64), mode="RGBA"))
+              for i, entry in enumerate(entries)]
+    write_tar(npm / f"emoji-datasource-{vendor}-16.0.0.tgz", [("package/emoji.json", json.dumps(entries).encode()),
+                                                               *images], mode="w:gz")
 
 
 def test_emoji_source_offline_from_cached_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

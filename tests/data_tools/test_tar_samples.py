@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import tarfile
 from pathlib import Path
 
@@ -10,15 +9,7 @@ import pytest
 import webdataset as wds
 
 from data_tools.tar_samples import iter_tar_samples, split_member_name
-
-
-def _write_tar(path: Path, members: list[tuple[str, bytes]], fmt: int) -> None:
-    with tarfile.open(path, "w", format=fmt) as tar:
-        tar.addfile(tarfile.TarInfo("somedir"), None)  # a non-file member is ignored
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+from tests.tar_writing import write_tar
 
 
 def _read(path: Path) -> tuple[list[dict], list]:
@@ -32,7 +23,7 @@ def test_reads_every_tarfile_format_including_long_and_unicode_names(tmp_path: P
     long_dir = "d" * 120 if fmt != tarfile.USTAR_FORMAT else "d" * 60
     key = f"{long_dir}/caf\u00e9" if fmt != tarfile.USTAR_FORMAT else f"{long_dir}/cafe"
     members = [(f"{key}.jpg", b"J" * 700), (f"{key}.txt", b"caption"), ("other.seg.png", b"P"), ("other.seg.txt", b"t")]
-    _write_tar(tmp_path / "x.tar", members, fmt)
+    write_tar(tmp_path / "x.tar", [("somedir", b""), *members], format=fmt)  # a member naming no sample file is ignored
     samples, errors = _read(tmp_path / "x.tar")
     assert errors == []
     assert samples == [
@@ -63,7 +54,7 @@ def test_unreadable_files_report_one_error(tmp_path: Path, content: bytes, messa
 
 def test_cut_inside_a_new_sample_keeps_the_whole_one_before(tmp_path: Path) -> None:
     members = [("a.jpg", b"A" * 600), ("a.txt", b"a"), ("b.jpg", b"B" * 2000), ("b.txt", b"b")]
-    _write_tar(tmp_path / "x.tar", members, tarfile.USTAR_FORMAT)
+    write_tar(tmp_path / "x.tar", members, format=tarfile.USTAR_FORMAT)
     with tarfile.open(tmp_path / "x.tar") as tar:
         cut = tar.getmember("b.jpg").offset_data + 1024  # block-aligned cut inside b.jpg's data
     (tmp_path / "x.tar").write_bytes((tmp_path / "x.tar").read_bytes()[:cut])

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from clipline.commands import eval as eval_cli
-from tests.clipline.running import error_line, run_clipline
+from tests.clipline.running import error_line, run_ok
 from tests.finetune.fakes import ColourEncoder, save_tiny_checkpoint, write_shards
 
 
@@ -16,8 +16,7 @@ def test_real_checkpoint_on_fixture_shards(emoji_shards: Path, tmp_path: Path, c
     out = tmp_path / "retrieval.json"
     argv = ["retrieval", "--checkpoint", str(run), "--data", str(emoji_shards), "--out", str(out),
             "--allow-resize", "--num-workers", "0"]  # fmt: skip
-    code, stdout, err = run_clipline(["eval", *argv], capsys)
-    assert code == 0, err
+    stdout, _ = run_ok(["eval", *argv], capsys)
     report = json.loads(out.read_text())
     for direction in ("image_to_text", "text_to_image"):
         for k in (1, 5, 10):
@@ -32,15 +31,18 @@ def test_real_checkpoint_on_fixture_shards(emoji_shards: Path, tmp_path: Path, c
     assert f"{100 * report['image_to_text_R@5']:.1f}%" in page and f"{100 * report['text_to_image_R@10']:.1f}%" in page
 
 
-def test_known_answer_and_caption_choice(tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
+def fake_model_report(tmp_path: Path, monkeypatch, capsys, *extra: str) -> dict:  # noqa: ANN001
+    """`clipline eval retrieval` over ColourEncoder on 2 images of each of 3 captioned classes: the JSON written."""
     data = write_shards(tmp_path / "shards", ["cat", "dog", "bird"], per_class=2, image_size=16, captions=True)
     monkeypatch.setattr(eval_cli, "open_encoder", lambda *a: ColourEncoder(["cat", "dog", "bird"]))
     out = tmp_path / "r.json"
-    argv = ["retrieval", "--model", "fake", "--data", str(data), "--out", str(out), "--captions", "first",
-            "--num-workers", "0"]  # fmt: skip
-    code, _, err = run_clipline(["eval", *argv], capsys)
-    assert code == 0, err
-    report = json.loads(out.read_text())
+    run_ok(["eval", "retrieval", "--model", "fake", "--data", str(data), "--out", str(out), "--captions", "first",
+            "--num-workers", "0", *extra], capsys)
+    return json.loads(out.read_text())
+
+
+def test_known_answer_and_caption_choice(tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    report = fake_model_report(tmp_path, monkeypatch, capsys)
     assert report["image_to_text_R@1"] == 1.0 and report["text_to_image_R@1"] == 1.0
     assert report["n_texts"] == 3
 
@@ -67,14 +69,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:  # no
 
 
 def test_clip_benchmark_format(tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
-    data = write_shards(tmp_path / "shards", ["cat", "dog", "bird"], per_class=2, image_size=16, captions=True)
-    monkeypatch.setattr(eval_cli, "open_encoder", lambda *a: ColourEncoder(["cat", "dog", "bird"]))
-    out = tmp_path / "cb.json"
-    argv = ["retrieval", "--model", "fake", "--data", str(data), "--out", str(out), "--captions", "first",
-            "--num-workers", "0", "--format", "clip_benchmark"]  # fmt: skip
-    code, _, err = run_clipline(["eval", *argv], capsys)
-    assert code == 0, err
-    layout = json.loads(out.read_text())
+    layout = fake_model_report(tmp_path, monkeypatch, capsys, "--format", "clip_benchmark")
     assert set(layout) == {"dataset", "model", "pretrained", "task", "metrics", "language"}
     assert layout["task"] == "zeroshot_retrieval" and layout["model"] == "fake"
     # two images per caption: each is its own query matching only its own image, and the fake encoder gives
@@ -82,4 +77,4 @@ def test_clip_benchmark_format(tmp_path: Path, monkeypatch, capsys) -> None:  # 
     metrics = layout["metrics"]
     assert metrics["image_retrieval_recall@1"] == metrics["text_retrieval_recall@1"] == 0.0
     assert metrics["image_retrieval_recall@5"] == metrics["text_retrieval_recall@5"] == 1.0  # the tie is at rank 2
-    assert not (tmp_path / "cb.html").exists()
+    assert not (tmp_path / "r.html").exists()

@@ -14,6 +14,7 @@ from evaluate.shard_encoding import EncodingConfig
 from evaluate.templates import fill_template
 from evaluate.zeroshot import ZeroShotClassifier, ZeroShotEvaluator
 from tests.finetune.fakes import ColourEncoder, tiny_encoder, write_shards
+from tests.tar_writing import write_tar
 
 IN_PROCESS = EncodingConfig(num_workers=0)  # no loader worker processes
 CLASSES = ["cat", "dog", "bird", "fish", "horse"]
@@ -103,15 +104,8 @@ def test_unlabelled_shards_fail_after_the_first_batch(tmp_path: Path) -> None:
 
 
 def test_corrupt_sample_is_skipped_and_counted(tmp_path: Path) -> None:
-    import io
-    import tarfile
-
     data = write_shards(tmp_path / "shards", CLASSES, per_class=2)
-    with tarfile.open(data / "00009.tar", "w") as tar:
-        for name, payload in (("bad.png", b"not a png"), ("bad.txt", b"a caption"), ("bad.cls", b"0")):
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
+    write_tar(data / "00009.tar", [("bad.png", b"not a png"), ("bad.txt", b"a caption"), ("bad.cls", b"0")])
     report = ZeroShotEvaluator(data=data, encoding=IN_PROCESS).evaluate(ColourEncoder(CLASSES)).report
     assert report["n"] == 10
     assert report["top1"] == 1.0

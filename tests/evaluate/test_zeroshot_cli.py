@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from clipline.commands import zeroshot as zeroshot_cli
-from tests.clipline.running import error_line, run_clipline
+from tests.clipline.running import error_line, run_ok
 from tests.finetune.fakes import ColourEncoder, save_tiny_checkpoint, write_shards
 
 CLASSES = ["cat", "dog", "bird", "fish"]
@@ -26,8 +26,7 @@ def test_real_checkpoint_on_fixture_shards(tiny_run: Path, emoji_shards: Path, t
     out = tmp_path / "reports" / "emoji.json"
     argv = ["--checkpoint", str(tiny_run), "--data", str(emoji_shards), "--out", str(out),
             "--allow-resize", "--num-workers", "0", "--batch-size", "20", "--label-field", "category"]  # fmt: skip
-    code, stdout, _ = run_clipline(["zeroshot", *argv], capsys)
-    assert code == 0
+    stdout, _ = run_ok(["zeroshot", *argv], capsys)
     report = json.loads(out.read_text())
     for key in ("top1", "top5", "mean_per_class_recall", "macro_f1", "per_class", "n"):
         assert key in report
@@ -50,17 +49,21 @@ def test_real_checkpoint_on_fixture_shards(tiny_run: Path, emoji_shards: Path, t
     assert base64.b64decode(embedded[0]) == (out.parent / "emoji_confusion.png").read_bytes()
 
 
-def test_known_answer_through_the_command_line(tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
+def fake_model_report(tmp_path: Path, monkeypatch, capsys, *extra: str) -> dict:  # noqa: ANN001
+    """`clipline zeroshot` over ColourEncoder with two classes' colours swapped (top-1 0.5): the JSON written."""
     data = write_shards(tmp_path / "shards", CLASSES, per_class=3, image_size=16)
     monkeypatch.setattr(zeroshot_cli, "open_encoder", lambda *a: ColourEncoder(CLASSES, perm=[1, 0, 2, 3]))
+    out = tmp_path / "r.json"
+    run_ok(["zeroshot", "--model", "fake", "--data", str(data), "--out", str(out), "--templates", "imagenet7",
+            "--num-workers", "0", *extra], capsys)
+    return json.loads(out.read_text())
+
+
+def test_known_answer_through_the_command_line(tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
     classes = tmp_path / "classes.txt"
     classes.write_text("\n".join(CLASSES) + "\n")
-    out = tmp_path / "r.json"
-    argv = ["--model", "fake", "--data", str(data), "--out", str(out), "--classes", str(classes),
-            "--templates", "imagenet7", "--num-workers", "0", "--report-dir", str(tmp_path / "pics")]  # fmt: skip
-    code, _, err = run_clipline(["zeroshot", *argv], capsys)
-    assert code == 0, err
-    report = json.loads(out.read_text())
+    report = fake_model_report(tmp_path, monkeypatch, capsys, "--classes", str(classes),
+                               "--report-dir", str(tmp_path / "pics"))
     assert report["top1"] == 0.5
     assert report["templates"]["count"] == 7
     assert (tmp_path / "pics" / "r.html").is_file()
@@ -87,8 +90,7 @@ def test_open_clip_train_checkpoint_via_model_and_pretrained(emoji_shards: Path,
     reports = []
     for source in (["--model", TINY_MODEL, "--pretrained", str(weights)], ["--checkpoint", str(run)]):
         out = tmp_path / f"r{len(reports)}.json"
-        code, _, err = run_clipline(["zeroshot", *source, *common, "--out", str(out)], capsys)
-        assert code == 0, err
+        run_ok(["zeroshot", *source, *common, "--out", str(out)], capsys)
         reports.append(json.loads(out.read_text()))
     assert reports[0]["confusion"] == reports[1]["confusion"]
     assert reports[0]["top1"] == reports[1]["top1"]
@@ -132,14 +134,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, capsys
 
 
 def test_clip_benchmark_format(tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
-    data = write_shards(tmp_path / "shards", CLASSES, per_class=3, image_size=16)
-    monkeypatch.setattr(zeroshot_cli, "open_encoder", lambda *a: ColourEncoder(CLASSES, perm=[1, 0, 2, 3]))
-    out = tmp_path / "cb.json"
-    argv = ["--model", "fake", "--data", str(data), "--out", str(out), "--templates", "imagenet7",
-            "--num-workers", "0", "--format", "clip_benchmark"]  # fmt: skip
-    code, _, err = run_clipline(["zeroshot", *argv], capsys)
-    assert code == 0, err
-    layout = json.loads(out.read_text())
+    layout = fake_model_report(tmp_path, monkeypatch, capsys, "--format", "clip_benchmark")
     assert layout["task"] == "zeroshot_classification" and layout["model"] == "fake" and layout["language"] == "en"
     assert layout["metrics"]["acc1"] == 0.5 and set(layout["metrics"]) == {"acc1", "acc5", "mean_per_class_recall"}
-    assert not (tmp_path / "cb.html").exists()
+    assert not (tmp_path / "r.html").exists()

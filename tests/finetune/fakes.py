@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,16 +20,12 @@ from PIL import Image
 
 from pretrain import checkpoint, models
 from pretrain.encoder import Encoder
+from tests.tar_writing import write_shard_dir
 
 PALETTE = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
     (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
 ]  # fmt: skip
-
-
-def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3)
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (3, H, W)
 
 
 class ColourEncoder:
@@ -54,7 +49,9 @@ class ColourEncoder:
         self.encoded_images = 0
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        return pil_to_tensor(image.resize((self.image_size, self.image_size)))
+        size = (self.image_size, self.image_size)
+        array = np.asarray(image.resize(size).convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3)
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (3, H, W)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         self.encoded_images += images.shape[0]
@@ -90,36 +87,27 @@ def write_shards(
     source: str = "synthetic",
 ) -> Path:
     """Solid-colour images, class i in PALETTE[i]; returns `out` with dataset.json."""
-    out.mkdir(parents=True, exist_ok=True)
-    samples = [(c, j) for j in range(per_class) for c in range(len(classes))]
-    counts: dict[str, int] = {}
-    for start in range(0, len(samples), shard_size):
-        name = f"{start // shard_size:05d}.tar"
-        with tarfile.open(out / name, "w") as tar:
-            for c, j in samples[start : start + shard_size]:
-                key = f"s{c:02d}_{j:03d}"
-                meta: dict = {"key": key, "caption": f"a picture of {classes[c]}", "source": source}
-                if write_label:
-                    meta["label"] = classes[c]
-                if label_fields:
-                    meta["labels"] = {field: names[c % len(names)] for field, names in label_fields.items()}
-                if captions:
-                    meta["captions"] = [f"a picture of {classes[c]}", f"{classes[c]} number {j}"]
-                files = {"png": _png(PALETTE[c], image_size), "txt": meta["caption"].encode(), "json": json.dumps(meta).encode()}
-                if write_cls:
-                    files["cls"] = str(c).encode()
-                for ext, data in files.items():
-                    info = tarfile.TarInfo(f"{key}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-        counts[name] = len(samples[start : start + shard_size])
-    info = {"shards": counts, "num_samples": len(samples), "image_size": image_size, "source": source}
+    written = []
+    for j in range(per_class):
+        for c in range(len(classes)):
+            key = f"s{c:02d}_{j:03d}"
+            meta: dict = {"key": key, "caption": f"a picture of {classes[c]}", "source": source}
+            if write_label:
+                meta["label"] = classes[c]
+            if label_fields:
+                meta["labels"] = {field: names[c % len(names)] for field, names in label_fields.items()}
+            if captions:
+                meta["captions"] = [f"a picture of {classes[c]}", f"{classes[c]} number {j}"]
+            files = {"png": _png(PALETTE[c], image_size), "txt": meta["caption"].encode(), "json": json.dumps(meta).encode()}
+            if write_cls:
+                files["cls"] = str(c).encode()
+            written.append((key, files))
+    info: dict = {"image_size": image_size, "source": source}
     if write_cls:
         info["classes"] = list(classes)
     if label_fields:
         info["label_fields"] = {k: list(v) for k, v in label_fields.items()}
-    (out / "dataset.json").write_text(json.dumps(info))
-    return out
+    return write_shard_dir(out, written, shard_size, info)
 
 
 def _png(colour: tuple[int, int, int], size: int) -> bytes:

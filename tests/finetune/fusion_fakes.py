@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from pretrain import checkpoint, models
+from tests.tar_writing import write_shard_dir
 
 TINY_NAME = "fusion-test-tiny"
 TINY_CONFIG = {
@@ -45,37 +46,26 @@ def write_two_task_shards(out: Path, per_class: int, *, seed: int = 0, drop_word
     import io
     import json
     import random
-    import tarfile
 
     from PIL import Image
 
     rng = random.Random(seed)
-    out.mkdir(parents=True, exist_ok=True)
     names = list(COLOURS)
     samples = [(c, w) for c in range(len(names)) for w in range(len(WORDS)) for _ in range(per_class)]
     rng.shuffle(samples)
-    counts: dict[str, int] = {}
-    for start in range(0, len(samples), shard_size):
-        name = f"{start // shard_size:05d}.tar"
-        with tarfile.open(out / name, "w") as tar:
-            for index, (c, w) in enumerate(samples[start : start + shard_size], start):
-                image = Image.new("RGB", (64, 64), (128, 128, 128))
-                x, y = rng.randrange(0, 40), rng.randrange(0, 40)
-                image.paste(COLOURS[names[c]], (x, y, x + 24, y + 24))
-                buf = io.BytesIO()
-                image.save(buf, format="PNG")
-                labels = {"colour": names[c], "word": WORDS[w]}
-                if drop_word_every and index % drop_word_every == 0:
-                    del labels["word"]
-                caption = f"{WORDS[w]} thing"
-                meta = {"key": f"s{index:05d}", "caption": caption, "labels": labels}
-                files = (("png", buf.getvalue()), ("txt", caption.encode()), ("json", json.dumps(meta).encode()))
-                for ext, data in files:
-                    info = tarfile.TarInfo(f"s{index:05d}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-        counts[name] = len(samples[start : start + shard_size])
-    info = {"shards": counts, "num_samples": len(samples), "image_size": 64, "source": "synthetic",
-            "label_fields": {"colour": names, "word": WORDS}}
-    (out / "dataset.json").write_text(json.dumps(info))
-    return out
+    written = []
+    for index, (c, w) in enumerate(samples):
+        image = Image.new("RGB", (64, 64), (128, 128, 128))
+        x, y = rng.randrange(0, 40), rng.randrange(0, 40)
+        image.paste(COLOURS[names[c]], (x, y, x + 24, y + 24))
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        labels = {"colour": names[c], "word": WORDS[w]}
+        if drop_word_every and index % drop_word_every == 0:
+            del labels["word"]
+        caption = f"{WORDS[w]} thing"
+        meta = {"key": f"s{index:05d}", "caption": caption, "labels": labels}
+        written.append((f"s{index:05d}", {"png": buf.getvalue(), "txt": caption.encode(),
+                                          "json": json.dumps(meta).encode()}))
+    info = {"image_size": 64, "source": "synthetic", "label_fields": {"colour": names, "word": WORDS}}
+    return write_shard_dir(out, written, shard_size, info)

@@ -84,12 +84,7 @@ def test_sweep_writes_json_table_and_plot(setup: dict[str, str]) -> None:
 
 
 def run_failing(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
-    return err
+    return error_line(["finetune", *args], capsys, alone=True)
 
 
 def test_more_shots_than_a_class_has_is_one_line_naming_the_class(setup: dict[str, str], capsys) -> None:

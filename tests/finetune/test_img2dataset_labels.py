@@ -7,16 +7,15 @@ categories sit under `labels` with a dataset.json class list.
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
 
-from clipline.cli import main as clipline_main
 from data_tools.tar_samples import iter_tar_samples
+from tests.clipline.running import run_ok
 from tests.finetune.fusion_fakes import tiny_checkpoint
+from tests.tar_writing import write_tar
 
 FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shards"
 
@@ -26,19 +25,17 @@ def img2dataset_shards(out: Path) -> Path:
     out.mkdir(parents=True)
     n = 0
     for shard in sorted(FIXTURE_SHARDS.glob("*.tar")):
-        with tarfile.open(out / shard.name, "w") as tar:
-            for raw in iter_tar_samples(str(shard), lambda *_: None):
-                meta = json.loads(raw["json"])
-                key = f"{n:09d}"
-                n += 1
-                top = {"url": f"https://example.org/{meta['key']}.png", "key": key, "status": "success",
-                       "error_message": None, "width": 64, "height": 64, "caption": meta["caption"],
-                       "category": meta["labels"]["category"]}
-                for ext, data in (("jpg", raw["jpg"]), ("txt", meta["caption"].encode()),
-                                  ("json", json.dumps(top).encode())):
-                    info = tarfile.TarInfo(f"{key}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+        members = []
+        for raw in iter_tar_samples(str(shard), lambda *_: None):
+            meta = json.loads(raw["json"])
+            key = f"{n:09d}"
+            n += 1
+            top = {"url": f"https://example.org/{meta['key']}.png", "key": key, "status": "success",
+                   "error_message": None, "width": 64, "height": 64, "caption": meta["caption"],
+                   "category": meta["labels"]["category"]}
+            members += [(f"{key}.jpg", raw["jpg"]), (f"{key}.txt", meta["caption"].encode()),
+                        (f"{key}.json", json.dumps(top).encode())]
+        write_tar(out / shard.name, members)
         (out / f"{shard.stem}_stats.json").write_text(json.dumps({"count": 24, "successes": 24}))
     return out
 
@@ -49,18 +46,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"run": tiny_checkpoint(root / "run"), "shards": img2dataset_shards(root / "shards"), "root": root}
 
 
-def run(argv: list[str]) -> None:
-    try:
-        clipline_main(argv)
-    except SystemExit as exit_:
-        assert not exit_.code, f"clipline {' '.join(argv)} exited {exit_.code}"
-
-
 def test_zeroshot_reads_a_top_level_label_as_the_fixture_reads_labels(setup: dict[str, Path]) -> None:
     common = ["--checkpoint", str(setup["run"]), "--label-field", "category", "--num-workers", "0",
               "--precision", "fp32", "--templates", "generic"]
     top_out = setup["root"] / "zs_top.json"
-    run(["zeroshot", *common, "--data", str(setup["shards"]), "--out", str(top_out)])
+    run_ok(["zeroshot", *common, "--data", str(setup["shards"]), "--out", str(top_out)])
     top = json.loads(top_out.read_text())
     # no class list in img2dataset shards: the sorted set of the values found
     present = sorted({json.loads(raw["json"])["labels"]["category"]
@@ -70,7 +60,7 @@ def test_zeroshot_reads_a_top_level_label_as_the_fixture_reads_labels(setup: dic
     classes = setup["root"] / "present.txt"
     classes.write_text("\n".join(present))
     nested_out = setup["root"] / "zs_nested.json"
-    run(["zeroshot", *common, "--data", str(FIXTURE_SHARDS), "--out", str(nested_out), "--classes", str(classes)])
+    run_ok(["zeroshot", *common, "--data", str(FIXTURE_SHARDS), "--out", str(nested_out), "--classes", str(classes)])
     nested = json.loads(nested_out.read_text())
     assert nested["n"] == 48
     for metric in ("top1", "top5", "mean_per_class_recall"):
@@ -82,22 +72,22 @@ def test_zeroshot_maps_string_labels_through_a_class_file(setup: dict[str, Path]
     names = json.loads((FIXTURE_SHARDS / "dataset.json").read_text())["label_fields"]["category"]
     classes.write_text("\n".join(reversed(names)) + "\n")
     out = setup["root"] / "zs_classes.json"
-    run(["zeroshot", "--checkpoint", str(setup["run"]), "--data", str(setup["shards"]), "--out", str(out),
-         "--classes", str(classes), "--label-field", "category", "--num-workers", "0"])
+    run_ok(["zeroshot", "--checkpoint", str(setup["run"]), "--data", str(setup["shards"]), "--out", str(out),
+            "--classes", str(classes), "--label-field", "category", "--num-workers", "0"])
     report = json.loads(out.read_text())
     assert report["n"] == 48 and list(report["per_class"]) == list(reversed(names))
 
 
 def test_linear_probe_and_fusion_train_on_the_top_level_label(setup: dict[str, Path]) -> None:
     probe = setup["root"] / "probe"
-    run(["finetune", "linear-probe", "--checkpoint", str(setup["run"]), "--train-data", str(setup["shards"]),
-         "--eval-data", str(setup["shards"]), "--out", str(probe), "--label-field", "category",
-         "--feature-cache", str(setup["root"] / "cache"), "--shots", "2"])
+    run_ok(["finetune", "linear-probe", "--checkpoint", str(setup["run"]), "--train-data", str(setup["shards"]),
+            "--eval-data", str(setup["shards"]), "--out", str(probe), "--label-field", "category",
+            "--feature-cache", str(setup["root"] / "cache"), "--shots", "2"])
     report = json.loads((probe / "report.json").read_text())
     assert report["result"]["n"] > 0 and "Smileys & Emotion" in report["result"]["per_class"]
     fusion = setup["root"] / "fusion"
-    run(["finetune", "fusion", "--checkpoint", str(setup["run"]), "--train-data", str(setup["shards"]),
-         "--eval-data", str(setup["shards"]), "--out", str(fusion), "--label-field", "category",
-         "--epochs", "1", "--val-fraction", "0"])
+    run_ok(["finetune", "fusion", "--checkpoint", str(setup["run"]), "--train-data", str(setup["shards"]),
+            "--eval-data", str(setup["shards"]), "--out", str(fusion), "--label-field", "category",
+            "--epochs", "1", "--val-fraction", "0"])
     fused = json.loads((fusion / "report.json").read_text())
     assert "category" in json.dumps(fused) and "Smileys & Emotion" in json.dumps(fused)

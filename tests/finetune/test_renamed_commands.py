@@ -11,17 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from clipline.cli import main as clipline_main
 from clipline.commands import zeroshot as zeroshot_cli
+from tests.clipline.running import error_line, run_ok
 from tests.finetune.fakes import ColourEncoder, write_shards
 from tests.finetune.fusion_fakes import tiny_checkpoint
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
-    """Run `clipline ARGV` (it must succeed); returns (stdout, stderr)."""
-    clipline_main(argv)
-    captured = capsys.readouterr()
-    return captured.out, captured.err
 
 
 def notice_lines(err: str) -> list[str]:
@@ -35,9 +28,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_explain_and_its_old_spelling(tiny_run: Path, emoji_shards: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     args = ["--checkpoint", str(tiny_run), "--data", str(emoji_shards), "--count", "2", "--method", "tokens"]
-    out, err = run(["explain", *args, "--out", str(tmp_path / "new")], capsys)
+    out, err = run_ok(["explain", *args, "--out", str(tmp_path / "new")], capsys)
     assert "heatmap: wrote" in out and not notice_lines(err)
-    old_out, old_err = run(["finetune", "fusion", "heatmap", *args, "--out", str(tmp_path / "old")], capsys)
+    old_out, old_err = run_ok(["finetune", "fusion", "heatmap", *args, "--out", str(tmp_path / "old")], capsys)
     assert "heatmap: wrote" in old_out
     assert notice_lines(old_err) == ["note: `clipline finetune fusion heatmap` is now `clipline explain`; "
                                      "the old spelling will be removed in the next release"]
@@ -49,19 +42,17 @@ def test_explain_and_its_old_spelling(tiny_run: Path, emoji_shards: Path, tmp_pa
 
 
 def test_explain_bad_method_is_one_line(tiny_run: Path, emoji_shards: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
-    with pytest.raises(SystemExit) as exit_info:
-        clipline_main(["explain", "--checkpoint", str(tiny_run), "--data", str(emoji_shards),
-                       "--out", str(tmp_path), "--method", "nonsense"])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.startswith("error: unknown --method 'nonsense'") and err.count("\n") == 1
+    line = error_line(["explain", "--checkpoint", str(tiny_run), "--data", str(emoji_shards), "--out", str(tmp_path),
+                       "--method", "nonsense"], capsys)
+    assert line.startswith("error: unknown --method 'nonsense'")
 
 
 def test_compress_and_its_old_spelling(tiny_run: Path, emoji_shards: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     args = ["--checkpoint", str(tiny_run), "--data", str(emoji_shards), "--variants", "fp32,bf16",
             "--batch-size", "16", "--speed-images", "16"]
-    out, err = run(["compress", *args, "--out", str(tmp_path / "new")], capsys)
+    out, err = run_ok(["compress", *args, "--out", str(tmp_path / "new")], capsys)
     assert "bf16" in out and not notice_lines(err)
-    _, old_err = run(["finetune", "fusion", "compress", *args, "--out", str(tmp_path / "old")], capsys)
+    _, old_err = run_ok(["finetune", "fusion", "compress", *args, "--out", str(tmp_path / "old")], capsys)
     assert notice_lines(old_err) == ["note: `clipline finetune fusion compress` is now `clipline compress`; "
                                      "the old spelling will be removed in the next release"]
     for folder in ("new", "old"):
@@ -74,9 +65,9 @@ def test_finetune_zeroshot_old_spelling(tmp_path: Path, monkeypatch, capsys) -> 
     data = write_shards(tmp_path / "shards", classes, per_class=3, image_size=16)
     monkeypatch.setattr(zeroshot_cli, "open_encoder", lambda *a: ColourEncoder(classes))
     args = ["--model", "fake", "--data", str(data), "--templates", "imagenet7", "--num-workers", "0"]
-    _, err = run(["zeroshot", *args, "--out", str(tmp_path / "new.json")], capsys)
+    _, err = run_ok(["zeroshot", *args, "--out", str(tmp_path / "new.json")], capsys)
     assert not notice_lines(err)
-    _, old_err = run(["finetune", "zeroshot", *args, "--out", str(tmp_path / "old.json")], capsys)
+    _, old_err = run_ok(["finetune", "zeroshot", *args, "--out", str(tmp_path / "old.json")], capsys)
     assert notice_lines(old_err) == ["note: `clipline finetune zeroshot` is now `clipline zeroshot`; "
                                      "the old spelling will be removed in the next release"]
     new, old = (json.loads((tmp_path / name).read_text()) for name in ("new.json", "old.json"))

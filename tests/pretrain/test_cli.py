@@ -7,30 +7,23 @@ from pathlib import Path
 import pytest
 
 from clipline.commands.pretrain import main
-
-
-def run_main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    return exit_info.value.code, capsys.readouterr().err
+from tests.clipline.running import error_line
 
 
 def test_unknown_config_key(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    code, err = run_main(["--config", "tiny-debug", "--out", str(tmp_path), "lernrate=1"], capsys)
-    assert code == 2 and err.startswith("error: unknown config key 'lernrate'; valid keys:")
-    assert err.count("\n") == 1 and "optim.lr" in err
+    line = error_line(["pretrain", "--config", "tiny-debug", "--out", str(tmp_path), "lernrate=1"], capsys, alone=True)
+    assert line.startswith("error: unknown config key 'lernrate'; valid keys:") and "optim.lr" in line
 
 
 def test_empty_shard_dir(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    code, err = run_main(["--config", "tiny-debug", "--train-data", str(tmp_path / "empty"),
-                          "--out", str(tmp_path / "run")], capsys)
-    assert code == 2 and err.startswith("error: no .tar shards in") and err.count("\n") == 1
+    line = error_line(["pretrain", "--config", "tiny-debug", "--train-data", str(tmp_path / "empty"),
+                       "--out", str(tmp_path / "run")], capsys, alone=True)
+    assert line.startswith("error: no .tar shards in")
 
 
 def test_missing_train_data(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    code, err = run_main(["--config", "tiny-debug", "--out", str(tmp_path)], capsys)
-    assert code == 2 and "--train-data" in err
+    assert "--train-data" in error_line(["pretrain", "--config", "tiny-debug", "--out", str(tmp_path)], capsys)
 
 
 def test_help_lists_config_keys(capsys: pytest.CaptureFixture) -> None:

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from pretrain import checkpoint, models
-from clipline.commands.pretrain import main
 from pretrain.config import apply_overrides
 from pretrain.named_configs import named_config
 from pretrain.distributed import Distributed
@@ -22,6 +21,7 @@ from pretrain.losses.distill_loss import distill_loss
 from pretrain.run_log import read_metrics
 from pretrain.teacher import image_adapter
 from pretrain.train import Trainer, train
+from tests.clipline.running import error_line
 from tests.pretrain.distributed_helper import global_batches, save_teacher
 from tests.pretrain.test_train import debug_config
 
@@ -122,12 +122,6 @@ def test_wider_teacher_trains_a_projection_that_resumes_exactly(
     assert torch.allclose(again, projection, atol=1e-7)
 
 
-def run_main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    return exit_info.value.code, capsys.readouterr().err
-
-
 @pytest.mark.parametrize("teacher, message", [
     ("missing", "does not exist: pass a run dir or a checkpoint dir"),
     ("empty", "no checkpoint in"),
@@ -135,10 +129,9 @@ def run_main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
 def test_bad_teacher_path_is_one_error_line(teacher: str, message: str, emoji_shards: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "empty").mkdir()
-    code, err = run_main(["--config", "tiny-debug", "--train-data", str(emoji_shards), "--out", str(tmp_path / "run"),
-                          f"distill.teacher={tmp_path / teacher}"], capsys)
-    assert code == 2 and err.startswith("error: distill.teacher: ") and message in err
-    assert err.count("\n") == 1
+    line = error_line(["pretrain", "--config", "tiny-debug", "--train-data", str(emoji_shards),
+                       "--out", str(tmp_path / "run"), f"distill.teacher={tmp_path / teacher}"], capsys, alone=True)
+    assert line.startswith("error: distill.teacher: ") and message in line
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

@@ -22,6 +22,7 @@ from pretrain.errors import PretrainError
 from pretrain.run_log import read_metrics
 from pretrain.train import train
 from tests.pretrain.distributed_helper import global_batches
+from tests.tar_writing import write_tar
 
 HELPERS = Path(__file__).parent
 ROOT = HELPERS.parent.parent
@@ -137,17 +138,12 @@ def test_patch_dropout_and_grad_checkpointing_train(tmp_path: Path) -> None:
 
 
 def test_corrupt_sample_is_skipped_and_counted(emoji_shards: Path, tmp_path: Path) -> None:
-    import io
     import shutil
-    import tarfile
 
     shards = tmp_path / "shards"
     shutil.copytree(emoji_shards, shards)
-    with tarfile.open(shards / "00000.tar", "a") as tar:
-        for name, payload in (("broken_1.jpg", b"not a jpeg at all"), ("broken_1.txt", b"a broken image")):
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
+    write_tar(shards / "00000.tar", [("broken_1.jpg", b"not a jpeg at all"), ("broken_1.txt", b"a broken image")],
+              mode="a")
     result = train(debug_config(tmp_path / "run", f"train_data={shards}"))  # one epoch: every sample read
     assert result.step == 6
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

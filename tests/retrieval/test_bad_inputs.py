@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipline.cli import main
 from retrieval.errors import RetrievalError
 from retrieval.index.build import IndexBuildConfig, build_index
 from retrieval.retriever import Retriever
+from tests.clipline.running import error_line
 from tests.retrieval.emb_fakes import clustered_vectors, write_embedding_dir
 
 
@@ -22,12 +22,8 @@ def fingerprint(directory: Path) -> dict[str, str]:
 
 
 def fails_cleanly(argv: list[str], capsys: pytest.CaptureFixture, match: str) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
-    assert match in err, err
+    line = error_line(argv, capsys, alone=True)
+    assert match in line, line
 
 
 @pytest.fixture()

@@ -15,23 +15,16 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from clipline.cli import main
 from pretrain import checkpoint, models
 from pretrain.encoder import Encoder
 from pretrain.errors import PretrainError
 from retrieval.serve.app import create_app
+from tests.clipline.running import run_ok
 from tests.retrieval.serve.fakes import serve_config
 from retrieval.serve.backend import load_registry
 
 FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shards"
 MODEL = "clip-tiny-64-minilm"
-
-
-def run(argv: list[str]) -> None:
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        assert not exit_.code, f"clipline {' '.join(argv)} exited {exit_.code}"
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +36,9 @@ def moved_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     clip = models.create_open_clip(MODEL)
     checkpoint.save_checkpoint(tree / "run", step=1, state_dict=clip.state_dict(),
                                model_info=models.model_info(MODEL, clip))
-    run(["embed", "--checkpoint", str(tree / "run"), "--data", str(tree / "data"), "--out", str(tree / "emb"),
-         "--batch-size", "24", "--num-workers", "0"])
-    run(["index", "build", str(tree / "emb"), "--out", str(tree / "index"), "--modality", "both"])
+    run_ok(["embed", "--checkpoint", str(tree / "run"), "--data", str(tree / "data"), "--out", str(tree / "emb"),
+            "--batch-size", "24", "--num-workers", "0"])
+    run_ok(["index", "build", str(tree / "emb"), "--out", str(tree / "index"), "--modality", "both"])
     moved = tree.with_name("moved")
     tree.rename(moved)
     return moved
@@ -82,12 +75,12 @@ def test_no_artefact_records_an_absolute_path(moved_tree: Path) -> None:
 def test_zeroshot_search_and_serve_work_after_the_move(moved_tree: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     report = tmp_path / "zs.json"
-    run(["zeroshot", "--checkpoint", str(moved_tree / "run"), "--data", str(moved_tree / "data"),
-         "--out", str(report), "--label-field", "category", "--num-workers", "0"])
+    run_ok(["zeroshot", "--checkpoint", str(moved_tree / "run"), "--data", str(moved_tree / "data"),
+            "--out", str(report), "--label-field", "category", "--num-workers", "0"])
     assert json.loads(report.read_text())["n"] == 48
     capsys.readouterr()
-    run(["search", str(moved_tree / "index"), "--text", "grinning face", "-k", "3", "--json"])
-    hits = json.loads(capsys.readouterr().out)
+    out, _ = run_ok(["search", str(moved_tree / "index"), "--text", "grinning face", "-k", "3", "--json"], capsys)
+    hits = json.loads(out)
     hits = hits["results"] if isinstance(hits, dict) else hits
     assert len(hits) == 3 and all(Path(h["shard"]).is_relative_to(moved_tree.resolve() / "data") for h in hits)
     registry = load_registry([("emoji", moved_tree / "index")])
