@@ -309,7 +309,6 @@ def measure(bench: BenchConfig) -> dict[str, Any]:
         run(tag, "ours", best_workers if "workers=null" not in options else None, options)
     if bench.ablations:
         run("ours_fp32", "ours", None, ["precision=fp32"])
-        run("ours_idle_loader", "ours", None, ["idle_loader=true"])  # loading in one SCHED_IDLE worker
     run("ours_again", "ours", None)
     run("open_clip_train_again", "peer", best_workers)
     peer_runs = [f"open_clip_train_workers{best_workers}", "open_clip_train_again"]
