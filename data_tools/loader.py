@@ -39,7 +39,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, get_worker_info
 
 from data_tools.errors import DataError
-from data_tools.loader_workers import run_at_idle_priority
 from data_tools.sample_fields import SampleProblem, parse_sample
 from data_tools.skips import LOG, SkipCounter
 from data_tools.tar_samples import iter_tar_samples
@@ -138,8 +137,6 @@ class LoaderConfig:
     keep_alpha: bool = False
     """Hand images with transparency to the transform as RGBA (it flattens them, e.g. RandomBackground);
     else they are flattened onto white."""
-    idle_workers: bool = False
-    """Run the worker processes at the OS's idle priority (`loader_workers.run_at_idle_priority`)."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -330,8 +327,7 @@ class ShardLoader:
         num_workers = spec.config.num_workers
         if num_workers == 0:
             return iter(pipeline)
-        loader = DataLoader(pipeline, batch_size=None, num_workers=num_workers, multiprocessing_context=self._context,
-                            worker_init_fn=run_at_idle_priority if spec.config.idle_workers else None)
+        loader = DataLoader(pipeline, batch_size=None, num_workers=num_workers, multiprocessing_context=self._context)
         return iter(loader)
 
 

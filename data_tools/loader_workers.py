@@ -24,19 +24,3 @@ def auto_loader_workers(requested: int | None = None) -> int:
     if requested is not None:
         return requested
     return 0 if (os.cpu_count() or 1) <= SMALL_MACHINE_CORES else WORKERS_ON_LARGER_MACHINES
-
-
-def idle_priority_supported() -> bool:
-    """Whether this OS can run a process at idle priority (Linux's SCHED_IDLE)."""
-    return hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE")
-
-
-def run_at_idle_priority(worker_id: int) -> None:
-    """DataLoader `worker_init_fn`: this worker runs only on core time no other process wants.
-
-    A SCHED_IDLE process never takes a core from a normal one, so a loader worker at idle priority
-    decodes in the gaps the training threads leave (Python dispatch, one-thread ops, waits), where
-    a normal worker would stall their OpenMP barriers; when the trainer waits for a batch, its cores
-    are idle and the worker gets them whole.
-    """
-    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))

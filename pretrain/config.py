@@ -76,10 +76,6 @@ class DataConfig:
     workers: int | None = None
     """Loader worker processes per training process (0 = load in the training process; None = auto:
     0 on machines with <= 2 cores, where a worker only steals a core from the training threads)."""
-    idle_loader: bool = False
-    """workers=None on a machine with <= 2 cores: load in one worker process at the OS's idle priority
-    (Linux SCHED_IDLE), which only uses core time the training threads leave idle, instead of in the
-    training process."""
     shuffle_buffer: int = 2000
     """Samples in the shuffle buffer."""
     caption: Literal["random", "first"] = "random"

@@ -140,7 +140,7 @@ def shard_epochs(data: DataConfig, *, images: TrainImages, tokenize: Callable, s
     """
     from data_tools.errors import DataError
     from data_tools.loader import LoaderConfig, list_shards, make_loader, read_dataset_info
-    from data_tools.loader_workers import auto_loader_workers, idle_priority_supported
+    from data_tools.loader_workers import auto_loader_workers
 
     try:
         shards = list_shards(data.train_data)
@@ -153,16 +153,13 @@ def shard_epochs(data: DataConfig, *, images: TrainImages, tokenize: Callable, s
                     "have no transparency to put on random backgrounds and are used as stored")
     skipped = SkipTally()
     workers = auto_loader_workers(data.workers)
-    idle = data.idle_loader and data.workers is None and workers == 0 and idle_priority_supported()
-    workers = 1 if idle else workers
     resampled = world_size > 1 or data.train_data_weights is not None
 
     def make_epoch(epoch: int) -> Iterable[dict]:
         config = LoaderConfig(batch_size=data.batch_size, num_workers=workers, shuffle=True,
                               shuffle_buffer=data.shuffle_buffer, resampled=resampled, seed=seed, epoch=epoch,
                               caption=data.caption, drop_last=True, rank=rank, world_size=world_size,
-                              source_weights=data.train_data_weights, keep_alpha=data.background == "random",
-                              idle_workers=idle)
+                              source_weights=data.train_data_weights, keep_alpha=data.background == "random")
         loader = make_loader(data.train_data, config, image_transform=images.per_image,
                              batch_transform=images.per_batch, tokenize=tokenize)
         skipped.start(loader)
