@@ -3,9 +3,10 @@
 A dense `nn.Embedding` backward allocates a zero tensor the size of the
 whole table (49,408 x 256 floats for clip-tiny-64's text tower, 50 MB),
 adds the batch's rows into it, then autograd adds that into `.grad` (once
-per text length bucket). The batch touches a few hundred rows; the
-zero-fill and the adds of untouched rows are ~8 % of a clip-tiny-64 step
-on the 2-core reference machine.
+per text length bucket). The batch touches a few hundred rows. On the
+2-core reference machine the zero-fill and full-table adds cost ~1.5 % of
+a clip-tiny-64 step's CPU time (one-thread A/B), and several times that
+where the fresh 50 MB page-faults in.
 
 Here the embedding gives a sparse gradient (the touched rows only) and,
 before its first forward after `zero_grad(set_to_none=True)`, gets a kept
