@@ -24,6 +24,7 @@ GB = 10**9
     (1_000_000, 512, GB // 5, "IVF2048,PQ256x4fsr"),   # only codes fit
     (10_000_000, 512, 64 * GB, "IVF8192,PQ256x4fs,RFlat"),        # past HNSW's build-time limit
     (1_000_000, 384, 4 * GB, "IVF2048,PQ192x4fs,RFlat"),          # MiniLM-sized vectors
+    (1_000_000, 256, 4 * GB, "IVF2048,PQ256x4fs,RFlat"),          # <= 256 dims: one sub-quantiser per dim
 ])
 def test_rules(n: int, dim: int, budget: int, factory: str) -> None:
     choice = choose_index_factory(n, dim, budget)
@@ -38,7 +39,7 @@ def test_memory_estimates_match_what_faiss_writes(tmp_path) -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((30_000, 64)).astype(np.float32)
     factories = []
-    for budget in (10**9, 5 * 10**6, 3 * 10**6, 15 * 10**5):  # flat, fp16 refine, SQ8 refine, codes only
+    for budget in (10**9, 6 * 10**6, 4 * 10**6, 15 * 10**5):  # flat, fp16 refine, SQ8 refine, codes only
         choice = choose_index_factory(len(x), 64, budget)
         factories.append(choice.factory)
         index = faiss.index_factory(64, choice.factory, faiss.METRIC_INNER_PRODUCT)
@@ -47,8 +48,8 @@ def test_memory_estimates_match_what_faiss_writes(tmp_path) -> None:
         faiss.write_index(index, str(tmp_path / "i.faiss"))
         written = (tmp_path / "i.faiss").stat().st_size
         assert 0.8 * choice.estimated_bytes < written < 1.25 * choice.estimated_bytes, choice.factory
-    assert factories == ["Flat", "IVF256,PQ32x4fs,Refine(SQfp16)", "IVF256,PQ32x4fs,Refine(SQ8)",
-                         "IVF256,PQ32x4fsr"]
+    assert factories == ["Flat", "IVF256,PQ64x4fs,Refine(SQfp16)", "IVF256,PQ64x4fs,Refine(SQ8)",
+                         "IVF256,PQ32x4fsr"]  # 64 dims: one 4-bit sub-quantiser per dimension (ONE_DIM_CODES_UP_TO)
 
 
 def test_exact_target_means_flat_and_hnsw_can_be_refused() -> None:
