@@ -87,11 +87,6 @@ class StepClock:
             raise RuntimeError(f"only {len(self.times)} steps recorded; need more than warm-up {warmup}")
         return (len(timed) - 1) / (timed[-1] - timed[0])
 
-    def median_steps_per_s(self, warmup: int) -> float:
-        """1 / median step time: robust to another process briefly taking a core."""
-        timed = self.times[warmup:]
-        return 1.0 / statistics.median(b - a for a, b in zip(timed, timed[1:]))
-
 
 def patch_open_clip_train_webdataset() -> None:
     """open_clip issue 935: webdataset>=0.2.96 yields an EOF marker dict without 'fname'."""

@@ -34,13 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pretrain.errors import PretrainError
+from pretrain.losses.clip_loss import Gather, _identity
 
-Gather = Callable[[torch.Tensor], torch.Tensor]
 Projection = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _identity(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor
 
 
 def feature_projection(student_dim: int, teacher_dim: int) -> nn.Linear | None:

@@ -13,16 +13,10 @@ R rank losses equals L, and the data-parallel gradient average gives dL/dθ.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 
-Gather = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _identity(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor
+from pretrain.losses.clip_loss import Gather, _identity
 
 
 def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,18 @@ def reference_siglip(x: torch.Tensor, y: torch.Tensor, scale: float, bias: float
     return total / n
 
 
+def mean_over_simulated_ranks(loss: Callable[..., torch.Tensor], world: int, *full: torch.Tensor) -> float:
+    """Mean of `loss` over `world` ranks, each given its rows of every tensor in `full` and a `gather`
+    that returns what an all-gather across the ranks would: the whole tensor."""
+    per_rank = len(full[0]) // world
+    local = []
+    for rank in range(world):
+        rows = [t[rank * per_rank:(rank + 1) * per_rank] for t in full]
+        all_of = {id(part): whole for part, whole in zip(rows, full)}
+        local.append(float(loss(*rows, gather=lambda t: all_of[id(t)], rank=rank)))
+    return sum(local) / world
+
+
 def test_clip_loss_matches_reference_loop() -> None:
     x, y = unit(6, 16, 0), unit(6, 16, 1)
     loss = clip_loss(x, y, torch.tensor(7.5))
@@ -53,17 +66,11 @@ def test_clip_loss_clamps_scale_and_stops_its_gradient_above_max() -> None:
 
 
 def test_local_loss_over_simulated_ranks_averages_to_the_global_loss() -> None:
-    world, per_rank = 3, 4
-    x, y = unit(world * per_rank, 16, 5), unit(world * per_rank, 16, 6)
+    x, y = unit(3 * 4, 16, 5), unit(3 * 4, 16, 6)  # 3 ranks of 4 pairs
     full = float(clip_loss(x, y, torch.tensor(10.0)))
-    local = []
-    for rank in range(world):
-        rows = slice(rank * per_rank, (rank + 1) * per_rank)
-        xr, yr = x[rows], y[rows]
-        all_of = {id(xr): x, id(yr): y}  # what an all-gather across ranks returns for each
-        local.append(float(clip_loss(xr, yr, torch.tensor(10.0), gather=lambda t: all_of[id(t)],
-                                     rank=rank, local_loss=True)))
-    assert abs(sum(local) / world - full) < 1e-5
+    local = mean_over_simulated_ranks(lambda xr, yr, **kw: clip_loss(xr, yr, torch.tensor(10.0), local_loss=True, **kw),
+                                      3, x, y)
+    assert abs(local - full) < 1e-5
 
 
 def test_siglip_loss_matches_reference_loop() -> None:
@@ -73,13 +80,11 @@ def test_siglip_loss_matches_reference_loop() -> None:
 
 
 def test_siglip_rank_losses_average_to_the_global_loss() -> None:
-    world, per_rank = 2, 3
-    x, y = unit(world * per_rank, 16, 9), unit(world * per_rank, 16, 10)
+    x, y = unit(2 * 3, 16, 9), unit(2 * 3, 16, 10)  # 2 ranks of 3 pairs
     full = float(siglip_loss(x, y, torch.tensor(10.0), torch.tensor(-5.0)))
-    local = [float(siglip_loss(x[r * per_rank:(r + 1) * per_rank], y[r * per_rank:(r + 1) * per_rank],
-                               torch.tensor(10.0), torch.tensor(-5.0), gather=lambda t: y, rank=r))
-             for r in range(world)]
-    assert abs(sum(local) / world - full) < 1e-5
+    local = mean_over_simulated_ranks(
+        lambda xr, yr, **kw: siglip_loss(xr, yr, torch.tensor(10.0), torch.tensor(-5.0), **kw), 2, x, y)
+    assert abs(local - full) < 1e-5
 
 
 def test_siglip_bias_and_scale_receive_gradients() -> None:

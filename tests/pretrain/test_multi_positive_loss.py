@@ -7,7 +7,7 @@ import math
 import torch
 
 from pretrain.losses import clip_loss, multi_positive_clip_loss, siglip_loss
-from tests.pretrain.test_losses import reference_siglip, unit
+from tests.pretrain.test_losses import mean_over_simulated_ranks, reference_siglip, unit
 
 
 def reference_multi_positive(x: torch.Tensor, y: torch.Tensor, scale: float, groups: list[int],
@@ -56,18 +56,13 @@ def test_tied_drawings_of_one_concept_reach_the_minimum_of_the_group_target() ->
 
 
 def test_multi_positive_local_loss_over_simulated_ranks_averages_to_the_global_loss() -> None:
-    world, per_rank = 2, 4
-    x, y = unit(world * per_rank, 16, 26), unit(world * per_rank, 16, 27)
+    x, y = unit(2 * 4, 16, 26), unit(2 * 4, 16, 27)  # 2 ranks of 4 pairs
     groups = torch.tensor([0, 1, 1, 2, 2, 3, 0, 4])
     full = float(multi_positive_clip_loss(x, y, torch.tensor(10.0), groups))
-    local = []
-    for rank in range(world):
-        rows = slice(rank * per_rank, (rank + 1) * per_rank)
-        xr, yr, gr = x[rows], y[rows], groups[rows]
-        all_of = {id(xr): x, id(yr): y, id(gr): groups}  # what an all-gather across ranks returns
-        local.append(float(multi_positive_clip_loss(xr, yr, torch.tensor(10.0), gr, gather=lambda t: all_of[id(t)],
-                                                    rank=rank, local_loss=True)))
-    assert abs(sum(local) / world - full) < 1e-5
+    local = mean_over_simulated_ranks(
+        lambda xr, yr, gr, **kw: multi_positive_clip_loss(xr, yr, torch.tensor(10.0), gr, local_loss=True, **kw),
+        2, x, y, groups)
+    assert abs(local - full) < 1e-5
 
 
 def test_siglip_with_groups_counts_every_same_group_pair_as_positive() -> None:
