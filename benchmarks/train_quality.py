@@ -26,6 +26,7 @@ Prints one JSON object (and writes it to `--out` after every run).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
@@ -130,20 +131,12 @@ def run_ours(name: str, *, train_data: str, data_root: Path, budget_min: float, 
         f"train_data={data_root / shards if shards else train_data}", *budget, f"out={work / f'{name}-seed{seed}'}",
         "progress=false", "checkpoint_every=1000000", "eval_every=0", f"seed={seed}", *options, *suffix])
     started = time.perf_counter()
-    result = train(config) if clock is None else _until_clock(train, config, clock)
+    result = None  # stays None where the clock ends the run
+    with clock or contextlib.nullcontext():
+        result = train(config)
     return {"encoder": Encoder.load(result.run_dir) if result else None, "steps": result.step if result else 0,
             "seconds": time.perf_counter() - started, "config": config.name,
             "train_data": config.data.train_data, "options": [*options, *suffix]}
-
-
-def _until_clock(train: Any, config: Any, clock: StepClock) -> None:
-    from train_throughput import EnoughSteps
-
-    try:
-        with clock:
-            train(config)
-    except EnoughSteps:
-        pass
 
 
 def run_peer_recipe(name: str, *, train_data: str, budget_min: float, steps: int | None, seed: int,

@@ -58,7 +58,8 @@ class EnoughSteps(Exception):
 
 
 class StepClock:
-    """Timestamps of every optimizer step taken in this process, by any trainer."""
+    """Timestamps of every optimizer step taken in this process, by any trainer; leaving the `with` block
+    on the clock's own stop (EnoughSteps) is a normal end."""
 
     def __init__(self, *, stop_after: int | None = None, stop_after_s: float | None = None) -> None:
         self.times: list[float] = []
@@ -70,8 +71,9 @@ class StepClock:
         self._handle = register_optimizer_step_post_hook(self._hook)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> bool:
         self._handle.remove()
+        return exc_type is EnoughSteps
 
     def _hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self.times.append(time.perf_counter())
@@ -140,8 +142,6 @@ def run_peer(argv: list[str], clock: StepClock) -> dict[str, Any]:
     try:
         with clock, contextlib.redirect_stdout(sys.stderr):
             open_clip_train_main(argv)
-    except EnoughSteps:
-        pass
     finally:
         oct_main.create_model_and_transforms = original
         logging.root.handlers = root_handlers  # it installs its own handlers and level
@@ -154,12 +154,8 @@ def run_ours(overrides: list[str], clock: StepClock) -> None:
     from pretrain.named_configs import named_config
     from pretrain.train import train
 
-    config = apply_overrides(named_config("tiny"), overrides)
-    try:
-        with clock:
-            train(config)
-    except EnoughSteps:
-        pass
+    with clock:
+        train(apply_overrides(named_config("tiny"), overrides))
 
 
 def bf16_matmul_peak(threads: int) -> dict[str, float]:
