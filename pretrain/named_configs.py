@@ -18,11 +18,19 @@ STEP_CAP = 1_000_000
 EMOJI_EVAL_EVERY = 100  # steps; with --val-data, ~every 2 minutes on 2 cores (eval time is not budget time)
 
 
+def _timed_emoji_run(name: str, model: ModelConfig, *, lr: float = 1e-3, group_positives: bool = False,
+                     data: DataConfig | None = None) -> TrainConfig:
+    """Batch 128, 100 warm-up steps, the schedule set by EMOJI_BUDGET_MIN; with `group_positives`
+    every drawing of a concept is a positive (multi-positive InfoNCE)."""
+    return TrainConfig(name=name, model=model, data=data or DataConfig(batch_size=128),
+                       loss=LossConfig(positives="group") if group_positives else LossConfig(),
+                       optim=OptimConfig(lr=lr, warmup_steps=100),
+                       steps=STEP_CAP, time_budget_min=EMOJI_BUDGET_MIN, eval_every=EMOJI_EVAL_EVERY)
+
+
 def tiny() -> TrainConfig:
     """clip-tiny-64 from scratch: the small CPU baseline."""
-    return TrainConfig(name="tiny", model=ModelConfig(name="clip-tiny-64"),
-                       data=DataConfig(batch_size=128), optim=OptimConfig(lr=1e-3, warmup_steps=100),
-                       steps=STEP_CAP, time_budget_min=EMOJI_BUDGET_MIN, eval_every=EMOJI_EVAL_EVERY)
+    return _timed_emoji_run("tiny", ModelConfig(name="clip-tiny-64"))
 
 
 def tiny_debug() -> TrainConfig:
@@ -35,30 +43,22 @@ def tiny_debug() -> TrainConfig:
 
 def emoji_small() -> TrainConfig:
     """clip-small-64 (~32M params) from scratch on emoji."""
-    return TrainConfig(name="emoji-small", model=ModelConfig(name="clip-small-64"),
-                       data=DataConfig(batch_size=128), optim=OptimConfig(lr=5e-4, warmup_steps=100),
-                       steps=STEP_CAP, time_budget_min=EMOJI_BUDGET_MIN, eval_every=EMOJI_EVAL_EVERY)
+    return _timed_emoji_run("emoji-small", ModelConfig(name="clip-small-64"), lr=5e-4)
 
 
 def emoji_lit_minilm() -> TrainConfig:
     """Tiny ViT from scratch against the locked pretrained MiniLM text tower (LiT), every drawing of a
     concept a positive (multi-positive InfoNCE)."""
-    return TrainConfig(name="emoji-lit-minilm",
-                       model=ModelConfig(name="clip-tiny-64-minilm", lock_text=True),
-                       data=DataConfig(batch_size=128), loss=LossConfig(positives="group"),
-                       optim=OptimConfig(lr=1e-3, warmup_steps=100),
-                       steps=STEP_CAP, time_budget_min=EMOJI_BUDGET_MIN, eval_every=EMOJI_EVAL_EVERY)
+    return _timed_emoji_run("emoji-lit-minilm", ModelConfig(name="clip-tiny-64-minilm", lock_text=True),
+                            group_positives=True)
 
 
 def emoji_lit_rn() -> TrainConfig:
     """A small convolutional image tower (open_clip's ModifiedResNet, 64 px) from scratch against the locked
     MiniLM (through a trained text projection), every drawing of a concept a positive; the default before
     emoji-lit-rn-raw."""
-    return TrainConfig(name="emoji-lit-rn",
-                       model=ModelConfig(name="clip-rn-64-minilm", lock_text=True),
-                       data=DataConfig(batch_size=128), loss=LossConfig(positives="group"),
-                       optim=OptimConfig(lr=1e-3, warmup_steps=100),
-                       steps=STEP_CAP, time_budget_min=EMOJI_BUDGET_MIN, eval_every=EMOJI_EVAL_EVERY)
+    return _timed_emoji_run("emoji-lit-rn", ModelConfig(name="clip-rn-64-minilm", lock_text=True),
+                            group_positives=True)
 
 
 def emoji_lit_rn_raw() -> TrainConfig:
@@ -66,11 +66,8 @@ def emoji_lit_rn_raw() -> TrainConfig:
     MiniLM's own sentence space (no text projection, so the text side keeps MiniLM's sense of words),
     every drawing of a concept a positive, drawings put on random backgrounds (train on shards built with
     `--background keep`). Chosen by the ablation in README "Default recipe"."""
-    return TrainConfig(name="emoji-lit-rn-raw",
-                       model=ModelConfig(name="clip-rn-64-minilm-raw", lock_text=True),
-                       data=DataConfig(batch_size=128, background="random"), loss=LossConfig(positives="group"),
-                       optim=OptimConfig(lr=1e-3, warmup_steps=100),
-                       steps=STEP_CAP, time_budget_min=EMOJI_BUDGET_MIN, eval_every=EMOJI_EVAL_EVERY)
+    return _timed_emoji_run("emoji-lit-rn-raw", ModelConfig(name="clip-rn-64-minilm-raw", lock_text=True),
+                            group_positives=True, data=DataConfig(batch_size=128, background="random"))
 
 
 NAMED_CONFIGS: dict[str, Callable[[], TrainConfig]] = {
