@@ -23,6 +23,11 @@ def _keys(loader) -> list[str]:
     return [key for batch in loader for key in batch["key"]]
 
 
+def _loader(spec: str | Path | list[str], **config: object) -> loader_module.ShardLoader:
+    """make_loader over `spec` with LoaderConfig(**config), images as tensors."""
+    return make_loader(spec, LoaderConfig(**config), image_transform=to_tensor)
+
+
 @pytest.fixture(scope="module")
 def six_shards(tmp_path_factory) -> Path:
     """30 synthetic samples in 6 shards of 5, with labels 0..2."""
@@ -38,7 +43,7 @@ def six_shards(tmp_path_factory) -> Path:
 
 
 def test_batches_from_fixture_have_the_documented_fields() -> None:
-    loader = make_loader(FIXTURE_SHARDS, LoaderConfig(batch_size=16, num_workers=0), image_transform=to_tensor)
+    loader = _loader(FIXTURE_SHARDS, batch_size=16, num_workers=0)
     batches = list(loader)
     assert [len(b["key"]) for b in batches] == [16, 16, 16]
     first = batches[0]
@@ -70,10 +75,8 @@ def test_two_ranks_by_two_workers_see_every_sample_once(six_shards: Path, shuffl
     seen: list[str] = []
     per_rank = []
     for rank in range(2):
-        config = LoaderConfig(batch_size=4, num_workers=2, shuffle=shuffle, shuffle_buffer=7, rank=rank,
-                              world_size=2, epoch=1)
-        loader = make_loader(six_shards, config, image_transform=to_tensor)
-        keys = _keys(loader)
+        keys = _keys(_loader(six_shards, batch_size=4, num_workers=2, shuffle=shuffle, shuffle_buffer=7, rank=rank,
+                             world_size=2, epoch=1))
         per_rank.append(keys)
         seen += keys
     assert sorted(seen) == [f"s{i:03d}" for i in range(30)]
@@ -82,8 +85,7 @@ def test_two_ranks_by_two_workers_see_every_sample_once(six_shards: Path, shuffl
 
 def test_shuffle_depends_on_epoch_and_is_reproducible(six_shards: Path) -> None:
     def order(epoch: int) -> list[str]:
-        config = LoaderConfig(batch_size=30, num_workers=0, shuffle=True, shuffle_buffer=10, epoch=epoch)
-        return _keys(make_loader(six_shards, config, image_transform=to_tensor))
+        return _keys(_loader(six_shards, batch_size=30, num_workers=0, shuffle=True, shuffle_buffer=10, epoch=epoch))
 
     assert order(0) == order(0)
     assert order(0) != order(1)
@@ -95,18 +97,15 @@ def test_fewer_shards_than_ranks_times_workers_ends_without_hanging(six_shards: 
     two = list_shards(six_shards)[:2]  # 2 shards for 2 ranks x 2 workers: two workers get nothing
     seen = []
     for rank in range(2):
-        seen += _keys(make_loader(two, LoaderConfig(batch_size=3, num_workers=2, rank=rank, world_size=2),
-                                  image_transform=to_tensor))
+        seen += _keys(_loader(two, batch_size=3, num_workers=2, rank=rank, world_size=2))
     assert sorted(seen) == [f"s{i:03d}" for i in range(10)]
-    assert _keys(make_loader(two, LoaderConfig(batch_size=3, num_workers=0, rank=3, world_size=4),
-                             image_transform=to_tensor)) == []
+    assert _keys(_loader(two, batch_size=3, num_workers=0, rank=3, world_size=4)) == []
 
 
 def test_resampled_is_endless_and_differs_between_ranks(six_shards: Path) -> None:
     def first_keys(rank: int) -> list[str]:
-        config = LoaderConfig(batch_size=8, num_workers=2, resampled=True, shuffle=True, shuffle_buffer=5,
-                              rank=rank, world_size=2)
-        loader = make_loader(six_shards, config, image_transform=to_tensor)
+        loader = _loader(six_shards, batch_size=8, num_workers=2, resampled=True, shuffle=True, shuffle_buffer=5,
+                         rank=rank, world_size=2)
         return [k for batch in itertools.islice(iter(loader), 12) for k in batch["key"]]
 
     rank0 = first_keys(0)
@@ -120,8 +119,7 @@ def test_resampled_shard_streams_differ_per_rank_and_worker(six_shards: Path, mo
     rank and worker id, so no two repeat each other and none runs out before another."""
     streams = {}
     for rank in range(4):
-        config = LoaderConfig(batch_size=5, num_workers=2, resampled=True, shuffle=True, rank=rank, world_size=4)
-        loader = make_loader(six_shards, config, image_transform=to_tensor)
+        loader = _loader(six_shards, batch_size=5, num_workers=2, resampled=True, shuffle=True, rank=rank, world_size=4)
         for worker in range(2):
             monkeypatch.setattr(loader_module, "_worker", lambda worker=worker: (worker, 2))
             streams[rank, worker] = tuple(itertools.islice(_ShardSource(loader._spec)(), 40))
@@ -144,7 +142,7 @@ def test_corrupt_tars_mid_stream_are_skipped_and_counted(tmp_path: Path, six_sha
     with open(shards / "00004.tar", "r+b") as handle:  # damage s020's image bytes, the tar stays valid
         handle.seek(garble_at)
         handle.write(b"\0" * 300)
-    loader = make_loader(shards, LoaderConfig(batch_size=4, num_workers=2), image_transform=to_tensor)
+    loader = _loader(shards, batch_size=4, num_workers=2)
     keys = _keys(loader)
     assert loader.skipped == {"corrupt_tar": 2, "undecodable_image": 1}
     lost = {f"s{i:03d}" for i in [5, 6, 7, 8, 9, 17, 18, 19, 20]}
@@ -156,7 +154,7 @@ def test_missing_directory_is_a_data_error(tmp_path: Path) -> None:
         list_shards(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no .tar shards"):
-        make_loader(tmp_path / "empty", LoaderConfig(batch_size=2), image_transform=to_tensor)
+        _loader(tmp_path / "empty", batch_size=2)
     assert read_dataset_info(tmp_path / "empty") == {}
 
 
@@ -166,8 +164,7 @@ def test_sources_joined_by_double_colon_and_brace_ranges(six_shards: Path) -> No
     assert count_samples(both) == 30 + read_dataset_info(FIXTURE_SHARDS)["num_samples"]
     first_two = f"{six_shards}/{{00000..00001}}.tar"
     assert count_samples(first_two) == 10
-    keys = _keys(make_loader(f"{first_two}::{six_shards}/00005.tar", LoaderConfig(batch_size=4, num_workers=0),
-                             image_transform=to_tensor))
+    keys = _keys(_loader(f"{first_two}::{six_shards}/00005.tar", batch_size=4, num_workers=0))
     assert sorted(keys) == [f"s{i:03d}" for i in [*range(10), *range(25, 30)]]
     with pytest.raises(DataError, match="00006.tar .*does not exist"):
         list_shards(f"{six_shards}/{{00000..00009}}.tar")
@@ -180,25 +177,21 @@ def test_weighted_sources_are_drawn_in_proportion(tmp_path: Path, six_shards: Pa
     copy = tmp_path / "copy"
     shutil.copytree(six_shards, copy)
     spec = f"{six_shards}::{copy}"
-    config = LoaderConfig(batch_size=10, num_workers=0, resampled=True, source_weights=(3.0, 1.0), seed=4, rank=0,
-                          world_size=1)
-    loader = make_loader(spec, config, image_transform=to_tensor)
+    loader = _loader(spec, batch_size=10, num_workers=0, resampled=True, source_weights=(3.0, 1.0), seed=4, rank=0,
+                     world_size=1)
     draws = list(itertools.islice(_ShardSource(loader._spec)(), 4000))
     share = sum(not d.startswith(str(copy)) for d in draws) / len(draws)
     assert 0.72 < share < 0.78
     assert len(next(iter(loader))["key"]) == 10  # and it yields batches
     with pytest.raises(DataError, match="1 source weights for 2 sources"):
-        make_loader(spec, LoaderConfig(batch_size=10, num_workers=0, resampled=True, source_weights=(1.0,)),
-                    image_transform=to_tensor)
+        _loader(spec, batch_size=10, num_workers=0, resampled=True, source_weights=(1.0,))
     with pytest.raises(DataError, match="resampled"):
-        make_loader(spec, LoaderConfig(batch_size=10, num_workers=0, source_weights=(1.0, 1.0)),
-                    image_transform=to_tensor)
+        _loader(spec, batch_size=10, num_workers=0, source_weights=(1.0, 1.0))
 
 
 def test_batches_carry_concept_ids_shared_by_one_concept() -> None:
     """The fixture's emoji drawn by two vendors share a caption, so they share a concept id."""
-    batch = next(iter(make_loader(FIXTURE_SHARDS, LoaderConfig(batch_size=48, num_workers=0),
-                                  image_transform=to_tensor)))
+    batch = next(iter(_loader(FIXTURE_SHARDS, batch_size=48, num_workers=0)))
     groups = batch["group"].tolist()
     assert batch["group"].dtype == torch.long and len(groups) == 48
     for i, j in itertools.combinations(range(48), 2):
