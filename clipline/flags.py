@@ -129,14 +129,14 @@ class ConfigParser(ArgumentParser):
         self.flag_names |= {f.path: f.flag for f in fields if f.path not in positional}
         note_spellings(self.flag_names)
 
-    def parse(self, argv: list[str]) -> Namespace:
-        """The parsed values; argparse.ArgumentError in one line naming the flag when a value is wrong."""
+    def parse(self, argv: list[str] | None) -> Namespace:
+        """The parsed values of `argv` (None: sys.argv[1:]); argparse.ArgumentError in one line naming the flag when a value is wrong."""
         try:
             return self.parse_args(argv)
         except argparse.ArgumentError as err:
             raise argparse.ArgumentError(None, self._flag_spelling(" ".join(str(err).split()))) from err
 
-    def parse_config(self, cls: type[T], argv: list[str], *, skip: Collection[str] = (),
+    def parse_config(self, cls: type[T], argv: list[str] | None, *, skip: Collection[str] = (),
                      given: Mapping[str, Any] | None = None) -> T:
         """`argv` parsed into `cls` (one config added without prefix)."""
         return config_from_args(cls, self.parse(argv), skip=skip, given=given)
@@ -150,9 +150,10 @@ class ConfigParser(ArgumentParser):
         return message
 
 
-def parse_config(cls: type[T], argv: list[str], *, prog: str, description: str | None = None,
+def parse_config(cls: type[T], argv: list[str] | None, *, prog: str, description: str | None = None,
                  flat: Collection[str] = (), positional: Collection[str] = ()) -> T:
-    """Parse `argv` into `cls` with a parser of its own flags only (raises argparse.ArgumentError)."""
+    """Parse `argv` (None: sys.argv[1:]) into `cls` with a parser of its own flags only (raises
+    argparse.ArgumentError)."""
     parser = ConfigParser(prog, description or cls.__doc__)
     parser.add_config(cls, flat=flat, positional=positional)
     return parser.parse_config(cls, argv)

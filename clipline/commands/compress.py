@@ -8,7 +8,6 @@ markdown (`finetune.compress.table`).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 from clipline.commands.errors import reported_errors
@@ -33,7 +32,6 @@ class CompressRunConfig:
 def main(argv: list[str] | None = None, prog: str = "clipline compress") -> None:
     from finetune.compress.table import compression_table, markdown_table
 
-    argv = list(sys.argv[1:] if argv is None else argv)
     with reported_errors(prog.removeprefix("clipline ")):
         run = parse_config(CompressRunConfig, argv, prog=prog, flat=("paths", "compress"))
         paths = run.paths

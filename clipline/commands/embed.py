@@ -29,7 +29,6 @@ class EmbedCommandConfig:
 def main(argv: list[str] | None = None) -> None:
     from retrieval.embed import embed_shards
 
-    argv = list(sys.argv[1:] if argv is None else argv)
     with reported_errors("embed"):
         parser = ConfigParser("clipline embed", EmbedCommandConfig.__doc__)
         parser.add_config(EmbedCommandConfig, flat=("encoder", "embed", "embed.distributed"), skip=("embed.checkpoint",))

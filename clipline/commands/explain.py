@@ -9,7 +9,6 @@ head's gate values / attention weights per sample from `finetune.fusion.explain`
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 
 from clipline.commands.errors import reported_errors
@@ -55,7 +54,6 @@ def run_explain(cmd: ExplainConfig) -> None:
 
 
 def main(argv: list[str] | None = None, prog: str = "clipline explain") -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
     with reported_errors(prog.removeprefix("clipline ")):
         run_explain(parse_config(ExplainConfig, argv, prog=prog, flat=("paths",)))
 

@@ -75,7 +75,6 @@ def run_search(config: SearchConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
     with reported_errors("search"):
         parser = ConfigParser("clipline search", SearchConfig.__doc__)
         parser.add_config(SearchConfig, flat=("encoder",), positional=("index",), short={"k": "-k"})

@@ -162,7 +162,6 @@ def run_server(cmd: ServeCommandConfig) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
     with reported_errors("serve"):
         cmd = parse_config(ServeCommandConfig, argv, prog="clipline serve", description=__doc__.split("\n\n")[0],
                            flat=("encoder",), positional=("index",))

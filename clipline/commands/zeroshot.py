@@ -123,7 +123,6 @@ def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
     with reported_errors("zeroshot"):
         run_zeroshot(parse_config(ZeroShotConfig, argv, flat=EVAL_FLAT, prog="clipline zeroshot"))
 
