@@ -242,7 +242,7 @@ def environment(encoder: Encoder) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_script_config(BenchConfig, sys.argv[1:] if argv is None else argv, prog="benchmarks/fewshot.py")
+    cfg = parse_script_config(BenchConfig, argv, prog="benchmarks/fewshot.py")
     encoder = Encoder.load(cfg.checkpoint)
     start = time.perf_counter()
     result: dict[str, Any] = {"config": asdict(cfg), "environment": environment(encoder)}

@@ -159,7 +159,7 @@ def parse_config(cls: type[T], argv: list[str] | None, *, prog: str, description
     return parser.parse_config(cls, argv)
 
 
-def parse_script_config(cls: type[T], argv: list[str], *, prog: str, description: str | None = None,
+def parse_script_config(cls: type[T], argv: list[str] | None, *, prog: str, description: str | None = None,
                         flat: Collection[str] = (), positional: Collection[str] = ()) -> T:
     """`parse_config` for a script's `__main__` (benchmarks): a bad command line is one line,
     `PROG: error: ...`, and exit status 2, as argparse does, not a traceback."""
