@@ -32,6 +32,7 @@ import typing
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import docstring_parser
@@ -206,13 +207,8 @@ def spelled(message: str, spellings: Mapping[str, str]) -> str:
 
 def config_values(config: Any, *, flat: Collection[str] = ()) -> dict[str, Any]:
     """The leaf values of `config` keyed as its flags read (`--max-k` -> max_k), e.g. to record a command."""
-    values = {}
-    for item in config_fields(type(config), flat=flat):
-        value = config
-        for part in item.path.split("."):
-            value = getattr(value, part)
-        values[item.flag[2:].replace("-", "_")] = value
-    return values
+    return {item.flag[2:].replace("-", "_"): attrgetter(item.path)(config)
+            for item in config_fields(type(config), flat=flat)}
 
 
 def field_docs(cls: type) -> dict[str, str]:
