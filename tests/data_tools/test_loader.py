@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import shutil
 import tarfile
-from collections import Counter
 from pathlib import Path
 
 import pytest
