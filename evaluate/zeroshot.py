@@ -60,8 +60,6 @@ class ZeroShotClassifier:
     templates: list[str]
     weights: torch.Tensor
     """(C, D) rows L2-normalised: the renormalised mean prompt embedding per class."""
-    prompt_features: torch.Tensor
-    """(C, T, D) every prompt's normalised embedding (kept for the embedding map)."""
 
     @classmethod
     def build(
@@ -74,7 +72,7 @@ class ZeroShotClassifier:
         features = torch.cat(chunks).float().reshape(len(classnames), len(templates), -1)  # (C, T, D)
         features = torch.nn.functional.normalize(features, dim=-1)
         weights = torch.nn.functional.normalize(features.mean(dim=1), dim=-1)  # (C, D)
-        return cls(list(classnames), list(templates), weights, features)
+        return cls(list(classnames), list(templates), weights)
 
     def logits(self, image_features: torch.Tensor) -> torch.Tensor:
         """(N, D) normalised image features -> (N, C) cosine similarities."""
