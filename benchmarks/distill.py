@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_quality import evaluate  # noqa: E402
-from train_throughput import environment  # noqa: E402
+from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 
 from pretrain.config import DistillConfig  # noqa: E402
 
@@ -142,7 +142,7 @@ def measure(config: BenchConfig) -> dict[str, Any]:
     return {"budget_min": config.budget_min, "batch_size": config.batch_size, "train_data": config.train_data,
             "val_data": config.val_data,
             "encode": {"batch": len(images), "precision": "fp32", "timing": f"best of {config.repeats}"},
-            "models": models, "work": str(root), "environment": environment(threads)}
+            "models": models, "work": str(root), "environment": machine_info(threads=threads)}
 
 
 if __name__ == "__main__":

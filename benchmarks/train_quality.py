@@ -43,7 +43,8 @@ from data_tools.atomic_write import write_json_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import (  # noqa: E402  (the peer runner lives with the throughput benchmark)
-    StepClock, environment, patch_open_clip_train_webdataset, peer_argv, run_peer, shard_pattern)
+    StepClock, patch_open_clip_train_webdataset, peer_argv, run_peer, shard_pattern)
+from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 
 PEER_RECIPES = {
     "open_clip_train_tiny": ("clip-tiny-64", []),
@@ -234,7 +235,7 @@ def measure(bench: QualityConfig) -> dict[str, Any]:
                               "workers": workers, "train_data": train_data, "val_data": val_data,
                               "fmnist_test": fmnist_test, "transfer": bench.transfer, "seeds": list(seeds),
                               "recipes": {},
-                              "environment": environment(threads)}
+                              "environment": machine_info(threads=threads)}
     for name, run_dir in bench.score_runs.items():
         from pretrain.encoder import Encoder
 

@@ -48,6 +48,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from machine import machine_info  # noqa: E402  (benchmarks/machine.py: this script's folder is on sys.path)
 from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
 
 import pretrain.models  # noqa: E402,F401  (registers clip-tiny-64 etc. with open_clip)
@@ -199,12 +200,6 @@ def flops_per_step(model_name: str, train_data: Path, batch_size: int, ours: boo
     return float(counter.get_total_flops())
 
 
-def environment(threads: int) -> dict[str, Any]:
-    from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
-
-    return machine_info(("torch", "open_clip_torch", "webdataset"), threads=threads)
-
-
 # Our optimisations, switched on one at a time (each run adds one to the one before).
 OURS_PLAIN = ["dynamic_padding=false", "fused=false", "attention=fused", "retain_memory=false", "compile=false",
               "pooled_last_block=false", "text_buckets=1", "batch_augment=false",
@@ -324,7 +319,7 @@ def measure(bench: BenchConfig) -> dict[str, Any]:
         # the ceiling of this recipe: every FLOP at the measured matmul peak, nothing else costing time
         "matmul_bound_samples_per_s": bf16_peak / flops_ours * bench.batch_size,
         "matmul_bound_speedup": bf16_peak / flops_ours * bench.batch_size / baseline,
-        "environment": environment(threads),
+        "environment": machine_info(threads=threads),
     }
 
 
