@@ -45,26 +45,17 @@ def test_gradcam_and_occlusion_are_non_negative_grids() -> None:
 
 
 @torch.no_grad()
-def test_occlusion_scores_the_drop_when_a_patch_becomes_background() -> None:
+@pytest.mark.parametrize("method", ["occlusion", "rise"])
+def test_occlusion_and_rise_find_the_patch_the_match_depends_on_reproducibly(method: str) -> None:
     model = tiny_clip(2).eval()
     image = torch.zeros(1, 3, 64, 64)
     image[0, :, 16:32, 32:48] = RED  # exactly patch (1, 2) of the 4 x 4 grid
     text = torch.nn.functional.normalize(model.encode_image(image), dim=-1)  # the text "is" this image
-    heat = patch_text_maps(model, image, text, "occlusion")[0]
-    assert int(heat.argmax()) == 1 * 4 + 2  # painting the red patch over loses the most
-    blank = torch.zeros(1, 3, 64, 64)
-    assert (patch_text_maps(model, blank, text, "occlusion") == 0).all()  # nothing to remove on a blank image
-
-
-@torch.no_grad()
-def test_rise_finds_the_region_the_match_depends_on_and_is_reproducible() -> None:
-    model = tiny_clip(2).eval()
-    image = torch.zeros(1, 3, 64, 64)
-    image[0, :, 16:32, 32:48] = RED  # patch (1, 2) of the 4 x 4 grid
-    text = torch.nn.functional.normalize(model.encode_image(image), dim=-1)
-    heat = patch_text_maps(model, image, text, "rise")[0]
-    assert heat.shape == (4, 4) and int(heat.argmax()) == 1 * 4 + 2
-    assert torch.equal(heat, patch_text_maps(model, image, text, "rise")[0])  # seeded masks
+    heat = patch_text_maps(model, image, text, method)[0]
+    assert heat.shape == (4, 4) and int(heat.argmax()) == 1 * 4 + 2  # hiding the red patch loses the most
+    assert torch.equal(heat, patch_text_maps(model, image, text, method)[0])  # RISE: seeded masks
+    if method == "occlusion":  # nothing to remove on a blank image
+        assert (patch_text_maps(model, torch.zeros(1, 3, 64, 64), text, method) == 0).all()
 
 
 def test_object_focus_and_overlay() -> None:
