@@ -18,9 +18,9 @@ def print_figures(figures: dict[str, Any], out: str | None, *, indent: int = 2) 
     print(text)
 
 
-def run_fresh_pass(script: str, payload: Any, what: str) -> dict[str, Any]:
+def run_fresh_pass(script: str, payload: Any, what: str) -> Any:
     """Run `python SCRIPT child PAYLOAD-JSON` in a new process (a cold start, with memory of its own) and
-    return the JSON object on the last line it prints; RuntimeError with its stderr's end if it fails."""
+    return the JSON value on the last line it prints; RuntimeError with its stderr's end if it fails."""
     proc = subprocess.run([sys.executable, script, "child", json.dumps(payload)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"pass {what} failed: {proc.stderr[-3000:]}")

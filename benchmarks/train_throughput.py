@@ -34,7 +34,6 @@ import json
 import logging
 import math
 import os
-import subprocess
 import statistics
 import sys
 import tempfile
@@ -48,7 +47,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-from machine import machine_info  # noqa: E402  (benchmarks/machine.py: this script's folder is on sys.path)
+from figures import run_fresh_pass  # noqa: E402  (benchmarks/figures.py: this script's folder is on sys.path)
+from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
 
 import pretrain.models  # noqa: E402,F401  (registers clip-tiny-64 etc. with open_clip)
@@ -236,13 +236,6 @@ def child_run(spec: dict[str, Any]) -> list[float]:
     return clock.times
 
 
-def timed_run(spec: dict[str, Any]) -> list[float]:
-    proc = subprocess.run([sys.executable, __file__, "child", json.dumps(spec)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"run {spec['tag']} failed: {proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def rates_from(times: list[float], warmup: int, batch_size: int) -> tuple[float, float]:
     timed = times[warmup:]
     mean_rate = (len(timed) - 1) / (timed[-1] - timed[0]) * batch_size
@@ -281,7 +274,8 @@ def measure(bench: BenchConfig) -> dict[str, Any]:
     median_rates: dict[str, float] = {}
 
     def run(tag: str, kind: str, workers: int | None, options: list[str] = ()) -> None:
-        times = timed_run({**base, "tag": tag, "kind": kind, "workers": workers, "options": list(options)})
+        times = run_fresh_pass(__file__, {**base, "tag": tag, "kind": kind, "workers": workers, "options": list(options)},
+                               tag)
         rates[tag], median_rates[tag] = rates_from(times, bench.warmup_steps, bench.batch_size)
         print(f"{tag}: {rates[tag]:.1f} samples/s (median step: {median_rates[tag]:.1f})", file=sys.stderr)
 
