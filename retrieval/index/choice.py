@@ -28,8 +28,10 @@ The first rule whose index fits in `max_memory_bytes` wins:
    plain code also needed k_factor 16; the residual code ranks the shortlist
    well enough at k_factor 4, and the per-list look-up tables it costs are
    cheaper than the 120 re-ranked vectors it saves (1M, 1,000 held-out
-   queries, nprobe 32, interleaved timings on a loaded machine: recall@10
-   0.950 → 0.958, 11.6k → 15.1k q/s batched, 3.9k → 4.8k single-query).
+   queries, nprobe 32, three sets of interleaved timings on a loaded
+   machine: recall@10 0.950 → 0.958, 1.12-1.38× the batched q/s and
+   1.2-1.3× the single-query q/s; at noise 0.25 and 0.5 k_factor 16 and 8
+   fell to 4, with recall ≥ 0.968).
    Codes of 2 dimensions per sub-quantiser (above `ONE_DIM_CODES_UP_TO`)
    stay plain: residuals were not measured there.
 4. `IVF{nlist},PQ{m}x4fs[r],Refine(SQfp16)`, else `Refine(SQ8)`: raw vectors do
