@@ -153,6 +153,6 @@ def test_a_budget_too_small_for_the_target_is_refused_naming_the_size_that_reach
                                      target_recall=0.99, tune_queries=200), log=quiet)
     message = str(err.value)
     assert "below `target_recall` 0.99" in message and "\n" not in message
-    # 32 dims: one 4-bit sub-quantiser per dimension (16 bytes) + 8 of id + 32 of SQ8, + 32,768 of centroids
-    assert "IVF256,PQ32x4fs,Refine(SQ8)) needs `max_memory` 705.00kB" in message  # 12,000 x 56 + 32,768 bytes
+    # 32 dims: one 4-bit residual sub-quantiser per dimension (16 bytes) + 8 of id + 32 of SQ8, + 32,768 of centroids
+    assert "IVF256,PQ32x4fsr,Refine(SQ8)) needs `max_memory` 705.00kB" in message  # 12,000 x 56 + 32,768 bytes
     assert not (tmp_path / "i").exists()
