@@ -29,6 +29,7 @@ from retrieval.serve.query_encoder import prepare_query_encoder
 from retrieval.serve.registry import AddedItems, ImageLocation, IndexRegistry, ServedIndex
 from retrieval.serve.text_cache import TextEmbeddingCache
 
+HIT_FIELDS = ("key", "caption", "member")  # the metadata a hit needs (`_hit`)
 TEXT_CACHE_SIZE = 4096  # distinct query texts remembered per encoder (1.5 KB each at 384 dims)
 
 
@@ -97,7 +98,7 @@ class IndexBackend:
 
     def search_embedding(self, vectors: np.ndarray, k: int, modality: str) -> list[list[dict]]:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (Q, D)
-        base = self.retrievers[modality].search_embedding(vectors, min(k, self.base_count))
+        base = self.retrievers[modality].search_fields(vectors, min(k, self.base_count), HIT_FIELDS)
         hits = [[_hit(row) for row in rows] for rows in base]
         if not self.delta.keys:
             return hits
