@@ -12,6 +12,7 @@ forward's to bf16 rounding (tests/retrieval/serve/test_packed_text.py).
 
 from __future__ import annotations
 
+import weakref
 from functools import partial
 from typing import Any
 
@@ -99,16 +100,31 @@ def _attend(self_attention: nn.Module, x: torch.Tensor, rows: torch.Tensor, batc
             key_mask: torch.Tensor) -> torch.Tensor:
     """Multi-head self-attention of each query's own tokens; packed in and out. (N, C) -> (N, C)"""
     heads, head = self_attention.num_attention_heads, self_attention.attention_head_size
-    q, k, v = (_padded(proj(x), rows, batch, length, heads, head)
-               for proj in (self_attention.query, self_attention.key, self_attention.value))  # (B, H, L, d)
+    qkv = F.linear(x, *_fused_qkv(self_attention))  # (N, 3C): the three projections' columns side by side
+    padded = qkv.new_zeros(batch * length, qkv.shape[1])
+    padded[rows] = qkv
+    q, k, v = padded.view(batch, length, 3, heads, head).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, d)
     context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask,
                                              scale=self_attention.scaling)  # (B, H, L, d)
     return context.transpose(1, 2).reshape(batch * length, heads * head)[rows]  # (N, C)
 
 
-def _padded(packed: torch.Tensor, rows: torch.Tensor, batch: int, length: int, heads: int,
-            head: int) -> torch.Tensor:
-    """(N, C) packed rows -> (B, H, L, d), zeros at the pads."""
-    out = packed.new_zeros(batch * length, packed.shape[1])
-    out[rows] = packed
-    return out.view(batch, length, heads, head).transpose(1, 2)
+_FUSED_QKV: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
+
+
+def _fused_qkv(self_attention: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """([W_q; W_k; W_v], [b_q; b_k; b_v]) of a BertSelfAttention, concatenated once and rebuilt when a
+    weight is replaced or changed in place.
+
+    One (N, C) x (C, 3C) matmul gives each column the same bits as its own layer's (N, C) x (C, C) one
+    (checked for N from 5 to 700 on this CPU and in the tests), and saves two matmul calls and two
+    scatters per layer: ~100 us of a ~500 us attention block at 12 queries.
+    """
+    parts = (self_attention.query, self_attention.key, self_attention.value)
+    stamp = tuple((t.data_ptr(), t._version, t.dtype) for p in parts for t in (p.weight, p.bias))
+    cached = _FUSED_QKV.get(self_attention)
+    if cached is None or cached[0] != stamp:
+        with torch.no_grad():
+            cached = (stamp, torch.cat([p.weight for p in parts]), torch.cat([p.bias for p in parts]))
+        _FUSED_QKV[self_attention] = cached
+    return cached[1], cached[2]

@@ -48,17 +48,22 @@ def test_packed_vectors_equal_the_padded_ones(minilm_clip: nn.Module, precision:
     assert len(set(map(tuple, got.tolist()))) == len(set(texts))  # the rows really are the texts' own
 
 
-def test_packed_changes_results_when_a_weight_changes(minilm_clip: nn.Module) -> None:
-    """The packed forward reads every layer: perturbing the last FFN changes its vectors."""
+def test_packed_follows_weights_changed_in_place(minilm_clip: nn.Module) -> None:
+    """The packed forward reads the current weights: perturbing the last FFN, then a projection, changes
+    its vectors as it changes the padded forward's."""
     encoder = encoder_of(minilm_clip, "fp32")
     before = encode_texts_packed(encoder, MIXED)
+    layer = encoder.model.text.transformer.encoder.layer[-1]
     torch.manual_seed(1)
-    with torch.no_grad():  # a constant shift would be normalised away by the LayerNorm after it
-        weight = encoder.model.text.transformer.encoder.layer[-1].output.dense.weight
-        weight.add_(0.1 * torch.randn_like(weight))
-    after = encode_texts_packed(encoder, MIXED)
-    assert not torch.allclose(before, after, atol=1e-3)
-    assert torch.equal(after, encoder.encode_text(MIXED))
+    # in place, after a first encode: the fused q/k/v weights must follow (a constant shift of the
+    # output bias would be normalised away by the LayerNorm after it)
+    for weight in (layer.output.dense.weight, layer.attention.self.value.weight):
+        with torch.no_grad():
+            weight.add_(0.1 * torch.randn_like(weight))
+        after = encode_texts_packed(encoder, MIXED)
+        assert not torch.allclose(before, after, atol=1e-3)
+        assert torch.equal(after, encoder.encode_text(MIXED))
+        before = after
 
 
 def test_empty_batch_and_other_towers() -> None:
