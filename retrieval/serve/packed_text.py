@@ -65,13 +65,15 @@ def encode_packed(clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     mask = tokens != text.config.pad_token_id  # (B, L)
     batch, length = tokens.shape
     rows = mask.reshape(-1).nonzero().squeeze(1)  # (N,) flat positions of the real tokens
+    # (B*L,) the packed row of each padded slot; pads point one past the end, at a zero row (`_unpack`)
+    slots = torch.full((batch * length,), len(rows), dtype=torch.long, device=tokens.device)
+    slots[rows] = torch.arange(len(rows), device=tokens.device)
     x = _embed(bert.embeddings, tokens.reshape(-1)[rows], rows % length)  # (N, C)
     # which keys each query attends to, as the boolean mask the HF tower hands SDPA
     key_mask = mask[:, None, None, :].expand(batch, 1, length, length).contiguous()  # (B, 1, L, L)
     for layer in bert.encoder.layer:
-        x = _layer(layer, x, rows, batch, length, key_mask)  # (N, C)
-    hidden = x.new_zeros(batch * length, x.shape[1])  # back to (B, L, C) for the pooler's own sum
-    hidden[rows] = x
+        x = _layer(layer, x, rows, slots, batch, length, key_mask)  # (N, C)
+    hidden = _unpack(x, slots)  # back to (B*L, C) for the pooler's own sum
     weights = mask.to(hidden.dtype)  # (B, L)
     pooled = (hidden.view(batch, length, -1) * weights.unsqueeze(-1)).sum(dim=1) / weights.sum(-1, keepdim=True)
     return text.proj(pooled)  # (B, D)
@@ -84,29 +86,33 @@ def _embed(embeddings: nn.Module, ids: torch.Tensor, positions: torch.Tensor) ->
     return embeddings.LayerNorm(x)
 
 
-def _layer(layer: nn.Module, x: torch.Tensor, rows: torch.Tensor, batch: int, length: int,
+def _layer(layer: nn.Module, x: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, batch: int, length: int,
            key_mask: torch.Tensor) -> torch.Tensor:
     """One BertLayer on packed rows. (N, C) -> (N, C)"""
     attention = layer.attention
-    context = _attend(attention.self, x, rows, batch, length, key_mask)  # (N, C)
+    context = _attend(attention.self, x, rows, slots, batch, length, key_mask)  # (N, C)
     out = attention.output
     x = out.LayerNorm(_project(out.dense, (out.dense,), context) + x)
     hidden = F.gelu(_project(layer.intermediate.dense, (layer.intermediate.dense,), x))  # (N, 4C)
     return layer.output.LayerNorm(_project(layer.output.dense, (layer.output.dense,), hidden) + x)
 
 
-def _attend(self_attention: nn.Module, x: torch.Tensor, rows: torch.Tensor, batch: int, length: int,
-            key_mask: torch.Tensor) -> torch.Tensor:
+def _attend(self_attention: nn.Module, x: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, batch: int,
+            length: int, key_mask: torch.Tensor) -> torch.Tensor:
     """Multi-head self-attention of each query's own tokens; packed in and out. (N, C) -> (N, C)"""
     heads, head = self_attention.num_attention_heads, self_attention.attention_head_size
     projections = (self_attention.query, self_attention.key, self_attention.value)
     qkv = _project(self_attention, projections, x)  # (N, 3C): the three projections side by side
-    padded = qkv.new_zeros(batch * length, qkv.shape[1])
-    padded[rows] = qkv
-    q, k, v = padded.view(batch, length, 3, heads, head).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, d)
+    q, k, v = _unpack(qkv, slots).view(batch, length, 3, heads, head).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, d)
     context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask,
                                              scale=self_attention.scaling)  # (B, H, L, d)
     return context.transpose(1, 2).reshape(batch * length, heads * head)[rows]  # (N, C)
+
+
+def _unpack(packed: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """(N, W) packed rows -> (B*L, W), zeros at the pads: a row gather (~11 us at 8 queries) rather than
+    a scatter into zeros (~38 us). The values are copies either way."""
+    return F.embedding(slots, torch.cat([packed, packed.new_zeros(1, packed.shape[1])]))
 
 
 PACK_ROWS = 64  # the row count oneDNN lays prepacked weights out for; any batch gets the same bits
