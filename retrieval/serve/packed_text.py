@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from open_clip.tokenizer import HFTokenizer
 from torch import nn
 
 from pretrain.encoder import TEXT_BATCH
@@ -46,7 +47,7 @@ def encode_texts_packed(encoder: Any, texts: list[str]) -> torch.Tensor:
     clip = encoder.model
     if not texts:
         return torch.zeros(0, encoder.embed_dim)
-    tokens = encoder.tokenizer(list(texts)).to(encoder.device)  # (Q, context)
+    tokens = tokenize_to_longest(encoder.tokenizer, list(texts)).to(encoder.device)  # (Q, L <= context)
     with torch.no_grad():
         # the chunks and trimmed lengths of `Encoder.encode_tokens`, so attention sees the same shapes
         features = run_length_sorted(partial(encode_packed, clip), tokens, clip.text.config.pad_token_id,
@@ -55,6 +56,18 @@ def encode_texts_packed(encoder: Any, texts: list[str]) -> torch.Tensor:
     if features.dtype != torch.float32:  # as Encoder: under bf16 autocast, normalised in fp32 again
         features = F.normalize(features.float(), dim=-1)
     return features
+
+
+def tokenize_to_longest(tokenizer: Any, texts: list[str]) -> torch.Tensor:
+    """`tokenizer(texts)` cut to the batch's longest caption: for open_clip's `HFTokenizer`, its ids
+    padded only to the longest (61 -> 39 us a query at 8 queries; padding to the context and cutting
+    it off again after was a third of the cost); any other tokenizer is called as it is. (Q, L)"""
+    if (not isinstance(tokenizer, HFTokenizer) or tokenizer.tokenizer_mode == "clips"
+            or tokenizer.strip_sep_token):
+        return tokenizer(texts)
+    cleaned = [tokenizer.clean_fn(text) for text in texts]  # as HFTokenizer.__call__
+    return tokenizer.tokenizer(cleaned, return_tensors="pt", max_length=tokenizer.context_length,
+                               padding="longest", truncation=True).input_ids
 
 
 def encode_packed(clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,8 @@ from torch import nn
 from pretrain import models
 from pretrain.encoder import Encoder
 from pretrain.precision import autocast
-from retrieval.serve.packed_text import encode_texts_packed, supports_packing
+from pretrain.models.two_tower import trim_padding
+from retrieval.serve.packed_text import encode_texts_packed, supports_packing, tokenize_to_longest
 from retrieval.serve.query_encoder import prepare_query_encoder
 from tests.retrieval.serve.test_query_encoder import QUERIES, fixture_captions
 
@@ -46,6 +47,16 @@ def test_packed_vectors_equal_the_padded_ones(minilm_clip: nn.Module, precision:
     assert torch.equal(got, expected)
     assert torch.allclose(alone, expected[:len(MIXED)], atol=1e-2)  # another attention length, same maths
     assert len(set(map(tuple, got.tolist()))) == len(set(texts))  # the rows really are the texts' own
+
+
+def test_tokens_padded_to_the_longest_are_the_tokenizers_own(minilm_clip: nn.Module) -> None:
+    encoder = encoder_of(minilm_clip, "fp32")
+    long = " ".join(["word"] * 100)  # cut at the context, its last token the separator as before
+    for texts in (MIXED + [long], ["cat"], QUERIES, ["  a  Cat\n", "naïve café"]):
+        full = encoder.tokenizer(texts)  # (Q, context)
+        got = tokenize_to_longest(encoder.tokenizer, texts)
+        assert torch.equal(got, trim_padding(full, minilm_clip.text.config.pad_token_id))
+    assert tokenize_to_longest(encoder.tokenizer, [long]).shape[1] == encoder.tokenizer.context_length
 
 
 def test_packed_follows_weights_changed_in_place(minilm_clip: nn.Module) -> None:
