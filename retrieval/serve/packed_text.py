@@ -156,10 +156,10 @@ def _project(owner: nn.Module, linears: tuple[nn.Linear, ...], x: torch.Tensor) 
                   if t is not None)
     cached = _PROJECTIONS.get(owner)
     if cached is None or cached[0] != stamp:
-        with torch.no_grad():
-            weight = torch.cat([layer.weight for layer in linears])  # (sum of outs, C)
+        with torch.no_grad():  # one layer's own tensors are used as they are (no copy)
+            weight = _side_by_side([layer.weight for layer in linears])  # (sum of outs, C)
             bias = None if any(layer.bias is None for layer in linears) else \
-                torch.cat([layer.bias for layer in linears])
+                _side_by_side([layer.bias for layer in linears])
             packed = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS) if _prepacks(weight) else None
         cached = (stamp, weight, bias, packed)
         _PROJECTIONS[owner] = cached
@@ -168,6 +168,10 @@ def _project(owner: nn.Module, linears: tuple[nn.Linear, ...], x: torch.Tensor) 
         return F.linear(x, weight, bias)
     # what autocast does to a Linear's input before its bf16 matmul, then the same oneDNN kernel
     return torch.ops.mkldnn._linear_pointwise(x.to(weight.dtype), packed, bias, "none", [], "")
+
+
+def _side_by_side(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return tensors[0].detach() if len(tensors) == 1 else torch.cat(tensors)
 
 
 def _prepacks(weight: torch.Tensor) -> bool:
