@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
 from retrieval.encoder_spec import load_encoder
@@ -96,6 +97,23 @@ class Retriever:
 
     def search_embedding(self, vectors: np.ndarray, k: int = 10) -> list[list[dict]]:
         """Top-k results for each row of `vectors` ((N, D) or (D,))."""
+        scores, ids = self._search(vectors, k)
+        return [self._results(s, i) for s, i in zip(scores, ids)]
+
+    def search_fields(self, vectors: np.ndarray, k: int, fields: Sequence[str]) -> list[list[dict]]:
+        """Top-k of each row of (N, D) `vectors` as dicts of `score` (as `search_embedding` rounds it) and the
+        metadata `fields` only: one metadata lookup for the whole batch. The server's text queries use
+        this: looking up all columns per query cost ~60 us a query against ~3 us (12 queries a batch)."""
+        scores, ids = self._search(vectors, k)
+        keep = ids >= 0  # IVF may return < k hits
+        columns = self.metadata.table.select(list(fields)).take(pa.array(ids[keep], type=pa.int64())).to_pydict()
+        values = zip(*(columns[f] for f in fields))
+        return [[{"score": round(float(score), 6), **dict(zip(fields, next(values)))}
+                 for score, hit in zip(row_scores, row_keep) if hit]
+                for row_scores, row_keep in zip(scores, keep)]
+
+    def _search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), each (N, k), of (N, D) or (D,) `vectors`, checked against the index."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim == 1:
             vectors = vectors[None, :]
@@ -103,8 +121,7 @@ class Retriever:
             raise RetrievalError(f"query vectors have shape {vectors.shape} but the index holds dimension "
                                  f"{self.dim}; embed queries with the index's checkpoint")
         check_k(k, len(self))
-        scores, ids = self.index.search(np.ascontiguousarray(vectors), k)
-        return [self._results(s, i) for s, i in zip(scores, ids)]
+        return self.index.search(np.ascontiguousarray(vectors), k)
 
     def _results(self, scores: np.ndarray, ids: np.ndarray) -> list[dict]:
         found = [(float(s), int(i)) for s, i in zip(scores, ids) if i >= 0]  # IVF may return < k hits

@@ -24,10 +24,12 @@ from retrieval.errors import RetrievalError
 from retrieval.index.store import read_index_info
 from retrieval.recorded_paths import recorded_checkpoint
 from retrieval.retriever import Retriever
+from retrieval.serve.packed_text import encode_texts_packed, supports_packing
 from retrieval.serve.query_encoder import prepare_query_encoder
 from retrieval.serve.registry import AddedItems, ImageLocation, IndexRegistry, ServedIndex
 from retrieval.serve.text_cache import TextEmbeddingCache
 
+HIT_FIELDS = ("key", "caption", "member")  # the metadata a hit needs (`_hit`)
 TEXT_CACHE_SIZE = 4096  # distinct query texts remembered per encoder (1.5 KB each at 384 dims)
 
 
@@ -72,6 +74,8 @@ class IndexBackend:
         self.text_cache = text_cache if text_cache is not None else TextEmbeddingCache(0)
         self.precision = precision  # of the query encoders: bf16 autocast where chosen, as `clipline embed` runs
         self.compute = autocast(precision, encoder_device(self.encoder))
+        model = getattr(self.encoder, "model", None)  # test doubles have none
+        self.packed_text = isinstance(model, torch.nn.Module) and supports_packing(model)
 
     def __len__(self) -> int:
         return self.base_count + len(self.delta.keys)
@@ -88,11 +92,13 @@ class IndexBackend:
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
         with self.compute():
+            if self.packed_text:  # the same vectors without the padding rows' compute (packed_text.py)
+                return encode_texts_packed(self.encoder, texts).cpu().numpy()  # (Q, D)
             return self.encoder.encode_text(texts).float().cpu().numpy()  # (Q, D)
 
     def search_embedding(self, vectors: np.ndarray, k: int, modality: str) -> list[list[dict]]:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (Q, D)
-        base = self.retrievers[modality].search_embedding(vectors, min(k, self.base_count))
+        base = self.retrievers[modality].search_fields(vectors, min(k, self.base_count), HIT_FIELDS)
         hits = [[_hit(row) for row in rows] for rows in base]
         if not self.delta.keys:
             return hits

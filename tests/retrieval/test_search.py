@@ -33,6 +33,17 @@ def test_text_query_ranks_like_exact_search(retriever: Retriever, emoji_emb: Pat
     assert Path(first["shard"]).is_file() and first["image"] == f"{first['shard']}#{first['member']}"
 
 
+@pytest.mark.parametrize("k", [1, 7, 48])
+def test_search_fields_gives_search_embeddings_hits_in_one_lookup(retriever: Retriever, encoder, k: int) -> None:
+    queries = encoder.encode_text(["banana", "a red heart", "monkey", "flag of japan"]).numpy()  # (4, D)
+    full = retriever.search_embedding(queries, k=k)
+    fields = retriever.search_fields(queries, k, ("key", "member"))
+    assert [[(h["score"], h["key"], h["member"]) for h in row] for row in full] == \
+        [[(h["score"], h["key"], h["member"]) for h in row] for row in fields]
+    assert all(set(h) == {"score", "key", "member"} for row in fields for h in row)
+    assert len({row[0]["key"] for row in fields}) > 1  # the rows are the queries' own
+
+
 def test_image_query_finds_itself_and_its_caption(emoji_index: Path, retriever: Retriever, encoder) -> None:
     top = retriever.search_text(["monkey"], k=1)[0][0]
     picture = read_image(top["shard"], top["offset"], top["size"], top["member"])
