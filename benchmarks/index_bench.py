@@ -43,6 +43,7 @@ from retrieval.metadata import metadata_row, write_metadata  # noqa: E402
 from machine import machine_info  # noqa: E402  (benchmarks/machine.py, this script's folder)
 
 K = 10
+TIMED_PASSES = 3  # batched passes timed per index, the best kept (`best_batched`)
 PART_ROWS = 125_000
 
 
@@ -120,30 +121,44 @@ def write_tiled_emb(out: Path, n: int, sigma: float, base: tuple, seed: int) -> 
     (out / "info.json").write_text(json.dumps({"dim": image.shape[1], "count": n, "noise": sigma}))
 
 
+def best_batched(index: faiss.Index, queries: np.ndarray) -> tuple[list[float], np.ndarray]:
+    """The q/s of `TIMED_PASSES` batched searches of all `queries` (the best is the figure), and the ids found.
+
+    Ours and flat are timed alike, with no separate warm-up. A pass of 1,000 queries takes 25-110 ms
+    on a tuned index, and the first over a memory-mapped index also maps the pages it reads (quiet,
+    1M at 256-d, noise 1.0: 9.4k q/s, then 13.3k and 13.7k; 384-d noise 0.5: 14.5k, then 26.1k and
+    26.4k); flat's 3-second passes varied by up to 20 % (277-343 q/s) in the same runs.
+    """
+    rates, ids = [], None
+    for _ in range(TIMED_PASSES):
+        start = time.perf_counter()
+        _, ids = index.search(queries, K)
+        rates.append(len(queries) / (time.perf_counter() - start))
+    return rates, ids
+
+
 def measure(index_dir: Path, emb_dir: Path, queries: np.ndarray, flat_single_queries: int) -> dict:
     """Recall@10 and q/s of the built index vs exact IndexFlatIP, on the same held-out queries."""
     emb = EmbeddingSet(emb_dir)
     flat = faiss.IndexFlatIP(emb.dim)
     for batch in emb.batches("image"):
         flat.add(batch)
-    start = time.perf_counter()
-    _, truth = flat.search(queries, K)
-    flat_batched = len(queries) / (time.perf_counter() - start)
+    flat_rates, truth = best_batched(flat, queries)
+    flat_batched = max(flat_rates)
     start = time.perf_counter()
     for q in queries[:flat_single_queries]:
         flat.search(q[None], K)
     flat_single = flat_single_queries / (time.perf_counter() - start)
     del flat
     loaded = load_index(index_dir, "image", mmap=True)
-    loaded.index.search(queries[:100], K)  # touch the mapped pages once, as a warm server would
-    start = time.perf_counter()
-    _, found = loaded.index.search(queries, K)
-    batched = len(queries) / (time.perf_counter() - start)
+    rates, found = best_batched(loaded.index, queries)
+    batched = max(rates)
     single = 1.0 / float(np.mean(single_query_latencies(loaded.index, queries, K)))
     return {"recall_at_10": round(recall_at_k(found, truth, K), 4), "qps": round(batched, 1),
             "qps_single": round(single, 1), "flat_qps": round(flat_batched, 1),
             "flat_qps_single": round(flat_single, 2), "speedup_vs_flat": round(batched / flat_batched, 1),
-            "speedup_vs_flat_single": round(single / flat_single, 1)}
+            "speedup_vs_flat_single": round(single / flat_single, 1),
+            "qps_passes": [round(r, 1) for r in rates], "flat_qps_passes": [round(r, 1) for r in flat_rates]}
 
 
 @dataclass(kw_only=True)
