@@ -131,7 +131,8 @@ class ConfigParser(ArgumentParser):
         note_spellings(self.flag_names)
 
     def parse(self, argv: list[str] | None) -> Namespace:
-        """The parsed values of `argv` (None: sys.argv[1:]); argparse.ArgumentError in one line naming the flag when a value is wrong."""
+        """The parsed values of `argv` (None: sys.argv[1:]); argparse.ArgumentError in one line naming the flag
+        when a value is wrong."""
         try:
             return self.parse_args(argv)
         except argparse.ArgumentError as err:

@@ -24,12 +24,13 @@ import torch.nn.functional as F
 Gather = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _identity(tensor: torch.Tensor) -> torch.Tensor:
+def identity(tensor: torch.Tensor) -> torch.Tensor:
+    """The gather of one process (nothing to gather), and any other no-op map."""
     return tensor
 
 
 def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor, *,
-              gather: Gather = _identity, rank: int = 0, local_loss: bool = False,
+              gather: Gather = identity, rank: int = 0, local_loss: bool = False,
               max_logit_scale: float = 100.0) -> torch.Tensor:
     """Symmetric InfoNCE of this rank's (B, D) unit features; see module docstring.
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pretrain.errors import PretrainError
-from pretrain.losses.clip_loss import Gather, _identity
+from pretrain.losses.clip_loss import Gather, identity
 
 Projection = Callable[[torch.Tensor], torch.Tensor]
 
@@ -61,7 +61,7 @@ def distill_loss(student_image: torch.Tensor, student_text: torch.Tensor, teache
                  teacher_text: torch.Tensor, student_logit_scale: torch.Tensor, teacher_logit_scale: torch.Tensor,
                  *, temperature: float = 1.0, kl_weight: float = 1.0, feature_weight: float = 1.0,
                  projection: Projection | None = None,
-                 gather: Gather = _identity) -> dict[str, torch.Tensor]:
+                 gather: Gather = identity) -> dict[str, torch.Tensor]:
     """L, L_kl and L_feat (see module docstring) as {"loss", "kl", "feature"}.
 
     Student features (B, D_s), teacher features (B, D_t), all unit vectors;
@@ -85,7 +85,7 @@ def distill_loss(student_image: torch.Tensor, student_text: torch.Tensor, teache
     kl = temperature**2 * 0.5 * (image_rows + text_rows)
     loss = kl_weight * kl
     if feature_weight:
-        project = projection if projection is not None else _identity
+        project = projection if projection is not None else identity
         feature = 0.5 * ((1 - F.cosine_similarity(project(x), xt, dim=1)).mean()
                          + (1 - F.cosine_similarity(project(y), yt, dim=1)).mean())
         loss = loss + feature_weight * feature

@@ -33,11 +33,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pretrain.losses.clip_loss import Gather, _identity
+from pretrain.losses.clip_loss import Gather, identity
 
 
 def multi_positive_clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
-                             groups: torch.Tensor, *, gather: Gather = _identity, rank: int = 0,
+                             groups: torch.Tensor, *, gather: Gather = identity, rank: int = 0,
                              local_loss: bool = False, max_logit_scale: float = 100.0, soft_weight: float = 0.0,
                              soft_temperature: float = 0.1) -> torch.Tensor:
     """Multi-positive InfoNCE of this rank's (B, D) unit features and (B,) int group ids, with a share

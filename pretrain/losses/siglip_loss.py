@@ -16,11 +16,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pretrain.losses.clip_loss import Gather, _identity
+from pretrain.losses.clip_loss import Gather, identity
 
 
 def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
-                logit_bias: torch.Tensor, *, gather: Gather = _identity, rank: int = 0,
+                logit_bias: torch.Tensor, *, gather: Gather = identity, rank: int = 0,
                 groups: torch.Tensor | None = None) -> torch.Tensor:
     """Sigmoid loss of this rank's (B, D) images against all texts; see module docstring.
 
