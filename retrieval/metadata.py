@@ -63,9 +63,10 @@ class MetadataTable:
     def __len__(self) -> int:
         return self.table.num_rows
 
-    def rows(self, ids: Sequence[int]) -> list[dict]:
-        """Row dicts for vector ids, in the order given."""
-        return self.table.take(pa.array(list(ids), type=pa.int64())).to_pylist()
+    def rows(self, ids: Sequence[int], fields: Sequence[str] | None = None) -> list[dict]:
+        """Row dicts for vector ids, in the order given; of the columns `fields` only, where given."""
+        table = self.table if fields is None else self.table.select(list(fields))
+        return table.take(pa.array(list(ids), type=pa.int64())).to_pylist()
 
     def id_of(self, key: str) -> int | None:
         """Vector id for a key (first occurrence), or None."""
