@@ -29,7 +29,8 @@ from data_tools.atomic_write import atomic_directory, write_json_atomic
 from data_tools.distributor import DistributorConfig
 from retrieval.embedding_store import EmbeddingSet
 from retrieval.errors import RetrievalError
-from retrieval.index.choice import TRAIN_POINTS_PER_LIST, IndexChoice, choose_index_factory, more_accurate_choices
+from retrieval.index.choice import (TRAIN_POINTS_PER_LIST, IndexChoice, choose_index_factory, configure_index,
+                                    more_accurate_choices)
 from retrieval.index.recall import end_to_end_recall
 from retrieval.index.tune import TuningResult, exact_neighbors, rows_as_dicts, tune_index
 from retrieval.index.memory_size import format_size, parse_size
@@ -197,6 +198,7 @@ def train_and_fill(emb: EmbeddingSet, modality: str, choice: IndexChoice, config
     timings: dict[str, float] = {}
     start = time.perf_counter()
     index = faiss.index_factory(emb.dim, choice.factory, METRICS[config.metric])
+    configure_index(index)  # coarse k-means iterations, fast-scan query grouping (choice.py)
     ray = config.distributed.distributor == "ray"
     if ray:
         from retrieval.index.build_ray import check_mergeable, fill_with_ray

@@ -155,3 +155,51 @@ def test_residual_codes_shortlist_near_ties_better_than_plain_codes() -> None:
         faiss.ParameterSpace().set_index_parameters(index, "nprobe=8,k_factor_rf=1")  # the codes alone rank
         recalls[codes] = recall_at_k(index.search(queries, 10)[1], truth, 10)
     assert recalls["PQ32x4fsr"] > recalls["PQ32x4fs"] + 0.04, recalls  # 0.796 vs 0.731 (seeds 1, 2: alike)
+
+
+def test_configured_index_trains_longer_and_groups_queries_per_list(tmp_path) -> None:
+    """configure_index: coarse k-means iterations for any IVF, query grouping for fast-scan lists, kept on disk."""
+    from retrieval.index.choice import COARSE_KMEANS_ITERATIONS, FAST_SCAN_QUERIES_PER_LIST, configure_index
+
+    assert 11 < FAST_SCAN_QUERIES_PER_LIST < 24  # above faiss's default, below the group size it miscomputes
+    index = faiss.index_factory(64, "IVF64,PQ64x4fsr,RFlat", faiss.METRIC_INNER_PRODUCT)
+    configure_index(index)
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    assert (ivf.cp.niter, ivf.qbs2) == (COARSE_KMEANS_ITERATIONS, FAST_SCAN_QUERIES_PER_LIST)
+    faiss.write_index(index, str(tmp_path / "i.faiss"))
+    loaded = faiss.read_index(str(tmp_path / "i.faiss"))
+    assert faiss.downcast_index(faiss.extract_index_ivf(loaded)).qbs2 == FAST_SCAN_QUERIES_PER_LIST
+    exact_lists = faiss.index_factory(64, "IVF64,Flat", faiss.METRIC_INNER_PRODUCT)
+    configure_index(exact_lists)
+    assert faiss.extract_index_ivf(exact_lists).cp.niter == COARSE_KMEANS_ITERATIONS
+    configure_index(faiss.index_factory(64, "HNSW32,Flat"))  # nothing to set, no error
+
+
+def test_grouping_more_queries_per_list_returns_the_same_neighbours() -> None:
+    """The fast-scan grouping changes how lists are scanned, not what is found (many queries on few lists)."""
+    import numpy as np
+
+    from retrieval.index.choice import FAST_SCAN_QUERIES_PER_LIST
+
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((20_000, 32)).astype(np.float32)
+    queries = rng.standard_normal((1000, 32)).astype(np.float32)
+    index = faiss.index_factory(32, "IVF32,PQ32x4fsr,RFlat", faiss.METRIC_INNER_PRODUCT)
+    index.train(data)
+    index.add(data)
+    faiss.ParameterSpace().set_index_parameters(index, "nprobe=8,k_factor_rf=4")
+    fast_scan = faiss.downcast_index(faiss.extract_index_ivf(index))
+    found = {}
+    for group in (0, FAST_SCAN_QUERIES_PER_LIST):  # 0: faiss's default of 11
+        fast_scan.qbs2 = group
+        found[group] = index.search(queries, 10)[1]
+    assert (found[0] == found[FAST_SCAN_QUERIES_PER_LIST]).all()
+
+
+def test_the_probe_ladder_steps_between_powers_of_two() -> None:
+    from retrieval.index.tune import candidate_settings
+
+    first = next(candidate_settings(("nprobe", "k_factor_rf"), 2048))
+    probes = [int(s.split(",")[0].split("=")[1]) for s in first]
+    assert probes[:10] == [1, 2, 4, 8, 12, 16, 24, 32, 48, 64]  # 24: the 0.95 that 16 misses at 3/4 of 32's cost
+    assert probes[-1] == 1024
