@@ -18,7 +18,7 @@ also ours without batching, and --uncached ours with the cache off; and
 clip-retrieval's Flask back end when --peer-python points at an environment
 where clip-retrieval is installed, fed the same stream), waits for it,
 warms it up, then runs the clients from this process with keep-alive
-connections and reports queries/s, median and p99 latency, errors, the
+connections and reports queries/s, median, p99, p99.9 and max latency, errors, the
 server's CPU ms per answer, and `x_peer`, our queries/s over the peer's on the same stream.
 Configurations run back to back in one invocation so that their ratios are
 comparable. Only 127.0.0.1 is ever contacted. Prints one JSON object.
@@ -122,6 +122,8 @@ async def run_clients(port: int, path: str, make_body, next_text, clients: int, 
         "queries_per_s": round(len(latencies) / elapsed, 1),
         "latency_ms_median": round(1000 * statistics.median(latencies), 1) if latencies else None,
         "latency_ms_p99": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 1) if latencies else None,
+        "latency_ms_p999": round(1000 * latencies[int(0.999 * (len(latencies) - 1))], 1) if latencies else None,
+        "latency_ms_max": round(1000 * latencies[-1], 1) if latencies else None,
         "errors": len(errors), "error_kinds": sorted(set(errors))[:5],
     }
 

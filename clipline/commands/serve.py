@@ -143,6 +143,7 @@ def run_server(cmd: ServeCommandConfig) -> None:
 
     from retrieval.serve.backend import load_registry
     from retrieval.serve.app import create_app
+    from retrieval.serve.interpreter import freeze_loaded_objects
     from retrieval.serve.query_encoder import share_cores_between_workers
 
     print(f"serve: loading {len(named)} index(es)", file=sys.stderr)
@@ -153,6 +154,7 @@ def run_server(cmd: ServeCommandConfig) -> None:
               f"{served.backend.precision}", file=sys.stderr)
     share_cores_between_workers(cmd.compute_threads)
     app = create_app(registry, config)
+    freeze_loaded_objects()  # else each full garbage collection walks every loaded object, stalling all requests
     shown_host = f"[{cmd.host}]" if ":" in cmd.host else cmd.host
     print(f"serve: http://{shown_host}:{cmd.port}/  (API docs at /docs)", file=sys.stderr)
     server = uvicorn.Server(uvicorn.Config(app, host=cmd.host, port=cmd.port, log_level=cmd.log_level,

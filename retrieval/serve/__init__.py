@@ -11,5 +11,6 @@
     add_request.py     an add request -> rows for a snapshot
     text_batcher.py    micro-batching of concurrent text queries
     shard_images.py    a result's stored image read back from its shard
+    interpreter.py     the loaded objects frozen out of the garbage collector's scans
     static/            the web page
 """

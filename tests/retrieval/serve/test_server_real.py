@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import tarfile
 import threading
 from pathlib import Path
@@ -148,7 +149,11 @@ def test_cli_loads_indices_and_starts_uvicorn(emoji_index: Path, monkeypatch: py
         started.update(host=server.config.host, port=server.config.port, app=server.config.app, sockets=sockets)
 
     monkeypatch.setattr("uvicorn.Server.run", fake_run)
-    serve_main([f"emoji={emoji_index}", "--port", "0", "--max-k", "7", "--api-key", "k"])
+    try:
+        serve_main([f"emoji={emoji_index}", "--port", "0", "--max-k", "7", "--api-key", "k"])
+        assert gc.get_freeze_count() > 0  # the loaded objects are out of the collector's scans
+    finally:
+        gc.unfreeze()  # the rest of the test session collects as usual
     assert started["host"] == "127.0.0.1" and started["sockets"][0].getsockname()[0] == "127.0.0.1"
     started["sockets"][0].close()
     headers = {"x-api-key": "k", "host": "127.0.0.1:8123"}
