@@ -18,8 +18,7 @@ KEY = "s3cret-key"
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
-    shard = write_color_shard(tmp_path_factory.mktemp("colors"))
+def client(shard: Path) -> TestClient:
     registry = IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))])
     app = create_app(registry, serve_config(api_key=KEY))
     with TestClient(app) as c:

@@ -13,16 +13,11 @@ from PIL import Image
 from retrieval.serve.config import ServeLimits
 from retrieval.serve.app import create_app
 from retrieval.serve.registry import IndexRegistry, ServedIndex
-from tests.retrieval.serve.fakes import DIM, ColorBackend, draw, png_bytes, write_color_shard, serve_config
+from tests.retrieval.serve.fakes import DIM, ColorBackend, draw, png_bytes, serve_config
 
 LIMITS = ServeLimits(max_k=50, max_text_chars=200, max_image_bytes=200_000, max_image_pixels=1_000_000,
                      max_body_bytes=300_000, max_add_items=5)
 PNG = png_bytes(draw("red", "circle"))
-
-
-@pytest.fixture(scope="module")
-def shard(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_color_shard(tmp_path_factory.mktemp("colors"))
 
 
 @pytest.fixture(scope="module")

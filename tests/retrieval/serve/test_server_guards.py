@@ -16,12 +16,7 @@ from clipline.commands.serve import allowed_hosts, main
 from retrieval.serve.app import create_app
 from retrieval.serve.config import ServeConfig, ServeLimits
 from retrieval.serve.registry import IndexRegistry, ServedIndex
-from tests.retrieval.serve.fakes import ColorBackend, embed_words, serve_config, write_color_shard
-
-
-@pytest.fixture(scope="module")
-def shard(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_color_shard(tmp_path_factory.mktemp("colors"))
+from tests.retrieval.serve.fakes import ColorBackend, embed_words, serve_config
 
 
 def client_for(shard: Path, **settings: object) -> TestClient:

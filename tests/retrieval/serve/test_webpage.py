@@ -16,7 +16,7 @@ import pytest
 from retrieval.serve.config import ServeLimits
 from retrieval.serve.app import create_app
 from retrieval.serve.registry import IndexRegistry, ServedIndex
-from tests.retrieval.serve.fakes import ColorBackend, draw, running_server, write_color_shard, serve_config
+from tests.retrieval.serve.fakes import ColorBackend, draw, running_server, serve_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -39,11 +39,6 @@ def browser_page():
             yield context.new_page()
         finally:
             context.close()
-
-
-@pytest.fixture(scope="module")
-def shard(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_color_shard(tmp_path_factory.mktemp("colors"))
 
 
 def screenshot_dir(tmp_path: Path) -> Path:
