@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pretrain import checkpoint, models
+from pretrain import models
 from pretrain.encoder import Encoder
+from tests.conftest import save_random_checkpoint
 from tests.tar_writing import write_shard_dir
 
 PALETTE = [
@@ -135,7 +136,5 @@ def tiny_encoder(seed: int = 0) -> Encoder:
 
 def save_tiny_checkpoint(run_dir: Path, seed: int = 0) -> Path:
     """A run dir holding one checkpoint of the micro model (as `clipline pretrain` writes it)."""
-    encoder = tiny_encoder(seed)
-    info = models.model_info(TINY_MODEL, encoder.model)
-    checkpoint.save_checkpoint(run_dir, step=1, state_dict=encoder.model.state_dict(), model_info=info)
-    return run_dir
+    models.register_model_config(TINY_MODEL, TINY_CONFIG)
+    return save_random_checkpoint(run_dir, TINY_MODEL, seed=seed)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from pretrain import checkpoint, models
+from pretrain import models
+from tests.conftest import save_random_checkpoint
 from tests.tar_writing import write_shard_dir
 
 TINY_NAME = "fusion-test-tiny"
@@ -26,9 +27,8 @@ def tiny_clip(seed: int = 0, name: str = TINY_NAME, config: dict | None = None) 
 
 def tiny_checkpoint(run_dir: Path, seed: int = 0, name: str = TINY_NAME, config: dict | None = None) -> Path:
     """Write a tiny random model as a clipline checkpoint; returns the run dir."""
-    clip = tiny_clip(seed, name, config)
-    checkpoint.save_checkpoint(run_dir, step=0, state_dict=clip.state_dict(), model_info=models.model_info(name, clip))
-    return run_dir
+    models.register_model_config(name, config or TINY_CONFIG)
+    return save_random_checkpoint(run_dir, name, seed=seed, step=0)
 
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (30, 60, 220), "yellow": (230, 220, 40)}
