@@ -18,7 +18,7 @@ from retrieval.serve.config import ServeLimits
 from retrieval.serve.app import create_app
 from retrieval.serve.registry import AddedItems, IndexRegistry, ServedIndex
 from retrieval.serve.text_batcher import TextSearchBatcher
-from tests.retrieval.serve.fakes import COLORS, DIM, ColorBackend, draw, running_server, serve_config
+from tests.retrieval.serve.fakes import COLORS, DIM, ColorBackend, colors_app, draw, running_server, serve_config
 
 
 class CountingBackend(ColorBackend):
@@ -70,8 +70,7 @@ def test_batched_and_unbatched_servers_answer_alike(shard: Path) -> None:
 
 
 def test_client_round_trip(shard: Path) -> None:
-    registry = IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))])
-    app = create_app(registry, serve_config(api_key="k1"))
+    app = colors_app(shard, api_key="k1")
     with running_server(app) as url:
         client = SearchClient(url, api_key="k1")
         hits = client.search_text("green square", k=2)

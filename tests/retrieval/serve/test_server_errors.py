@@ -13,7 +13,7 @@ from PIL import Image
 from retrieval.serve.config import ServeLimits
 from retrieval.serve.app import create_app
 from retrieval.serve.registry import IndexRegistry, ServedIndex
-from tests.retrieval.serve.fakes import DIM, ColorBackend, draw, png_bytes, serve_config
+from tests.retrieval.serve.fakes import DIM, ColorBackend, colors_app, draw, png_bytes, serve_config
 
 LIMITS = ServeLimits(max_k=50, max_text_chars=200, max_image_bytes=200_000, max_image_pixels=1_000_000,
                      max_body_bytes=300_000, max_add_items=5)
@@ -22,8 +22,7 @@ PNG = png_bytes(draw("red", "circle"))
 
 @pytest.fixture(scope="module")
 def client(shard: Path) -> TestClient:
-    registry = IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))])
-    with TestClient(create_app(registry, serve_config(limits=LIMITS)), raise_server_exceptions=False) as c:
+    with TestClient(colors_app(shard, limits=LIMITS), raise_server_exceptions=False) as c:
         yield c
 
 

@@ -16,7 +16,7 @@ import pytest
 from retrieval.serve.config import ServeLimits
 from retrieval.serve.app import create_app
 from retrieval.serve.registry import IndexRegistry, ServedIndex
-from tests.retrieval.serve.fakes import ColorBackend, draw, running_server, serve_config
+from tests.retrieval.serve.fakes import ColorBackend, colors_app, draw, running_server, serve_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -114,8 +114,7 @@ def test_captions_are_shown_as_text_not_markup(browser_page, shard: Path) -> Non
 
 
 def test_page_asks_for_the_api_key_and_uses_it(browser_page, shard: Path) -> None:
-    app = create_app(IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))]),
-                     serve_config(api_key="page-key"))
+    app = colors_app(shard, api_key="page-key")
     page = browser_page
     with running_server(app) as url:
         page.goto(url + "/")
@@ -132,8 +131,7 @@ def test_page_asks_for_the_api_key_and_uses_it(browser_page, shard: Path) -> Non
 
 
 def test_bad_query_shows_the_server_message(browser_page, shard: Path) -> None:
-    app = create_app(IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))]),
-                     serve_config(limits=ServeLimits(max_text_chars=5)))
+    app = colors_app(shard, limits=ServeLimits(max_text_chars=5))
     page = browser_page
     with running_server(app) as url:
         page.goto(url + "/")
