@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from retrieval.serve.app import create_app
 from retrieval.serve.config import LOOPBACK_HOSTS, ServeConfig, ServeLimits
 from retrieval.serve.registry import AddedItems, ImageLocation, IndexRegistry, ServedIndex
-from tests.tar_writing import write_tar
+from tests.tar_writing import png_bytes, write_tar
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (240, 230, 20),
           "purple": (150, 30, 200), "black": (10, 10, 10)}
@@ -138,12 +138,6 @@ class ColorBackend:
                            np.concatenate([self.text_vectors, items.text_embeddings]), self.stored)
         new.add_delay_s = self.add_delay_s
         return new
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 from pathlib import Path
 
 import pytest
@@ -32,9 +31,7 @@ def b64(data: bytes) -> str:
 
 def bomb_png() -> bytes:
     """A few kB of PNG that decodes to 64 M pixels."""
-    buffer = io.BytesIO()
-    Image.new("1", (8000, 8000)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(Image.new("1", (8000, 8000)))
 
 
 JSON_CASES = {
