@@ -1,8 +1,9 @@
-"""Suite-wide settings: offline, deterministic, small thread pools."""
+"""Suite-wide settings: offline, deterministic, small thread pools; the shared random checkpoint."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -20,6 +21,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="rewrite tests/fixtures/reference_loss_tiny_debug.json from this run "
              "(after a deliberate change to the tiny-debug recipe, the loss or the data order)",
     )
+
+
+def save_random_checkpoint(run_dir: Path, name: str, *, seed: int = 0, step: int = 1,
+                           adjust: Callable[[torch.nn.Module], object] | None = None, **create_options) -> Path:
+    """Seed torch, build open_clip `name` (`create_options` go to `create_open_clip`), run `adjust(model)` under
+    no_grad if given, and save it as `clipline pretrain` would at `step`; returns `run_dir`."""
+    import torch
+
+    from pretrain import checkpoint, models
+
+    torch.manual_seed(seed)
+    clip = models.create_open_clip(name, **create_options)
+    if adjust is not None:
+        with torch.no_grad():
+            adjust(clip)
+    checkpoint.save_checkpoint(run_dir, step=step, state_dict=clip.state_dict(), model_info=models.model_info(name, clip))
+    return run_dir
 
 
 @pytest.fixture(scope="session")

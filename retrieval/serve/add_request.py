@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-from pydantic import ValidationError
 
 from retrieval.serve.api_schemas import AddItem, AddRequest
-from retrieval.serve.query_parsing import BadQueryError, QueryTooLargeError, QueryValidationError, describe_validation_error
+from retrieval.serve.query_parsing import BadQueryError, QueryTooLargeError, json_object, validated
 from retrieval.serve.registry import AddedItems, SearchBackend
 
 
 def parse_add_request(body: bytes, backend: SearchBackend, max_items: int) -> AddedItems:
     """AddedItems with unit-length float32 embeddings for each side `backend` holds."""
-    try:
-        raw = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise BadQueryError(f"body is not valid JSON: {str(exc)[:200]}") from None
-    if not isinstance(raw, dict):
-        raise QueryValidationError("body must be a JSON object like {\"items\": [{\"key\": ..., ...}]}")
+    raw = json_object(body, '{"items": [{"key": ..., ...}]}')
     if isinstance(raw.get("items"), list) and len(raw["items"]) > max_items:
         raise QueryTooLargeError(f"{len(raw['items'])} items in one request; the limit is {max_items}")
-    try:
-        request = AddRequest.model_validate(raw)
-    except ValidationError as exc:
-        raise QueryValidationError(describe_validation_error(exc)) from None
+    request = validated(AddRequest, raw)
     keys = [item.key for item in request.items]
     if len(set(keys)) != len(keys):
         raise BadQueryError("the same key appears twice in one add request; keys must be unique")

@@ -58,17 +58,24 @@ class BodyTooLargeError(Exception):
         self.limit = limit
 
 
-class BodySizeLimit:
+class _HttpMiddleware:
+    """ASGI middleware base: HTTP requests go to `http`; lifespan and websocket scopes pass straight through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await (self.http if scope["type"] == "http" else self.app)(scope, receive, send)
+
+
+class BodySizeLimit(_HttpMiddleware):
     """ASGI middleware: 413 on a Content-Length over the limit, or once a chunked body passes it."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_body_bytes = max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None:
             try:
@@ -93,15 +100,15 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
 
-class ApiKeyGuard:
+class ApiKeyGuard(_HttpMiddleware):
     """ASGI middleware: every non-public route needs the key (header, bearer token or cookie)."""
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:
-        self.app = app
+        super().__init__(app)
         self.api_key = api_key.encode()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._is_public(scope["path"]) or self._has_key(scope):
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._is_public(scope["path"]) or self._has_key(scope):
             await self.app(scope, receive, send)
             return
         await _send_json(
@@ -129,19 +136,12 @@ class ApiKeyGuard:
         return any(secrets.compare_digest(candidate, self.api_key) for candidate in offered)
 
 
-class SecurityHeaders:
+class SecurityHeaders(_HttpMiddleware):
     """ASGI middleware: tell browsers not to sniff types or leak the URL to other sites."""
 
     HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), *self.HEADERS]

@@ -12,11 +12,11 @@ import binascii
 import io
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from retrieval.serve.api_schemas import SearchRequest
 from retrieval.errors import RetrievalError
@@ -24,6 +24,7 @@ from retrieval.serve.config import ServeLimits
 
 # Formats a query image may be in; the rest of Pillow's decoders stay unreachable.
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+Schema = TypeVar("Schema", bound=BaseModel)
 
 
 class BadQueryError(RetrievalError):
@@ -51,28 +52,33 @@ class ParsedQuery:
     vector: np.ndarray | None = None  # (D,) float32, not yet checked against the index
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line per problem, without echoing the (possibly huge) input back."""
-    parts = []
-    for err in exc.errors(include_input=False, include_url=False)[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts)
-
-
-def parse_json_search(body: bytes, limits: ServeLimits) -> ParsedQuery:
-    if not body:
-        raise BadQueryError("empty body; send JSON like {\"text\": \"a cat\", \"k\": 10}")
+def json_object(body: bytes, example: str) -> dict[str, Any]:
+    """`body` parsed as a JSON object; BadQueryError for bad JSON, QueryValidationError showing `example` for
+    any other JSON value."""
     try:
         raw = json.loads(body)
     except (ValueError, RecursionError) as exc:  # RecursionError: deeply nested arrays
         raise BadQueryError(f"body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(raw, dict):
-        raise QueryValidationError("body must be a JSON object like {\"text\": \"a cat\", \"k\": 10}")
+        raise QueryValidationError(f"body must be a JSON object like {example}")
+    return raw
+
+
+def validated(schema: type[Schema], raw: dict[str, Any]) -> Schema:
+    """`raw` checked against `schema`; QueryValidationError with one part per problem (at most five), without
+    echoing the (possibly huge) input back."""
     try:
-        request = SearchRequest.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
-        raise QueryValidationError(describe_validation_error(exc)) from None
+        parts = [f"{'.'.join(str(p) for p in err.get('loc', ())) or 'body'}: {err.get('msg', 'invalid')}"
+                 for err in exc.errors(include_input=False, include_url=False)[:5]]
+        raise QueryValidationError("; ".join(parts)) from None
+
+
+def parse_json_search(body: bytes, limits: ServeLimits) -> ParsedQuery:
+    if not body:
+        raise BadQueryError("empty body; send JSON like {\"text\": \"a cat\", \"k\": 10}")
+    request = validated(SearchRequest, json_object(body, '{"text": "a cat", "k": 10}'))
     image_bytes = decode_base64(request.image, limits) if request.image is not None else None
     return _checked(request, image_bytes, limits)
 
@@ -89,10 +95,7 @@ def parse_form_search(fields: dict[str, Any], image_bytes: bytes | None, limits:
         raw["k"] = int(raw["k"])
     if image_bytes is not None:
         raw["image"] = ""  # placeholder so the one-of check counts the uploaded file
-    try:
-        request = SearchRequest.model_validate(raw)
-    except ValidationError as exc:
-        raise QueryValidationError(describe_validation_error(exc)) from None
+    request = validated(SearchRequest, raw)
     if image_bytes is not None and len(image_bytes) > limits.max_image_bytes:
         raise QueryTooLargeError(f"image is {len(image_bytes)} bytes; the limit is {limits.max_image_bytes}")
     return _checked(request, image_bytes, limits)

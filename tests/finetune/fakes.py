@@ -9,7 +9,6 @@ tests that need real towers.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +17,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pretrain import checkpoint, models
+from pretrain import models
 from pretrain.encoder import Encoder
-from tests.tar_writing import write_shard_dir
+from tests.conftest import save_random_checkpoint
+from tests.tar_writing import png_bytes, write_shard_dir
 
 PALETTE = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -98,7 +98,8 @@ def write_shards(
                 meta["labels"] = {field: names[c % len(names)] for field, names in label_fields.items()}
             if captions:
                 meta["captions"] = [f"a picture of {classes[c]}", f"{classes[c]} number {j}"]
-            files = {"png": _png(PALETTE[c], image_size), "txt": meta["caption"].encode(), "json": json.dumps(meta).encode()}
+            png = png_bytes(Image.new("RGB", (image_size, image_size), PALETTE[c]))
+            files = {"png": png, "txt": meta["caption"].encode(), "json": json.dumps(meta).encode()}
             if write_cls:
                 files["cls"] = str(c).encode()
             written.append((key, files))
@@ -108,12 +109,6 @@ def write_shards(
     if label_fields:
         info["label_fields"] = {k: list(v) for k, v in label_fields.items()}
     return write_shard_dir(out, written, shard_size, info)
-
-
-def _png(colour: tuple[int, int, int], size: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (size, size), colour).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 TINY_CONFIG = {
@@ -135,7 +130,5 @@ def tiny_encoder(seed: int = 0) -> Encoder:
 
 def save_tiny_checkpoint(run_dir: Path, seed: int = 0) -> Path:
     """A run dir holding one checkpoint of the micro model (as `clipline pretrain` writes it)."""
-    encoder = tiny_encoder(seed)
-    info = models.model_info(TINY_MODEL, encoder.model)
-    checkpoint.save_checkpoint(run_dir, step=1, state_dict=encoder.model.state_dict(), model_info=info)
-    return run_dir
+    models.register_model_config(TINY_MODEL, TINY_CONFIG)
+    return save_random_checkpoint(run_dir, TINY_MODEL, seed=seed)

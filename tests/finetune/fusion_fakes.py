@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 
-from pretrain import checkpoint, models
-from tests.tar_writing import write_shard_dir
+from pretrain import models
+from tests.conftest import save_random_checkpoint
+from tests.tar_writing import png_bytes, write_shard_dir
 
 TINY_NAME = "fusion-test-tiny"
 TINY_CONFIG = {
@@ -26,9 +27,8 @@ def tiny_clip(seed: int = 0, name: str = TINY_NAME, config: dict | None = None) 
 
 def tiny_checkpoint(run_dir: Path, seed: int = 0, name: str = TINY_NAME, config: dict | None = None) -> Path:
     """Write a tiny random model as a clipline checkpoint; returns the run dir."""
-    clip = tiny_clip(seed, name, config)
-    checkpoint.save_checkpoint(run_dir, step=0, state_dict=clip.state_dict(), model_info=models.model_info(name, clip))
-    return run_dir
+    models.register_model_config(name, config or TINY_CONFIG)
+    return save_random_checkpoint(run_dir, name, seed=seed, step=0)
 
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (30, 60, 220), "yellow": (230, 220, 40)}
@@ -43,7 +43,6 @@ def write_two_task_shards(out: Path, per_class: int, *, seed: int = 0, drop_word
     caption "<word> thing"; `.json` labels {colour, word}. With `drop_word_every` = k,
     every k-th sample has no `word` label (to test skipping).
     """
-    import io
     import json
     import random
 
@@ -58,14 +57,12 @@ def write_two_task_shards(out: Path, per_class: int, *, seed: int = 0, drop_word
         image = Image.new("RGB", (64, 64), (128, 128, 128))
         x, y = rng.randrange(0, 40), rng.randrange(0, 40)
         image.paste(COLOURS[names[c]], (x, y, x + 24, y + 24))
-        buf = io.BytesIO()
-        image.save(buf, format="PNG")
         labels = {"colour": names[c], "word": WORDS[w]}
         if drop_word_every and index % drop_word_every == 0:
             del labels["word"]
         caption = f"{WORDS[w]} thing"
         meta = {"key": f"s{index:05d}", "caption": caption, "labels": labels}
-        written.append((f"s{index:05d}", {"png": buf.getvalue(), "txt": caption.encode(),
+        written.append((f"s{index:05d}", {"png": png_bytes(image), "txt": caption.encode(),
                                           "json": json.dumps(meta).encode()}))
     info = {"image_size": 64, "source": "synthetic", "label_fields": {"colour": names, "word": WORDS}}
     return write_shard_dir(out, written, shard_size, info)

@@ -38,14 +38,11 @@ def global_batches(step_count: int, *, captions: bool = False) -> list[dict]:
 
 def save_teacher(root: Path, model_name: str, seed: int) -> Path:
     """A teacher checkpoint dir (random weights, a sharper temperature than a fresh student's)."""
-    from pretrain import checkpoint, models
+    from pretrain import checkpoint
+    from tests.conftest import save_random_checkpoint
 
-    torch.manual_seed(seed)
-    clip = models.create_open_clip(model_name, load_text_weights=False)
-    with torch.no_grad():
-        clip.logit_scale.fill_(math.log(30.0))
-    return checkpoint.save_checkpoint(root, step=1, state_dict=clip.state_dict(),
-                                      model_info=models.model_info(model_name, clip))
+    return checkpoint.find_latest(save_random_checkpoint(root, model_name, seed=seed, load_text_weights=False,
+                                                         adjust=lambda clip: clip.logit_scale.fill_(math.log(30.0))))
 
 
 # name -> (config overrides, forward passes per step)

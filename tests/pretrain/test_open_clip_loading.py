@@ -12,19 +12,16 @@ from PIL import Image
 
 from pretrain import checkpoint, models
 from pretrain.encoder import Encoder
+from tests.conftest import save_random_checkpoint
 
 CAPTIONS = ["a red heart", "grinning face with smiling eyes", "flag"]
 
 
 @pytest.mark.parametrize("name", ["clip-tiny-64", "clip-tiny-64-minilm"])
 def test_open_clip_builds_the_checkpoint_and_embeds_like_the_encoder(name: str, tmp_path: Path) -> None:
-    torch.manual_seed(1)
-    clip = models.create_open_clip(name)
-    with torch.no_grad():  # weights no fresh model has, so a load that silently skipped them would show
-        for param in clip.parameters():
-            param.add_(0.01 * torch.randn_like(param))
-    run = tmp_path / "run"
-    checkpoint.save_checkpoint(run, step=3, state_dict=clip.state_dict(), model_info=models.model_info(name, clip))
+    # weights no fresh model has, so a load that silently skipped them would show
+    run = save_random_checkpoint(tmp_path / "run", name, seed=1, step=3, adjust=lambda clip: [
+        param.add_(0.01 * torch.randn_like(param)) for param in clip.parameters()])
 
     # what a plain open_clip user writes (README, "Loading a checkpoint with open_clip")
     configs = tmp_path / "open_clip_configs"

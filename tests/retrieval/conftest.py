@@ -16,16 +16,9 @@ FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shard
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
+    from tests.conftest import save_random_checkpoint
 
-    from pretrain import checkpoint, models
-
-    run = tmp_path_factory.mktemp("tiny_run")
-    torch.manual_seed(0)
-    clip = models.create_open_clip("clip-tiny-64")
-    checkpoint.save_checkpoint(run, step=1, state_dict=clip.state_dict(),
-                               model_info=models.model_info("clip-tiny-64", clip))
-    return run
+    return save_random_checkpoint(tmp_path_factory.mktemp("tiny_run"), "clip-tiny-64")
 
 
 @pytest.fixture(scope="session")

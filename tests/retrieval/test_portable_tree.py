@@ -15,11 +15,12 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from pretrain import checkpoint, models
+from pretrain import checkpoint
 from pretrain.encoder import Encoder
 from pretrain.errors import PretrainError
 from retrieval.serve.app import create_app
 from tests.clipline.running import run_ok
+from tests.conftest import save_random_checkpoint
 from tests.retrieval.serve.fakes import serve_config
 from retrieval.serve.backend import load_registry
 
@@ -32,10 +33,7 @@ def moved_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """run/ (MiniLM checkpoint), data/, emb/, index/ built under one dir, then the dir renamed."""
     tree = tmp_path_factory.mktemp("portable") / "tree"
     shutil.copytree(FIXTURE_SHARDS, tree / "data")
-    torch.manual_seed(0)
-    clip = models.create_open_clip(MODEL)
-    checkpoint.save_checkpoint(tree / "run", step=1, state_dict=clip.state_dict(),
-                               model_info=models.model_info(MODEL, clip))
+    save_random_checkpoint(tree / "run", MODEL)
     run_ok(["embed", "--checkpoint", str(tree / "run"), "--data", str(tree / "data"), "--out", str(tree / "emb"),
             "--batch-size", "24", "--num-workers", "0"])
     run_ok(["index", "build", str(tree / "emb"), "--out", str(tree / "index"), "--modality", "both"])

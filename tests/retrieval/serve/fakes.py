@@ -23,8 +23,10 @@ import numpy as np
 import uvicorn
 from PIL import Image, ImageDraw
 
+from retrieval.serve.app import create_app
 from retrieval.serve.config import LOOPBACK_HOSTS, ServeConfig, ServeLimits
-from retrieval.serve.registry import AddedItems, ImageLocation
+from retrieval.serve.registry import AddedItems, ImageLocation, IndexRegistry, ServedIndex
+from tests.tar_writing import png_bytes, write_tar
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (240, 230, 20),
           "purple": (150, 30, 200), "black": (10, 10, 10)}
@@ -63,20 +65,13 @@ def embed_pixels(image: Image.Image) -> np.ndarray:
 def write_color_shard(out_dir: Path) -> Path:
     """One tar with a PNG, caption and JSON per colour x shape; returns the shard path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    shard = out_dir / "00000.tar"
-    with tarfile.open(shard, "w") as tar:
-        for color in COLORS:
-            for shape in SHAPES:
-                key = f"{color}_{shape}"
-                png = io.BytesIO()
-                draw(color, shape).save(png, format="PNG")
-                meta = {"key": key, "caption": f"a {color} {shape}"}
-                for suffix, data in ((".png", png.getvalue()), (".txt", meta["caption"].encode()),
-                                     (".json", json.dumps(meta).encode())):
-                    info = tarfile.TarInfo(key + suffix)
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-    return shard
+    members = []
+    for color in COLORS:
+        for shape in SHAPES:
+            key, caption = f"{color}_{shape}", f"a {color} {shape}"
+            members += [(f"{key}.png", png_bytes(draw(color, shape))), (f"{key}.txt", caption.encode()),
+                        (f"{key}.json", json.dumps({"key": key, "caption": caption}).encode())]
+    return write_tar(out_dir / "00000.tar", members)
 
 
 class ColorBackend:
@@ -145,12 +140,6 @@ class ColorBackend:
         return new
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 
 @contextlib.contextmanager
 def running_server(app) -> Iterator[str]:
@@ -181,3 +170,8 @@ def serve_config(**settings: Any) -> ServeConfig:
     """ServeConfig as these tests use it: TestClient's Host 'testserver' and loopback allowed, the add route on."""
     defaults = {"allowed_hosts": ["testserver", *LOOPBACK_HOSTS], "allow_add": True, "limits": ServeLimits()}
     return ServeConfig(**(defaults | settings))
+
+
+def colors_app(shard: Path, **settings: Any):
+    """The search app serving `shard` as the one index `colors` (a ColorBackend), with `serve_config(**settings)`."""
+    return create_app(IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))]), serve_config(**settings))

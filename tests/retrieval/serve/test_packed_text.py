@@ -21,12 +21,6 @@ MIXED = ["a", "cat", "a big red cat smiling", "a tiny shiny purple snowman danci
          "grinning face with big eyes and a very long caption about nothing in particular at all", "a a a a"]
 
 
-@pytest.fixture(scope="module")
-def minilm_clip() -> nn.Module:
-    torch.manual_seed(0)
-    return models.create_open_clip("clip-tiny-64-minilm")
-
-
 def encoder_of(clip: nn.Module, precision: str) -> Encoder:
     encoder = Encoder.from_model(copy.deepcopy(clip), model_name="clip-tiny-64-minilm", device="cpu")
     prepare_query_encoder(encoder, precision)

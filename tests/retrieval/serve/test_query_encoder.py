@@ -29,13 +29,6 @@ def fixture_captions() -> list[str]:
     return captions
 
 
-@pytest.fixture(scope="module")
-def minilm_clip() -> nn.Module:
-    """clip-tiny-64-minilm: the pretrained MiniLM text tower (offline, from its package), seeded projection."""
-    torch.manual_seed(0)
-    return models.create_open_clip("clip-tiny-64-minilm")
-
-
 def encoder_of(clip: nn.Module, name: str) -> Encoder:
     return Encoder.from_model(copy.deepcopy(clip), model_name=name, device="cpu")
 

@@ -13,12 +13,7 @@ from PIL import Image
 
 from retrieval.serve.app import create_app
 from retrieval.serve.registry import IndexRegistry, ServedIndex
-from tests.retrieval.serve.fakes import COLORS, DIM, ColorBackend, draw, png_bytes, write_color_shard, serve_config
-
-
-@pytest.fixture(scope="module")
-def shard(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_color_shard(tmp_path_factory.mktemp("colors"))
+from tests.retrieval.serve.fakes import COLORS, DIM, ColorBackend, draw, png_bytes, serve_config
 
 
 @pytest.fixture(scope="module")

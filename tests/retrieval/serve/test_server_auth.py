@@ -9,19 +9,16 @@ from fastapi.testclient import TestClient
 
 from clipline.commands.serve import main, parse_index_arg
 from retrieval.errors import RetrievalError
-from retrieval.serve.app import create_app
 from retrieval.serve.guards import check_bind_safety, is_loopback_host
 from retrieval.serve.registry import IndexRegistry, ServedIndex
-from tests.retrieval.serve.fakes import ColorBackend, write_color_shard, serve_config
+from tests.retrieval.serve.fakes import ColorBackend, colors_app, write_color_shard
 
 KEY = "s3cret-key"
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
-    shard = write_color_shard(tmp_path_factory.mktemp("colors"))
-    registry = IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))])
-    app = create_app(registry, serve_config(api_key=KEY))
+def client(shard: Path) -> TestClient:
+    app = colors_app(shard, api_key=KEY)
     with TestClient(app) as c:
         yield c
 

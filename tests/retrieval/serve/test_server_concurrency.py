@@ -18,7 +18,7 @@ from retrieval.serve.config import ServeLimits
 from retrieval.serve.app import create_app
 from retrieval.serve.registry import AddedItems, IndexRegistry, ServedIndex
 from retrieval.serve.text_batcher import TextSearchBatcher
-from tests.retrieval.serve.fakes import COLORS, DIM, ColorBackend, draw, running_server, write_color_shard, serve_config
+from tests.retrieval.serve.fakes import COLORS, DIM, ColorBackend, colors_app, draw, running_server, serve_config
 
 
 class CountingBackend(ColorBackend):
@@ -29,11 +29,6 @@ class CountingBackend(ColorBackend):
     def search_text(self, texts, k, modality):
         self.calls.append(len(texts))
         return super().search_text(texts, k, modality)
-
-
-@pytest.fixture(scope="module")
-def shard(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_color_shard(tmp_path_factory.mktemp("colors"))
 
 
 def counting_backend(shard: Path) -> CountingBackend:
@@ -75,8 +70,7 @@ def test_batched_and_unbatched_servers_answer_alike(shard: Path) -> None:
 
 
 def test_client_round_trip(shard: Path) -> None:
-    registry = IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))])
-    app = create_app(registry, serve_config(api_key="k1"))
+    app = colors_app(shard, api_key="k1")
     with running_server(app) as url:
         client = SearchClient(url, api_key="k1")
         hits = client.search_text("green square", k=2)

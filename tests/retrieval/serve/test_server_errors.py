@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from PIL import Image
 from retrieval.serve.config import ServeLimits
 from retrieval.serve.app import create_app
 from retrieval.serve.registry import IndexRegistry, ServedIndex
-from tests.retrieval.serve.fakes import DIM, ColorBackend, draw, png_bytes, write_color_shard, serve_config
+from tests.retrieval.serve.fakes import DIM, ColorBackend, colors_app, draw, png_bytes, serve_config
 
 LIMITS = ServeLimits(max_k=50, max_text_chars=200, max_image_bytes=200_000, max_image_pixels=1_000_000,
                      max_body_bytes=300_000, max_add_items=5)
@@ -21,14 +20,8 @@ PNG = png_bytes(draw("red", "circle"))
 
 
 @pytest.fixture(scope="module")
-def shard(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_color_shard(tmp_path_factory.mktemp("colors"))
-
-
-@pytest.fixture(scope="module")
 def client(shard: Path) -> TestClient:
-    registry = IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))])
-    with TestClient(create_app(registry, serve_config(limits=LIMITS)), raise_server_exceptions=False) as c:
+    with TestClient(colors_app(shard, limits=LIMITS), raise_server_exceptions=False) as c:
         yield c
 
 
@@ -38,9 +31,7 @@ def b64(data: bytes) -> str:
 
 def bomb_png() -> bytes:
     """A few kB of PNG that decodes to 64 M pixels."""
-    buffer = io.BytesIO()
-    Image.new("1", (8000, 8000)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(Image.new("1", (8000, 8000)))
 
 
 JSON_CASES = {

@@ -16,17 +16,11 @@ from clipline.commands.serve import allowed_hosts, main
 from retrieval.serve.app import create_app
 from retrieval.serve.config import ServeConfig, ServeLimits
 from retrieval.serve.registry import IndexRegistry, ServedIndex
-from tests.retrieval.serve.fakes import ColorBackend, embed_words, serve_config, write_color_shard
-
-
-@pytest.fixture(scope="module")
-def shard(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_color_shard(tmp_path_factory.mktemp("colors"))
+from tests.retrieval.serve.fakes import ColorBackend, colors_app, embed_words
 
 
 def client_for(shard: Path, **settings: object) -> TestClient:
-    return TestClient(create_app(IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))]),
-                                 serve_config(**settings)))
+    return TestClient(colors_app(shard, **settings))
 
 
 def items(start: int, count: int) -> list[dict]:
@@ -92,7 +86,7 @@ def test_k_in_a_form_is_a_whole_number(shard: Path) -> None:
 
 
 def test_a_client_that_leaves_mid_body_is_one_log_line(shard: Path, caplog: pytest.LogCaptureFixture) -> None:
-    app = create_app(IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))]), serve_config())
+    app = colors_app(shard)
     body = json.dumps({"text": "red circle"}).encode()
     messages = iter([{"type": "http.request", "body": body[:5], "more_body": True}, {"type": "http.disconnect"}])
     sent: list[dict] = []

@@ -7,6 +7,7 @@ Set CLIPLINE_SCREENSHOT_DIR to keep the screenshots.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from retrieval.serve.config import ServeLimits
 from retrieval.serve.app import create_app
 from retrieval.serve.registry import IndexRegistry, ServedIndex
-from tests.retrieval.serve.fakes import ColorBackend, draw, running_server, write_color_shard, serve_config
+from tests.retrieval.serve.fakes import ColorBackend, colors_app, draw, running_server, serve_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -41,9 +42,12 @@ def browser_page():
             context.close()
 
 
-@pytest.fixture(scope="module")
-def shard(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_color_shard(tmp_path_factory.mktemp("colors"))
+@contextlib.contextmanager
+def opened(page, app):
+    """`page` at the root of `app`, served by uvicorn for the block."""
+    with running_server(app) as url:
+        page.goto(url + "/")
+        yield page
 
 
 def screenshot_dir(tmp_path: Path) -> Path:
@@ -66,12 +70,7 @@ def search(page, text: str) -> None:
 
 
 def test_typed_query_renders_results_and_click_searches_by_image(browser_page, shard: Path, tmp_path: Path) -> None:
-    backend = ColorBackend.from_shard(shard)
-    served = ServedIndex("colors", backend)
-    app = create_app(IndexRegistry([served]), serve_config())
-    page = browser_page
-    with running_server(app) as url:
-        page.goto(url + "/")
+    with opened(browser_page, colors_app(shard)) as page:
         page.wait_for_function("() => document.querySelectorAll('#index option').length === 1")
         assert page.inner_text("#index") == "colors (12)"
 
@@ -106,10 +105,7 @@ def test_captions_are_shown_as_text_not_markup(browser_page, shard: Path) -> Non
     captions = [*base.captions, XSS_CAPTION]
     backend = ColorBackend(shard, keys, captions, base.image_vectors[[*range(12), 0]],
                            base.text_vectors[[*range(12), 0]], base.stored)
-    app = create_app(IndexRegistry([ServedIndex("colors", backend)]), serve_config())
-    page = browser_page
-    with running_server(app) as url:
-        page.goto(url + "/")
+    with opened(browser_page, create_app(IndexRegistry([ServedIndex("colors", backend)]), serve_config())) as page:
         search(page, "red square")
         page.wait_for_selector(".result[data-key='evil']")
         caption = page.locator(".result[data-key='evil'] .caption").inner_text()
@@ -119,11 +115,7 @@ def test_captions_are_shown_as_text_not_markup(browser_page, shard: Path) -> Non
 
 
 def test_page_asks_for_the_api_key_and_uses_it(browser_page, shard: Path) -> None:
-    app = create_app(IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))]),
-                     serve_config(api_key="page-key"))
-    page = browser_page
-    with running_server(app) as url:
-        page.goto(url + "/")
+    with opened(browser_page, colors_app(shard, api_key="page-key")) as page:
         page.wait_for_selector("#apikey-box:not([hidden])")
         assert "API key" in page.inner_text("#status")
         page.fill("#apikey", "page-key")
@@ -137,11 +129,7 @@ def test_page_asks_for_the_api_key_and_uses_it(browser_page, shard: Path) -> Non
 
 
 def test_bad_query_shows_the_server_message(browser_page, shard: Path) -> None:
-    app = create_app(IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))]),
-                     serve_config(limits=ServeLimits(max_text_chars=5)))
-    page = browser_page
-    with running_server(app) as url:
-        page.goto(url + "/")
+    with opened(browser_page, colors_app(shard, limits=ServeLimits(max_text_chars=5))) as page:
         search(page, "a very long query")
         page.wait_for_selector("#status.error")
         assert "limit is 5" in page.inner_text("#status")
@@ -150,10 +138,7 @@ def test_bad_query_shows_the_server_message(browser_page, shard: Path) -> None:
 def test_real_emoji_index_renders_in_the_page(browser_page, emoji_index: Path, tmp_path: Path) -> None:
     from retrieval.serve.backend import load_registry
 
-    app = create_app(load_registry([("emoji", emoji_index)]), serve_config())
-    page = browser_page
-    with running_server(app) as url:
-        page.goto(url + "/")
+    with opened(browser_page, create_app(load_registry([("emoji", emoji_index)]), serve_config())) as page:
         page.wait_for_function("() => document.querySelectorAll('#index option').length === 1")
         search(page, "smiling face with heart eyes")
         page.wait_for_function("() => document.querySelectorAll('.result').length === 24")
