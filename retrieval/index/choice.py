@@ -24,7 +24,8 @@ The first rule whose index fits in `max_memory_bytes` wins:
    fastest there (1M demo embeddings tiled with noise 0.25 / 0.5 / 1.0:
    37× / 51× / 27× flat's batched q/s → 64× / 74× / 39×, recall ≥ 0.95).
    These one-dim codes encode the residual to the list centroid (`x4fsr`):
-   at 256 dims, noise 1.0, recall is bound by probing (nprobe 32) and the
+   at 256 dims, noise 1.0, recall is bound by probing (nprobe 32 with the
+   coarse lists first used; 24 with those of TRAIN_POINTS_PER_LIST) and the
    plain code also needed k_factor 16; the residual code ranks the shortlist
    well enough at k_factor 4, and the per-list look-up tables it costs are
    cheaper than the 120 re-ranked vectors it saves (1M, 1,000 held-out
@@ -96,8 +97,9 @@ HNSW_M = 32
 # k_factor 4: 0.955 both) with 1.23x less CPU per batched query. At noise 0.25,
 # where few probes suffice, the tuned settings cost the same (nprobe 2 vs 4:
 # 48.0 vs 48.4 ms CPU per 1,000 queries, recall@10 0.960 vs 0.968). It costs
-# training time: 10x the k-means work, 170-260 s instead of 8-50 s on 2 loaded
-# cores for 1M x 256 (linear in points x iterations x lists x dim).
+# training time: 10x the k-means work (linear in points x iterations x lists x
+# dim). Quiet 2-core machine, 1M rows: k-means 51-73 s at 256 dims, 66-112 s at
+# 384, 85-121 s at 512, where it took 8-15 s (whole build 78-156 s vs 37-54 s).
 TRAIN_POINTS_PER_LIST = 200
 COARSE_KMEANS_ITERATIONS = 25
 # Fast-scan IVF search groups the queries that probe one list and scans the list
