@@ -140,7 +140,6 @@ class ColorBackend:
         return new
 
 
-
 @contextlib.contextmanager
 def running_server(app) -> Iterator[str]:
     """Serve `app` with uvicorn on a free loopback port in a thread; yields the base URL."""
