@@ -12,7 +12,7 @@ from pretrain import models
 from pretrain.encoder import Encoder
 from pretrain.precision import autocast
 from pretrain.models.two_tower import trim_padding
-from retrieval.serve.packed_text import encode_texts_packed, supports_packing, tokenize_to_longest
+from retrieval.serve.packed_text import _scripted_layers, encode_texts_packed, supports_packing, tokenize_to_longest
 from retrieval.serve.query_encoder import prepare_query_encoder
 from tests.retrieval.serve.test_query_encoder import QUERIES, fixture_captions
 
@@ -77,3 +77,9 @@ def test_empty_batch_and_other_towers() -> None:
     assert not supports_packing(tiny)  # a causal open_clip tower: encoded the ordinary way
     minilm = Encoder.from_model(models.create_open_clip("clip-tiny-64-minilm"), model_name="clip-tiny-64-minilm")
     assert encode_texts_packed(minilm, []).shape == (0, minilm.embed_dim)
+
+
+def test_layers_run_scripted() -> None:
+    """The layer stack compiles to TorchScript (which runs outside the GIL); a fallback to the plain
+    function would still give the same vectors, so only this test would notice it."""
+    assert isinstance(_scripted_layers(), torch.jit.ScriptFunction)
