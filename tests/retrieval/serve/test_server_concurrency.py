@@ -31,9 +31,8 @@ class CountingBackend(ColorBackend):
         return super().search_text(texts, k, modality)
 
 
-def counting_backend(shard: Path) -> CountingBackend:
-    base = ColorBackend.from_shard(shard)
-    backend = CountingBackend(shard, base.keys, base.captions, base.image_vectors, base.text_vectors, base.stored)
+def counting_backend(shard: Path, cls: type[CountingBackend] = CountingBackend) -> CountingBackend:
+    backend = cls.from_shard(shard)
     backend.calls = []
     return backend
 
@@ -177,9 +176,7 @@ class SlowCountingBackend(CountingBackend):
 def test_batcher_under_load_waits_for_the_rest_of_the_last_batch(shard: Path) -> None:
     """After a batch of 8, one query alone does not get a batch of its own while 5 more are arriving;
     with nothing else arriving it is answered once a quarter of the last batch's time has passed."""
-    base = counting_backend(shard)
-    backend = SlowCountingBackend(shard, base.keys, base.captions, base.image_vectors, base.text_vectors, base.stored)
-    backend.calls = []
+    backend = counting_backend(shard, SlowCountingBackend)
     served = ServedIndex("colors", backend)
 
     async def run() -> None:

@@ -172,9 +172,7 @@ def test_internal_error_is_500_without_internals(shard: Path) -> None:
         def search_text(self, texts, k, modality):
             raise RuntimeError("secret internal detail at /srv/data")
 
-    base = ColorBackend.from_shard(shard)
-    backend = Broken(shard, base.keys, base.captions, base.image_vectors, base.text_vectors, base.stored)
-    app = create_app(IndexRegistry([ServedIndex("broken", backend)]), serve_config(limits=LIMITS))
+    app = create_app(IndexRegistry([ServedIndex("broken", Broken.from_shard(shard))]), serve_config(limits=LIMITS))
     with TestClient(app, raise_server_exceptions=False) as c:
         response = c.post("/search", json={"text": "red"})
     assert response.status_code == 500
