@@ -217,15 +217,14 @@ def main() -> None:
     args = parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/serve_fuzz.py",
                         description=__doc__.split("\n\n")[0], positional=("index",))
 
-    from clipline.commands.serve import parse_index_arg
+    from clipline.commands.serve import listening_socket, parse_index_arg
 
     registry = load_registry([parse_index_arg(args.index)])
     served = next(iter(registry))
     # Small limits so that "over the limit" paths are hit often without huge bodies.
     limits = ServeLimits(max_k=50, max_text_chars=500, max_image_bytes=300_000, max_body_bytes=500_000, max_add_items=10)
     app = create_app(registry, ServeConfig(limits=limits))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # proto TCP: asyncio sets NODELAY
-    sock.bind(("127.0.0.1", 0))
+    sock = listening_socket("127.0.0.1", 0)  # as `clipline serve` makes it (proto TCP: asyncio sets NODELAY)
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
     threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()

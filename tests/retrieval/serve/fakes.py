@@ -12,7 +12,6 @@ import contextlib
 import io
 import json
 import tarfile
-import socket
 import threading
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import uvicorn
 from PIL import Image, ImageDraw
 
+from clipline.commands.serve import listening_socket
 from retrieval.serve.app import create_app
 from retrieval.serve.config import LOOPBACK_HOSTS, ServeConfig, ServeLimits
 from retrieval.serve.registry import AddedItems, ImageLocation, IndexRegistry, ServedIndex
@@ -143,11 +143,8 @@ class ColorBackend:
 @contextlib.contextmanager
 def running_server(app) -> Iterator[str]:
     """Serve `app` with uvicorn on a free loopback port in a thread; yields the base URL."""
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP;
-    # with proto 0, Nagle + delayed ACK add ~40 ms to every response.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    # the server's own socket (TCP_NODELAY: with proto 0, Nagle + delayed ACK add ~40 ms to every response)
+    sock = listening_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
