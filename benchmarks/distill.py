@@ -29,11 +29,10 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_quality import evaluate  # noqa: E402
-from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
+from train_quality import evaluate  # benchmarks/train_quality.py (this script's folder is on sys.path)
+from machine import machine_info  # benchmarks/machine.py
 
-from pretrain.config import DistillConfig  # noqa: E402
+from pretrain.config import DistillConfig
 
 
 def train_student(*, train_data: str, out: Path, budget_min: float, batch_size: int, workers: int | None,

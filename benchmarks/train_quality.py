@@ -41,10 +41,9 @@ import torch
 
 from data_tools.atomic_write import write_json_atomic
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import (  # noqa: E402  (the peer runner lives with the throughput benchmark)
+from train_throughput import (  # the peer runner lives with the throughput benchmark (same folder)
     StepClock, patch_open_clip_train_webdataset, peer_argv, run_peer, shard_pattern)
-from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
+from machine import machine_info  # benchmarks/machine.py
 
 PEER_RECIPES = {
     "open_clip_train_tiny": ("clip-tiny-64", []),
