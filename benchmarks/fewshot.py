@@ -168,12 +168,11 @@ def make_pixel_task(x: torch.Tensor, y: torch.Tensor, names: list[str]) -> FewSh
     from finetune.methods.shots import sample_shots
 
     split = sample_shots(y, names, "all", seed=1)
-    task = FewShotTask(
+    return FewShotTask(
         train_x=x[split.train], train_y=y[split.train], val_x=x[split.val], val_y=y[split.val],
         zeroshot_weights=torch.zeros(len(names), x.shape[1]), logit_scale=1.0, classnames=names,
         val_from_train=True, seed=1,
     )
-    return task
 
 
 def imbalanced_emoji(cfg: BenchConfig, encoder: Encoder) -> dict[str, Any]:

@@ -22,6 +22,7 @@ imports are light; torch, open_clip and faiss come from ours through a .pth):
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import sys
@@ -96,10 +97,8 @@ def main() -> None:
             if params:  # the tuned search setting, as our server uses it
                 setting = params if isinstance(params, str) else ",".join(f"{k}={v}" for k, v in params.items())
                 faiss.ParameterSpace().set_index_parameters(index, setting)
-            try:
+            with contextlib.suppress(RuntimeError):  # not an IVF index
                 faiss.extract_index_ivf(index).make_direct_map()  # clip_back uses search_and_reconstruct
-            except RuntimeError:
-                pass
             indices[modality] = index
     columns = ["key", "caption"]
     metadata = fastest_metadata_provider(clip_back, folder, columns, indices["image"].ntotal)

@@ -50,8 +50,8 @@ def validate_shards(directory: str | Path) -> dict:
             )
         per_shard[name] = {"good": good, "expected": want, "problems": len(shard_problems)}
         problems.extend(shard_problems)
-    for name in sorted(set(expected) - set(per_shard)):
-        problems.append({"shard": name, "key": None, "reason": "missing_shard", "detail": "listed in dataset.json"})
+    problems.extend({"shard": name, "key": None, "reason": "missing_shard", "detail": "listed in dataset.json"}
+                    for name in sorted(set(expected) - set(per_shard)))
     return {
         "directory": str(directory),
         "num_shards": len(shards),

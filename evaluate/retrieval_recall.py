@@ -38,8 +38,8 @@ def caption_pairs(captions_per_image: Sequence[Sequence[str]]) -> tuple[list[str
     for image, captions in enumerate(captions_per_image):
         if not captions:
             raise EvaluateError(f"image {image} has no caption; every image needs at least one for retrieval")
-        for caption in dict.fromkeys(captions):  # a caption repeated for one image is one pair
-            pairs.append((image, index.setdefault(caption, len(index))))
+        # a caption repeated for one image is one pair
+        pairs.extend((image, index.setdefault(caption, len(index))) for caption in dict.fromkeys(captions))
     return list(index), torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from types import FrameType
 
@@ -27,10 +28,8 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         for sig in self.SIGNALS:
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread: signals cannot be caught here
                 self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: signals cannot be caught here
-                pass
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -152,8 +152,7 @@ def clip_from_info(info: dict) -> nn.Module:
     if open_clip.get_model_config(name) != cfg:
         register_model_config(name, cfg)
     with quiet_model_building():
-        clip = open_clip.create_model(name, pretrained_text=False, output_dict=True)
-    return clip
+        return open_clip.create_model(name, pretrained_text=False, output_dict=True)
 
 
 @contextlib.contextmanager
