@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import faiss
+import numpy as np
 import pytest
 
 from retrieval.errors import RetrievalError
-from retrieval.index.choice import choose_index_factory, ivf_list_count, pq_subquantizers
+from retrieval.index.choice import (COARSE_KMEANS_ITERATIONS, FAST_SCAN_QUERIES_PER_LIST, ONE_DIM_CODES_UP_TO,
+                                    choose_index_factory, configure_index, ivf_list_count, more_accurate_choices,
+                                    pq_subquantizers)
 from retrieval.index.memory_size import parse_size
+from retrieval.index.tune import candidate_settings, exact_neighbors, recall_at_k, tune_index
 
 GB = 10**9
+
+
+def filled_index(factory: str, data: np.ndarray, train: np.ndarray | None = None) -> faiss.Index:
+    """An inner-product `factory` index trained on `train` (default: `data`) and holding `data`."""
+    index = faiss.index_factory(data.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    index.train(data if train is None else train)
+    index.add(data)
+    return index
 
 
 @pytest.mark.parametrize(("n", "dim", "budget", "factory"), [
@@ -34,18 +46,13 @@ def test_rules(n: int, dim: int, budget: int, factory: str) -> None:
 
 
 def test_memory_estimates_match_what_faiss_writes(tmp_path) -> None:
-    import numpy as np
-
     rng = np.random.default_rng(0)
     x = rng.standard_normal((30_000, 64)).astype(np.float32)
     factories = []
     for budget in (10**9, 6 * 10**6, 4 * 10**6, 15 * 10**5):  # flat, fp16 refine, SQ8 refine, codes only
         choice = choose_index_factory(len(x), 64, budget)
         factories.append(choice.factory)
-        index = faiss.index_factory(64, choice.factory, faiss.METRIC_INNER_PRODUCT)
-        index.train(x[:20_000])
-        index.add(x)
-        faiss.write_index(index, str(tmp_path / "i.faiss"))
+        faiss.write_index(filled_index(choice.factory, x, train=x[:20_000]), str(tmp_path / "i.faiss"))
         written = (tmp_path / "i.faiss").stat().st_size
         assert 0.8 * choice.estimated_bytes < written < 1.25 * choice.estimated_bytes, choice.factory
     assert factories == ["Flat", "IVF256,PQ64x4fsr,Refine(SQfp16)", "IVF256,PQ64x4fsr,Refine(SQ8)",
@@ -58,8 +65,6 @@ def test_exact_target_means_flat_and_hnsw_can_be_refused() -> None:
 
 
 def test_the_ladder_above_a_choice_ends_in_exact_lists() -> None:
-    from retrieval.index.choice import more_accurate_choices
-
     codes_only = choose_index_factory(1_000_000, 512, GB // 5)
     ladder = more_accurate_choices(codes_only, 1_000_000, 512)
     assert [c.factory for c in ladder] == ["IVF2048,PQ256x4fs,Refine(SQ8)", "IVF2048,PQ256x4fs,Refine(SQfp16)",
@@ -100,17 +105,10 @@ def test_parse_size_rejects_nonsense() -> None:
 
 def test_validation_split_picks_a_setting_that_holds_on_held_out_queries():
     """nprobe=1 looks good on the tuning queries (drawn from one list); validation asks for more."""
-    import faiss
-    import numpy as np
-
-    from retrieval.index.tune import exact_neighbors, tune_index
-
     rng = np.random.default_rng(0)
     data = rng.standard_normal((4000, 16)).astype(np.float32)
     data /= np.linalg.norm(data, axis=1, keepdims=True)
-    index = faiss.index_factory(16, "IVF16,Flat", faiss.METRIC_INNER_PRODUCT)
-    index.train(data)
-    index.add(data)
+    index = filled_index("IVF16,Flat", data)
     _, lists = index.quantizer.search(data, 1)
     tune_q = data[lists[:, 0] == 0][:50]  # queries sitting at one centroid: nprobe=1 suffices for them
     val_q = data[rng.choice(len(data), 200, replace=False)]
@@ -127,8 +125,6 @@ def test_validation_split_picks_a_setting_that_holds_on_held_out_queries():
 
 
 def test_one_dim_codes_encode_residuals_and_wider_codes_do_not() -> None:
-    from retrieval.index.choice import ONE_DIM_CODES_UP_TO, more_accurate_choices
-
     for dim, codes in ((ONE_DIM_CODES_UP_TO, f"PQ{ONE_DIM_CODES_UP_TO}x4fsr"), (384, "PQ192x4fs")):
         ladder = more_accurate_choices(choose_index_factory(1_000_000, dim, GB // 5), 1_000_000, dim)
         assert [c.factory.split(",")[1] for c in ladder[:-1]] == [codes] * 3  # SQ8, fp16 and raw re-ranking
@@ -136,10 +132,6 @@ def test_one_dim_codes_encode_residuals_and_wider_codes_do_not() -> None:
 
 def test_residual_codes_shortlist_near_ties_better_than_plain_codes() -> None:
     """The reason for rule 3's residual codes, in small: noisy copies of a few concepts, a short re-ranked list."""
-    import numpy as np
-
-    from retrieval.index.tune import exact_neighbors, recall_at_k
-
     rng = np.random.default_rng(0)
     dim = 32
     concepts = rng.standard_normal((50, dim)).astype(np.float32)
@@ -149,9 +141,7 @@ def test_residual_codes_shortlist_near_ties_better_than_plain_codes() -> None:
     _, truth = exact_neighbors([data], queries, 10)
     recalls = {}
     for codes in ("PQ32x4fs", "PQ32x4fsr"):
-        index = faiss.index_factory(dim, f"IVF64,{codes},RFlat", faiss.METRIC_INNER_PRODUCT)
-        index.train(data)
-        index.add(data)
+        index = filled_index(f"IVF64,{codes},RFlat", data)
         faiss.ParameterSpace().set_index_parameters(index, "nprobe=8,k_factor_rf=1")  # the codes alone rank
         recalls[codes] = recall_at_k(index.search(queries, 10)[1], truth, 10)
     assert recalls["PQ32x4fsr"] > recalls["PQ32x4fs"] + 0.04, recalls  # 0.796 vs 0.731 (seeds 1, 2: alike)
@@ -159,8 +149,6 @@ def test_residual_codes_shortlist_near_ties_better_than_plain_codes() -> None:
 
 def test_configured_index_trains_longer_and_groups_queries_per_list(tmp_path) -> None:
     """configure_index: coarse k-means iterations for any IVF, query grouping for fast-scan lists, kept on disk."""
-    from retrieval.index.choice import COARSE_KMEANS_ITERATIONS, FAST_SCAN_QUERIES_PER_LIST, configure_index
-
     assert 11 < FAST_SCAN_QUERIES_PER_LIST < 24  # above faiss's default, below the group size it miscomputes
     index = faiss.index_factory(64, "IVF64,PQ64x4fsr,RFlat", faiss.METRIC_INNER_PRODUCT)
     configure_index(index)
@@ -177,16 +165,10 @@ def test_configured_index_trains_longer_and_groups_queries_per_list(tmp_path) ->
 
 def test_grouping_more_queries_per_list_returns_the_same_neighbours() -> None:
     """The fast-scan grouping changes how lists are scanned, not what is found (many queries on few lists)."""
-    import numpy as np
-
-    from retrieval.index.choice import FAST_SCAN_QUERIES_PER_LIST
-
     rng = np.random.default_rng(0)
     data = rng.standard_normal((20_000, 32)).astype(np.float32)
     queries = rng.standard_normal((1000, 32)).astype(np.float32)
-    index = faiss.index_factory(32, "IVF32,PQ32x4fsr,RFlat", faiss.METRIC_INNER_PRODUCT)
-    index.train(data)
-    index.add(data)
+    index = filled_index("IVF32,PQ32x4fsr,RFlat", data)
     faiss.ParameterSpace().set_index_parameters(index, "nprobe=8,k_factor_rf=4")
     fast_scan = faiss.downcast_index(faiss.extract_index_ivf(index))
     found = {}
@@ -197,8 +179,6 @@ def test_grouping_more_queries_per_list_returns_the_same_neighbours() -> None:
 
 
 def test_the_probe_ladder_steps_between_powers_of_two() -> None:
-    from retrieval.index.tune import candidate_settings
-
     first = next(candidate_settings(("nprobe", "k_factor_rf"), 2048))
     probes = [int(s.split(",")[0].split("=")[1]) for s in first]
     assert probes[:10] == [1, 2, 4, 8, 12, 16, 24, 32, 48, 64]  # 24: the 0.95 that 16 misses at 3/4 of 32's cost
