@@ -27,7 +27,6 @@ import torch
 from clipline.flags import parse_script_config
 from data_tools.sources.fashion_mnist import CLASSES, load_fashion_mnist
 from finetune.methods.experiment import (
-    METHODS,
     Prepared,
     evaluate,
     make_task,
@@ -199,9 +198,7 @@ def imbalanced_emoji(cfg: BenchConfig, encoder: Encoder) -> dict[str, Any]:
                 classnames=prep.classnames, imbalance=option, seed=seed,
             )
             for method in methods:
-                start = time.perf_counter()
-                fitted = METHODS[method].fit(task, METHODS[method].config_cls(), None)
-                seconds = time.perf_counter() - start
+                fitted, seconds = timed_fit(prep, method, task, None)  # feature-level: no shot images to load
                 report = evaluate(prep, fitted)
                 minority_recall = [report["per_class"][prep.classnames[c]]["recall"] for c in minority]
                 runs.append({"method": method, "shots": name, "seed": seed, "fit_seconds": seconds,
