@@ -118,13 +118,12 @@ def main() -> None:
         (work / "fm_png").mkdir()
         rows = fashion_pngs(fashion, work / "fm_png")
         del fashion
-        table = write_url_list([(path, caption) for path, caption in rows], work / "fm_paths.csv")
+        table = write_url_list(rows, work / "fm_paths.csv")
         csv_source = load_source(f"csv:{table}", SourceConfig(image_column="url"))
         figures["fashion_mnist_train"]["ours_from_png_csv"] = time_ours(csv_source, work / "fm_ours_png")
         if peer:
             urls = write_url_list([(f"file://{p}", c) for p, c in rows], work / "fm_urls.csv")
             figures["fashion_mnist_train"]["img2dataset_from_png"] = time_img2dataset(peer, urls, work / "fm_peer")
-        if peer:
             figures["img2dataset_version"] = subprocess.run(
                 [str(peer.parent / "python"), "-c", "import importlib.metadata as m; print(m.version('img2dataset'))"],
                 capture_output=True, text=True, check=False).stdout.strip()
