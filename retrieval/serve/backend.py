@@ -24,7 +24,7 @@ from retrieval.errors import RetrievalError
 from retrieval.index.store import read_index_info
 from retrieval.recorded_paths import recorded_checkpoint
 from retrieval.retriever import Retriever
-from retrieval.serve.packed_text import encode_texts_packed, supports_packing
+from retrieval.serve.packed_text import encode_texts_packed, packed_layers, supports_packing
 from retrieval.serve.query_encoder import prepare_query_encoder
 from retrieval.serve.registry import AddedItems, ImageLocation, IndexRegistry, ServedIndex
 from retrieval.serve.text_cache import TextEmbeddingCache
@@ -76,6 +76,8 @@ class IndexBackend:
         self.compute = autocast(precision, encoder_device(self.encoder))
         model = getattr(self.encoder, "model", None)  # test doubles have none
         self.packed_text = isinstance(model, torch.nn.Module) and supports_packing(model)
+        if self.packed_text:
+            packed_layers()  # compiled now, not by the first queries
 
     def __len__(self) -> int:
         return self.base_count + len(self.delta.keys)

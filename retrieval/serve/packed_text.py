@@ -10,7 +10,7 @@ gathered from the packed q/k/v rows. Each real token's row goes through the
 same kernels with the same weights and casts as in the padded forward (a
 matmul row does not depend on the other rows), so the vectors are the padded
 forward's bit for bit, in bf16 and fp32 (tests/retrieval/serve/test_packed_text.py).
-The layers run as one TorchScript function (`_scripted_layers`), outside the GIL.
+The layers run as one TorchScript function (`packed_layers`), outside the GIL.
 
 Measured on the 2-core machine under other agents' load, 16 clients, fresh
 stream, 20 s runs interleaved with the previous code: the server's CPU per
@@ -22,6 +22,7 @@ one thread, 2.16 -> 1.70 ms a query.
 from __future__ import annotations
 
 import functools
+import threading
 import warnings
 import weakref
 from collections.abc import Callable
@@ -99,9 +100,9 @@ def encode_packed(clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     key_mask = mask[:, None, None, :].expand(batch, 1, length, length).contiguous()  # (B, 1, L, L)
     attention = bert.encoder.layer[0].attention.self
     weights, prepacked = _layer_weights(bert)
-    x = _scripted_layers()(x, rows, slots, key_mask, batch, length, attention.num_attention_heads,
-                           attention.attention_head_size, float(attention.scaling), float(text.config.layer_norm_eps),
-                           weights, prepacked)  # (N, C)
+    x = packed_layers()(x, rows, slots, key_mask, batch, length, attention.num_attention_heads,
+                        attention.attention_head_size, float(attention.scaling), float(text.config.layer_norm_eps),
+                        weights, prepacked)  # (N, C)
     hidden = _unpack(x, slots)  # back to (B*L, C) for the pooler's own sum
     weights = mask.to(hidden.dtype)  # (B, L)
     pooled = (hidden.view(batch, length, -1) * weights.unsqueeze(-1)).sum(dim=1) / weights.sum(-1, keepdim=True)
@@ -119,7 +120,7 @@ def _run_layers(x: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, key_ma
                 length: int, heads: int, head: int, scaling: float, eps: float, layers: List[List[torch.Tensor]],
                 prepacked: bool) -> torch.Tensor:
     """Every BertLayer on packed rows, each as its modules compute it (`_layer_weights` lists the
-    tensors). Written for TorchScript (`_scripted_layers`). (N, C) -> (N, C)"""
+    tensors). Written for TorchScript (`packed_layers`). (N, C) -> (N, C)"""
     width = x.shape[1]
     for w in layers:
         qkv = _linear(x, w[0], w[1], prepacked)  # (N, 3C): the three projections side by side
@@ -146,6 +147,16 @@ def _unpack(packed: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     """(N, W) packed rows -> (B*L, W), zeros at the pads: a row gather (~11 us at 8 queries) rather than
     a scatter into zeros (~38 us). The values are copies either way."""
     return F.embedding(slots, torch.cat([packed, packed.new_zeros(1, packed.shape[1])]))
+
+
+_SCRIPTING = threading.Lock()
+
+
+def packed_layers() -> Callable[..., torch.Tensor]:
+    """`_run_layers` compiled by TorchScript once (~15 ms; the server does it at load), or the function
+    itself where TorchScript cannot compile it. Thread-safe: the server's compute threads share it."""
+    with _SCRIPTING:
+        return _scripted_layers()
 
 
 @functools.cache

@@ -12,7 +12,7 @@ from pretrain import models
 from pretrain.encoder import Encoder
 from pretrain.precision import autocast
 from pretrain.models.two_tower import trim_padding
-from retrieval.serve.packed_text import _scripted_layers, encode_texts_packed, supports_packing, tokenize_to_longest
+from retrieval.serve.packed_text import encode_texts_packed, packed_layers, supports_packing, tokenize_to_longest
 from retrieval.serve.query_encoder import prepare_query_encoder
 from tests.retrieval.serve.test_query_encoder import QUERIES, fixture_captions
 
@@ -82,4 +82,4 @@ def test_empty_batch_and_other_towers() -> None:
 def test_layers_run_scripted() -> None:
     """The layer stack compiles to TorchScript (which runs outside the GIL); a fallback to the plain
     function would still give the same vectors, so only this test would notice it."""
-    assert isinstance(_scripted_layers(), torch.jit.ScriptFunction)
+    assert isinstance(packed_layers(), torch.jit.ScriptFunction)
