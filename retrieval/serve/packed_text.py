@@ -99,10 +99,10 @@ def encode_packed(clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     # which keys each query attends to, as the boolean mask the HF tower hands SDPA
     key_mask = mask[:, None, None, :].expand(batch, 1, length, length).contiguous()  # (B, 1, L, L)
     attention = bert.encoder.layer[0].attention.self
-    weights, prepacked = _layer_weights(bert)
+    layer_tensors, prepacked = _layer_tensors(bert)
     x = packed_layers()(x, rows, slots, key_mask, batch, length, attention.num_attention_heads,
                         attention.attention_head_size, float(attention.scaling), float(text.config.layer_norm_eps),
-                        weights, prepacked)  # (N, C)
+                        layer_tensors, prepacked)  # (N, C)
     hidden = _unpack(x, slots)  # back to (B*L, C) for the pooler's own sum
     weights = mask.to(hidden.dtype)  # (B, L)
     pooled = (hidden.view(batch, length, -1) * weights.unsqueeze(-1)).sum(dim=1) / weights.sum(-1, keepdim=True)
@@ -119,7 +119,7 @@ def _embed(embeddings: nn.Module, ids: torch.Tensor, positions: torch.Tensor) ->
 def _run_layers(x: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, key_mask: torch.Tensor, batch: int,
                 length: int, heads: int, head: int, scaling: float, eps: float, layers: List[List[torch.Tensor]],
                 prepacked: bool) -> torch.Tensor:
-    """Every BertLayer on packed rows, each as its modules compute it (`_layer_weights` lists the
+    """Every BertLayer on packed rows, each as its modules compute it (`_layer_tensors` lists the
     tensors). Written for TorchScript (`packed_layers`). (N, C) -> (N, C)"""
     width = x.shape[1]
     for w in layers:
@@ -180,13 +180,13 @@ def _scripted_layers() -> Callable[..., torch.Tensor]:
 
 
 PACK_ROWS = 64  # the row count oneDNN lays prepacked weights out for; any batch gets the same bits
-_LAYER_WEIGHTS: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
+_LAYER_TENSORS: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
 
 
-def _layer_weights(bert: nn.Module) -> tuple[list[list[torch.Tensor]], bool]:
-    """Per BertLayer, the tensors `_run_layers` reads: q/k/v weight and bias side by side, attention output
-    weight and bias, its LayerNorm's weight and bias, FFN in, FFN out, their LayerNorm. Whether the linear
-    weights are prepacked for oneDNN.
+def _layer_tensors(bert: nn.Module) -> tuple[list[list[torch.Tensor]], bool]:
+    """Per BertLayer, the 12 tensors `_run_layers` reads, and whether the linear weights are prepacked
+    for oneDNN: q/k/v weight and bias side by side, attention output weight and bias, its LayerNorm's
+    weight and bias, FFN in and FFN out weights and biases, their LayerNorm's weight and bias.
 
     Two measured savings, both the same bits (tests/retrieval/serve/test_packed_text.py):
     - q, k and v as one (N, C) x (C, 3C) matmul: each column comes out as in its own layer's matmul
@@ -196,28 +196,32 @@ def _layer_weights(bert: nn.Module) -> tuple[list[list[torch.Tensor]], bool]:
     Cached per tower and rebuilt when a weight is replaced or changed in place.
     """
     layers = bert.encoder.layer
-    groups = [[(l.attention.self.query, l.attention.self.key, l.attention.self.value), (l.attention.output.dense,),
-               (l.intermediate.dense,), (l.output.dense,)] for l in layers]
-    norms = [(l.attention.output.LayerNorm, l.output.LayerNorm) for l in layers]
     stamp = tuple((t.data_ptr(), t._version, t.dtype) for layer in layers for t in layer.parameters())
-    cached = _LAYER_WEIGHTS.get(bert)
+    cached = _LAYER_TENSORS.get(bert)
     if cached is not None and cached[0] == stamp:
         return cached[1], cached[2]
-    prepacked = all(_prepacks(linear.weight) for group in groups for linears in group for linear in linears)
-    weights = []
+    prepacked = all(_prepacks(m.weight) for m in bert.encoder.modules() if isinstance(m, nn.Linear))
+    tensors = []
     with torch.no_grad():  # one layer's own tensors are used as they are (no copy)
-        for group, (first_norm, second_norm) in zip(groups, norms):
-            tensors = []
-            for linears in group:
-                weight = _side_by_side([linear.weight for linear in linears])  # (sum of outs, C)
-                if prepacked:
-                    weight = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS)
-                tensors += [weight, _side_by_side([linear.bias for linear in linears])]
-            tensors[4:4] = [first_norm.weight.detach(), first_norm.bias.detach()]  # after the attention output
-            tensors += [second_norm.weight.detach(), second_norm.bias.detach()]
-            weights.append(tensors)
-    _LAYER_WEIGHTS[bert] = (stamp, weights, prepacked)
-    return weights, prepacked
+        for layer in layers:
+            attention = layer.attention.self
+            first_norm, second_norm = layer.attention.output.LayerNorm, layer.output.LayerNorm
+            tensors.append([*_linear_tensors((attention.query, attention.key, attention.value), prepacked),
+                            *_linear_tensors((layer.attention.output.dense,), prepacked),
+                            first_norm.weight.detach(), first_norm.bias.detach(),
+                            *_linear_tensors((layer.intermediate.dense,), prepacked),
+                            *_linear_tensors((layer.output.dense,), prepacked),
+                            second_norm.weight.detach(), second_norm.bias.detach()])
+    _LAYER_TENSORS[bert] = (stamp, tensors, prepacked)
+    return tensors, prepacked
+
+
+def _linear_tensors(linears: tuple[nn.Linear, ...], prepacked: bool) -> list[torch.Tensor]:
+    """[weight, bias] of `linears` side by side ((sum of outs, C), (sum of outs,)), the weight prepacked if asked."""
+    weight = _side_by_side([linear.weight for linear in linears])
+    if prepacked:
+        weight = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS)
+    return [weight, _side_by_side([linear.bias for linear in linears])]
 
 
 def _side_by_side(tensors: list[torch.Tensor]) -> torch.Tensor:
