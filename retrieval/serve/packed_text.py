@@ -12,7 +12,7 @@ matmul row does not depend on the other rows), so the vectors are the padded
 forward's bit for bit, in bf16 and fp32 (tests/retrieval/serve/test_packed_text.py).
 The layers run as one TorchScript function (`packed_layers`), outside the GIL.
 
-Measured on the 2-core machine under other agents' load, 16 clients, fresh
+Measured on the 2-core machine with other jobs running, 16 clients, fresh
 stream, 20 s runs interleaved with the previous code: the server's CPU per
 query 3.4-3.8 -> 2.6-2.7 ms (with the per-batch metadata lookup in
 `Retriever.search_fields`); the text encode alone at 8 queries a batch,
