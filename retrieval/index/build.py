@@ -30,7 +30,7 @@ from data_tools.distributor import DistributorConfig
 from retrieval.embedding_store import EmbeddingSet
 from retrieval.errors import RetrievalError
 from retrieval.index.choice import (TRAIN_POINTS_PER_LIST, IndexChoice, choose_index_factory, configure_index,
-                                    more_accurate_choices)
+                                    more_accurate_choices, training_points)
 from retrieval.index.recall import end_to_end_recall
 from retrieval.index.tune import TuningResult, exact_neighbors, rows_as_dicts, tune_index
 from retrieval.index.memory_size import format_size, parse_size
@@ -250,7 +250,7 @@ def _choose(n: int, dim: int, budget: int, config: IndexBuildConfig) -> IndexCho
         reason = str(err).splitlines()[-1]
         raise RetrievalError(f"faiss cannot build factory {factory!r} for dim {dim}: {reason}") from err
     return IndexChoice(factory=factory, reason="given by --factory", estimated_bytes=0, nlist=nlist,
-                       train_size=min(n, max(nlist * TRAIN_POINTS_PER_LIST, 20_000)), search_params=params)
+                       train_size=training_points(n, nlist), search_params=params)
 
 
 def _tuning_queries(emb: EmbeddingSet, modality: str, count: int,

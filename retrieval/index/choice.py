@@ -142,6 +142,12 @@ def configure_index(index: faiss.Index) -> None:
         ivf.qbs2 = FAST_SCAN_QUERIES_PER_LIST
 
 
+def training_points(n: int, nlist: int) -> int:
+    """How many of `n` vectors train an index of `nlist` coarse lists (and its codes): TRAIN_POINTS_PER_LIST
+    a list, at least 20,000, at most all of them."""
+    return min(n, max(nlist * TRAIN_POINTS_PER_LIST, 20_000))
+
+
 def ivf_list_count(n: int) -> int:
     """Power of two nearest 2·sqrt(n) (see the module doc), ≥ 39 points per list."""
     lists = 2 ** round(math.log2(max(2 * math.sqrt(n), 1)))
@@ -184,7 +190,7 @@ def _ivf(
         reason=reason,
         estimated_bytes=int(size),
         nlist=nlist,
-        train_size=min(n, max(nlist * TRAIN_POINTS_PER_LIST, 20_000)),
+        train_size=training_points(n, nlist),
         search_params=params,
     )
 
@@ -253,7 +259,7 @@ def more_accurate_choices(choice: IndexChoice, n: int, dim: int) -> list[IndexCh
     exact_lists = IndexChoice(
         factory=f"{coarse},Flat", reason="exact distances within the probed lists: nprobe reaches any recall",
         estimated_bytes=int(n * (dim * 4 + ID_BYTES) + nlist * dim * 4), nlist=nlist,
-        train_size=min(n, max(nlist * TRAIN_POINTS_PER_LIST, 20_000)), search_params=("nprobe",))
+        train_size=training_points(n, nlist), search_params=("nprobe",))
     ladder = [*_refined_choices(n, dim), exact_lists]
     factories = [c.factory for c in ladder]
     start = factories.index(choice.factory) + 1 if choice.factory in factories else 0
