@@ -1,5 +1,4 @@
-"""Tars written by hand in tests, with plain tarfile (not data_tools' ShardWriter, whose output they check), and
-the PNG bytes they hold."""
+"""Tars written by hand in tests, with plain tarfile (not data_tools' ShardWriter, whose output they check)."""
 
 from __future__ import annotations
 
@@ -8,14 +7,6 @@ import json
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
-
-from PIL import Image
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def write_tar(path: Path, members: Iterable[tuple[str, bytes]], mode: str = "w", **options) -> Path:

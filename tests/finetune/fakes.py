@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from data_tools.image_ops import encode_png
 from pretrain import models
 from pretrain.encoder import Encoder
 from tests.conftest import save_random_checkpoint
-from tests.tar_writing import png_bytes, write_shard_dir
+from tests.tar_writing import write_shard_dir
 
 PALETTE = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -98,7 +99,7 @@ def write_shards(
                 meta["labels"] = {field: names[c % len(names)] for field, names in label_fields.items()}
             if captions:
                 meta["captions"] = [f"a picture of {classes[c]}", f"{classes[c]} number {j}"]
-            png = png_bytes(Image.new("RGB", (image_size, image_size), PALETTE[c]))
+            png = encode_png(Image.new("RGB", (image_size, image_size), PALETTE[c]))
             files = {"png": png, "txt": meta["caption"].encode(), "json": json.dumps(meta).encode()}
             if write_cls:
                 files["cls"] = str(c).encode()

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import torch
 
+from data_tools.image_ops import encode_png
 from pretrain import models
 from tests.conftest import save_random_checkpoint
-from tests.tar_writing import png_bytes, write_shard_dir
+from tests.tar_writing import write_shard_dir
 
 TINY_NAME = "fusion-test-tiny"
 TINY_CONFIG = {
@@ -62,7 +63,7 @@ def write_two_task_shards(out: Path, per_class: int, *, seed: int = 0, drop_word
             del labels["word"]
         caption = f"{WORDS[w]} thing"
         meta = {"key": f"s{index:05d}", "caption": caption, "labels": labels}
-        written.append((f"s{index:05d}", {"png": png_bytes(image), "txt": caption.encode(),
+        written.append((f"s{index:05d}", {"png": encode_png(image), "txt": caption.encode(),
                                           "json": json.dumps(meta).encode()}))
     info = {"image_size": 64, "source": "synthetic", "label_fields": {"colour": names, "word": WORDS}}
     return write_shard_dir(out, written, shard_size, info)

@@ -23,10 +23,11 @@ import uvicorn
 from PIL import Image, ImageDraw
 
 from clipline.commands.serve import listening_socket
+from data_tools.image_ops import encode_png
 from retrieval.serve.app import create_app
 from retrieval.serve.config import LOOPBACK_HOSTS, ServeConfig, ServeLimits
 from retrieval.serve.registry import AddedItems, ImageLocation, IndexRegistry, ServedIndex
-from tests.tar_writing import png_bytes, write_tar
+from tests.tar_writing import write_tar
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (240, 230, 20),
           "purple": (150, 30, 200), "black": (10, 10, 10)}
@@ -69,7 +70,7 @@ def write_color_shard(out_dir: Path) -> Path:
     for color in COLORS:
         for shape in SHAPES:
             key, caption = f"{color}_{shape}", f"a {color} {shape}"
-            members += [(f"{key}.png", png_bytes(draw(color, shape))), (f"{key}.txt", caption.encode()),
+            members += [(f"{key}.png", encode_png(draw(color, shape))), (f"{key}.txt", caption.encode()),
                         (f"{key}.json", json.dumps({"key": key, "caption": caption}).encode())]
     return write_tar(out_dir / "00000.tar", members)
 

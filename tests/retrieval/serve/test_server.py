@@ -11,9 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from data_tools.image_ops import encode_png
 from retrieval.serve.app import create_app
 from retrieval.serve.registry import IndexRegistry, ServedIndex
-from tests.retrieval.serve.fakes import COLORS, DIM, ColorBackend, draw, png_bytes, serve_config
+from tests.retrieval.serve.fakes import COLORS, DIM, ColorBackend, draw, serve_config
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_image_url_serves_the_stored_image_bytes(client: TestClient) -> None:
 
 @pytest.mark.parametrize("color,shape", [("green", "circle"), ("purple", "square"), ("black", "circle")])
 def test_base64_image_query_finds_that_image(client: TestClient, color: str, shape: str) -> None:
-    payload = base64.b64encode(png_bytes(draw(color, shape, size=48))).decode()
+    payload = base64.b64encode(encode_png(draw(color, shape, size=48))).decode()
     assert keys(client.post("/search", json={"image": payload, "k": 2}))[0] == f"{color}_{shape}"
 
 
@@ -72,7 +73,7 @@ def test_data_url_and_jpeg_query(client: TestClient) -> None:
 
 
 def test_multipart_upload_query(client: TestClient) -> None:
-    files = {"image": ("q.png", png_bytes(draw("purple", "circle")), "image/png")}
+    files = {"image": ("q.png", encode_png(draw("purple", "circle")), "image/png")}
     response = client.post("/search", files=files, data={"k": "4", "modality": "image"})
     assert keys(response)[0] == "purple_circle"
     assert len(response.json()["results"]) == 4

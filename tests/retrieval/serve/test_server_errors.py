@@ -9,14 +9,15 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from data_tools.image_ops import encode_png
 from retrieval.serve.config import ServeLimits
 from retrieval.serve.app import create_app
 from retrieval.serve.registry import IndexRegistry, ServedIndex
-from tests.retrieval.serve.fakes import DIM, ColorBackend, colors_app, draw, png_bytes, serve_config
+from tests.retrieval.serve.fakes import DIM, ColorBackend, colors_app, draw, serve_config
 
 LIMITS = ServeLimits(max_k=50, max_text_chars=200, max_image_bytes=200_000, max_image_pixels=1_000_000,
                      max_body_bytes=300_000, max_add_items=5)
-PNG = png_bytes(draw("red", "circle"))
+PNG = encode_png(draw("red", "circle"))
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def b64(data: bytes) -> str:
 
 def bomb_png() -> bytes:
     """A few kB of PNG that decodes to 64 M pixels."""
-    return png_bytes(Image.new("1", (8000, 8000)))
+    return encode_png(Image.new("1", (8000, 8000)))
 
 
 JSON_CASES = {
