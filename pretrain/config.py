@@ -204,6 +204,10 @@ class TrainConfig:
     """torch.compile the model."""
     threads: int | None = None
     """torch intra-op threads (None = torch's default)."""
+    batch_split: int | None = None
+    """CPU, one process: run each step's batch as this many parts on parallel threads, each with its share
+    of the intra-op threads; same loss and gradients (pretrain/batch_split.py). None = auto (2 with >= 2
+    threads where the step allows it), 1 = off."""
     retain_memory: bool = True
     """CPU: keep freed memory in the process (glibc mallopt) so steps do not page-fault it back."""
     embedding_grad_in_place: bool = True
@@ -295,6 +299,8 @@ def validate(config: TrainConfig) -> None:
     """Reject combinations that cannot run, with what to change."""
     if config.data.batch_size < 2:
         raise PretrainError("data.batch_size must be >= 2: a contrastive batch needs negatives")
+    if config.batch_split is not None and config.batch_split < 1:
+        raise PretrainError("batch_split must be >= 1 (or null for auto)")
     if config.data.accum_steps < 1:
         raise PretrainError("data.accum_steps must be >= 1")
     if config.steps < 1:

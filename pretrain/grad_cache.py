@@ -66,11 +66,29 @@ def _cache_features(model: nn.Module, micro_batches: Sequence[Batch],
             rng_states.append(_rng_state())
             with autocast():
                 outs.append(model(images, texts))
-    cached = {k: torch.cat([o[k] for o in outs]).float().requires_grad_() for k in FEATURES}  # (sum B_i, D)
+    return as_leaves(outs), rng_states
+
+
+def as_leaves(outs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The parts' outputs joined into detached fp32 leaves that will receive the loss's gradients:
+    features concatenated in part order (sum B_i, D), the shared scalars taken once."""
+    cached = {k: torch.cat([o[k].detach() for o in outs]).float().requires_grad_() for k in FEATURES}
     for key in SCALARS:
         if key in outs[0]:
             cached[key] = outs[0][key].detach().float().requires_grad_()
-    return cached, rng_states
+    return cached
+
+
+def surrogate(out: dict[str, torch.Tensor], cached: dict[str, torch.Tensor], rows: slice,
+              parts: int) -> torch.Tensor:
+    """A scalar whose backward through `out` (one part's outputs, rows `rows` of the batch) gives that
+    part's parameter gradients of the loss whose gradients `cached` holds. The scalars (scale, bias) have
+    the same value in each of the `parts`: each takes an equal share of their gradient."""
+    total = sum((out[k].float() * cached[k].grad[rows]).sum() for k in FEATURES)
+    for key in SCALARS:
+        if key in cached:
+            total = total + out[key].float() * cached[key].grad / parts
+    return total
 
 
 def _replay_with_grad(model: nn.Module, micro_batches: Sequence[Batch], cached: dict, rng_states: list,
@@ -86,9 +104,5 @@ def _replay_with_grad(model: nn.Module, micro_batches: Sequence[Batch], cached: 
         with dist.no_sync(model, skip=i < last):
             with autocast():
                 out = model(images, texts)
-            surrogate = sum((out[k].float() * cached[k].grad[rows]).sum() for k in FEATURES)
-            for key in SCALARS:  # scale/bias gradients split evenly: their value is the same in every pass
-                if key in cached:
-                    surrogate = surrogate + out[key].float() * cached[key].grad / len(micro_batches)
-            surrogate.backward()
+            surrogate(out, cached, rows, parts=len(micro_batches)).backward()
     _set_rng_state(after_pass_one)

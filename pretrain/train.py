@@ -1,10 +1,10 @@
 """The pretraining loop: `train(config, evaluators=...)`.
 
-One step: take `accum_steps` micro-batches, forward/backward them (GradCache
-when more than one, see grad_cache.py), clip the gradient norm, AdamW step,
-clamp the temperature, update the weight average (ema_decay, ema.py); with `distill.teacher` set, the loss adds distillation
-against a frozen teacher's features of the same batch (teacher.py). Around
-it: logging, periodic evaluation and checkpoints, resume, and stopping
+One step: take `accum_steps` micro-batches, forward/backward them (GradCache when more than one,
+grad_cache.py; on a CPU, one batch in parts on parallel threads, batch_split.py), clip the gradient
+norm, AdamW step, clamp the temperature, update the weight average (ema_decay, ema.py); with
+`distill.teacher` set, the loss adds distillation against a frozen teacher's features of the same
+batch (teacher.py). Around it: logging, periodic evaluation and checkpoints, resume, and stopping
 cleanly on signals or a non-finite loss.
 """
 
@@ -29,6 +29,7 @@ from data_tools.atomic_write import write_json_atomic
 from data_tools.loader import count_samples
 from data_tools.token_cache import CachedTokenizer
 from pretrain import checkpoint, models, precision
+from pretrain.batch_split import batch_split_for
 from pretrain.config import TrainConfig, config_to_dict, save_config, validate
 from pretrain.cpu_memory import keep_freed_memory
 from pretrain.data_stream import BatchStream, EpochFactory, SkipTally, shard_epochs, train_transform
@@ -96,6 +97,7 @@ class Trainer:
         if config.compile:
             models.compile_towers(self.towers)
         self.model = dist.prepare(self.towers, shard=self.sharded)
+        self.split, split_note = batch_split_for(config, self.towers, device=dist.device, processes=dist.world_size)
         # after prepare: FSDP replaces the parameters with sharded ones
         self.optimizer = build_optimizer(self.towers, config.optim, dist.device)
         if self.distiller is not None:
@@ -114,9 +116,9 @@ class Trainer:
                           truncate_after_step=self.step if train_state is not None else None)
         if dist.is_main:
             save_config(config, self.run_dir)
-            LOG.info("precision %s (%s); %d process%s%s; contrastive batch %d; run dir %s", self.precision, why,
-                     dist.world_size, "es" if dist.world_size > 1 else "",
-                     ", weights sharded (FSDP)" if self.sharded else "", self.global_batch, self.run_dir)
+            LOG.info("precision %s (%s); %d process%s%s; contrastive batch %d, %s; run dir %s", self.precision, why,
+                     dist.world_size, "es" if dist.world_size > 1 else "", ", weights sharded (FSDP)" if self.sharded
+                     else "", self.global_batch, split_note, self.run_dir)
             if config.distributed.fsdp and not self.sharded:
                 LOG.info("distributed.fsdp=true with one process: nothing to shard, the model stays whole")
 
@@ -235,9 +237,9 @@ class Trainer:
         lr = self.schedule(self.step, elapsed_s)
         set_lr(self.optimizer, lr)
         micro_batches, teacher, groups = self._micro_batches()
-        loss = forward_backward(self.model, micro_batches,
-                                loss_fn=functools.partial(self._loss, teacher=teacher, groups=groups),
-                                autocast=self.autocast, dist=self.dist)
+        loss = (self.split.forward_backward if self.split else forward_backward)(
+            self.model, micro_batches, loss_fn=functools.partial(self._loss, teacher=teacher, groups=groups),
+            autocast=self.autocast, dist=self.dist)
         loss_value = self.dist.mean(loss.item())
         if not math.isfinite(loss_value):
             self._fail_non_finite(f"loss is {loss_value}")
@@ -256,8 +258,7 @@ class Trainer:
         return loss_value, lr
 
     def _fail_non_finite(self, what: str) -> None:
-        kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else \
-            "no checkpoint was written yet"
+        kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint yet"
         self.log.close()
         raise PretrainError(f"{what} at step {self.step + 1}: stopped; {kept} "
                             "(resume from it with a lower optim.lr, or precision=fp32)")
@@ -269,9 +270,8 @@ class Trainer:
         return self.dist.mean(elapsed) if self.config.time_budget_min else elapsed
 
     def _finished(self, elapsed_s: float) -> bool:
-        if self.step >= self.config.steps:
-            return True
-        return bool(self.config.time_budget_min) and elapsed_s >= self.config.time_budget_min * 60
+        budget_s = (self.config.time_budget_min or 0) * 60
+        return self.step >= self.config.steps or (budget_s > 0 and elapsed_s >= budget_s)
 
     def run(self) -> TrainResult:
         cfg, dist = self.config, self.dist

@@ -16,6 +16,7 @@ always a dict, features L2-normalised. It adds exact speed-ups:
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import open_clip
@@ -36,6 +37,8 @@ from pretrain.models.pooled_block import (
 # Pooled outputs memoised for a locked HF text tower; bounded so a large
 # corpus cannot grow memory without limit.
 LOCKED_TEXT_CACHE_SIZE = 200_000
+# batch_split.py may run parts of a batch on threads; one lock for every model keeps TwoTower deep-copyable
+_LOCKED_TEXT_LOCK = threading.Lock()
 
 
 def is_hf_text(clip: nn.Module) -> bool:
@@ -177,19 +180,20 @@ class TwoTower(nn.Module):
         """Pooled output of the frozen HF transformer, memoised per token row. (B, W)"""
         pad = self.clip.text.config.pad_token_id
         keys = [tuple(row[row != pad].tolist()) for row in tokens]  # same caption, same key at any length
-        missing = [i for i, k in enumerate(keys) if k not in self._locked_text_cache]
-        if missing:
-            text = self.clip.text
-            was_training = text.transformer.training
-            text.transformer.eval()  # a frozen tower runs without dropout, as in LiT
-            sub = tokens[missing]
-            mask = (sub != text.config.pad_token_id).long()
-            # in the step's precision: under bf16 autocast a miss costs ~0.6x the fp32 time (cosine to the
-            # fp32 features > 0.9999), and a 10-minute emoji run fills ~15,000 captions
-            pooled = text.pooler(text.transformer(input_ids=sub, attention_mask=mask), mask).float()
-            text.transformer.train(was_training)
-            for i, vec in zip(missing, pooled):
-                self._locked_text_cache[keys[i]] = vec
-            while len(self._locked_text_cache) > LOCKED_TEXT_CACHE_SIZE:
-                self._locked_text_cache.popitem(last=False)
-        return torch.stack([self._locked_text_cache[k] for k in keys])  # (B, W)
+        with _LOCKED_TEXT_LOCK:
+            missing = [i for i, k in enumerate(keys) if k not in self._locked_text_cache]
+            if missing:
+                text = self.clip.text
+                was_training = text.transformer.training
+                text.transformer.eval()  # a frozen tower runs without dropout, as in LiT
+                sub = tokens[missing]
+                mask = (sub != text.config.pad_token_id).long()
+                # in the step's precision: under bf16 autocast a miss costs ~0.6x the fp32 time (cosine to the
+                # fp32 features > 0.9999), and a 10-minute emoji run fills ~15,000 captions
+                pooled = text.pooler(text.transformer(input_ids=sub, attention_mask=mask), mask).float()
+                text.transformer.train(was_training)
+                for i, vec in zip(missing, pooled):
+                    self._locked_text_cache[keys[i]] = vec
+                while len(self._locked_text_cache) > LOCKED_TEXT_CACHE_SIZE:
+                    self._locked_text_cache.popitem(last=False)
+            return torch.stack([self._locked_text_cache[k] for k in keys])  # (B, W)
