@@ -14,7 +14,8 @@ sees every negative; each part then pushes d loss / d its features through its
 own graph and autograd adds the parts' parameter gradients (only the order of
 additions differs).
 
-clip-tiny-64, batch 128, bf16, 2-core machine: ~920 -> ~820 ms a step.
+clip-tiny-64, batch 128, bf16, 2-core machine: ~930 -> ~820 ms a step (the `batch_split` row of
+benchmarks/train_throughput.py: 135.6 -> 154.9 samples/s).
 
 Used on a CPU run in one process with one micro-batch a step, where the
 forward draws no random numbers (the threads share torch's generator, so a
