@@ -207,7 +207,7 @@ class TrainConfig:
     batch_split: int | None = None
     """CPU, one process: run each step's batch as this many parts on parallel threads, each with its share
     of the intra-op threads; same loss and gradients (pretrain/batch_split.py). None = auto (2 with >= 2
-    threads where the step allows it), 1 = off."""
+    threads, a ViT image tower and a step that allows it), 1 = off."""
     retain_memory: bool = True
     """CPU: keep freed memory in the process (glibc mallopt) so steps do not page-fault it back."""
     embedding_grad_in_place: bool = True
