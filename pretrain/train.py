@@ -96,8 +96,8 @@ class Trainer:
         train_state = self._resume_weights()
         if config.compile:
             models.compile_towers(self.towers)
-        self.model = dist.prepare(self.towers, shard=self.sharded)
         self.split, split_note = batch_split_for(config, self.towers, device=dist.device, processes=dist.world_size)
+        self.model = dist.prepare(self.towers, shard=self.sharded)
         # after prepare: FSDP replaces the parameters with sharded ones
         self.optimizer = build_optimizer(self.towers, config.optim, dist.device)
         if self.distiller is not None:
