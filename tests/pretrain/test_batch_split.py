@@ -15,14 +15,12 @@ from pretrain.config import apply_overrides
 from pretrain.distributed import Distributed
 from pretrain.errors import PretrainError
 from pretrain.grad_cache import forward_backward
-from pretrain.models.bias_fused_linear import use_bias_fused_linear
-from pretrain.models.embedding_grad import accumulate_embedding_grads_in_place
 from pretrain.losses import clip_loss
 from pretrain.named_configs import named_config
 from pretrain.precision import autocast
-from pretrain.trained_towers import build_towers
 from pretrain.run_log import read_metrics
 from pretrain.train import train
+from pretrain.trained_towers import build_towers
 from tests.pretrain.test_train import check_reference_loss, debug_config
 
 CAPTIONS = ["a cat", "a red car with four wheels", "smiling face", "flag of a small island nation", "x",
@@ -33,14 +31,12 @@ def _loss_fn(out: dict[str, torch.Tensor]) -> torch.Tensor:
     return clip_loss(out["image_features"], out["text_features"], out["logit_scale"])
 
 
-def _towers(**options) -> models.TwoTower:
-    """clip-tiny-64 as the trainer runs it on a CPU (explicit attention, bias-fused linears, in-place
+def _towers(*overrides: str) -> models.TwoTower:
+    """clip-tiny-64 as the trainer builds it on a CPU (explicit attention, bias-fused linears, in-place
     embedding gradients: each must stay right when two threads run it)."""
     torch.manual_seed(0)
-    towers = models.build_model("clip-tiny-64", explicit_attention=True, **options)
-    use_bias_fused_linear(towers)
-    accumulate_embedding_grads_in_place(towers)
-    return towers
+    return build_towers(apply_overrides(named_config("tiny"), list(overrides)), torch.device("cpu"), sharded=False,
+                        processes=1)
 
 
 def _step(towers: models.TwoTower, run, precision: str) -> tuple[float, dict[str, torch.Tensor]]:
@@ -55,7 +51,7 @@ def _step(towers: models.TwoTower, run, precision: str) -> tuple[float, dict[str
 
 @pytest.mark.parametrize("parts", [2, 3])
 def test_parts_give_the_whole_batch_loss_and_gradients(parts: int) -> None:
-    towers = _towers(text_buckets=2)
+    towers = _towers("model.text_buckets=2")
     want_loss, want = _step(towers, forward_backward, "fp32")
     got_loss, got = _step(towers, BatchSplit(parts, threads_each=1).forward_backward, "fp32")
     assert got_loss == pytest.approx(want_loss, abs=1e-6)
