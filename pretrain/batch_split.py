@@ -123,9 +123,11 @@ def choose_batch_split(config: TrainConfig, towers: nn.Module, *, device: torch.
     """(parts, why) for `config.batch_split` (None = auto). A request > 1 that cannot be honoured raises
     PretrainError."""
     requested, threads = config.batch_split, torch.get_num_threads()
+    if requested == 1:
+        return 1, "batch_split=1"
     blockers = [why for blocked, why in (
-        (device.type != "cpu", "it splits CPU threads"),
-        (processes > 1, "it runs in one process"),
+        (device.type != "cpu", "the run is not on a CPU"),
+        (processes > 1, "the run has several processes"),
         (config.data.accum_steps > 1, "it needs data.accum_steps=1"),
         (config.deterministic, "deterministic=true fixes the order of gradient additions"),
         (config.compile, "compiled towers are not run from several threads"),
