@@ -143,7 +143,7 @@ def choose_batch_split(config: TrainConfig, towers: nn.Module, *, device: torch.
         if not isinstance(getattr(towers.clip, "visual", None), VisionTransformer):
             return 1, "measured faster for ViT image towers only; batch_split=2 asks for it"
         return 2, f"{threads} intra-op threads"
-    if requested > 1 and blockers:
+    if blockers:  # requested > 1 here
         raise PretrainError(f"batch_split={requested} cannot be used here: {blockers[0]}; set batch_split=1")
     if requested > config.data.batch_size:
         raise PretrainError(f"batch_split={requested} is more parts than data.batch_size={config.data.batch_size} rows")
