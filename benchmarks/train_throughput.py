@@ -15,12 +15,13 @@ step hook, so both trainers are measured the same way, data waits included).
 Every run is its own process (settings such as malloc tuning or compiled
 code cannot leak from one trainer into the other). The peer runs first and
 last, ours second and second to last; the pairs show how much the machine
-drifted. The peer gets its best loader setting (workers 0 or 1). Figures from the median
+drifted. The peer gets its best loader setting (of --peer-workers: 0 and 1). Figures from the median
 step time are given too: they resist another process taking a core for a
 while, which on a shared 2-core machine otherwise dominates the ratio. Ablations switch our optimisations on one at a time.
 MFU = model FLOPs actually executed per step (counted with torch's
 FlopCounterMode on a real batch) x steps/s / the bf16 matmul peak measured
-here on the same threads. `matmul_bound_*` is the ceiling of our step: its
+here on the same threads (on the GPU, when torch sees one: both trainers then
+run there, and a step is timed once its kernels have finished). `matmul_bound_*` is the ceiling of our step: its
 FLOPs at that peak with nothing else costing time: a speed-up of T over the
 peer needs an MFU of at least T / `matmul_bound_speedup`, and one above
 `matmul_bound_speedup` needs fewer FLOPs, not a faster loop.
@@ -78,6 +79,8 @@ class StepClock:
         return exc_type is EnoughSteps
 
     def _hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # on a GPU a step ends when its kernels have run, not when they were queued
         self.times.append(time.perf_counter())
         if self.stop_after is not None and len(self.times) >= self.stop_after:
             raise EnoughSteps
@@ -114,13 +117,18 @@ def shard_pattern(train_data: Path) -> tuple[str, int]:
     return pattern, int(info["num_samples"])
 
 
+def training_device() -> str:
+    """Where both trainers run: the GPU when torch sees one (our trainer picks it by itself), else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def peer_argv(*, model: str, train_data: Path, batch_size: int, workers: int, epochs: int, lr: float,
               warmup: int, logs: Path, name: str, extra: list[str] = ()) -> list[str]:
     pattern, num_samples = shard_pattern(train_data)
     return ["--model", model, "--train-data", pattern, "--train-num-samples", str(num_samples),
             "--dataset-type", "webdataset", "--batch-size", str(batch_size), "--precision", "amp_bf16",
             "--workers", str(workers), "--epochs", str(epochs), "--lr", str(lr), "--warmup", str(warmup),
-            "--wd", "0.2", "--device", "cpu", "--logs", str(logs), "--name", name, "--save-frequency", "0",
+            "--wd", "0.2", "--device", training_device(), "--logs", str(logs), "--name", name, "--save-frequency", "0",
             "--report-to", "", "--log-every-n-steps", "100000", "--seed", "0", *extra]
 
 
@@ -161,17 +169,23 @@ def run_ours(overrides: list[str], clock: StepClock) -> None:
 
 
 def bf16_matmul_peak(threads: int) -> dict[str, float]:
-    """Best GFLOP/s of large square matmuls in bf16 and fp32 on `threads` threads."""
+    """Best GFLOP/s of large square matmuls in bf16 and fp32, on `threads` threads or on the GPU."""
     torch.set_num_threads(threads)
+    device = training_device()
+    size = 8192 if device == "cuda" else 2048
     figures = {}
     for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
-        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+        a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
         best = math.inf
         for _ in range(6):
+            if device == "cuda":
+                torch.cuda.synchronize()
             start = time.perf_counter()
             a @ b
+            if device == "cuda":
+                torch.cuda.synchronize()
             best = min(best, time.perf_counter() - start)
-        figures[f"{name}_matmul_gflops"] = 2 * 2048 ** 3 / best / 1e9
+        figures[f"{name}_matmul_gflops"] = 2 * size ** 3 / best / 1e9
     return figures
 
 
@@ -263,6 +277,9 @@ class BenchConfig:
     """Timed steps per run."""
     ablations: bool = True
     """Also switch our optimisations on one at a time."""
+    workers: int | None = None
+    """Our loader worker processes (None: the trainer's own choice, 0 on a 2-core machine). On a GPU give
+    both trainers enough to keep it fed, e.g. --workers 8 --peer-workers 8."""
 
 
 def measure(bench: BenchConfig) -> dict[str, Any]:
@@ -284,14 +301,14 @@ def measure(bench: BenchConfig) -> dict[str, Any]:
     for workers in bench.peer_workers:  # the peer at its best: it gets the faster loader setting
         run(f"open_clip_train_workers{workers}", "peer", workers)
     best_workers = max(bench.peer_workers, key=lambda w: rates[f"open_clip_train_workers{w}"])
-    run("ours", "ours", None)  # our defaults
+    run("ours", "ours", bench.workers)  # our defaults
     options = [*OURS_PLAIN]
     for tag, switch in ABLATION_STEPS if bench.ablations else ():
         options = [*options, *switch]
         run(tag, "ours", best_workers if "workers=null" not in options else None, options)
     if bench.ablations:
         run("ours_fp32", "ours", None, ["precision=fp32"])
-    run("ours_again", "ours", None)
+    run("ours_again", "ours", bench.workers)
     run("open_clip_train_again", "peer", best_workers)
     peer_runs = [f"open_clip_train_workers{best_workers}", "open_clip_train_again"]
     baseline = statistics.mean(rates[k] for k in peer_runs)
@@ -315,7 +332,8 @@ def measure(bench: BenchConfig) -> dict[str, Any]:
         # the ceiling of this recipe: every FLOP at the measured matmul peak, nothing else costing time
         "matmul_bound_samples_per_s": bf16_peak / flops_ours * bench.batch_size,
         "matmul_bound_speedup": bf16_peak / flops_ours * bench.batch_size / baseline,
-        "environment": machine_info(threads=threads),
+        "environment": {**machine_info(threads=threads),
+                        "device": torch.cuda.get_device_name() if training_device() == "cuda" else "cpu"},
     }
 
 
