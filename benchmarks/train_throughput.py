@@ -279,7 +279,7 @@ class BenchConfig:
     """Also switch our optimisations on one at a time."""
     workers: int | None = None
     """Our loader worker processes (None: the trainer's own choice, 0 on a 2-core machine). On a GPU give
-    both trainers enough to keep it fed, e.g. --workers 8 --peer-workers 8."""
+    both trainers enough to keep it fed, e.g. --workers 8 --peer-workers [8]."""
 
 
 def measure(bench: BenchConfig) -> dict[str, Any]:
