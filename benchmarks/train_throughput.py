@@ -15,16 +15,18 @@ step hook, so both trainers are measured the same way, data waits included).
 Every run is its own process (settings such as malloc tuning or compiled
 code cannot leak from one trainer into the other). The peer runs first and
 last, ours second and second to last; the pairs show how much the machine
-drifted. The peer gets its best loader setting (of --peer-workers: 0 and 1). Figures from the median
-step time are given too: they resist another process taking a core for a
-while, which on a shared 2-core machine otherwise dominates the ratio. Ablations switch our optimisations on one at a time.
+drifted. The peer gets its best loader setting (of --peer-workers: 0 and 1).
+Figures from the median step time are given too: they resist another process
+taking a core for a while, which on a shared 2-core machine otherwise
+dominates the ratio. Ablations switch our optimisations on one at a time.
 MFU = model FLOPs actually executed per step (counted with torch's
 FlopCounterMode on a real batch) x steps/s / the bf16 matmul peak measured
-here on the same threads (on the GPU, when torch sees one: both trainers then
-run there, and a step is timed once its kernels have finished). `matmul_bound_*` is the ceiling of our step: its
-FLOPs at that peak with nothing else costing time: a speed-up of T over the
-peer needs an MFU of at least T / `matmul_bound_speedup`, and one above
-`matmul_bound_speedup` needs fewer FLOPs, not a faster loop.
+here on the same threads. Where torch sees a GPU, both trainers run there, a
+step is timed once its kernels have finished, and the peak is the GPU's.
+`matmul_bound_*` is the ceiling of our step: its FLOPs at that peak with
+nothing else costing time: a speed-up of T over the peer needs an MFU of at
+least T / `matmul_bound_speedup`, and one above `matmul_bound_speedup` needs
+fewer FLOPs, not a faster loop.
 
 Prints one JSON object.
 """
@@ -173,17 +175,16 @@ def bf16_matmul_peak(threads: int) -> dict[str, float]:
     torch.set_num_threads(threads)
     device = training_device()
     size = 8192 if device == "cuda" else 2048
+    finish = torch.cuda.synchronize if device == "cuda" else (lambda: None)  # a GPU product runs after its launch
     figures = {}
     for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
         a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
         best = math.inf
         for _ in range(6):
-            if device == "cuda":
-                torch.cuda.synchronize()
+            finish()
             start = time.perf_counter()
             a @ b
-            if device == "cuda":
-                torch.cuda.synchronize()
+            finish()
             best = min(best, time.perf_counter() - start)
         figures[f"{name}_matmul_gflops"] = 2 * size ** 3 / best / 1e9
     return figures
