@@ -72,6 +72,8 @@ class StepClock:
         self._handle = None
 
     def __enter__(self) -> StepClock:
+        # on a GPU a step ends when its kernels have run, not when they were queued
+        self._finish = torch.cuda.synchronize if torch.cuda.is_available() else None
         self._start = time.perf_counter()
         self._handle = register_optimizer_step_post_hook(self._hook)
         return self
@@ -81,8 +83,8 @@ class StepClock:
         return exc_type is EnoughSteps
 
     def _hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()  # on a GPU a step ends when its kernels have run, not when they were queued
+        if self._finish is not None:
+            self._finish()
         self.times.append(time.perf_counter())
         if self.stop_after is not None and len(self.times) >= self.stop_after:
             raise EnoughSteps
