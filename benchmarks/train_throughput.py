@@ -42,6 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,7 @@ class StepClock:
         self._handle = None
 
     def __enter__(self) -> StepClock:
-        # on a GPU a step ends when its kernels have run, not when they were queued
-        self._finish = torch.cuda.synchronize if torch.cuda.is_available() else None
+        self._finish = device_finish()  # on a GPU a step ends when its kernels have run, not when queued
         self._start = time.perf_counter()
         self._handle = register_optimizer_step_post_hook(self._hook)
         return self
@@ -83,8 +83,7 @@ class StepClock:
         return exc_type is EnoughSteps
 
     def _hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self._finish is not None:
-            self._finish()
+        self._finish()
         self.times.append(time.perf_counter())
         if self.stop_after is not None and len(self.times) >= self.stop_after:
             raise EnoughSteps
@@ -124,6 +123,11 @@ def shard_pattern(train_data: Path) -> tuple[str, int]:
 def training_device() -> str:
     """Where both trainers run: the GPU when torch sees one (our trainer picks it by itself), else the CPU."""
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_finish() -> Callable[[], None]:
+    """A call that returns once the training device has run the work queued on it (nothing to wait for on CPU)."""
+    return torch.cuda.synchronize if training_device() == "cuda" else lambda: None
 
 
 def peer_argv(*, model: str, train_data: Path, batch_size: int, workers: int, epochs: int, lr: float,
@@ -177,7 +181,7 @@ def bf16_matmul_peak(threads: int) -> dict[str, float]:
     torch.set_num_threads(threads)
     device = training_device()
     size = 8192 if device == "cuda" else 2048
-    finish = torch.cuda.synchronize if device == "cuda" else (lambda: None)  # a GPU product runs after its launch
+    finish = device_finish()  # a GPU product runs after its launch
     figures = {}
     for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
         a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
