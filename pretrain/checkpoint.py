@@ -33,13 +33,9 @@ STEP_PREFIX = "step_"
 FORMAT = "clipline-checkpoint/1"
 
 
-def step_dir_name(step: int) -> str:
-    return f"{STEP_PREFIX}{step:08d}"
-
-
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
     """Where `save_checkpoint` puts the checkpoint of `step` (the same on every process)."""
-    return Path(run_dir) / CHECKPOINTS_DIR / step_dir_name(step)
+    return Path(run_dir) / CHECKPOINTS_DIR / f"{STEP_PREFIX}{step:08d}"
 
 
 def save_checkpoint(run_dir: str | Path, *, step: int, state_dict: dict[str, torch.Tensor],
@@ -189,11 +185,8 @@ def weights_digest(ckpt_dir: str | Path) -> str:
 
 
 def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+        return hashlib.file_digest(handle, "sha256").hexdigest()[:16]
 
 
 def state_dict_digest(state_dict: dict[str, torch.Tensor]) -> str:

@@ -244,7 +244,7 @@ def field_paths(cls: type = TrainConfig, prefix: str = "") -> dict[str, dataclas
     """Every leaf field as 'group.name' -> Field."""
     paths: dict[str, dataclasses.Field] = {}
     for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+        if dataclasses.is_dataclass(f.default_factory):  # a group (MISSING is no dataclass)
             paths.update(field_paths(f.default_factory, f"{prefix}{f.name}."))
         else:
             paths[f"{prefix}{f.name}"] = f

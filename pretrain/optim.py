@@ -36,29 +36,21 @@ def is_pretrained_text(name: str) -> bool:
 def param_groups(model: nn.Module, weight_decay: float, text_lr_scale: float = 1.0) -> list[dict]:
     """AdamW groups over the trainable parameters: decayed and not; with text_lr_scale != 1, the
     pretrained text transformer's trainable parameters in groups of their own (`lr_scale`)."""
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    # (decays, lr-scaled) -> parameters, in the optimizer's group order; the two unscaled groups always exist
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {
+        (decay, scaled): [] for scaled in (False, True) for decay in (True, False)}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            scaled = text_lr_scale != 1.0 and is_pretrained_text(name)
-            groups.setdefault((decays(name, param), scaled), []).append(param)
-    out = [{"params": groups.get((True, False), []), "weight_decay": weight_decay},
-           {"params": groups.get((False, False), []), "weight_decay": 0.0}]
-    for decay in (True, False):
-        if (decay, True) in groups:
-            out.append({"params": groups[(decay, True)], "weight_decay": weight_decay if decay else 0.0,
-                        "lr_scale": text_lr_scale})
-    return out
-
-
-def fused_available(device: torch.device) -> bool:
-    """torch >= 2.4 has fused AdamW for CPU and CUDA."""
-    return device.type in ("cpu", "cuda")
+            groups[(decays(name, param), text_lr_scale != 1.0 and is_pretrained_text(name))].append(param)
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0,
+             **({"lr_scale": text_lr_scale} if scaled else {})}
+            for (decay, scaled), params in groups.items() if params or not scaled]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:
-    fused = fused_available(device) if cfg.fused is None else cfg.fused
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.text_lr_scale), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                             eps=cfg.eps, fused=fused)
+    fused = device.type in ("cpu", "cuda") if cfg.fused is None else cfg.fused  # torch >= 2.4 fuses AdamW on both
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.text_lr_scale), lr=cfg.lr,
+                             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused)
 
 
 @dataclass(kw_only=True)

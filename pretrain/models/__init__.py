@@ -17,35 +17,22 @@ from pretrain.models.build import (
     clip_from_info,
     compile_towers,
     create_open_clip,
-    lock_towers,
     model_info,
-    portable_model_info,
     quiet_model_building,
-    resolved_model_cfg,
 )
 from pretrain.models.embedding_grad import accumulate_embedding_grads_in_place
 from pretrain.models.registry import (
-    CONFIG_DIR,
-    MINILM_SUFFIX,
-    SIGLIP_SUFFIX,
     convolutional_image_tower,
     max_sequence_length,
     minilm_dir,
-    minilm_text_cfg,
     model_config,
-    package_model_dir,
     register_model_config,
-    register_model_configs,
-    sigmoid_variant,
 )
-from pretrain.models.two_tower import TwoTower, is_hf_text, pad_token_id, supports_trimming, trim_padding
+from pretrain.models.two_tower import TwoTower, is_hf_text, pad_token_id, trim_padding
 
 __all__ = [
-    "CONFIG_DIR", "MINILM_SUFFIX", "SIGLIP_SUFFIX", "TwoTower", "accumulate_embedding_grads_in_place",
-    "build_model", "clip_from_info",
-    "compile_towers", "convolutional_image_tower", "create_open_clip", "is_hf_text", "lock_towers",
-    "max_sequence_length", "minilm_dir", "minilm_text_cfg", "model_config", "model_info", "package_model_dir",
-    "pad_token_id", "portable_model_info", "quiet_model_building", "register_model_config",
-    "register_model_configs", "resolved_model_cfg", "sigmoid_variant", "supports_trimming", "trim_padding",
+    "TwoTower", "accumulate_embedding_grads_in_place", "build_model", "clip_from_info", "compile_towers",
+    "convolutional_image_tower", "create_open_clip", "is_hf_text", "max_sequence_length", "minilm_dir",
+    "model_config", "model_info", "pad_token_id", "quiet_model_building", "register_model_config", "trim_padding",
     "use_bias_fused_linear",
 ]
