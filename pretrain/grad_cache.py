@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from pretrain.distributed import Distributed
+from pretrain.rng_state import capture_rng, restore_rng
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (B, 3, H, W), tokens (B, L)
 LossFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
@@ -46,24 +47,13 @@ def forward_backward(model: nn.Module, micro_batches: Sequence[Batch], *, loss_f
     return loss.detach()
 
 
-def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(state: tuple[torch.Tensor, list[torch.Tensor] | None]) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state_all(state[1])
-
-
 def _cache_features(model: nn.Module, micro_batches: Sequence[Batch],
                     autocast: Callable[[], AbstractContextManager]) -> tuple[dict, list]:
     """Pass 1: features of every micro-batch as leaf tensors that will receive gradients."""
     outs, rng_states = [], []
     with torch.no_grad():
         for images, texts in micro_batches:
-            rng_states.append(_rng_state())
+            rng_states.append(capture_rng())
             with autocast():
                 outs.append(model(images, texts))
     return as_leaves(outs), rng_states
@@ -94,15 +84,15 @@ def surrogate(out: dict[str, torch.Tensor], cached: dict[str, torch.Tensor], row
 def _replay_with_grad(model: nn.Module, micro_batches: Sequence[Batch], cached: dict, rng_states: list,
                       autocast: Callable[[], AbstractContextManager], dist: Distributed) -> None:
     """Pass 3: re-run each micro-batch with grad and push the cached gradients through it."""
-    after_pass_one = _rng_state()
+    after_pass_one = capture_rng()
     start, last = 0, len(micro_batches) - 1
     for i, (images, texts) in enumerate(micro_batches):
         rows = slice(start, start + images.shape[0])
         start += images.shape[0]
-        _set_rng_state(rng_states[i])
+        restore_rng(rng_states[i])
         # Only the last backward all-reduces gradients across ranks.
         with dist.no_sync(model, skip=i < last):
             with autocast():
                 out = model(images, texts)
             surrogate(out, cached, rows, parts=len(micro_batches)).backward()
-    _set_rng_state(after_pass_one)
+    restore_rng(after_pass_one)

@@ -47,9 +47,8 @@ class RunLog:
         """A resumed run drops rows logged after its checkpoint (they will be logged again)."""
         if not self.path.is_file():
             return
-        rows = [line for line in self.path.read_text().splitlines() if line.strip()]
-        kept = [row for row in rows if json.loads(row).get("step", 0) <= step]
-        write_text_atomic(self.path, "".join(row + "\n" for row in kept))
+        kept = [row for row in read_metrics(self.path) if row.get("step", 0) <= step]
+        write_text_atomic(self.path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def write(self, row: dict[str, Any], *, prefix: str = "train") -> None:
         if not self.enabled:

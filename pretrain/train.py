@@ -66,8 +66,7 @@ def train(config: TrainConfig, *, evaluators: Sequence[InLoopEvaluator] = (),
           make_epoch: EpochFactory | None = None, dist: Distributed | None = None) -> TrainResult:
     """Train per `config`; `make_epoch` (epoch -> batches) replaces the shard loader (tests)."""
     validate(config)
-    trainer = Trainer(config, evaluators=evaluators, make_epoch=make_epoch, dist=dist or Distributed())
-    return trainer.run()
+    return Trainer(config, evaluators=evaluators, make_epoch=make_epoch, dist=dist or Distributed()).run()
 
 
 class Trainer:
