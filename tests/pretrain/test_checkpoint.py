@@ -19,10 +19,9 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[models.TwoTower, Pa
     towers = models.build_model("clip-tiny-64").eval()
     run = tmp_path_factory.mktemp("run")
     info = models.model_info(towers.name, towers.clip)
-    checkpoint.save_checkpoint(run, step=5, state_dict=towers.clip.state_dict(), model_info=info,
-                               train_state={"step": 5})
-    checkpoint.save_checkpoint(run, step=12, state_dict=towers.clip.state_dict(), model_info=info,
-                               train_state={"step": 12})
+    for step in (5, 12):
+        checkpoint.save_checkpoint(run, step=step, state_dict=towers.clip.state_dict(), model_info=info,
+                                   train_state={"step": step})
     return towers, run
 
 

@@ -71,7 +71,6 @@ def test_random_background_puts_transparent_drawings_on_drawn_backgrounds() -> N
     jitter = train_transform(apply_overrides(config, ["data.color_jitter=0.3"]).data, preprocess)
     assert jitter.per_batch is None  # colour jitter only exists on the per-image path
     with pytest.raises(PretrainError, match="zoom_out_min"):
-        from pretrain.config import validate
         validate(apply_overrides(named_config("tiny-debug"), ["data.zoom_out_min=0"]))
 
 

@@ -23,11 +23,13 @@ def reference_clip(x: torch.Tensor, y: torch.Tensor, scale: float) -> float:
     return 0.5 * (image_to_text + text_to_image)
 
 
-def reference_siglip(x: torch.Tensor, y: torch.Tensor, scale: float, bias: float) -> float:
+def reference_siglip(x: torch.Tensor, y: torch.Tensor, scale: float, bias: float,
+                     groups: list[int] | None = None) -> float:
+    """With `groups`, every pair of the same group is a positive; else only i == j."""
     n, total = x.shape[0], 0.0
     for i in range(n):
         for j in range(n):
-            z = 1.0 if i == j else -1.0
+            z = 1.0 if (groups[i] == groups[j] if groups is not None else i == j) else -1.0
             total -= math.log(1.0 / (1.0 + math.exp(-z * (scale * float(x[i] @ y[j]) + bias))))
     return total / n
 
