@@ -27,11 +27,6 @@ from torch import nn
 from pretrain.models.attention import ExplicitSelfAttention
 
 
-def _fused_bias_pays(x: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    return (bias is not None and x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-            and torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.backends.mkldnn.is_available())
-
-
 class _BiasFusedLinear(torch.autograd.Function):
     """bf16 `x W^T + b` with the bias inside the oneDNN matmul; autocast's bf16 backward."""
 
@@ -54,7 +49,8 @@ class _BiasFusedLinear(torch.autograd.Function):
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """`F.linear`, with the bias fused into the matmul where that is the CPU bf16 autocast path."""
-    if _fused_bias_pays(x, bias):
+    if (bias is not None and x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.backends.mkldnn.is_available()):
         return _BiasFusedLinear.apply(x, weight, bias)
     return F.linear(x, weight, bias)
 

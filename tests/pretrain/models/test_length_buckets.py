@@ -30,8 +30,9 @@ def test_choose_buckets_finds_the_cheapest_split(multiple: int, row_multiple: in
         got = choose_buckets(lengths, max_buckets=3, multiple=multiple, row_multiple=row_multiple, cost_rows=5)
         assert got[-1] == len(lengths) and got == sorted(set(got))
         assert all(end % row_multiple == 0 for end in got[:-1])  # bucket sizes repeat: few matmul shapes
+        candidates = range(row_multiple, len(lengths), row_multiple)
         brute = min(_cost(lengths, [*cuts, len(lengths)], multiple, 5)
-                    for k in range(3) for cuts in itertools.combinations(range(row_multiple, len(lengths), row_multiple), k))
+                    for k in range(3) for cuts in itertools.combinations(candidates, k))
         assert _cost(lengths, got, multiple, 5) == brute
 
 
