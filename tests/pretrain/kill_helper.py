@@ -16,17 +16,19 @@ from collections.abc import Iterator
 KILL_AT = 5
 
 
-class KillingEvaluator:
-    name = "kill"
+class SignalAt:
+    """An evaluator that sends `signum` to this process on its `at`-th call (test_train.py uses it too)."""
 
-    def __init__(self) -> None:
-        self.calls = 0
+    name = "signal"
+
+    def __init__(self, signum: int, at: int) -> None:
+        self.signum, self.at, self.calls = signum, at, 0
 
     def run(self, encoder: object) -> Iterator[tuple[str, float]]:
         self.calls += 1
-        if self.calls == KILL_AT:
-            os.kill(os.getpid(), signal.SIGKILL)
-        yield "kill/calls", float(self.calls)
+        if self.calls == self.at:
+            os.kill(os.getpid(), self.signum)
+        yield "signal/calls", float(self.calls)
 
 
 if __name__ == "__main__":
@@ -35,4 +37,4 @@ if __name__ == "__main__":
     from pretrain.train import train
 
     config = apply_overrides(named_config("tiny-debug"), sys.argv[1:] + ["eval_every=1"])
-    train(config, evaluators=[KillingEvaluator()])
+    train(config, evaluators=[SignalAt(signal.SIGKILL, KILL_AT)])

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import open_clip
@@ -22,6 +20,7 @@ from pretrain.errors import PretrainError
 from pretrain.run_log import read_metrics
 from pretrain.train import train
 from tests.pretrain.distributed_helper import global_batches
+from tests.pretrain.kill_helper import SignalAt
 from tests.tar_writing import write_tar
 
 HELPERS = Path(__file__).parent
@@ -90,21 +89,6 @@ def test_sigkilled_run_resumes_with_the_uninterrupted_loss_sequence(emoji_shards
     assert [s for s, _ in losses(killed)] == list(range(1, 9))
     for (_, got), (_, want) in zip(losses(killed), expected):
         assert got == pytest.approx(want, rel=1e-6, abs=1e-7)
-
-
-class SignalAt:
-    """An evaluator that sends `signum` to this process on its `at`-th call."""
-
-    name = "signal"
-
-    def __init__(self, signum: int, at: int) -> None:
-        self.signum, self.at, self.calls = signum, at, 0
-
-    def run(self, encoder: object) -> Iterator[tuple[str, float]]:
-        self.calls += 1
-        if self.calls == self.at:
-            os.kill(os.getpid(), self.signum)
-        yield "signal/calls", float(self.calls)
 
 
 def in_memory(epoch: int) -> list[dict]:
