@@ -6,14 +6,10 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pretrain.errors import PretrainError
 from pretrain.losses.distill_loss import distill_loss, feature_projection
-
-
-def _unit(*shape: int, seed: int) -> torch.Tensor:
-    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
+from tests.pretrain.test_losses import unit
 
 
 def _reference(x, y, xt, yt, s, st, T, kl_weight, feature_weight, project=lambda v: v):  # noqa: ANN001
@@ -46,7 +42,7 @@ def _reference(x, y, xt, yt, s, st, T, kl_weight, feature_weight, project=lambda
 
 @pytest.mark.parametrize("temperature", [1.0, 2.5])
 def test_matches_slow_reference(temperature: float) -> None:
-    x, y, xt, yt = _unit(6, 8, seed=1), _unit(6, 8, seed=2), _unit(6, 8, seed=3), _unit(6, 8, seed=4)
+    x, y, xt, yt = unit(6, 8, 1), unit(6, 8, 2), unit(6, 8, 3), unit(6, 8, 4)
     out = distill_loss(x, y, xt, yt, torch.tensor(14.0), torch.tensor(30.0), temperature=temperature,
                        kl_weight=0.7, feature_weight=0.4)
     want, want_kl, want_feat = _reference(x.tolist(), y.tolist(), xt.tolist(), yt.tolist(), 14.0, 30.0,
@@ -58,7 +54,7 @@ def test_matches_slow_reference(temperature: float) -> None:
 
 
 def test_zero_when_student_is_the_teacher_and_teacher_gets_no_gradient() -> None:
-    x, y = _unit(5, 8, seed=1), _unit(5, 8, seed=2)
+    x, y = unit(5, 8, 1), unit(5, 8, 2)
     xt, yt = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
     out = distill_loss(x.clone().requires_grad_(True), y, xt, yt, torch.tensor(20.0), torch.tensor(20.0))
     assert out["loss"].item() == pytest.approx(0.0, abs=1e-6)
@@ -67,7 +63,7 @@ def test_zero_when_student_is_the_teacher_and_teacher_gets_no_gradient() -> None
 
 
 def test_different_teacher_size_needs_a_projection() -> None:
-    x, y, xt, yt = _unit(4, 8, seed=1), _unit(4, 8, seed=2), _unit(4, 16, seed=3), _unit(4, 16, seed=4)
+    x, y, xt, yt = unit(4, 8, 1), unit(4, 8, 2), unit(4, 16, 3), unit(4, 16, 4)
     with pytest.raises(PretrainError, match="teacher embedding size 16 differs from the student's 8"):
         distill_loss(x, y, xt, yt, torch.tensor(10.0), torch.tensor(10.0))
     # similarities alone work across sizes (both matrices are N x N)
@@ -85,7 +81,7 @@ def test_different_teacher_size_needs_a_projection() -> None:
 
 
 def test_two_ranks_average_to_the_global_loss() -> None:
-    x, y, xt, yt = _unit(8, 6, seed=5), _unit(8, 6, seed=6), _unit(8, 6, seed=7), _unit(8, 6, seed=8)
+    x, y, xt, yt = unit(8, 6, 5), unit(8, 6, 6), unit(8, 6, 7), unit(8, 6, 8)
     scale, teacher_scale = torch.tensor(12.0), torch.tensor(25.0)
     full = distill_loss(x, y, xt, yt, scale, teacher_scale)["loss"]
     halves = []
