@@ -41,7 +41,8 @@ def param_groups(model: nn.Module, weight_decay: float, text_lr_scale: float = 1
         (decay, scaled): [] for scaled in (False, True) for decay in (True, False)}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            groups[(decays(name, param), text_lr_scale != 1.0 and is_pretrained_text(name))].append(param)
+            scaled = text_lr_scale != 1.0 and is_pretrained_text(name)
+            groups[(decays(name, param), scaled)].append(param)
     return [{"params": params, "weight_decay": weight_decay if decay else 0.0,
              **({"lr_scale": text_lr_scale} if scaled else {})}
             for (decay, scaled), params in groups.items() if params or not scaled]

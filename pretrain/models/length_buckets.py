@@ -58,16 +58,19 @@ def choose_buckets(lengths: list[int], *, max_buckets: int, multiple: int = 1, r
         ends = [*range(row_multiple, n, row_multiple), n]
     else:  # a split inside a run of equal lengths never pays
         ends = [i + 1 for i in range(n) if i + 1 == n or lengths[i + 1] != lengths[i]]
-
-    def cost(start: int, end: int) -> int:  # of one bucket holding rows start..end-1
-        return (end - start) * round_up(lengths[end - 1], multiple) + cost_rows
-
-    # (buckets used, end) -> (cost, ends); a pair is missing with fewer candidate ends than buckets
-    best: dict[tuple[int, int], tuple[int, list[int]]] = {(1, j): (cost(0, end), [end]) for j, end in enumerate(ends)}
+    best: dict[tuple[int, int], tuple[int, list[int]]] = {}  # (buckets used, end) -> (cost, ends)
+    for j, end in enumerate(ends):
+        best[(1, j)] = (end * round_up(lengths[end - 1], multiple) + cost_rows, [end])
     for k in range(2, max_buckets + 1):
         for j, end in enumerate(ends):
-            options = [(best[(k - 1, i)][0] + cost(ends[i], end), [*best[(k - 1, i)][1], end])
-                       for i in range(j) if (k - 1, i) in best]
+            options = []
+            for i in range(j):
+                if (k - 1, i) not in best:  # fewer distinct lengths than buckets so far
+                    continue
+                cost, cut = best[(k - 1, i)]
+                start = ends[i]
+                options.append((cost + (end - start) * round_up(lengths[end - 1], multiple) + cost_rows,
+                                [*cut, end]))
             if options:
                 best[(k, j)] = min(options, key=lambda o: o[0])
     last = len(ends) - 1

@@ -86,7 +86,8 @@ def encode_text_clip_trimmed(clip: nn.Module, tokens: torch.Tensor, *, pooled_la
         x = run_all_but_last(clip.transformer, x, mask)
         x = clip.ln_final(pooled_block(clip.transformer.resblocks[-1], x, rows, mask))  # (B, W)
     else:
-        x = clip.ln_final(clip.transformer(x, attn_mask=mask))  # (B, L, W)
+        x = clip.transformer(x, attn_mask=mask)
+        x = clip.ln_final(x)
         x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=eos_id)  # (B, W)
     if isinstance(clip.text_projection, nn.Linear):
         return clip.text_projection(x)
