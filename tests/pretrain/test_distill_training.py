@@ -10,7 +10,7 @@ import open_clip
 import pytest
 import torch
 
-from pretrain import checkpoint, models
+from pretrain import checkpoint
 from pretrain.config import apply_overrides
 from pretrain.named_configs import named_config
 from pretrain.distributed import Distributed
@@ -57,12 +57,6 @@ def split(batch: dict, parts: int) -> list[dict]:
              "caption": batch["caption"][i * rows:(i + 1) * rows]} for i in range(parts)]
 
 
-def first_step(config, batch: dict, parts: int) -> tuple[models.TwoTower, Trainer]:
-    """A trainer on `batch` (in `parts` micro-batches), and a copy of its student before any step."""
-    trainer = Trainer(config, evaluators=(), make_epoch=lambda epoch: split(batch, parts), dist=Distributed(cpu=True))
-    return copy.deepcopy(trainer.towers), trainer
-
-
 def test_first_step_loss_is_clip_plus_distillation_of_the_same_batch(
         minilm_teacher: Path, emoji_batch: dict, tmp_path: Path) -> None:
     runs = {}
@@ -70,7 +64,9 @@ def test_first_step_loss_is_clip_plus_distillation_of_the_same_batch(
                                ("gradcache", 2, [f"teacher={minilm_teacher}"]), ("plain", 1, [])):
         config = debug_config(tmp_path / name, "steps=1", f"accum_steps={accum}", f"batch_size={8 // accum}",
                               *DISTILL_OPTIONS, *extra)
-        student, trainer = first_step(config, emoji_batch, accum)
+        trainer = Trainer(config, evaluators=(), make_epoch=lambda epoch, parts=accum: split(emoji_batch, parts),
+                          dist=Distributed(cpu=True))
+        student = copy.deepcopy(trainer.towers)  # before any step
         trainer.run()
         runs[name] = (student, trainer.towers, read_metrics(tmp_path / name / "metrics.jsonl")[0])
 
