@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,20 +75,16 @@ class SkipTally:
     """Samples the loaders skipped (corrupt images, missing captions), by reason, over all epochs."""
 
     def __init__(self) -> None:
-        self.finished: dict[str, int] = {}  # from loaders of past epochs
+        self.finished: Counter[str] = Counter()  # from loaders of past epochs
         self.current: object | None = None
 
     def start(self, loader: object) -> None:
         """A new epoch's loader begins; the previous one's counts are final."""
-        self.finished = _add(self.finished, getattr(self.current, "skipped", {}))
+        self.finished.update(getattr(self.current, "skipped", {}))
         self.current = loader
 
     def counts(self) -> dict[str, int]:
-        return _add(self.finished, getattr(self.current, "skipped", {}))
-
-
-def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-    return {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
+        return dict(self.finished + Counter(getattr(self.current, "skipped", {})))  # loaders count non-zero reasons
 
 
 @dataclass(frozen=True)
