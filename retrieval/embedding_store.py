@@ -35,10 +35,8 @@ class EmbeddingSet:
             raise RetrievalError(f"embedding dir {self.root} does not exist; run `clipline embed` first")
         self.parts = sorted(p.stem for p in (self.root / "metadata").glob("part_*.parquet"))
         if not self.parts:
-            raise RetrievalError(
-                f"embedding dir {self.root} has no parts (metadata/part_*.parquet); "
-                "run `clipline embed --out` on it first"
-            )
+            raise RetrievalError(f"embedding dir {self.root} has no parts (metadata/part_*.parquet); "
+                                 "run `clipline embed --out` on it first")
         info_path = self.root / "info.json"
         self.info: dict = json.loads(info_path.read_text()) if info_path.is_file() else {}
         self._rows = [self._part_rows(part) for part in self.parts]
@@ -104,23 +102,17 @@ class EmbeddingSet:
         """The common dimension; raises when parts disagree with each other or with their row counts."""
         present = self.modalities()
         if not present:
-            raise RetrievalError(
-                f"embedding dir {self.root} has metadata but no img_emb/ or text_emb/ arrays for every part; "
-                "rerun `clipline embed`"
-            )
+            raise RetrievalError(f"embedding dir {self.root} has metadata but no img_emb/ or text_emb/ arrays for "
+                                 "every part; rerun `clipline embed`")
         dims = set()
         for modality in present:
             for part, rows in zip(self.parts, self._rows):
                 array = self.part_array(modality, part)
                 if array.ndim != 2 or len(array) != rows:
-                    raise RetrievalError(
-                        f"{MODALITY_DIRS[modality]}/{part}.npy has shape {array.shape} but its metadata has "
-                        f"{rows} rows; delete the part and rerun `clipline embed`"
-                    )
+                    raise RetrievalError(f"{MODALITY_DIRS[modality]}/{part}.npy has shape {array.shape} but its "
+                                         f"metadata has {rows} rows; delete the part and rerun `clipline embed`")
                 dims.add(array.shape[1])
         if len(dims) != 1:
-            raise RetrievalError(
-                f"embedding dir {self.root} mixes dimensions {sorted(dims)}; "
-                "embed everything with one checkpoint into a fresh embedding dir"
-            )
+            raise RetrievalError(f"embedding dir {self.root} mixes dimensions {sorted(dims)}; "
+                                 "embed everything with one checkpoint into a fresh embedding dir")
         return dims.pop()

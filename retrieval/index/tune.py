@@ -54,9 +54,8 @@ class TuningResult:
     target_met: bool
 
 
-def exact_neighbors(
-    batches: Iterable[np.ndarray], queries: np.ndarray, k: int, metric: int = faiss.METRIC_INNER_PRODUCT
-) -> tuple[np.ndarray, np.ndarray]:
+def exact_neighbors(batches: Iterable[np.ndarray], queries: np.ndarray, k: int,
+                    metric: int = faiss.METRIC_INNER_PRODUCT) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k (scores, ids) of `queries` over vectors streamed in batches, ids in stream order."""
     heap = faiss.ResultHeap(len(queries), k, keep_max=metric == faiss.METRIC_INNER_PRODUCT)
     offset = 0
@@ -178,9 +177,7 @@ def _ladder_cannot_win(rows: list[TuningRow], ladder: list[str], target_recall: 
     if len(met) < 2:
         return False
     this_ladder = [r for r in met if r.params in ladder]
-    return bool(this_ladder) and min(r.latency_ms_median for r in this_ladder) > min(
-        r.latency_ms_median for r in met
-    )
+    return bool(this_ladder) and min(r.latency_ms_median for r in this_ladder) > min(r.latency_ms_median for r in met)
 
 
 def choose_setting(rows: list[TuningRow], target_recall: float) -> tuple[TuningRow, bool]:

@@ -121,16 +121,13 @@ class ServedIndex:
             current = self._snapshot
             added = len(current.backend) - self.built_rows
             if max_added_rows is not None and added + len(items.keys) > max_added_rows:
-                raise AddLimitError(
-                    f"index {self.name!r} already holds {added} added rows; {len(items.keys)} more would pass the "
-                    f"server's limit of {max_added_rows} (its `max_added_rows`); rebuild the index to keep more"
-                )
+                raise AddLimitError(f"index {self.name!r} already holds {added} added rows; {len(items.keys)} more "
+                                    f"would pass the server's limit of {max_added_rows} (its `max_added_rows`); "
+                                    "rebuild the index to keep more")
             duplicates = [k for k in items.keys if current.backend.has_key(k)]
             if duplicates:
-                raise DuplicateKeyError(
-                    f"{len(duplicates)} key(s) already in index {self.name!r} "
-                    f"(first: {duplicates[0]!r}); use new keys"
-                )
+                raise DuplicateKeyError(f"{len(duplicates)} key(s) already in index {self.name!r} "
+                                        f"(first: {duplicates[0]!r}); use new keys")
             extended = Snapshot(current.backend.with_added(items), current.generation + 1)
             self._snapshot = extended  # the swap: one reference assignment
             self.updated_at = time.time()
@@ -157,9 +154,7 @@ class IndexRegistry:
         self._by_name: dict[str, ServedIndex] = {}
         for served in indices:
             if served.name in self._by_name:
-                raise RetrievalError(
-                    f"two indices are named {served.name!r}; give them distinct names (NAME=DIR)"
-                )
+                raise RetrievalError(f"two indices are named {served.name!r}; give them distinct names (NAME=DIR)")
             self._by_name[served.name] = served
         self.default_name = indices[0].name
 
