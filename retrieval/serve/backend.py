@@ -64,7 +64,7 @@ class IndexBackend:
         self.retrievers = retrievers
         self.info = info
         self.modalities = tuple(retrievers)
-        first = next(iter(retrievers.values()))
+        self._first = first = next(iter(retrievers.values()))
         self.encoder = first.encoder
         self.embed_dim = first.dim
         self.base_count = len(first)
@@ -146,10 +146,6 @@ class IndexBackend:
                                  "rebuild it with `clipline index build --metric ip`")
         return IndexBackend(self.retrievers, self.info, self.delta.extended(items), self.text_cache, self.precision)
 
-    @property
-    def _first(self) -> Retriever:
-        return next(iter(self.retrievers.values()))
-
 
 def _hit(row: dict) -> dict:
     return {"key": row["key"], "caption": row["caption"], "score": row["score"], "has_image": bool(row["member"])}
@@ -185,7 +181,5 @@ def load_registry(named: list[tuple[str, Path]], checkpoint: str | None = None,
     """Load each (name, index dir) once, in order; the first is the default index."""
     encoders: dict[str, Any] = {}
     caches: dict[str, TextEmbeddingCache] = {}
-    served = [ServedIndex(name, load_backend(Path(root), encoders, checkpoint, caches, text_cache_size, precision),
-                          source=str(root))
-              for name, root in named]
-    return IndexRegistry(served)
+    return IndexRegistry([ServedIndex(name, load_backend(Path(root), encoders, checkpoint, caches, text_cache_size,
+                                                         precision), source=str(root)) for name, root in named])
