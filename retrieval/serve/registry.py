@@ -30,13 +30,10 @@ class ImageLocation:
 
     shard: Path
     """Absolute path of the shard tar (taken from the index metadata, never from a request)."""
-
     member: str
     """Name of the image member inside the tar (`KEY.jpg`)."""
-
     offset: int | None = None
     """Byte offset of the member's data in the tar, if the metadata recorded it."""
-
     size: int | None = None
     """Byte size of the member's data, if the metadata recorded it."""
 
@@ -48,19 +45,12 @@ class SearchBackend(Protocol):
     modalities: tuple[str, ...]
 
     def search_text(self, texts: list[str], k: int, modality: Modality) -> list[list[dict]]: ...
-
     def search_image(self, images: list[Image.Image], k: int, modality: Modality) -> list[list[dict]]: ...
-
     def search_embedding(self, vectors: np.ndarray, k: int, modality: Modality) -> list[list[dict]]: ...
-
     def image_location(self, key: str) -> ImageLocation | None: ...
-
     def has_key(self, key: str) -> bool: ...
-
     def describe(self) -> dict[str, Any]: ...
-
     def __len__(self) -> int: ...
-
     def with_added(self, items: AddedItems) -> SearchBackend: ...
 
 
@@ -70,13 +60,10 @@ class AddedItems:
 
     keys: list[str]
     """Unique keys, none already in the index."""
-
     captions: list[str]
     """One caption per key."""
-
     image_embeddings: np.ndarray | None
     """(N, D) float32, L2-normalised; None if the index has no image side."""
-
     text_embeddings: np.ndarray | None
     """(N, D) float32, L2-normalised; None if the index has no text side."""
 
@@ -135,14 +122,9 @@ class ServedIndex:
 
     def describe(self) -> dict[str, Any]:
         snapshot = self._snapshot
-        return {
-            "name": self.name,
-            "size": len(snapshot.backend),
-            "embed_dim": snapshot.backend.embed_dim,
-            "modalities": list(snapshot.backend.modalities),
-            "generation": snapshot.generation,
-            **snapshot.backend.describe(),
-        }
+        return {"name": self.name, "size": len(snapshot.backend), "embed_dim": snapshot.backend.embed_dim,
+                "modalities": list(snapshot.backend.modalities), "generation": snapshot.generation,
+                **snapshot.backend.describe()}
 
 
 class IndexRegistry:
