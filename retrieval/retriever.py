@@ -38,17 +38,14 @@ class Retriever:
     def __init__(self, index_dir: str | Path, *, modality: str | None = None, checkpoint: str | None = None,
                  data_dir: str | Path | None = None, encoder: Encoder | None = None, device: str = "cpu",
                  mmap: bool = True) -> None:
-        self.loaded = load_index(index_dir, modality, mmap=mmap)
-        self.index = self.loaded.index
-        self.modality = self.loaded.modality
-        info = self.loaded.info
-        self.metadata = MetadataTable(sorted((self.loaded.root / "metadata").glob("part_*.parquet")))
+        self.loaded = loaded = load_index(index_dir, modality, mmap=mmap)
+        self.index, self.modality = loaded.index, loaded.modality
+        self.metadata = MetadataTable(sorted((loaded.root / "metadata").glob("part_*.parquet")))
         if len(self.metadata) != self.index.ntotal:
-            raise RetrievalError(f"{self.loaded.root} has {len(self.metadata)} metadata rows for "
+            raise RetrievalError(f"{loaded.root} has {len(self.metadata)} metadata rows for "
                                  f"{self.index.ntotal} vectors; rebuild the index")
-        root = self.loaded.root
-        self.data_dir = Path(data_dir or recorded_path(info.get("data_dir"), root) or ".")
-        self.checkpoint = checkpoint or recorded_checkpoint(info.get("checkpoint"), root)
+        self.data_dir = Path(data_dir or recorded_path(loaded.info.get("data_dir"), loaded.root) or ".")
+        self.checkpoint = checkpoint or recorded_checkpoint(loaded.info.get("checkpoint"), loaded.root)
         self.device = device
         self._encoder = encoder
         self._shard_paths: dict[str, str] = {}  # shard name -> absolute path, resolved once

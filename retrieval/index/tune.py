@@ -160,9 +160,8 @@ def _validated_setting(index: faiss.Index, rows: list[TuningRow], validation: tu
                        target_recall: float, k: int, log) -> tuple[TuningRow, bool]:
     """Fastest tuning row whose recall on the validation split meets the target, as measured there."""
     val_queries, val_truth = validation
-    for row in sorted(rows, key=lambda r: (r.latency_ms_median, -r.recall_at_k)):
-        if row.recall_at_k < target_recall:
-            continue
+    meeting = [r for r in rows if r.recall_at_k >= target_recall]
+    for row in sorted(meeting, key=lambda r: (r.latency_ms_median, -r.recall_at_k)):
         checked = measure(index, row.params, val_queries, val_truth, k)
         log(f"  validation {row.params or 'exact'}: recall@{k} {checked.recall_at_k:.4f}")
         if checked.recall_at_k >= target_recall:
