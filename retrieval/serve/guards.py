@@ -106,15 +106,12 @@ class ApiKeyGuard(_HttpMiddleware):
         self.api_key = api_key.encode()
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._is_public(scope["path"]) or self._has_key(scope):
+        path = scope["path"]
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or self._has_key(scope):
             await self.app(scope, receive, send)
             return
         await _send_json(send, 401, "missing or wrong API key; send it as the X-API-Key header",
                          [(b"www-authenticate", b'Bearer realm="clipline"')])
-
-    @staticmethod
-    def _is_public(path: str) -> bool:
-        return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
     def _has_key(self, scope: Scope) -> bool:
         offered: list[bytes] = []
