@@ -134,11 +134,9 @@ class IndexBackend:
                              size=size if offset >= 0 else None)
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "added": len(self.delta.keys),
-            "factory": {m: r.loaded.summary.get("factory") for m, r in self.retrievers.items()},
-            "checkpoint_id": self.info.get("checkpoint_id"),
-        }
+        return {"added": len(self.delta.keys),
+                "factory": {m: r.loaded.summary.get("factory") for m, r in self.retrievers.items()},
+                "checkpoint_id": self.info.get("checkpoint_id")}
 
     def with_added(self, items: AddedItems) -> IndexBackend:
         if self.metric != "ip":
