@@ -21,10 +21,10 @@ from pretrain.errors import PretrainError
 from retrieval.serve.app import create_app
 from tests.clipline.running import run_ok
 from tests.conftest import save_random_checkpoint
+from tests.retrieval.conftest import FIXTURE_SHARDS
 from tests.retrieval.serve.fakes import serve_config
 from retrieval.serve.backend import load_registry
 
-FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shards"
 MODEL = "clip-tiny-64-minilm"
 
 

@@ -16,9 +16,8 @@ from clipline.commands.serve import main as serve_main
 from retrieval.retriever import Retriever
 from retrieval.serve.backend import load_registry
 from retrieval.serve.app import create_app
+from tests.retrieval.conftest import FIXTURE_SHARDS
 from tests.retrieval.serve.fakes import serve_config
-
-FIXTURE_SHARDS = Path(__file__).resolve().parents[2] / "fixtures" / "emoji_shards"
 
 
 @pytest.fixture(scope="module")
