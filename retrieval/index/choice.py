@@ -180,9 +180,9 @@ def _hnsw_bytes(n: int, dim: int) -> int:
 def _ivf(n: int, dim: int, codes: str, code_bytes: float, refine: str, refine_bytes: int, reason: str) -> IndexChoice:
     nlist = ivf_list_count(n)
     coarse = f"IVF{nlist}_HNSW32" if nlist >= 16384 else f"IVF{nlist}"
+    size = n * (code_bytes + ID_BYTES + refine_bytes) + nlist * dim * 4
     return IndexChoice(factory=",".join(part for part in (coarse, codes, refine) if part), reason=reason,
-                       estimated_bytes=int(n * (code_bytes + ID_BYTES + refine_bytes) + nlist * dim * 4), nlist=nlist,
-                       train_size=training_points(n, nlist),
+                       estimated_bytes=int(size), nlist=nlist, train_size=training_points(n, nlist),
                        search_params=("nprobe", "k_factor_rf") if refine else ("nprobe",))
 
 
