@@ -180,10 +180,11 @@ def _hnsw_bytes(n: int, dim: int) -> int:
 def _ivf(n: int, dim: int, codes: str, code_bytes: float, refine: str, refine_bytes: int, reason: str) -> IndexChoice:
     nlist = ivf_list_count(n)
     coarse = f"IVF{nlist}_HNSW32" if nlist >= 16384 else f"IVF{nlist}"
+    factory = ",".join(part for part in (coarse, codes, refine) if part)
     size = n * (code_bytes + ID_BYTES + refine_bytes) + nlist * dim * 4
-    return IndexChoice(factory=",".join(part for part in (coarse, codes, refine) if part), reason=reason,
-                       estimated_bytes=int(size), nlist=nlist, train_size=training_points(n, nlist),
-                       search_params=("nprobe", "k_factor_rf") if refine else ("nprobe",))
+    params = ("nprobe", "k_factor_rf") if refine else ("nprobe",)
+    return IndexChoice(factory=factory, reason=reason, estimated_bytes=int(size), nlist=nlist,
+                       train_size=training_points(n, nlist), search_params=params)
 
 
 def choose_index_factory(n: int, dim: int, max_memory_bytes: int, *, target_recall: float = 0.95,
@@ -204,9 +205,12 @@ def choose_index_factory(n: int, dim: int, max_memory_bytes: int, *, target_reca
         if n < MIN_TRAINABLE:
             return _flat(n, dim, f"{n} vectors are too few to train a quantiser on")
     if allow_hnsw and n <= HNSW_MAX_VECTORS and _hnsw_bytes(n, dim) <= max_memory_bytes:
-        return IndexChoice(factory=f"HNSW{HNSW_M},Flat", estimated_bytes=_hnsw_bytes(n, dim),
-                           search_params=("efSearch",),
-                           reason=f"mid-size set ({n} ≤ {HNSW_MAX_VECTORS}) and vectors + graph fit in memory")
+        return IndexChoice(
+            factory=f"HNSW{HNSW_M},Flat",
+            reason=f"mid-size set ({n} ≤ {HNSW_MAX_VECTORS}) and vectors + graph fit in memory",
+            estimated_bytes=_hnsw_bytes(n, dim),
+            search_params=("efSearch",),
+        )
     for choice in reversed(_refined_choices(n, dim)):  # the most accurate that fits
         if choice.estimated_bytes <= max_memory_bytes:
             return choice

@@ -176,7 +176,9 @@ def _ladder_cannot_win(rows: list[TuningRow], ladder: list[str], target_recall: 
     if len(met) < 2:
         return False
     this_ladder = [r for r in met if r.params in ladder]
-    return bool(this_ladder) and min(r.latency_ms_median for r in this_ladder) > min(r.latency_ms_median for r in met)
+    return bool(this_ladder) and min(r.latency_ms_median for r in this_ladder) > min(
+        r.latency_ms_median for r in met
+    )
 
 
 def choose_setting(rows: list[TuningRow], target_recall: float) -> tuple[TuningRow, bool]:

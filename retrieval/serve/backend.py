@@ -179,5 +179,7 @@ def load_registry(named: list[tuple[str, Path]], checkpoint: str | None = None,
     """Load each (name, index dir) once, in order; the first is the default index."""
     encoders: dict[str, Any] = {}
     caches: dict[str, TextEmbeddingCache] = {}
-    return IndexRegistry([ServedIndex(name, load_backend(Path(root), encoders, checkpoint, caches, text_cache_size,
-                                                         precision), source=str(root)) for name, root in named])
+    served = [ServedIndex(name, load_backend(Path(root), encoders, checkpoint, caches, text_cache_size, precision),
+                          source=str(root))
+              for name, root in named]
+    return IndexRegistry(served)

@@ -135,7 +135,8 @@ class TextSearchBatcher:
             groups[(id(pending.served), pending.modality)].append(pending)
         for members in groups.values():
             snapshot = members[0].served.snapshot()  # one snapshot for the whole group
-            texts, k = [p.text for p in members], max(p.k for p in members)  # one search, at the largest k asked
+            texts = [p.text for p in members]
+            k = max(p.k for p in members)  # one search, at the largest k asked
             try:
                 results = await anyio.to_thread.run_sync(snapshot.backend.search_text, texts, k, members[0].modality,
                                                          limiter=self._limiter)

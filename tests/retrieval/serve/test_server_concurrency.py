@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -39,24 +37,17 @@ def counting_backend(shard: Path, cls: type[CountingBackend] = CountingBackend) 
     return backend
 
 
-@contextlib.asynccontextmanager
-async def open_batcher() -> AsyncIterator[TextSearchBatcher]:
-    """A batcher on one compute thread, its workers stopped on leaving."""
-    batcher = TextSearchBatcher(anyio.CapacityLimiter(1), max_batch=64)
-    try:
-        yield batcher
-    finally:
-        await batcher.close()
-
-
 def test_batcher_merges_waiting_queries_and_answers_each_its_own(shard: Path) -> None:
     backend = counting_backend(shard)
     served = ServedIndex("colors", backend)
     queries = [(f"{color} {shape}", k) for color in COLORS for shape, k in (("circle", 1), ("square", 3))]
 
     async def run() -> list[tuple[int, list[dict]]]:
-        async with open_batcher() as batcher:
+        batcher = TextSearchBatcher(anyio.CapacityLimiter(1), max_batch=64)
+        try:
             return await asyncio.gather(*(batcher.search(served, text, k, "image") for text, k in queries))
+        finally:
+            await batcher.close()
 
     answers = asyncio.run(run())
     assert backend.calls == [len(queries)]  # all were queued before the worker ran: one batch
@@ -189,14 +180,17 @@ def test_batcher_under_load_waits_for_the_rest_of_the_last_batch(shard: Path) ->
     served = ServedIndex("colors", backend)
 
     async def run() -> None:
-        async with open_batcher() as batcher:
-            ask = lambda i: batcher.search(served, f"{list(COLORS)[i % len(COLORS)]} circle", 1, "image")  # noqa: E731
+        batcher = TextSearchBatcher(anyio.CapacityLimiter(1), max_batch=64)
+        ask = lambda i: batcher.search(served, f"{list(COLORS)[i % len(COLORS)]} circle", 1, "image")  # noqa: E731
+        try:
             await asyncio.gather(*(ask(i) for i in range(8)))  # one batch of 8
             first = asyncio.ensure_future(ask(8))
             await asyncio.sleep(0.005)  # the others come back a little later
             answers = await asyncio.gather(first, *(ask(i) for i in range(9, 14)))
             assert all(len(hits) == 1 for _, hits in answers)
             await ask(14)  # alone, after a batch of 6: waits at most 0.05 s, then runs by itself
+        finally:
+            await batcher.close()
 
     asyncio.run(run())
     assert backend.calls == [8, 6, 1]
@@ -207,9 +201,12 @@ def test_batcher_at_low_load_runs_each_query_at_once(shard: Path) -> None:
     served = ServedIndex("colors", backend)
 
     async def run() -> None:
-        async with open_batcher() as batcher:
+        batcher = TextSearchBatcher(anyio.CapacityLimiter(1), max_batch=64)
+        try:
             for color in list(COLORS)[:3]:
                 await batcher.search(served, f"{color} square", 1, "image")
+        finally:
+            await batcher.close()
 
     asyncio.run(run())
     assert backend.calls == [1, 1, 1]
