@@ -114,7 +114,10 @@ class Retriever:
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise RetrievalError(f"query vectors have shape {vectors.shape} but the index holds dimension "
                                  f"{self.dim}; embed queries with the index's checkpoint")
-        check_k(k, len(self))
+        if k <= 0:
+            raise RetrievalError(f"-k must be at least 1, got {k}")
+        if k > len(self):
+            raise RetrievalError(f"-k {k} is larger than the index ({len(self)} items); ask for at most {len(self)}")
         return self.index.search(np.ascontiguousarray(vectors), k)
 
     def _results(self, scores: np.ndarray, ids: np.ndarray) -> list[dict]:
@@ -131,13 +134,6 @@ class Retriever:
                 "offset": row["offset"], "size": row["size"], "image": f"{shard}#{row['member']}",
             })
         return results
-
-
-def check_k(k: int, size: int) -> None:
-    if k <= 0:
-        raise RetrievalError(f"-k must be at least 1, got {k}")
-    if k > size:
-        raise RetrievalError(f"-k {k} is larger than the index ({size} items); ask for at most {size}")
 
 
 def _open_query_image(image: Image.Image | str | Path) -> Image.Image:
