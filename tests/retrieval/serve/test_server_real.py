@@ -57,19 +57,14 @@ def test_k_larger_than_the_index_returns_all_of_it(client: TestClient) -> None:
 
 
 def test_image_urls_serve_the_member_bytes_from_the_shard(client: TestClient) -> None:
-    hits = client.post("/search", json={"text": "a red heart", "k": 3}).json()["results"]
-    for hit in hits:
+    stored = {member.rsplit(".", 1)[0]: (shard, member) for shard in sorted(FIXTURE_SHARDS.glob("*.tar"))
+              for member in tarfile.open(shard).getnames() if member.endswith((".jpg", ".png"))}  # key -> its image
+    for hit in client.post("/search", json={"text": "a red heart", "k": 3}).json()["results"]:
         response = client.get(hit["image_url"])
         assert response.status_code == 200
-        for shard in sorted(FIXTURE_SHARDS.glob("*.tar")):
-            members = tarfile.open(shard).getnames()
-            member = next((m for m in members if m.rsplit(".", 1)[0] == hit["key"] and m.endswith((".jpg", ".png"))), None)
-            if member:
-                assert response.content == member_bytes(shard, member)
-                assert response.headers["content-type"] == ("image/jpeg" if member.endswith(".jpg") else "image/png")
-                break
-        else:
-            pytest.fail(f"key {hit['key']} not in the fixture shards")
+        shard, member = stored[hit["key"]]
+        assert response.content == member_bytes(shard, member)
+        assert response.headers["content-type"] == ("image/jpeg" if member.endswith(".jpg") else "image/png")
 
 
 def test_query_by_a_stored_image_finds_it_first(client: TestClient) -> None:
