@@ -18,8 +18,7 @@ KEY = "s3cret-key"
 
 @pytest.fixture(scope="module")
 def client(shard: Path) -> TestClient:
-    app = colors_app(shard, api_key=KEY)
-    with TestClient(app) as c:
+    with TestClient(colors_app(shard, api_key=KEY)) as c:
         yield c
 
 
