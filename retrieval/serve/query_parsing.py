@@ -164,8 +164,7 @@ def query_vector(values: np.ndarray, dim: int) -> np.ndarray:
 
 
 def unit_rows(matrix: np.ndarray, error: str) -> np.ndarray:
-    """(N, D) float32 rows of `matrix` scaled to unit length; BadQueryError(`error`) if a row is all zeros or not
-    finite."""
+    """(N, D) float32 unit rows of `matrix`; BadQueryError(`error`) if a row is all zeros or not finite."""
     scale = np.max(np.abs(matrix), axis=1, keepdims=True)
     if not np.all(np.isfinite(scale)) or np.any(scale == 0):
         raise BadQueryError(error)
