@@ -92,7 +92,9 @@ def embed_shards(config: EmbedConfig, *, encoder: Encoder | None = None,
     _claim(out, config, encoder, rank)
     log(f"precision: {precision} ({why})")
     if config.distributed.distributor == "ray":
-        _embed_with_ray(shards, out, config, log)
+        from retrieval.embed_ray import embed_parts_ray
+
+        embed_parts_ray(shards, out, config, log)
     else:
         _embed_local(encoder, shards, shards_of_rank(len(shards), rank, world), out, config, log)
     if processes is not None:
@@ -104,15 +106,6 @@ def embed_shards(config: EmbedConfig, *, encoder: Encoder | None = None,
             log(f"warning: {shard} could be read only part-way ({part} holds its readable samples); "
                 "check it with `clipline data validate`, then rerun embed to redo that part")
     return info
-
-
-def _embed_with_ray(shards: list[str], out: Path, config: EmbedConfig, log: Callable[[str], None]) -> None:
-    from retrieval.embed_ray import embed_parts_ray
-
-    todo = [i for i in range(len(shards)) if not part_complete(out, f"part_{i:05d}")]
-    if len(todo) < len(shards):
-        log(f"{len(shards) - len(todo)} of {len(shards)} parts already embedded, skipped")
-    embed_parts_ray(shards, todo, out, config, log)
 
 
 def _embed_local(encoder: Encoder, shards: list[str], mine: list[int], out: Path, config: EmbedConfig,

@@ -54,9 +54,13 @@ class ShardEmbedder:
         return {"part": batch["part"], "shard": batch["shard"], "rows": np.array(rows), "error": np.array(errors)}
 
 
-def embed_parts_ray(shards: list[str], todo: list[int], out: Path, config: EmbedConfig,
-                    log: Callable[[str], None]) -> int:
-    """Embed shards `todo` (indices into `shards`) on a Ray actor pool; returns the rows written."""
+def embed_parts_ray(shards: list[str], out: Path, config: EmbedConfig, log: Callable[[str], None]) -> int:
+    """Embed the shards whose parts are not complete yet on a Ray actor pool; returns the rows written."""
+    from retrieval.embed import part_complete
+
+    todo = [i for i in range(len(shards)) if not part_complete(out, f"part_{i:05d}")]
+    if len(todo) < len(shards):
+        log(f"{len(shards) - len(todo)} of {len(shards)} parts already embedded, skipped")
     if config.num_actors < 1:
         raise RetrievalError(f"`num_actors` must be >= 1, got {config.num_actors}")
     if not todo:

@@ -35,14 +35,12 @@ class EmbeddingSet:
             raise RetrievalError(f"embedding dir {self.root} does not exist; run `clipline embed` first")
         self.parts = sorted(p.stem for p in (self.root / "metadata").glob("part_*.parquet"))
         if not self.parts:
-            raise RetrievalError(
-                f"embedding dir {self.root} has no parts (metadata/part_*.parquet); "
-                "run `clipline embed --out` on it first"
-            )
+            raise RetrievalError(f"embedding dir {self.root} has no parts (metadata/part_*.parquet); "
+                                 "run `clipline embed --out` on it first")
         info_path = self.root / "info.json"
         self.info: dict = json.loads(info_path.read_text()) if info_path.is_file() else {}
-        self._rows = [self._part_rows(part) for part in self.parts]
-        self.count = int(sum(self._rows))
+        self.part_rows = [self._part_rows(part) for part in self.parts]  # rows of each part, in part order
+        self.count = int(sum(self.part_rows))
         self.dim = self._check_dims()
 
     def modalities(self) -> list[str]:
@@ -56,11 +54,6 @@ class EmbeddingSet:
             return np.load(path, mmap_mode="r")
         except (OSError, ValueError) as err:
             raise RetrievalError(f"cannot read {path} ({err}); delete it and rerun `clipline embed`") from err
-
-    @property
-    def part_rows(self) -> list[int]:
-        """Rows of each part, in part order."""
-        return list(self._rows)
 
     def batches(self, modality: Modality, batch_size: int = 65536) -> Iterator[np.ndarray]:
         """(B, D) float32 batches in id order; memory stays at one batch."""
@@ -80,7 +73,7 @@ class EmbeddingSet:
         """(len(ids), D) float32 rows for global ids (any order)."""
         ids = np.asarray(ids, dtype=np.int64)
         out = np.empty((len(ids), self.dim), dtype=np.float32)
-        bounds = np.cumsum([0, *self._rows])
+        bounds = np.cumsum([0, *self.part_rows])
         part_of = np.searchsorted(bounds, ids, side="right") - 1
         for p in np.unique(part_of):
             chosen = np.nonzero(part_of == p)[0]
@@ -104,23 +97,17 @@ class EmbeddingSet:
         """The common dimension; raises when parts disagree with each other or with their row counts."""
         present = self.modalities()
         if not present:
-            raise RetrievalError(
-                f"embedding dir {self.root} has metadata but no img_emb/ or text_emb/ arrays for every part; "
-                "rerun `clipline embed`"
-            )
+            raise RetrievalError(f"embedding dir {self.root} has metadata but no img_emb/ or text_emb/ arrays for "
+                                 "every part; rerun `clipline embed`")
         dims = set()
         for modality in present:
-            for part, rows in zip(self.parts, self._rows):
+            for part, rows in zip(self.parts, self.part_rows):
                 array = self.part_array(modality, part)
                 if array.ndim != 2 or len(array) != rows:
-                    raise RetrievalError(
-                        f"{MODALITY_DIRS[modality]}/{part}.npy has shape {array.shape} but its metadata has "
-                        f"{rows} rows; delete the part and rerun `clipline embed`"
-                    )
+                    raise RetrievalError(f"{MODALITY_DIRS[modality]}/{part}.npy has shape {array.shape} but its "
+                                         f"metadata has {rows} rows; delete the part and rerun `clipline embed`")
                 dims.add(array.shape[1])
         if len(dims) != 1:
-            raise RetrievalError(
-                f"embedding dir {self.root} mixes dimensions {sorted(dims)}; "
-                "embed everything with one checkpoint into a fresh embedding dir"
-            )
+            raise RetrievalError(f"embedding dir {self.root} mixes dimensions {sorted(dims)}; "
+                                 "embed everything with one checkpoint into a fresh embedding dir")
         return dims.pop()

@@ -46,7 +46,7 @@ def _thumbnail(result: dict) -> Image.Image:
         image = read_image(result["shard"], result["offset"], result["size"], result["member"])
     except RetrievalError:
         return cell  # a moved or rewritten shard should not stop the other thumbnails
-    image.thumbnail((CELL, CELL), Image.Resampling.NEAREST if max(image.size) < CELL else Image.Resampling.LANCZOS)
+    image.thumbnail((CELL, CELL), Image.Resampling.LANCZOS)  # only ever shrinks
     if max(image.size) < CELL:  # small emoji: scale up crisply instead of leaving a tiny icon
         scale = CELL // max(image.size)
         image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)

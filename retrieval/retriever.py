@@ -38,17 +38,14 @@ class Retriever:
     def __init__(self, index_dir: str | Path, *, modality: str | None = None, checkpoint: str | None = None,
                  data_dir: str | Path | None = None, encoder: Encoder | None = None, device: str = "cpu",
                  mmap: bool = True) -> None:
-        self.loaded = load_index(index_dir, modality, mmap=mmap)
-        self.index = self.loaded.index
-        self.modality = self.loaded.modality
-        info = self.loaded.info
-        self.metadata = MetadataTable(sorted((self.loaded.root / "metadata").glob("part_*.parquet")))
+        self.loaded = loaded = load_index(index_dir, modality, mmap=mmap)
+        self.index, self.modality = loaded.index, loaded.modality
+        self.metadata = MetadataTable(sorted((loaded.root / "metadata").glob("part_*.parquet")))
         if len(self.metadata) != self.index.ntotal:
-            raise RetrievalError(f"{self.loaded.root} has {len(self.metadata)} metadata rows for "
+            raise RetrievalError(f"{loaded.root} has {len(self.metadata)} metadata rows for "
                                  f"{self.index.ntotal} vectors; rebuild the index")
-        root = self.loaded.root
-        self.data_dir = Path(data_dir or recorded_path(info.get("data_dir"), root) or ".")
-        self.checkpoint = checkpoint or recorded_checkpoint(info.get("checkpoint"), root)
+        self.data_dir = Path(data_dir or recorded_path(loaded.info.get("data_dir"), loaded.root) or ".")
+        self.checkpoint = checkpoint or recorded_checkpoint(loaded.info.get("checkpoint"), loaded.root)
         self.device = device
         self._encoder = encoder
         self._shard_paths: dict[str, str] = {}  # shard name -> absolute path, resolved once
@@ -117,7 +114,10 @@ class Retriever:
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise RetrievalError(f"query vectors have shape {vectors.shape} but the index holds dimension "
                                  f"{self.dim}; embed queries with the index's checkpoint")
-        check_k(k, len(self))
+        if k <= 0:
+            raise RetrievalError(f"-k must be at least 1, got {k}")
+        if k > len(self):
+            raise RetrievalError(f"-k {k} is larger than the index ({len(self)} items); ask for at most {len(self)}")
         return self.index.search(np.ascontiguousarray(vectors), k)
 
     def _results(self, scores: np.ndarray, ids: np.ndarray) -> list[dict]:
@@ -134,13 +134,6 @@ class Retriever:
                 "offset": row["offset"], "size": row["size"], "image": f"{shard}#{row['member']}",
             })
         return results
-
-
-def check_k(k: int, size: int) -> None:
-    if k <= 0:
-        raise RetrievalError(f"-k must be at least 1, got {k}")
-    if k > size:
-        raise RetrievalError(f"-k {k} is larger than the index ({size} items); ask for at most {size}")
 
 
 def _open_query_image(image: Image.Image | str | Path) -> Image.Image:

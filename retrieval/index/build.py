@@ -173,8 +173,7 @@ def _build_and_tune(emb: EmbeddingSet, modality: str, choice: IndexChoice, confi
         tune_q, tune_truth, validation = queries[:half], truth[:half], (queries[half:], truth[half:])
     else:  # one query: nothing to hold out
         tune_q, tune_truth, validation = queries, truth, None
-    result = tune_index(index, tune_q, tune_truth,
-                        search_params=choice.search_params, nlist=choice.nlist,
+    result = tune_index(index, tune_q, tune_truth, search_params=choice.search_params, nlist=choice.nlist,
                         target_recall=config.target_recall, k=k, log=log, validation=validation)
     timings["tune_s"] = time.perf_counter() - start
     return index, timings, result
@@ -219,14 +218,13 @@ def train_and_fill(emb: EmbeddingSet, modality: str, choice: IndexChoice, config
     if ray:
         index = fill_with_ray(emb, modality, index, work or Path(f".{modality}-parts"), config.distributed,
                               config.add_batch_size, log)
-        timings["add_s"] = time.perf_counter() - start
-        return index, timings
-    next_report = 0
-    for batch in emb.batches(modality, config.add_batch_size):
-        index.add(batch)
-        if index.ntotal >= next_report or index.ntotal == emb.count:  # about every 10 %
-            log(f"[{modality}] added {index.ntotal}/{emb.count}")
-            next_report = index.ntotal + emb.count // 10
+    else:
+        next_report = 0
+        for batch in emb.batches(modality, config.add_batch_size):
+            index.add(batch)
+            if index.ntotal >= next_report or index.ntotal == emb.count:  # about every 10 %
+                log(f"[{modality}] added {index.ntotal}/{emb.count}")
+                next_report = index.ntotal + emb.count // 10
     timings["add_s"] = time.perf_counter() - start
     return index, timings
 

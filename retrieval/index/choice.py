@@ -177,32 +177,18 @@ def _hnsw_bytes(n: int, dim: int) -> int:
     return int(n * (dim * 4 + links + 12))
 
 
-def _ivf(
-    n: int, dim: int, codes: str, code_bytes: float, refine: str, refine_bytes: int, reason: str
-) -> IndexChoice:
+def _ivf(n: int, dim: int, codes: str, code_bytes: float, refine: str, refine_bytes: int, reason: str) -> IndexChoice:
     nlist = ivf_list_count(n)
     coarse = f"IVF{nlist}_HNSW32" if nlist >= 16384 else f"IVF{nlist}"
     factory = ",".join(part for part in (coarse, codes, refine) if part)
     size = n * (code_bytes + ID_BYTES + refine_bytes) + nlist * dim * 4
     params = ("nprobe", "k_factor_rf") if refine else ("nprobe",)
-    return IndexChoice(
-        factory=factory,
-        reason=reason,
-        estimated_bytes=int(size),
-        nlist=nlist,
-        train_size=training_points(n, nlist),
-        search_params=params,
-    )
+    return IndexChoice(factory=factory, reason=reason, estimated_bytes=int(size), nlist=nlist,
+                       train_size=training_points(n, nlist), search_params=params)
 
 
-def choose_index_factory(
-    n: int,
-    dim: int,
-    max_memory_bytes: int,
-    *,
-    target_recall: float = 0.95,
-    allow_hnsw: bool = True,
-) -> IndexChoice:
+def choose_index_factory(n: int, dim: int, max_memory_bytes: int, *, target_recall: float = 0.95,
+                         allow_hnsw: bool = True) -> IndexChoice:
     """The index for `n` vectors of `dim` within `max_memory_bytes` (rules in the module doc).
 
     `allow_hnsw=False` skips rule 2, for callers that need memory-mapped
@@ -254,12 +240,8 @@ def more_accurate_choices(choice: IndexChoice, n: int, dim: int) -> list[IndexCh
     """
     if not choice.factory.startswith("IVF") or n < MIN_TRAINABLE:
         return []
-    nlist = ivf_list_count(n)
-    coarse = f"IVF{nlist}_HNSW32" if nlist >= 16384 else f"IVF{nlist}"
-    exact_lists = IndexChoice(
-        factory=f"{coarse},Flat", reason="exact distances within the probed lists: nprobe reaches any recall",
-        estimated_bytes=int(n * (dim * 4 + ID_BYTES) + nlist * dim * 4), nlist=nlist,
-        train_size=training_points(n, nlist), search_params=("nprobe",))
+    exact_lists = _ivf(n, dim, "Flat", dim * 4, "", 0,
+                       "exact distances within the probed lists: nprobe reaches any recall")
     ladder = [*_refined_choices(n, dim), exact_lists]
     factories = [c.factory for c in ladder]
     start = factories.index(choice.factory) + 1 if choice.factory in factories else 0
@@ -269,19 +251,15 @@ def more_accurate_choices(choice: IndexChoice, n: int, dim: int) -> list[IndexCh
 def _compressed_choice(n: int, dim: int, max_memory_bytes: int) -> IndexChoice:
     """Rule 5: the largest residual PQ code that fits, or an error saying how much is needed."""
     if n < MIN_TRAINABLE:
-        raise RetrievalError(
-            f"{n} x {dim} float32 vectors need {format_size(n * dim * 4)} but `max_memory` is "
-            f"{format_size(max_memory_bytes)}; raise `max_memory`"
-        )
+        raise RetrievalError(f"{n} x {dim} float32 vectors need {format_size(n * dim * 4)} but `max_memory` is "
+                             f"{format_size(max_memory_bytes)}; raise `max_memory`")
     nlist = ivf_list_count(n)
     fixed = nlist * dim * 4
     per_vector = (max_memory_bytes - fixed) / n - ID_BYTES
     m = pq_subquantizers(dim, min(per_vector, dim / 4))  # at most 2-dim sub-vectors
     if m == 0:
         smallest = n * (1 + ID_BYTES) + fixed
-        raise RetrievalError(
-            f"no index of {n} x {dim} vectors fits in {format_size(max_memory_bytes)} "
-            f"(the smallest needs about {format_size(smallest)}); raise `max_memory`"
-        )
+        raise RetrievalError(f"no index of {n} x {dim} vectors fits in {format_size(max_memory_bytes)} "
+                             f"(the smallest needs about {format_size(smallest)}); raise `max_memory`")
     why = f"only compressed codes fit: {m // 2} bytes per vector, residual PQ, no re-ranking"
     return _ivf(n, dim, f"PQ{m}x4fsr", m / 2, "", 0, why)

@@ -54,9 +54,8 @@ class TuningResult:
     target_met: bool
 
 
-def exact_neighbors(
-    batches: Iterable[np.ndarray], queries: np.ndarray, k: int, metric: int = faiss.METRIC_INNER_PRODUCT
-) -> tuple[np.ndarray, np.ndarray]:
+def exact_neighbors(batches: Iterable[np.ndarray], queries: np.ndarray, k: int,
+                    metric: int = faiss.METRIC_INNER_PRODUCT) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k (scores, ids) of `queries` over vectors streamed in batches, ids in stream order."""
     heap = faiss.ResultHeap(len(queries), k, keep_max=metric == faiss.METRIC_INNER_PRODUCT)
     offset = 0
@@ -161,9 +160,8 @@ def _validated_setting(index: faiss.Index, rows: list[TuningRow], validation: tu
                        target_recall: float, k: int, log) -> tuple[TuningRow, bool]:
     """Fastest tuning row whose recall on the validation split meets the target, as measured there."""
     val_queries, val_truth = validation
-    for row in sorted(rows, key=lambda r: (r.latency_ms_median, -r.recall_at_k)):
-        if row.recall_at_k < target_recall:
-            continue
+    meeting = [r for r in rows if r.recall_at_k >= target_recall]
+    for row in sorted(meeting, key=lambda r: (r.latency_ms_median, -r.recall_at_k)):
         checked = measure(index, row.params, val_queries, val_truth, k)
         log(f"  validation {row.params or 'exact'}: recall@{k} {checked.recall_at_k:.4f}")
         if checked.recall_at_k >= target_recall:

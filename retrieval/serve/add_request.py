@@ -1,11 +1,11 @@
-"""Parsing `POST /indices/{name}/add`: check an add request against the index it extends and turn it into `AddedItems`."""
+"""Parsing `POST /indices/{name}/add`: check an add request against the index it extends, turn it into `AddedItems`."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from retrieval.serve.api_schemas import AddItem, AddRequest
-from retrieval.serve.query_parsing import BadQueryError, QueryTooLargeError, json_object, validated
+from retrieval.serve.query_parsing import BadQueryError, QueryTooLargeError, json_object, unit_rows, validated
 from retrieval.serve.registry import AddedItems, SearchBackend
 
 
@@ -18,16 +18,10 @@ def parse_add_request(body: bytes, backend: SearchBackend, max_items: int) -> Ad
     keys = [item.key for item in request.items]
     if len(set(keys)) != len(keys):
         raise BadQueryError("the same key appears twice in one add request; keys must be unique")
-    sides = {
-        side: _side_matrix(request.items, side, backend.embed_dim) if side in backend.modalities else None
-        for side in ("image", "text")
-    }
-    return AddedItems(
-        keys=keys,
-        captions=[item.caption for item in request.items],
-        image_embeddings=sides["image"],
-        text_embeddings=sides["text"],
-    )
+    sides = {side: _side_matrix(request.items, side, backend.embed_dim) if side in backend.modalities else None
+             for side in ("image", "text")}
+    return AddedItems(keys=keys, captions=[item.caption for item in request.items],
+                      image_embeddings=sides["image"], text_embeddings=sides["text"])
 
 
 def _side_matrix(items: list[AddItem], side: str, dim: int) -> np.ndarray:
@@ -41,10 +35,4 @@ def _side_matrix(items: list[AddItem], side: str, dim: int) -> np.ndarray:
         if len(values) != dim:
             raise BadQueryError(f"items[{i}].{field} has {len(values)} values; this index needs {dim}")
         rows.append(values)
-    matrix = np.asarray(rows, dtype=np.float64)  # (N, D)
-    scale = np.max(np.abs(matrix), axis=1, keepdims=True)
-    if not np.all(np.isfinite(scale)) or np.any(scale == 0):
-        raise BadQueryError(f"an item's {field} is all zeros; send non-zero vectors")
-    matrix = matrix / scale  # largest entry first so the squared norm cannot overflow
-    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix.astype(np.float32)
+    return unit_rows(np.asarray(rows, dtype=np.float64), f"an item's {field} is all zeros; send non-zero vectors")

@@ -24,29 +24,21 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str | None = Field(default=None, description="Text query, e.g. 'a red heart'.")
-    image: str | None = Field(
-        default=None,
-        max_length=MAX_BASE64_CHARS,
-        description="Base64 image bytes (PNG/JPEG/WebP/...), optionally as a data: URL.",
-    )
+    image: str | None = Field(default=None, max_length=MAX_BASE64_CHARS,
+                              description="Base64 image bytes (PNG/JPEG/WebP/...), optionally as a data: URL.")
     embedding: list[FiniteFloat] | None = Field(
-        default=None,
-        max_length=MAX_EMBEDDING_DIM,
-        description="A query vector of the index's dimension (normalised by the server).",
-    )
+        default=None, max_length=MAX_EMBEDDING_DIM,
+        description="A query vector of the index's dimension (normalised by the server).")
     k: int = Field(default=10, ge=1, strict=True, description="Number of results (a JSON integer, not a string).")
-    modality: Literal["image", "text"] = Field(
-        default="image", description="Which side of the index to return: images or captions."
-    )
+    modality: Literal["image", "text"] = Field(default="image",
+                                               description="Which side of the index to return: images or captions.")
     index: str | None = Field(default=None, max_length=200, description="Index name; default: the first served.")
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
         given = [name for name in ("text", "image", "embedding") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(
-                f"give exactly one of 'text', 'image', 'embedding' (got {', '.join(given) or 'none'})"
-            )
+            raise ValueError(f"give exactly one of 'text', 'image', 'embedding' (got {', '.join(given) or 'none'})")
         return self
 
 

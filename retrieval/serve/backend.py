@@ -64,7 +64,7 @@ class IndexBackend:
         self.retrievers = retrievers
         self.info = info
         self.modalities = tuple(retrievers)
-        first = next(iter(retrievers.values()))
+        self._first = first = next(iter(retrievers.values()))
         self.encoder = first.encoder
         self.embed_dim = first.dim
         self.base_count = len(first)
@@ -134,21 +134,15 @@ class IndexBackend:
                              size=size if offset >= 0 else None)
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "added": len(self.delta.keys),
-            "factory": {m: r.loaded.summary.get("factory") for m, r in self.retrievers.items()},
-            "checkpoint_id": self.info.get("checkpoint_id"),
-        }
+        return {"added": len(self.delta.keys),
+                "factory": {m: r.loaded.summary.get("factory") for m, r in self.retrievers.items()},
+                "checkpoint_id": self.info.get("checkpoint_id")}
 
     def with_added(self, items: AddedItems) -> IndexBackend:
         if self.metric != "ip":
             raise RetrievalError(f"adding to an index built with metric {self.metric!r} is not supported; "
                                  "rebuild it with `clipline index build --metric ip`")
         return IndexBackend(self.retrievers, self.info, self.delta.extended(items), self.text_cache, self.precision)
-
-    @property
-    def _first(self) -> Retriever:
-        return next(iter(self.retrievers.values()))
 
 
 def _hit(row: dict) -> dict:

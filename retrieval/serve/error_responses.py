@@ -35,12 +35,9 @@ STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
 ]
 
 
-def status_of(exc: Exception) -> int:
-    return next(code for cls, code in STATUS_BY_ERROR if isinstance(exc, cls))
-
-
 async def user_error(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=status_of(exc))
+    status = next(code for cls, code in STATUS_BY_ERROR if isinstance(exc, cls))
+    return JSONResponse({"detail": str(exc)}, status_code=status)
 
 
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -33,10 +33,8 @@ def check_bind_safety(host: str, api_key: str | None, insecure: bool) -> None:
     """Refuse to expose the index beyond this machine without an API key."""
     if is_loopback_host(host) or api_key or insecure:
         return
-    raise RetrievalError(
-        f"`host` {host} is reachable from other machines; pass `api_key` KEY "
-        "(or `insecure` to serve without one)"
-    )
+    raise RetrievalError(f"`host` {host} is reachable from other machines; pass `api_key` KEY "
+                         "(or `insecure` to serve without one)")
 
 
 async def _send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
@@ -108,17 +106,12 @@ class ApiKeyGuard(_HttpMiddleware):
         self.api_key = api_key.encode()
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._is_public(scope["path"]) or self._has_key(scope):
+        path = scope["path"]
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or self._has_key(scope):
             await self.app(scope, receive, send)
             return
-        await _send_json(
-            send, 401, "missing or wrong API key; send it as the X-API-Key header",
-            [(b"www-authenticate", b'Bearer realm="clipline"')],
-        )
-
-    @staticmethod
-    def _is_public(path: str) -> bool:
-        return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+        await _send_json(send, 401, "missing or wrong API key; send it as the X-API-Key header",
+                         [(b"www-authenticate", b'Bearer realm="clipline"')])
 
     def _has_key(self, scope: Scope) -> bool:
         offered: list[bytes] = []

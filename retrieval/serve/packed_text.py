@@ -26,7 +26,6 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable
-from functools import partial
 from typing import Any, List, Optional, Union
 
 import torch
@@ -64,7 +63,7 @@ def encode_texts_packed(encoder: Any, texts: list[str]) -> torch.Tensor:
     tokens = tokenize_to_longest(encoder.tokenizer, list(texts)).to(encoder.device)  # (Q, L <= context)
     with torch.no_grad():
         # the chunks and trimmed lengths of `Encoder.encode_tokens`, so attention sees the same shapes
-        features = run_length_sorted(partial(encode_packed, clip), tokens, clip.text.config.pad_token_id,
+        features = run_length_sorted(functools.partial(encode_packed, clip), tokens, clip.text.config.pad_token_id,
                                      chunk=TEXT_BATCH)  # (Q, D)
         features = F.normalize(features, dim=-1)  # as TwoTower.encode_text
     if features.dtype != torch.float32:  # as Encoder: under bf16 autocast, normalised in fp32 again

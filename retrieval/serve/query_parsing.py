@@ -142,9 +142,7 @@ def decode_image(data: bytes, limits: ServeLimits) -> Image.Image:
         image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
         width, height = image.size
         if width * height > limits.max_image_pixels:
-            raise QueryTooLargeError(
-                f"image is {width}x{height} pixels; the limit is {limits.max_image_pixels} pixels"
-            )
+            raise QueryTooLargeError(f"image is {width}x{height} pixels; the limit is {limits.max_image_pixels} pixels")
         if width < 1 or height < 1:
             raise BadQueryError(f"image has no pixels ({width}x{height})")
         image.seek(0)  # first frame of an animation
@@ -154,19 +152,21 @@ def decode_image(data: bytes, limits: ServeLimits) -> Image.Image:
     # Pillow raises many types on hostile input (OSError, ValueError, SyntaxError,
     # struct.error, IndexError, DecompressionBombError...); each means "not an image".
     except Exception as exc:  # noqa: BLE001
-        kind = type(exc).__name__
-        raise BadQueryError(
-            f"image could not be decoded ({kind}); send a PNG, JPEG, WebP, GIF or BMP file"
-        ) from None
+        raise BadQueryError(f"image could not be decoded ({type(exc).__name__}); "
+                            "send a PNG, JPEG, WebP, GIF or BMP file") from None
 
 
 def query_vector(values: np.ndarray, dim: int) -> np.ndarray:
     """(1, D) float32 unit vector from a client's embedding; BadQueryError if unusable."""
     if values.ndim != 1 or values.shape[0] != dim:
         raise BadQueryError(f"embedding has {values.shape[0]} values; this index needs {dim}")
-    scale = float(np.max(np.abs(values))) if values.size else 0.0
-    if not np.isfinite(scale) or scale == 0.0:
-        raise BadQueryError("embedding is all zeros or not finite; send a non-zero vector")
-    unit = values / scale  # divide by the largest entry first so squaring cannot overflow
-    unit = unit / np.linalg.norm(unit)
-    return unit.astype(np.float32)[None, :]
+    return unit_rows(values[None, :], "embedding is all zeros or not finite; send a non-zero vector")
+
+
+def unit_rows(matrix: np.ndarray, error: str) -> np.ndarray:
+    """(N, D) float32 unit rows of `matrix`; BadQueryError(`error`) if a row is all zeros or not finite."""
+    scale = np.max(np.abs(matrix), axis=1, keepdims=True)
+    if not np.all(np.isfinite(scale)) or np.any(scale == 0):
+        raise BadQueryError(error)
+    unit = matrix / scale  # divide by the largest entry first so squaring cannot overflow
+    return (unit / np.linalg.norm(unit, axis=1, keepdims=True)).astype(np.float32)

@@ -30,13 +30,10 @@ class ImageLocation:
 
     shard: Path
     """Absolute path of the shard tar (taken from the index metadata, never from a request)."""
-
     member: str
     """Name of the image member inside the tar (`KEY.jpg`)."""
-
     offset: int | None = None
     """Byte offset of the member's data in the tar, if the metadata recorded it."""
-
     size: int | None = None
     """Byte size of the member's data, if the metadata recorded it."""
 
@@ -48,19 +45,12 @@ class SearchBackend(Protocol):
     modalities: tuple[str, ...]
 
     def search_text(self, texts: list[str], k: int, modality: Modality) -> list[list[dict]]: ...
-
     def search_image(self, images: list[Image.Image], k: int, modality: Modality) -> list[list[dict]]: ...
-
     def search_embedding(self, vectors: np.ndarray, k: int, modality: Modality) -> list[list[dict]]: ...
-
     def image_location(self, key: str) -> ImageLocation | None: ...
-
     def has_key(self, key: str) -> bool: ...
-
     def describe(self) -> dict[str, Any]: ...
-
     def __len__(self) -> int: ...
-
     def with_added(self, items: AddedItems) -> SearchBackend: ...
 
 
@@ -70,13 +60,10 @@ class AddedItems:
 
     keys: list[str]
     """Unique keys, none already in the index."""
-
     captions: list[str]
     """One caption per key."""
-
     image_embeddings: np.ndarray | None
     """(N, D) float32, L2-normalised; None if the index has no image side."""
-
     text_embeddings: np.ndarray | None
     """(N, D) float32, L2-normalised; None if the index has no text side."""
 
@@ -121,16 +108,13 @@ class ServedIndex:
             current = self._snapshot
             added = len(current.backend) - self.built_rows
             if max_added_rows is not None and added + len(items.keys) > max_added_rows:
-                raise AddLimitError(
-                    f"index {self.name!r} already holds {added} added rows; {len(items.keys)} more would pass the "
-                    f"server's limit of {max_added_rows} (its `max_added_rows`); rebuild the index to keep more"
-                )
+                raise AddLimitError(f"index {self.name!r} already holds {added} added rows; {len(items.keys)} more "
+                                    f"would pass the server's limit of {max_added_rows} (its `max_added_rows`); "
+                                    "rebuild the index to keep more")
             duplicates = [k for k in items.keys if current.backend.has_key(k)]
             if duplicates:
-                raise DuplicateKeyError(
-                    f"{len(duplicates)} key(s) already in index {self.name!r} "
-                    f"(first: {duplicates[0]!r}); use new keys"
-                )
+                raise DuplicateKeyError(f"{len(duplicates)} key(s) already in index {self.name!r} "
+                                        f"(first: {duplicates[0]!r}); use new keys")
             extended = Snapshot(current.backend.with_added(items), current.generation + 1)
             self._snapshot = extended  # the swap: one reference assignment
             self.updated_at = time.time()
@@ -138,14 +122,9 @@ class ServedIndex:
 
     def describe(self) -> dict[str, Any]:
         snapshot = self._snapshot
-        return {
-            "name": self.name,
-            "size": len(snapshot.backend),
-            "embed_dim": snapshot.backend.embed_dim,
-            "modalities": list(snapshot.backend.modalities),
-            "generation": snapshot.generation,
-            **snapshot.backend.describe(),
-        }
+        return {"name": self.name, "size": len(snapshot.backend), "embed_dim": snapshot.backend.embed_dim,
+                "modalities": list(snapshot.backend.modalities), "generation": snapshot.generation,
+                **snapshot.backend.describe()}
 
 
 class IndexRegistry:
@@ -157,9 +136,7 @@ class IndexRegistry:
         self._by_name: dict[str, ServedIndex] = {}
         for served in indices:
             if served.name in self._by_name:
-                raise RetrievalError(
-                    f"two indices are named {served.name!r}; give them distinct names (NAME=DIR)"
-                )
+                raise RetrievalError(f"two indices are named {served.name!r}; give them distinct names (NAME=DIR)")
             self._by_name[served.name] = served
         self.default_name = indices[0].name
 

@@ -8,9 +8,8 @@ recorded offset and size is one seek.
 
 from __future__ import annotations
 
+import functools
 import tarfile
-import threading
-from collections import OrderedDict
 from pathlib import Path
 
 from retrieval.errors import RetrievalError
@@ -32,31 +31,17 @@ class ShardImageReader:
     """Reads image bytes by `ImageLocation`, caching each shard's member table."""
 
     def __init__(self, max_cached_shards: int = 64) -> None:
-        self._tables: OrderedDict[Path, dict[str, tuple[int, int]]] = OrderedDict()
-        self._max_cached = max_cached_shards
-        self._lock = threading.Lock()
+        self._member_table = functools.lru_cache(maxsize=max_cached_shards)(_scan_members)  # thread-safe LRU
 
     def read(self, location: ImageLocation) -> bytes:
         offset, size = location.offset, location.size
         if offset is None or size is None:
-            offset, size = self._member_span(location.shard, location.member)
+            span = self._member_table(location.shard).get(location.member)
+            if span is None:
+                raise RetrievalError(f"shard {location.shard} has no member {location.member!r}; "
+                                     "was it rewritten after indexing?")
+            offset, size = span
         return read_member_bytes(location.shard, offset, size, location.member)
-
-    def _member_span(self, shard: Path, member: str) -> tuple[int, int]:
-        with self._lock:
-            table = self._tables.get(shard)
-            if table is not None:
-                self._tables.move_to_end(shard)
-        if table is None:
-            table = _scan_members(shard)
-            with self._lock:
-                self._tables[shard] = table
-                while len(self._tables) > self._max_cached:
-                    self._tables.popitem(last=False)
-        span = table.get(member)
-        if span is None:
-            raise RetrievalError(f"shard {shard} has no member {member!r}; was it rewritten after indexing?")
-        return span
 
 
 def _scan_members(shard: Path) -> dict[str, tuple[int, int]]:

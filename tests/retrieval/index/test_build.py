@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -18,8 +19,9 @@ from tests.retrieval.emb_fakes import clustered_vectors, write_embedding_dir
 N, DIM = 20_000, 32
 
 
-def quiet(message: str) -> None:
-    pass
+def build(emb: Path, out: Path, **settings: Any) -> dict:
+    """`build_index` of `emb` into `out`, silently; its summary."""
+    return build_index(IndexBuildConfig(emb=str(emb), out=str(out), **settings), log=lambda message: None)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +41,7 @@ def exact_top10(emb: Path, queries: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("factory", ["HNSW32,Flat", "IVF64,PQ8x4fs,RFlat", "IVF64,Flat"])
 def test_tuned_index_meets_target_on_held_out_queries(synthetic_emb: Path, tmp_path: Path, factory: str) -> None:
     out = tmp_path / "index"
-    summary = build_index(IndexBuildConfig(emb=str(synthetic_emb), out=str(out), factory=factory,
-                                           target_recall=0.95, tune_queries=300), log=quiet)["image"]
+    summary = build(synthetic_emb, out, factory=factory, target_recall=0.95, tune_queries=300)["image"]
     assert summary["factory"] == factory and summary["target_met"]
     assert summary["recall_at_10"] >= 0.95 and summary["params"]
     table = json.loads((out / "image.tuning.json").read_text())
@@ -57,8 +58,7 @@ def test_tuned_index_meets_target_on_held_out_queries(synthetic_emb: Path, tmp_p
 
 
 def test_default_choice_and_summary_fields(synthetic_emb: Path, tmp_path: Path) -> None:
-    summary = build_index(IndexBuildConfig(emb=str(synthetic_emb), out=str(tmp_path / "i"), tune_queries=100),
-                          log=quiet)["image"]
+    summary = build(synthetic_emb, tmp_path / "i", tune_queries=100)["image"]
     assert summary["factory"] == "Flat" and summary["recall_at_10"] == 1.0  # 20k x 32 is small
     assert summary["count"] == N and summary["dim"] == DIM and summary["tuning_query_source"] == "text embeddings"
     assert summary["size_on_disk_bytes"] == (tmp_path / "i" / "image.faiss").stat().st_size
@@ -81,15 +81,14 @@ def test_failed_build_leaves_no_index_and_keeps_the_old_one(synthetic_emb: Path,
 
     monkeypatch.setattr("retrieval.index.build.faiss.write_index", broken_write)
     with pytest.raises(OSError, match="disk full"):
-        build_index(IndexBuildConfig(emb=str(synthetic_emb), out=str(out), tune_queries=50), log=quiet)
+        build(synthetic_emb, out, tune_queries=50)
     assert list(tmp_path.iterdir()) == []  # neither the index nor its temporary dir
     monkeypatch.undo()
-    build_index(IndexBuildConfig(emb=str(synthetic_emb), out=str(out), tune_queries=50), log=quiet)
+    build(synthetic_emb, out, tune_queries=50)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     monkeypatch.setattr("retrieval.index.build.faiss.write_index", broken_write)
     with pytest.raises(OSError):
-        build_index(IndexBuildConfig(emb=str(synthetic_emb), out=str(out), tune_queries=50, overwrite=True),
-                    log=quiet)
+        build(synthetic_emb, out, tune_queries=50, overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["index"]
 
@@ -97,12 +96,12 @@ def test_failed_build_leaves_no_index_and_keeps_the_old_one(synthetic_emb: Path,
 def test_existing_index_needs_overwrite(synthetic_emb: Path, tmp_path: Path) -> None:
     (tmp_path / "index").mkdir()
     with pytest.raises(RetrievalError, match="`overwrite`"):
-        build_index(IndexBuildConfig(emb=str(synthetic_emb), out=str(tmp_path / "index")), log=quiet)
+        build(synthetic_emb, tmp_path / "index")
 
 
 def test_index_loads_memory_mapped(synthetic_emb: Path, tmp_path: Path) -> None:
     out = tmp_path / "index"
-    build_index(IndexBuildConfig(emb=str(synthetic_emb), out=str(out), tune_queries=50), log=quiet)
+    build(synthetic_emb, out, tune_queries=50)
     mapped_load, owned_load = load_index(out, mmap=True), load_index(out, mmap=False)  # keep: they own the C++ index
     mapped, owned = faiss.downcast_index(mapped_load.index), faiss.downcast_index(owned_load.index)
     assert not mapped.codes.is_owned and owned.codes.is_owned  # vectors stay in the page cache, not the heap
@@ -114,8 +113,7 @@ def test_both_modalities_and_fp16_parts(tmp_path: Path) -> None:
     image = clustered_vectors(2_000, DIM, seed=4)
     text = clustered_vectors(2_000, DIM, seed=5)
     emb = write_embedding_dir(tmp_path / "emb", image.astype(np.float16), text.astype(np.float16))
-    summary = build_index(IndexBuildConfig(emb=str(emb), out=str(tmp_path / "i"), modality="both",
-                                           tune_queries=100), log=quiet)
+    summary = build(emb, tmp_path / "i", modality="both", tune_queries=100)
     assert set(summary) == {"image", "text"}
     assert summary["text"]["tuning_query_source"] == "image embeddings"
     text_index = load_index(tmp_path / "i", "text").index
@@ -127,8 +125,7 @@ def test_l2_metric_tunes_against_l2_neighbours(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     image = rng.standard_normal((3_000, 8)).astype(np.float32) * np.array([5, 4, 3, 2, 1, 1, 1, 1], np.float32)
     emb = write_embedding_dir(tmp_path / "emb", image, image + 0.01)
-    summary = build_index(IndexBuildConfig(emb=str(emb), out=str(tmp_path / "i"), metric="l2", factory="IVF16,Flat",
-                                           tune_queries=200), log=quiet)["image"]
+    summary = build(emb, tmp_path / "i", metric="l2", factory="IVF16,Flat", tune_queries=200)["image"]
     assert summary["target_met"] and summary["metric"] == "l2"
     loaded = load_index(tmp_path / "i")
     queries = image[:50] + 0.01
@@ -149,8 +146,7 @@ def test_a_budget_too_small_for_the_target_is_refused_naming_the_size_that_reach
     # 256 lists: 32 KB of centroids + 16 bytes a vector (8 of code, 8 of id) fit; SQ8 re-ranking needs 48 a vector
     budget = 12_000 * 16 + 256 * DIM * 4
     with pytest.raises(RetrievalError) as err:
-        build_index(IndexBuildConfig(emb=str(emb), out=str(tmp_path / "i"), max_memory=str(budget),
-                                     target_recall=0.99, tune_queries=200), log=quiet)
+        build(emb, tmp_path / "i", max_memory=str(budget), target_recall=0.99, tune_queries=200)
     message = str(err.value)
     assert "below `target_recall` 0.99" in message and "\n" not in message
     # 32 dims: one 4-bit residual sub-quantiser per dimension (16 bytes) + 8 of id + 32 of SQ8, + 32,768 of centroids

@@ -32,7 +32,8 @@ from tests.tar_writing import write_tar
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (240, 230, 20),
           "purple": (150, 30, 200), "black": (10, 10, 10)}
 SHAPES = ("square", "circle")
-DIM = len(COLORS) + len(SHAPES)
+WORDS = (*COLORS, *SHAPES)  # one embedding dimension each
+DIM = len(WORDS)
 
 
 def draw(color: str, shape: str, size: int = 32) -> Image.Image:
@@ -46,10 +47,8 @@ def draw(color: str, shape: str, size: int = 32) -> Image.Image:
 def embed_words(text: str) -> np.ndarray:
     vec = np.zeros(DIM, np.float32)
     for word in text.lower().split():
-        if word in COLORS:
-            vec[list(COLORS).index(word)] = 1.0
-        if word in SHAPES:
-            vec[len(COLORS) + SHAPES.index(word)] = 1.0
+        if word in WORDS:
+            vec[WORDS.index(word)] = 1.0
     norm = np.linalg.norm(vec)
     return vec / norm if norm else np.full(DIM, DIM ** -0.5, np.float32)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import os
 import tarfile
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +14,8 @@ from pretrain import models
 from pretrain.encoder import Encoder
 from pretrain.precision import autocast
 from retrieval.serve.query_encoder import prepare_query_encoder, share_cores_between_workers, text_linear_layers
+from tests.retrieval.conftest import FIXTURE_SHARDS
 
-FIXTURE_SHARDS = Path(__file__).resolve().parents[2] / "fixtures" / "emoji_shards"
 QUERIES = ["cat", "a red apple", "smiling face with sunglasses", "flag of japan", "a rocket in space",
            "grinning face with big eyes", "a yellow star", "pile of poo"]
 

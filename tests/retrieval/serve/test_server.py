@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -130,19 +131,9 @@ def test_health_indices_and_docs(client: TestClient) -> None:
 
 
 def test_every_ref_in_the_openapi_spec_resolves(client: TestClient) -> None:
-    spec = client.get("/openapi.json").json()
-    refs: list[str] = []
-
-    def walk(node) -> None:
-        if isinstance(node, dict):
-            refs.extend([node["$ref"]] if "$ref" in node else [])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(spec)
+    answer = client.get("/openapi.json")
+    spec = answer.json()
+    refs = re.findall(r'"\$ref":\s*"([^"]*)"', answer.text)  # a "$ref" key at any depth of the spec
     assert refs  # the responses refer to component schemas
     for ref in refs:
         assert ref.startswith("#/components/schemas/"), ref

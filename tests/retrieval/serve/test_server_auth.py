@@ -18,8 +18,7 @@ KEY = "s3cret-key"
 
 @pytest.fixture(scope="module")
 def client(shard: Path) -> TestClient:
-    app = colors_app(shard, api_key=KEY)
-    with TestClient(app) as c:
+    with TestClient(colors_app(shard, api_key=KEY)) as c:
         yield c
 
 
@@ -63,38 +62,34 @@ def test_public_hosts_need_a_key_or_insecure(host: str) -> None:
     check_bind_safety(host, api_key=None, insecure=True)
 
 
+def serve_error(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """What `clipline serve ARGV...` prints on stderr, exiting with status 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
 def test_cli_refuses_public_bind_without_key(tmp_path: Path, capsys: pytest.CaptureFixture,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CLIPLINE_API_KEY", raising=False)
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(tmp_path), "--host", "0.0.0.0"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
+    err = serve_error([str(tmp_path), "--host", "0.0.0.0"], capsys).strip()
     assert err.startswith("error: --host 0.0.0.0") and "\n" not in err
 
 
 def test_cli_reports_missing_index_dir_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(tmp_path / "absent")])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
+    err = serve_error([str(tmp_path / "absent")], capsys).strip()
     assert "does not exist" in err and "\n" not in err
 
 
 def test_cli_bad_flag_is_one_line(capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["x", "--port", "not-a-port"])
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.count("\n") == 1
+    assert serve_error(["x", "--port", "not-a-port"], capsys).count("\n") == 1
 
 
 @pytest.mark.parametrize("flags", [["--max-k", "0"], ["--compute-threads", "0"], ["--port", "70000"],
                                    ["--max-image-mb", "-1"]])
 def test_cli_refuses_bad_limits(tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(tmp_path), *flags])
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.startswith(f"error: {flags[0]}")
+    assert serve_error([str(tmp_path), *flags], capsys).startswith(f"error: {flags[0]}")
 
 
 def test_index_names(tmp_path: Path) -> None:

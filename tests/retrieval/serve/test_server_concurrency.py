@@ -22,18 +22,20 @@ from tests.retrieval.serve.fakes import COLORS, DIM, ColorBackend, colors_app, d
 
 
 class CountingBackend(ColorBackend):
-    """Records the size of every search_text call."""
+    """Records the size of every search_text call; each takes `seconds` (as an encode of a batch would)."""
 
     calls: list[int]
+    seconds: float
 
     def search_text(self, texts, k, modality):
+        time.sleep(self.seconds)
         self.calls.append(len(texts))
         return super().search_text(texts, k, modality)
 
 
-def counting_backend(shard: Path, cls: type[CountingBackend] = CountingBackend) -> CountingBackend:
-    backend = cls.from_shard(shard)
-    backend.calls = []
+def counting_backend(shard: Path, seconds: float = 0.0) -> CountingBackend:
+    backend = CountingBackend.from_shard(shard)
+    backend.calls, backend.seconds = [], seconds
     return backend
 
 
@@ -163,20 +165,10 @@ def test_concurrent_writers_do_not_lose_items(shard: Path) -> None:
     assert len(served.backend) == 12 + 20 and served.generation == 20
 
 
-class SlowCountingBackend(CountingBackend):
-    """A CountingBackend whose searches take `seconds` (as an encode of a batch would)."""
-
-    seconds = 0.2
-
-    def search_text(self, texts, k, modality):
-        time.sleep(self.seconds)
-        return super().search_text(texts, k, modality)
-
-
 def test_batcher_under_load_waits_for_the_rest_of_the_last_batch(shard: Path) -> None:
     """After a batch of 8, one query alone does not get a batch of its own while 5 more are arriving;
     with nothing else arriving it is answered once a quarter of the last batch's time has passed."""
-    backend = counting_backend(shard, SlowCountingBackend)
+    backend = counting_backend(shard, seconds=0.2)
     served = ServedIndex("colors", backend)
 
     async def run() -> None:

@@ -19,10 +19,6 @@ from retrieval.serve.registry import IndexRegistry, ServedIndex
 from tests.retrieval.serve.fakes import ColorBackend, colors_app, embed_words
 
 
-def client_for(shard: Path, **settings: object) -> TestClient:
-    return TestClient(colors_app(shard, **settings))
-
-
 def items(start: int, count: int) -> list[dict]:
     vector = embed_words("red circle").tolist()
     return [{"key": f"mine-{i}", "caption": "mine", "image_embedding": vector, "text_embedding": vector}
@@ -31,14 +27,14 @@ def items(start: int, count: int) -> list[dict]:
 
 def test_the_add_route_is_off_by_default(shard: Path) -> None:
     assert ServeConfig(limits=ServeLimits()).allow_add is False
-    with client_for(shard, allow_add=False) as client:
+    with TestClient(colors_app(shard, allow_add=False)) as client:
         response = client.post("/indices/colors/add", json={"items": items(0, 1)})
         assert response.status_code in (404, 405) and "detail" in response.json()
         assert "/indices/{name}/add" not in client.get("/openapi.json").json()["paths"]
 
 
 def test_added_rows_are_capped_over_all_requests(shard: Path) -> None:
-    with client_for(shard, limits=ServeLimits(max_added_rows=5)) as client:
+    with TestClient(colors_app(shard, limits=ServeLimits(max_added_rows=5))) as client:
         assert client.post("/indices/colors/add", json={"items": items(0, 3)}).status_code == 200
         over = client.post("/indices/colors/add", json={"items": items(3, 3)})
         assert over.status_code == 413 and "`max_added_rows`" in over.json()["detail"]
@@ -47,14 +43,14 @@ def test_added_rows_are_capped_over_all_requests(shard: Path) -> None:
 
 
 def test_add_needs_the_key_when_one_is_set(shard: Path) -> None:
-    with client_for(shard, api_key="k3y") as client:
+    with TestClient(colors_app(shard, api_key="k3y")) as client:
         assert client.post("/indices/colors/add", json={"items": items(0, 1)}).status_code == 401
         assert client.post("/indices/colors/add", json={"items": items(0, 1)},
                            headers={"x-api-key": "k3y"}).status_code == 200
 
 
 def test_other_host_headers_are_refused_with_a_detail(shard: Path) -> None:
-    with client_for(shard, allowed_hosts=["testserver", "127.0.0.1"]) as client:
+    with TestClient(colors_app(shard, allowed_hosts=["testserver", "127.0.0.1"])) as client:
         assert client.get("/health", headers={"host": "127.0.0.1:8000"}).status_code == 200
         rebound = client.post("/search", json={"text": "red"}, headers={"host": "evil.example:8000"})
         assert rebound.status_code == 400 and "Host header" in rebound.json()["detail"]
@@ -74,13 +70,13 @@ def test_default_allowed_hosts_follow_the_bind() -> None:
 
 @pytest.mark.parametrize("k", ["10", True, 2.5, None])
 def test_k_must_be_a_json_integer(shard: Path, k: object) -> None:
-    with client_for(shard) as client:
+    with TestClient(colors_app(shard)) as client:
         response = client.post("/search", json={"text": "red circle", "k": k})
         assert response.status_code == 422 and "k" in response.json()["detail"]
 
 
 def test_k_in_a_form_is_a_whole_number(shard: Path) -> None:
-    with client_for(shard) as client:
+    with TestClient(colors_app(shard)) as client:
         assert len(client.post("/search", data={"text": "red circle", "k": "2"}).json()["results"]) == 2
         assert client.post("/search", data={"text": "red circle", "k": "two"}).status_code == 422
 

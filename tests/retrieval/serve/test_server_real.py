@@ -16,9 +16,8 @@ from clipline.commands.serve import main as serve_main
 from retrieval.retriever import Retriever
 from retrieval.serve.backend import load_registry
 from retrieval.serve.app import create_app
+from tests.retrieval.conftest import FIXTURE_SHARDS
 from tests.retrieval.serve.fakes import serve_config
-
-FIXTURE_SHARDS = Path(__file__).resolve().parents[2] / "fixtures" / "emoji_shards"
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +42,11 @@ def test_indices_share_one_encoder_and_load_both_sides(registry) -> None:
     assert first.backend.modalities == ("image", "text") and len(first.backend) == 48
 
 
-def test_text_search_matches_the_retriever(client: TestClient, emoji_index: Path, encoder) -> None:
-    direct = Retriever(emoji_index, encoder=encoder).search_text(["grinning face"], k=5)[0]
-    answer = client.post("/search", json={"text": "grinning face", "k": 5}).json()
+@pytest.mark.parametrize(("modality", "text", "k"), [("image", "grinning face", 5), ("text", "cat", 4)])
+def test_text_search_matches_the_retriever_on_either_side(client: TestClient, emoji_index: Path, encoder,
+                                                          modality: str, text: str, k: int) -> None:
+    direct = Retriever(emoji_index, modality=modality, encoder=encoder).search_text([text], k=k)[0]
+    answer = client.post("/search", json={"text": text, "k": k, "modality": modality}).json()
     assert [h["key"] for h in answer["results"]] == [h["key"] for h in direct]
     assert [h["score"] for h in answer["results"]] == pytest.approx([h["score"] for h in direct], abs=1e-5)
     assert [h["caption"] for h in answer["results"]] == [h["caption"] for h in direct]
@@ -56,19 +57,14 @@ def test_k_larger_than_the_index_returns_all_of_it(client: TestClient) -> None:
 
 
 def test_image_urls_serve_the_member_bytes_from_the_shard(client: TestClient) -> None:
-    hits = client.post("/search", json={"text": "a red heart", "k": 3}).json()["results"]
-    for hit in hits:
+    stored = {member.rsplit(".", 1)[0]: (shard, member) for shard in sorted(FIXTURE_SHARDS.glob("*.tar"))
+              for member in tarfile.open(shard).getnames() if member.endswith((".jpg", ".png"))}  # key -> its image
+    for hit in client.post("/search", json={"text": "a red heart", "k": 3}).json()["results"]:
         response = client.get(hit["image_url"])
         assert response.status_code == 200
-        for shard in sorted(FIXTURE_SHARDS.glob("*.tar")):
-            members = tarfile.open(shard).getnames()
-            member = next((m for m in members if m.rsplit(".", 1)[0] == hit["key"] and m.endswith((".jpg", ".png"))), None)
-            if member:
-                assert response.content == member_bytes(shard, member)
-                assert response.headers["content-type"] == ("image/jpeg" if member.endswith(".jpg") else "image/png")
-                break
-        else:
-            pytest.fail(f"key {hit['key']} not in the fixture shards")
+        shard, member = stored[hit["key"]]
+        assert response.content == member_bytes(shard, member)
+        assert response.headers["content-type"] == ("image/jpeg" if member.endswith(".jpg") else "image/png")
 
 
 def test_query_by_a_stored_image_finds_it_first(client: TestClient) -> None:
@@ -80,12 +76,6 @@ def test_query_by_a_stored_image_finds_it_first(client: TestClient) -> None:
     assert answer["results"][0]["score"] == pytest.approx(1.0, abs=1e-3)
     as_json = client.post("/search", json={"image": base64.b64encode(data).decode(), "k": 3}).json()
     assert [h["key"] for h in as_json["results"]] == [h["key"] for h in answer["results"]]
-
-
-def test_text_side_returns_captions(client: TestClient, emoji_index: Path, encoder) -> None:
-    direct = Retriever(emoji_index, modality="text", encoder=encoder).search_text(["cat"], k=4)[0]
-    answer = client.post("/search", json={"text": "cat", "k": 4, "modality": "text"}).json()
-    assert [h["key"] for h in answer["results"]] == [h["key"] for h in direct]
 
 
 def test_added_rows_are_searchable_after_the_swap(emoji_index: Path, encoder) -> None:

@@ -34,8 +34,7 @@ def browser_page():
     with sync_api.sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
         context = playwright.chromium.launch_persistent_context(
             profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1000, "height": 760},
-        )
+            viewport={"width": 1000, "height": 760})
         try:
             yield context.new_page()
         finally:
