@@ -51,19 +51,11 @@ def save_adapter(
     if fitted.image_tower is not None:
         with atomic_path(out / "image_tower.safetensors") as tmp:
             save_file(_tensors(fitted.image_tower), tmp)
-    config = {
-        "format": FORMAT,
-        "version": 1,
-        "method": method,
-        "checkpoint_id": checkpoint_id,
-        "classnames": list(classnames),
-        "head": type(fitted.head).__name__,
-        "head_config": fitted.head.saved_config(),
-        "hyperparameters": fitted.hyperparameters,
-        "image_tower": fitted.image_tower is not None,
-        **(extra or {}),
-    }
-    write_json_atomic(out / "config.json", config)
+    write_json_atomic(out / "config.json", {
+        "format": FORMAT, "version": 1, "method": method, "checkpoint_id": checkpoint_id,
+        "classnames": list(classnames), "head": type(fitted.head).__name__, "head_config": fitted.head.saved_config(),
+        "hyperparameters": fitted.hyperparameters, "image_tower": fitted.image_tower is not None, **(extra or {}),
+    })
     return out
 
 
@@ -127,7 +119,8 @@ def read_adapter_config(path: str | Path) -> dict[str, Any]:
             f"{path} is not an adapter directory ({err}); give the output directory of `clipline finetune`"
         ) from err
     if config.get("format") != FORMAT or config.get("head") not in HEAD_MODULES:
-        raise FinetuneError(f"{file} is not a clipline adapter config; give the output directory of `clipline finetune`")
+        raise FinetuneError(f"{file} is not a clipline adapter config; give the output directory of "
+                            "`clipline finetune`")
     return config
 
 
