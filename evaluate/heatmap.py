@@ -99,12 +99,9 @@ def patch_text_maps(model: nn.Module, images: Tensor, text_features: Tensor,
     """
     visual = vision_tower(model)
     text = F.normalize(text_features.float(), dim=-1)  # (B, D)
-    if method == "gradcam":
-        return _gradcam(model, visual, images, text)
-    if method == "occlusion":
-        return _occlusion(model, visual, images, text)
-    if method == "rise":
-        return _rise(model, visual, images, text)
+    attribution = {"gradcam": _gradcam, "occlusion": _occlusion, "rise": _rise}.get(method)
+    if attribution is not None:
+        return attribution(model, visual, images, text)
     with torch.no_grad():
         x = _before_last_block(visual, images)
         if method == "value":
@@ -221,8 +218,7 @@ def foreground_mask(image: Image.Image, threshold: float = 40.0) -> Tensor:
     Emoji and product shots sit on a plain background, so this finds the object without labels.
     """
     pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32))  # (H, W, 3)
-    border = torch.cat([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])  # (2H+2W, 3)
-    background = border.median(dim=0).values
+    background = _background_fill(pixels.permute(2, 0, 1))[:, 0, 0]  # (3,)
     return (pixels - background).abs().max(dim=-1).values > threshold
 
 

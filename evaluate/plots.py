@@ -30,9 +30,8 @@ def save_png(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
     return Path(path)
 
 
-def confusion_matrix_png(
-    confusion: Sequence[Sequence[int]], classnames: Sequence[str], path: Path, *, title: str
-) -> Path:
+def confusion_matrix_png(confusion: Sequence[Sequence[int]], classnames: Sequence[str], path: Path, *,
+                         title: str) -> Path:
     """Row-normalised confusion matrix (each row: where that class's images went)."""
     counts = np.asarray(confusion, dtype=np.float64)  # (C, C)
     rows = counts.sum(axis=1, keepdims=True)
@@ -94,19 +93,9 @@ def project_2d(points: np.ndarray, method: Literal["pca", "tsne"], seed: int = 0
     return PCA(n_components=2, random_state=seed).fit_transform(points)
 
 
-def embedding_map_png(
-    image_features: torch.Tensor,
-    image_labels: Sequence[int],
-    text_features: torch.Tensor,
-    text_labels: Sequence[int],
-    classnames: Sequence[str],
-    path: Path,
-    *,
-    title: str,
-    method: Literal["pca", "tsne"] = "pca",
-    max_images: int = 2000,
-    seed: int = 0,
-) -> Path:
+def embedding_map_png(image_features: torch.Tensor, image_labels: Sequence[int], text_features: torch.Tensor,
+                      text_labels: Sequence[int], classnames: Sequence[str], path: Path, *, title: str,
+                      method: Literal["pca", "tsne"] = "pca", max_images: int = 2000, seed: int = 0) -> Path:
     """Images (dots) and texts (stars) in one 2-D projection, coloured by class.
 
     Both modalities are projected together, so a modality gap (images and texts
