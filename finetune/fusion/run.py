@@ -34,13 +34,6 @@ from pretrain.encoder import Encoder
 from pretrain.errors import PretrainError
 
 
-def _load_encoder(checkpoint: str) -> Encoder:
-    try:
-        return Encoder.load(checkpoint)
-    except PretrainError as exc:
-        raise FinetuneError(str(exc)) from exc
-
-
 def _sources(model: FusionClassifier, encoder: Encoder, train_data: str, eval_data: str,
              config: FusionConfig, log: Callable[[str], None], shared: dict | None = None,
              ) -> tuple[BatchSource, BatchSource | None, BatchSource, Callable[[], dict]]:
@@ -58,7 +51,9 @@ def _sources(model: FusionClassifier, encoder: Encoder, train_data: str, eval_da
     test = LabelledBatches(eval_data, loader, max_samples=config.max_eval_samples, **common)
     if config.towers != "frozen":
         def summary() -> dict:
-            return _summary(train, test, train.kept, val.kept if val else 0, test.kept)
+            return {"train_samples": train.kept, "val_samples": val.kept if val else 0, "eval_samples": test.kept,
+                    "train_skipped": {**train.loader_skipped, **train.skipped},
+                    "eval_skipped": {**test.loader_skipped, **test.skipped}}
 
         return (lambda: train), ((lambda: val) if val else None), (lambda: test), summary
     return _cached_sources(model, everything=LabelledBatches(train_data, loader, max_samples=config.max_train_samples,
@@ -104,14 +99,6 @@ def _cached_sources(model: FusionClassifier, *, everything: LabelledBatches, tes
     )
 
 
-def _summary(train: LabelledBatches, test: LabelledBatches, n_train: int, n_val: int, n_eval: int) -> dict:
-    return {
-        "train_samples": n_train, "val_samples": n_val, "eval_samples": n_eval,
-        "train_skipped": {**train.loader_skipped, **train.skipped},
-        "eval_skipped": {**test.loader_skipped, **test.skipped},
-    }
-
-
 def _print_row(row: dict, epochs: int, log: Callable[[str], None]) -> None:
     figures = " ".join(f"{k} {v:.4f}" for k, v in row.items()
                        if k not in ("epoch", "best") and isinstance(v, float) and not k.startswith("task_weight"))
@@ -133,12 +120,15 @@ def train_fusion(paths: TrainEvalPathsConfig, *, out: str, config: FusionConfig,
     classes = resolve_label_spaces(train_data, tasks)
     resolve_label_spaces(eval_data, tasks)  # a task absent from the eval shards fails now, not after training
     torch.manual_seed(config.seed)
-    encoder = _load_encoder(checkpoint)
+    try:
+        encoder = Encoder.load(checkpoint)
+    except PretrainError as exc:
+        raise FinetuneError(str(exc)) from exc
     model = FusionClassifier(encoder.model, config.head_config(), classes)
     trainable_tower_params = set_towers_trainable(encoder.model, config.towers, config.unfrozen_blocks)
     weighting = TaskLossWeighting(tasks, config.task_weighting, config.task_weights)
     out_dir = check_output_dir(out)
-    write_json_atomic(out_dir / "config.json", {"method": "fusion", **asdict(paths), **config.as_dict()})
+    write_json_atomic(out_dir / "config.json", {"method": "fusion", **asdict(paths), **asdict(config)})
     started = time.perf_counter()
     log(f"fusion {config.fusion}: tasks {', '.join(f'{t} ({len(c)} classes)' for t, c in classes.items())}, "
         f"towers {config.towers} ({trainable_tower_params} trainable tower parameters)")
