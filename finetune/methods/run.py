@@ -16,6 +16,8 @@ from finetune.methods.shots import Shots, parse_shots
 from finetune.methods.task import FittedModel
 from finetune.train_eval_paths import TrainEvalPathsConfig
 
+METRICS = ("top1", "mean_per_class_recall", "macro_f1")  # the eval figures a curve or a sweep records per fit
+
 
 @dataclass(kw_only=True)
 class FewShotDataConfig:
@@ -99,10 +101,7 @@ def alpha_curve(prep: Prepared, fitted: FittedModel) -> list[dict[str, float]]:
     rows = []
     for alpha, model in sorted(fitted.curve.items()):
         result = evaluate(prep, model)
-        rows.append({
-            "alpha": alpha, "top1": result["top1"], "mean_per_class_recall": result["mean_per_class_recall"],
-            "macro_f1": result["macro_f1"], "val_score": model.val_score,
-        })
+        rows.append({"alpha": alpha, **{m: result[m] for m in METRICS}, "val_score": model.val_score})
     return rows
 
 

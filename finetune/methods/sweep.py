@@ -20,11 +20,10 @@ from data_tools.output_paths import check_output_dir
 from finetune.errors import FinetuneError
 from finetune.methods.experiment import METHODS, Prepared, evaluate, make_task, timed_fit, zeroshot_report
 from finetune.methods.imbalance import ImbalanceConfig
-from finetune.methods.run import AdaptConfig, prepare_from, report_config
+from finetune.methods.run import METRICS, AdaptConfig, prepare_from, report_config
 from finetune.methods.shots import Shots, parse_shots
 
 DEFAULT_METHODS = "linear-probe,clip-adapter,tip-adapter,tip-adapter-f,wise-ft"
-METRICS = ("top1", "mean_per_class_recall", "macro_f1")
 
 
 @dataclass(kw_only=True)
