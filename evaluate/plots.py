@@ -46,11 +46,9 @@ def confusion_matrix_png(confusion: Sequence[Sequence[int]], classnames: Sequenc
         ax.set_xticks(range(num), labels=[_short(c) for c in classnames], rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(num), labels=[_short(c) for c in classnames], fontsize=8)
     if num <= MAX_CELL_NUMBERS:
-        for t in range(num):
-            for p in range(num):
-                if counts[t, p]:
-                    colour = "white" if share[t, p] > 0.5 else "black"
-                    ax.text(p, t, f"{int(counts[t, p])}", ha="center", va="center", fontsize=7, color=colour)
+        for t, p in zip(*np.nonzero(counts)):
+            colour = "white" if share[t, p] > 0.5 else "black"
+            ax.text(p, t, f"{int(counts[t, p])}", ha="center", va="center", fontsize=7, color=colour)
     suffix = "" if num <= MAX_TICK_LABELS else " (index into report.json classes)"
     ax.set_xlabel(f"predicted class{suffix}")
     ax.set_ylabel(f"true class{suffix}")

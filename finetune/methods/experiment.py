@@ -115,9 +115,8 @@ def model_logit_scale(encoder: Encoder) -> float:
     return 100.0 if scale is None else min(100.0, math.exp(float(scale.detach())))
 
 
-def make_task(
-    prep: Prepared, *, shots: Shots, seed: int, imbalance: ImbalanceConfig | None = None, val_shots: int = 4
-) -> tuple[FewShotTask, ShotSplit]:
+def make_task(prep: Prepared, *, shots: Shots, seed: int, imbalance: ImbalanceConfig | None = None,
+              val_shots: int = 4) -> tuple[FewShotTask, ShotSplit]:
     """Sample the k-shot train set and validation set for one seed."""
     split = sample_shots(prep.train_y, prep.classnames, shots, seed, val_shots=val_shots)
     if len(split.val) == 0:  # e.g. one sample per class: fall back to choosing on the shots themselves
@@ -156,9 +155,8 @@ def evaluate(prep: Prepared, fitted: FittedModel) -> dict[str, Any]:
 def report_for_logits(logits: Tensor, labels: Tensor, classnames: list[str]) -> dict[str, Any]:
     from evaluate.metrics import classification_report
 
-    return classification_report(
-        labels.numpy(), logits.argmax(dim=1).numpy(), scores=logits.float().numpy(), classnames=classnames
-    )
+    return classification_report(labels.numpy(), logits.argmax(dim=1).numpy(), scores=logits.float().numpy(),
+                                 classnames=classnames)
 
 
 def zeroshot_report(prep: Prepared) -> dict[str, Any]:
@@ -195,9 +193,8 @@ def _train_classnames(train: FeatureSet, label_field: str | None, data_dir: str)
     return [c for c in declared if c in present] + sorted(present - set(declared))
 
 
-def _labelled_rows(
-    features: FeatureSet, label_field: str | None, classnames: list[str], data_dir: str
-) -> tuple[Tensor, Tensor]:
+def _labelled_rows(features: FeatureSet, label_field: str | None, classnames: list[str],
+                   data_dir: str) -> tuple[Tensor, Tensor]:
     """Rows that carry a label, and their class indices; FinetuneError for classes not in train."""
     index = {c: i for i, c in enumerate(classnames)}
     names = features.label_names(label_field)
