@@ -56,10 +56,9 @@ HeatmapMethod = Literal["value", "tokens", "gradcam", "occlusion", "rise"]
 METHODS: tuple[HeatmapMethod, ...] = ("value", "tokens", "gradcam", "occlusion", "rise")
 
 
-def _grid(visual: nn.Module, patches: Tensor) -> Tensor:
-    """(B, P, C) -> (B, gh, gw, C) on the tower's patch grid."""
-    gh, gw = visual.grid_size
-    return patches.reshape(patches.shape[0], gh, gw, -1)
+def _grid(visual: nn.Module, scores: Tensor) -> Tensor:
+    """Per-patch scores (B, P) -> (B, gh, gw) on the tower's patch grid."""
+    return scores.reshape(scores.shape[0], *visual.grid_size)
 
 
 def _before_last_block(visual: nn.Module, images: Tensor) -> Tensor:
@@ -111,7 +110,7 @@ def patch_text_maps(model: nn.Module, images: Tensor, text_features: Tensor,
         else:
             raise EvaluateError(f"unknown heat map method {method!r}; choose one of {', '.join(METHODS)}")
         joint = _to_joint_space(visual, patches)  # (B, P, D)
-        return _grid(visual, torch.einsum("bpd,bd->bp", joint, text)[..., None])[..., 0]
+        return _grid(visual, torch.einsum("bpd,bd->bp", joint, text))
 
 
 def _gradcam(model: nn.Module, visual: nn.Module, images: Tensor, text: Tensor) -> Tensor:
@@ -127,7 +126,7 @@ def _gradcam(model: nn.Module, visual: nn.Module, images: Tensor, text: Tensor) 
     activations, grad = x[:, 1:].detach(), grad[:, 1:]  # (B, P, W)
     weights = grad.mean(dim=1, keepdim=True)  # (B, 1, W)
     cam = torch.relu((activations * weights).sum(dim=-1))  # (B, P)
-    return _grid(visual, cam[..., None])[..., 0]
+    return _grid(visual, cam)
 
 
 @torch.no_grad()
