@@ -39,10 +39,8 @@ HEAD_MODULES = {
 }
 
 
-def save_adapter(
-    out_dir: str | Path, *, method: str, fitted: FittedModel, checkpoint_id: str, classnames: list[str],
-    extra: dict[str, Any] | None = None,
-) -> Path:
+def save_adapter(out_dir: str | Path, *, method: str, fitted: FittedModel, checkpoint_id: str, classnames: list[str],
+                 extra: dict[str, Any] | None = None) -> Path:
     """Write the adapter files into `out_dir` (each atomically; config.json last)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

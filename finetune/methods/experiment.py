@@ -81,10 +81,8 @@ class Prepared:
         return self.eval.features[self.eval_rows]
 
 
-def prepare(
-    encoder: Encoder, *, train_data: str, eval_data: str, label_field: str | None = None,
-    templates: str = "auto", feature_cache: str | None = None,
-) -> Prepared:
+def prepare(encoder: Encoder, *, train_data: str, eval_data: str, label_field: str | None = None,
+            templates: str = "auto", feature_cache: str | None = None) -> Prepared:
     """Features, labels and zero-shot head for `encoder`; FinetuneError on unusable labels."""
     train = cached_features(encoder, train_data, cache_dir=feature_cache)
     evalset = cached_features(encoder, eval_data, cache_dir=feature_cache)

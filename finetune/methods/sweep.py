@@ -64,10 +64,8 @@ def run_sweep(options: SweepConfig) -> dict[str, Any]:
     return payload
 
 
-def run_grid(
-    prep: Prepared, methods: list[str], shot_list: list[Shots], seeds: list[int], *,
-    imbalance: ImbalanceConfig | None = None, val_shots: int = 4,
-) -> list[dict[str, Any]]:
+def run_grid(prep: Prepared, methods: list[str], shot_list: list[Shots], seeds: list[int], *,
+             imbalance: ImbalanceConfig | None = None, val_shots: int = 4) -> list[dict[str, Any]]:
     """One row per (shots, seed, method): eval metrics, fit time, chosen hyperparameters."""
     runs = []
     for shots in shot_list:
