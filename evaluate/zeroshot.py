@@ -17,13 +17,7 @@ import torch
 
 from data_tools.loader import read_dataset_info
 from data_tools.loader_workers import auto_loader_workers
-from evaluate.class_names import (
-    cls_class_names,
-    dataset_class_names,
-    label_field_names,
-    label_indices,
-    sample_label,
-)
+from evaluate.class_names import cls_class_names, dataset_class_names, label_field_names, label_indices, sample_label
 from evaluate.errors import EvaluateError
 from evaluate.metrics import classification_report
 from evaluate.shard_encoding import EncodingConfig, ShardImageFeatures

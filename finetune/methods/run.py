@@ -61,10 +61,8 @@ def prepare_from(options: FewShotDataConfig) -> Prepared:
     from pretrain.encoder import Encoder
 
     paths = options.paths
-    return prepare(
-        Encoder.load(paths.checkpoint), train_data=paths.train_data, eval_data=paths.eval_data,
-        label_field=options.label_field, templates=options.templates, feature_cache=options.feature_cache,
-    )
+    return prepare(Encoder.load(paths.checkpoint), train_data=paths.train_data, eval_data=paths.eval_data,
+                   label_field=options.label_field, templates=options.templates, feature_cache=options.feature_cache)
 
 
 def run_finetune(method: str, options: FinetuneConfig, method_config: Any = None) -> dict[str, Any]:
@@ -88,10 +86,9 @@ def run_finetune(method: str, options: FinetuneConfig, method_config: Any = None
     }
     if fitted.curve:
         report["alpha_curve"] = alpha_curve(prep, fitted)
-    save_adapter(
-        options.out, method=method, fitted=fitted, checkpoint_id=prep.encoder.checkpoint_id,
-        classnames=prep.classnames, extra={"shots": shots, "seed": options.seed, "label_field": options.label_field},
-    )
+    save_adapter(options.out, method=method, fitted=fitted, checkpoint_id=prep.encoder.checkpoint_id,
+                 classnames=prep.classnames,
+                 extra={"shots": shots, "seed": options.seed, "label_field": options.label_field})
     write_json_atomic(Path(options.out) / "report.json", report)
     return report
 

@@ -67,18 +67,14 @@ def fit_wise_ft(task: FewShotTask, config: WiseFtConfig | None = None, images: T
         tower = None
         if finetuned.image_tower is not None:
             assert images is not None
+            mixed = interpolate_state(images.visual.state_dict(), finetuned.image_tower.state_dict(), alpha)
             tower = copy.deepcopy(images.visual)
-            tower.load_state_dict(
-                interpolate_state(images.visual.state_dict(), finetuned.image_tower.state_dict(), alpha)
-            )
-            val_x = encode_images(tower, images.val)
-        else:
-            val_x = task.val_x
+            tower.load_state_dict(mixed)
+        val_x = task.val_x if tower is None else encode_images(tower, images.val)
         score = task.score(head(val_x).detach(), task.val_y)
         curve[alpha] = FittedModel(head=head, hyperparameters={"alpha": alpha}, val_score=score, image_tower=tower)
     best_alpha = max(curve, key=lambda a: (curve[a].val_score, -abs(a - 0.5)))
     best = curve[best_alpha]
     hyper = {"alpha": best_alpha, "tower": config.tower, "finetuned": finetuned.hyperparameters}
-    return FittedModel(
-        head=best.head, hyperparameters=hyper, val_score=best.val_score, image_tower=best.image_tower, curve=curve
-    )
+    return FittedModel(head=best.head, hyperparameters=hyper, val_score=best.val_score, image_tower=best.image_tower,
+                       curve=curve)
