@@ -297,12 +297,10 @@ def render_heatmaps(encoder: Encoder, data: str, out: Path, *, text: str | None 
     rows = [{name: maps[name][i] for name in methods} for i in range(len(pictures))]
     heatmap_sheet_png(pictures, rows, texts, out / "heatmaps.png")
     samples = []
-    for i, picture in enumerate(pictures):
+    for i, (picture, row) in enumerate(zip(pictures, rows)):
         entry: dict[str, Any] = {"key": batch["key"][i], "text": texts[i]}
-        for name in methods:
-            heat = maps[name][i]
-            peak = int(heat.flatten().argmax())
-            entry[name] = {"peak_patch": [peak // heat.shape[1], peak % heat.shape[1]],
+        for name, heat in row.items():
+            entry[name] = {"peak_patch": list(divmod(int(heat.argmax()), heat.shape[1])),
                            "object_focus": object_focus(picture, heat)}
         samples.append(entry)
     summary = {"checkpoint_id": encoder.checkpoint_id, "data": data, "samples": samples, "mean_object_focus": {

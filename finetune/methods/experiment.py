@@ -49,9 +49,8 @@ METHODS: dict[str, MethodSpec] = {
     "tip-adapter": MethodSpec(config_cls=TipAdapterConfig, fit=lambda t, c, i: fit_tip_adapter(t, c)),
     "tip-adapter-f": MethodSpec(config_cls=TipAdapterConfig, fit=lambda t, c, i: fit_tip_adapter_f(t, c)),
     "wise-ft": MethodSpec(config_cls=WiseFtConfig, fit=fit_wise_ft, needs_images=lambda c: c.tower == "image"),
-    "full-finetune": MethodSpec(
-        config_cls=FullFinetuneConfig, fit=lambda t, c, i: fit_full_finetune(t, i, c), needs_images=lambda c: True
-    ),
+    "full-finetune": MethodSpec(config_cls=FullFinetuneConfig, fit=lambda t, c, i: fit_full_finetune(t, i, c),
+                                needs_images=lambda c: True),
 }
 
 
