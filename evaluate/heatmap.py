@@ -300,8 +300,8 @@ def render_heatmaps(encoder: Encoder, data: str, out: Path, *, text: str | None 
     for i, (picture, row) in enumerate(zip(pictures, rows)):
         entry: dict[str, Any] = {"key": batch["key"][i], "text": texts[i]}
         for name, heat in row.items():
-            entry[name] = {"peak_patch": list(divmod(int(heat.argmax()), heat.shape[1])),
-                           "object_focus": object_focus(picture, heat)}
+            peak = divmod(int(heat.argmax()), heat.shape[1])  # (row, column) of the hottest patch
+            entry[name] = {"peak_patch": list(peak), "object_focus": object_focus(picture, heat)}
         samples.append(entry)
     summary = {"checkpoint_id": encoder.checkpoint_id, "data": data, "samples": samples, "mean_object_focus": {
         name: _mean([s[name]["object_focus"] for s in samples]) for name in methods}}

@@ -85,8 +85,12 @@ def classification_report(y_true: ArrayLike, y_pred: ArrayLike | None = None, sc
         "n": int(true.size),
         "num_classes": num_classes,
         "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                   "support": int(support[i])}
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, name in enumerate(classnames)
         },
         "classes": list(classnames),

@@ -173,9 +173,10 @@ class RetrievalEvaluator:
         report: dict[str, Any] = dict(retrieval_metrics(images.features, text_features, pairs))
         if self.clip_benchmark:
             report["clip_benchmark"] = clip_benchmark_recalls(images.features, text_features, pairs)
-        return report | {
-            "captions": self.captions, "precision": resolve_precision(encoder, self.encoding.precision),
-            "loader_workers": auto_loader_workers(self.encoding.num_workers),
-            "captions_per_image": round(len(pairs) / len(images.keys), 3),
-            "images_per_text": round(len(pairs) / len(texts), 3), "corrupt_skipped": images.skipped,
-        }
+        report["captions"] = self.captions
+        report["precision"] = resolve_precision(encoder, self.encoding.precision)
+        report["loader_workers"] = auto_loader_workers(self.encoding.num_workers)
+        report["captions_per_image"] = round(len(pairs) / len(images.keys), 3)
+        report["images_per_text"] = round(len(pairs) / len(texts), 3)
+        report["corrupt_skipped"] = images.skipped
+        return report

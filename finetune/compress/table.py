@@ -86,10 +86,13 @@ def measure(encoder: Encoder, model: torch.nn.Module, float_model: torch.nn.Modu
                                  encoding=encoding).evaluate(encoder).report
     retrieval = RetrievalEvaluator(data=data, captions="first", encoding=encoding).evaluate(encoder)
     return {
-        "size_mb": serialized_bytes(model) / 2**20, "nonzero_params": nonzero_parameters(float_model),
+        "size_mb": serialized_bytes(model) / 2**20,
+        "nonzero_params": nonzero_parameters(float_model),
         "images_per_s": images_per_second(encoder, images, config.batch_size),
-        "zeroshot_top1": zeroshot["top1"], "zeroshot_macro_f1": zeroshot["macro_f1"],
-        "image_to_text_R@1": retrieval["image_to_text_R@1"], "text_to_image_R@1": retrieval["text_to_image_R@1"],
+        "zeroshot_top1": zeroshot["top1"],
+        "zeroshot_macro_f1": zeroshot["macro_f1"],
+        "image_to_text_R@1": retrieval["image_to_text_R@1"],
+        "text_to_image_R@1": retrieval["text_to_image_R@1"],
         "n": zeroshot["n"],
     }
 

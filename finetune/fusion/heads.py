@@ -135,7 +135,8 @@ class CrossAttentionHead(nn.Module):
         queries = torch.cat([self.project_image(inputs["image_features"])[:, None],
                              self.project_patches(inputs["image_tokens"])], dim=1)  # (B, 1+P, d)
         queries = _keep(queries, image_present, self.null_query)
-        text_global = _keep(self.project_text(inputs["text_features"]), text_present, self.null_key)  # (B, d)
+        text_global = self.project_text(inputs["text_features"])  # (B, d)
+        text_global = _keep(text_global, text_present, self.null_key)
         keys = torch.cat([text_global[:, None], self.project_words(inputs["text_tokens"])], dim=1)  # (B, 1+L, d)
         always = torch.ones_like(text_present[:, None])  # the first key is never masked: no empty softmax
         valid = torch.cat([always, inputs["text_mask"] & text_present[:, None]], dim=1)  # (B, 1+L)

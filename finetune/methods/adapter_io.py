@@ -49,11 +49,19 @@ def save_adapter(out_dir: str | Path, *, method: str, fitted: FittedModel, check
     if fitted.image_tower is not None:
         with atomic_path(out / "image_tower.safetensors") as tmp:
             save_file(_tensors(fitted.image_tower), tmp)
-    write_json_atomic(out / "config.json", {
-        "format": FORMAT, "version": 1, "method": method, "checkpoint_id": checkpoint_id,
-        "classnames": list(classnames), "head": type(fitted.head).__name__, "head_config": fitted.head.saved_config(),
-        "hyperparameters": fitted.hyperparameters, "image_tower": fitted.image_tower is not None, **(extra or {}),
-    })
+    config = {
+        "format": FORMAT,
+        "version": 1,
+        "method": method,
+        "checkpoint_id": checkpoint_id,
+        "classnames": list(classnames),
+        "head": type(fitted.head).__name__,
+        "head_config": fitted.head.saved_config(),
+        "hyperparameters": fitted.hyperparameters,
+        "image_tower": fitted.image_tower is not None,
+        **(extra or {}),
+    }
+    write_json_atomic(out / "config.json", config)
     return out
 
 

@@ -81,6 +81,7 @@ def fit_clip_adapter(task: FewShotTask, config: ClipAdapterConfig | None = None)
         params = [p for p in head.parameters() if p.requires_grad]
         train_head(head, params, task, config.training)
         with torch.no_grad():
-            scored.append((task.score(head(task.val_x), task.val_y), head))
+            score = task.score(head(task.val_x), task.val_y)
+        scored.append((score, head))
     score, head = max(scored, key=lambda item: item[0])  # ties keep the ratio tried first
     return FittedModel(head=head, hyperparameters=head.saved_config(), val_score=score)

@@ -101,7 +101,8 @@ def search_alpha_beta(head: TipAdapterHead, task: FewShotTask, config: TipAdapte
 def fit_tip_adapter(task: FewShotTask, config: TipAdapterConfig | None = None) -> FittedModel:
     """Training-free Tip-Adapter: cache the shots, search alpha and beta."""
     head = build_cache(task)
-    return _fitted(head, search_alpha_beta(head, task, config or TipAdapterConfig()))
+    score = search_alpha_beta(head, task, config or TipAdapterConfig())
+    return _fitted(head, score)
 
 
 def fit_tip_adapter_f(task: FewShotTask, config: TipAdapterConfig | None = None) -> FittedModel:
@@ -112,7 +113,8 @@ def fit_tip_adapter_f(task: FewShotTask, config: TipAdapterConfig | None = None)
     if head.alpha == 0:
         head.alpha = task.logit_scale / 100  # the keys get no gradient through a zero residual
     train_head(head, [head.keys], task, config.training)
-    return _fitted(head, search_alpha_beta(head, task, config))
+    score = search_alpha_beta(head, task, config)
+    return _fitted(head, score)
 
 
 def _fitted(head: TipAdapterHead, score: float) -> FittedModel:
