@@ -42,23 +42,23 @@ def _sources(model: FusionClassifier, encoder: Encoder, train_data: str, eval_da
     common = {"classes": model.classes, "image_transform": encoder.preprocess, "tokenize": encoder.tokenizer,
               "val_by": config.val_by}
     loader = LoaderConfig(batch_size=config.batch_size, num_workers=config.num_workers, seed=config.seed)
+    test = LabelledBatches(eval_data, loader, max_samples=config.max_eval_samples, **common)
+    if config.towers == "frozen":
+        everything = LabelledBatches(train_data, loader, max_samples=config.max_train_samples, **common)
+        return _cached_sources(model, everything=everything, test=test, config=config, log=log, shared=shared)
     has_val = config.val_fraction > 0
-    train = LabelledBatches(train_data, replace(loader, shuffle=config.towers != "frozen", caption="random"),
+    train = LabelledBatches(train_data, replace(loader, shuffle=True, caption="random"),
                             split="train" if has_val else "all", val_fraction=config.val_fraction,
                             max_samples=config.max_train_samples, **common)
     val = (LabelledBatches(train_data, loader, split="val", val_fraction=config.val_fraction, **common)
            if has_val else None)
-    test = LabelledBatches(eval_data, loader, max_samples=config.max_eval_samples, **common)
-    if config.towers != "frozen":
-        def summary() -> dict:
-            return {"train_samples": train.kept, "val_samples": val.kept if val else 0, "eval_samples": test.kept,
-                    "train_skipped": {**train.loader_skipped, **train.skipped},
-                    "eval_skipped": {**test.loader_skipped, **test.skipped}}
 
-        return (lambda: train), ((lambda: val) if val else None), (lambda: test), summary
-    return _cached_sources(model, everything=LabelledBatches(train_data, loader, max_samples=config.max_train_samples,
-                                                             **common),
-                           test=test, config=config, log=log, shared=shared)
+    def summary() -> dict:
+        return {"train_samples": train.kept, "val_samples": val.kept if val else 0, "eval_samples": test.kept,
+                "train_skipped": {**train.loader_skipped, **train.skipped},
+                "eval_skipped": {**test.loader_skipped, **test.skipped}}
+
+    return (lambda: train), ((lambda: val) if val else None), (lambda: test), summary
 
 
 def _encoded(model: FusionClassifier, batches: LabelledBatches, shared: dict | None,
