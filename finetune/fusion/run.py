@@ -37,28 +37,43 @@ from pretrain.errors import PretrainError
 def _sources(model: FusionClassifier, encoder: Encoder, train_data: str, eval_data: str,
              config: FusionConfig, log: Callable[[str], None], shared: dict | None = None,
              ) -> tuple[BatchSource, BatchSource | None, BatchSource, Callable[[], dict]]:
-    """(train, val, eval) batch sources, cached tower outputs when the towers are frozen, and a
-    function that reports sample counts and skips (valid once the sources have been read)."""
+    """(train, val, eval) batch sources, and a function that reports sample counts and skips (valid once the
+    sources have been read). Frozen towers run once over the training shards (train and val split by key
+    afterwards) and once over the eval shards; epochs then read the cached outputs."""
     common = {"classes": model.classes, "image_transform": encoder.preprocess, "tokenize": encoder.tokenizer,
               "val_by": config.val_by}
     loader = LoaderConfig(batch_size=config.batch_size, num_workers=config.num_workers, seed=config.seed)
     test = LabelledBatches(eval_data, loader, max_samples=config.max_eval_samples, **common)
-    if config.towers == "frozen":
-        everything = LabelledBatches(train_data, loader, max_samples=config.max_train_samples, **common)
-        return _cached_sources(model, everything=everything, test=test, config=config, log=log, shared=shared)
-    has_val = config.val_fraction > 0
-    train = LabelledBatches(train_data, replace(loader, shuffle=True, caption="random"),
-                            split="train" if has_val else "all", val_fraction=config.val_fraction,
-                            max_samples=config.max_train_samples, **common)
-    val = (LabelledBatches(train_data, loader, split="val", val_fraction=config.val_fraction, **common)
-           if has_val else None)
+    if config.towers != "frozen":
+        has_val = config.val_fraction > 0
+        train = LabelledBatches(train_data, replace(loader, shuffle=True, caption="random"),
+                                split="train" if has_val else "all", val_fraction=config.val_fraction,
+                                max_samples=config.max_train_samples, **common)
+        val = (LabelledBatches(train_data, loader, split="val", val_fraction=config.val_fraction, **common)
+               if has_val else None)
 
-    def summary() -> dict:
-        return {"train_samples": train.kept, "val_samples": val.kept if val else 0, "eval_samples": test.kept,
-                "train_skipped": {**train.loader_skipped, **train.skipped},
-                "eval_skipped": {**test.loader_skipped, **test.skipped}}
+        def summary() -> dict:
+            return {"train_samples": train.kept, "val_samples": val.kept if val else 0, "eval_samples": test.kept,
+                    "train_skipped": {**train.loader_skipped, **train.skipped},
+                    "eval_skipped": {**test.loader_skipped, **test.skipped}}
 
-    return (lambda: train), ((lambda: val) if val else None), (lambda: test), summary
+        return (lambda: train), ((lambda: val) if val else None), (lambda: test), summary
+    everything = LabelledBatches(train_data, loader, max_samples=config.max_train_samples, **common)
+    cache, train_skipped = _encoded(model, everything, shared, log)
+    is_val = torch.tensor([in_val_split(s, config.val_fraction) for s in cache.split_ids], dtype=torch.bool)
+    train_cache, val_cache = cache.subset(~is_val), cache.subset(is_val)
+    if len(train_cache) == 0:
+        raise FinetuneError(f"no training sample left after holding out val_fraction={config.val_fraction}; lower it")
+    eval_cache, eval_skipped = _encoded(model, test, shared, log)
+    generator = torch.Generator().manual_seed(config.seed)
+    counts = {"train_samples": len(train_cache), "val_samples": len(val_cache), "eval_samples": len(eval_cache),
+              "train_skipped": train_skipped, "eval_skipped": eval_skipped}
+    return (
+        lambda: train_cache.batches(config.batch_size, shuffle=True, generator=generator),
+        (lambda: val_cache.batches(config.batch_size)) if len(val_cache) else None,
+        lambda: eval_cache.batches(config.batch_size),
+        lambda: counts,
+    )
 
 
 def _encoded(model: FusionClassifier, batches: LabelledBatches, shared: dict | None,
@@ -75,28 +90,6 @@ def _encoded(model: FusionClassifier, batches: LabelledBatches, shared: dict | N
     if shared is not None:
         shared[key] = result
     return result
-
-
-def _cached_sources(model: FusionClassifier, *, everything: LabelledBatches, test: LabelledBatches,
-                    config: FusionConfig, log: Callable[[str], None], shared: dict | None,
-                    ) -> tuple[BatchSource, BatchSource | None, BatchSource, Callable[[], dict]]:
-    """Frozen towers: one pass over the training shards (train and val split by key afterwards)
-    and one over the eval shards; epochs then read the cached outputs."""
-    cache, train_skipped = _encoded(model, everything, shared, log)
-    is_val = torch.tensor([in_val_split(s, config.val_fraction) for s in cache.split_ids], dtype=torch.bool)
-    train_cache, val_cache = cache.subset(~is_val), cache.subset(is_val)
-    if len(train_cache) == 0:
-        raise FinetuneError(f"no training sample left after holding out val_fraction={config.val_fraction}; lower it")
-    eval_cache, eval_skipped = _encoded(model, test, shared, log)
-    generator = torch.Generator().manual_seed(config.seed)
-    counts = {"train_samples": len(train_cache), "val_samples": len(val_cache), "eval_samples": len(eval_cache),
-              "train_skipped": train_skipped, "eval_skipped": eval_skipped}
-    return (
-        lambda: train_cache.batches(config.batch_size, shuffle=True, generator=generator),
-        (lambda: val_cache.batches(config.batch_size)) if len(val_cache) else None,
-        lambda: eval_cache.batches(config.batch_size),
-        lambda: counts,
-    )
 
 
 def _print_row(row: dict, epochs: int, log: Callable[[str], None]) -> None:
