@@ -124,9 +124,8 @@ def cls_class_names(info: dict[str, Any], label_field: str | None) -> list[str]:
     return classes if label_field in (None, "cls") or declared == classes else []
 
 
-def sample_label(
-    meta: dict[str, Any], cls_index: int, label_field: str | None, dataset_classes: Sequence[str]
-) -> str | None:
+def sample_label(meta: dict[str, Any], cls_index: int, label_field: str | None,
+                 dataset_classes: Sequence[str]) -> str | None:
     """The class name of one sample, or None when it carries no label of the chosen kind (order: module doc).
 
     `dataset_classes`: what .cls indexes for this field (`cls_class_names`).

@@ -56,10 +56,9 @@ HeatmapMethod = Literal["value", "tokens", "gradcam", "occlusion", "rise"]
 METHODS: tuple[HeatmapMethod, ...] = ("value", "tokens", "gradcam", "occlusion", "rise")
 
 
-def _grid(visual: nn.Module, patches: Tensor) -> Tensor:
-    """(B, P, C) -> (B, gh, gw, C) on the tower's patch grid."""
-    gh, gw = visual.grid_size
-    return patches.reshape(patches.shape[0], gh, gw, -1)
+def _grid(visual: nn.Module, scores: Tensor) -> Tensor:
+    """Per-patch scores (B, P) -> (B, gh, gw) on the tower's patch grid."""
+    return scores.reshape(scores.shape[0], *visual.grid_size)
 
 
 def _before_last_block(visual: nn.Module, images: Tensor) -> Tensor:
@@ -99,12 +98,9 @@ def patch_text_maps(model: nn.Module, images: Tensor, text_features: Tensor,
     """
     visual = vision_tower(model)
     text = F.normalize(text_features.float(), dim=-1)  # (B, D)
-    if method == "gradcam":
-        return _gradcam(model, visual, images, text)
-    if method == "occlusion":
-        return _occlusion(model, visual, images, text)
-    if method == "rise":
-        return _rise(model, visual, images, text)
+    attribution = {"gradcam": _gradcam, "occlusion": _occlusion, "rise": _rise}.get(method)
+    if attribution is not None:
+        return attribution(model, visual, images, text)
     with torch.no_grad():
         x = _before_last_block(visual, images)
         if method == "value":
@@ -114,7 +110,7 @@ def patch_text_maps(model: nn.Module, images: Tensor, text_features: Tensor,
         else:
             raise EvaluateError(f"unknown heat map method {method!r}; choose one of {', '.join(METHODS)}")
         joint = _to_joint_space(visual, patches)  # (B, P, D)
-        return _grid(visual, torch.einsum("bpd,bd->bp", joint, text)[..., None])[..., 0]
+        return _grid(visual, torch.einsum("bpd,bd->bp", joint, text))
 
 
 def _gradcam(model: nn.Module, visual: nn.Module, images: Tensor, text: Tensor) -> Tensor:
@@ -130,7 +126,7 @@ def _gradcam(model: nn.Module, visual: nn.Module, images: Tensor, text: Tensor) 
     activations, grad = x[:, 1:].detach(), grad[:, 1:]  # (B, P, W)
     weights = grad.mean(dim=1, keepdim=True)  # (B, 1, W)
     cam = torch.relu((activations * weights).sum(dim=-1))  # (B, P)
-    return _grid(visual, cam[..., None])[..., 0]
+    return _grid(visual, cam)
 
 
 @torch.no_grad()
@@ -221,8 +217,7 @@ def foreground_mask(image: Image.Image, threshold: float = 40.0) -> Tensor:
     Emoji and product shots sit on a plain background, so this finds the object without labels.
     """
     pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32))  # (H, W, 3)
-    border = torch.cat([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])  # (2H+2W, 3)
-    background = border.median(dim=0).values
+    background = _background_fill(pixels.permute(2, 0, 1))[:, 0, 0]  # (3,)
     return (pixels - background).abs().max(dim=-1).values > threshold
 
 
@@ -302,13 +297,11 @@ def render_heatmaps(encoder: Encoder, data: str, out: Path, *, text: str | None 
     rows = [{name: maps[name][i] for name in methods} for i in range(len(pictures))]
     heatmap_sheet_png(pictures, rows, texts, out / "heatmaps.png")
     samples = []
-    for i, picture in enumerate(pictures):
+    for i, (picture, row) in enumerate(zip(pictures, rows)):
         entry: dict[str, Any] = {"key": batch["key"][i], "text": texts[i]}
-        for name in methods:
-            heat = maps[name][i]
-            peak = int(heat.flatten().argmax())
-            entry[name] = {"peak_patch": [peak // heat.shape[1], peak % heat.shape[1]],
-                           "object_focus": object_focus(picture, heat)}
+        for name, heat in row.items():
+            peak = divmod(int(heat.argmax()), heat.shape[1])  # (row, column) of the hottest patch
+            entry[name] = {"peak_patch": list(peak), "object_focus": object_focus(picture, heat)}
         samples.append(entry)
     summary = {"checkpoint_id": encoder.checkpoint_id, "data": data, "samples": samples, "mean_object_focus": {
         name: _mean([s[name]["object_focus"] for s in samples]) for name in methods}}

@@ -43,13 +43,8 @@ def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def classification_report(
-    y_true: ArrayLike,
-    y_pred: ArrayLike | None = None,
-    scores: ArrayLike | None = None,
-    *,
-    classnames: Sequence[str],
-) -> dict[str, Any]:
+def classification_report(y_true: ArrayLike, y_pred: ArrayLike | None = None, scores: ArrayLike | None = None, *,
+                          classnames: Sequence[str]) -> dict[str, Any]:
     """Top-1/top-5 accuracy, mean per-class recall, macro F1, per-class figures and confusion.
 
     y_true: (N,) class indices. y_pred: (N,) predicted indices; taken as the
@@ -104,6 +99,4 @@ def classification_report(
 
 
 def _as_numpy(x: ArrayLike) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)

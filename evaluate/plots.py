@@ -30,9 +30,8 @@ def save_png(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
     return Path(path)
 
 
-def confusion_matrix_png(
-    confusion: Sequence[Sequence[int]], classnames: Sequence[str], path: Path, *, title: str
-) -> Path:
+def confusion_matrix_png(confusion: Sequence[Sequence[int]], classnames: Sequence[str], path: Path, *,
+                         title: str) -> Path:
     """Row-normalised confusion matrix (each row: where that class's images went)."""
     counts = np.asarray(confusion, dtype=np.float64)  # (C, C)
     rows = counts.sum(axis=1, keepdims=True)
@@ -47,11 +46,9 @@ def confusion_matrix_png(
         ax.set_xticks(range(num), labels=[_short(c) for c in classnames], rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(num), labels=[_short(c) for c in classnames], fontsize=8)
     if num <= MAX_CELL_NUMBERS:
-        for t in range(num):
-            for p in range(num):
-                if counts[t, p]:
-                    colour = "white" if share[t, p] > 0.5 else "black"
-                    ax.text(p, t, f"{int(counts[t, p])}", ha="center", va="center", fontsize=7, color=colour)
+        for t, p in zip(*np.nonzero(counts)):
+            colour = "white" if share[t, p] > 0.5 else "black"
+            ax.text(p, t, f"{int(counts[t, p])}", ha="center", va="center", fontsize=7, color=colour)
     suffix = "" if num <= MAX_TICK_LABELS else " (index into report.json classes)"
     ax.set_xlabel(f"predicted class{suffix}")
     ax.set_ylabel(f"true class{suffix}")
@@ -94,19 +91,9 @@ def project_2d(points: np.ndarray, method: Literal["pca", "tsne"], seed: int = 0
     return PCA(n_components=2, random_state=seed).fit_transform(points)
 
 
-def embedding_map_png(
-    image_features: torch.Tensor,
-    image_labels: Sequence[int],
-    text_features: torch.Tensor,
-    text_labels: Sequence[int],
-    classnames: Sequence[str],
-    path: Path,
-    *,
-    title: str,
-    method: Literal["pca", "tsne"] = "pca",
-    max_images: int = 2000,
-    seed: int = 0,
-) -> Path:
+def embedding_map_png(image_features: torch.Tensor, image_labels: Sequence[int], text_features: torch.Tensor,
+                      text_labels: Sequence[int], classnames: Sequence[str], path: Path, *, title: str,
+                      method: Literal["pca", "tsne"] = "pca", max_images: int = 2000, seed: int = 0) -> Path:
     """Images (dots) and texts (stars) in one 2-D projection, coloured by class.
 
     Both modalities are projected together, so a modality gap (images and texts

@@ -25,14 +25,9 @@ def heading(report: dict[str, Any]) -> str:
     return f"{adapter['method']} {adapter['shots']}-shot" if adapter else "Zero-shot"
 
 
-def write_zeroshot_report(
-    result: ZeroShotResult,
-    out: Path,
-    *,
-    report_dir: Path | None = None,
-    context: dict[str, Any] | None = None,
-    projection: Literal["pca", "tsne"] = "pca",
-) -> dict[str, Path]:
+def write_zeroshot_report(result: ZeroShotResult, out: Path, *, report_dir: Path | None = None,
+                          context: dict[str, Any] | None = None,
+                          projection: Literal["pca", "tsne"] = "pca") -> dict[str, Path]:
     """Write report.json at `out` and the pictures + HTML page; returns what was written."""
     out = Path(out)
     pictures_dir = Path(report_dir) if report_dir is not None else out.parent
@@ -46,12 +41,10 @@ def write_zeroshot_report(
         report["confusion"], classnames, pictures_dir / f"{stem}_confusion.png",
         title=f"{kind} confusion (top-1 {report['top1']:.1%}, n={report['n']})",
     )  # fmt: skip
-    written["recall"] = per_class_recall_png(
-        report, pictures_dir / f"{stem}_recall.png", title=f"{kind} recall per class"
-    )
-    num_classes = len(classnames)
+    written["recall"] = per_class_recall_png(report, pictures_dir / f"{stem}_recall.png",
+                                             title=f"{kind} recall per class")
     written["embedding"] = embedding_map_png(
-        result.image_features, result.y_true.tolist(), result.classifier.weights, list(range(num_classes)),
+        result.image_features, result.y_true.tolist(), result.classifier.weights, list(range(len(classnames))),
         classnames, pictures_dir / f"{stem}_embedding.png", method=projection,
         title=f"Image and class-prompt embeddings ({projection.upper()}); modality gap {report['modality_gap']:.2f}",
     )  # fmt: skip

@@ -43,9 +43,8 @@ def caption_pairs(captions_per_image: Sequence[Sequence[str]]) -> tuple[list[str
     return list(index), torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
 
 
-def best_relevant_ranks(
-    queries: torch.Tensor, candidates: torch.Tensor, pairs: torch.Tensor, chunk_size: int = 1024
-) -> torch.Tensor:
+def best_relevant_ranks(queries: torch.Tensor, candidates: torch.Tensor, pairs: torch.Tensor,
+                        chunk_size: int = 1024) -> torch.Tensor:
     """(Q,) 1-based rank of each query's best-scoring relevant candidate.
 
     queries (Q, D), candidates (K, D); pairs (P, 2) of (query index, candidate index).
@@ -71,9 +70,8 @@ def best_relevant_ranks(
     return ranks
 
 
-def retrieval_metrics(
-    image_features: torch.Tensor, text_features: torch.Tensor, pairs: torch.Tensor, *, ks: Sequence[int] = KS
-) -> dict[str, float | int]:
+def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor, pairs: torch.Tensor, *,
+                      ks: Sequence[int] = KS) -> dict[str, float | int]:
     """Recall@k both ways, mean and median rank, from (N, D) images, (M, D) texts, (P, 2) pairs."""
     image_ranks = best_relevant_ranks(image_features, text_features, pairs)  # (N,)
     text_ranks = best_relevant_ranks(text_features, image_features, pairs.flip(1))  # (M,)
@@ -88,9 +86,8 @@ def retrieval_metrics(
     return report
 
 
-def clip_benchmark_recalls(
-    image_features: torch.Tensor, text_features: torch.Tensor, pairs: torch.Tensor, *, ks: Sequence[int] = KS
-) -> dict[str, float]:
+def clip_benchmark_recalls(image_features: torch.Tensor, text_features: torch.Tensor, pairs: torch.Tensor, *,
+                           ks: Sequence[int] = KS) -> dict[str, float]:
     """Recall@k as CLIP_benchmark's zeroshot_retrieval counts it, from the same (P, 2) (image, text) pairs.
 
     Every (image, caption) pair is its own text query, duplicates kept, whose only
@@ -126,14 +123,8 @@ def sample_captions(caption: str, meta: dict[str, Any], choice: CaptionChoice) -
     return list(dict.fromkeys(c for c in [caption.strip(), *variants] if c))
 
 
-def encode_captioned_images(
-    encoder: Encoder,
-    data: str | Path,
-    encoding: EncodingConfig = EncodingConfig(),
-    *,
-    captions: CaptionChoice = "all",
-    progress: bool = False,
-) -> CaptionedImages:
+def encode_captioned_images(encoder: Encoder, data: str | Path, encoding: EncodingConfig = EncodingConfig(), *,
+                            captions: CaptionChoice = "all", progress: bool = False) -> CaptionedImages:
     """Encode every image in the shards at `data` as `encoding` says and collect its captions."""
     images = ShardImageFeatures(encoder, data, encoding, progress=progress, desc="eval retrieval: encoding images")
     features: list[torch.Tensor] = []

@@ -72,8 +72,7 @@ def load_templates(spec: str | Path) -> list[str]:
             f"`templates` {spec_str!r} is neither a built-in set ({', '.join(TEMPLATES)}) "
             "nor a file; pass one of those names or a file with one template per line"
         )
-    templates = _read_template_file(path)
-    return _validate(templates, origin=str(path))
+    return _validate(_read_template_file(path), origin=str(path))
 
 
 def _read_template_file(path: Path) -> list[str]:

@@ -17,13 +17,7 @@ import torch
 
 from data_tools.loader import read_dataset_info
 from data_tools.loader_workers import auto_loader_workers
-from evaluate.class_names import (
-    cls_class_names,
-    dataset_class_names,
-    label_field_names,
-    label_indices,
-    sample_label,
-)
+from evaluate.class_names import cls_class_names, dataset_class_names, label_field_names, label_indices, sample_label
 from evaluate.errors import EvaluateError
 from evaluate.metrics import classification_report
 from evaluate.shard_encoding import EncodingConfig, ShardImageFeatures
@@ -62,9 +56,8 @@ class ZeroShotClassifier:
     """(C, D) rows L2-normalised: the renormalised mean prompt embedding per class."""
 
     @classmethod
-    def build(
-        cls, encoder: Encoder, classnames: Sequence[str], templates: Sequence[str], *, batch_size: int = 256
-    ) -> ZeroShotClassifier:
+    def build(cls, encoder: Encoder, classnames: Sequence[str], templates: Sequence[str], *,
+              batch_size: int = 256) -> ZeroShotClassifier:
         if not classnames or not templates:
             raise EvaluateError("zero-shot needs at least one class name and one template")
         prompts = [fill_template(t, name) for name in classnames for t in templates]  # class-major
@@ -90,14 +83,8 @@ class EncodedImages:
     """Corrupt samples the loader skipped, by reason."""
 
 
-def encode_labelled_images(
-    encoder: Encoder,
-    data: str | Path,
-    encoding: EncodingConfig = EncodingConfig(),
-    *,
-    label_field: str | None,
-    progress: bool = False,
-) -> EncodedImages:
+def encode_labelled_images(encoder: Encoder, data: str | Path, encoding: EncodingConfig = EncodingConfig(), *,
+                           label_field: str | None, progress: bool = False) -> EncodedImages:
     """Encode every image in the shards at `data` as `encoding` says and read its class name.
 
     Fails after the first batch if no sample in it has a label, rather than
@@ -111,10 +98,8 @@ def encode_labelled_images(
     keys: list[str] = []
     for image_features, batch in images:
         features.append(image_features)  # (B, D)
-        cls_indices = batch["label"].tolist()
-        labels += [
-            sample_label(meta, cls_indices[i], label_field, dataset_classes) for i, meta in enumerate(batch["meta"])
-        ]
+        labels += [sample_label(meta, cls_index, label_field, dataset_classes)
+                   for meta, cls_index in zip(batch["meta"], batch["label"].tolist())]
         keys += batch["key"]
         if all(label is None for label in labels):
             raise EvaluateError(_no_labels_message(data, label_field, info, batch["meta"][0]))

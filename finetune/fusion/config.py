@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from finetune.errors import FinetuneError
 from finetune.fusion.data import ValBy
@@ -84,7 +83,3 @@ class FusionConfig:
         for ok, message in checks:
             if not ok:
                 raise FinetuneError(message)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-

@@ -64,25 +64,21 @@ def resolve_label_spaces(path: str | Path, tasks: Sequence[str]) -> dict[str, li
     """Class names per task for the shards at `path`; FinetuneError for a task not in the data."""
     try:
         info = read_dataset_info(path)
+        fields = dict(info.get("label_fields") or {})
+        if info.get("classes"):
+            fields.setdefault(SINGLE_LABEL_TASK, info["classes"])
+        unknown = [t for t in tasks if t not in fields]
+        seen = _labels_in_shards(path, unknown) if unknown else {}
     except DataError as exc:
         raise FinetuneError(str(exc)) from exc
-    fields = dict(info.get("label_fields") or {})
-    if info.get("classes"):
-        fields.setdefault(SINGLE_LABEL_TASK, info["classes"])
-    unknown = [t for t in tasks if t not in fields]
-    if unknown:
-        try:
-            seen = _labels_in_shards(path, unknown)
-        except DataError as exc:
-            raise FinetuneError(str(exc)) from exc
-        for task in unknown:
-            if not seen[task]:
-                available = sorted(fields) or ["none"]
-                raise FinetuneError(
-                    f"task {task!r} is not a label field of {path} (available: {', '.join(available)}); "
-                    "pass `tasks` with fields the shards' .json holds (top level or `labels`)"
-                )
-            fields[task] = sorted(seen[task])
+    for task in unknown:
+        if not seen[task]:
+            available = sorted(fields) or ["none"]
+            raise FinetuneError(
+                f"task {task!r} is not a label field of {path} (available: {', '.join(available)}); "
+                "pass `tasks` with fields the shards' .json holds (top level or `labels`)"
+            )
+        fields[task] = sorted(seen[task])
     return {t: [str(name) for name in fields[t]] for t in tasks}
 
 

@@ -108,7 +108,6 @@ def _predictions_panel(ax: Any, explanation: dict[str, Any]) -> None:
     ax.set_axis_off()
 
 
-
 def explain_samples(run: str, data: str, out: Path, *, count: int = 8) -> list[dict[str, Any]]:
     """`explanation_png` for `count` samples spread through `data` with a saved fusion run; a JSON summary.
 
@@ -122,10 +121,6 @@ def explain_samples(run: str, data: str, out: Path, *, count: int = 8) -> list[d
         explanation = explain_pair(model, encoder.tokenizer, image, caption)
         explanation_png(to_pil(image, preprocess["mean"], preprocess["std"]), explanation, out / f"fusion_{i}.png")
         entry = {"key": batch["key"][i], "caption": caption, "predictions": explanation["predictions"]}
-        if "gate_mean" in explanation:
-            entry["gate_mean"] = explanation["gate_mean"]
-        if "word_attention" in explanation:
-            entry["word_attention"] = explanation["word_attention"]
-        summary.append(entry)
+        summary.append(entry | {k: explanation[k] for k in ("gate_mean", "word_attention") if k in explanation})
     write_json_atomic(out / "fusion_explanations.json", {"run": run, "samples": summary})
     return summary

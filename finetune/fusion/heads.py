@@ -72,9 +72,8 @@ class ConcatHead(nn.Module):
         self.norm_image, self.norm_text = nn.LayerNorm(embed_dim), nn.LayerNorm(embed_dim)
         self.missing_image = nn.Parameter(torch.zeros(embed_dim))
         self.missing_text = nn.Parameter(torch.zeros(embed_dim))
-        self.mlp = nn.Sequential(
-            nn.Linear(2 * embed_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden)
-        )
+        self.mlp = nn.Sequential(nn.Linear(2 * embed_dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, hidden))
 
     def forward(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         image = _keep(self.norm_image(inputs["image_features"]), inputs["image_present"], self.missing_image)
@@ -128,25 +127,21 @@ class CrossAttentionHead(nn.Module):
         self.norm_query = nn.LayerNorm(hidden)
         self.attention = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
         self.norm_ffn = nn.LayerNorm(hidden)
-        self.ffn = nn.Sequential(
-            nn.Linear(hidden, 2 * hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * hidden, hidden)
-        )
+        self.ffn = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(2 * hidden, hidden))
 
     def forward(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         image_present, text_present = inputs["image_present"], inputs["text_present"]
-        queries = torch.cat(
-            [self.project_image(inputs["image_features"])[:, None], self.project_patches(inputs["image_tokens"])],
-            dim=1,
-        )  # (B, 1+P, d)
+        queries = torch.cat([self.project_image(inputs["image_features"])[:, None],
+                             self.project_patches(inputs["image_tokens"])], dim=1)  # (B, 1+P, d)
         queries = _keep(queries, image_present, self.null_query)
         text_global = self.project_text(inputs["text_features"])  # (B, d)
         text_global = _keep(text_global, text_present, self.null_key)
         keys = torch.cat([text_global[:, None], self.project_words(inputs["text_tokens"])], dim=1)  # (B, 1+L, d)
         always = torch.ones_like(text_present[:, None])  # the first key is never masked: no empty softmax
         valid = torch.cat([always, inputs["text_mask"] & text_present[:, None]], dim=1)  # (B, 1+L)
-        attended, weights = self.attention(
-            self.norm_query(queries), keys, keys, key_padding_mask=~valid, need_weights=True
-        )  # (B, 1+P, d), (B, 1+P, 1+L)
+        attended, weights = self.attention(self.norm_query(queries), keys, keys, key_padding_mask=~valid,
+                                           need_weights=True)  # (B, 1+P, d), (B, 1+P, 1+L)
         x = queries + attended
         x = x + self.ffn(self.norm_ffn(x))
         return {"fused": x.mean(dim=1), "attention": weights}

@@ -28,12 +28,8 @@ class MultiTaskHead(nn.Module):
 
     def __init__(self, hidden: int, num_classes: dict[str, int], dropout: float = 0.1) -> None:
         super().__init__()
-        self.heads = nn.ModuleDict(
-            {
-                task: nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n))
-                for task, n in num_classes.items()
-            }
-        )
+        self.heads = nn.ModuleDict({task: nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n))
+                                    for task, n in num_classes.items()})
 
     def forward(self, fused: Tensor) -> dict[str, Tensor]:
         return {task: head(fused) for task, head in self.heads.items()}

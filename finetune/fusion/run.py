@@ -34,59 +34,31 @@ from pretrain.encoder import Encoder
 from pretrain.errors import PretrainError
 
 
-def _load_encoder(checkpoint: str) -> Encoder:
-    try:
-        return Encoder.load(checkpoint)
-    except PretrainError as exc:
-        raise FinetuneError(str(exc)) from exc
-
-
 def _sources(model: FusionClassifier, encoder: Encoder, train_data: str, eval_data: str,
              config: FusionConfig, log: Callable[[str], None], shared: dict | None = None,
              ) -> tuple[BatchSource, BatchSource | None, BatchSource, Callable[[], dict]]:
-    """(train, val, eval) batch sources, cached tower outputs when the towers are frozen, and a
-    function that reports sample counts and skips (valid once the sources have been read)."""
+    """(train, val, eval) batch sources, and a function that reports sample counts and skips (valid once the
+    sources have been read). Frozen towers run once over the training shards (train and val split by key
+    afterwards) and once over the eval shards; epochs then read the cached outputs."""
     common = {"classes": model.classes, "image_transform": encoder.preprocess, "tokenize": encoder.tokenizer,
               "val_by": config.val_by}
     loader = LoaderConfig(batch_size=config.batch_size, num_workers=config.num_workers, seed=config.seed)
-    has_val = config.val_fraction > 0
-    train = LabelledBatches(train_data, replace(loader, shuffle=config.towers != "frozen", caption="random"),
-                            split="train" if has_val else "all", val_fraction=config.val_fraction,
-                            max_samples=config.max_train_samples, **common)
-    val = (LabelledBatches(train_data, loader, split="val", val_fraction=config.val_fraction, **common)
-           if has_val else None)
     test = LabelledBatches(eval_data, loader, max_samples=config.max_eval_samples, **common)
     if config.towers != "frozen":
+        has_val = config.val_fraction > 0
+        train = LabelledBatches(train_data, replace(loader, shuffle=True, caption="random"),
+                                split="train" if has_val else "all", val_fraction=config.val_fraction,
+                                max_samples=config.max_train_samples, **common)
+        val = (LabelledBatches(train_data, loader, split="val", val_fraction=config.val_fraction, **common)
+               if has_val else None)
+
         def summary() -> dict:
-            return _summary(train, test, train.kept, val.kept if val else 0, test.kept)
+            return {"train_samples": train.kept, "val_samples": val.kept if val else 0, "eval_samples": test.kept,
+                    "train_skipped": {**train.loader_skipped, **train.skipped},
+                    "eval_skipped": {**test.loader_skipped, **test.skipped}}
 
         return (lambda: train), ((lambda: val) if val else None), (lambda: test), summary
-    return _cached_sources(model, everything=LabelledBatches(train_data, loader, max_samples=config.max_train_samples,
-                                                             **common),
-                           test=test, config=config, log=log, shared=shared)
-
-
-def _encoded(model: FusionClassifier, batches: LabelledBatches, shared: dict | None,
-             log: Callable[[str], None]) -> tuple[FeatureCache, dict[str, int]]:
-    """Tower outputs of a whole split and its skip counts, from `shared` when another run made them."""
-    key = (str(batches.path), batches.max_samples, batches.val_by,
-           tuple((t, tuple(c)) for t, c in model.classes.items()))
-    hit = (shared or {}).get(key)
-    if hit is not None and (not model.needs_tokens or "image_tokens" in hit[0].encoded):
-        return hit
-    log(f"fusion: running the frozen towers once over {batches.path}")
-    cache = FeatureCache.build(model, batches)
-    result = (cache, {**batches.loader_skipped, **batches.skipped})
-    if shared is not None:
-        shared[key] = result
-    return result
-
-
-def _cached_sources(model: FusionClassifier, *, everything: LabelledBatches, test: LabelledBatches,
-                    config: FusionConfig, log: Callable[[str], None], shared: dict | None,
-                    ) -> tuple[BatchSource, BatchSource | None, BatchSource, Callable[[], dict]]:
-    """Frozen towers: one pass over the training shards (train and val split by key afterwards)
-    and one over the eval shards; epochs then read the cached outputs."""
+    everything = LabelledBatches(train_data, loader, max_samples=config.max_train_samples, **common)
     cache, train_skipped = _encoded(model, everything, shared, log)
     is_val = torch.tensor([in_val_split(s, config.val_fraction) for s in cache.split_ids], dtype=torch.bool)
     train_cache, val_cache = cache.subset(~is_val), cache.subset(is_val)
@@ -104,12 +76,20 @@ def _cached_sources(model: FusionClassifier, *, everything: LabelledBatches, tes
     )
 
 
-def _summary(train: LabelledBatches, test: LabelledBatches, n_train: int, n_val: int, n_eval: int) -> dict:
-    return {
-        "train_samples": n_train, "val_samples": n_val, "eval_samples": n_eval,
-        "train_skipped": {**train.loader_skipped, **train.skipped},
-        "eval_skipped": {**test.loader_skipped, **test.skipped},
-    }
+def _encoded(model: FusionClassifier, batches: LabelledBatches, shared: dict | None,
+             log: Callable[[str], None]) -> tuple[FeatureCache, dict[str, int]]:
+    """Tower outputs of a whole split and its skip counts, from `shared` when another run made them."""
+    key = (str(batches.path), batches.max_samples, batches.val_by,
+           tuple((t, tuple(c)) for t, c in model.classes.items()))
+    hit = (shared or {}).get(key)
+    if hit is not None and (not model.needs_tokens or "image_tokens" in hit[0].encoded):
+        return hit
+    log(f"fusion: running the frozen towers once over {batches.path}")
+    cache = FeatureCache.build(model, batches)
+    result = (cache, {**batches.loader_skipped, **batches.skipped})
+    if shared is not None:
+        shared[key] = result
+    return result
 
 
 def _print_row(row: dict, epochs: int, log: Callable[[str], None]) -> None:
@@ -133,12 +113,15 @@ def train_fusion(paths: TrainEvalPathsConfig, *, out: str, config: FusionConfig,
     classes = resolve_label_spaces(train_data, tasks)
     resolve_label_spaces(eval_data, tasks)  # a task absent from the eval shards fails now, not after training
     torch.manual_seed(config.seed)
-    encoder = _load_encoder(checkpoint)
+    try:
+        encoder = Encoder.load(checkpoint)
+    except PretrainError as exc:
+        raise FinetuneError(str(exc)) from exc
     model = FusionClassifier(encoder.model, config.head_config(), classes)
     trainable_tower_params = set_towers_trainable(encoder.model, config.towers, config.unfrozen_blocks)
     weighting = TaskLossWeighting(tasks, config.task_weighting, config.task_weights)
     out_dir = check_output_dir(out)
-    write_json_atomic(out_dir / "config.json", {"method": "fusion", **asdict(paths), **config.as_dict()})
+    write_json_atomic(out_dir / "config.json", {"method": "fusion", **asdict(paths), **asdict(config)})
     started = time.perf_counter()
     log(f"fusion {config.fusion}: tasks {', '.join(f'{t} ({len(c)} classes)' for t, c in classes.items())}, "
         f"towers {config.towers} ({trainable_tower_params} trainable tower parameters)")

@@ -39,10 +39,8 @@ HEAD_MODULES = {
 }
 
 
-def save_adapter(
-    out_dir: str | Path, *, method: str, fitted: FittedModel, checkpoint_id: str, classnames: list[str],
-    extra: dict[str, Any] | None = None,
-) -> Path:
+def save_adapter(out_dir: str | Path, *, method: str, fitted: FittedModel, checkpoint_id: str, classnames: list[str],
+                 extra: dict[str, Any] | None = None) -> Path:
     """Write the adapter files into `out_dir` (each atomically; config.json last)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,7 +125,8 @@ def read_adapter_config(path: str | Path) -> dict[str, Any]:
             f"{path} is not an adapter directory ({err}); give the output directory of `clipline finetune`"
         ) from err
     if config.get("format") != FORMAT or config.get("head") not in HEAD_MODULES:
-        raise FinetuneError(f"{file} is not a clipline adapter config; give the output directory of `clipline finetune`")
+        raise FinetuneError(f"{file} is not a clipline adapter config; give the output directory of "
+                            "`clipline finetune`")
     return config
 
 

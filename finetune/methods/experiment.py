@@ -49,9 +49,8 @@ METHODS: dict[str, MethodSpec] = {
     "tip-adapter": MethodSpec(config_cls=TipAdapterConfig, fit=lambda t, c, i: fit_tip_adapter(t, c)),
     "tip-adapter-f": MethodSpec(config_cls=TipAdapterConfig, fit=lambda t, c, i: fit_tip_adapter_f(t, c)),
     "wise-ft": MethodSpec(config_cls=WiseFtConfig, fit=fit_wise_ft, needs_images=lambda c: c.tower == "image"),
-    "full-finetune": MethodSpec(
-        config_cls=FullFinetuneConfig, fit=lambda t, c, i: fit_full_finetune(t, i, c), needs_images=lambda c: True
-    ),
+    "full-finetune": MethodSpec(config_cls=FullFinetuneConfig, fit=lambda t, c, i: fit_full_finetune(t, i, c),
+                                needs_images=lambda c: True),
 }
 
 
@@ -81,10 +80,8 @@ class Prepared:
         return self.eval.features[self.eval_rows]
 
 
-def prepare(
-    encoder: Encoder, *, train_data: str, eval_data: str, label_field: str | None = None,
-    templates: str = "auto", feature_cache: str | None = None,
-) -> Prepared:
+def prepare(encoder: Encoder, *, train_data: str, eval_data: str, label_field: str | None = None,
+            templates: str = "auto", feature_cache: str | None = None) -> Prepared:
     """Features, labels and zero-shot head for `encoder`; FinetuneError on unusable labels."""
     train = cached_features(encoder, train_data, cache_dir=feature_cache)
     evalset = cached_features(encoder, eval_data, cache_dir=feature_cache)
@@ -115,9 +112,8 @@ def model_logit_scale(encoder: Encoder) -> float:
     return 100.0 if scale is None else min(100.0, math.exp(float(scale.detach())))
 
 
-def make_task(
-    prep: Prepared, *, shots: Shots, seed: int, imbalance: ImbalanceConfig | None = None, val_shots: int = 4
-) -> tuple[FewShotTask, ShotSplit]:
+def make_task(prep: Prepared, *, shots: Shots, seed: int, imbalance: ImbalanceConfig | None = None,
+              val_shots: int = 4) -> tuple[FewShotTask, ShotSplit]:
     """Sample the k-shot train set and validation set for one seed."""
     split = sample_shots(prep.train_y, prep.classnames, shots, seed, val_shots=val_shots)
     if len(split.val) == 0:  # e.g. one sample per class: fall back to choosing on the shots themselves
@@ -156,9 +152,8 @@ def evaluate(prep: Prepared, fitted: FittedModel) -> dict[str, Any]:
 def report_for_logits(logits: Tensor, labels: Tensor, classnames: list[str]) -> dict[str, Any]:
     from evaluate.metrics import classification_report
 
-    return classification_report(
-        labels.numpy(), logits.argmax(dim=1).numpy(), scores=logits.float().numpy(), classnames=classnames
-    )
+    return classification_report(labels.numpy(), logits.argmax(dim=1).numpy(), scores=logits.float().numpy(),
+                                 classnames=classnames)
 
 
 def zeroshot_report(prep: Prepared) -> dict[str, Any]:
@@ -195,9 +190,8 @@ def _train_classnames(train: FeatureSet, label_field: str | None, data_dir: str)
     return [c for c in declared if c in present] + sorted(present - set(declared))
 
 
-def _labelled_rows(
-    features: FeatureSet, label_field: str | None, classnames: list[str], data_dir: str
-) -> tuple[Tensor, Tensor]:
+def _labelled_rows(features: FeatureSet, label_field: str | None, classnames: list[str],
+                   data_dir: str) -> tuple[Tensor, Tensor]:
     """Rows that carry a label, and their class indices; FinetuneError for classes not in train."""
     index = {c: i for i, c in enumerate(classnames)}
     names = features.label_names(label_field)

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from finetune.methods.head_training import batch_indices
-from finetune.methods.imbalance import classification_loss, loss_class_weights
+from finetune.methods.head_training import train_steps
 from finetune.methods.linear_probe import LinearHead
 from finetune.methods.task import FewShotTask, FittedModel, TaskImages
 
@@ -49,9 +48,7 @@ def encode_images(visual: nn.Module, images: Tensor, batch_size: int = 256) -> T
     return torch.cat(blocks)
 
 
-def fit_full_finetune(
-    task: FewShotTask, images: TaskImages, config: FullFinetuneConfig | None = None
-) -> FittedModel:
+def fit_full_finetune(task: FewShotTask, images: TaskImages, config: FullFinetuneConfig | None = None) -> FittedModel:
     """Fine-tune a copy of the image tower and a zero-shot-initialised head on the shots."""
     config = config or FullFinetuneConfig()
     visual = copy.deepcopy(images.visual)
@@ -71,16 +68,8 @@ def fit_full_finetune(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * i / steps))
     )
-    weight = loss_class_weights(task.train_y, task.num_classes, task.imbalance)
-    for idx in batch_indices(task, batch, steps):
-        features = F.normalize(visual(images.train[idx].float()), dim=-1)  # (B, D)
-        loss = classification_loss(
-            head(features), task.train_y[idx], weight=weight, focal_gamma=task.imbalance.focal_gamma
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+    train_steps(task, batch, steps, optimizer, schedule,
+                lambda idx: head(F.normalize(visual(images.train[idx].float()), dim=-1)))
     visual.requires_grad_(False)
     head.requires_grad_(False)
     score = task.score(head(encode_images(visual, images.val)), task.val_y)

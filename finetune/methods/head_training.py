@@ -1,4 +1,5 @@
-"""Mini-batch AdamW training of a head on cached features (CLIP-Adapter, Tip-Adapter-F).
+"""Mini-batch AdamW training of a head on cached features (CLIP-Adapter, Tip-Adapter-F; full fine-tuning
+shares the step loop).
 
 Few-shot sets are tiny (1-shot x 10 classes is 10 samples), so the budget is
 counted in steps with a floor, not only in epochs.
@@ -7,7 +8,7 @@ counted in steps with a floor, not only in epochs.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -40,17 +41,22 @@ def train_head(head: nn.Module, params: list[nn.Parameter], task: FewShotTask, c
     steps = max(config.min_steps, config.epochs * math.ceil(n / batch))
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, eps=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    weight = loss_class_weights(task.train_y, task.num_classes, task.imbalance)
     head.train()
+    train_steps(task, batch, steps, optimizer, schedule, lambda idx: head(task.train_x[idx]))
+    head.eval()
+
+
+def train_steps(task: FewShotTask, batch: int, steps: int, optimizer: torch.optim.Optimizer,
+                schedule: torch.optim.lr_scheduler.LRScheduler, logits: Callable[[Tensor], Tensor]) -> None:
+    """`steps` optimiser steps on the task's (imbalance-aware) classification loss; `logits` of a batch's indices."""
+    weight = loss_class_weights(task.train_y, task.num_classes, task.imbalance)
     for idx in batch_indices(task, batch, steps):
-        loss = classification_loss(
-            head(task.train_x[idx]), task.train_y[idx], weight=weight, focal_gamma=task.imbalance.focal_gamma
-        )
+        loss = classification_loss(logits(idx), task.train_y[idx], weight=weight,
+                                   focal_gamma=task.imbalance.focal_gamma)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         schedule.step()
-    head.eval()
 
 
 def batch_indices(task: FewShotTask, batch: int, steps: int) -> Iterator[Tensor]:

@@ -69,9 +69,8 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float, weight: Tensor | No
     return -(w * modulating * log_p).sum() / w.sum()
 
 
-def classification_loss(
-    logits: Tensor, target: Tensor, *, weight: Tensor | None = None, focal_gamma: float = 0.0
-) -> Tensor:
+def classification_loss(logits: Tensor, target: Tensor, *, weight: Tensor | None = None,
+                        focal_gamma: float = 0.0) -> Tensor:
     """Cross-entropy, or focal loss when focal_gamma > 0; `weight` is an optional (C,) class weight."""
     if focal_gamma > 0:
         return focal_loss(logits, target, focal_gamma, weight)

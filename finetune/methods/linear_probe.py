@@ -64,29 +64,17 @@ class LinearProbeConfig:
     """LBFGS iterations per strength (each strength warm-starts from the previous one)."""
 
 
-def fit_logistic_regression(
-    x: Tensor,
-    y: Tensor,
-    *,
-    weight: Tensor,
-    bias: Tensor,
-    prior: Tensor,
-    l2: float,
-    class_weight: Tensor | None = None,
-    focal_gamma: float = 0.0,
-    max_iter: int = 100,
-    penalise_bias: bool = False,
-) -> tuple[Tensor, Tensor]:
+def fit_logistic_regression(x: Tensor, y: Tensor, *, weight: Tensor, bias: Tensor, prior: Tensor, l2: float,
+                            class_weight: Tensor | None = None, focal_gamma: float = 0.0, max_iter: int = 100,
+                            penalise_bias: bool = False) -> tuple[Tensor, Tensor]:
     """Minimise loss(x W^T + b, y) + l2/2 (||W - prior||^2 [+ ||b||^2]) with LBFGS from (weight, bias).
 
     The bias is unpenalised by default, as in scikit-learn's lbfgs solver.
     """
     w = weight.detach().clone().contiguous().requires_grad_(True)  # (C, D)
     b = bias.detach().clone().contiguous().requires_grad_(True)  # (C,)
-    optimizer = torch.optim.LBFGS(
-        [w, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-7,
-        tolerance_change=1e-10, line_search_fn="strong_wolfe",
-    )
+    optimizer = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-7,
+                                  tolerance_change=1e-10, line_search_fn="strong_wolfe")
 
     def closure() -> Tensor:
         optimizer.zero_grad()
@@ -147,11 +135,8 @@ def _training_data(task: FewShotTask, x: Tensor, y: Tensor) -> tuple[Tensor, Ten
     return x[idx], y[idx], weight
 
 
-def _fit(
-    task: FewShotTask, x: Tensor, y: Tensor, class_weight: Tensor | None, w: Tensor, b: Tensor,
-    prior: Tensor, l2: float, config: LinearProbeConfig,
-) -> tuple[Tensor, Tensor]:
-    return fit_logistic_regression(
-        x, y, weight=w, bias=b, prior=prior, l2=l2, class_weight=class_weight,
-        focal_gamma=task.imbalance.focal_gamma, max_iter=config.max_iter, penalise_bias=bool(prior.any()),
-    )
+def _fit(task: FewShotTask, x: Tensor, y: Tensor, class_weight: Tensor | None, w: Tensor, b: Tensor,
+         prior: Tensor, l2: float, config: LinearProbeConfig) -> tuple[Tensor, Tensor]:
+    return fit_logistic_regression(x, y, weight=w, bias=b, prior=prior, l2=l2, class_weight=class_weight,
+                                   focal_gamma=task.imbalance.focal_gamma, max_iter=config.max_iter,
+                                   penalise_bias=bool(prior.any()))

@@ -16,6 +16,8 @@ from finetune.methods.shots import Shots, parse_shots
 from finetune.methods.task import FittedModel
 from finetune.train_eval_paths import TrainEvalPathsConfig
 
+METRICS = ("top1", "mean_per_class_recall", "macro_f1")  # the eval figures a curve or a sweep records per fit
+
 
 @dataclass(kw_only=True)
 class FewShotDataConfig:
@@ -59,10 +61,8 @@ def prepare_from(options: FewShotDataConfig) -> Prepared:
     from pretrain.encoder import Encoder
 
     paths = options.paths
-    return prepare(
-        Encoder.load(paths.checkpoint), train_data=paths.train_data, eval_data=paths.eval_data,
-        label_field=options.label_field, templates=options.templates, feature_cache=options.feature_cache,
-    )
+    return prepare(Encoder.load(paths.checkpoint), train_data=paths.train_data, eval_data=paths.eval_data,
+                   label_field=options.label_field, templates=options.templates, feature_cache=options.feature_cache)
 
 
 def run_finetune(method: str, options: FinetuneConfig, method_config: Any = None) -> dict[str, Any]:
@@ -86,10 +86,9 @@ def run_finetune(method: str, options: FinetuneConfig, method_config: Any = None
     }
     if fitted.curve:
         report["alpha_curve"] = alpha_curve(prep, fitted)
-    save_adapter(
-        options.out, method=method, fitted=fitted, checkpoint_id=prep.encoder.checkpoint_id,
-        classnames=prep.classnames, extra={"shots": shots, "seed": options.seed, "label_field": options.label_field},
-    )
+    save_adapter(options.out, method=method, fitted=fitted, checkpoint_id=prep.encoder.checkpoint_id,
+                 classnames=prep.classnames,
+                 extra={"shots": shots, "seed": options.seed, "label_field": options.label_field})
     write_json_atomic(Path(options.out) / "report.json", report)
     return report
 
@@ -99,10 +98,7 @@ def alpha_curve(prep: Prepared, fitted: FittedModel) -> list[dict[str, float]]:
     rows = []
     for alpha, model in sorted(fitted.curve.items()):
         result = evaluate(prep, model)
-        rows.append({
-            "alpha": alpha, "top1": result["top1"], "mean_per_class_recall": result["mean_per_class_recall"],
-            "macro_f1": result["macro_f1"], "val_score": model.val_score,
-        })
+        rows.append({"alpha": alpha, **{m: result[m] for m in METRICS}, "val_score": model.val_score})
     return rows
 
 

@@ -34,15 +34,8 @@ class ShotSplit:
     """True when `val` was carved from the training data (shots="all"), so a method may refit on both."""
 
 
-def sample_shots(
-    labels: Tensor,
-    classnames: Sequence[str],
-    shots: Shots,
-    seed: int,
-    *,
-    val_shots: int = 4,
-    val_fraction: float = 0.2,
-) -> ShotSplit:
+def sample_shots(labels: Tensor, classnames: Sequence[str], shots: Shots, seed: int, *, val_shots: int = 4,
+                 val_fraction: float = 0.2) -> ShotSplit:
     """Draw `shots` training samples per class (and a validation set) from `labels` (N,).
 
     Raises FinetuneError naming the first class with fewer than `shots` samples.

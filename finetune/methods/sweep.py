@@ -20,11 +20,10 @@ from data_tools.output_paths import check_output_dir
 from finetune.errors import FinetuneError
 from finetune.methods.experiment import METHODS, Prepared, evaluate, make_task, timed_fit, zeroshot_report
 from finetune.methods.imbalance import ImbalanceConfig
-from finetune.methods.run import AdaptConfig, prepare_from, report_config
+from finetune.methods.run import METRICS, AdaptConfig, prepare_from, report_config
 from finetune.methods.shots import Shots, parse_shots
 
 DEFAULT_METHODS = "linear-probe,clip-adapter,tip-adapter,tip-adapter-f,wise-ft"
-METRICS = ("top1", "mean_per_class_recall", "macro_f1")
 
 
 @dataclass(kw_only=True)
@@ -65,10 +64,8 @@ def run_sweep(options: SweepConfig) -> dict[str, Any]:
     return payload
 
 
-def run_grid(
-    prep: Prepared, methods: list[str], shot_list: list[Shots], seeds: list[int], *,
-    imbalance: ImbalanceConfig | None = None, val_shots: int = 4,
-) -> list[dict[str, Any]]:
+def run_grid(prep: Prepared, methods: list[str], shot_list: list[Shots], seeds: list[int], *,
+             imbalance: ImbalanceConfig | None = None, val_shots: int = 4) -> list[dict[str, Any]]:
     """One row per (shots, seed, method): eval metrics, fit time, chosen hyperparameters."""
     runs = []
     for shots in shot_list:

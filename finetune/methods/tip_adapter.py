@@ -31,22 +31,17 @@ _CHUNK = 4096  # rows of queries per affinity block, to bound memory with large 
 class TipAdapterHead(nn.Module):
     """Zero-shot logits plus alpha times the cache logits."""
 
-    def __init__(
-        self, text_weights: Tensor, keys: Tensor, values: Tensor, *, logit_scale: float, alpha: float, beta: float
-    ) -> None:
+    def __init__(self, text_weights: Tensor, keys: Tensor, values: Tensor, *, logit_scale: float, alpha: float,
+                 beta: float) -> None:
         super().__init__()
         self.register_buffer("text_weights", text_weights.detach().float().clone().contiguous())  # (C, D)
         self.keys = nn.Parameter(keys.detach().float().clone().contiguous())  # (NK, D)
         self.register_buffer("values", values.detach().float().clone().contiguous())  # (NK, C)
-        self.logit_scale = logit_scale
-        self.alpha = alpha
-        self.beta = beta
+        self.logit_scale, self.alpha, self.beta = logit_scale, alpha, beta
 
     def cache_logits(self, features: Tensor, beta: float | None = None) -> Tensor:  # (N, D) -> (N, C)
         beta = self.beta if beta is None else beta
-        blocks = [
-            torch.exp(-beta * (1 - chunk @ self.keys.T)) @ self.values for chunk in features.split(_CHUNK)
-        ]
+        blocks = [torch.exp(-beta * (1 - chunk @ self.keys.T)) @ self.values for chunk in features.split(_CHUNK)]
         return torch.cat(blocks) if blocks else features.new_zeros(0, self.values.shape[1])
 
     def zeroshot_logits(self, features: Tensor) -> Tensor:
@@ -60,10 +55,7 @@ class TipAdapterHead(nn.Module):
 
     @classmethod
     def from_saved(cls, state: dict[str, Tensor], config: dict[str, Any]) -> TipAdapterHead:
-        return cls(
-            state["text_weights"], state["keys"], state["values"], logit_scale=config["logit_scale"],
-            alpha=config["alpha"], beta=config["beta"],
-        ).eval()
+        return cls(state["text_weights"], state["keys"], state["values"], **config).eval()
 
 
 @dataclass(kw_only=True)
@@ -83,9 +75,8 @@ def build_cache(task: FewShotTask) -> TipAdapterHead:
     values = F.one_hot(task.train_y, task.num_classes).float()  # (NK, C)
     if task.imbalance.class_weight or task.imbalance.balanced_sampling:
         values = values * class_weights(task.train_y, task.num_classes)
-    return TipAdapterHead(
-        task.zeroshot_weights, task.train_x, values, logit_scale=task.logit_scale, alpha=0.0, beta=1.0
-    )
+    return TipAdapterHead(task.zeroshot_weights, task.train_x, values, logit_scale=task.logit_scale, alpha=0.0,
+                          beta=1.0)
 
 
 def search_alpha_beta(head: TipAdapterHead, task: FewShotTask, config: TipAdapterConfig) -> float:
@@ -109,10 +100,9 @@ def search_alpha_beta(head: TipAdapterHead, task: FewShotTask, config: TipAdapte
 
 def fit_tip_adapter(task: FewShotTask, config: TipAdapterConfig | None = None) -> FittedModel:
     """Training-free Tip-Adapter: cache the shots, search alpha and beta."""
-    config = config or TipAdapterConfig()
     head = build_cache(task)
-    score = search_alpha_beta(head, task, config)
-    return FittedModel(head=head.eval(), hyperparameters=_hyper(head), val_score=score)
+    score = search_alpha_beta(head, task, config or TipAdapterConfig())
+    return _fitted(head, score)
 
 
 def fit_tip_adapter_f(task: FewShotTask, config: TipAdapterConfig | None = None) -> FittedModel:
@@ -124,8 +114,9 @@ def fit_tip_adapter_f(task: FewShotTask, config: TipAdapterConfig | None = None)
         head.alpha = task.logit_scale / 100  # the keys get no gradient through a zero residual
     train_head(head, [head.keys], task, config.training)
     score = search_alpha_beta(head, task, config)
-    return FittedModel(head=head.eval(), hyperparameters=_hyper(head), val_score=score)
+    return _fitted(head, score)
 
 
-def _hyper(head: TipAdapterHead) -> dict[str, Any]:
-    return {**head.saved_config(), "alpha_relative": head.alpha * 100 / head.logit_scale}
+def _fitted(head: TipAdapterHead, score: float) -> FittedModel:
+    hyper = {**head.saved_config(), "alpha_relative": head.alpha * 100 / head.logit_scale}
+    return FittedModel(head=head.eval(), hyperparameters=hyper, val_score=score)

@@ -17,7 +17,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Literal
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from finetune.methods.full_finetune import FullFinetuneConfig, encode_images, fit_full_finetune
 from finetune.methods.linear_probe import LinearHead, LinearProbeConfig, fit_linear_probe
@@ -46,11 +46,6 @@ def interpolate_state(zeroshot: dict[str, Tensor], finetuned: dict[str, Tensor],
     }
 
 
-def _mix_head(zeroshot: LinearHead, finetuned: nn.Module, alpha: float) -> LinearHead:
-    state = interpolate_state(zeroshot.state_dict(), finetuned.state_dict(), alpha)
-    return LinearHead(state["weight"], state["bias"])
-
-
 def fit_wise_ft(task: FewShotTask, config: WiseFtConfig | None = None, images: TaskImages | None = None) -> FittedModel:
     """Fine-tune (head or image tower), then interpolate along config.alphas; keep the best on validation."""
     config = config or WiseFtConfig()
@@ -63,22 +58,19 @@ def fit_wise_ft(task: FewShotTask, config: WiseFtConfig | None = None, images: T
         finetuned = fit_full_finetune(task, images, config.full)
     curve: dict[float, FittedModel] = {}
     for alpha in config.alphas:
-        head = _mix_head(zeroshot_head, finetuned.head, alpha)
+        head_state = interpolate_state(zeroshot_head.state_dict(), finetuned.head.state_dict(), alpha)
+        head = LinearHead(head_state["weight"], head_state["bias"])
         tower = None
         if finetuned.image_tower is not None:
             assert images is not None
+            tower_state = interpolate_state(images.visual.state_dict(), finetuned.image_tower.state_dict(), alpha)
             tower = copy.deepcopy(images.visual)
-            tower.load_state_dict(
-                interpolate_state(images.visual.state_dict(), finetuned.image_tower.state_dict(), alpha)
-            )
-            val_x = encode_images(tower, images.val)
-        else:
-            val_x = task.val_x
+            tower.load_state_dict(tower_state)
+        val_x = task.val_x if tower is None else encode_images(tower, images.val)
         score = task.score(head(val_x).detach(), task.val_y)
         curve[alpha] = FittedModel(head=head, hyperparameters={"alpha": alpha}, val_score=score, image_tower=tower)
     best_alpha = max(curve, key=lambda a: (curve[a].val_score, -abs(a - 0.5)))
     best = curve[best_alpha]
     hyper = {"alpha": best_alpha, "tower": config.tower, "finetuned": finetuned.hyperparameters}
-    return FittedModel(
-        head=best.head, hyperparameters=hyper, val_score=best.val_score, image_tower=best.image_tower, curve=curve
-    )
+    return FittedModel(head=best.head, hyperparameters=hyper, val_score=best.val_score, image_tower=best.image_tower,
+                       curve=curve)

@@ -74,19 +74,9 @@ class ColourEncoder:
         return torch.nn.functional.normalize(out, dim=-1)
 
 
-def write_shards(
-    out: Path,
-    classes: Sequence[str],
-    per_class: int,
-    *,
-    shard_size: int = 7,
-    image_size: int = 16,
-    write_cls: bool = True,
-    write_label: bool = True,
-    label_fields: dict[str, Sequence[str]] | None = None,
-    captions: bool = False,
-    source: str = "synthetic",
-) -> Path:
+def write_shards(out: Path, classes: Sequence[str], per_class: int, *, shard_size: int = 7, image_size: int = 16,
+                 write_cls: bool = True, write_label: bool = True, label_fields: dict[str, Sequence[str]] | None = None,
+                 captions: bool = False, source: str = "synthetic") -> Path:
     """Solid-colour images, class i in PALETTE[i]; returns `out` with dataset.json."""
     written = []
     for j in range(per_class):

@@ -37,19 +37,10 @@ def draw(centres: Tensor, per_class: list[int], spread: float, generator: torch.
     return torch.cat(xs), torch.cat(ys)
 
 
-def cluster_task(
-    *,
-    num_classes: int = 4,
-    dim: int = 16,
-    shots: int | list[int] = 8,
-    val_per_class: int = 4,
-    eval_per_class: int = 50,
-    spread: float = 0.15,
-    zeroshot: Literal["right", "wrong", "random"] = "wrong",
-    logit_scale: float = 20.0,
-    imbalance: ImbalanceConfig | None = None,
-    seed: int = 0,
-) -> tuple[FewShotTask, Tensor, Tensor]:
+def cluster_task(*, num_classes: int = 4, dim: int = 16, shots: int | list[int] = 8, val_per_class: int = 4,
+                 eval_per_class: int = 50, spread: float = 0.15,
+                 zeroshot: Literal["right", "wrong", "random"] = "wrong", logit_scale: float = 20.0,
+                 imbalance: ImbalanceConfig | None = None, seed: int = 0) -> tuple[FewShotTask, Tensor, Tensor]:
     """A FewShotTask plus a held-out eval set (eval_x, eval_y) from the same clusters."""
     centres = cluster_centres(num_classes, dim, seed)
     g = torch.Generator().manual_seed(seed + 1)

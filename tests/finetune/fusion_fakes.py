@@ -19,17 +19,17 @@ TINY_CONFIG = {
 }
 
 
-def tiny_clip(seed: int = 0, name: str = TINY_NAME, config: dict | None = None) -> torch.nn.Module:
-    """A randomly initialised 64-px open_clip model registered under `name`."""
-    models.register_model_config(name, config or TINY_CONFIG)
+def tiny_clip(seed: int = 0) -> torch.nn.Module:
+    """A randomly initialised 64-px open_clip model registered under TINY_NAME."""
+    models.register_model_config(TINY_NAME, TINY_CONFIG)
     torch.manual_seed(seed)
-    return models.create_open_clip(name)
+    return models.create_open_clip(TINY_NAME)
 
 
-def tiny_checkpoint(run_dir: Path, seed: int = 0, name: str = TINY_NAME, config: dict | None = None) -> Path:
+def tiny_checkpoint(run_dir: Path, seed: int = 0) -> Path:
     """Write a tiny random model as a clipline checkpoint; returns the run dir."""
-    models.register_model_config(name, config or TINY_CONFIG)
-    return save_random_checkpoint(run_dir, name, seed=seed, step=0)
+    models.register_model_config(TINY_NAME, TINY_CONFIG)
+    return save_random_checkpoint(run_dir, TINY_NAME, seed=seed, step=0)
 
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (30, 60, 220), "yellow": (230, 220, 40)}

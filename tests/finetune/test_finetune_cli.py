@@ -12,7 +12,7 @@ from clipline.commands.finetune import main
 from evaluate.shard_encoding import EncodingConfig
 from evaluate.zeroshot import encode_labelled_images
 from finetune.errors import FinetuneError
-from finetune.methods.adapter_io import load_adapter
+from finetune.methods.adapter_io import AdapterPredictor, load_adapter
 from pretrain.encoder import Encoder
 from tests.clipline.running import error_line
 from tests.finetune.fakes import save_tiny_checkpoint, write_shards
@@ -41,31 +41,38 @@ def common(setup: dict[str, str], out: str) -> list[str]:
             "--out", out, "--feature-cache", setup["cache"]]
 
 
+def run_method(setup: dict[str, str], method: str, name: str, *flags: str) -> tuple[Path, dict]:
+    """`clipline finetune METHOD` into a fresh directory `name` with `flags`: that directory and its report.json."""
+    out = Path(setup["root"]) / name
+    main([method, *common(setup, str(out)), *flags])
+    return out, json.loads((out / "report.json").read_text())
+
+
+def eval_top1(predictor: AdapterPredictor, eval_data: str) -> float:
+    """The adapter's top-1 on `eval_data`, the shards encoded by zero-shot's encoding loop (the predictor stands in
+    for an encoder)."""
+    encoded = encode_labelled_images(predictor, eval_data, EncodingConfig(num_workers=0), label_field=None)
+    truth = torch.tensor([CLASSES.index(name) for name in encoded.labels])
+    return (predictor.logits(encoded.features).argmax(1) == truth).float().mean().item()
+
+
 @pytest.mark.parametrize("method", ["linear-probe", "tip-adapter"])
 def test_method_writes_adapter_and_report_usable_for_prediction(setup: dict[str, str], method: str,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    out = str(Path(setup["root"]) / method)
-    main([method, *common(setup, out), "--shots", "4", "--seed", "2", "--class-weight"])
+    out, report = run_method(setup, method, method, "--shots", "4", "--seed", "2", "--class-weight")
     assert f"{method} 4-shot seed 2: top1" in capsys.readouterr().out
-    report = json.loads((Path(out) / "report.json").read_text())
     assert report["num_train"] == 16 and report["num_val"] == 16
     assert report["result"]["n"] == 16 and set(report["result"]["per_class"]) == set(CLASSES)
     assert report["config"]["class_weight"] is True
     predictor = load_adapter(out, Encoder.load(setup["run"]))
     assert predictor.classnames == CLASSES
-    # the predictor stands in for an encoder: zero-shot's shard encoding + its logits reproduce the report
-    encoded = encode_labelled_images(predictor, setup["eval"], EncodingConfig(num_workers=0), label_field=None)
-    pred = predictor.logits(encoded.features).argmax(1)
-    truth = torch.tensor([CLASSES.index(name) for name in encoded.labels])
-    assert (pred == truth).float().mean().item() == pytest.approx(report["result"]["top1"])
+    assert eval_top1(predictor, setup["eval"]) == pytest.approx(report["result"]["top1"])
 
 
 def test_wise_ft_reports_accuracy_along_alpha(setup: dict[str, str]) -> None:
-    out = Path(setup["root"]) / "wise"
-    main(["wise-ft", *common(setup, str(out)), "--shots", "2"])
-    curve = json.loads((out / "report.json").read_text())["alpha_curve"]
+    _, report = run_method(setup, "wise-ft", "wise", "--shots", "2")
+    curve = report["alpha_curve"]
     assert [row["alpha"] for row in curve] == [round(0.1 * i, 1) for i in range(11)]
-    report = json.loads((out / "report.json").read_text())
     assert curve[0]["top1"] == pytest.approx(report["zeroshot"]["top1"])
 
 
@@ -107,34 +114,27 @@ def test_bad_checkpoint_unknown_method_and_bad_flag_are_one_line(setup: dict[str
 
 
 def test_adapter_for_another_checkpoint_is_refused(setup: dict[str, str]) -> None:
-    out = Path(setup["root"]) / "probe-for-other"
-    main(["linear-probe", *common(setup, str(out)), "--shots", "1"])
+    out, _ = run_method(setup, "linear-probe", "probe-for-other", "--shots", "1")
     with pytest.raises(FinetuneError, match="trained on checkpoint"):
         load_adapter(out, Encoder.load(setup["other_run"]))
 
 
 def test_full_finetune_saves_the_tuned_tower_and_predicts_with_it(setup: dict[str, str]) -> None:
-    out = Path(setup["root"]) / "full"
-    main(["full-finetune", *common(setup, str(out)), "--shots", "2", "--method.min-steps", "5", "--method.epochs", "1"])
-    report = json.loads((out / "report.json").read_text())
+    out, report = run_method(setup, "full-finetune", "full", "--shots", "2", "--method.min-steps", "5",
+                             "--method.epochs", "1")
     assert report["hyperparameters"]["steps"] == 5 and report["config"]["method"]["min_steps"] == 5
     assert (out / "image_tower.safetensors").is_file()
     encoder = Encoder.load(setup["run"])
     predictor = load_adapter(out, encoder)
     images = torch.rand(2, 3, 16, 16)
     assert not torch.allclose(predictor.encode_image(images), encoder.encode_image(images))
-    encoded = encode_labelled_images(predictor, setup["eval"], EncodingConfig(num_workers=0), label_field=None)
-    truth = torch.tensor([CLASSES.index(name) for name in encoded.labels])
-    top1 = (predictor.logits(encoded.features).argmax(1) == truth).float().mean().item()
-    assert top1 == pytest.approx(report["result"]["top1"])
+    assert eval_top1(predictor, setup["eval"]) == pytest.approx(report["result"]["top1"])
 
 
 def test_zeroshot_command_predicts_with_a_saved_adapter(setup: dict[str, str], capsys) -> None:  # noqa: ANN001
     from clipline.cli import main as clipline_main
 
-    adapter = Path(setup["root"]) / "probe-for-zeroshot"
-    main(["linear-probe", *common(setup, str(adapter)), "--shots", "4", "--seed", "3"])
-    trained = json.loads((adapter / "report.json").read_text())
+    adapter, trained = run_method(setup, "linear-probe", "probe-for-zeroshot", "--shots", "4", "--seed", "3")
     capsys.readouterr()
     out = Path(setup["root"]) / "adapter-report" / "r.json"
     base = ["zeroshot", "--data", setup["eval"], "--out", str(out), "--num-workers", "0"]

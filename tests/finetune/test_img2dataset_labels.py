@@ -46,12 +46,17 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"run": tiny_checkpoint(root / "run"), "shards": img2dataset_shards(root / "shards"), "root": root}
 
 
+def zeroshot_report(setup: dict[str, Path], name: str, data: Path, *extra: str) -> dict:
+    """`clipline zeroshot --label-field category` on `data` with `extra` flags: the report it wrote."""
+    out = setup["root"] / f"{name}.json"
+    run_ok(["zeroshot", "--checkpoint", str(setup["run"]), "--data", str(data), "--out", str(out),
+            "--label-field", "category", "--num-workers", "0", *extra])
+    return json.loads(out.read_text())
+
+
 def test_zeroshot_reads_a_top_level_label_as_the_fixture_reads_labels(setup: dict[str, Path]) -> None:
-    common = ["--checkpoint", str(setup["run"]), "--label-field", "category", "--num-workers", "0",
-              "--precision", "fp32", "--templates", "generic"]
-    top_out = setup["root"] / "zs_top.json"
-    run_ok(["zeroshot", *common, "--data", str(setup["shards"]), "--out", str(top_out)])
-    top = json.loads(top_out.read_text())
+    pinned = ("--precision", "fp32", "--templates", "generic")
+    top = zeroshot_report(setup, "zs_top", setup["shards"], *pinned)
     # no class list in img2dataset shards: the sorted set of the values found
     present = sorted({json.loads(raw["json"])["labels"]["category"]
                       for shard in sorted(FIXTURE_SHARDS.glob("*.tar"))
@@ -59,9 +64,7 @@ def test_zeroshot_reads_a_top_level_label_as_the_fixture_reads_labels(setup: dic
     assert top["n"] == 48 and list(top["per_class"]) == present and len(present) == 8
     classes = setup["root"] / "present.txt"
     classes.write_text("\n".join(present))
-    nested_out = setup["root"] / "zs_nested.json"
-    run_ok(["zeroshot", *common, "--data", str(FIXTURE_SHARDS), "--out", str(nested_out), "--classes", str(classes)])
-    nested = json.loads(nested_out.read_text())
+    nested = zeroshot_report(setup, "zs_nested", FIXTURE_SHARDS, *pinned, "--classes", str(classes))
     assert nested["n"] == 48
     for metric in ("top1", "top5", "mean_per_class_recall"):
         assert top[metric] == pytest.approx(nested[metric]), metric
@@ -71,23 +74,18 @@ def test_zeroshot_maps_string_labels_through_a_class_file(setup: dict[str, Path]
     classes = setup["root"] / "classes.txt"
     names = json.loads((FIXTURE_SHARDS / "dataset.json").read_text())["label_fields"]["category"]
     classes.write_text("\n".join(reversed(names)) + "\n")
-    out = setup["root"] / "zs_classes.json"
-    run_ok(["zeroshot", "--checkpoint", str(setup["run"]), "--data", str(setup["shards"]), "--out", str(out),
-            "--classes", str(classes), "--label-field", "category", "--num-workers", "0"])
-    report = json.loads(out.read_text())
+    report = zeroshot_report(setup, "zs_classes", setup["shards"], "--classes", str(classes))
     assert report["n"] == 48 and list(report["per_class"]) == list(reversed(names))
 
 
 def test_linear_probe_and_fusion_train_on_the_top_level_label(setup: dict[str, Path]) -> None:
-    probe = setup["root"] / "probe"
-    run_ok(["finetune", "linear-probe", "--checkpoint", str(setup["run"]), "--train-data", str(setup["shards"]),
-            "--eval-data", str(setup["shards"]), "--out", str(probe), "--label-field", "category",
-            "--feature-cache", str(setup["root"] / "cache"), "--shots", "2"])
+    probe, fusion = setup["root"] / "probe", setup["root"] / "fusion"
+    shared = ["--checkpoint", str(setup["run"]), "--train-data", str(setup["shards"]), "--eval-data",
+              str(setup["shards"]), "--label-field", "category"]
+    run_ok(["finetune", "linear-probe", *shared, "--out", str(probe), "--feature-cache", str(setup["root"] / "cache"),
+            "--shots", "2"])
     report = json.loads((probe / "report.json").read_text())
     assert report["result"]["n"] > 0 and "Smileys & Emotion" in report["result"]["per_class"]
-    fusion = setup["root"] / "fusion"
-    run_ok(["finetune", "fusion", "--checkpoint", str(setup["run"]), "--train-data", str(setup["shards"]),
-            "--eval-data", str(setup["shards"]), "--out", str(fusion), "--label-field", "category",
-            "--epochs", "1", "--val-fraction", "0"])
+    run_ok(["finetune", "fusion", *shared, "--out", str(fusion), "--epochs", "1", "--val-fraction", "0"])
     fused = json.loads((fusion / "report.json").read_text())
     assert "category" in json.dumps(fused) and "Smileys & Emotion" in json.dumps(fused)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,16 +35,17 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                                                    eval_data=str(setup["eval"]))}
 
 
-def _quick(**overrides: object) -> FusionConfig:
+def _run(paths: TrainEvalPathsConfig, out: Path, *, log: Callable[[str], None] = lambda _: None,
+         shared_cache: dict | None = None, **overrides: object) -> dict[str, Any]:
+    """A quick two-task fusion run into `out` with `overrides` of the settings below; its report."""
     settings = {"tasks": "colour,word", "epochs": 25, "hidden": 128, "batch_size": 32, "val_fraction": 0.2,
                 "lr": 1e-2, "modality_dropout": 0.3} | overrides
-    return FusionConfig(**settings)
+    return train_fusion(paths, out=str(out), config=FusionConfig(**settings), log=log, shared_cache=shared_cache)
 
 
 def test_each_modality_knows_only_its_own_task(setup: dict[str, Any]) -> None:
     """colour is drawn in the image, the word is in the caption: fusion gets both, one modality one."""
-    report = train_fusion(setup["paths"], out=str(setup["root"] / "concat"), config=_quick(fusion="concat"),
-                          log=lambda _: None)
+    report = _run(setup["paths"], setup["root"] / "concat", fusion="concat")
     top1 = {c: {t: r["top1"] for t, r in tasks.items()} for c, tasks in report["summary"].items()}
     assert top1["both"]["colour"] >= 0.9 and top1["both"]["word"] >= 0.9
     assert top1["image_only"]["colour"] >= 0.85 and top1["image_only"]["word"] <= 0.5
@@ -61,8 +63,7 @@ def test_each_modality_knows_only_its_own_task(setup: dict[str, Any]) -> None:
 
 def test_gated_run_saves_reloads_and_reports_gates(setup: dict[str, Any]) -> None:
     out = setup["root"] / "gated"
-    report = train_fusion(setup["paths"], out=str(out),
-                          config=_quick(fusion="gated", epochs=3, task_weighting="uncertainty"), log=lambda _: None)
+    report = _run(setup["paths"], out, fusion="gated", epochs=3, task_weighting="uncertainty")
     gates = report["gate_mean_image_share"]
     assert gates["image_only"] == 1.0 and gates["text_only"] == 0.0 and 0.0 < gates["both"] < 1.0
     assert set(report["task_weights"]) == {"colour", "word"}
@@ -77,15 +78,13 @@ def test_gated_run_saves_reloads_and_reports_gates(setup: dict[str, Any]) -> Non
 def test_partially_unfrozen_towers_train_and_are_saved(setup: dict[str, Any]) -> None:
     out = setup["root"] / "last"
     before = {n: p.clone() for n, p in load_fusion_source(setup).named_parameters()}
-    train_fusion(setup["paths"], out=str(out), config=_quick(fusion="attention", towers="last", unfrozen_blocks=1,
-                                                             epochs=2, tower_lr=1e-3, attention_heads=2),
-                 log=lambda _: None)
+    _run(setup["paths"], out, fusion="attention", towers="last", unfrozen_blocks=1, epochs=2, tower_lr=1e-3,
+         attention_heads=2)
     model, _ = load_fusion(out)
     after = dict(model.towers.named_parameters())
-    assert not torch.equal(after["visual.transformer.resblocks.1.mlp.c_fc.weight"],
-                           before["visual.transformer.resblocks.1.mlp.c_fc.weight"])
-    assert torch.equal(after["visual.transformer.resblocks.0.mlp.c_fc.weight"],
-                       before["visual.transformer.resblocks.0.mlp.c_fc.weight"])
+    last, first = (f"visual.transformer.resblocks.{i}.mlp.c_fc.weight" for i in (1, 0))
+    assert not torch.equal(after[last], before[last])
+    assert torch.equal(after[first], before[first])
 
 
 def load_fusion_source(setup: dict[str, Any]) -> torch.nn.Module:
@@ -97,12 +96,10 @@ def load_fusion_source(setup: dict[str, Any]) -> torch.nn.Module:
 def test_samples_missing_a_label_are_skipped_and_counted(setup: dict[str, Any]) -> None:
     train = write_two_task_shards(setup["root"] / "gappy", per_class=2, seed=3, drop_word_every=4)
     gappy = replace(setup["paths"], train_data=str(train))
-    report = train_fusion(gappy, out=str(setup["root"] / "gappy_run"), config=_quick(epochs=1, val_fraction=0.0),
-                          log=lambda _: None)
+    report = _run(gappy, setup["root"] / "gappy_run", epochs=1, val_fraction=0.0)
     assert report["train_skipped"] == {"missing label 'word'": 8}  # samples 0, 4, ..., 28 of 32
     assert report["train_samples"] == 24
-    only_colour = train_fusion(gappy, out=str(setup["root"] / "colour_run"),
-                               config=_quick(tasks="colour", epochs=1, val_fraction=0.0), log=lambda _: None)
+    only_colour = _run(gappy, setup["root"] / "colour_run", tasks="colour", epochs=1, val_fraction=0.0)
     assert only_colour["train_samples"] == 32 and only_colour["train_skipped"] == {}
 
 
@@ -123,8 +120,8 @@ def test_bad_input_is_one_line_and_exit_2(setup: dict[str, Any], capsys: pytest.
 def test_all_labels_missing_is_an_error(setup: dict[str, Any], tmp_path: Path) -> None:
     shards = write_two_task_shards(tmp_path / "nowords", per_class=1, seed=0, drop_word_every=1)
     with pytest.raises(FinetuneError, match=r"no usable sample for tasks colour, word .* 16 missing label 'word'"):
-        train_fusion(replace(setup["paths"], train_data=str(shards), eval_data=str(shards)), out=str(tmp_path / "run"),
-                     config=_quick(epochs=1, val_fraction=0.0), log=lambda _: None)
+        _run(replace(setup["paths"], train_data=str(shards), eval_data=str(shards)), tmp_path / "run", epochs=1,
+             val_fraction=0.0)
 
 
 def test_tasks_and_label_spaces(setup: dict[str, Any], emoji_shards: Path) -> None:
@@ -147,9 +144,8 @@ def test_heads_can_share_one_pass_of_the_frozen_towers(setup: dict[str, Any]) ->
     logs: dict[str, list[str]] = {"attention": [], "gated": []}
     reports = {}
     for fusion in logs:
-        reports[fusion] = train_fusion(
-            setup["paths"], out=str(setup["root"] / f"shared_{fusion}"),
-            config=_quick(fusion=fusion, epochs=1, attention_heads=2), log=logs[fusion].append, shared_cache=shared)
+        reports[fusion] = _run(setup["paths"], setup["root"] / f"shared_{fusion}", log=logs[fusion].append,
+                               shared_cache=shared, fusion=fusion, epochs=1, attention_heads=2)
     assert sum("running the frozen towers" in line for line in logs["attention"]) == 2  # train and eval shards
     assert not any("running the frozen towers" in line for line in logs["gated"])
     assert reports["gated"]["train_samples"] == reports["attention"]["train_samples"] > 0
