@@ -60,27 +60,18 @@ def measure(make_loader_fn, size_of) -> dict:
     gc.collect()
     cpu = cpu_seconds() - cpu_start
     total = count + WARMUP_BATCHES * BATCH
-    return {
-        "samples_per_s": round(count / seconds, 1),
-        "cpu_ms_per_1k_samples": round(1e6 * cpu / total, 1),
-        "cpu_bound_samples_per_s_2_cores": round(2 * total / cpu, 1),
-    }
+    return {"samples_per_s": round(count / seconds, 1), "cpu_ms_per_1k_samples": round(1e6 * cpu / total, 1),
+            "cpu_bound_samples_per_s_2_cores": round(2 * total / cpu, 1)}
 
 
 def median_of_rounds(rounds: list[dict]) -> dict:
-    keys = rounds[0].keys()
-    return {k: statistics.median(r[k] for r in rounds) for k in keys} | {"rounds": rounds}
+    return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]} | {"rounds": rounds}
 
 
 def peer_loader(shards: list[str], transform) -> wds.WebLoader:
-    dataset = (
-        wds.WebDataset(shards, resampled=True, shardshuffle=True, nodesplitter=wds.split_by_node)
-        .shuffle(1000)
-        .decode("pil")
-        .to_tuple("jpg", "txt", "cls")
-        .map_tuple(transform, lambda t: t, int)
-        .batched(BATCH)
-    )
+    dataset = (wds.WebDataset(shards, resampled=True, shardshuffle=True, nodesplitter=wds.split_by_node)
+               .shuffle(1000).decode("pil").to_tuple("jpg", "txt", "cls").map_tuple(transform, lambda t: t, int)
+               .batched(BATCH))
     return wds.WebLoader(dataset, batch_size=None, num_workers=WORKERS)
 
 
@@ -113,18 +104,15 @@ def main() -> None:
         figures = {"batch_size": BATCH, "workers": WORKERS, "image_size": IMAGE_SIZE, "shards": len(shards),
                    "machine": machine_info(("torch", "torchvision", "webdataset", "pillow", "open_clip_torch")),
                    "load_average_before": os.getloadavg()[0]}
-        runs = {
-            "ours_eval_transform": (lambda: ours(image_transform=eval_tf), lambda b: len(b["key"])),
-            "ours_train_transform_tokenized": (
-                lambda: ours(image_transform=train_tf, tokenize=tokenizer, caption="random"), lambda b: len(b["key"])),
-            "webdataset_idiomatic_eval_transform": (lambda: peer_loader(shards, eval_tf), lambda b: len(b[0])),
-        }
+        runs = {"ours_eval_transform": (lambda: ours(image_transform=eval_tf), lambda b: len(b["key"])),
+                "ours_train_transform_tokenized": (lambda: ours(image_transform=train_tf, tokenize=tokenizer,
+                                                                caption="random"), lambda b: len(b["key"])),
+                "webdataset_idiomatic_eval_transform": (lambda: peer_loader(shards, eval_tf), lambda b: len(b[0]))}
         rounds: dict[str, list[dict]] = {name: [] for name in runs}
         for _ in range(ROUNDS):  # interleaved, so load from other jobs hits every variant alike
             for name, (make, size_of) in runs.items():
                 rounds[name].append(measure(make, size_of))
-        for name, results in rounds.items():
-            figures[name] = median_of_rounds(results)
+        figures |= {name: median_of_rounds(results) for name, results in rounds.items()}
         ours_fig, peer_fig = figures["ours_eval_transform"], figures["webdataset_idiomatic_eval_transform"]
         figures["ratio_ours_over_webdataset_wall"] = round(ours_fig["samples_per_s"] / peer_fig["samples_per_s"], 2)
         figures["ratio_ours_over_webdataset_cpu"] = round(
@@ -134,7 +122,8 @@ def main() -> None:
                             image_transform=eval_tf)
         n = sum(len(b["key"]) for b in epoch)
         seconds = time.perf_counter() - start
-        figures["one_epoch_with_startup"] = {"samples": n, "seconds": round(seconds, 2), "samples_per_s": round(n / seconds, 1)}
+        figures["one_epoch_with_startup"] = {"samples": n, "seconds": round(seconds, 2),
+                                             "samples_per_s": round(n / seconds, 1)}
     figures["load_average_after"] = os.getloadavg()[0]
     print(json.dumps(figures))
 
