@@ -130,15 +130,9 @@ def test_missing_npm_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.Monk
         npm_cache.npm_pack("emoji-datasource-google", "16.0.0", tmp_path)
 
 
-@pytest.mark.parametrize(
-    ("spec", "message"),
-    [
-        ("imagenet", "unknown source 'imagenet'"),
-        ("folder:/no/such/dir", "does not exist"),
-        ("csv:/no/such.csv", "does not exist"),
-        ("folder:", "needs a path"),
-    ],
-)
+@pytest.mark.parametrize(("spec", "message"), [
+    ("imagenet", "unknown source 'imagenet'"), ("folder:/no/such/dir", "does not exist"),
+    ("csv:/no/such.csv", "does not exist"), ("folder:", "needs a path")])
 def test_bad_sources_raise_data_error(spec: str, message: str) -> None:
     with pytest.raises(DataError, match=message):
         load_source(spec, SourceConfig())

@@ -12,18 +12,10 @@ from tests.clipline.running import run_clipline
 from tests.data_tools.conftest import COLOURS, write_image
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["build", "imagenet", "--out", "/tmp/never"],
-        ["build", "folder:/no/such/dir", "--out", "/tmp/never"],
-        ["inspect", "/no/such/dir"],
-        ["validate", "/no/such/dir"],
-        ["build", "emoji", "--out", "/tmp/never", "--image-size", "big"],
-        ["build", "emoji"],
-        ["frobnicate"],
-    ],
-)
+@pytest.mark.parametrize("argv", [
+    ["build", "imagenet", "--out", "/tmp/never"], ["build", "folder:/no/such/dir", "--out", "/tmp/never"],
+    ["inspect", "/no/such/dir"], ["validate", "/no/such/dir"],
+    ["build", "emoji", "--out", "/tmp/never", "--image-size", "big"], ["build", "emoji"], ["frobnicate"]])
 def test_bad_arguments_exit_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture) -> None:
     code, out, err = run_clipline(["data", *argv], capsys)
     assert code == 2
