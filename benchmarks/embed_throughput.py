@@ -145,9 +145,9 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 def agreement(ours: Path, peer: Path, shards: int) -> dict[str, float]:
     """Min and mean cosine of our vectors to the peer's, sample by sample, per modality."""
     out = {}
-    for folder, prefix in (("img_emb", "img_emb"), ("text_emb", "text_emb")):
+    for folder in ("img_emb", "text_emb"):
         a = np.concatenate([np.load(ours / folder / f"part_{i:05d}.npy") for i in range(shards)])  # (N, D)
-        b = np.concatenate([np.load(peer / f"{prefix}_{i}.npy") for i in range(shards)])  # (N, D)
+        b = np.concatenate([np.load(peer / f"{folder}_{i}.npy") for i in range(shards)])  # (N, D)
         cosine = (a.astype(np.float64) * b).sum(axis=1)
         out[f"{folder}_min_cosine"] = round(float(cosine.min()), 6)
         out[f"{folder}_mean_cosine"] = round(float(cosine.mean()), 6)
@@ -177,9 +177,9 @@ def compare(model_name: str, cfg: BenchConfig, precision: str, tmp: Path) -> dic
             rates["cpu"][name].append(round(result["samples_per_cpu_s"], 1))
             samples.add(result["samples"])
     last = cfg.repeats - 1
-    out: dict[str, Any] = {"model": model_name, "samples": sorted(samples)}
-    for clock, label in (("wall", "samples_per_s"), ("cpu", "samples_per_cpu_s")):
-        out[clock] = _ratios(rates[clock], label)
+    out: dict[str, Any] = {"model": model_name, "samples": sorted(samples),
+                           **{clock: _ratios(rates[clock], label)
+                              for clock, label in (("wall", "samples_per_s"), ("cpu", "samples_per_cpu_s"))}}
     best_peer = out["wall"]["peer_best"]
     out["agreement_with_peer"] = agreement(tmp / model_name / f"ours-{last}", tmp / model_name / f"{best_peer}-{last}",
                                            len(list_shards(cfg.data)))
@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     if len(argv) == 2 and argv[0] == "child":
         print(json.dumps(child_pass(json.loads(argv[1]))))
         return
-    cfg = parse_script_config(BenchConfig, argv, prog="benchmarks/embed_throughput.py", description=__doc__.splitlines()[0])
+    cfg = parse_script_config(BenchConfig, argv, prog="benchmarks/embed_throughput.py",
+                              description=__doc__.splitlines()[0])
     precision, why = choose_precision(cfg.precision, torch.device("cpu"))
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="embed-throughput-") as tmp:
