@@ -122,19 +122,14 @@ def _record(entry: dict, vendor: str, package_dir: Path, categories: list[str], 
     unified = entry["unified"].lower()
     concept_split = "val" if is_val_concept(unified, options.val_fraction) else "train"
     relative = f"img/{vendor}/64/{entry['image']}"
-    return SourceRecord(
-        key=f"{vendor}_{unified}",
-        captions=emoji_captions(entry, options.captions),
-        source=f"emoji-datasource-{vendor}@{VERSION}/{relative}",
-        image_path=str(package_dir / relative),
-        label=entry["category"],
-        cls=categories.index(entry["category"]),
-        labels={"category": entry["category"], "subcategory": entry["subcategory"]},
-        extra={
-            "vendor": vendor,
-            "unified": unified,
-            "concept": unified,  # the same for every vendor's drawing: positives in a multi-positive loss
-            "short_names": list(entry.get("short_names") or []),
-            "concept_split": concept_split,  # which side of the concept split, even in --split all
-        },
-    )
+    extra = {
+        "vendor": vendor, "unified": unified,
+        "concept": unified,  # the same for every vendor's drawing: positives in a multi-positive loss
+        "short_names": list(entry.get("short_names") or []),
+        "concept_split": concept_split,  # which side of the concept split, even in --split all
+    }
+    return SourceRecord(key=f"{vendor}_{unified}", captions=emoji_captions(entry, options.captions),
+                        source=f"emoji-datasource-{vendor}@{VERSION}/{relative}",
+                        image_path=str(package_dir / relative), label=entry["category"],
+                        cls=categories.index(entry["category"]),
+                        labels={"category": entry["category"], "subcategory": entry["subcategory"]}, extra=extra)
