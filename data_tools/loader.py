@@ -324,11 +324,10 @@ class ShardLoader:
             _Decode(spec, self._transform, self._skips),
             _Batch(spec, self._tokenize, self._batch_transform),
         )
-        num_workers = spec.config.num_workers
-        if num_workers == 0:
+        if spec.config.num_workers == 0:
             return iter(pipeline)
-        loader = DataLoader(pipeline, batch_size=None, num_workers=num_workers, multiprocessing_context=self._context)
-        return iter(loader)
+        return iter(DataLoader(pipeline, batch_size=None, num_workers=spec.config.num_workers,
+                               multiprocessing_context=self._context))
 
 
 def _count_samples(shards: tuple[str, ...]) -> int | None:
@@ -361,13 +360,6 @@ def shard_weights(spec: str | Path, source_weights: tuple[float, ...]) -> tuple[
     return tuple(shards), tuple(weights)
 
 
-def _expand_shards(shards: str | Path | list[str]) -> tuple[str, ...]:
-    expanded = list_shards(shards) if isinstance(shards, (str, Path)) else [str(s) for s in shards]
-    if not expanded:
-        raise DataError("no shards given to the loader; pass a shard directory or a list of .tar paths")
-    return tuple(expanded)
-
-
 def make_loader(
     shards: str | Path | list[str],
     config: LoaderConfig,
@@ -390,6 +382,8 @@ def make_loader(
             raise DataError("source weights need a resampled loader over a `a::b` shard spec")
         shard_list, weights = shard_weights(shards, tuple(config.source_weights))
     else:
-        shard_list = _expand_shards(shards)
+        shard_list = tuple(list_shards(shards) if isinstance(shards, (str, Path)) else [str(s) for s in shards])
+        if not shard_list:
+            raise DataError("no shards given to the loader; pass a shard directory or a list of .tar paths")
     spec = _Spec(shards=shard_list, shard_weights=weights, config=replace(config, rank=rank, world_size=world_size))
     return ShardLoader(spec, image_transform, tokenize, batch_transform)
