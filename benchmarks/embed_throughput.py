@@ -177,9 +177,9 @@ def compare(model_name: str, cfg: BenchConfig, precision: str, tmp: Path) -> dic
             rates["cpu"][name].append(round(result["samples_per_cpu_s"], 1))
             samples.add(result["samples"])
     last = cfg.repeats - 1
-    out: dict[str, Any] = {"model": model_name, "samples": sorted(samples),
-                           **{clock: _ratios(rates[clock], label)
-                              for clock, label in (("wall", "samples_per_s"), ("cpu", "samples_per_cpu_s"))}}
+    out: dict[str, Any] = {"model": model_name, "samples": sorted(samples)}
+    for clock, label in (("wall", "samples_per_s"), ("cpu", "samples_per_cpu_s")):
+        out[clock] = _ratios(rates[clock], label)
     best_peer = out["wall"]["peer_best"]
     out["agreement_with_peer"] = agreement(tmp / model_name / f"ours-{last}", tmp / model_name / f"{best_peer}-{last}",
                                            len(list_shards(cfg.data)))

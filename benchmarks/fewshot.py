@@ -213,8 +213,9 @@ def imbalanced_split(labels: torch.Tensor, counts: dict[int, int], seed: int) ->
     for c, n in counts.items():
         members = torch.nonzero(labels == c).flatten()
         order = members[torch.randperm(len(members), generator=g)]
+        n_val = max(1, n // 5)
         train.append(order[:n])
-        val.append(order[n : n + max(1, n // 5)])
+        val.append(order[n : n + n_val])
     return torch.cat(train), torch.cat(val)
 
 

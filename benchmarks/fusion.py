@@ -95,7 +95,8 @@ def noisy_caption_shards(source: str, out: Path, *, count: int, noise: float, se
         writer.write(EncodedSample(key=sample["__key__"], files={**images, "txt": caption.encode(),
                                                                  "json": json.dumps(meta).encode()}))
     shards = writer.close()
-    (out / "dataset.json").write_text(json.dumps({**info, "shards": shards, "num_samples": sum(shards.values()),
+    written = sum(shards.values())
+    (out / "dataset.json").write_text(json.dumps({**info, "shards": shards, "num_samples": written,
                                                   "caption_noise": {"p": noise, "flipped": flipped}}))
     return out
 

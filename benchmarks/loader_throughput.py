@@ -104,10 +104,12 @@ def main() -> None:
         figures = {"batch_size": BATCH, "workers": WORKERS, "image_size": IMAGE_SIZE, "shards": len(shards),
                    "machine": machine_info(("torch", "torchvision", "webdataset", "pillow", "open_clip_torch")),
                    "load_average_before": os.getloadavg()[0]}
-        runs = {"ours_eval_transform": (lambda: ours(image_transform=eval_tf), lambda b: len(b["key"])),
-                "ours_train_transform_tokenized": (lambda: ours(image_transform=train_tf, tokenize=tokenizer,
-                                                                caption="random"), lambda b: len(b["key"])),
-                "webdataset_idiomatic_eval_transform": (lambda: peer_loader(shards, eval_tf), lambda b: len(b[0]))}
+        runs = {
+            "ours_eval_transform": (lambda: ours(image_transform=eval_tf), lambda b: len(b["key"])),
+            "ours_train_transform_tokenized": (
+                lambda: ours(image_transform=train_tf, tokenize=tokenizer, caption="random"), lambda b: len(b["key"])),
+            "webdataset_idiomatic_eval_transform": (lambda: peer_loader(shards, eval_tf), lambda b: len(b[0])),
+        }
         rounds: dict[str, list[dict]] = {name: [] for name in runs}
         for _ in range(ROUNDS):  # interleaved, so load from other jobs hits every variant alike
             for name, (make, size_of) in runs.items():

@@ -108,8 +108,8 @@ def main() -> None:
         figures["emoji"] = {"ours": time_ours(emoji, work / "emoji_ours")}
         if peer:
             rows = [(f"file://{r.image_path}", r.captions[0]) for r in emoji.records]
-            figures["emoji"]["img2dataset"] = time_img2dataset(peer, write_url_list(rows, work / "emoji.csv"),
-                                                                work / "emoji_peer")
+            peer_fig = time_img2dataset(peer, write_url_list(rows, work / "emoji.csv"), work / "emoji_peer")
+            figures["emoji"]["img2dataset"] = peer_fig
         fashion = load_source("fashion-mnist", SourceConfig(split="train"))
         figures["fashion_mnist_train"] = {"ours_from_idx": time_ours(fashion, work / "fm_ours_idx")}
         (work / "fm_png").mkdir()

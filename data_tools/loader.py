@@ -324,10 +324,11 @@ class ShardLoader:
             _Decode(spec, self._transform, self._skips),
             _Batch(spec, self._tokenize, self._batch_transform),
         )
-        if spec.config.num_workers == 0:
+        num_workers = spec.config.num_workers
+        if num_workers == 0:
             return iter(pipeline)
-        return iter(DataLoader(pipeline, batch_size=None, num_workers=spec.config.num_workers,
-                               multiprocessing_context=self._context))
+        loader = DataLoader(pipeline, batch_size=None, num_workers=num_workers, multiprocessing_context=self._context)
+        return iter(loader)
 
 
 def _count_samples(shards: tuple[str, ...]) -> int | None:
