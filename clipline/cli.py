@@ -13,8 +13,10 @@ from clipline import __version__
 from clipline.commands.errors import fail
 
 # command word -> module with a `main(argv)` function (imported on use: each loads its own libraries)
-COMMANDS: dict[str, str] = {word: f"clipline.commands.{word}" for word in (
-    "data", "pretrain", "zeroshot", "finetune", "explain", "compress", "embed", "index", "search", "serve", "eval")}
+COMMANDS: dict[str, str] = {
+    word: f"clipline.commands.{word}"
+    for word in "data pretrain zeroshot finetune explain compress embed index search serve eval".split()
+}
 
 USAGE = """usage: clipline COMMAND [ARGS ...]
 

@@ -47,23 +47,32 @@ def run_retrieval_eval(cmd: RetrievalEvalConfig) -> dict[str, Any]:
     print(f"eval retrieval: loading {choice.checkpoint or choice.model}", file=sys.stderr)
     encoder = open_encoder(choice.checkpoint, choice.model, choice.pretrained)
     check_image_size(encoder, info, run.data, run.allow_resize)
-    evaluator = RetrievalEvaluator(data=run.data, captions=cmd.captions, encoding=run.encoding, progress=True,
-                                   clip_benchmark=cmd.format == "clip_benchmark")
+    evaluator = RetrievalEvaluator(
+        data=run.data, captions=cmd.captions, encoding=run.encoding, progress=True,
+        clip_benchmark=cmd.format == "clip_benchmark",
+    )  # fmt: skip
     start = time.perf_counter()
     metrics = evaluator.evaluate(encoder)
-    report = {"task": "retrieval", **report_provenance(choice, encoder), "data": run.data,
-              "seconds": round(time.perf_counter() - start, 2), **metrics,
-              "command": {k: v for k, v in config_values(cmd, flat=EVAL_FLAT).items() if v is not None}}
+    report = {
+        "task": "retrieval",
+        **report_provenance(choice, encoder),
+        "data": run.data,
+        "seconds": round(time.perf_counter() - start, 2),
+        **metrics,
+        "command": {k: v for k, v in config_values(cmd, flat=EVAL_FLAT).items() if v is not None},
+    }
     if cmd.format == "clip_benchmark":
         layout = zeroshot_retrieval(report, dataset=dataset_name(run.data, info), model=report["model"],
                                     pretrained=choice.pretrained or choice.checkpoint)
         print(f"eval retrieval: wrote {write_json_atomic(Path(run.out), layout)} (CLIP_benchmark layout)")
         return report
     written = write_retrieval_report(report, Path(run.out))
-    print(f"eval retrieval: image->text R@1 {report['image_to_text_R@1']:.1%} R@5 {report['image_to_text_R@5']:.1%} "
-          f"R@10 {report['image_to_text_R@10']:.1%} | text->image R@1 {report['text_to_image_R@1']:.1%} "
-          f"R@5 {report['text_to_image_R@5']:.1%} R@10 {report['text_to_image_R@10']:.1%} "
-          f"({report['n']} images, {report['n_texts']} distinct captions)")
+    print(
+        f"eval retrieval: image->text R@1 {report['image_to_text_R@1']:.1%} R@5 {report['image_to_text_R@5']:.1%} "
+        f"R@10 {report['image_to_text_R@10']:.1%} | text->image R@1 {report['text_to_image_R@1']:.1%} "
+        f"R@5 {report['text_to_image_R@5']:.1%} R@10 {report['text_to_image_R@10']:.1%} "
+        f"({report['n']} images, {report['n_texts']} distinct captions)"
+    )
     print(f"eval retrieval: wrote {written['json']} and {written['html']}")
     return report
 

@@ -69,9 +69,10 @@ def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
         raise FinetuneError("--classes cannot be combined with --adapter: the adapter's classes are fixed")
     info = read_dataset_info(run.data)
     classnames, prompt_names = read_class_file(cmd.classes) if cmd.classes else (None, None)
-    evaluator = ZeroShotEvaluator(data=run.data, classnames=classnames, prompt_names=prompt_names,
-                                  templates=cmd.templates, label_field=cmd.label_field, encoding=run.encoding,
-                                  progress=True)
+    evaluator = ZeroShotEvaluator(
+        data=run.data, classnames=classnames, prompt_names=prompt_names, templates=cmd.templates,
+        label_field=cmd.label_field, encoding=run.encoding, progress=True,
+    )  # fmt: skip
     evaluator.resolve_templates(info)  # a bad --templates fails before the model loads
     print(f"zeroshot: loading {choice.checkpoint or choice.model}", file=sys.stderr)
     encoder = open_encoder(choice.checkpoint, choice.model, choice.pretrained)
@@ -86,8 +87,12 @@ def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
     result = evaluator.evaluate(encoder)
     seconds = time.perf_counter() - start
     context = {
-        "task": "zeroshot", **report_provenance(choice, encoder), "data": run.data,
-        "label_field": evaluator.label_field, "adapter": cmd.adapter, "class_source": cmd.classes
+        "task": "zeroshot",
+        **report_provenance(choice, encoder),
+        "data": run.data,
+        "label_field": evaluator.label_field,
+        "adapter": cmd.adapter,
+        "class_source": cmd.classes
         or ("dataset.json" if info.get("classes") or info.get("label_fields") else "labels"),
         "seconds": round(seconds, 2),
         "images_per_s": round((result.report["n"] + result.report["unlabelled_skipped"]) / seconds, 1),
@@ -100,15 +105,19 @@ def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
         print(f"zeroshot: acc1 {report['top1']:.1%}; wrote {write_json_atomic(Path(run.out), layout)} "
               "(CLIP_benchmark layout)")
         return {"json": Path(run.out)}
-    written = write_zeroshot_report(result, Path(run.out), report_dir=Path(cmd.report_dir) if cmd.report_dir else None,
-                                    context=context, projection=cmd.projection)
+    written = write_zeroshot_report(
+        result, Path(run.out), report_dir=Path(cmd.report_dir) if cmd.report_dir else None,
+        context=context, projection=cmd.projection,
+    )  # fmt: skip
     if "adapter" in report:
         a = report["adapter"]
         print(f"zeroshot: adapter {a['method']} ({a['shots']}-shot, seed {a['seed']}); the prompts alone: "
               f"top1 {a['prompts_top1']:.1%}")
-    print(f"zeroshot: top1 {report['top1']:.1%}  top5 {report['top5']:.1%}  mean per-class recall "
-          f"{report['mean_per_class_recall']:.1%}  macro F1 {report['macro_f1']:.1%}  "
-          f"(n={report['n']}, {report['num_classes']} classes, chance {1 / report['num_classes']:.1%})")
+    print(
+        f"zeroshot: top1 {report['top1']:.1%}  top5 {report['top5']:.1%}  mean per-class recall "
+        f"{report['mean_per_class_recall']:.1%}  macro F1 {report['macro_f1']:.1%}  "
+        f"(n={report['n']}, {report['num_classes']} classes, chance {1 / report['num_classes']:.1%})"
+    )
     print(f"zeroshot: wrote {written['json']} and {written['html']}")
     return written
 
