@@ -51,9 +51,12 @@ def main() -> None:
         table = compression_table(checkpoint=paths.checkpoint, data=paths.data, train_data=paths.train_data,
                                   out=paths.out or tmp, config=paths.compress,
                                   log=lambda line: print(line, file=sys.stderr, flush=True))  # stdout: the JSON
-    environment = machine_info(("torch", "open_clip_torch"), threads=torch.get_num_threads())
-    result: dict[str, Any] = {"benchmark": "compress", "environment": environment, **table,
-                              "markdown": markdown_table(table)}
+    result: dict[str, Any] = {
+        "benchmark": "compress",
+        "environment": machine_info(("torch", "open_clip_torch"), threads=torch.get_num_threads()),
+        **table,
+        "markdown": markdown_table(table),
+    }
     print(json.dumps(result, indent=1))
 
 
