@@ -138,10 +138,6 @@ def child_pass(spec: dict[str, Any]) -> dict[str, Any]:
     return {"samples_per_s": count / seconds, "samples_per_cpu_s": count / cpu, "samples": count}
 
 
-def run_child(spec: dict[str, Any]) -> dict[str, Any]:
-    return run_fresh_pass(__file__, spec, spec["side"])
-
-
 def agreement(ours: Path, peer: Path, shards: int) -> dict[str, float]:
     """Min and mean cosine of our vectors to the peer's, sample by sample, per modality."""
     out = {}
@@ -172,7 +168,8 @@ def compare(model_name: str, cfg: BenchConfig, precision: str, tmp: Path) -> dic
     for round_index in range(cfg.repeats):
         names = list(plan) if round_index % 2 == 0 else list(reversed(plan))
         for name in names:
-            result = run_child({**plan[name], "out": str(tmp / model_name / f"{name}-{round_index}")})
+            spec = {**plan[name], "out": str(tmp / model_name / f"{name}-{round_index}")}
+            result = run_fresh_pass(__file__, spec, spec["side"])
             rates["wall"][name].append(round(result["samples_per_s"], 1))
             rates["cpu"][name].append(round(result["samples_per_cpu_s"], 1))
             samples.add(result["samples"])
