@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from data_tools.build import BuildConfig, build_shards
 from data_tools.errors import DataError
@@ -23,7 +24,6 @@ from data_tools.sources.fashion_captions import RETAIL_NAMES
 from data_tools.tar_samples import iter_tar_samples
 from tests.data_tools.conftest import COLOURS, image_bytes, write_image
 from tests.tar_writing import write_tar
-
 
 TABLE_OPTIONS = SourceConfig(image_column="img", caption_column="text", label_column="kind")
 
@@ -74,8 +74,6 @@ def test_folder_with_caption_sidecars_and_resize_crop(tmp_path: Path) -> None:
 
 
 def _alpha_folder(root: Path, size: int = 48) -> None:
-    from PIL import Image
-
     root.mkdir()
     image = Image.new("RGBA", (size, size), (0, 0, 0, 0))  # transparent black, as most PNG writers store it
     image.paste((200, 0, 0, 255), (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
