@@ -138,16 +138,12 @@ def child_pass(spec: dict[str, Any]) -> dict[str, Any]:
     return {"samples_per_s": count / seconds, "samples_per_cpu_s": count / cpu, "samples": count}
 
 
-def run_child(spec: dict[str, Any]) -> dict[str, Any]:
-    return run_fresh_pass(__file__, spec, spec["side"])
-
-
 def agreement(ours: Path, peer: Path, shards: int) -> dict[str, float]:
     """Min and mean cosine of our vectors to the peer's, sample by sample, per modality."""
     out = {}
-    for folder, prefix in (("img_emb", "img_emb"), ("text_emb", "text_emb")):
+    for folder in ("img_emb", "text_emb"):
         a = np.concatenate([np.load(ours / folder / f"part_{i:05d}.npy") for i in range(shards)])  # (N, D)
-        b = np.concatenate([np.load(peer / f"{prefix}_{i}.npy") for i in range(shards)])  # (N, D)
+        b = np.concatenate([np.load(peer / f"{folder}_{i}.npy") for i in range(shards)])  # (N, D)
         cosine = (a.astype(np.float64) * b).sum(axis=1)
         out[f"{folder}_min_cosine"] = round(float(cosine.min()), 6)
         out[f"{folder}_mean_cosine"] = round(float(cosine.mean()), 6)
@@ -172,7 +168,8 @@ def compare(model_name: str, cfg: BenchConfig, precision: str, tmp: Path) -> dic
     for round_index in range(cfg.repeats):
         names = list(plan) if round_index % 2 == 0 else list(reversed(plan))
         for name in names:
-            result = run_child({**plan[name], "out": str(tmp / model_name / f"{name}-{round_index}")})
+            spec = {**plan[name], "out": str(tmp / model_name / f"{name}-{round_index}")}
+            result = run_fresh_pass(__file__, spec, spec["side"])
             rates["wall"][name].append(round(result["samples_per_s"], 1))
             rates["cpu"][name].append(round(result["samples_per_cpu_s"], 1))
             samples.add(result["samples"])
@@ -201,7 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     if len(argv) == 2 and argv[0] == "child":
         print(json.dumps(child_pass(json.loads(argv[1]))))
         return
-    cfg = parse_script_config(BenchConfig, argv, prog="benchmarks/embed_throughput.py", description=__doc__.splitlines()[0])
+    cfg = parse_script_config(BenchConfig, argv, prog="benchmarks/embed_throughput.py",
+                              description=__doc__.splitlines()[0])
     precision, why = choose_precision(cfg.precision, torch.device("cpu"))
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="embed-throughput-") as tmp:

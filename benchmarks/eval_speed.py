@@ -239,19 +239,12 @@ def cross_check(cfg: BenchConfig, work: Path, peer_features: Path) -> dict[str, 
         weights = open_clip.build_zero_shot_classifier(model, tokenizer, ours["classes"], templates)  # (D, C)
         reference_top1 = float(((features @ weights).argmax(dim=1) == labels).double().mean())
         our_weights = torch.load(work / f"w_{precision}.pt")  # (C, D)
-        out[precision] = {
-            "precision": ours["precision"],
-            "loader_workers": ours["loader_workers"],
-            "ours_top1": ours["top1"],
-            "reference_top1": reference_top1,
-            "difference_points": round(100 * abs(ours["top1"] - reference_top1), 4),
-            "n": ours["n"],
-            "max_abs_weight_difference": float((our_weights - weights.T).abs().max()),
-            "evaluate_images_per_s": ours["evaluate_images_per_s"],
-        }
-    out["num_classes"] = len(ours["classes"])
-    out["templates"] = ours["templates"]
-    return out
+        out[precision] = {"precision": ours["precision"], "loader_workers": ours["loader_workers"],
+                          "ours_top1": ours["top1"], "reference_top1": reference_top1,
+                          "difference_points": round(100 * abs(ours["top1"] - reference_top1), 4), "n": ours["n"],
+                          "max_abs_weight_difference": float((our_weights - weights.T).abs().max()),
+                          "evaluate_images_per_s": ours["evaluate_images_per_s"]}
+    return out | {"num_classes": len(ours["classes"]), "templates": ours["templates"]}
 
 
 def measure(cfg: BenchConfig) -> dict[str, Any]:
@@ -282,9 +275,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = replace(cfg, checkpoint=str(resolve_checkpoint(cfg.checkpoint)))
     measured = measure(cfg)
     result = {
-        "benchmark": "eval_speed",
-        "config": asdict(cfg),
-        "n_images": measured["n_images"],
+        "benchmark": "eval_speed", "config": asdict(cfg), "n_images": measured["n_images"],
         "settings": {
             "ours": {"loader_workers": auto_loader_workers(None), "extra_loader_workers": list(cfg.ours_extra_workers),
                      "precision": ["fp32", "auto = " + choose_precision("auto", torch.device("cpu"))[0]],
@@ -295,9 +286,7 @@ def main(argv: list[str] | None = None) -> None:
             "batch_size": cfg.batch_size, "torch_threads": torch.get_num_threads(),
             "process": "one fresh process per timed pass; model load and peer tar reading not timed",
         },  # fmt: skip
-        "speed": measured["speed"],
-        "cross_check": measured["cross_check"],
-        "machine": machine_info(),
+        "speed": measured["speed"], "cross_check": measured["cross_check"], "machine": machine_info(),
     }
     print_figures(result, cfg.out)
 

@@ -26,15 +26,8 @@ import torch
 
 from clipline.flags import parse_script_config
 from data_tools.sources.fashion_mnist import CLASSES, load_fashion_mnist
-from finetune.methods.experiment import (
-    Prepared,
-    evaluate,
-    make_task,
-    prepare,
-    report_for_logits,
-    timed_fit,
-    zeroshot_report,
-)
+from finetune.methods.experiment import (Prepared, evaluate, make_task, prepare, report_for_logits, timed_fit,
+                                        zeroshot_report)
 from finetune.methods.imbalance import ImbalanceConfig
 from finetune.methods.linear_probe import LinearProbeConfig, fit_linear_probe
 from finetune.methods.shots import parse_shots
@@ -99,9 +92,8 @@ def fashion_mnist(cfg: BenchConfig, encoder: Encoder) -> dict[str, Any]:
         "zeroshot": {m: zeroshot[m] for m in METRICS}, "summary": summarise(runs), "runs": runs,
     }
     top = max(shots, key=lambda s: s if s != "all" else 10**9)
-    result["fit_seconds_at_max_shots"] = {
-        r["method"]: r["fit_seconds_mean"] for r in result["summary"] if r["shots"] == top
-    }
+    result["fit_seconds_at_max_shots"] = {r["method"]: r["fit_seconds_mean"] for r in result["summary"]
+                                          if r["shots"] == top}
     if cfg.wise_ft_image_alphas:
         alphas = [float(a) for a in cfg.wise_ft_image_alphas.split(",")]
         result["wise_ft_image_curve"] = wise_ft_image_curve(prep, top, seeds[0], alphas)
@@ -167,11 +159,9 @@ def make_pixel_task(x: torch.Tensor, y: torch.Tensor, names: list[str]) -> FewSh
     from finetune.methods.shots import sample_shots
 
     split = sample_shots(y, names, "all", seed=1)
-    return FewShotTask(
-        train_x=x[split.train], train_y=y[split.train], val_x=x[split.val], val_y=y[split.val],
-        zeroshot_weights=torch.zeros(len(names), x.shape[1]), logit_scale=1.0, classnames=names,
-        val_from_train=True, seed=1,
-    )
+    return FewShotTask(train_x=x[split.train], train_y=y[split.train], val_x=x[split.val], val_y=y[split.val],
+                       zeroshot_weights=torch.zeros(len(names), x.shape[1]), logit_scale=1.0, classnames=names,
+                       val_from_train=True, seed=1)
 
 
 def imbalanced_emoji(cfg: BenchConfig, encoder: Encoder) -> dict[str, Any]:
@@ -182,21 +172,18 @@ def imbalanced_emoji(cfg: BenchConfig, encoder: Encoder) -> dict[str, Any]:
     by_size = sorted(evaluated, key=lambda c: -int((prep.train_y == c).sum()))
     minority = set(by_size[1::2])
     counts = {c: cfg.majority_per_class // (cfg.imbalance_ratio if c in minority else 1) for c in evaluated}
-    options = {
-        "none": ImbalanceConfig(), "class_weight": ImbalanceConfig(class_weight=True),
-        "balanced_sampling": ImbalanceConfig(balanced_sampling=True),
-        "focal_gamma_2": ImbalanceConfig(focal_gamma=2.0),
-    }
+    options = {"none": ImbalanceConfig(), "class_weight": ImbalanceConfig(class_weight=True),
+               "balanced_sampling": ImbalanceConfig(balanced_sampling=True),
+               "focal_gamma_2": ImbalanceConfig(focal_gamma=2.0)}
     methods = ["linear-probe", "clip-adapter", "tip-adapter-f"]
     runs = []
     for seed in [int(s) for s in cfg.seeds.split(",")]:
         train_idx, val_idx = imbalanced_split(prep.train_y, counts, seed)
         for name, option in options.items():
-            task = FewShotTask(
-                train_x=prep.train_x[train_idx], train_y=prep.train_y[train_idx], val_x=prep.train_x[val_idx],
-                val_y=prep.train_y[val_idx], zeroshot_weights=prep.zeroshot_weights, logit_scale=prep.logit_scale,
-                classnames=prep.classnames, imbalance=option, seed=seed,
-            )
+            task = FewShotTask(train_x=prep.train_x[train_idx], train_y=prep.train_y[train_idx],
+                               val_x=prep.train_x[val_idx], val_y=prep.train_y[val_idx],
+                               zeroshot_weights=prep.zeroshot_weights, logit_scale=prep.logit_scale,
+                               classnames=prep.classnames, imbalance=option, seed=seed)
             for method in methods:
                 fitted, seconds = timed_fit(prep, method, task, None)  # feature-level: no shot images to load
                 report = evaluate(prep, fitted)

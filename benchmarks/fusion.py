@@ -127,7 +127,8 @@ def compare_heads(checkpoint: str, train: str, eval_data: str, tasks: str, cfg: 
 def main() -> None:
     cfg = parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/fusion.py")
     torch.manual_seed(cfg.seed)
-    result: dict[str, Any] = {"benchmark": "fusion", "environment": machine_info(("torch", "open_clip_torch"), threads=torch.get_num_threads()), "checkpoint": cfg.checkpoint,
+    environment = machine_info(("torch", "open_clip_torch"), threads=torch.get_num_threads())
+    result: dict[str, Any] = {"benchmark": "fusion", "environment": environment, "checkpoint": cfg.checkpoint,
                               "epochs": cfg.epochs, "modality_dropout": cfg.modality_dropout, "towers": "frozen"}
     with tempfile.TemporaryDirectory(prefix="fusion-bench-") as tmp:
         work = Path(tmp)

@@ -60,27 +60,18 @@ def measure(make_loader_fn, size_of) -> dict:
     gc.collect()
     cpu = cpu_seconds() - cpu_start
     total = count + WARMUP_BATCHES * BATCH
-    return {
-        "samples_per_s": round(count / seconds, 1),
-        "cpu_ms_per_1k_samples": round(1e6 * cpu / total, 1),
-        "cpu_bound_samples_per_s_2_cores": round(2 * total / cpu, 1),
-    }
+    return {"samples_per_s": round(count / seconds, 1), "cpu_ms_per_1k_samples": round(1e6 * cpu / total, 1),
+            "cpu_bound_samples_per_s_2_cores": round(2 * total / cpu, 1)}
 
 
 def median_of_rounds(rounds: list[dict]) -> dict:
-    keys = rounds[0].keys()
-    return {k: statistics.median(r[k] for r in rounds) for k in keys} | {"rounds": rounds}
+    return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]} | {"rounds": rounds}
 
 
 def peer_loader(shards: list[str], transform) -> wds.WebLoader:
-    dataset = (
-        wds.WebDataset(shards, resampled=True, shardshuffle=True, nodesplitter=wds.split_by_node)
-        .shuffle(1000)
-        .decode("pil")
-        .to_tuple("jpg", "txt", "cls")
-        .map_tuple(transform, lambda t: t, int)
-        .batched(BATCH)
-    )
+    dataset = (wds.WebDataset(shards, resampled=True, shardshuffle=True, nodesplitter=wds.split_by_node)
+               .shuffle(1000).decode("pil").to_tuple("jpg", "txt", "cls").map_tuple(transform, lambda t: t, int)
+               .batched(BATCH))
     return wds.WebLoader(dataset, batch_size=None, num_workers=WORKERS)
 
 
@@ -123,8 +114,7 @@ def main() -> None:
         for _ in range(ROUNDS):  # interleaved, so load from other jobs hits every variant alike
             for name, (make, size_of) in runs.items():
                 rounds[name].append(measure(make, size_of))
-        for name, results in rounds.items():
-            figures[name] = median_of_rounds(results)
+        figures |= {name: median_of_rounds(results) for name, results in rounds.items()}
         ours_fig, peer_fig = figures["ours_eval_transform"], figures["webdataset_idiomatic_eval_transform"]
         figures["ratio_ours_over_webdataset_wall"] = round(ours_fig["samples_per_s"] / peer_fig["samples_per_s"], 2)
         figures["ratio_ours_over_webdataset_cpu"] = round(
@@ -134,7 +124,8 @@ def main() -> None:
                             image_transform=eval_tf)
         n = sum(len(b["key"]) for b in epoch)
         seconds = time.perf_counter() - start
-        figures["one_epoch_with_startup"] = {"samples": n, "seconds": round(seconds, 2), "samples_per_s": round(n / seconds, 1)}
+        figures["one_epoch_with_startup"] = {"samples": n, "seconds": round(seconds, 2),
+                                             "samples_per_s": round(n / seconds, 1)}
     figures["load_average_after"] = os.getloadavg()[0]
     print(json.dumps(figures))
 

@@ -237,9 +237,7 @@ def main() -> None:
     statuses: Counter = Counter()
     by_kind: dict[str, Counter] = {}
     server_errors: list[str] = []
-    no_detail = 0
-    started = time.monotonic()
-    tried = 0
+    no_detail, tried, started = 0, 0, time.monotonic()
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
         while tried < args.cases and time.monotonic() - started < args.seconds:
             kind, method, path, headers, body = fuzzer.next()
@@ -261,16 +259,13 @@ def main() -> None:
     healthy = httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
     server.should_exit = True
     print(json.dumps({
-        "benchmark": "serve_fuzz",
-        "index": served.name, "index_size": len(served.backend),
+        "benchmark": "serve_fuzz", "index": served.name, "index_size": len(served.backend),
         "tried": tried, "seconds": round(time.monotonic() - started, 1),
         "status_counts": {str(k): v for k, v in sorted(statuses.items())},
         "by_generator": {k: {str(s): n for s, n in sorted(v.items())} for k, v in by_kind.items()},
-        "server_errors_5xx": len(server_errors), "first_5xx": server_errors[:5],
-        "4xx_without_detail": no_detail,
+        "server_errors_5xx": len(server_errors), "first_5xx": server_errors[:5], "4xx_without_detail": no_detail,
         "raw_http_statuses": raw, "raw_http_5xx": sum(1 for s in raw if s is not None and s >= 500),
-        "healthy_after": healthy,
-        "python": platform.python_version(), "fastapi": __import__("fastapi").__version__,
+        "healthy_after": healthy, "python": platform.python_version(), "fastapi": __import__("fastapi").__version__,
         "uvicorn": uvicorn.__version__,
     }))
 

@@ -59,9 +59,7 @@ async def post_json(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
-    length = 0
-    chunked = False
-    keep_alive = True
+    length, chunked, keep_alive = 0, False, True
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.lower() == b"content-length":

@@ -27,6 +27,7 @@ Prints one JSON object (and writes it to `--out` after every run).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import statistics
@@ -174,11 +175,9 @@ def run_peer_recipe(name: str, *, train_data: str, budget_min: float, steps: int
 def summarise(runs: list[dict]) -> dict[str, Any]:
     """Mean and spread (max - min) of every metric over a recipe's seeds."""
     metrics = [k for k in runs[0] if k.startswith(("retrieval/", "zeroshot/", "fmnist_", "transfer/")) or k == "steps"]
-    summary: dict[str, Any] = {}
-    for key in metrics:
-        values = [run[key] for run in runs]
-        summary[key] = {"mean": statistics.fmean(values), "spread": max(values) - min(values), "values": values}
-    return summary
+    columns = {key: [run[key] for run in runs] for key in metrics}
+    return {key: {"mean": statistics.fmean(values), "spread": max(values) - min(values), "values": values}
+            for key, values in columns.items()}
 
 
 @dataclass(kw_only=True)
@@ -233,8 +232,7 @@ def measure(bench: QualityConfig) -> dict[str, Any]:
     report: dict[str, Any] = {"budget_min": budget_min, "step_rates": step_rates, "batch_size": batch_size,
                               "workers": workers, "train_data": train_data, "val_data": val_data,
                               "fmnist_test": fmnist_test, "transfer": bench.transfer, "seeds": list(seeds),
-                              "recipes": {},
-                              "environment": machine_info(threads=threads)}
+                              "recipes": {}, "environment": machine_info(threads=threads)}
     for name, run_dir in bench.score_runs.items():
         from pretrain.encoder import Encoder
 
@@ -245,15 +243,14 @@ def measure(bench: QualityConfig) -> dict[str, Any]:
         print(f"{name}: {json.dumps(runs[-1])}", file=sys.stderr)
         report["recipes"][name] = {"runs": runs, "summary": summarise(runs)}
     for name in recipes if not bench.score_runs else ():
-        is_ours = split_name(name)[0] in RECIPES
         common = dict(train_data=train_data, budget_min=budget_min, work=work)
+        if split_name(name)[0] in RECIPES:
+            train_recipe = functools.partial(run_ours, name, data_root=Path(data_root), **common)
+        else:
+            train_recipe = functools.partial(run_peer_recipe, name, batch_size=batch_size, workers=workers, **common)
         if calibrate:
             clock = StepClock(stop_after=CALIBRATION_STEPS)
-            if is_ours:
-                run_ours(name, data_root=Path(data_root), steps=None, seed=0, clock=clock, **common)
-            else:
-                run_peer_recipe(name, steps=None, seed=0, batch_size=batch_size, workers=workers, clock=clock,
-                                **common)
+            train_recipe(steps=None, seed=0, clock=clock)
             torch.set_num_threads(threads)
             report["recipes"][name] = {"steps_per_s": clock.steps_per_s(warmup=CALIBRATION_WARMUP)}
             print(f"{name}: {json.dumps(report['recipes'][name])}", file=sys.stderr)
@@ -261,10 +258,7 @@ def measure(bench: QualityConfig) -> dict[str, Any]:
         steps = round(step_rates[name] * budget_min * 60) if step_rates and name in step_rates else None
         runs = []
         for seed in seeds:
-            if is_ours:
-                run = run_ours(name, data_root=Path(data_root), steps=steps, seed=seed, **common)
-            else:
-                run = run_peer_recipe(name, steps=steps, seed=seed, batch_size=batch_size, workers=workers, **common)
+            run = train_recipe(steps=steps, seed=seed)
             torch.set_num_threads(threads)
             encoder = run.pop("encoder")
             runs.append({**run, "seed": seed,

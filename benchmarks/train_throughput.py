@@ -85,9 +85,8 @@ class StepClock:
     def _hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._finish()
         self.times.append(time.perf_counter())
-        if self.stop_after is not None and len(self.times) >= self.stop_after:
-            raise EnoughSteps
-        if self.stop_after_s is not None and self.times[-1] - self._start >= self.stop_after_s:
+        if (self.stop_after is not None and len(self.times) >= self.stop_after
+                or self.stop_after_s is not None and self.times[-1] - self._start >= self.stop_after_s):
             raise EnoughSteps
 
     def steps_per_s(self, warmup: int) -> float:
@@ -204,7 +203,6 @@ def flops_per_step(model_name: str, train_data: Path, batch_size: int, ours: boo
 
     from data_tools.loader import LoaderConfig, make_loader
     from pretrain.losses import clip_loss
-
     from pretrain.named_configs import named_config
 
     cfg = named_config("tiny").model
@@ -253,8 +251,9 @@ def child_run(spec: dict[str, Any]) -> list[float]:
                            workers=spec["workers"], epochs=1000, lr=1e-3, warmup=100, logs=work, name=spec["tag"]),
                  clock)
     else:
+        workers = "null" if spec["workers"] is None else str(spec["workers"])
         run_ours([f"train_data={data}", f"model.name={spec['model']}", f"batch_size={spec['batch_size']}",
-                  "workers=" + ("null" if spec["workers"] is None else str(spec["workers"])), f"out={work / spec['tag']}", "steps=100000", "log_every=100000",
+                  f"workers={workers}", f"out={work / spec['tag']}", "steps=100000", "log_every=100000",
                   "checkpoint_every=100000", "progress=false", "precision=bf16", *spec["options"]], clock)
     return clock.times
 
@@ -300,8 +299,8 @@ def measure(bench: BenchConfig) -> dict[str, Any]:
     median_rates: dict[str, float] = {}
 
     def run(tag: str, kind: str, workers: int | None, options: list[str] = ()) -> None:
-        times = run_fresh_pass(__file__, {**base, "tag": tag, "kind": kind, "workers": workers, "options": list(options)},
-                               tag)
+        spec = {**base, "tag": tag, "kind": kind, "workers": workers, "options": list(options)}
+        times = run_fresh_pass(__file__, spec, tag)
         rates[tag], median_rates[tag] = rates_from(times, bench.warmup_steps, bench.batch_size)
         print(f"{tag}: {rates[tag]:.1f} samples/s (median step: {median_rates[tag]:.1f})", file=sys.stderr)
 

@@ -14,17 +14,8 @@ from clipline.commands.errors import fail
 
 # command word -> module with a `main(argv)` function (imported on use: each loads its own libraries)
 COMMANDS: dict[str, str] = {
-    "data": "clipline.commands.data",
-    "pretrain": "clipline.commands.pretrain",
-    "zeroshot": "clipline.commands.zeroshot",
-    "finetune": "clipline.commands.finetune",
-    "explain": "clipline.commands.explain",
-    "compress": "clipline.commands.compress",
-    "embed": "clipline.commands.embed",
-    "index": "clipline.commands.index",
-    "search": "clipline.commands.search",
-    "serve": "clipline.commands.serve",
-    "eval": "clipline.commands.eval",
+    word: f"clipline.commands.{word}"
+    for word in "data pretrain zeroshot finetune explain compress embed index search serve eval".split()
 }
 
 USAGE = """usage: clipline COMMAND [ARGS ...]

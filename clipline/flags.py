@@ -94,14 +94,8 @@ def add_config_flags(parser: ArgumentParser, cls: type, *, flat: Collection[str]
                 kwargs.update(nargs="+")
             parser.add_argument(item.path, type=typing.get_args(item.type)[0] if many else item.type, **kwargs)
             continue
-        if item.type is bool:
-            kwargs.update(action=argparse.BooleanOptionalAction)
-        else:
-            kwargs.update(type=item.type)
-        if required:
-            kwargs.update(required=True)
-        else:
-            kwargs.update(default=item.default)
+        kwargs.update({"action": argparse.BooleanOptionalAction} if item.type is bool else {"type": item.type})
+        kwargs.update({"required": True} if required else {"default": item.default})
         parser.add_argument(*([short[item.path]] if short and item.path in short else []), item.flag,
                             dest=item.path, **kwargs)
 

@@ -44,12 +44,9 @@ def fsync_path(path: Path) -> None:
             fd = os.open(path, os.O_RDONLY)
         except OSError:  # some platforms cannot open a directory
             return
-        try:
+        with contextlib.suppress(OSError):
             os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        os.close(fd)
         return
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())

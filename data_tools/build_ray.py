@@ -18,10 +18,10 @@ segments only (no `.tar` that looks whole and is not); `--overwrite` starts agai
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
-import tarfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +32,7 @@ from data_tools.distributor import import_ray, ray_session, run_tasks
 from data_tools.encode_sample import EncodedSample, Skipped, encode_record
 from data_tools.records import SourceData, SourceRecord
 from data_tools.shard_writer import ShardWriter
+from data_tools.tar_samples import iter_tar_samples
 
 LOG = logging.getLogger("data_tools")
 
@@ -133,21 +134,11 @@ def pack_shard(segments: str, out: str, index: int, slices: list[SegmentSlice]) 
 
 
 def _samples(path: Path, start: int, stop: int) -> Iterator[EncodedSample]:
-    """Samples [start, stop) of a segment tar, members grouped by key as ShardWriter wrote them."""
-    key, files, n = None, {}, -1
-    with tarfile.open(path, "r") as tar:
-        for member in tar:
-            name, _, ext = member.name.partition(".")
-            if name != key:
-                if key is not None and start <= n < stop:
-                    yield EncodedSample(key=key, files=files)
-                key, files, n = name, {}, n + 1
-                if n >= stop:
-                    return
-            if start <= n < stop:
-                handle = tar.extractfile(member)
-                assert handle is not None
-                files[ext] = handle.read()
-    if key is not None and start <= n < stop:
-        yield EncodedSample(key=key, files=files)
+    """Samples [start, stop) of a segment tar, read with the loader's tar reader (a broken segment raises)."""
+
+    def broken(reason: str, where: str, exc: Exception) -> None:
+        raise exc
+
+    for raw in itertools.islice(iter_tar_samples(str(path), broken), start, stop):
+        yield EncodedSample(key=raw["__key__"], files={k: v for k, v in raw.items() if not k.startswith("__")})
 

@@ -58,14 +58,8 @@ def encode_record(record: SourceRecord, image_size: int, background: str = "whit
     keep_alpha = background == "keep" and has_alpha(image)
     flat = to_rgba(image) if keep_alpha else to_rgb_on(image, BACKGROUNDS.get(background, WHITE))  # "keep": no alpha
     image = resize_center_crop(flat, image_size)
-    meta: dict[str, object] = {
-        "key": record.key,
-        "caption": captions[0],
-        "captions": captions,
-        "source": record.source,
-        "width": image.width,
-        "height": image.height,
-    }
+    meta: dict[str, object] = {"key": record.key, "caption": captions[0], "captions": captions, "source": record.source,
+                               "width": image.width, "height": image.height}
     if record.label is not None:
         meta["label"] = record.label
     if record.labels:

@@ -19,12 +19,8 @@ from data_tools.tar_samples import iter_tar_samples
 def _length_stats(values: list[int]) -> dict:
     if not values:
         return {}
-    return {
-        "min": min(values),
-        "mean": round(statistics.fmean(values), 2),
-        "median": statistics.median(values),
-        "max": max(values),
-    }
+    return {"min": min(values), "mean": round(statistics.fmean(values), 2), "median": statistics.median(values),
+            "max": max(values)}
 
 
 def _reservoir_add(kept: list, item: tuple, seen: int, size: int, rng: random.Random) -> None:

@@ -23,6 +23,7 @@ Corrupt samples and tars are skipped, logged and counted (`loader.skipped`), nev
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -163,90 +164,74 @@ class _Spec:
         return random.Random(f"{purpose}-{c.seed}-{c.epoch}-{c.rank}-{_worker()[0]}")
 
 
-class _ShardSource:
+# The pipeline stages: plain generator functions, bound to their arguments with functools.partial
+# (picklable for worker processes); each but the first takes the stage before it as its last argument.
+
+
+def _shard_source(spec: _Spec) -> Iterator[str]:
     """First stage: the shard paths this rank and worker read, in order."""
-
-    def __init__(self, spec: _Spec) -> None:
-        self.spec = spec
-
-    def __call__(self) -> Iterator[str]:
-        spec, config, (worker, num_workers) = self.spec, self.spec.config, _worker()
-        if config.resampled:
-            rng = spec.rng("resample")
-            while True:
-                if spec.shard_weights is None:
-                    yield rng.choice(spec.shards)
-                else:
-                    yield from rng.choices(spec.shards, weights=spec.shard_weights, k=64)
-        order = list(spec.shards)
-        if config.shuffle:
-            # same permutation on every rank (no rank/worker in the seed) so the split stays disjoint
-            random.Random(f"shards-{config.seed}-{config.epoch}").shuffle(order)
-        yield from order[config.rank :: config.world_size][worker::num_workers]
+    config, (worker, num_workers) = spec.config, _worker()
+    if config.resampled:
+        rng = spec.rng("resample")
+        while True:
+            if spec.shard_weights is None:
+                yield rng.choice(spec.shards)
+            else:
+                yield from rng.choices(spec.shards, weights=spec.shard_weights, k=64)
+    order = list(spec.shards)
+    if config.shuffle:
+        # same permutation on every rank (no rank/worker in the seed) so the split stays disjoint
+        random.Random(f"shards-{config.seed}-{config.epoch}").shuffle(order)
+    yield from order[config.rank :: config.world_size][worker::num_workers]
 
 
-class _ReadSamples:
-    def __init__(self, spec: _Spec, skips: SkipCounter) -> None:
-        self.skips = skips
-        # resampling draws shards forever: if none of many draws gives a sample, every
-        # shard is unreadable, and stopping beats spinning without ever yielding
-        self.max_empty_draws = max(100, 10 * len(spec.shards))
-
-    def __call__(self, urls: Iterable[str]) -> Iterator[dict]:
-        empty_draws = 0
-        for url in urls:
-            produced = False
-            for sample in iter_tar_samples(url, self.skips.add):
-                produced = True
-                yield sample
-            empty_draws = 0 if produced else empty_draws + 1
-            if empty_draws >= self.max_empty_draws:
-                LOG.error("no readable sample in %d shard draws; stopping this loader worker", empty_draws)
-                return
+def _read_samples(spec: _Spec, skips: SkipCounter, urls: Iterable[str]) -> Iterator[dict]:
+    # resampling draws shards forever: if none of many draws gives a sample, every
+    # shard is unreadable, and stopping beats spinning without ever yielding
+    max_empty_draws, empty_draws = max(100, 10 * len(spec.shards)), 0
+    for url in urls:
+        produced = False
+        for sample in iter_tar_samples(url, skips.add):
+            produced = True
+            yield sample
+        empty_draws = 0 if produced else empty_draws + 1
+        if empty_draws >= max_empty_draws:
+            LOG.error("no readable sample in %d shard draws; stopping this loader worker", empty_draws)
+            return
 
 
-class _ShuffleBuffer:
+def _shuffle_buffer(spec: _Spec, samples: Iterable[dict]) -> Iterator[dict]:
     """Sample-level shuffle with a bounded buffer (random pick, replaced by the next sample)."""
-
-    def __init__(self, spec: _Spec) -> None:
-        self.spec = spec
-
-    def __call__(self, samples: Iterable[dict]) -> Iterator[dict]:
-        rng, size, buffer = self.spec.rng("samples"), max(1, self.spec.config.shuffle_buffer), []
-        for sample in samples:
-            if len(buffer) < size:
-                buffer.append(sample)
-                continue
-            index = rng.randrange(size)
-            yield buffer[index]
-            buffer[index] = sample
-        rng.shuffle(buffer)
-        yield from buffer
+    rng, size, buffer = spec.rng("samples"), max(1, spec.config.shuffle_buffer), []
+    for sample in samples:
+        if len(buffer) < size:
+            buffer.append(sample)
+            continue
+        index = rng.randrange(size)
+        yield buffer[index]
+        buffer[index] = sample
+    rng.shuffle(buffer)
+    yield from buffer
 
 
-class _Decode:
+def _decode(spec: _Spec, transform: ImageTransform, skips: SkipCounter, samples: Iterable[dict]) -> Iterator[dict]:
     """Raw sample -> {image, caption, key, label, meta}; bad samples are counted and dropped."""
-
-    def __init__(self, spec: _Spec, transform: ImageTransform, skips: SkipCounter) -> None:
-        self.spec, self.transform, self.skips = spec, transform, skips
-
-    def __call__(self, samples: Iterable[dict]) -> Iterator[dict]:
-        rng = self.spec.rng("captions")
-        for raw in samples:
-            parsed = parse_sample(raw, keep_alpha=self.spec.config.keep_alpha)
-            where = f"{raw['__url__']}:{raw['__key__']}"
-            if isinstance(parsed, SampleProblem):
-                self.skips.add(parsed.reason, where, parsed.detail or None)
-                continue
-            try:
-                tensor = self.transform(parsed.image)
-            except Exception as exc:  # a user transform may fail on an odd image; skip, don't stop training
-                self.skips.add("transform_error", where, exc)
-                continue
-            captions = parsed.captions
-            caption = captions[0] if self.spec.config.caption == "first" else rng.choice(captions)
-            yield {"image": tensor, "caption": caption, "key": parsed.key, "label": parsed.label, "meta": parsed.meta,
-                   "group": concept_id(parsed.meta, captions[0])}
+    rng = spec.rng("captions")
+    for raw in samples:
+        parsed = parse_sample(raw, keep_alpha=spec.config.keep_alpha)
+        where = f"{raw['__url__']}:{raw['__key__']}"
+        if isinstance(parsed, SampleProblem):
+            skips.add(parsed.reason, where, parsed.detail or None)
+            continue
+        try:
+            tensor = transform(parsed.image)
+        except Exception as exc:  # a user transform may fail on an odd image; skip, don't stop training
+            skips.add("transform_error", where, exc)
+            continue
+        captions = parsed.captions
+        caption = captions[0] if spec.config.caption == "first" else rng.choice(captions)
+        yield {"image": tensor, "caption": caption, "key": parsed.key, "label": parsed.label, "meta": parsed.meta,
+               "group": concept_id(parsed.meta, captions[0])}
 
 
 def concept_id(meta: dict, first_caption: str) -> int:
@@ -256,40 +241,38 @@ def concept_id(meta: dict, first_caption: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
 
 
-class _Batch:
+def _batch(spec: _Spec, tokenize: Tokenize | None, batch_transform: BatchTransform | None,
+           samples: Iterable[dict]) -> Iterator[dict]:
     """Group decoded samples into batch dicts; tokenizing (and a batch transform) here keeps it in the workers."""
+    collate = functools.partial(_collate, tokenize=tokenize, batch_transform=batch_transform)
+    batch: list[dict] = []
+    for sample in samples:
+        batch.append(sample)
+        if len(batch) == spec.config.batch_size:
+            yield collate(batch)
+            batch = []
+    if batch and not spec.config.drop_last:
+        yield collate(batch)
 
-    def __init__(self, spec: _Spec, tokenize: Tokenize | None, batch_transform: BatchTransform | None) -> None:
-        self.spec, self.tokenize, self.batch_transform = spec, tokenize, batch_transform
 
-    def __call__(self, samples: Iterable[dict]) -> Iterator[dict]:
-        batch: list[dict] = []
-        for sample in samples:
-            batch.append(sample)
-            if len(batch) == self.spec.config.batch_size:
-                yield self._collate(batch)
-                batch = []
-        if batch and not self.spec.config.drop_last:
-            yield self._collate(batch)
-
-    def _collate(self, batch: list[dict]) -> dict:
-        captions = [s["caption"] for s in batch]
-        images = [s["image"] for s in batch]
-        out = None
-        if get_worker_info() is not None and self.batch_transform is None:
-            # stack straight into shared memory, as torch's default_collate does in workers:
-            # saves copying the batch into shared memory again when it is sent to the parent
-            out = images[0].new_empty((len(images), *images[0].shape)).share_memory_()
-        stacked = torch.stack(images, out=out)
-        return {
-            "image": stacked if self.batch_transform is None else self.batch_transform(stacked),  # (B, 3, H, W)
-            "text": self.tokenize(captions) if self.tokenize is not None else captions,  # (B, L)
-            "caption": captions,
-            "key": [s["key"] for s in batch],
-            "label": torch.tensor([s["label"] for s in batch], dtype=torch.long),  # (B,)
-            "group": torch.tensor([s["group"] for s in batch], dtype=torch.long),  # (B,)
-            "meta": [s["meta"] for s in batch],
-        }
+def _collate(batch: list[dict], *, tokenize: Tokenize | None, batch_transform: BatchTransform | None) -> dict:
+    captions = [s["caption"] for s in batch]
+    images = [s["image"] for s in batch]
+    out = None
+    if get_worker_info() is not None and batch_transform is None:
+        # stack straight into shared memory, as torch's default_collate does in workers:
+        # saves copying the batch into shared memory again when it is sent to the parent
+        out = images[0].new_empty((len(images), *images[0].shape)).share_memory_()
+    stacked = torch.stack(images, out=out)
+    return {
+        "image": stacked if batch_transform is None else batch_transform(stacked),  # (B, 3, H, W)
+        "text": tokenize(captions) if tokenize is not None else captions,  # (B, L)
+        "caption": captions,
+        "key": [s["key"] for s in batch],
+        "label": torch.tensor([s["label"] for s in batch], dtype=torch.long),  # (B,)
+        "group": torch.tensor([s["group"] for s in batch], dtype=torch.long),  # (B,)
+        "meta": [s["meta"] for s in batch],
+    }
 
 
 class ShardLoader:
@@ -318,11 +301,11 @@ class ShardLoader:
     def __iter__(self) -> Iterator[dict]:
         spec = self._spec
         pipeline = wds.DataPipeline(
-            _ShardSource(spec),
-            _ReadSamples(spec, self._skips),
-            _ShuffleBuffer(spec) if spec.config.shuffle else None,
-            _Decode(spec, self._transform, self._skips),
-            _Batch(spec, self._tokenize, self._batch_transform),
+            functools.partial(_shard_source, spec),
+            functools.partial(_read_samples, spec, self._skips),
+            functools.partial(_shuffle_buffer, spec) if spec.config.shuffle else None,
+            functools.partial(_decode, spec, self._transform, self._skips),
+            functools.partial(_batch, spec, self._tokenize, self._batch_transform),
         )
         num_workers = spec.config.num_workers
         if num_workers == 0:
@@ -361,13 +344,6 @@ def shard_weights(spec: str | Path, source_weights: tuple[float, ...]) -> tuple[
     return tuple(shards), tuple(weights)
 
 
-def _expand_shards(shards: str | Path | list[str]) -> tuple[str, ...]:
-    expanded = list_shards(shards) if isinstance(shards, (str, Path)) else [str(s) for s in shards]
-    if not expanded:
-        raise DataError("no shards given to the loader; pass a shard directory or a list of .tar paths")
-    return tuple(expanded)
-
-
 def make_loader(
     shards: str | Path | list[str],
     config: LoaderConfig,
@@ -390,6 +366,8 @@ def make_loader(
             raise DataError("source weights need a resampled loader over a `a::b` shard spec")
         shard_list, weights = shard_weights(shards, tuple(config.source_weights))
     else:
-        shard_list = _expand_shards(shards)
+        shard_list = tuple(list_shards(shards) if isinstance(shards, (str, Path)) else [str(s) for s in shards])
+        if not shard_list:
+            raise DataError("no shards given to the loader; pass a shard directory or a list of .tar paths")
     spec = _Spec(shards=shard_list, shard_weights=weights, config=replace(config, rank=rank, world_size=world_size))
     return ShardLoader(spec, image_transform, tokenize, batch_transform)

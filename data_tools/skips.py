@@ -41,6 +41,3 @@ class SkipCounter:
         """Non-zero counts by reason."""
         with self._counts.get_lock():
             return {r: int(n) for r, n in zip(SKIP_REASONS, self._counts[:]) if n}
-
-    def total(self) -> int:
-        return sum(self.as_dict().values())

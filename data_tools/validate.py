@@ -45,9 +45,8 @@ def validate_shards(directory: str | Path) -> dict:
         name = Path(path).name
         want = expected.get(name)
         if want is not None and good + len([p for p in shard_problems if p["key"]]) < want:
-            shard_problems.append(
-                {"shard": name, "key": None, "reason": "missing_samples", "detail": f"dataset.json lists {want}, tar holds fewer"}
-            )
+            shard_problems.append({"shard": name, "key": None, "reason": "missing_samples",
+                                   "detail": f"dataset.json lists {want}, tar holds fewer"})
         per_shard[name] = {"good": good, "expected": want, "problems": len(shard_problems)}
         problems.extend(shard_problems)
     problems.extend({"shard": name, "key": None, "reason": "missing_shard", "detail": "listed in dataset.json"}

@@ -16,11 +16,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--regenerate-reference-loss", action="store_true",
-        help="rewrite tests/fixtures/reference_loss_tiny_debug.json from this run "
-             "(after a deliberate change to the tiny-debug recipe, the loss or the data order)",
-    )
+    parser.addoption("--regenerate-reference-loss", action="store_true",
+                     help="rewrite tests/fixtures/reference_loss_tiny_debug.json from this run "
+                          "(after a deliberate change to the tiny-debug recipe, the loss or the data order)")
 
 
 def save_random_checkpoint(run_dir: Path, name: str, *, seed: int = 0, step: int = 1,

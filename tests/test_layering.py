@@ -63,9 +63,7 @@ def layer_violations(source: str, module: str, *, is_package: bool = False) -> l
     bad = []
     for line, target in imported_modules(source, module, is_package=is_package):
         top = target.split(".")[0]
-        if top not in LAYER or top == own:
-            continue
-        if LAYER[top] >= LAYER[own]:
+        if top in LAYER and top != own and LAYER[top] >= LAYER[own]:
             where = "above" if LAYER[top] > LAYER[own] else "beside"
             bad.append(f"{module} (line {line}) imports {target}: {top} is {where} {own}")
     return bad

@@ -84,9 +84,5 @@ def encoder_spec(choice: ModelChoiceConfig, *, required: bool = True) -> str | N
 
 def report_provenance(choice: ModelChoiceConfig, encoder: object) -> dict:
     """What an evaluation report records about the model it scored (same keys for every command)."""
-    return {
-        "checkpoint": choice.checkpoint,
-        "model": choice.model or encoder.config.get("model_name"),
-        "pretrained": choice.pretrained,
-        "checkpoint_id": encoder.checkpoint_id,
-    }
+    return {"checkpoint": choice.checkpoint, "model": choice.model or encoder.config.get("model_name"),
+            "pretrained": choice.pretrained, "checkpoint_id": encoder.checkpoint_id}

@@ -82,9 +82,8 @@ def parse_index_arg(arg: str) -> tuple[str, Path]:
     if not sep:
         path, name = arg, Path(arg.rstrip("/")).name
     if not INDEX_NAME.match(name):
-        raise RetrievalError(
-            f"index name {name!r} is not usable in URLs; name it with NAME=DIR (letters, digits, '_', '-', '.')"
-        )
+        raise RetrievalError(f"index name {name!r} is not usable in URLs; name it with NAME=DIR "
+                             "(letters, digits, '_', '-', '.')")
     directory = Path(path)
     if not directory.is_dir():
         raise RetrievalError(f"index directory {directory} does not exist; build one with `clipline index build`")

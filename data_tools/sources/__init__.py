@@ -42,10 +42,9 @@ def load_source(spec: str, options: SourceConfig) -> SourceData:
     kind, colon, rest = spec.partition(":")
     if kind in ("emoji", "fashion-mnist") and colon:
         raise DataError(f"source {kind} takes no :PATH (use `path` for fashion-mnist); got {spec!r}")
-    if kind not in ("emoji", "fashion-mnist") and options.split is not None:
-        raise DataError(f"`split` applies to emoji and fashion-mnist only, not {kind!r}")
-    if kind not in ("emoji", "fashion-mnist") and options.captions is not None:
-        raise DataError(f"`captions` applies to emoji and fashion-mnist only, not {kind!r}")
+    for name in ("split", "captions"):
+        if kind not in ("emoji", "fashion-mnist") and getattr(options, name) is not None:
+            raise DataError(f"`{name}` applies to emoji and fashion-mnist only, not {kind!r}")
     if kind != "emoji" and options.vendors is not None:
         raise DataError(f"`vendors` applies to emoji only, not {kind!r}")
     if kind == "emoji":

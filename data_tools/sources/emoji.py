@@ -80,10 +80,8 @@ def _package_dir(vendor: str, cache_dir: Path) -> Path:
 def _in_split(entry: dict, vendor: str, train_vendor: str, options: EmojiConfig) -> bool:
     if options.split == "all":
         return True
-    if options.split_by == "vendor":
-        is_val = vendor != train_vendor
-    else:
-        is_val = is_val_concept(entry["unified"], options.val_fraction)
+    by_vendor = options.split_by == "vendor"
+    is_val = vendor != train_vendor if by_vendor else is_val_concept(entry["unified"], options.val_fraction)
     return is_val == (options.split == "val")
 
 
@@ -113,39 +111,25 @@ def load_emoji(options: EmojiConfig, name: str = "emoji") -> SourceData:
                 continue
             if _in_split(entry, vendor, vendors[0], options):
                 records.append(_record(entry, vendor, package_dirs[vendor], categories, options))
-    return SourceData(
-        name=name,
-        records=records,
-        classes=categories,
-        label_fields={"category": categories, "subcategory": subcategories},
-        skipped={"no_vendor_image": no_image} if no_image else {},
-        details={
-            "packages": [f"emoji-datasource-{v}@{VERSION}" for v in vendors],
-            "captions": options.captions,
-            "split": options.split,
-            "split_by": options.split_by,
-            "val_fraction": options.val_fraction,
-        },
-    )
+    details = {"packages": [f"emoji-datasource-{v}@{VERSION}" for v in vendors], "captions": options.captions,
+               "split": options.split, "split_by": options.split_by, "val_fraction": options.val_fraction}
+    return SourceData(name=name, records=records, classes=categories,
+                      label_fields={"category": categories, "subcategory": subcategories},
+                      skipped={"no_vendor_image": no_image} if no_image else {}, details=details)
 
 
 def _record(entry: dict, vendor: str, package_dir: Path, categories: list[str], options: EmojiConfig) -> SourceRecord:
     unified = entry["unified"].lower()
     concept_split = "val" if is_val_concept(unified, options.val_fraction) else "train"
     relative = f"img/{vendor}/64/{entry['image']}"
-    return SourceRecord(
-        key=f"{vendor}_{unified}",
-        captions=emoji_captions(entry, options.captions),
-        source=f"emoji-datasource-{vendor}@{VERSION}/{relative}",
-        image_path=str(package_dir / relative),
-        label=entry["category"],
-        cls=categories.index(entry["category"]),
-        labels={"category": entry["category"], "subcategory": entry["subcategory"]},
-        extra={
-            "vendor": vendor,
-            "unified": unified,
-            "concept": unified,  # the same for every vendor's drawing: positives in a multi-positive loss
-            "short_names": list(entry.get("short_names") or []),
-            "concept_split": concept_split,  # which side of the concept split, even in --split all
-        },
-    )
+    extra = {
+        "vendor": vendor, "unified": unified,
+        "concept": unified,  # the same for every vendor's drawing: positives in a multi-positive loss
+        "short_names": list(entry.get("short_names") or []),
+        "concept_split": concept_split,  # which side of the concept split, even in --split all
+    }
+    return SourceRecord(key=f"{vendor}_{unified}", captions=emoji_captions(entry, options.captions),
+                        source=f"emoji-datasource-{vendor}@{VERSION}/{relative}",
+                        image_path=str(package_dir / relative), label=entry["category"],
+                        cls=categories.index(entry["category"]),
+                        labels={"category": entry["category"], "subcategory": entry["subcategory"]}, extra=extra)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 from pathlib import Path
 
@@ -23,10 +24,8 @@ def _open_idx(directory: Path, stem: str) -> bytes:
                     return handle.read()
             except (OSError, EOFError) as exc:
                 raise DataError(f"cannot read {candidate} ({exc}); re-download the Fashion-MNIST files") from exc
-    raise DataError(
-        f"{directory / (stem + '.gz')} not found; install the Debian package dataset-fashion-mnist "
-        "(apt-get install dataset-fashion-mnist) or pass `path` DIR with the IDX files"
-    )
+    raise DataError(f"{directory / (stem + '.gz')} not found; install the Debian package dataset-fashion-mnist "
+                    "(apt-get install dataset-fashion-mnist) or pass `path` DIR with the IDX files")
 
 
 def read_idx(data: bytes, expected_dims: int, name: str) -> tuple[tuple[int, ...], bytes]:
@@ -38,9 +37,7 @@ def read_idx(data: bytes, expected_dims: int, name: str) -> tuple[tuple[int, ...
         raise DataError(f"{name} is not an IDX file of {expected_dims}-d unsigned bytes (header {data[:4].hex()})")
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     payload = data[4 + 4 * ndim :]
-    size = 1
-    for dim in shape:
-        size *= dim
+    size = math.prod(shape)
     if len(payload) != size:
         raise DataError(f"{name} holds {len(payload)} bytes, header says {size}; the file is truncated")
     return shape, payload
@@ -68,21 +65,8 @@ def load_fashion_mnist(
             raise DataError(f"{stem}-labels: label {cls} at {index} is not one of the 10 classes")
         key, image = f"{split}_{index:05d}", pixels[index * step : (index + 1) * step]
         texts = class_captions(CLASSES[cls]) if captions == "class" else retail_captions(CLASSES[cls], image, key)
-        records.append(
-            SourceRecord(
-                key=key,
-                captions=texts,
-                source=f"fashion-mnist/{stem}:{index}",
-                pixels=RawPixels(mode="L", width=width, height=height, data=image),
-                label=CLASSES[cls],
-                cls=cls,
-                labels={"class": CLASSES[cls]},
-            )
-        )
-    return SourceData(
-        name=name,
-        records=records,
-        classes=list(CLASSES),
-        label_fields={"class": list(CLASSES)},
-        details={"split": split, "path": str(directory), "captions": captions},
-    )
+        records.append(SourceRecord(key=key, captions=texts, source=f"fashion-mnist/{stem}:{index}",
+                                    pixels=RawPixels(mode="L", width=width, height=height, data=image),
+                                    label=CLASSES[cls], cls=cls, labels={"class": CLASSES[cls]}))
+    return SourceData(name=name, records=records, classes=list(CLASSES), label_fields={"class": list(CLASSES)},
+                      details={"split": split, "path": str(directory), "captions": captions})

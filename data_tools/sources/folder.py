@@ -56,10 +56,8 @@ def load_folder(root: Path, name: str) -> SourceData:
     sidecar_layout = any(p.with_suffix(".txt").is_file() for p in images)
     classes = sorted({p.relative_to(root).parts[0] for p in images if len(p.relative_to(root).parts) > 1})
     if not sidecar_layout and not classes:
-        raise DataError(
-            f"{root} has images but neither caption files (NAME.txt next to NAME.jpg) nor class subfolders; "
-            "add one or the other"
-        )
+        raise DataError(f"{root} has images but neither caption files (NAME.txt next to NAME.jpg) nor class "
+                        "subfolders; add one or the other")
     records = []
     for index, image in enumerate(images):
         relative = image.relative_to(root)
@@ -68,18 +66,10 @@ def load_folder(root: Path, name: str) -> SourceData:
             records.append(SourceRecord(captions=_read_sidecar(image), **common))
         elif len(relative.parts) > 1:
             label = relative.parts[0]
-            records.append(
-                SourceRecord(
-                    captions=class_captions(label), label=label, cls=classes.index(label), labels={"class": label}, **common
-                )
-            )
+            records.append(SourceRecord(captions=class_captions(label), label=label, cls=classes.index(label),
+                                        labels={"class": label}, **common))
         else:
             skipped["no_class_folder"] += 1  # loose file at the top of a class-per-subfolder tree
-    return SourceData(
-        name=name,
-        records=records,
-        classes=[] if sidecar_layout else classes,
-        label_fields={} if sidecar_layout else {"class": classes},
-        skipped=dict(skipped),
-        details={"layout": "captions" if sidecar_layout else "classes", "path": str(root)},
-    )
+    return SourceData(name=name, records=records, classes=[] if sidecar_layout else classes,
+                      label_fields={} if sidecar_layout else {"class": classes}, skipped=dict(skipped),
+                      details={"layout": "captions" if sidecar_layout else "classes", "path": str(root)})

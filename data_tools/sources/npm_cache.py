@@ -26,18 +26,12 @@ def npm_pack(package: str, version: str, cache_dir: Path) -> Path:
         return tarball
     npm = shutil.which("npm")
     if npm is None:
-        raise DataError(
-            f"npm is not installed, and the emoji source needs it to fetch {package}@{version}; "
-            "install Node.js/npm (e.g. `apt-get install npm`) and retry"
-        )
+        raise DataError(f"npm is not installed, and the emoji source needs it to fetch {package}@{version}; "
+                        "install Node.js/npm (e.g. `apt-get install npm`) and retry")
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-        result = subprocess.run(
-            [npm, "pack", f"{package}@{version}", "--silent", "--pack-destination", tmp],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        result = subprocess.run([npm, "pack", f"{package}@{version}", "--silent", "--pack-destination", tmp],
+                                capture_output=True, text=True, check=False)
         packed = Path(tmp) / tarball.name
         if result.returncode != 0 or not packed.is_file():
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]

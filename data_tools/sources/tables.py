@@ -8,6 +8,7 @@ or a list of caption variants. An optional label column gives classes.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -60,8 +61,7 @@ def _image_fields(value: object, base: Path) -> dict:
         return {"image_bytes": bytes(value), "source": "<bytes>"}
     if value is None or not str(value).strip():
         return {"source": "<empty image cell>"}  # no image: encoded as missing_image
-    text = str(value).strip()
-    text = text.removeprefix("file://")
+    text = str(value).strip().removeprefix("file://")
     return {"image_path": str(base / text), "source": text}
 
 
@@ -81,30 +81,17 @@ def load_table(path: Path, fmt: str, columns: TableColumns, name: str) -> Source
     if rows:
         missing = [c for c in (columns.image, columns.caption, columns.label) if c and c not in rows[0]]
         if missing:
-            raise DataError(
-                f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, rows[0]))}); "
-                "name the right ones with `image_column` / `caption_column` / `label_column`"
-            )
+            raise DataError(f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, rows[0]))}); "
+                            "name the right ones with `image_column` / `caption_column` / `label_column`")
     labels = [str(r.get(columns.label) or "").strip() for r in rows] if columns.label else []
     classes = sorted({label for label in labels if label})
     records = []
     for index, row in enumerate(rows):
         label = labels[index] if labels and labels[index] else None
-        records.append(
-            SourceRecord(
-                key=f"{index:09d}",
-                captions=_captions(row.get(columns.caption)),
-                label=label,
-                cls=classes.index(label) if label is not None else None,
-                labels={columns.label: label} if label is not None and columns.label else {},
-                **_image_fields(row.get(columns.image), path.parent),
-            )
-        )
-    return SourceData(
-        name=name,
-        records=records,
-        classes=classes,
-        label_fields={columns.label: classes} if columns.label else {},
-        skipped=dict(skipped),
-        details={"path": str(path), "columns": {"image": columns.image, "caption": columns.caption, "label": columns.label}},
-    )
+        records.append(SourceRecord(key=f"{index:09d}", captions=_captions(row.get(columns.caption)), label=label,
+                                    cls=classes.index(label) if label is not None else None,
+                                    labels={columns.label: label} if label is not None and columns.label else {},
+                                    **_image_fields(row.get(columns.image), path.parent)))
+    return SourceData(name=name, records=records, classes=classes,
+                      label_fields={columns.label: classes} if columns.label else {}, skipped=dict(skipped),
+                      details={"path": str(path), "columns": dataclasses.asdict(columns)})

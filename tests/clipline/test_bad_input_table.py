@@ -114,8 +114,7 @@ CHECKPOINT_DAMAGE = ("bad_config", "truncated_weights", "no_model_name", "unfini
 def wrong_kind_outputs(w: dict[str, Path]) -> dict[str, list[str]]:
     file, directory, data, run = str(w["file"]), str(w["dir"]), str(w["shards"]), str(w["run"])
     return {
-        "data build --out FILE": ["data", "build", f"folder:{w['photos']}", "--out", file,
-                                  "--workers", "0"],
+        "data build --out FILE": ["data", "build", f"folder:{w['photos']}", "--out", file, "--workers", "0"],
         "pretrain --out FILE": ["pretrain", "--config", "tiny-debug", "--train-data", data, "--out", file],
         "finetune --out FILE": ["finetune", "linear-probe", "--checkpoint", run, "--train-data", data,
                                 "--eval-data", data, "--out", file],
@@ -137,9 +136,8 @@ def other_cases(w: dict[str, Path]) -> dict[str, tuple[list[str], int]]:
              "--resume", "latest"], 2),
         "zeroshot --max-samples 0": (
             ["zeroshot", "--checkpoint", run, "--data", data, "--out", out + ".json", "--max-samples", "0"], 2),
-        "eval retrieval --max-samples 0": (
-            ["eval", "retrieval", "--checkpoint", run, "--data", data, "--out", out + ".json", "--max-samples", "0"],
-            2),
+        "eval retrieval --max-samples 0": (["eval", "retrieval", "--checkpoint", run, "--data", data, "--out",
+                                            out + ".json", "--max-samples", "0"], 2),
         "index build --factory IVF4096,Flat on 48 vectors": (
             ["index", "build", str(w["emb"]), "--out", out, "--factory", "IVF4096,Flat"], 2),
         "search --image a decompression bomb": (["search", str(w["index"]), "--image", str(w["bomb"])], 2),

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from clipline.commands.errors import USER_ERRORS, reported_errors
+from clipline.commands.pretrain import build_parser
 from clipline.flags import spelled
+from data_tools.build import BuildConfig, check_build_inputs
 from data_tools.errors import DataError
 from data_tools.records import SourceData
 from finetune.errors import FinetuneError
@@ -50,8 +52,6 @@ def test_a_wrong_flag_value_names_the_flag(capsys: pytest.CaptureFixture[str]) -
 
 def test_a_library_error_names_the_field_and_clipline_prints_the_flag(tmp_path: Path,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from data_tools.build import BuildConfig, check_build_inputs
-
     with pytest.raises(DataError) as library:
         check_build_inputs(SourceData(name="none", records=[]), BuildConfig(out=tmp_path / "s", image_size=4))
     assert str(library.value) == "`image_size` must be >= 8 and `shard_size` >= 1" and "--" not in str(library.value)
@@ -62,8 +62,6 @@ def test_a_library_error_names_the_field_and_clipline_prints_the_flag(tmp_path: 
 def test_pretrain_errors_spell_a_field_as_the_user_set_it(capsys: pytest.CaptureFixture[str]) -> None:
     """A field with a flag of its own prints as the flag; any other as its `key=value` key; a name no field
     has stays as written."""
-    from clipline.commands.pretrain import build_parser
-
     with pytest.raises(SystemExit), reported_errors("pretrain"):
         build_parser()
         raise PretrainError("`data.train_data` is empty; `batch_size` too big, lower `data.accum_steps`; `value`")

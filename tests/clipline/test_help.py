@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from clipline.cli import main
 from finetune.methods.experiment import METHODS
+from tests.clipline.running import run_clipline
 
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = [
@@ -23,24 +23,17 @@ COMMANDS = [
 
 @pytest.mark.parametrize("words", COMMANDS, ids=lambda words: " ".join(words) or "clipline")
 def test_help(words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    try:
-        main([*words, "--help"])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    out = capsys.readouterr().out
-    assert code in (0, None) and out.startswith("usage: "), out
+    code, out, _ = run_clipline([*words, "--help"], capsys)
+    assert code == 0 and out.startswith("usage: "), out
     assert out.split()[1] == "clipline" and (not words or words[-1] in out.splitlines()[0]), out
 
 
 @pytest.mark.parametrize("old,new", [("heatmap", "explain"), ("compress", "compress")])
 def test_old_fusion_spellings_show_the_new_command(old: str, new: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["finetune", "fusion", old, "--help"])
-    captured = capsys.readouterr()
-    assert exit_info.value.code in (0, None)
-    assert captured.out.startswith(f"usage: clipline {new} "), captured.out
-    assert captured.err.startswith(f"note: `clipline finetune fusion {old}` is now `clipline {new}`"), captured.err
+    code, out, err = run_clipline(["finetune", "fusion", old, "--help"], capsys)
+    assert code == 0
+    assert out.startswith(f"usage: clipline {new} "), out
+    assert err.startswith(f"note: `clipline finetune fusion {old}` is now `clipline {new}`"), err
 
 
 @pytest.mark.parametrize("package,words", [("pretrain", []), ("data_tools", ["build"]), ("finetune", ["sweep"]),

@@ -11,15 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_tools.atomic_write import (
-    _host_tag,
-    atomic_directory,
-    atomic_path,
-    remove_stale_temporaries,
-    write_bytes_atomic,
-    write_json_atomic,
-    write_text_atomic,
-)
+from data_tools.atomic_write import (_host_tag, atomic_directory, atomic_path, remove_stale_temporaries,
+                                     write_bytes_atomic, write_json_atomic, write_text_atomic)
 from data_tools.errors import DataError
 
 

@@ -13,6 +13,7 @@ from data_tools.build import BuildConfig, build_shards
 from data_tools.build_marker import BUILD_MARKER
 from data_tools.errors import DataError
 from data_tools.loader import LoaderConfig, list_shards, make_loader
+from data_tools.records import SourceData
 from data_tools.sources import SourceConfig, load_source
 from data_tools.sources import npm_cache
 from data_tools.inspect_shards import inspect_shards
@@ -20,8 +21,10 @@ from data_tools.validate import validate_shards
 from tests.data_tools.conftest import COLOURS, image_bytes, to_tensor, write_image
 
 
-def _messy_folder(root: Path) -> Path:
-    """3 good pairs, plus a truncated JPEG, a text file named .jpg, and an empty caption."""
+@pytest.fixture
+def messy(tmp_path: Path) -> SourceData:
+    """A folder source of 3 good pairs, plus a truncated JPEG, a text file named .jpg, and an empty caption."""
+    root = tmp_path / "in"
     for i, colour in enumerate(COLOURS.values()):
         write_image(root / f"good{i}.jpg", colour)
         (root / f"good{i}.txt").write_text(f"good picture {i}")
@@ -32,20 +35,19 @@ def _messy_folder(root: Path) -> Path:
     (root / "notes.txt").write_text("text pretending")
     write_image(root / "blank.png", (9, 9, 9))
     (root / "blank.txt").write_text("   \n")
-    return root
+    return load_source(f"folder:{root}", SourceConfig())
 
 
-def test_build_skips_and_counts_each_bad_input(tmp_path: Path) -> None:
-    data = load_source(f"folder:{_messy_folder(tmp_path / 'in')}", SourceConfig())
-    info = build_shards(data, BuildConfig(out=tmp_path / "out", workers=2, progress=False))
+def test_build_skips_and_counts_each_bad_input(tmp_path: Path, messy: SourceData) -> None:
+    info = build_shards(messy, BuildConfig(out=tmp_path / "out", workers=2, progress=False))
     assert info["skipped"] == {"corrupt_image": 1, "not_an_image": 1, "empty_caption": 1}
     assert info["num_samples"] == 3
     loader = make_loader(tmp_path / "out", LoaderConfig(batch_size=8, num_workers=0), image_transform=to_tensor)
     assert sorted(c for batch in loader for c in batch["caption"]) == [f"good picture {i}" for i in range(3)]
 
 
-def test_interrupted_build_leaves_only_finished_tars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    records = load_source(f"folder:{_messy_folder(tmp_path / 'in')}", SourceConfig())
+def test_interrupted_build_leaves_only_finished_tars(tmp_path: Path, messy: SourceData,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     real_write, calls = shard_writer.ShardWriter.write, []
 
     def write_then_crash(self, sample) -> None:
@@ -56,15 +58,15 @@ def test_interrupted_build_leaves_only_finished_tars(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(shard_writer.ShardWriter, "write", write_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        build_shards(records, BuildConfig(out=tmp_path / "out", shard_size=2, workers=1, progress=False))
+        build_shards(messy, BuildConfig(out=tmp_path / "out", shard_size=2, workers=1, progress=False))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [BUILD_MARKER, "00000.tar"]
     with tarfile.open(tmp_path / "out" / "00000.tar") as tar:
         assert len(tar.getnames()) == 2 * 3  # complete: 2 samples x jpg/txt/json
 
 
-def test_a_killed_build_is_called_incomplete_until_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_a_killed_build_is_called_incomplete_until_rebuilt(tmp_path: Path, messy: SourceData,
+                                                          monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    records = load_source(f"folder:{_messy_folder(tmp_path / 'in')}", SourceConfig())
     real_write, calls = shard_writer.ShardWriter.write, []
 
     def write_then_die(self, sample) -> None:
@@ -77,7 +79,7 @@ def test_a_killed_build_is_called_incomplete_until_rebuilt(tmp_path: Path, monke
     monkeypatch.setattr(shard_writer.ShardWriter, "abort", lambda self: None)
     out = tmp_path / "out"
     with pytest.raises(SystemExit):
-        build_shards(records, BuildConfig(out=out, shard_size=2, workers=1, progress=False))
+        build_shards(messy, BuildConfig(out=out, shard_size=2, workers=1, progress=False))
     report = validate_shards(out)
     assert report["ok"] is False and report["problems_by_reason"] == {"incomplete_build": 1}
     assert report["num_good"] == 2  # the whole tar is readable, but the build is not whole
@@ -88,20 +90,18 @@ def test_a_killed_build_is_called_incomplete_until_rebuilt(tmp_path: Path, monke
     (out / "00001.tar.tmp").unlink()  # killed between two tars: only the marker tells
     assert "did not finish" in inspect_shards(out)["incomplete_build"]
     monkeypatch.undo()
-    build_shards(records, BuildConfig(out=out, shard_size=2, workers=1, progress=False, overwrite=True))
+    build_shards(messy, BuildConfig(out=out, shard_size=2, workers=1, progress=False, overwrite=True))
     assert validate_shards(out)["ok"] and inspect_shards(out)["incomplete_build"] is None
     assert not (out / BUILD_MARKER).exists()
 
 
-def test_a_leftover_tmp_shard_is_never_read(tmp_path: Path) -> None:
+def test_a_leftover_tmp_shard_is_never_read(tmp_path: Path, messy: SourceData) -> None:
     out = tmp_path / "out"
-    build_shards(load_source(f"folder:{_messy_folder(tmp_path / 'in')}", SourceConfig()),
-                 BuildConfig(out=out, workers=1, progress=False))
+    build_shards(messy, BuildConfig(out=out, workers=1, progress=False))
     (out / "00001.tar.tmp").write_bytes(b"partial")  # as if a build was killed with SIGKILL
     assert list_shards(out) == [str(out / "00000.tar")]
     with pytest.raises(DataError, match="already holds shards"):
-        build_shards(load_source(f"folder:{tmp_path / 'in'}", SourceConfig()),
-                     BuildConfig(out=out, workers=1, progress=False))
+        build_shards(messy, BuildConfig(out=out, workers=1, progress=False))
 
 
 def test_validate_reports_zero_byte_truncated_and_undecodable(fixture_shards: Path) -> None:
@@ -130,15 +130,9 @@ def test_missing_npm_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.Monk
         npm_cache.npm_pack("emoji-datasource-google", "16.0.0", tmp_path)
 
 
-@pytest.mark.parametrize(
-    ("spec", "message"),
-    [
-        ("imagenet", "unknown source 'imagenet'"),
-        ("folder:/no/such/dir", "does not exist"),
-        ("csv:/no/such.csv", "does not exist"),
-        ("folder:", "needs a path"),
-    ],
-)
+@pytest.mark.parametrize(("spec", "message"), [
+    ("imagenet", "unknown source 'imagenet'"), ("folder:/no/such/dir", "does not exist"),
+    ("csv:/no/such.csv", "does not exist"), ("folder:", "needs a path")])
 def test_bad_sources_raise_data_error(spec: str, message: str) -> None:
     with pytest.raises(DataError, match=message):
         load_source(spec, SourceConfig())

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from clipline.commands.data import main
 from data_tools.build import BuildConfig, build_shards
 from data_tools.build_marker import BUILD_MARKER
 from data_tools.build_ray import shard_plan
 from data_tools.distributor import DistributorConfig
 from data_tools.errors import DataError
-from data_tools.records import SourceRecord
+from data_tools.records import SourceData, SourceRecord
 from data_tools.sources import SourceConfig, load_source
-from tests.data_tools.conftest import write_image
+from tests.data_tools.conftest import image_bytes, write_image
 
 RAY = DistributorConfig(distributor="ray", max_retries=1)
 
@@ -56,10 +58,9 @@ def test_ray_build_is_byte_identical_to_local(local_ray, tmp_path: Path, corrupt
 
 
 def test_failed_partition_is_named_and_nothing_looks_complete(local_ray, tmp_path: Path) -> None:
-    good = [SourceRecord(key=f"k{i}", captions=(f"c {i}",), source="t", image_bytes=_png()) for i in range(6)]
-    bad = SourceRecord(key="k6", captions=("c",), source="t", image_bytes=_png(), extra={"x": {1, 2}})  # not JSON
-    from data_tools.records import SourceData
-
+    png = image_bytes((200, 30, 30))
+    good = [SourceRecord(key=f"k{i}", captions=(f"c {i}",), source="t", image_bytes=png) for i in range(6)]
+    bad = SourceRecord(key="k6", captions=("c",), source="t", image_bytes=png, extra={"x": {1, 2}})  # not JSON
     data = SourceData(name="test", records=[*good, bad, *good[:0]])
     config = BuildConfig(out=tmp_path / "out", shard_size=4, image_size=16, progress=False, distributed=RAY)
     with pytest.raises(DataError, match=r"partition 1 \(records 4\.\.6\) failed after 2 tries: TypeError"):
@@ -69,15 +70,7 @@ def test_failed_partition_is_named_and_nothing_looks_complete(local_ray, tmp_pat
     assert not list((tmp_path / "out").glob("*.tar"))  # packing never started: no shard at all
 
 
-def _png() -> bytes:
-    from tests.data_tools.conftest import image_bytes
-
-    return image_bytes((200, 30, 30))
-
-
 def test_cli_flags_reach_the_build(local_ray, tmp_path: Path, capsys) -> None:
-    from clipline.commands.data import main
-
     root = _folder(tmp_path / "in", count=7, corrupt=())
     main(["build", f"folder:{root}", "--out", str(tmp_path / "out"), "--shard-size", "3", "--image-size", "16",
           "--distributor", "ray", "--no-progress"])
@@ -87,8 +80,6 @@ def test_cli_flags_reach_the_build(local_ray, tmp_path: Path, capsys) -> None:
 
 
 def test_missing_ray_is_one_clear_error(monkeypatch, tmp_path: Path) -> None:
-    import sys
-
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     root = _folder(tmp_path / "in", count=3, corrupt=())
     config = BuildConfig(out=tmp_path / "out", image_size=16, progress=False, distributed=RAY)

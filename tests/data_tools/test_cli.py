@@ -9,21 +9,13 @@ import pytest
 from PIL import Image
 
 from tests.clipline.running import run_clipline
-from tests.data_tools.conftest import COLOURS, write_image
+from tests.data_tools.conftest import COLOURS, FIXTURE_SHARDS, write_image
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["build", "imagenet", "--out", "/tmp/never"],
-        ["build", "folder:/no/such/dir", "--out", "/tmp/never"],
-        ["inspect", "/no/such/dir"],
-        ["validate", "/no/such/dir"],
-        ["build", "emoji", "--out", "/tmp/never", "--image-size", "big"],
-        ["build", "emoji"],
-        ["frobnicate"],
-    ],
-)
+@pytest.mark.parametrize("argv", [
+    ["build", "imagenet", "--out", "/tmp/never"], ["build", "folder:/no/such/dir", "--out", "/tmp/never"],
+    ["inspect", "/no/such/dir"], ["validate", "/no/such/dir"],
+    ["build", "emoji", "--out", "/tmp/never", "--image-size", "big"], ["build", "emoji"], ["frobnicate"]])
 def test_bad_arguments_exit_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture) -> None:
     code, out, err = run_clipline(["data", *argv], capsys)
     assert code == 2
@@ -56,8 +48,6 @@ def test_build_inspect_validate_round_trip(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_fixture_validates_and_help_documents_exit_codes(capsys: pytest.CaptureFixture) -> None:
-    from tests.data_tools.conftest import FIXTURE_SHARDS
-
     code, stdout, _ = run_clipline(["data", "validate", str(FIXTURE_SHARDS)], capsys)
     assert code == 0 and "48 good samples" in stdout
     code, stdout, _ = run_clipline(["data", "validate", "--help"], capsys)

@@ -36,11 +36,9 @@ def test_fixture_samples_have_labels_captions_and_both_vendors() -> None:
         assert classes[s.label] == s.meta["label"] == s.meta["labels"]["category"]
         assert s.captions[0] == s.meta["caption"] and len(s.captions) >= 3
         assert s.key == s.meta["key"] and s.key.startswith(s.meta["vendor"] + "_")
-    vendors = Counter(s.meta["vendor"] for s in samples)
-    assert vendors == {"google": 24, "twitter": 24}
+    assert Counter(s.meta["vendor"] for s in samples) == {"google": 24, "twitter": 24}
     assert len({s.meta["label"] for s in samples}) == 8
-    splits = Counter(s.meta["concept_split"] for s in samples)
-    assert splits == {"train": 32, "val": 16}
+    assert Counter(s.meta["concept_split"] for s in samples) == {"train": 32, "val": 16}
     grinning = next(s for s in samples if s.key == "google_1f600")
     assert grinning.captions[:2] == ["grinning face", "an emoji of grinning face"]
     # transparent PNG background became white, not black

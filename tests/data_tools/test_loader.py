@@ -13,7 +13,7 @@ import torch
 from data_tools.build import BuildConfig, build_shards
 from data_tools import loader as loader_module
 from data_tools.errors import DataError
-from data_tools.loader import LoaderConfig, _ShardSource, count_samples, list_shards, make_loader, read_dataset_info
+from data_tools.loader import LoaderConfig, _shard_source, count_samples, list_shards, make_loader, read_dataset_info
 from data_tools.records import SourceData, SourceRecord
 from tests.data_tools.conftest import FIXTURE_SHARDS, image_bytes, to_tensor
 
@@ -121,7 +121,7 @@ def test_resampled_shard_streams_differ_per_rank_and_worker(six_shards: Path, mo
         loader = _loader(six_shards, batch_size=5, num_workers=2, resampled=True, shuffle=True, rank=rank, world_size=4)
         for worker in range(2):
             monkeypatch.setattr(loader_module, "_worker", lambda worker=worker: (worker, 2))
-            streams[rank, worker] = tuple(itertools.islice(_ShardSource(loader._spec)(), 40))
+            streams[rank, worker] = tuple(itertools.islice(_shard_source(loader._spec), 40))
     assert all(len(draws) == 40 for draws in streams.values())  # more draws than the 6 shards: endless
     assert len(set(streams.values())) == 8
 
@@ -178,7 +178,7 @@ def test_weighted_sources_are_drawn_in_proportion(tmp_path: Path, six_shards: Pa
     spec = f"{six_shards}::{copy}"
     loader = _loader(spec, batch_size=10, num_workers=0, resampled=True, source_weights=(3.0, 1.0), seed=4, rank=0,
                      world_size=1)
-    draws = list(itertools.islice(_ShardSource(loader._spec)(), 4000))
+    draws = list(itertools.islice(_shard_source(loader._spec), 4000))
     share = sum(not d.startswith(str(copy)) for d in draws) / len(draws)
     assert 0.72 < share < 0.78
     assert len(next(iter(loader))["key"]) == 10  # and it yields batches

@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from data_tools.build import BuildConfig, build_shards
 from data_tools.errors import DataError
@@ -23,6 +24,8 @@ from data_tools.sources.fashion_captions import RETAIL_NAMES
 from data_tools.tar_samples import iter_tar_samples
 from tests.data_tools.conftest import COLOURS, image_bytes, write_image
 from tests.tar_writing import write_tar
+
+TABLE_OPTIONS = SourceConfig(image_column="img", caption_column="text", label_column="kind")
 
 
 def build_and_read(spec: str, out: Path, options: SourceConfig | None = None, **config) -> tuple[dict, list[ParsedSample]]:
@@ -71,8 +74,6 @@ def test_folder_with_caption_sidecars_and_resize_crop(tmp_path: Path) -> None:
 
 
 def _alpha_folder(root: Path, size: int = 48) -> None:
-    from PIL import Image
-
     root.mkdir()
     image = Image.new("RGBA", (size, size), (0, 0, 0, 0))  # transparent black, as most PNG writers store it
     image.paste((200, 0, 0, 255), (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
@@ -151,8 +152,7 @@ def test_csv(tmp_path: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=["img", "text", "kind"])
         writer.writeheader()
         writer.writerows(rows)
-    options = SourceConfig(image_column="img", caption_column="text", label_column="kind")
-    _check_table(*build_and_read(f"csv:{tmp_path / 'pairs.csv'}", tmp_path / "out", options))
+    _check_table(*build_and_read(f"csv:{tmp_path / 'pairs.csv'}", tmp_path / "out", TABLE_OPTIONS))
 
 
 def test_jsonl_with_caption_lists_and_a_bad_line(tmp_path: Path) -> None:
@@ -160,8 +160,7 @@ def test_jsonl_with_caption_lists_and_a_bad_line(tmp_path: Path) -> None:
     rows[0]["text"] = ["a red thing", "red"]
     lines = [json.dumps(r) for r in rows] + ["{not json"]
     (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n")
-    options = SourceConfig(image_column="img", caption_column="text", label_column="kind")
-    info, samples = build_and_read(f"jsonl:{tmp_path / 'pairs.jsonl'}", tmp_path / "out", options)
+    info, samples = build_and_read(f"jsonl:{tmp_path / 'pairs.jsonl'}", tmp_path / "out", TABLE_OPTIONS)
     assert info["skipped"].pop("bad_row") == 1
     _check_table(info, samples)
     assert samples[0].captions == ["a red thing", "red"]
@@ -171,8 +170,7 @@ def test_parquet_with_paths_and_bytes(tmp_path: Path) -> None:
     rows = _table_rows(tmp_path)
     table = pa.table({k: [r[k] for r in rows] for k in ("img", "text", "kind")})
     pq.write_table(table, tmp_path / "pairs.parquet")
-    options = SourceConfig(image_column="img", caption_column="text", label_column="kind")
-    _check_table(*build_and_read(f"parquet:{tmp_path / 'pairs.parquet'}", tmp_path / "out", options))
+    _check_table(*build_and_read(f"parquet:{tmp_path / 'pairs.parquet'}", tmp_path / "out", TABLE_OPTIONS))
     blob = pa.table({"image": [image_bytes(COLOURS["blue"])], "caption": ["a blue thing"]})
     pq.write_table(blob, tmp_path / "bytes.parquet")
     info, [sample] = build_and_read(f"parquet:{tmp_path / 'bytes.parquet'}", tmp_path / "out2")
@@ -180,6 +178,7 @@ def test_parquet_with_paths_and_bytes(tmp_path: Path) -> None:
 
 
 def _write_idx(path: Path, shape: tuple[int, ...], payload: bytes) -> None:
+    path.parent.mkdir(exist_ok=True)
     header = struct.pack(">HBB", 0, 8, len(shape)) + struct.pack(f">{len(shape)}I", *shape)
     with gzip.open(path, "wb") as handle:
         handle.write(header + payload)
@@ -187,7 +186,6 @@ def _write_idx(path: Path, shape: tuple[int, ...], payload: bytes) -> None:
 
 def test_fashion_mnist_from_synthetic_idx(tmp_path: Path) -> None:
     idx = tmp_path / "idx"
-    idx.mkdir()
     labels = bytes([0, 9, 4])
     pixels = b"".join(bytes([value] * 28 * 28) for value in (0, 128, 255))
     _write_idx(idx / "t10k-images-idx3-ubyte.gz", (3, 28, 28), pixels)
@@ -204,7 +202,6 @@ def test_fashion_mnist_from_synthetic_idx(tmp_path: Path) -> None:
 
 def test_fashion_mnist_retail_captions_never_name_the_class(tmp_path: Path) -> None:
     idx = tmp_path / "idx"
-    idx.mkdir()
     labels = bytes(range(10)) * 3
     # ink levels 60 / 120 / 250: Fashion-MNIST negates intensities, so bright ink was dark cloth
     pixels = b"".join(bytes([0] * 400 + [value] * 384) for value in [60] * 10 + [120] * 10 + [250] * 10)

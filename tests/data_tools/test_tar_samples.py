@@ -26,10 +26,8 @@ def test_reads_every_tarfile_format_including_long_and_unicode_names(tmp_path: P
     write_tar(tmp_path / "x.tar", [("somedir", b""), *members], format=fmt)  # a member naming no sample file is ignored
     samples, errors = _read(tmp_path / "x.tar")
     assert errors == []
-    assert samples == [
-        {"__key__": key, "jpg": b"J" * 700, "txt": b"caption"},
-        {"__key__": "other", "seg.png": b"P", "seg.txt": b"t"},
-    ]
+    assert samples == [{"__key__": key, "jpg": b"J" * 700, "txt": b"caption"},
+                       {"__key__": "other", "seg.png": b"P", "seg.txt": b"t"}]
 
 
 def test_reads_webdataset_tarwriter_output(tmp_path: Path) -> None:
@@ -41,10 +39,8 @@ def test_reads_webdataset_tarwriter_output(tmp_path: Path) -> None:
     assert [(s["__key__"], s["txt"], s["cls"]) for s in samples] == [(f"k{i}", f"caption {i}".encode(), str(i).encode()) for i in range(3)]
 
 
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [(b"", "empty file"), (b"just some text, not a tar at all" * 40, "not a tar file"), (b"\x00" * 100, "truncated")],
-)
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "empty file"), (b"just some text, not a tar at all" * 40, "not a tar file"), (b"\x00" * 100, "truncated")])
 def test_unreadable_files_report_one_error(tmp_path: Path, content: bytes, message: str) -> None:
     (tmp_path / "bad.tar").write_bytes(content)
     samples, errors = _read(tmp_path / "bad.tar")
