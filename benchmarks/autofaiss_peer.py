@@ -20,6 +20,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from figures import timed  # benchmarks/figures.py (this script's folder is on sys.path)
+
 K = 10
 
 
@@ -31,20 +33,17 @@ def main() -> None:
     vectors_dir, out_dir, queries_path, max_memory = sys.argv[1:5]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    index, infos = build_index(embeddings=vectors_dir, index_path=str(out / "knn.index"),
-                               index_infos_path=str(out / "infos.json"), max_index_memory_usage=max_memory,
-                               current_memory_available="8G", metric_type="ip", verbose=logging.WARNING)
-    build_s = time.perf_counter() - start
+    (index, infos), build_s = timed(build_index, embeddings=vectors_dir, index_path=str(out / "knn.index"),
+                                    index_infos_path=str(out / "infos.json"), max_index_memory_usage=max_memory,
+                                    current_memory_available="8G", metric_type="ip", verbose=logging.WARNING)
     queries = np.load(queries_path).astype(np.float32)
     flat = faiss.IndexFlatIP(queries.shape[1])
     for part in sorted(Path(vectors_dir).glob("*.npy")):
         flat.add(np.load(part).astype(np.float32))
     _, truth = flat.search(queries, K)
     del flat
-    start = time.perf_counter()
-    _, found = index.search(queries, K)
-    batched = len(queries) / (time.perf_counter() - start)
+    (_, found), seconds = timed(index.search, queries, K)
+    batched = len(queries) / seconds
     faiss.omp_set_num_threads(1)
     start = time.perf_counter()
     for q in queries:

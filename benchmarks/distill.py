@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import time
 import timeit
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 
 from train_quality import evaluate  # benchmarks/train_quality.py (this script's folder is on sys.path)
+from figures import timed  # benchmarks/figures.py
 from machine import machine_info  # benchmarks/machine.py
 
 from pretrain.config import DistillConfig
@@ -47,9 +47,7 @@ def train_student(*, train_data: str, out: Path, budget_min: float, batch_size: 
         f"workers={'null' if workers is None else workers}", "eval_every=0", "checkpoint_every=1000000", "log_every=5",
         "progress=false"])
     config = replace(config, distill=distill) if distill else config
-    started = time.perf_counter()
-    result = train(config)
-    seconds = time.perf_counter() - started
+    result, seconds = timed(train, config)
     metrics = out / "metrics.jsonl"
     rows = [r for r in read_metrics(metrics) if "loss" in r] if metrics.is_file() else []
     last = {k: v for k, v in rows[-1].items() if k in ("step", "loss", "distill_kl", "distill_feature")} if rows else {}

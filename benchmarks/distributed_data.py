@@ -22,12 +22,12 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from figures import timed  # benchmarks/figures.py
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 from clipline.flags import parse_script_config
 from data_tools.build import BuildConfig, build_shards
@@ -35,12 +35,6 @@ from data_tools.distributor import DistributorConfig
 from data_tools.sources import SourceConfig, load_source
 
 RAY = DistributorConfig(distributor="ray")
-
-
-def timed(fn, *args, **kwargs) -> tuple[object, float]:
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start
 
 
 def tree_bytes(directory: Path) -> dict[str, bytes]:

@@ -44,7 +44,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import open_clip  # noqa: E402
 import torch  # noqa: E402
-from figures import print_figures, run_fresh_pass  # noqa: E402  (benchmarks/figures.py)
+from figures import print_figures, run_fresh_pass, timed  # noqa: E402  (benchmarks/figures.py)
 from machine import machine_info  # noqa: E402  (benchmarks/machine.py: this script's folder is on sys.path)
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
@@ -159,9 +159,7 @@ def child_pass(cfg: BenchConfig, spec: dict[str, Any]) -> dict[str, Any]:
         model, preprocess, _ = peer_model(cfg)
         loader = DataLoader(PeerImages(read_peer_samples(cfg), preprocess), batch_size=cfg.batch_size,
                             num_workers=spec["workers"])  # fmt: skip
-        start = time.perf_counter()
-        features, labels = peer_encode(model, loader, spec["precision"] == "bf16")
-        seconds = time.perf_counter() - start
+        (features, labels), seconds = timed(peer_encode, model, loader, spec["precision"] == "bf16")
         if spec.get("save"):
             torch.save({"features": features, "labels": labels}, spec["save"])
         return {"images_per_s": len(labels) / seconds, "n": len(labels)}

@@ -35,7 +35,7 @@ from finetune.methods.sweep import METRICS, run_grid, summarise
 from finetune.methods.task import FewShotTask
 from finetune.methods.wise_ft import WiseFtConfig
 from pretrain.encoder import Encoder
-from figures import print_figures  # benchmarks/figures.py
+from figures import print_figures, timed  # benchmarks/figures.py
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 
 
@@ -133,9 +133,8 @@ def full_data(prep: Prepared, raw_dir: str) -> dict[str, Any]:
     names = prep.classnames
     assert names == CLASSES, "the shards' class order must be the IDX label order"
     pixel_task = make_pixel_task(standardise(train_px), train_y, names)
-    start = time.perf_counter()
-    pixel_fit = fit_linear_probe(pixel_task, LinearProbeConfig(init="zero"))  # no zero-shot head for pixels
-    pixel_seconds = time.perf_counter() - start
+    # init="zero": there is no zero-shot head for pixels
+    pixel_fit, pixel_seconds = timed(fit_linear_probe, pixel_task, LinearProbeConfig(init="zero"))
     with torch.no_grad():
         pixels = report_for_logits(pixel_fit.head(standardise(test_px)), test_y, names)
     return {

@@ -1,13 +1,17 @@
-"""How a benchmark hands back its figures: one JSON object, printed and optionally written to a file, and
-timed passes run in fresh processes that print theirs as the last line."""
+"""How a benchmark hands back its figures: one JSON object, printed and optionally written to a file, timed
+passes run in fresh processes that print theirs as the last line, and the wall-clock time of one call."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def print_figures(figures: dict[str, Any], out: str | None, *, indent: int = 2) -> None:
@@ -25,3 +29,10 @@ def run_fresh_pass(script: str, payload: Any, what: str) -> Any:
     if proc.returncode != 0:
         raise RuntimeError(f"pass {what} failed: {proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def timed(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, float]:
+    """`fn(*args, **kwargs)` and the wall-clock seconds it took."""
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start

@@ -40,6 +40,7 @@ from retrieval.index.build import IndexBuildConfig, build_index  # noqa: E402
 from retrieval.index.store import load_index  # noqa: E402
 from retrieval.index.tune import recall_at_k, single_query_latencies  # noqa: E402
 from retrieval.metadata import metadata_row, write_metadata  # noqa: E402
+from figures import timed  # noqa: E402  (benchmarks/figures.py, this script's folder)
 from machine import machine_info  # noqa: E402  (benchmarks/machine.py, this script's folder)
 
 K = 10
@@ -199,17 +200,15 @@ class BenchConfig:
 def run_level(work: Path, n: int, sigma: float, base: tuple, args: BenchConfig, queries: np.ndarray) -> dict:
     emb_dir, index_dir = work / f"emb_{sigma}", work / f"index_{sigma}"
     shutil.rmtree(emb_dir, ignore_errors=True)
-    start = time.perf_counter()
-    write_tiled_emb(emb_dir, n, sigma, base, args.seed)
-    generate_s = time.perf_counter() - start
-    start = time.perf_counter()
+    _, generate_s = timed(write_tiled_emb, emb_dir, n, sigma, base, args.seed)
     try:
-        summary = build_index(IndexBuildConfig(emb=str(emb_dir), out=str(index_dir), max_memory=args.max_memory,
-                                               target_recall=args.target_recall, overwrite=True),
-                              log=lambda m: print(m, file=sys.stderr, flush=True))["image"]
+        built, build_s = timed(build_index, IndexBuildConfig(emb=str(emb_dir), out=str(index_dir),
+                                                             max_memory=args.max_memory,
+                                                             target_recall=args.target_recall, overwrite=True),
+                               log=lambda m: print(m, file=sys.stderr, flush=True))
     except RetrievalError as err:  # the budget refused: the one line a user would see
         return {"noise": sigma, "n": n, "refused": str(err), "generate_s": round(generate_s, 1)}
-    build_s = time.perf_counter() - start
+    summary = built["image"]
     figures = measure(index_dir, emb_dir, queries, args.flat_single_queries)
     return {"noise": sigma, "n": n, "factory": summary["factory"], "params": summary["params"],
             "reason": summary["reason"], "target_met_on_tuning_hold_out": summary["target_met"],

@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from clipline.flags import parse_script_config  # noqa: E402
+from figures import timed  # noqa: E402  (benchmarks/figures.py: this script's folder)
 from query_streams import FreshQueries, repeated_query  # noqa: E402  (this script's folder)
 
 
@@ -159,9 +160,7 @@ def measure(name: str, command: list[str], port: int, ready_path: str, query_pat
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr)
     try:
-        load_start = time.perf_counter()
-        wait_ready(port, process, ready_path)
-        load_s = time.perf_counter() - load_start
+        _, load_s = timed(wait_ready, port, process, ready_path)
         # One fresh stream for warm-up and timed run, so that no text reaches this server twice.
         next_text = FreshQueries(seed=7) if stream == "fresh" else repeated_query
         asyncio.run(run_clients(port, query_path, make_body, next_text, args.clients, args.warmup, seed=99))
