@@ -219,56 +219,55 @@ class QualityConfig:
 def measure(bench: QualityConfig) -> dict[str, Any]:
     """Train each recipe for `budget_min` minutes per seed and score it on the unseen-concept val split;
     with `calibrate`, only time CALIBRATION_STEPS steps of each and report its steps/s."""
-    train_data, val_data, data_root, fmnist_test = bench.train_data, bench.val_data, bench.data_root, bench.fmnist_test
-    budget_min, step_rates, seeds, batch_size = bench.budget_min, bench.step_rates, bench.seeds, bench.batch_size
-    workers, recipes, calibrate, out = bench.workers, bench.recipes, bench.calibrate, bench.out
     patch_open_clip_train_webdataset()
     threads = torch.get_num_threads()
     work = Path(tempfile.mkdtemp(prefix="quality-"))
-    recipes = recipes or ["ours_default", "open_clip_train_lit"]
+    recipes = bench.recipes or ["ours_default", "open_clip_train_lit"]
     unknown = [n for n in recipes if split_name(n)[0] not in RECIPES and split_name(n)[0] not in PEER_RECIPES]
     if unknown:
         raise SystemExit(f"unknown recipes {unknown}: choose from {', '.join([*RECIPES, *PEER_RECIPES])}")
-    report: dict[str, Any] = {"budget_min": budget_min, "step_rates": step_rates, "batch_size": batch_size,
-                              "workers": workers, "train_data": train_data, "val_data": val_data,
-                              "fmnist_test": fmnist_test, "transfer": bench.transfer, "seeds": list(seeds),
-                              "recipes": {}, "environment": machine_info(threads=threads)}
+    report: dict[str, Any] = {"budget_min": bench.budget_min, "step_rates": bench.step_rates,
+                              "batch_size": bench.batch_size, "workers": bench.workers, "train_data": bench.train_data,
+                              "val_data": bench.val_data, "fmnist_test": bench.fmnist_test, "transfer": bench.transfer,
+                              "seeds": list(bench.seeds), "recipes": {}, "environment": machine_info(threads=threads)}
+    score = functools.partial(evaluate, val_data=bench.val_data, fmnist_test=bench.fmnist_test, transfer=bench.transfer)
     for name, run_dir in bench.score_runs.items():
         from pretrain.encoder import Encoder
 
         summary = json.loads((Path(run_dir) / "summary.json").read_text())
         run = {"steps": summary["step"], "run_dir": run_dir, "seed": json.loads(
             (Path(run_dir) / "config.json").read_text())["seed"]}
-        runs = [{**run, **evaluate(Encoder.load(run_dir), val_data, fmnist_test=fmnist_test, transfer=bench.transfer)}]
+        runs = [{**run, **score(Encoder.load(run_dir))}]
         print(f"{name}: {json.dumps(runs[-1])}", file=sys.stderr)
         report["recipes"][name] = {"runs": runs, "summary": summarise(runs)}
     for name in recipes if not bench.score_runs else ():
-        common = dict(train_data=train_data, budget_min=budget_min, work=work)
+        common = dict(train_data=bench.train_data, budget_min=bench.budget_min, work=work)
         if split_name(name)[0] in RECIPES:
-            train_recipe = functools.partial(run_ours, name, data_root=Path(data_root), **common)
+            train_recipe = functools.partial(run_ours, name, data_root=Path(bench.data_root), **common)
         else:
-            train_recipe = functools.partial(run_peer_recipe, name, batch_size=batch_size, workers=workers, **common)
-        if calibrate:
+            train_recipe = functools.partial(run_peer_recipe, name, batch_size=bench.batch_size, workers=bench.workers,
+                                             **common)
+        if bench.calibrate:
             clock = StepClock(stop_after=CALIBRATION_STEPS)
             train_recipe(steps=None, seed=0, clock=clock)
             torch.set_num_threads(threads)
             report["recipes"][name] = {"steps_per_s": clock.steps_per_s(warmup=CALIBRATION_WARMUP)}
             print(f"{name}: {json.dumps(report['recipes'][name])}", file=sys.stderr)
             continue
-        steps = round(step_rates[name] * budget_min * 60) if step_rates and name in step_rates else None
+        rates = bench.step_rates or {}
+        steps = round(rates[name] * bench.budget_min * 60) if name in rates else None
         runs = []
-        for seed in seeds:
+        for seed in bench.seeds:
             run = train_recipe(steps=steps, seed=seed)
             torch.set_num_threads(threads)
             encoder = run.pop("encoder")
-            runs.append({**run, "seed": seed,
-                         **evaluate(encoder, val_data, fmnist_test=fmnist_test, transfer=bench.transfer)})
+            runs.append({**run, "seed": seed, **score(encoder)})
             print(f"{name} seed {seed}: {json.dumps(runs[-1])}", file=sys.stderr)
         report["recipes"][name] = {"runs": runs, "summary": summarise(runs)}
-        if out:
-            write_json_atomic(out, report)
-    if out:
-        write_json_atomic(out, report)
+        if bench.out:
+            write_json_atomic(bench.out, report)
+    if bench.out:
+        write_json_atomic(bench.out, report)
     return report
 
 
