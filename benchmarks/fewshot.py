@@ -218,16 +218,13 @@ def imbalanced_split(labels: torch.Tensor, counts: dict[int, int], seed: int) ->
     return torch.cat(train), torch.cat(val)
 
 
-def environment(encoder: Encoder) -> dict[str, Any]:
-    return {**machine_info(("torch", "open_clip_torch"), threads=torch.get_num_threads()),
-            "checkpoint_id": encoder.checkpoint_id, "model": encoder.config.get("model_name")}
-
-
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_script_config(BenchConfig, argv, prog="benchmarks/fewshot.py")
     encoder = Encoder.load(cfg.checkpoint)
     start = time.perf_counter()
-    result: dict[str, Any] = {"config": asdict(cfg), "environment": environment(encoder)}
+    environment = {**machine_info(("torch", "open_clip_torch"), threads=torch.get_num_threads()),
+                   "checkpoint_id": encoder.checkpoint_id, "model": encoder.config.get("model_name")}
+    result: dict[str, Any] = {"config": asdict(cfg), "environment": environment}
     result["fashion_mnist"] = fashion_mnist(cfg, encoder)
     if cfg.emoji_train and cfg.emoji_eval:
         result["emoji_imbalanced"] = imbalanced_emoji(cfg, encoder)

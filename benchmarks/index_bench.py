@@ -238,11 +238,6 @@ def run_autofaiss(python: str, emb_dir: Path, work: Path, queries: np.ndarray, m
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def environment() -> dict:
-    return {**machine_info(("faiss-cpu", "numpy"), threads=faiss.omp_get_max_threads()),
-            "faiss_simd": faiss.get_compile_options()}
-
-
 def main() -> None:
     args = parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/index_bench.py",
                         description=__doc__.splitlines()[0])
@@ -270,7 +265,8 @@ def main() -> None:
         report["noise_sweep"].append({k: level.get(k) for k in report["noise_sweep"][0]} | (
             {"refused": level["refused"]} if "refused" in level else {}))
     report["total_s"] = round(time.perf_counter() - start, 1)
-    report["environment"] = environment()
+    report["environment"] = {**machine_info(("faiss-cpu", "numpy"), threads=faiss.omp_get_max_threads()),
+                             "faiss_simd": faiss.get_compile_options()}
     print(json.dumps(report))
 
 

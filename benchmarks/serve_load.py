@@ -196,25 +196,21 @@ def ours(name: str, index_dir: str, batch: bool, args: BenchConfig, text_cache: 
     return measure(label, command, port, "/health", "/search", body, args, stream)
 
 
-def peer(name: str, index_dir: str, args: BenchConfig, stream: str = "repeated") -> dict:
-    port = free_port()
+def peer_runs(name: str, index_dir: str, args: BenchConfig, stream: str) -> list[dict]:
+    """clip-retrieval's back end on `stream`: no run without --peer-python, an error row if its server fails."""
+    if not args.peer_python:
+        return []
+    port, label = free_port(), "clip-retrieval back end (Flask)"
     command = [args.peer_python, str(REPO / "benchmarks" / "serve_load_peer.py"), name, index_dir, str(port)]
 
     def body(text: str) -> bytes:
         return json.dumps({"text": text, "modality": "image", "num_images": args.k, "indice_name": name,
                            "deduplicate": False, "use_mclip": False}).encode()
 
-    return measure("clip-retrieval back end (Flask)", command, port, "/indices-list", "/knn-service", body, args,
-                   stream)
-
-
-def peer_runs(name: str, index_dir: str, args: BenchConfig, stream: str) -> list[dict]:
-    if not args.peer_python:
-        return []
     try:
-        return [peer(name, index_dir, args, stream)]
+        return [measure(label, command, port, "/indices-list", "/knn-service", body, args, stream)]
     except RuntimeError as exc:
-        return [{"config": "clip-retrieval back end (Flask)", "queries_stream": stream, "error": str(exc)}]
+        return [{"config": label, "queries_stream": stream, "error": str(exc)}]
 
 
 def add_peer_ratios(runs: list[dict]) -> None:

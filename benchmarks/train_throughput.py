@@ -166,15 +166,6 @@ def run_peer(argv: list[str], clock: StepClock) -> dict[str, Any]:
     return built
 
 
-def run_ours(overrides: list[str], clock: StepClock) -> None:
-    from pretrain.config import apply_overrides
-    from pretrain.named_configs import named_config
-    from pretrain.train import train
-
-    with clock:
-        train(apply_overrides(named_config("tiny"), overrides))
-
-
 def bf16_matmul_peak(threads: int) -> dict[str, float]:
     """Best GFLOP/s of large square matmuls in bf16 and fp32, on `threads` threads or on the GPU."""
     torch.set_num_threads(threads)
@@ -251,10 +242,17 @@ def child_run(spec: dict[str, Any]) -> list[float]:
                            workers=spec["workers"], epochs=1000, lr=1e-3, warmup=100, logs=work, name=spec["tag"]),
                  clock)
     else:
+        from pretrain.config import apply_overrides
+        from pretrain.named_configs import named_config
+        from pretrain.train import train
+
         workers = "null" if spec["workers"] is None else str(spec["workers"])
-        run_ours([f"train_data={data}", f"model.name={spec['model']}", f"batch_size={spec['batch_size']}",
-                  f"workers={workers}", f"out={work / spec['tag']}", "steps=100000", "log_every=100000",
-                  "checkpoint_every=100000", "progress=false", "precision=bf16", *spec["options"]], clock)
+        config = apply_overrides(named_config("tiny"), [
+            f"train_data={data}", f"model.name={spec['model']}", f"batch_size={spec['batch_size']}",
+            f"workers={workers}", f"out={work / spec['tag']}", "steps=100000", "log_every=100000",
+            "checkpoint_every=100000", "progress=false", "precision=bf16", *spec["options"]])
+        with clock:
+            train(config)
     return clock.times
 
 
