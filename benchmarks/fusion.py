@@ -19,7 +19,6 @@ import json
 import random
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from data_tools.tar_samples import iter_tar_samples
 from finetune.fusion.config import FusionConfig
 from finetune.fusion.run import train_fusion
 from finetune.train_eval_paths import TrainEvalPathsConfig
-from figures import print_figures  # benchmarks/figures.py
+from figures import print_figures, timed  # benchmarks/figures.py
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 
 FUSIONS = ("attention", "image", "text", "concat", "gated")  # attention first: its cache holds the tokens too
@@ -106,17 +105,17 @@ def compare_heads(checkpoint: str, train: str, eval_data: str, tasks: str, cfg: 
     results: dict[str, Any] = {}
     shared: dict = {}  # tower outputs computed once per dataset, reused by every head
     for fusion in cfg.fusions.split(","):
-        started = time.perf_counter()
-        report = train_fusion(
-            TrainEvalPathsConfig(checkpoint=checkpoint, train_data=train, eval_data=eval_data), out=str(work / fusion),
-            config=FusionConfig(fusion=fusion, tasks=tasks, epochs=cfg.epochs, seed=cfg.seed,
-                                modality_dropout=cfg.modality_dropout), log=lambda _: None, shared_cache=shared)
+        report, seconds = timed(
+            train_fusion, TrainEvalPathsConfig(checkpoint=checkpoint, train_data=train, eval_data=eval_data),
+            out=str(work / fusion), config=FusionConfig(fusion=fusion, tasks=tasks, epochs=cfg.epochs, seed=cfg.seed,
+                                                        modality_dropout=cfg.modality_dropout),
+            log=lambda _: None, shared_cache=shared)
         results[fusion] = {
             condition: {task: {"top1": round(r["top1"], 4), "macro_f1": round(r["macro_f1"], 4)}
                         for task, r in per_task.items()}
             for condition, per_task in report["summary"].items()
         }
-        results[fusion]["seconds"] = round(time.perf_counter() - started, 1)
+        results[fusion]["seconds"] = round(seconds, 1)
         if "gate_mean_image_share" in report:
             results[fusion]["gate_mean_image_share"] = round(report["gate_mean_image_share"]["both"], 4)
         results[fusion]["n_eval"] = report["n"]

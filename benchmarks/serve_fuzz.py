@@ -193,12 +193,6 @@ def raw_http_status(port: int, payload: bytes) -> int | None:
     return int(parts[1]) if len(parts) > 1 and parts[0].startswith(b"HTTP/") and parts[1].isdigit() else None
 
 
-def sample_png() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), (200, 30, 30)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @dataclass(kw_only=True)
 class BenchConfig:
     """Mutated and malformed requests against the server: no answer may be a 5xx."""
@@ -233,7 +227,9 @@ def main() -> None:
 
     keys = [hit["key"] for hit in served.backend.search_embedding(
         __import__("numpy").ones((1, served.backend.embed_dim), "float32") / served.backend.embed_dim ** 0.5, 10, "image")[0]]
-    fuzzer = RequestFuzzer(random.Random(args.seed), served.name, served.backend.embed_dim, keys, sample_png())
+    png = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(png, format="PNG")
+    fuzzer = RequestFuzzer(random.Random(args.seed), served.name, served.backend.embed_dim, keys, png.getvalue())
     statuses: Counter = Counter()
     by_kind: dict[str, Counter] = {}
     server_errors: list[str] = []

@@ -256,13 +256,6 @@ def child_run(spec: dict[str, Any]) -> list[float]:
     return clock.times
 
 
-def rates_from(times: list[float], warmup: int, batch_size: int) -> tuple[float, float]:
-    timed = times[warmup:]
-    mean_rate = (len(timed) - 1) / (timed[-1] - timed[0]) * batch_size
-    median_rate = batch_size / statistics.median(b - a for a, b in zip(timed, timed[1:]))
-    return mean_rate, median_rate
-
-
 @dataclass(kw_only=True)
 class BenchConfig:
     """Our training loop against open_clip_train on the same shards (see the module docstring)."""
@@ -298,8 +291,9 @@ def measure(bench: BenchConfig) -> dict[str, Any]:
 
     def run(tag: str, kind: str, workers: int | None, options: list[str] = ()) -> None:
         spec = {**base, "tag": tag, "kind": kind, "workers": workers, "options": list(options)}
-        times = run_fresh_pass(__file__, spec, tag)
-        rates[tag], median_rates[tag] = rates_from(times, bench.warmup_steps, bench.batch_size)
+        timed = run_fresh_pass(__file__, spec, tag)[bench.warmup_steps:]  # step timestamps after the warm-up
+        rates[tag] = (len(timed) - 1) / (timed[-1] - timed[0]) * bench.batch_size
+        median_rates[tag] = bench.batch_size / statistics.median(b - a for a, b in zip(timed, timed[1:]))
         print(f"{tag}: {rates[tag]:.1f} samples/s (median step: {median_rates[tag]:.1f})", file=sys.stderr)
 
     for workers in bench.peer_workers:  # the peer at its best: it gets the faster loader setting
