@@ -49,26 +49,22 @@ CONTENT_TYPES = ["application/json", "application/json; charset=utf-16", "text/p
 
 
 def random_value(rng: random.Random, depth: int = 0) -> Any:
-    kind = rng.randrange(12 if depth < 3 else 8)
-    if kind == 0:
-        return None
-    if kind == 1:
-        return rng.choice([True, False])
-    if kind == 2:
-        return rng.choice([0, -1, 1, 2**31, 2**63, -(2**63), 10**40, rng.randrange(-1000, 1000)])
-    if kind == 3:
-        return rng.choice([0.0, -0.0, 1e-320, 1e308, -1e308, rng.uniform(-1e6, 1e6)])
-    if kind in (4, 5):
-        return rng.choice(WEIRD_STRINGS)
-    if kind == 6:
-        return "".join(chr(rng.randrange(1, 0x2FFF)) for _ in range(rng.randrange(0, 40)))
-    if kind == 7:
-        return rng.choice(["red", "a cat", "image", "text", "emoji"])
-    if kind in (8, 9):
-        return [random_value(rng, depth + 1) for _ in range(rng.randrange(0, 6))]
-    if kind == 10:
-        return {rng.choice(["text", "k", "x", ""]): random_value(rng, depth + 1) for _ in range(rng.randrange(0, 4))}
-    return [[[[]]]]
+    makers = (  # one drawn uniformly; a maker listed twice is drawn twice as often
+        lambda: None,
+        lambda: rng.choice([True, False]),
+        lambda: rng.choice([0, -1, 1, 2**31, 2**63, -(2**63), 10**40, rng.randrange(-1000, 1000)]),
+        lambda: rng.choice([0.0, -0.0, 1e-320, 1e308, -1e308, rng.uniform(-1e6, 1e6)]),
+        lambda: rng.choice(WEIRD_STRINGS),
+        lambda: rng.choice(WEIRD_STRINGS),
+        lambda: "".join(chr(rng.randrange(1, 0x2FFF)) for _ in range(rng.randrange(0, 40))),
+        lambda: rng.choice(["red", "a cat", "image", "text", "emoji"]),
+        # nested values last: from depth 3 on only the eight leaf makers above are drawn
+        lambda: [random_value(rng, depth + 1) for _ in range(rng.randrange(0, 6))],
+        lambda: [random_value(rng, depth + 1) for _ in range(rng.randrange(0, 6))],
+        lambda: {rng.choice(["text", "k", "x", ""]): random_value(rng, depth + 1) for _ in range(rng.randrange(0, 4))},
+        lambda: [[[[]]]],
+    )
+    return makers[rng.randrange(12 if depth < 3 else 8)]()
 
 
 class RequestFuzzer:
