@@ -57,11 +57,12 @@ def write_url_list(rows: list[tuple[str, str]], path: Path) -> Path:
 
 
 def time_img2dataset(peer_bin: Path, url_list: Path, out: Path) -> dict:
-    command = [str(peer_bin), "--url_list", str(url_list), "--input_format", "csv", "--url_col", "url",
-               "--caption_col", "caption", "--output_format", "webdataset", "--output_folder", str(out),
-               "--image_size", "64", "--resize_mode", "center_crop", "--encode_format", "jpg",
-               "--number_sample_per_shard", "1000", "--processes_count", str(WORKERS), "--thread_count", "8",
-               "--distributor", "multiprocessing", "--enable_wandb", "False", "--disallowed_header_directives", "[]"]
+    flags = {"--url_list": url_list, "--input_format": "csv", "--url_col": "url", "--caption_col": "caption",
+             "--output_format": "webdataset", "--output_folder": out, "--image_size": "64",
+             "--resize_mode": "center_crop", "--encode_format": "jpg", "--number_sample_per_shard": "1000",
+             "--processes_count": WORKERS, "--thread_count": "8", "--distributor": "multiprocessing",
+             "--enable_wandb": "False", "--disallowed_header_directives": "[]"}
+    command = [str(peer_bin), *(str(part) for flag_and_value in flags.items() for part in flag_and_value)]
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
     cpu_start, start = cpu_seconds(), time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)

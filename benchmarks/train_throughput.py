@@ -132,11 +132,12 @@ def device_finish() -> Callable[[], None]:
 def peer_argv(*, model: str, train_data: Path, batch_size: int, workers: int, epochs: int, lr: float,
               warmup: int, logs: Path, name: str, extra: list[str] = ()) -> list[str]:
     pattern, num_samples = shard_pattern(train_data)
-    return ["--model", model, "--train-data", pattern, "--train-num-samples", str(num_samples),
-            "--dataset-type", "webdataset", "--batch-size", str(batch_size), "--precision", "amp_bf16",
-            "--workers", str(workers), "--epochs", str(epochs), "--lr", str(lr), "--warmup", str(warmup),
-            "--wd", "0.2", "--device", training_device(), "--logs", str(logs), "--name", name, "--save-frequency", "0",
-            "--report-to", "", "--log-every-n-steps", "100000", "--seed", "0", *extra]
+    flags = {"--model": model, "--train-data": pattern, "--train-num-samples": num_samples,
+             "--dataset-type": "webdataset", "--batch-size": batch_size, "--precision": "amp_bf16",
+             "--workers": workers, "--epochs": epochs, "--lr": lr, "--warmup": warmup, "--wd": "0.2",
+             "--device": training_device(), "--logs": logs, "--name": name, "--save-frequency": "0",
+             "--report-to": "", "--log-every-n-steps": "100000", "--seed": "0"}
+    return [str(part) for flag_and_value in flags.items() for part in flag_and_value] + [*extra]
 
 
 def run_peer(argv: list[str], clock: StepClock) -> dict[str, Any]:
