@@ -53,8 +53,7 @@ def emoji_batch(emoji_shards: Path) -> dict:
 
 def split(batch: dict, parts: int) -> list[dict]:
     rows = len(batch["caption"]) // parts
-    return [{"image": batch["image"][i * rows:(i + 1) * rows], "text": batch["text"][i * rows:(i + 1) * rows],
-             "caption": batch["caption"][i * rows:(i + 1) * rows]} for i in range(parts)]
+    return [{key: batch[key][i * rows:(i + 1) * rows] for key in ("image", "text", "caption")} for i in range(parts)]
 
 
 def test_first_step_loss_is_clip_plus_distillation_of_the_same_batch(
