@@ -16,7 +16,6 @@ import pytest
 
 from retrieval.serve.config import ServeLimits
 from retrieval.serve.app import create_app
-from retrieval.serve.registry import IndexRegistry, ServedIndex
 from tests.retrieval.serve.fakes import ColorBackend, colors_app, draw, running_server, serve_config
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -104,7 +103,7 @@ def test_captions_are_shown_as_text_not_markup(browser_page, shard: Path) -> Non
     captions = [*base.captions, XSS_CAPTION]
     backend = ColorBackend(shard, keys, captions, base.image_vectors[[*range(12), 0]],
                            base.text_vectors[[*range(12), 0]], base.stored)
-    with opened(browser_page, create_app(IndexRegistry([ServedIndex("colors", backend)]), serve_config())) as page:
+    with opened(browser_page, colors_app(backend)) as page:
         search(page, "red square")
         page.wait_for_selector(".result[data-key='evil']")
         caption = page.locator(".result[data-key='evil'] .caption").inner_text()
