@@ -63,12 +63,12 @@ def embed_pixels(image: Image.Image) -> np.ndarray:
     return embed_words(f"{color} {shape}")
 
 
-def write_color_shard(out_dir: Path) -> Path:
+def write_color_shard(out_dir: Path, shapes: tuple[str, ...] = SHAPES) -> Path:
     """One tar with a PNG, caption and JSON per colour x shape; returns the shard path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     members = []
     for color in COLORS:
-        for shape in SHAPES:
+        for shape in shapes:
             key, caption = f"{color}_{shape}", f"a {color} {shape}"
             members += [(f"{key}.png", encode_png(draw(color, shape))), (f"{key}.txt", caption.encode()),
                         (f"{key}.json", json.dumps({"key": key, "caption": caption}).encode())]
