@@ -7,6 +7,7 @@ import dataclasses
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
@@ -150,11 +151,8 @@ def test_concurrent_writers_do_not_lose_items(shard: Path) -> None:
             served.add(AddedItems(keys=[f"t{thread_id}_{n}"], captions=[""], image_embeddings=vectors,
                                   text_embeddings=vectors))
 
-    threads = [threading.Thread(target=add, args=(t,)) for t in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with ThreadPoolExecutor(4) as writers:
+        list(writers.map(add, range(4)))  # list: a writer's exception is raised here
     assert len(served.backend) == 12 + 20 and served.generation == 20
 
 
