@@ -93,15 +93,11 @@ class ColorBackend:
     @classmethod
     def from_shard(cls, shard: Path, **fields: Any) -> ColorBackend:
         """The backend of `shard`'s images and captions; `fields` set the rest (add_delay_s, a subclass's own)."""
-        keys, captions, images = [], [], []
         with tarfile.open(shard) as tar:
-            for info in tar:
-                if info.name.endswith(".png"):
-                    key = info.name[:-4]
-                    keys.append(key)
-                    captions.append(f"a {key.replace('_', ' ')}")
-                    images.append(Image.open(io.BytesIO(tar.extractfile(info).read())))
-        image_vectors = np.stack([embed_pixels(im) for im in images])
+            pngs = {info.name[:-4]: tar.extractfile(info).read() for info in tar if info.name.endswith(".png")}
+        keys = list(pngs)
+        captions = [f"a {key.replace('_', ' ')}" for key in keys]
+        image_vectors = np.stack([embed_pixels(Image.open(io.BytesIO(png))) for png in pngs.values()])
         text_vectors = np.stack([embed_words(c) for c in captions])
         return cls(shard, keys, captions, image_vectors, text_vectors, set(keys), **fields)
 
