@@ -15,6 +15,7 @@ import pytest
 from retrieval.embed import EmbedConfig, embed_shards
 
 FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shards"
+PARTS = ("part_00000", "part_00001")  # the embedding parts of its two shards
 
 
 def embed_config(run: Path, out: Path, data: Path = FIXTURE_SHARDS, **fields: Any) -> EmbedConfig:

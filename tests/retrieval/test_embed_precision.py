@@ -14,9 +14,7 @@ import torch
 from evaluate.shard_encoding import EncodingConfig, ShardImageFeatures
 from retrieval.embed import embed_shards
 from retrieval.errors import RetrievalError
-from tests.retrieval.conftest import FIXTURE_SHARDS, embed_config
-
-PARTS = ("part_00000", "part_00001")
+from tests.retrieval.conftest import FIXTURE_SHARDS, PARTS, embed_config
 
 
 def _open_clip_text(encoder, captions: list[str]) -> np.ndarray:

@@ -10,9 +10,7 @@ import pyarrow.parquet as pq
 
 from data_tools.distributor import DistributorConfig
 from retrieval.embed import embed_shards
-from tests.retrieval.conftest import FIXTURE_SHARDS, embed_config
-
-PARTS = ("part_00000", "part_00001")
+from tests.retrieval.conftest import FIXTURE_SHARDS, PARTS, embed_config
 
 
 def _ray_embed(run: Path, out: Path, encoder, messages: list[str], *, data: Path = FIXTURE_SHARDS,
