@@ -10,6 +10,7 @@ import open_clip
 import pytest
 import torch
 
+from data_tools.loader import LoaderConfig, make_loader
 from pretrain import checkpoint
 from pretrain.config import apply_overrides
 from pretrain.named_configs import named_config
@@ -43,8 +44,6 @@ def wide_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def emoji_batch(emoji_shards: Path) -> dict:
     """One real batch of 8 fixture emoji, as the shard loader gives it (eval transform, first caption)."""
-    from data_tools.loader import LoaderConfig, make_loader
-
     transform = open_clip.transform.image_transform_v2(open_clip.transform.PreprocessCfg(size=64), is_train=False)
     loader = make_loader(emoji_shards, LoaderConfig(batch_size=8, num_workers=0, caption="first"),
                          image_transform=transform, tokenize=open_clip.get_tokenizer("clip-tiny-64"))

@@ -11,7 +11,9 @@ from unittest.mock import Mock
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
+from retrieval import embed
 from retrieval.embed import embed_shards
 from retrieval.embedding_store import EmbeddingSet
 from retrieval.errors import RetrievalError
@@ -37,8 +39,6 @@ def test_every_sample_embedded_once_with_its_location(emoji_emb: Path, encoder) 
     chosen = [0, 7, 23]
     pictures = [read_image(FIXTURE_SHARDS / rows[i]["shard"], rows[i]["offset"], rows[i]["size"], rows[i]["member"])
                 for i in chosen]
-    import torch
-
     again = encoder.encode_image(torch.stack([encoder.preprocess(p) for p in pictures])).numpy()
     stored = emb.part_array("image", "part_00001")[chosen]
     assert np.allclose(again, stored, atol=1e-4)
@@ -81,8 +81,6 @@ def test_missing_data_dir_is_a_retrieval_error(tmp_path: Path, tiny_run: Path, e
 
 def test_each_process_embeds_its_own_shards(tmp_path: Path, tiny_run: Path, encoder,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from retrieval import embed
-
     assert embed.shards_of_rank(5, 1, 2) == [1, 3] and embed.shards_of_rank(5, 0, 2) == [0, 2, 4]
     processes = Mock()
     monkeypatch.setattr(embed, "_processes", lambda: (1, 2, processes))  # as rank 1 of 2 under accelerate

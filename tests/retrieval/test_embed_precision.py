@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from evaluate.shard_encoding import EncodingConfig, ShardImageFeatures
+from pretrain import precision
 from retrieval.embed import embed_shards
 from retrieval.errors import RetrievalError
 from tests.retrieval.conftest import FIXTURE_SHARDS, PARTS, embed_config
@@ -77,8 +78,6 @@ def test_bf16_is_within_cosine_0_999_of_fp32_row_by_row(emoji_emb: Path, tiny_ru
 
 def test_auto_precision_follows_the_cpu_and_is_logged(tmp_path: Path, tiny_run: Path, encoder,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from pretrain import precision
-
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
     messages: list[str] = []
     info = embed_shards(embed_config(tiny_run, tmp_path / "emb", data=FIXTURE_SHARDS / "00000.tar"), encoder=encoder,

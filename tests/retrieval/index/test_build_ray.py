@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import faiss
@@ -47,9 +49,6 @@ def test_non_ivf_factory_is_refused_before_writing(emoji_emb: Path, tmp_path: Pa
 
 def test_faiss_printing_during_the_merge_goes_to_stderr_not_stdout() -> None:
     """merge_ondisk's C code printf()s progress; `index build` keeps stdout for its results."""
-    import subprocess
-    import sys
-
     code = ("import ctypes; from retrieval.index.build_ray import c_stdout_to_stderr\n"
             "print('before', flush=True)\n"
             "with c_stdout_to_stderr(): ctypes.CDLL(None).printf(b'resizing x to 1 bytes\\n')\n"
