@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import open_clip
 import pytest
 import torch
 
+from data_tools.atomic_write import _host_tag
 from pretrain import checkpoint, models
 from pretrain.encoder import Encoder
 from pretrain.errors import PretrainError
@@ -105,11 +108,6 @@ def test_encoder_from_open_clip_reads_an_open_clip_train_file(saved: tuple, tmp_
 
 
 def test_a_killed_save_is_cleared_by_the_next_and_never_loaded(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from data_tools.atomic_write import _host_tag
-
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
     killed = tmp_path / "checkpoints" / f".step_00000005.tmp-{_host_tag()}-{process.pid}-ab12cd"

@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from PIL import Image
 
 from pretrain.config import apply_overrides, config_from_dict, config_to_dict, save_config, validate
+from pretrain.data_stream import train_transform
 from pretrain.named_configs import NAMED_CONFIGS, named_config
 from pretrain.errors import PretrainError
 
@@ -47,11 +50,6 @@ def test_resolved_config_is_saved(tmp_path: Path) -> None:
 
 
 def test_random_background_puts_transparent_drawings_on_drawn_backgrounds() -> None:
-    import torch
-    from PIL import Image
-
-    from pretrain.data_stream import train_transform
-
     config = apply_overrides(named_config("tiny-debug"), ["data.background=random", "data.zoom_out_min=0.7"])
     preprocess = {"size": 16, "mode": "RGB", "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0),
                   "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}

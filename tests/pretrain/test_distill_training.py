@@ -10,6 +10,7 @@ import open_clip
 import pytest
 import torch
 
+from data_tools.loader import LoaderConfig, make_loader
 from pretrain import checkpoint
 from pretrain.config import apply_overrides
 from pretrain.named_configs import named_config
@@ -43,8 +44,6 @@ def wide_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def emoji_batch(emoji_shards: Path) -> dict:
     """One real batch of 8 fixture emoji, as the shard loader gives it (eval transform, first caption)."""
-    from data_tools.loader import LoaderConfig, make_loader
-
     transform = open_clip.transform.image_transform_v2(open_clip.transform.PreprocessCfg(size=64), is_train=False)
     loader = make_loader(emoji_shards, LoaderConfig(batch_size=8, num_workers=0, caption="first"),
                          image_transform=transform, tokenize=open_clip.get_tokenizer("clip-tiny-64"))
@@ -53,8 +52,7 @@ def emoji_batch(emoji_shards: Path) -> dict:
 
 def split(batch: dict, parts: int) -> list[dict]:
     rows = len(batch["caption"]) // parts
-    return [{"image": batch["image"][i * rows:(i + 1) * rows], "text": batch["text"][i * rows:(i + 1) * rows],
-             "caption": batch["caption"][i * rows:(i + 1) * rows]} for i in range(parts)]
+    return [{key: batch[key][i * rows:(i + 1) * rows] for key in ("image", "text", "caption")} for i in range(parts)]
 
 
 def test_first_step_loss_is_clip_plus_distillation_of_the_same_batch(

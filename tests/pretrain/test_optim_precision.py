@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 
 from pretrain import models, precision
-from pretrain.optim import WarmupCosine, build_optimizer, param_groups
+from pretrain.optim import WarmupCosine, build_optimizer, load_optimizer_state, param_groups
 from pretrain.config import OptimConfig
 
 
@@ -68,10 +69,6 @@ def test_resumed_optimizer_state_takes_the_layout_of_channels_last_parameters() 
     """A saved AdamW state is contiguous; loaded as is beside a channels-last parameter, the fused kernel
     updates it wrongly. load_optimizer_state gives the moments the parameter's layout: the resumed step
     equals the same step on a contiguous parameter."""
-    import copy
-
-    from pretrain.optim import load_optimizer_state
-
     torch.manual_seed(0)
     weight, grads = torch.randn(4, 3, 5, 5), [torch.randn(4, 3, 5, 5) for _ in range(2)]
 

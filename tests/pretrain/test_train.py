@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from data_tools.atomic_write import write_json_atomic
-from pretrain.checkpoint import list_checkpoints, read_train_state
+from pretrain.checkpoint import list_checkpoints, read_train_state, read_weights
 from pretrain.config import apply_overrides
 from pretrain.named_configs import named_config
 from pretrain.errors import PretrainError
@@ -122,8 +123,6 @@ def test_patch_dropout_and_grad_checkpointing_train(tmp_path: Path) -> None:
 
 
 def test_corrupt_sample_is_skipped_and_counted(emoji_shards: Path, tmp_path: Path) -> None:
-    import shutil
-
     shards = tmp_path / "shards"
     shutil.copytree(emoji_shards, shards)
     write_tar(shards / "00000.tar", [("broken_1.jpg", b"not a jpeg at all"), ("broken_1.txt", b"a broken image")],
@@ -135,8 +134,6 @@ def test_corrupt_sample_is_skipped_and_counted(emoji_shards: Path, tmp_path: Pat
 
 
 def test_weight_average_is_checkpointed_and_resumes_exactly(tmp_path: Path) -> None:
-    from pretrain.checkpoint import read_weights
-
     options = ["steps=6", "checkpoint_every=3", "ema_decay=0.9", "deterministic=true"]
     straight = train(debug_config(tmp_path / "straight", *options), make_epoch=in_memory)
     state = read_train_state(straight.checkpoint)

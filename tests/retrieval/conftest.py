@@ -8,10 +8,19 @@ that search returns what exact search over the same embeddings returns.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from retrieval.embed import EmbedConfig, embed_shards
+
 FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shards"
+PARTS = ("part_00000", "part_00001")  # the embedding parts of its two shards
+
+
+def embed_config(run: Path, out: Path, data: Path = FIXTURE_SHARDS, **fields: Any) -> EmbedConfig:
+    """`clipline embed` of `data` (default: the emoji fixture) with `run`'s checkpoint into `out`, no loader workers."""
+    return EmbedConfig(checkpoint=str(run), data=str(data), out=str(out), num_workers=0, **fields)
 
 
 @pytest.fixture(scope="session")
@@ -30,12 +39,9 @@ def encoder(tiny_run: Path):
 
 @pytest.fixture(scope="session")
 def emoji_emb(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, encoder) -> Path:
-    from retrieval.embed import EmbedConfig, embed_shards
-
     out = tmp_path_factory.mktemp("emoji") / "emb"
     # fp32: the vectors tests compare against `encoder` (bf16 is tested in test_embed_precision.py)
-    embed_shards(EmbedConfig(checkpoint=str(tiny_run), data=str(FIXTURE_SHARDS), out=str(out), batch_size=16,
-                             num_workers=0, precision="fp32"), encoder=encoder, log=lambda m: None)
+    embed_shards(embed_config(tiny_run, out, batch_size=16, precision="fp32"), encoder=encoder, log=lambda m: None)
     return out
 
 

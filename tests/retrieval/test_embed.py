@@ -11,12 +11,14 @@ from unittest.mock import Mock
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
-from retrieval.embed import EmbedConfig, embed_shards
+from retrieval import embed
+from retrieval.embed import embed_shards
 from retrieval.embedding_store import EmbeddingSet
 from retrieval.errors import RetrievalError
 from retrieval.shard_members import read_image
-from tests.retrieval.conftest import FIXTURE_SHARDS
+from tests.retrieval.conftest import FIXTURE_SHARDS, embed_config
 
 
 def quiet(message: str) -> None:
@@ -37,8 +39,6 @@ def test_every_sample_embedded_once_with_its_location(emoji_emb: Path, encoder) 
     chosen = [0, 7, 23]
     pictures = [read_image(FIXTURE_SHARDS / rows[i]["shard"], rows[i]["offset"], rows[i]["size"], rows[i]["member"])
                 for i in chosen]
-    import torch
-
     again = encoder.encode_image(torch.stack([encoder.preprocess(p) for p in pictures])).numpy()
     stored = emb.part_array("image", "part_00001")[chosen]
     assert np.allclose(again, stored, atol=1e-4)
@@ -55,8 +55,7 @@ def test_rerun_resumes_only_missing_parts(emoji_emb: Path, tmp_path: Path, tiny_
     removed = np.load(out / "img_emb" / "part_00001.npy")
     (out / "metadata" / "part_00001.parquet").unlink()  # an interrupted part: metadata is written last
     messages: list[str] = []
-    info = embed_shards(EmbedConfig(checkpoint=str(tiny_run), data=str(FIXTURE_SHARDS), out=str(out),
-                                    batch_size=16, num_workers=0, precision="fp32"), encoder=encoder,
+    info = embed_shards(embed_config(tiny_run, out, batch_size=16, precision="fp32"), encoder=encoder,
                         log=messages.append)
     assert kept.stat().st_mtime_ns == kept_mtime
     assert any("part_00000" in m and "skipped" in m for m in messages)
@@ -66,8 +65,7 @@ def test_rerun_resumes_only_missing_parts(emoji_emb: Path, tmp_path: Path, tiny_
 
 def test_fp16_and_refusal_to_mix_checkpoints(tmp_path: Path, tiny_run: Path, encoder) -> None:
     out = tmp_path / "emb16"
-    config = EmbedConfig(checkpoint=str(tiny_run), data=str(FIXTURE_SHARDS), out=str(out), batch_size=32,
-                         fp16=True, num_workers=0)
+    config = embed_config(tiny_run, out, batch_size=32, fp16=True)
     embed_shards(config, encoder=encoder, log=quiet)
     assert np.load(out / "img_emb" / "part_00000.npy").dtype == np.float16
     assert EmbeddingSet(out).count == 48
@@ -78,20 +76,16 @@ def test_fp16_and_refusal_to_mix_checkpoints(tmp_path: Path, tiny_run: Path, enc
 
 def test_missing_data_dir_is_a_retrieval_error(tmp_path: Path, tiny_run: Path, encoder) -> None:
     with pytest.raises(RetrievalError, match="does not exist"):
-        embed_shards(EmbedConfig(checkpoint=str(tiny_run), data=str(tmp_path / "nowhere"), out=str(tmp_path / "e")),
-                     encoder=encoder, log=quiet)
+        embed_shards(embed_config(tiny_run, tmp_path / "e", data=tmp_path / "nowhere"), encoder=encoder, log=quiet)
 
 
 def test_each_process_embeds_its_own_shards(tmp_path: Path, tiny_run: Path, encoder,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from retrieval import embed
-
     assert embed.shards_of_rank(5, 1, 2) == [1, 3] and embed.shards_of_rank(5, 0, 2) == [0, 2, 4]
     processes = Mock()
     monkeypatch.setattr(embed, "_processes", lambda: (1, 2, processes))  # as rank 1 of 2 under accelerate
     out = tmp_path / "emb"
-    info = embed_shards(EmbedConfig(checkpoint=str(tiny_run), data=str(FIXTURE_SHARDS), out=str(out), batch_size=32,
-                                    num_workers=0), encoder=encoder, log=quiet)
+    info = embed_shards(embed_config(tiny_run, out, batch_size=32), encoder=encoder, log=quiet)
     assert info == {} and processes.barrier.call_count == 1  # only rank 0 writes info.json, after everyone is done
     assert sorted(p.name for p in (out / "metadata").iterdir()) == ["part_00001.parquet"]
 
@@ -101,7 +95,7 @@ def test_a_truncated_shard_gives_a_partial_part_never_marked_complete(tmp_path: 
     data = Path(shutil.copytree(FIXTURE_SHARDS, tmp_path / "shards"))
     whole = (data / "00001.tar").read_bytes()
     (data / "00001.tar").write_bytes(whole[: len(whole) // 2])
-    config = EmbedConfig(checkpoint=str(tiny_run), data=str(data), out=str(tmp_path / "emb"), num_workers=0)
+    config = embed_config(tiny_run, tmp_path / "emb", data=data)
     info = embed_shards(config, encoder=encoder, log=quiet)
     assert info["complete"] is False and info["partial"] == {"part_00001": "00001.tar"}
     assert 24 < info["count"] < 48 and EmbeddingSet(tmp_path / "emb").count == info["count"]  # readable rows kept

@@ -12,11 +12,10 @@ import pytest
 import torch
 
 from evaluate.shard_encoding import EncodingConfig, ShardImageFeatures
-from retrieval.embed import EmbedConfig, embed_shards
+from pretrain import precision
+from retrieval.embed import embed_shards
 from retrieval.errors import RetrievalError
-from tests.retrieval.conftest import FIXTURE_SHARDS
-
-PARTS = ("part_00000", "part_00001")
+from tests.retrieval.conftest import FIXTURE_SHARDS, PARTS, embed_config
 
 
 def _open_clip_text(encoder, captions: list[str]) -> np.ndarray:
@@ -63,8 +62,8 @@ def test_bf16_is_within_cosine_0_999_of_fp32_row_by_row(emoji_emb: Path, tiny_ru
                                                         tmp_path: Path) -> None:
     out = tmp_path / "emb"
     messages: list[str] = []
-    info = embed_shards(EmbedConfig(checkpoint=str(tiny_run), data=str(FIXTURE_SHARDS), out=str(out), batch_size=16,
-                                    num_workers=0, precision="bf16"), encoder=encoder, log=messages.append)
+    info = embed_shards(embed_config(tiny_run, out, batch_size=16, precision="bf16"), encoder=encoder,
+                        log=messages.append)
     assert info["precision"] == "bf16" and "precision: bf16 (requested)" in messages
     for part in PARTS:  # same rows, same order
         assert pq.read_table(out / "metadata" / f"{part}.parquet").equals(
@@ -79,14 +78,11 @@ def test_bf16_is_within_cosine_0_999_of_fp32_row_by_row(emoji_emb: Path, tiny_ru
 
 def test_auto_precision_follows_the_cpu_and_is_logged(tmp_path: Path, tiny_run: Path, encoder,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from pretrain import precision
-
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
     messages: list[str] = []
-    info = embed_shards(EmbedConfig(checkpoint=str(tiny_run), data=str(FIXTURE_SHARDS / "00000.tar"),
-                                    out=str(tmp_path / "emb"), num_workers=0), encoder=encoder, log=messages.append)
+    info = embed_shards(embed_config(tiny_run, tmp_path / "emb", data=FIXTURE_SHARDS / "00000.tar"), encoder=encoder,
+                        log=messages.append)
     assert info["precision"] == "fp32" and info["count"] == 24
     assert any(m.startswith("precision: fp32 (CPU without native bf16") for m in messages)
     with pytest.raises(RetrievalError, match="precision must be auto, bf16 or fp32"):
-        embed_shards(EmbedConfig(checkpoint=str(tiny_run), data=str(FIXTURE_SHARDS), out=str(tmp_path / "e2"),
-                                 precision="fp16"), encoder=encoder, log=messages.append)
+        embed_shards(embed_config(tiny_run, tmp_path / "e2", precision="fp16"), encoder=encoder, log=messages.append)

@@ -9,16 +9,14 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from data_tools.distributor import DistributorConfig
-from retrieval.embed import EmbedConfig, embed_shards
-from tests.retrieval.conftest import FIXTURE_SHARDS
-
-PARTS = ("part_00000", "part_00001")
+from retrieval.embed import embed_shards
+from tests.retrieval.conftest import FIXTURE_SHARDS, PARTS, embed_config
 
 
 def _ray_embed(run: Path, out: Path, encoder, messages: list[str], *, data: Path = FIXTURE_SHARDS,
                precision: str = "fp32") -> dict:  # fp32: as the local `emoji_emb` it is compared with
-    config = EmbedConfig(checkpoint=str(run), data=str(data), out=str(out), batch_size=16, num_workers=0,
-                         precision=precision, distributed=DistributorConfig(distributor="ray"), num_actors=2)
+    config = embed_config(run, out, data=data, batch_size=16, precision=precision,
+                          distributed=DistributorConfig(distributor="ray"), num_actors=2)
     return embed_shards(config, encoder=encoder, log=messages.append)
 
 
@@ -51,8 +49,8 @@ def test_ray_embed_equals_local_and_resumes(local_ray, emoji_emb: Path, tiny_run
 
 def test_ray_parts_equal_local_ones_in_auto_precision(local_ray, tiny_run: Path, encoder, tmp_path: Path) -> None:
     shard = FIXTURE_SHARDS / "00000.tar"
-    local = embed_shards(EmbedConfig(checkpoint=str(tiny_run), data=str(shard), out=str(tmp_path / "local"),
-                                     batch_size=16, num_workers=0), encoder=encoder, log=lambda m: None)
+    local = embed_shards(embed_config(tiny_run, tmp_path / "local", data=shard, batch_size=16), encoder=encoder,
+                         log=lambda m: None)
     ray_info = _ray_embed(tiny_run, tmp_path / "ray", encoder, [], data=shard, precision="auto")
     assert ray_info["precision"] == local["precision"]  # bf16 where the CPU has it natively (resolved by the driver)
     for folder in ("img_emb", "text_emb"):

@@ -12,6 +12,7 @@ from PIL import Image
 from clipline.cli import main
 from retrieval.embedding_store import EmbeddingSet
 from retrieval.recorded_paths import recorded_path
+from retrieval.result_grid import CELL, PLACEHOLDER, save_result_grid
 from retrieval.retriever import Retriever
 from retrieval.shard_members import read_image
 
@@ -75,8 +76,6 @@ def test_search_cli_plain_output(emoji_index: Path, capsys: pytest.CaptureFixtur
 
 
 def test_grid_draws_a_placeholder_for_a_missing_image(tmp_path: Path) -> None:
-    from retrieval.result_grid import CELL, PLACEHOLDER, save_result_grid
-
     results = [{"rank": 1, "score": 0.5, "caption": "gone", "shard": str(tmp_path / "moved.tar"), "member": "a.jpg",
                 "offset": 512, "size": 100}]
     with Image.open(save_result_grid(results, tmp_path / "g.png")) as sheet:

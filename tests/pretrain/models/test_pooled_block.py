@@ -25,10 +25,9 @@ def _features_and_grads(towers: models.TwoTower, images: torch.Tensor, tokens: t
 @pytest.mark.parametrize("dynamic_padding", [False, True])
 def test_same_features_and_gradients_as_the_full_last_block(explicit_attention: bool, dynamic_padding: bool) -> None:
     torch.manual_seed(0)
-    plain = models.build_model("clip-tiny-64", pooled_last_block=False, explicit_attention=explicit_attention,
-                               dynamic_padding=dynamic_padding)
-    pooled = models.build_model("clip-tiny-64", pooled_last_block=True, explicit_attention=explicit_attention,
-                                dynamic_padding=dynamic_padding)
+    options = {"explicit_attention": explicit_attention, "dynamic_padding": dynamic_padding}
+    plain = models.build_model("clip-tiny-64", pooled_last_block=False, **options)
+    pooled = models.build_model("clip-tiny-64", pooled_last_block=True, **options)
     pooled.load_state_dict(plain.state_dict())
     assert pooled.pooled_image and pooled.pooled_text and not plain.pooled_image
     images = torch.randn(len(CAPTIONS), 3, 64, 64)

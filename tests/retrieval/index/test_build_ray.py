@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import faiss
@@ -12,15 +14,15 @@ import pytest
 from data_tools.distributor import DistributorConfig
 from retrieval.embedding_store import EmbeddingSet
 from retrieval.errors import RetrievalError
-from retrieval.index.build import IndexBuildConfig, build_index
+from tests.retrieval.index.test_build import build
 
 RAY = DistributorConfig(distributor="ray", max_retries=0)
 
 
 def test_merged_index_searches_like_a_local_one(local_ray, emoji_emb: Path, tmp_path: Path) -> None:
-    common = dict(emb=str(emoji_emb), factory="IVF4,Flat", modality="image", tune_queries=20)
-    build_index(IndexBuildConfig(out=str(tmp_path / "local"), **common), log=lambda m: None)
-    build_index(IndexBuildConfig(out=str(tmp_path / "ray"), distributed=RAY, **common), log=lambda m: None)
+    common = dict(factory="IVF4,Flat", modality="image", tune_queries=20)
+    build(emoji_emb, tmp_path / "local", **common)
+    build(emoji_emb, tmp_path / "ray", distributed=RAY, **common)
     local, merged = (faiss.read_index(str(tmp_path / name / "image.faiss")) for name in ("local", "ray"))
     assert merged.ntotal == local.ntotal == 48
     ivf_local, ivf_merged = faiss.extract_index_ivf(local), faiss.extract_index_ivf(merged)
@@ -41,16 +43,12 @@ def test_merged_index_searches_like_a_local_one(local_ray, emoji_emb: Path, tmp_
 
 def test_non_ivf_factory_is_refused_before_writing(emoji_emb: Path, tmp_path: Path) -> None:
     with pytest.raises(RetrievalError, match="`distributor` ray fills IVF indices"):
-        build_index(IndexBuildConfig(emb=str(emoji_emb), out=str(tmp_path / "idx"), factory="Flat", distributed=RAY),
-                    log=lambda m: None)
+        build(emoji_emb, tmp_path / "idx", factory="Flat", distributed=RAY)
     assert not (tmp_path / "idx").exists()
 
 
 def test_faiss_printing_during_the_merge_goes_to_stderr_not_stdout() -> None:
     """merge_ondisk's C code printf()s progress; `index build` keeps stdout for its results."""
-    import subprocess
-    import sys
-
     code = ("import ctypes; from retrieval.index.build_ray import c_stdout_to_stderr\n"
             "print('before', flush=True)\n"
             "with c_stdout_to_stderr(): ctypes.CDLL(None).printf(b'resizing x to 1 bytes\\n')\n"

@@ -9,6 +9,7 @@ items first, and a query by an image must return that image's key first.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import tarfile
@@ -62,44 +63,43 @@ def embed_pixels(image: Image.Image) -> np.ndarray:
     return embed_words(f"{color} {shape}")
 
 
-def write_color_shard(out_dir: Path) -> Path:
+def write_color_shard(out_dir: Path, shapes: tuple[str, ...] = SHAPES) -> Path:
     """One tar with a PNG, caption and JSON per colour x shape; returns the shard path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     members = []
     for color in COLORS:
-        for shape in SHAPES:
+        for shape in shapes:
             key, caption = f"{color}_{shape}", f"a {color} {shape}"
             members += [(f"{key}.png", encode_png(draw(color, shape))), (f"{key}.txt", caption.encode()),
                         (f"{key}.json", json.dumps({"key": key, "caption": caption}).encode())]
     return write_tar(out_dir / "00000.tar", members)
 
 
+@dataclasses.dataclass(eq=False)
 class ColorBackend:
     """`SearchBackend` over the colour shard with exact embeddings (see module doc)."""
 
     modalities = ("image", "text")
     embed_dim = DIM
 
-    def __init__(self, shard: Path | None, keys: list[str], captions: list[str],
-                 image_vectors: np.ndarray, text_vectors: np.ndarray, stored: set[str]) -> None:
-        self.shard, self.keys, self.captions = shard, keys, captions
-        self.image_vectors, self.text_vectors, self.stored = image_vectors, text_vectors, stored
-        self._row = {key: i for i, key in enumerate(keys)}
-        self.add_delay_s = 0.0
+    shard: Path | None
+    keys: list[str]
+    captions: list[str]
+    image_vectors: np.ndarray
+    text_vectors: np.ndarray
+    stored: set[str]
+    add_delay_s: float = 0.0
 
     @classmethod
-    def from_shard(cls, shard: Path) -> ColorBackend:
-        keys, captions, images = [], [], []
+    def from_shard(cls, shard: Path, **fields: Any) -> ColorBackend:
+        """The backend of `shard`'s images and captions; `fields` set the rest (add_delay_s, a subclass's own)."""
         with tarfile.open(shard) as tar:
-            for info in tar:
-                if info.name.endswith(".png"):
-                    key = info.name[:-4]
-                    keys.append(key)
-                    captions.append(f"a {key.replace('_', ' ')}")
-                    images.append(Image.open(io.BytesIO(tar.extractfile(info).read())))
-        image_vectors = np.stack([embed_pixels(im) for im in images])
+            pngs = {info.name[:-4]: tar.extractfile(info).read() for info in tar if info.name.endswith(".png")}
+        keys = list(pngs)
+        captions = [f"a {key.replace('_', ' ')}" for key in keys]
+        image_vectors = np.stack([embed_pixels(Image.open(io.BytesIO(png))) for png in pngs.values()])
         text_vectors = np.stack([embed_words(c) for c in captions])
-        return cls(shard, keys, captions, image_vectors, text_vectors, set(keys))
+        return cls(shard, keys, captions, image_vectors, text_vectors, set(keys), **fields)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -121,7 +121,7 @@ class ColorBackend:
         return self.search_embedding(np.stack([embed_pixels(im) for im in images]), k, modality)
 
     def has_key(self, key: str) -> bool:
-        return key in self._row
+        return key in self.keys
 
     def image_location(self, key: str) -> ImageLocation | None:
         if key not in self.stored or self.shard is None:
@@ -133,11 +133,9 @@ class ColorBackend:
 
     def with_added(self, items: AddedItems) -> ColorBackend:
         time.sleep(self.add_delay_s)  # widens the window in which queries race the swap
-        new = ColorBackend(self.shard, self.keys + items.keys, self.captions + items.captions,
-                           np.concatenate([self.image_vectors, items.image_embeddings]),
-                           np.concatenate([self.text_vectors, items.text_embeddings]), self.stored)
-        new.add_delay_s = self.add_delay_s
-        return new
+        return dataclasses.replace(self, keys=self.keys + items.keys, captions=self.captions + items.captions,
+                                   image_vectors=np.concatenate([self.image_vectors, items.image_embeddings]),
+                                   text_vectors=np.concatenate([self.text_vectors, items.text_embeddings]))
 
 
 @contextlib.contextmanager
@@ -168,6 +166,8 @@ def serve_config(**settings: Any) -> ServeConfig:
     return ServeConfig(**(defaults | settings))
 
 
-def colors_app(shard: Path, **settings: Any):
-    """The search app serving `shard` as the one index `colors` (a ColorBackend), with `serve_config(**settings)`."""
-    return create_app(IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))]), serve_config(**settings))
+def colors_app(source: Path | ColorBackend, **settings: Any):
+    """The search app serving `source` (a shard, read as a ColorBackend, or a backend) as the one index `colors`,
+    with `serve_config(**settings)`."""
+    backend = source if isinstance(source, ColorBackend) else ColorBackend.from_shard(source)
+    return create_app(IndexRegistry([ServedIndex("colors", backend)]), serve_config(**settings))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import nn
@@ -13,18 +11,11 @@ from pretrain.encoder import Encoder
 from pretrain.precision import autocast
 from pretrain.models.two_tower import trim_padding
 from retrieval.serve.packed_text import encode_texts_packed, packed_layers, supports_packing, tokenize_to_longest
-from retrieval.serve.query_encoder import prepare_query_encoder
-from tests.retrieval.serve.test_query_encoder import QUERIES, fixture_captions
+from tests.retrieval.serve.test_query_encoder import QUERIES, encoder_of, fixture_captions
 
 # lengths from 3 to ~20 tokens in one batch, so most rows are padded; "a" repeated is one extreme
 MIXED = ["a", "cat", "a big red cat smiling", "a tiny shiny purple snowman dancing underwater",
          "grinning face with big eyes and a very long caption about nothing in particular at all", "a a a a"]
-
-
-def encoder_of(clip: nn.Module, precision: str) -> Encoder:
-    encoder = Encoder.from_model(copy.deepcopy(clip), model_name="clip-tiny-64-minilm", device="cpu")
-    prepare_query_encoder(encoder, precision)
-    return encoder
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])

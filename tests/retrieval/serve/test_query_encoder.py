@@ -28,8 +28,12 @@ def fixture_captions() -> list[str]:
     return captions
 
 
-def encoder_of(clip: nn.Module, name: str) -> Encoder:
-    return Encoder.from_model(copy.deepcopy(clip), model_name=name, device="cpu")
+def encoder_of(clip: nn.Module, precision: str | None = None, name: str = "clip-tiny-64-minilm") -> Encoder:
+    """A copy of `clip` as an Encoder; with `precision`, set up as the server sets up its query encoder."""
+    encoder = Encoder.from_model(copy.deepcopy(clip), model_name=name, device="cpu")
+    if precision:
+        prepare_query_encoder(encoder, precision)
+    return encoder
 
 
 def bf16_vectors(encoder: Encoder, texts: list[str]) -> torch.Tensor:
@@ -38,9 +42,7 @@ def bf16_vectors(encoder: Encoder, texts: list[str]) -> torch.Tensor:
 
 
 def test_bf16_weights_cast_once_give_the_autocast_vectors_bit_for_bit(minilm_clip: nn.Module) -> None:
-    name = "clip-tiny-64-minilm"
-    plain, cast = encoder_of(minilm_clip, name), encoder_of(minilm_clip, name)
-    prepare_query_encoder(cast, "bf16")
+    plain, cast = encoder_of(minilm_clip), encoder_of(minilm_clip, "bf16")
     layers = text_linear_layers(cast.model)
     assert layers and all(layer.weight.dtype == torch.bfloat16 for layer in layers)
     assert all(p.dtype == torch.float32 for p in cast.model.visual.parameters())  # image tower untouched
@@ -52,12 +54,10 @@ def test_bf16_weights_cast_once_give_the_autocast_vectors_bit_for_bit(minilm_cli
 
 
 def test_fp32_and_open_clip_text_towers_are_left_alone(minilm_clip: nn.Module) -> None:
-    encoder = encoder_of(minilm_clip, "clip-tiny-64-minilm")
-    prepare_query_encoder(encoder, "fp32")
+    encoder = encoder_of(minilm_clip, "fp32")
     assert all(p.dtype == torch.float32 for p in encoder.model.parameters())
     torch.manual_seed(0)
-    tiny = encoder_of(models.create_open_clip("clip-tiny-64"), "clip-tiny-64")  # casting would change its maths
-    prepare_query_encoder(tiny, "bf16")
+    tiny = encoder_of(models.create_open_clip("clip-tiny-64"), "bf16", name="clip-tiny-64")  # casting changes its maths
     assert all(p.dtype == torch.float32 for p in tiny.model.parameters())
 
 

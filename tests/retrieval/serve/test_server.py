@@ -15,17 +15,14 @@ from PIL import Image
 from data_tools.image_ops import encode_png
 from retrieval.serve.app import create_app
 from retrieval.serve.registry import IndexRegistry, ServedIndex
-from tests.retrieval.serve.fakes import COLORS, DIM, ColorBackend, draw, serve_config
+from tests.retrieval.serve.fakes import COLORS, DIM, ColorBackend, draw, serve_config, write_color_shard
 
 
 @pytest.fixture(scope="module")
-def client(shard: Path) -> TestClient:
+def client(shard: Path, tmp_path_factory: pytest.TempPathFactory) -> TestClient:
     full = ServedIndex("colors", ColorBackend.from_shard(shard))
     # A second index holding only the circles, to check requests reach the index they name.
-    backend = ColorBackend.from_shard(shard)
-    circles = [i for i, key in enumerate(backend.keys) if key.endswith("circle")]
-    only_circles = ColorBackend(shard, [backend.keys[i] for i in circles], [backend.captions[i] for i in circles],
-                                backend.image_vectors[circles], backend.text_vectors[circles], backend.stored)
+    only_circles = ColorBackend.from_shard(write_color_shard(tmp_path_factory.mktemp("circles"), shapes=("circle",)))
     registry = IndexRegistry([full, ServedIndex("circles", only_circles)])
     with TestClient(create_app(registry, serve_config())) as test_client:
         yield test_client

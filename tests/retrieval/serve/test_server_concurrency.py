@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
@@ -21,11 +23,12 @@ from retrieval.serve.text_batcher import TextSearchBatcher
 from tests.retrieval.serve.fakes import COLORS, DIM, ColorBackend, colors_app, draw, running_server, serve_config
 
 
+@dataclasses.dataclass(eq=False)
 class CountingBackend(ColorBackend):
     """Records the size of every search_text call; each takes `seconds` (as an encode of a batch would)."""
 
-    calls: list[int]
-    seconds: float
+    calls: list[int] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
 
     def search_text(self, texts, k, modality):
         time.sleep(self.seconds)
@@ -33,14 +36,8 @@ class CountingBackend(ColorBackend):
         return super().search_text(texts, k, modality)
 
 
-def counting_backend(shard: Path, seconds: float = 0.0) -> CountingBackend:
-    backend = CountingBackend.from_shard(shard)
-    backend.calls, backend.seconds = [], seconds
-    return backend
-
-
 def test_batcher_merges_waiting_queries_and_answers_each_its_own(shard: Path) -> None:
-    backend = counting_backend(shard)
+    backend = CountingBackend.from_shard(shard)
     served = ServedIndex("colors", backend)
     queries = [(f"{color} {shape}", k) for color in COLORS for shape, k in (("circle", 1), ("square", 3))]
 
@@ -61,9 +58,7 @@ def test_batcher_merges_waiting_queries_and_answers_each_its_own(shard: Path) ->
 def test_batched_and_unbatched_servers_answer_alike(shard: Path) -> None:
     answers = {}
     for batch_text in (True, False):
-        registry = IndexRegistry([ServedIndex("colors", counting_backend(shard))])
-        app = create_app(registry, serve_config(batch_text=batch_text))
-        with running_server(app) as url:
+        with running_server(colors_app(CountingBackend.from_shard(shard), batch_text=batch_text)) as url:
             client = SearchClient(url)
             answers[batch_text] = [[(h["key"], h["score"], h["image_url"][len(url):]) for h in
                                     client.search_text(f"{c} circle", k=4)] for c in COLORS]
@@ -103,8 +98,7 @@ def unit_rows(n: int, seed: int) -> np.ndarray:
 
 def test_queries_during_swaps_see_old_or_new_index_never_broken(shard: Path) -> None:
     """Each add swaps in a bigger index while 4 threads query; every answer must match one generation."""
-    backend = ColorBackend.from_shard(shard)
-    backend.add_delay_s = 0.02  # queries keep arriving while each new index is being built
+    backend = ColorBackend.from_shard(shard, add_delay_s=0.02)  # queries keep arriving while each new index is built
     served = ServedIndex("colors", backend)
     app = create_app(IndexRegistry([served]), serve_config(limits=ServeLimits(max_k=1000)))
     swaps, per_add = 15, 3
@@ -157,18 +151,15 @@ def test_concurrent_writers_do_not_lose_items(shard: Path) -> None:
             served.add(AddedItems(keys=[f"t{thread_id}_{n}"], captions=[""], image_embeddings=vectors,
                                   text_embeddings=vectors))
 
-    threads = [threading.Thread(target=add, args=(t,)) for t in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with ThreadPoolExecutor(4) as writers:
+        list(writers.map(add, range(4)))  # list: a writer's exception is raised here
     assert len(served.backend) == 12 + 20 and served.generation == 20
 
 
 def test_batcher_under_load_waits_for_the_rest_of_the_last_batch(shard: Path) -> None:
     """After a batch of 8, one query alone does not get a batch of its own while 5 more are arriving;
     with nothing else arriving it is answered once a quarter of the last batch's time has passed."""
-    backend = counting_backend(shard, seconds=0.2)
+    backend = CountingBackend.from_shard(shard, seconds=0.2)
     served = ServedIndex("colors", backend)
 
     async def run() -> None:
@@ -189,7 +180,7 @@ def test_batcher_under_load_waits_for_the_rest_of_the_last_batch(shard: Path) ->
 
 
 def test_batcher_at_low_load_runs_each_query_at_once(shard: Path) -> None:
-    backend = counting_backend(shard)
+    backend = CountingBackend.from_shard(shard)
     served = ServedIndex("colors", backend)
 
     async def run() -> None:

@@ -11,9 +11,7 @@ from PIL import Image
 
 from data_tools.image_ops import encode_png
 from retrieval.serve.config import ServeLimits
-from retrieval.serve.app import create_app
-from retrieval.serve.registry import IndexRegistry, ServedIndex
-from tests.retrieval.serve.fakes import DIM, ColorBackend, colors_app, draw, serve_config
+from tests.retrieval.serve.fakes import DIM, ColorBackend, colors_app, draw
 
 LIMITS = ServeLimits(max_k=50, max_text_chars=200, max_image_bytes=200_000, max_image_pixels=1_000_000,
                      max_body_bytes=300_000, max_add_items=5)
@@ -173,8 +171,7 @@ def test_internal_error_is_500_without_internals(shard: Path) -> None:
         def search_text(self, texts, k, modality):
             raise RuntimeError("secret internal detail at /srv/data")
 
-    app = create_app(IndexRegistry([ServedIndex("broken", Broken.from_shard(shard))]), serve_config(limits=LIMITS))
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(colors_app(Broken.from_shard(shard), limits=LIMITS), raise_server_exceptions=False) as c:
         response = c.post("/search", json={"text": "red"})
     assert response.status_code == 500
     assert response.json() == {"detail": "internal error; the server log has the details"}

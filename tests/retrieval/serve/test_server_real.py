@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from clipline.commands.serve import main as serve_main
 from retrieval.retriever import Retriever
+from retrieval.serve.api_schemas import SearchResponse
 from retrieval.serve.backend import load_registry
 from retrieval.serve.app import create_app
 from tests.retrieval.conftest import FIXTURE_SHARDS
@@ -156,8 +157,6 @@ def test_cli_loads_indices_and_starts_uvicorn(emoji_index: Path, monkeypatch: py
 
 
 def test_search_answers_validate_against_the_documented_schema(client: TestClient) -> None:
-    from retrieval.serve.api_schemas import SearchResponse
-
     answer = client.post("/search", json={"text": "a red heart", "k": 4})
     assert answer.headers["content-type"] == "application/json"
     parsed = SearchResponse.model_validate_json(answer.content)  # the schema /docs promises

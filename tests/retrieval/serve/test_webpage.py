@@ -16,7 +16,7 @@ import pytest
 
 from retrieval.serve.config import ServeLimits
 from retrieval.serve.app import create_app
-from retrieval.serve.registry import IndexRegistry, ServedIndex
+from retrieval.serve.backend import load_registry
 from tests.retrieval.serve.fakes import ColorBackend, colors_app, draw, running_server, serve_config
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -104,7 +104,7 @@ def test_captions_are_shown_as_text_not_markup(browser_page, shard: Path) -> Non
     captions = [*base.captions, XSS_CAPTION]
     backend = ColorBackend(shard, keys, captions, base.image_vectors[[*range(12), 0]],
                            base.text_vectors[[*range(12), 0]], base.stored)
-    with opened(browser_page, create_app(IndexRegistry([ServedIndex("colors", backend)]), serve_config())) as page:
+    with opened(browser_page, colors_app(backend)) as page:
         search(page, "red square")
         page.wait_for_selector(".result[data-key='evil']")
         caption = page.locator(".result[data-key='evil'] .caption").inner_text()
@@ -135,8 +135,6 @@ def test_bad_query_shows_the_server_message(browser_page, shard: Path) -> None:
 
 
 def test_real_emoji_index_renders_in_the_page(browser_page, emoji_index: Path, tmp_path: Path) -> None:
-    from retrieval.serve.backend import load_registry
-
     with opened(browser_page, create_app(load_registry([("emoji", emoji_index)]), serve_config())) as page:
         page.wait_for_function("() => document.querySelectorAll('#index option').length === 1")
         search(page, "smiling face with heart eyes")
