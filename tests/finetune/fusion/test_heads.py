@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import open_clip
 import pytest
 import torch
 from open_clip.model import CustomTextCLIP
@@ -103,8 +104,6 @@ def _tower_models() -> dict[str, torch.nn.Module]:
 
 @torch.no_grad()
 def test_token_extraction_matches_the_towers_own_outputs() -> None:
-    import open_clip
-
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     for name, model in _tower_models().items():
         tokenizer_name = "clip-tiny-64-minilm" if name == "minilm" else "ViT-B-32"
