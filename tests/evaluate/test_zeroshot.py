@@ -34,10 +34,13 @@ def test_weights_are_the_renormalised_mean_of_normalised_prompt_embeddings() -> 
     torch.testing.assert_close(clf.logits(images), images @ clf.weights.T)
 
 
-def test_perfect_encoder_scores_one(tmp_path: Path) -> None:
-    data = write_shards(tmp_path / "shards", CLASSES, per_class=4)
+@pytest.mark.parametrize("write_cls", [True, False], ids=["cls", "labels-from-json"])
+def test_perfect_encoder_scores_one(tmp_path: Path, write_cls: bool) -> None:
+    data = write_shards(tmp_path / "shards", CLASSES, per_class=4, write_cls=write_cls)
     evaluator = ZeroShotEvaluator(data=data, templates=TEMPLATES, encoding=IN_PROCESS)
     report = evaluator.evaluate(ColourEncoder(CLASSES)).report
+    # without .cls there are no dataset classes either: the labels seen, sorted
+    assert report["classes"] == (CLASSES if write_cls else sorted(CLASSES))
     assert report["top1"] == 1.0
     assert report["macro_f1"] == 1.0
     assert report["n"] == 20
@@ -85,13 +88,6 @@ def test_prompt_names_differ_from_label_names(tmp_path: Path) -> None:
     assert report["top1"] == 1.0
     assert report["classes"] == CLASSES
     assert report["prompt_names"]["cat"] == "kitty"
-
-
-def test_labels_from_json_when_no_cls(tmp_path: Path) -> None:
-    data = write_shards(tmp_path / "shards", CLASSES, per_class=2, write_cls=False)
-    report = ZeroShotEvaluator(data=data, encoding=IN_PROCESS).evaluate(ColourEncoder(CLASSES)).report
-    assert report["classes"] == sorted(CLASSES)  # no dataset classes: the labels seen, sorted
-    assert report["top1"] == 1.0
 
 
 def test_unlabelled_shards_fail_after_the_first_batch(tmp_path: Path) -> None:
