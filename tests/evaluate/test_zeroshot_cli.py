@@ -30,8 +30,7 @@ def test_real_checkpoint_on_fixture_shards(tiny_run: Path, emoji_shards: Path, t
             "--allow-resize", "--num-workers", "0", "--batch-size", "20", "--label-field", "category"]  # fmt: skip
     stdout, _ = run_ok(["zeroshot", *argv], capsys)
     report = json.loads(out.read_text())
-    for key in ("top1", "top5", "mean_per_class_recall", "macro_f1", "per_class", "n"):
-        assert key in report
+    assert {"top1", "top5", "mean_per_class_recall", "macro_f1", "per_class", "n"} <= set(report)
     assert report["n"] == 48
     assert len(report["per_class"]) == 10
     assert sum(row["support"] for row in report["per_class"].values()) == 48
