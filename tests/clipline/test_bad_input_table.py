@@ -21,6 +21,7 @@ from PIL import Image
 
 from clipline.cli import main
 from pretrain import checkpoint
+from tests.clipline.running import run_clipline
 from tests.finetune.fusion_fakes import tiny_checkpoint
 
 FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shards"
@@ -178,17 +179,14 @@ def test_bad_input_is_one_error_line(world: dict[str, Path], case: str, capsys: 
     expected = 1 if case.endswith("a killed build") else 2  # validate and inspect say "incomplete build", exit 1
     capsys.readouterr()
     before = leftovers(world["root"])
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)  # any other exception is a traceback a user would see
-    captured = capsys.readouterr()
-    err = captured.err
+    code, out, err = run_clipline(argv, capsys)  # any exception but SystemExit is a traceback a user would see
     lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert exit_.value.code == expected, err
+    assert code == expected, err
     assert "Traceback" not in err
     if expected == 2:
         assert lines and lines[-1].startswith("error: ") and sum(x.startswith("error:") for x in lines) == 1, err
     else:
-        assert "incomplete build" in captured.out + err
+        assert "incomplete build" in out + err
     assert leftovers(world["root"]) == before
     assert not (world["root"] / "out").exists(), sorted(map(str, (world["root"] / "out").rglob("*")))
     assert world["file"].read_text() == "not a directory\n"
