@@ -236,8 +236,8 @@ def _fake_emoji_cache(cache: Path, monkeypatch: pytest.MonkeyPatch, entries: lis
     npm = cache / "npm"
     npm.mkdir(parents=True, exist_ok=True)
     for vendor in vendors:
-        images = [(f"package/img/{vendor}/64/{entry['image']}", image_bytes((i * 60, 0, 200), size=(64, 64), mode="RGBA"))
-                  for i, entry in enumerate(entries)]
+        images = [(f"package/img/{vendor}/64/{entry['image']}",
+                   image_bytes((i * 60, 0, 200), size=(64, 64), mode="RGBA")) for i, entry in enumerate(entries)]
         write_tar(npm / f"emoji-datasource-{vendor}-16.0.0.tgz", [("package/emoji.json", json.dumps(entries).encode()),
                                                                    *images], mode="w:gz")
     monkeypatch.setenv("CLIPLINE_CACHE", str(cache))
