@@ -10,6 +10,7 @@ from PIL import Image
 
 from data_tools.batch_augment import BatchAugment
 from data_tools.image_ops import to_rgb_on
+from data_tools.loader import LoaderConfig, make_loader
 
 MEAN, STD = (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)
 
@@ -92,8 +93,6 @@ def test_other_sizes_are_brought_to_the_square_frame() -> None:
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_the_loader_applies_the_batch_transform_to_each_stacked_batch(emoji_shards, workers: int) -> None:
-    from data_tools.loader import LoaderConfig, make_loader
-
     augment = BatchAugment(size=24, mean=MEAN, std=STD, background="random")
     loader = make_loader(emoji_shards,
                          LoaderConfig(batch_size=8, num_workers=workers, keep_alpha=True, drop_last=True),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.clipline.running import run_clipline
+from tests.clipline.running import error_line, run_clipline
 from tests.data_tools.conftest import COLOURS, FIXTURE_SHARDS, write_image
 
 
@@ -17,10 +17,7 @@ from tests.data_tools.conftest import COLOURS, FIXTURE_SHARDS, write_image
     ["inspect", "/no/such/dir"], ["validate", "/no/such/dir"],
     ["build", "emoji", "--out", "/tmp/never", "--image-size", "big"], ["build", "emoji"], ["frobnicate"]])
 def test_bad_arguments_exit_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture) -> None:
-    code, out, err = run_clipline(["data", *argv], capsys)
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    error_line(["data", *argv], capsys, alone=True)
     assert not Path("/tmp/never").exists()
 
 

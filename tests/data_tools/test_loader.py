@@ -27,6 +27,11 @@ def _loader(spec: str | Path | list[str], **config: object) -> loader_module.Sha
     return make_loader(spec, LoaderConfig(**config), image_transform=to_tensor)
 
 
+def _keys_per_rank(spec: str | Path | list[str], world_size: int, **config: object) -> list[list[str]]:
+    """The keys each rank of `world_size` reads from `spec` with LoaderConfig(**config)."""
+    return [_keys(_loader(spec, rank=rank, world_size=world_size, **config)) for rank in range(world_size)]
+
+
 @pytest.fixture(scope="module")
 def six_shards(tmp_path_factory) -> Path:
     """30 synthetic samples in 6 shards of 5, with labels 0..2."""
@@ -71,14 +76,8 @@ def test_tokenizer_runs_in_the_pipeline_and_random_captions_vary() -> None:
 
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_two_ranks_by_two_workers_see_every_sample_once(six_shards: Path, shuffle: bool) -> None:
-    seen: list[str] = []
-    per_rank = []
-    for rank in range(2):
-        keys = _keys(_loader(six_shards, batch_size=4, num_workers=2, shuffle=shuffle, shuffle_buffer=7, rank=rank,
-                             world_size=2, epoch=1))
-        per_rank.append(keys)
-        seen += keys
-    assert sorted(seen) == [f"s{i:03d}" for i in range(30)]
+    per_rank = _keys_per_rank(six_shards, 2, batch_size=4, num_workers=2, shuffle=shuffle, shuffle_buffer=7, epoch=1)
+    assert sorted(per_rank[0] + per_rank[1]) == [f"s{i:03d}" for i in range(30)]
     assert len(per_rank[0]) == len(per_rank[1]) == 15  # 3 shards each
 
 
@@ -94,10 +93,8 @@ def test_shuffle_depends_on_epoch_and_is_reproducible(six_shards: Path) -> None:
 
 def test_fewer_shards_than_ranks_times_workers_ends_without_hanging(six_shards: Path) -> None:
     two = list_shards(six_shards)[:2]  # 2 shards for 2 ranks x 2 workers: two workers get nothing
-    seen = []
-    for rank in range(2):
-        seen += _keys(_loader(two, batch_size=3, num_workers=2, rank=rank, world_size=2))
-    assert sorted(seen) == [f"s{i:03d}" for i in range(10)]
+    per_rank = _keys_per_rank(two, 2, batch_size=3, num_workers=2)
+    assert sorted(per_rank[0] + per_rank[1]) == [f"s{i:03d}" for i in range(10)]
     assert _keys(_loader(two, batch_size=3, num_workers=0, rank=3, world_size=4)) == []
 
 

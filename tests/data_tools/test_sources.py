@@ -73,32 +73,32 @@ def test_folder_with_caption_sidecars_and_resize_crop(tmp_path: Path) -> None:
     assert all(s.image.size == (20, 20) for s in samples) and all(s.label == -1 for s in samples)
 
 
-def _alpha_folder(root: Path, size: int = 48) -> None:
+def _alpha_folder(tmp_path: Path, size: int = 48) -> str:
+    """A folder source, `tmp_path/alpha`, of one RGBA drawing: a red square on transparent black."""
+    root = tmp_path / "alpha"
     root.mkdir()
     image = Image.new("RGBA", (size, size), (0, 0, 0, 0))  # transparent black, as most PNG writers store it
     image.paste((200, 0, 0, 255), (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
     image.save(root / "x.png")
     (root / "x.txt").write_text("red square")
+    return f"folder:{root}"
 
 
 def test_rgba_is_composited_on_white(tmp_path: Path) -> None:
-    _alpha_folder(tmp_path / "alpha", size=32)
-    _, [sample] = build_and_read(f"folder:{tmp_path / 'alpha'}", tmp_path / "out", image_size=32)
+    _, [sample] = build_and_read(_alpha_folder(tmp_path, size=32), tmp_path / "out", image_size=32)
     assert sample.image.getpixel((1, 1)) == (255, 255, 255)
     r, g, b = sample.image.getpixel((16, 16))
     assert r > 180 and g < 40 and b < 40
 
 
 def test_background_black_flattens_transparency_onto_black(tmp_path: Path) -> None:
-    _alpha_folder(tmp_path / "alpha")
-    info, [sample] = build_and_read(f"folder:{tmp_path / 'alpha'}", tmp_path / "out", image_size=32, background="black")
+    info, [sample] = build_and_read(_alpha_folder(tmp_path), tmp_path / "out", image_size=32, background="black")
     assert max(sample.image.getpixel((1, 1))) < 10
     assert info["build"]["background"] == "black" and info["build"]["image_format"] == "jpg"
 
 
 def test_background_keep_stores_rgba_png_that_readers_flatten_onto_white(tmp_path: Path) -> None:
-    _alpha_folder(tmp_path / "alpha")
-    info, [sample] = build_and_read(f"folder:{tmp_path / 'alpha'}", tmp_path / "out", image_size=32, background="keep")
+    info, [sample] = build_and_read(_alpha_folder(tmp_path), tmp_path / "out", image_size=32, background="keep")
     assert info["build"]["image_format"] == "png+jpg"
     assert sample.image.mode == "RGB" and sample.image.getpixel((1, 1)) == (255, 255, 255)
     [raw] = [raw for path in list_shards(tmp_path / "out") for raw in iter_tar_samples(path, pytest.fail)]
@@ -113,7 +113,6 @@ def test_background_keep_stores_rgba_png_that_readers_flatten_onto_white(tmp_pat
 
 def test_background_keep_stores_opaque_images_as_jpeg(tmp_path: Path) -> None:
     root = tmp_path / "rgb"
-    root.mkdir()
     write_image(root / "x.png", (10, 200, 10))
     (root / "x.txt").write_text("green")
     build_and_read(f"folder:{root}", tmp_path / "out", image_size=16, background="keep")
@@ -122,9 +121,8 @@ def test_background_keep_stores_opaque_images_as_jpeg(tmp_path: Path) -> None:
 
 
 def test_unknown_background_is_refused(tmp_path: Path) -> None:
-    _alpha_folder(tmp_path / "alpha")
     with pytest.raises(DataError, match="`background` must be one of white, black, keep"):
-        build_and_read(f"folder:{tmp_path / 'alpha'}", tmp_path / "out", background="grey")
+        build_and_read(_alpha_folder(tmp_path), tmp_path / "out", background="grey")
 
 
 def _table_rows(tmp_path: Path) -> list[dict]:
@@ -177,19 +175,20 @@ def test_parquet_with_paths_and_bytes(tmp_path: Path) -> None:
     assert sample.captions == ["a blue thing"] and sample.image.getpixel((5, 5))[2] > 180
 
 
-def _write_idx(path: Path, shape: tuple[int, ...], payload: bytes) -> None:
-    path.parent.mkdir(exist_ok=True)
-    header = struct.pack(">HBB", 0, 8, len(shape)) + struct.pack(f">{len(shape)}I", *shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + payload)
+def _write_idx(idx: Path, split: str, labels: bytes, pixels: bytes) -> Path:
+    """Fashion-MNIST's gzipped IDX pair for `split` ("train" or "t10k") in `idx`: 28 x 28 images and their labels."""
+    idx.mkdir(exist_ok=True)
+    n = len(labels)
+    for kind, shape, payload in (("images-idx3", (n, 28, 28), pixels), ("labels-idx1", (n,), labels)):
+        header = struct.pack(">HBB", 0, 8, len(shape)) + struct.pack(f">{len(shape)}I", *shape)
+        with gzip.open(idx / f"{split}-{kind}-ubyte.gz", "wb") as handle:
+            handle.write(header + payload)
+    return idx
 
 
 def test_fashion_mnist_from_synthetic_idx(tmp_path: Path) -> None:
-    idx = tmp_path / "idx"
-    labels = bytes([0, 9, 4])
     pixels = b"".join(bytes([value] * 28 * 28) for value in (0, 128, 255))
-    _write_idx(idx / "t10k-images-idx3-ubyte.gz", (3, 28, 28), pixels)
-    _write_idx(idx / "t10k-labels-idx1-ubyte.gz", (3,), labels)
+    idx = _write_idx(tmp_path / "idx", "t10k", bytes([0, 9, 4]), pixels)
     info, samples = build_and_read("fashion-mnist", tmp_path / "out", SourceConfig(split="test", path=idx), image_size=32)
     assert info["classes"][9] == "Ankle boot" and len(info["classes"]) == 10
     assert [s.label for s in samples] == [0, 9, 4]
@@ -201,13 +200,9 @@ def test_fashion_mnist_from_synthetic_idx(tmp_path: Path) -> None:
 
 
 def test_fashion_mnist_retail_captions_never_name_the_class(tmp_path: Path) -> None:
-    idx = tmp_path / "idx"
-    labels = bytes(range(10)) * 3
     # ink levels 60 / 120 / 250: Fashion-MNIST negates intensities, so bright ink was dark cloth
     pixels = b"".join(bytes([0] * 400 + [value] * 384) for value in [60] * 10 + [120] * 10 + [250] * 10)
-    _write_idx(idx / "train-images-idx3-ubyte.gz", (30, 28, 28), pixels)
-    _write_idx(idx / "train-labels-idx1-ubyte.gz", (30,), labels)
-    options = SourceConfig(path=idx, captions="retail")
+    options = SourceConfig(path=_write_idx(tmp_path / "idx", "train", bytes(range(10)) * 3, pixels), captions="retail")
     info, samples = build_and_read("fashion-mnist", tmp_path / "out", options, image_size=32)
     assert info["build"]["captions"] == "retail" and [s.label for s in samples] == list(range(10)) * 3
     label_words = {"t-shirt", "top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
@@ -236,14 +231,16 @@ def test_captions_option_is_for_fashion_mnist_and_emoji_only(tmp_path: Path) -> 
         load_source("fashion-mnist", SourceConfig(captions="web"))
 
 
-def _fake_emoji_package(cache: Path, vendor: str, entries: list[dict]) -> None:
-    """A stand-in for `npm pack emoji-datasource-VENDOR@16.0.0` output, already in the cache."""
+def _fake_emoji_cache(cache: Path, monkeypatch: pytest.MonkeyPatch, entries: list[dict], vendors: list[str]) -> None:
+    """Each vendor's `npm pack emoji-datasource-VENDOR@16.0.0` output, faked, in the cache CLIPLINE_CACHE now names."""
     npm = cache / "npm"
     npm.mkdir(parents=True, exist_ok=True)
-    images = [(f"package/img/{vendor}/64/{entry['image']}", image_bytes((i * 60, 0, 200), size=(64, 64), mode="RGBA"))
-              for i, entry in enumerate(entries)]
-    write_tar(npm / f"emoji-datasource-{vendor}-16.0.0.tgz", [("package/emoji.json", json.dumps(entries).encode()),
-                                                               *images], mode="w:gz")
+    for vendor in vendors:
+        images = [(f"package/img/{vendor}/64/{entry['image']}",
+                   image_bytes((i * 60, 0, 200), size=(64, 64), mode="RGBA")) for i, entry in enumerate(entries)]
+        write_tar(npm / f"emoji-datasource-{vendor}-16.0.0.tgz", [("package/emoji.json", json.dumps(entries).encode()),
+                                                                   *images], mode="w:gz")
+    monkeypatch.setenv("CLIPLINE_CACHE", str(cache))
 
 
 def test_emoji_source_offline_from_cached_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,9 +250,7 @@ def test_emoji_source_offline_from_cached_packages(tmp_path: Path, monkeypatch: 
          "has_img_google": True, "has_img_twitter": i != 3}
         for i in range(6)
     ]
-    for vendor in ("google", "twitter"):
-        _fake_emoji_package(tmp_path / "cache", vendor, entries)
-    monkeypatch.setenv("CLIPLINE_CACHE", str(tmp_path / "cache"))
+    _fake_emoji_cache(tmp_path / "cache", monkeypatch, entries, ["google", "twitter"])
     info, samples = build_and_read("emoji", tmp_path / "all")
     assert info["num_samples"] == 11 and info["skipped"] == {"no_vendor_image": 1}
     assert info["classes"] == ["Objects", "Smileys & Emotion"]
@@ -284,9 +279,7 @@ def test_emoji_vendors_and_rich_captions(tmp_path: Path, monkeypatch: pytest.Mon
          "has_img_google": True, "has_img_twitter": True, "has_img_apple": i != 1}
         for i in range(3)
     ]
-    for vendor in ("google", "twitter", "apple"):
-        _fake_emoji_package(tmp_path / "cache", vendor, entries)
-    monkeypatch.setenv("CLIPLINE_CACHE", str(tmp_path / "cache"))
+    _fake_emoji_cache(tmp_path / "cache", monkeypatch, entries, ["google", "twitter", "apple"])
     options = SourceConfig(vendors="google,apple", captions="rich")
     info, samples = build_and_read("emoji", tmp_path / "two", options)
     assert [s.key for s in samples] == ["google_1f600", "apple_1f600", "google_1f601", "google_1f602", "apple_1f602"]

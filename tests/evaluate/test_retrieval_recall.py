@@ -52,11 +52,8 @@ def test_matches_brute_force_with_chunking() -> None:
     captions = [[f"t{i}", f"t{(i * 7) % 50}"] for i in range(37)]  # some texts shared between images
     texts, pairs = caption_pairs(captions)
     text_features = torch.nn.functional.normalize(torch.randn(len(texts), 8, generator=gen), dim=-1)
-    per_image = [set() for _ in range(37)]
-    per_text = [set() for _ in texts]
-    for i, t in pairs.tolist():
-        per_image[i].add(t)
-        per_text[t].add(i)
+    per_image = [{t for i, t in pairs.tolist() if i == image} for image in range(37)]
+    per_text = [{i for i, t in pairs.tolist() if t == text} for text in range(len(texts))]
     assert any(len(s) > 1 for s in per_text)
     got = best_relevant_ranks(images, text_features, pairs, chunk_size=5)
     assert got.tolist() == brute_force_ranks(images, text_features, per_image)

@@ -8,11 +8,13 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from clipline.commands import zeroshot as zeroshot_cli
+from pretrain.encoder import Encoder
 from tests.clipline.running import error_line, run_ok
-from tests.finetune.fakes import ColourEncoder, save_tiny_checkpoint, write_shards
+from tests.finetune.fakes import TINY_MODEL, ColourEncoder, save_tiny_checkpoint, tiny_encoder, write_shards
 
 CLASSES = ["cat", "dog", "bird", "fish"]
 
@@ -28,8 +30,7 @@ def test_real_checkpoint_on_fixture_shards(tiny_run: Path, emoji_shards: Path, t
             "--allow-resize", "--num-workers", "0", "--batch-size", "20", "--label-field", "category"]  # fmt: skip
     stdout, _ = run_ok(["zeroshot", *argv], capsys)
     report = json.loads(out.read_text())
-    for key in ("top1", "top5", "mean_per_class_recall", "macro_f1", "per_class", "n"):
-        assert key in report
+    assert {"top1", "top5", "mean_per_class_recall", "macro_f1", "per_class", "n"} <= set(report)
     assert report["n"] == 48
     assert len(report["per_class"]) == 10
     assert sum(row["support"] for row in report["per_class"].values()) == 48
@@ -72,16 +73,10 @@ def test_known_answer_through_the_command_line(tmp_path: Path, monkeypatch, caps
 
 def test_open_clip_train_checkpoint_via_model_and_pretrained(emoji_shards: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     """A file in open_clip_train's format ("state_dict" with DDP "module." keys) evaluates like our checkpoint."""
-    import torch
-
-    from tests.finetune.fakes import TINY_MODEL, tiny_encoder
-
     encoder = tiny_encoder(seed=5)
     state = {f"module.{k}": v for k, v in encoder.model.state_dict().items()}
     weights = tmp_path / "epoch_6.pt"
     torch.save({"epoch": 6, "name": "peer", "state_dict": state}, weights)
-    from pretrain.encoder import Encoder
-
     torch.manual_seed(0)  # a different random init: only loading the file can make the towers agree
     peer = Encoder.from_open_clip(TINY_MODEL, pretrained=str(weights))
     torch.testing.assert_close(peer.encode_text(["a red heart"]), encoder.encode_text(["a red heart"]))

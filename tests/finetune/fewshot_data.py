@@ -29,12 +29,9 @@ def cluster_centres(num_classes: int, dim: int, seed: int) -> Tensor:
 
 def draw(centres: Tensor, per_class: list[int], spread: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Features (sum(per_class), D) and labels, class by class."""
-    xs, ys = [], []
-    for c, n in enumerate(per_class):
-        noise = torch.randn(n, centres.shape[1], generator=generator)
-        xs.append(F.normalize(centres[c] + spread * noise, dim=-1))
-        ys.append(torch.full((n,), c, dtype=torch.long))
-    return torch.cat(xs), torch.cat(ys)
+    labels = torch.arange(len(per_class)).repeat_interleave(torch.tensor(per_class))
+    noise = torch.cat([torch.randn(n, centres.shape[1], generator=generator) for n in per_class])
+    return F.normalize(centres[labels] + spread * noise, dim=-1), labels
 
 
 def cluster_task(*, num_classes: int = 4, dim: int = 16, shots: int | list[int] = 8, val_per_class: int = 4,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import random
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from data_tools.image_ops import encode_png
 from pretrain import models
@@ -44,11 +47,6 @@ def write_two_task_shards(out: Path, per_class: int, *, seed: int = 0, drop_word
     caption "<word> thing"; `.json` labels {colour, word}. With `drop_word_every` = k,
     every k-th sample has no `word` label (to test skipping).
     """
-    import json
-    import random
-
-    from PIL import Image
-
     rng = random.Random(seed)
     names = list(COLOURS)
     samples = [(c, w) for c in range(len(names)) for w in range(len(WORDS)) for _ in range(per_class)]

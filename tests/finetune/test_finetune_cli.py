@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from clipline.cli import main as clipline_main
 from clipline.commands.finetune import main
 from evaluate.shard_encoding import EncodingConfig
 from evaluate.zeroshot import encode_labelled_images
@@ -132,8 +133,6 @@ def test_full_finetune_saves_the_tuned_tower_and_predicts_with_it(setup: dict[st
 
 
 def test_zeroshot_command_predicts_with_a_saved_adapter(setup: dict[str, str], capsys) -> None:  # noqa: ANN001
-    from clipline.cli import main as clipline_main
-
     adapter, trained = run_method(setup, "linear-probe", "probe-for-zeroshot", "--shots", "4", "--seed", "3")
     capsys.readouterr()
     out = Path(setup["root"]) / "adapter-report" / "r.json"

@@ -17,8 +17,16 @@ from tests.finetune.fakes import ColourEncoder, write_shards
 from tests.finetune.fusion_fakes import tiny_checkpoint
 
 
-def notice_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("note:")]
+def run_new_and_old(new: list[str], old: list[str], args: list[str], out: Path, capsys: pytest.CaptureFixture[str],
+                    suffix: str = "") -> tuple[str, str]:
+    """`clipline NEW ARGS --out OUT/new` and `clipline OLD ARGS --out OUT/old` (names + `suffix`): their stdout. Only
+    the old spelling prints a note, one line naming the new one."""
+    new_out, new_err = run_ok([*new, *args, "--out", str(out / f"new{suffix}")], capsys)
+    old_out, old_err = run_ok([*old, *args, "--out", str(out / f"old{suffix}")], capsys)
+    notes = [line for line in (new_err + old_err).splitlines() if line.startswith("note:")]
+    assert notes == [f"note: `clipline {' '.join(old)}` is now `clipline {' '.join(new)}`; "
+                     "the old spelling will be removed in the next release"]
+    return new_out, old_out
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +36,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_explain_and_its_old_spelling(tiny_run: Path, emoji_shards: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     args = ["--checkpoint", str(tiny_run), "--data", str(emoji_shards), "--count", "2", "--method", "tokens"]
-    out, err = run_ok(["explain", *args, "--out", str(tmp_path / "new")], capsys)
-    assert "heatmap: wrote" in out and not notice_lines(err)
-    old_out, old_err = run_ok(["finetune", "fusion", "heatmap", *args, "--out", str(tmp_path / "old")], capsys)
-    assert "heatmap: wrote" in old_out
-    assert notice_lines(old_err) == ["note: `clipline finetune fusion heatmap` is now `clipline explain`; "
-                                     "the old spelling will be removed in the next release"]
+    out, old_out = run_new_and_old(["explain"], ["finetune", "fusion", "heatmap"], args, tmp_path, capsys)
+    assert "heatmap: wrote" in out and "heatmap: wrote" in old_out
     for folder in ("new", "old"):
         assert (tmp_path / folder / "heatmaps.png").is_file()
     new_maps = json.loads((tmp_path / "new" / "heatmaps.json").read_text())
@@ -50,11 +54,8 @@ def test_explain_bad_method_is_one_line(tiny_run: Path, emoji_shards: Path, tmp_
 def test_compress_and_its_old_spelling(tiny_run: Path, emoji_shards: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     args = ["--checkpoint", str(tiny_run), "--data", str(emoji_shards), "--variants", "fp32,bf16",
             "--batch-size", "16", "--speed-images", "16"]
-    out, err = run_ok(["compress", *args, "--out", str(tmp_path / "new")], capsys)
-    assert "bf16" in out and not notice_lines(err)
-    _, old_err = run_ok(["finetune", "fusion", "compress", *args, "--out", str(tmp_path / "old")], capsys)
-    assert notice_lines(old_err) == ["note: `clipline finetune fusion compress` is now `clipline compress`; "
-                                     "the old spelling will be removed in the next release"]
+    out, _ = run_new_and_old(["compress"], ["finetune", "fusion", "compress"], args, tmp_path, capsys)
+    assert "bf16" in out
     for folder in ("new", "old"):
         rows = json.loads((tmp_path / folder / "compress.json").read_text())["variants"]
         assert list(rows) == ["fp32", "bf16"] and rows["fp32"]["n"] == 48
@@ -65,10 +66,6 @@ def test_finetune_zeroshot_old_spelling(tmp_path: Path, monkeypatch, capsys) -> 
     data = write_shards(tmp_path / "shards", classes, per_class=3, image_size=16)
     monkeypatch.setattr(zeroshot_cli, "open_encoder", lambda *a: ColourEncoder(classes))
     args = ["--model", "fake", "--data", str(data), "--templates", "imagenet7", "--num-workers", "0"]
-    _, err = run_ok(["zeroshot", *args, "--out", str(tmp_path / "new.json")], capsys)
-    assert not notice_lines(err)
-    _, old_err = run_ok(["finetune", "zeroshot", *args, "--out", str(tmp_path / "old.json")], capsys)
-    assert notice_lines(old_err) == ["note: `clipline finetune zeroshot` is now `clipline zeroshot`; "
-                                     "the old spelling will be removed in the next release"]
+    run_new_and_old(["zeroshot"], ["finetune", "zeroshot"], args, tmp_path, capsys, suffix=".json")
     new, old = (json.loads((tmp_path / name).read_text()) for name in ("new.json", "old.json"))
     assert new["top1"] == old["top1"] == 1.0 and new["n"] == old["n"] == 12

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import open_clip
 import pytest
 import torch
 from open_clip.model import CustomTextCLIP
@@ -93,20 +94,15 @@ def test_build_head_gives_fused_vectors_of_the_configured_width(fusion: str) -> 
     assert head(_inputs())["fused"].shape == (B, H)
 
 
-def _tower_models() -> dict[str, torch.nn.Module]:
-    clip = tiny_clip(0)
+@torch.no_grad()
+def test_token_extraction_matches_the_towers_own_outputs() -> None:
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    clip = tiny_clip(0)  # seeds the global RNG: the other two towers start the same every run
     custom = CustomTextCLIP(embed_dim=32, vision_cfg=TINY_CONFIG["vision_cfg"], text_cfg=TINY_CONFIG["text_cfg"])
     with models.quiet_model_building():
         minilm = models.create_open_clip("clip-tiny-64-minilm")
-    return {"clip": clip.eval(), "custom_text": custom.eval(), "minilm": minilm.eval()}
-
-
-@torch.no_grad()
-def test_token_extraction_matches_the_towers_own_outputs() -> None:
-    import open_clip
-
-    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    for name, model in _tower_models().items():
+    for name, model in {"clip": clip, "custom_text": custom, "minilm": minilm}.items():
+        model.eval()
         tokenizer_name = "clip-tiny-64-minilm" if name == "minilm" else "ViT-B-32"
         tokenizer = open_clip.get_tokenizer(tokenizer_name, context_length=16)
         text = tokenizer(["a red apple on a table", "dog"])

@@ -11,13 +11,15 @@ from typing import Any
 import pytest
 import torch
 
+from data_tools.loader import LoaderConfig
 from finetune.errors import FinetuneError
 from finetune.fusion.config import FusionConfig
-from finetune.fusion.data import parse_tasks, resolve_label_spaces
+from finetune.fusion.data import LabelledBatches, parse_tasks, resolve_label_spaces
 from finetune.fusion.run import train_fusion
 from finetune.fusion.store import load_fusion
 from finetune.fusion.train import drop_modalities
 from finetune.train_eval_paths import TrainEvalPathsConfig
+from pretrain.encoder import Encoder
 from tests.clipline.running import error_line
 from tests.finetune.fusion_fakes import tiny_checkpoint, write_two_task_shards
 
@@ -77,7 +79,7 @@ def test_gated_run_saves_reloads_and_reports_gates(setup: dict[str, Any]) -> Non
 
 def test_partially_unfrozen_towers_train_and_are_saved(setup: dict[str, Any]) -> None:
     out = setup["root"] / "last"
-    before = {n: p.clone() for n, p in load_fusion_source(setup).named_parameters()}
+    before = {n: p.clone() for n, p in Encoder.load(setup["checkpoint"]).model.named_parameters()}
     _run(setup["paths"], out, fusion="attention", towers="last", unfrozen_blocks=1, epochs=2, tower_lr=1e-3,
          attention_heads=2)
     model, _ = load_fusion(out)
@@ -85,12 +87,6 @@ def test_partially_unfrozen_towers_train_and_are_saved(setup: dict[str, Any]) ->
     last, first = (f"visual.transformer.resblocks.{i}.mlp.c_fc.weight" for i in (1, 0))
     assert not torch.equal(after[last], before[last])
     assert torch.equal(after[first], before[first])
-
-
-def load_fusion_source(setup: dict[str, Any]) -> torch.nn.Module:
-    from pretrain.encoder import Encoder
-
-    return Encoder.load(setup["checkpoint"]).model
 
 
 def test_samples_missing_a_label_are_skipped_and_counted(setup: dict[str, Any]) -> None:
@@ -152,9 +148,6 @@ def test_heads_can_share_one_pass_of_the_frozen_towers(setup: dict[str, Any]) ->
 
 
 def test_validation_split_by_caption_keeps_a_concept_on_one_side(emoji_shards: Path) -> None:
-    from data_tools.loader import LoaderConfig
-    from finetune.fusion.data import LabelledBatches
-
     def captions(split: str, val_by: str) -> list[str]:
         batches = LabelledBatches(emoji_shards, LoaderConfig(batch_size=16, num_workers=0),
                                   classes=resolve_label_spaces(emoji_shards, ["category"]),

@@ -16,6 +16,7 @@ from finetune.methods.clip_adapter import ClipAdapterConfig, fit_clip_adapter
 from finetune.methods.full_finetune import FullFinetuneConfig, encode_images, fit_full_finetune
 from finetune.methods.head_training import HeadTrainingConfig
 from finetune.methods.linear_probe import fit_linear_probe
+from finetune.methods.task import FewShotTask
 from finetune.methods.tip_adapter import fit_tip_adapter_f
 from finetune.methods.wise_ft import fit_wise_ft
 from tests.finetune.fewshot_data import cluster_task, image_task, single_thread
@@ -49,10 +50,13 @@ def test_round_trip_gives_the_same_logits(tmp_path: Path, fit) -> None:
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["adapter.safetensors", "config.json"]
 
 
-def test_adapter_is_small(tmp_path: Path) -> None:
-    task, _, _ = cluster_task(zeroshot="random", dim=512, num_classes=10, shots=16)
-    save_adapter(tmp_path / "run", method="linear-probe", fitted=fit_linear_probe(task), checkpoint_id="c",
+def save_probe(out: Path, task: FewShotTask, checkpoint_id: str) -> None:
+    save_adapter(out, method="linear-probe", fitted=fit_linear_probe(task), checkpoint_id=checkpoint_id,
                  classnames=task.classnames)
+
+
+def test_adapter_is_small(tmp_path: Path) -> None:
+    save_probe(tmp_path / "run", cluster_task(zeroshot="random", dim=512, num_classes=10, shots=16)[0], "c")
     assert (tmp_path / "run" / "adapter.safetensors").stat().st_size < 10 * 512 * 4 + 10 * 4 + 1024
 
 
@@ -66,9 +70,7 @@ def test_tuned_image_tower_round_trip(tmp_path: Path) -> None:
 
 
 def test_adapter_for_another_checkpoint_is_refused(tmp_path: Path) -> None:
-    task, _, _ = cluster_task()
-    save_adapter(tmp_path / "run", method="linear-probe", fitted=fit_linear_probe(task), checkpoint_id="aaa",
-                 classnames=task.classnames)
+    save_probe(tmp_path / "run", cluster_task()[0], "aaa")
     with pytest.raises(FinetuneError, match="trained on checkpoint aaa but this checkpoint is bbb"):
         load_adapter(tmp_path / "run", fake_encoder("bbb"))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from data_tools.loader import LoaderConfig, make_loader
 from finetune.errors import FinetuneError
 from finetune.methods.experiment import make_task, prepare
 from finetune.methods.features import cached_features, load_images
@@ -86,8 +87,6 @@ def test_unlabelled_shards_say_which_label_fields_exist(tmp_path: Path) -> None:
 
 
 def test_load_images_returns_the_named_samples_in_order(tmp_path: Path) -> None:
-    from data_tools.loader import LoaderConfig, make_loader
-
     data = write_shards(tmp_path / "train", CLASSES, per_class=5)
     encoder = ColourEncoder(CLASSES)
     everything = {}
