@@ -84,9 +84,9 @@ def build_shards(data: SourceData, config: BuildConfig) -> dict:
 
         return build_shards_ray(data, config)
     prepare_out_dir(config)
-    writer, skipped = ShardWriter(config.out, config.shard_size), Counter(data.skipped)
+    skipped = Counter(data.skipped)
     bar = tqdm(total=len(data.records), desc=f"build {data.name}", unit="img", disable=not config.progress)
-    try:
+    with ShardWriter(config.out, config.shard_size) as writer, bar:
         for result in _encoded(data.records, config):
             bar.update(1)
             if isinstance(result, Skipped):
@@ -94,12 +94,7 @@ def build_shards(data: SourceData, config: BuildConfig) -> dict:
                 LOG.warning("skipped %s (%s): %s", result.key, result.reason, result.detail)
             else:
                 writer.write(result)
-    except BaseException:
-        writer.abort()  # an interrupted build leaves only finished tars, never a partial one
-        raise
-    finally:
-        bar.close()
-    return finish_build(data, config, writer.close(), skipped)
+    return finish_build(data, config, writer.counts, skipped)
 
 
 def check_build_inputs(data: SourceData, config: BuildConfig) -> None:

@@ -99,19 +99,15 @@ def shard_plan(kept: list[int], shard_size: int) -> list[list[SegmentSlice]]:
 def encode_partition(records: list[SourceRecord], segments: str, partition: int, image_size: int,
                      background: str) -> tuple[int, list[tuple[str, str, str]]]:
     """Encode one partition into its segment tar; (samples kept, [(key, reason, detail) skipped])."""
-    writer = ShardWriter(Path(segments), shard_size=len(records) + 1, first_index=partition)
     skips: list[tuple[str, str, str]] = []
-    try:
+    # nothing kept: no segment, and no shard plan refers to this partition
+    with ShardWriter(Path(segments), shard_size=len(records) + 1, first_index=partition) as writer:
         for record in records:
             result = encode_record(record, image_size=image_size, background=background)
             if isinstance(result, Skipped):
                 skips.append((result.key, result.reason, result.detail))
             else:
                 writer.write(result)
-    except BaseException:
-        writer.abort()
-        raise
-    writer.close()  # nothing kept: no segment, and no shard plan refers to this partition
     return len(records) - len(skips), skips
 
 
@@ -122,15 +118,11 @@ def pack_shard(segments: str, out: str, index: int, slices: list[SegmentSlice]) 
     if len(slices) == 1 and only.partition == index and (only.start, only.stop) == (0, only.kept):
         os.replace(seg_dir / f"{index:05d}.tar", out_dir / f"{index:05d}.tar")  # the segment is this shard
         return only.kept
-    writer = ShardWriter(out_dir, shard_size=sum(s.stop - s.start for s in slices) + 1, first_index=index)
-    try:
+    with ShardWriter(out_dir, shard_size=sum(s.stop - s.start for s in slices) + 1, first_index=index) as writer:
         for piece in slices:
             for sample in _samples(seg_dir / f"{piece.partition:05d}.tar", piece.start, piece.stop):
                 writer.write(sample)
-    except BaseException:
-        writer.abort()
-        raise
-    return sum(writer.close().values())
+    return sum(writer.counts.values())
 
 
 def _samples(path: Path, start: int, stop: int) -> Iterator[EncodedSample]:

@@ -45,6 +45,17 @@ class ShardWriter:
         if self._in_shard == self.shard_size:
             self._close_current()
 
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        """Finish the last shard; after an error (even Ctrl-C), drop it instead, so an interrupted
+        build leaves only finished tars, never a partial one."""
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
     def close(self) -> dict[str, int]:
         """Finish the last shard; returns samples per shard file name."""
         self._close_current()
