@@ -179,12 +179,8 @@ def open_clip_config(path: str | Path) -> dict[str, Any]:
     return resolved_model_cfg(read_model_info(resolve_checkpoint(path)))
 
 
-def weights_digest(ckpt_dir: str | Path) -> str:
-    """A short hash naming the weights (sha256 of model.safetensors)."""
-    return file_digest(Path(ckpt_dir) / WEIGHTS_FILE)
-
-
 def file_digest(path: Path) -> str:
+    """A short hash naming a file's bytes (sha256); of a checkpoint's model.safetensors, it names the weights."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()[:16]
 

@@ -65,7 +65,8 @@ class Encoder:
                 f"(missing {incompatible.missing_keys[:3]}, unexpected {incompatible.unexpected_keys[:3]}): "
                 "the checkpoint is from another config or damaged"
             )
-        return cls._from_clip(clip, info=info, checkpoint_id=checkpoint.weights_digest(ckpt), device=device)
+        checkpoint_id = checkpoint.file_digest(ckpt / checkpoint.WEIGHTS_FILE)
+        return cls._from_clip(clip, info=info, checkpoint_id=checkpoint_id, device=device)
 
     @classmethod
     def from_open_clip(cls, model_name: str, pretrained: str | None = None,

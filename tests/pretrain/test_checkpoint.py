@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import open_clip
@@ -14,6 +12,7 @@ from data_tools.atomic_write import _host_tag
 from pretrain import checkpoint, models
 from pretrain.encoder import Encoder
 from pretrain.errors import PretrainError
+from tests.data_tools.test_atomic_write import dead_pid
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +83,7 @@ def test_encoder_load_matches_the_trained_model(saved: tuple) -> None:
     assert texts.shape == (2, 256) and texts.dtype == torch.float32
     assert torch.allclose(texts.norm(dim=-1), torch.ones(2), atol=1e-5)
     assert encoder.image_size == 64 and encoder.embed_dim == 256
-    assert encoder.checkpoint_id == checkpoint.weights_digest(run / "checkpoints" / "step_00000012")
+    assert encoder.checkpoint_id == checkpoint.file_digest(run / "checkpoints" / "step_00000012" / "model.safetensors")
     assert encoder.preprocess(__import__("PIL.Image").Image.new("RGB", (80, 80))).shape == (3, 64, 64)
 
 
@@ -108,9 +107,7 @@ def test_encoder_from_open_clip_reads_an_open_clip_train_file(saved: tuple, tmp_
 
 
 def test_a_killed_save_is_cleared_by_the_next_and_never_loaded(tmp_path: Path) -> None:
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    killed = tmp_path / "checkpoints" / f".step_00000005.tmp-{_host_tag()}-{process.pid}-ab12cd"
+    killed = tmp_path / "checkpoints" / f".step_00000005.tmp-{_host_tag()}-{dead_pid()}-ab12cd"
     killed.mkdir(parents=True)
     (killed / "model.safetensors").write_bytes(b"half")
     (killed / "config.json").write_text("{}")
