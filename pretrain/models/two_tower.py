@@ -61,13 +61,6 @@ def trim_padding(tokens: torch.Tensor, pad_id: int, multiple: int = 1) -> torch.
     return tokens[:, :length]
 
 
-def pool_rows(tokens: torch.Tensor, pool_type: str, eos_token_id: int | None) -> torch.Tensor:
-    """The row `text_global_pool` keeps for each caption (argmax or eos pooling). (B, L) -> (B,)"""
-    if pool_type == "argmax":
-        return tokens.argmax(dim=-1)
-    return (tokens == eos_token_id).int().argmax(dim=-1)
-
-
 def encode_text_clip_trimmed(clip: nn.Module, tokens: torch.Tensor, *, pooled_last_block: bool = False) -> torch.Tensor:
     """`CLIP.encode_text` for tokens shorter than the context (unnormalised, (B, D)).
 
@@ -82,7 +75,8 @@ def encode_text_clip_trimmed(clip: nn.Module, tokens: torch.Tensor, *, pooled_la
     mask = None if clip.attn_mask is None else clip.attn_mask[:length, :length]  # (L, L)
     eos_id = getattr(clip, "text_eos_id", None)
     if pooled_last_block:
-        rows = pool_rows(tokens, clip.text_pool_type, eos_id)  # (B,)
+        # (B,) the row `text_global_pool` keeps for each caption (argmax or eos pooling)
+        rows = tokens.argmax(dim=-1) if clip.text_pool_type == "argmax" else (tokens == eos_id).int().argmax(dim=-1)
         x = run_all_but_last(clip.transformer, x, mask)
         x = clip.ln_final(pooled_block(clip.transformer.resblocks[-1], x, rows, mask))  # (B, W)
     else:
