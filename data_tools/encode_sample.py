@@ -31,10 +31,7 @@ def _open_image(record: SourceRecord) -> Image.Image:
     if record.pixels is not None:
         px = record.pixels
         return Image.frombytes(px.mode, (px.width, px.height), px.data)
-    if record.image_bytes is not None:
-        image = Image.open(io.BytesIO(record.image_bytes))
-    else:
-        image = Image.open(record.image_path)
+    image = Image.open(io.BytesIO(record.image_bytes) if record.image_bytes is not None else record.image_path)
     image.load()  # decode now so a truncated file fails here, inside the try
     return image
 
