@@ -79,24 +79,19 @@ def image_adapter(student: dict[str, Any], teacher: dict[str, Any]) -> ImageAdap
     return adapt
 
 
-def load_teacher(path: str, device: torch.device) -> Encoder:
-    """The frozen teacher; PretrainError naming `distill.teacher` when `path` holds no usable checkpoint."""
-    try:
-        with torch.random.fork_rng(devices=[]):  # building it draws a random init: keep the run's own draws
-            teacher = Encoder.load(path, device=device)
-    except PretrainError as err:
-        raise PretrainError(f"distill.teacher: {err}") from err
-    teacher.model.requires_grad_(False)  # a fixed function (a MiniLM text tower then memoises its outputs)
-    return teacher
-
-
 class Distiller:
     """Teacher features for a step, and `distill_loss` of the student's outputs against them."""
 
     def __init__(self, config: DistillConfig, *, student: models.TwoTower, device: torch.device,
                  autocast: Callable[[], AbstractContextManager], gather: Gather) -> None:
         self.config, self.autocast, self.gather = config, autocast, gather
-        self.teacher = load_teacher(str(config.teacher), device)
+        # the frozen teacher; a path with no usable checkpoint is a PretrainError naming `distill.teacher`
+        try:
+            with torch.random.fork_rng(devices=[]):  # building it draws a random init: keep the run's own draws
+                self.teacher = Encoder.load(str(config.teacher), device=device)
+        except PretrainError as err:
+            raise PretrainError(f"distill.teacher: {err}") from err
+        self.teacher.model.requires_grad_(False)  # a fixed function (a MiniLM text tower then memoises its outputs)
         self.adapt_images = image_adapter(dict(student.clip.visual.preprocess_cfg), self.teacher.config["preprocess"])
         student_dim = int(models.model_config(student.name)["embed_dim"])
         # feature matching across embedding sizes needs a learned map (trained with the student)
