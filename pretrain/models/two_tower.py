@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 from torch import nn
 
-from pretrain.models.length_buckets import run_bucketed
+from pretrain.models.length_buckets import caption_lengths, round_up, run_bucketed
 from pretrain.models.pooled_block import (
     encode_image_pooled,
     pooled_block,
@@ -55,10 +55,8 @@ def pad_token_id(clip: nn.Module) -> int:
 
 def trim_padding(tokens: torch.Tensor, pad_id: int, multiple: int = 1) -> torch.Tensor:
     """Cut (B, L) tokens to the longest non-pad prefix, rounded up to `multiple`."""
-    used = (tokens != pad_id).any(dim=0).nonzero()
-    length = int(used.max()) + 1 if used.numel() else 1
-    length = min(tokens.shape[1], -(-length // multiple) * multiple)
-    return tokens[:, :length]
+    length = int(caption_lengths(tokens, pad_id).max()) if len(tokens) else 1
+    return tokens[:, : min(tokens.shape[1], round_up(length, multiple))]
 
 
 def encode_text_clip_trimmed(clip: nn.Module, tokens: torch.Tensor, *, pooled_last_block: bool = False) -> torch.Tensor:
