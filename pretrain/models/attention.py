@@ -51,12 +51,10 @@ class ExplicitSelfAttention(nn.MultiheadAttention):
 
 def use_explicit_attention(model: nn.Module) -> int:
     """Switch every batch-first `nn.MultiheadAttention` in `model` to explicit matmuls; returns how many."""
-    switched = 0
-    for module in model.modules():
-        if type(module) is nn.MultiheadAttention and module.batch_first and module._qkv_same_embed_dim:
-            module.__class__ = ExplicitSelfAttention  # same parameters and buffers, another forward
-            switched += 1
-    return switched
+    found = [m for m in model.modules() if type(m) is nn.MultiheadAttention and m.batch_first and m._qkv_same_embed_dim]
+    for module in found:
+        module.__class__ = ExplicitSelfAttention  # same parameters and buffers, another forward
+    return len(found)
 
 
 def explicit_attention_pays(device: torch.device, max_tokens: int) -> bool:

@@ -43,10 +43,8 @@ class DenseGradBuffer:
 
 def accumulate_embedding_grads_in_place(model: nn.Module) -> int:
     """Switch every trainable, non-sparse `nn.Embedding` in `model` to in-place gradients; returns how many."""
-    switched = 0
-    for module in model.modules():
-        if type(module) is nn.Embedding and not module.sparse and module.weight.requires_grad:
-            module.sparse = True
-            module.register_forward_pre_hook(DenseGradBuffer(module.weight))
-            switched += 1
-    return switched
+    tables = [m for m in model.modules() if type(m) is nn.Embedding and not m.sparse and m.weight.requires_grad]
+    for module in tables:
+        module.sparse = True
+        module.register_forward_pre_hook(DenseGradBuffer(module.weight))
+    return len(tables)
