@@ -68,12 +68,10 @@ def use_bias_fused_linear(model: nn.Module) -> int:
     Every `nn.Linear` that keeps `nn.Linear.forward` becomes a `BiasFusedLinear`, and explicit self-attention
     computes its input projection with `linear` too.
     """
-    switched = 0
-    for module in model.modules():
-        if isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward:
-            module.__class__ = BiasFusedLinear
-            switched += 1
-        elif isinstance(module, ExplicitSelfAttention):
-            module.in_projection = linear
-            switched += 1
-    return switched
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward]
+    attentions = [m for m in model.modules() if isinstance(m, ExplicitSelfAttention)]
+    for module in linears:
+        module.__class__ = BiasFusedLinear
+    for module in attentions:
+        module.in_projection = linear
+    return len(linears) + len(attentions)
