@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -245,14 +246,10 @@ def _batch(spec: _Spec, tokenize: Tokenize | None, batch_transform: BatchTransfo
            samples: Iterable[dict]) -> Iterator[dict]:
     """Group decoded samples into batch dicts; tokenizing (and a batch transform) here keeps it in the workers."""
     collate = functools.partial(_collate, tokenize=tokenize, batch_transform=batch_transform)
-    batch: list[dict] = []
-    for sample in samples:
-        batch.append(sample)
-        if len(batch) == spec.config.batch_size:
+    samples = iter(samples)
+    while batch := list(itertools.islice(samples, spec.config.batch_size)):
+        if len(batch) == spec.config.batch_size or not spec.config.drop_last:
             yield collate(batch)
-            batch = []
-    if batch and not spec.config.drop_last:
-        yield collate(batch)
 
 
 def _collate(batch: list[dict], *, tokenize: Tokenize | None, batch_transform: BatchTransform | None) -> dict:
