@@ -31,13 +31,9 @@ class InLoopEvaluator(Protocol):
 def run_evaluators(evaluators: Sequence[InLoopEvaluator], clip: nn.Module, *, model_name: str) -> dict[str, float]:
     """All evaluators' (name, value) pairs as one dict; the model is left in eval mode."""
     rng = capture_rng()
-    metrics: dict[str, float] = {}
     try:
         encoder = Encoder.from_model(clip, model_name=model_name)
         with torch.no_grad():
-            for evaluator in evaluators:
-                for name, value in evaluator.run(encoder):
-                    metrics[name] = float(value)
+            return {name: float(value) for evaluator in evaluators for name, value in evaluator.run(encoder)}
     finally:
         restore_rng(rng)
-    return metrics
