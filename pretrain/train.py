@@ -226,9 +226,8 @@ class Trainer:
         micro = [(b["image"].to(device, non_blocking=True), b["text"].to(device, non_blocking=True))
                  for b in batches]
         groups = torch.cat([b["group"] for b in batches]).to(device) if all("group" in b for b in batches) else None
-        if self.distiller is None:
-            return micro, None, groups
-        teacher = self.distiller.teach([images for images, _ in micro], [b.get("caption") for b in batches])
+        captions = [b.get("caption") for b in batches]
+        teacher = self.distiller.teach([images for images, _ in micro], captions) if self.distiller else None
         return micro, teacher, groups
 
     def _train_step(self, elapsed_s: float) -> tuple[float, float]:
