@@ -105,9 +105,8 @@ def check_build_inputs(data: SourceData, config: BuildConfig) -> None:
         raise DataError(f"`background` must be one of {', '.join(BUILD_BACKGROUNDS)}, got {config.background!r}")
     if not data.records:
         raise DataError(f"source {data.name} gave no samples (check the path, split or columns)")
-    keys = [r.key for r in data.records]
-    if len(set(keys)) != len(keys):
-        dup = next(k for k, n in Counter(keys).items() if n > 1)
+    dup = next((key for key, n in Counter(r.key for r in data.records).items() if n > 1), None)
+    if dup is not None:
         raise DataError(f"source {data.name} gives duplicate sample key {dup!r}; keys must be unique")
 
 
