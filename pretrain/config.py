@@ -339,6 +339,4 @@ def validate(config: TrainConfig) -> None:
 
 def save_config(config: TrainConfig, run_dir: Path) -> Path:
     """Write the resolved config to run_dir/config.json (atomically)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "config.json"
-    return write_json_atomic(path, config_to_dict(config))
+    return write_json_atomic(run_dir / "config.json", config_to_dict(config))  # creates run_dir if missing
