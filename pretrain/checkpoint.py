@@ -49,9 +49,7 @@ def save_checkpoint(run_dir: str | Path, *, step: int, state_dict: dict[str, tor
     from pretrain.models.build import portable_model_info  # deferred: open_clip takes seconds to import
 
     final = checkpoint_path(run_dir, step)
-    root = final.parent
-    root.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(root)  # half-written step dirs of a killed run (never a live writer's)
+    remove_stale_temporaries(final.parent)  # half-written step dirs of a killed run (never a live writer's)
     # Re-saving a step (e.g. a signal right after a periodic save) replaces it whole.
     with atomic_directory(final) as tmp:
         # safetensors refuses shared storage; clones make every tensor its own.
