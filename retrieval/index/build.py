@@ -18,7 +18,7 @@ import resource
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -32,7 +32,7 @@ from retrieval.errors import RetrievalError
 from retrieval.index.choice import (TRAIN_POINTS_PER_LIST, IndexChoice, choose_index_factory, configure_index,
                                     more_accurate_choices, training_points)
 from retrieval.index.recall import end_to_end_recall
-from retrieval.index.tune import TuningResult, exact_neighbors, rows_as_dicts, tune_index
+from retrieval.index.tune import TuningResult, exact_neighbors, tune_index
 from retrieval.index.memory_size import format_size, parse_size
 from retrieval.metadata import MetadataTable
 from retrieval.recorded_paths import rebased, record_path
@@ -138,7 +138,7 @@ def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, b
 
     path = out_dir / f"{modality}.faiss"
     faiss.write_index(index, str(path))
-    write_json_atomic(out_dir / f"{modality}.tuning.json", rows_as_dicts(result.rows))
+    write_json_atomic(out_dir / f"{modality}.tuning.json", [asdict(row) for row in result.rows])
     chosen = result.chosen
     if not result.target_met:
         log(f"[{modality}] warning: best recall@{k} {chosen.recall_at_k:.3f} is below the target "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
@@ -187,7 +187,3 @@ def choose_setting(rows: list[TuningRow], target_recall: float) -> tuple[TuningR
     if meeting:
         return min(meeting, key=lambda r: (r.latency_ms_median, -r.recall_at_k)), True
     return max(rows, key=lambda r: (r.recall_at_k, -r.latency_ms_median)), False
-
-
-def rows_as_dicts(rows: list[TuningRow]) -> list[dict]:
-    return [asdict(r) for r in rows]
