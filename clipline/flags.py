@@ -106,7 +106,20 @@ def config_from_args(cls: type[T], args: Namespace, *, skip: Collection[str] = (
 
     `given` maps field paths to values set by the caller instead (e.g. a skipped field).
     """
-    return _build(cls, args, prefix=f"{prefix}." if prefix else "", skip=set(skip), given=dict(given or {}))
+    hints = typing.get_type_hints(cls)
+    given = given or {}
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        path = f"{prefix}.{field.name}" if prefix else field.name
+        if path in given:
+            values[field.name] = given[path]
+        elif path in skip:
+            continue
+        elif dataclasses.is_dataclass(hints[field.name]):
+            values[field.name] = config_from_args(hints[field.name], args, skip=skip, given=given, prefix=path)
+        else:
+            values[field.name] = args[path]
+    return cls(**values)
 
 
 class ConfigParser(ArgumentParser):
@@ -243,22 +256,6 @@ def _default(field: dataclasses.Field, parent_defaults: Any) -> Any:
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
     return dataclasses.MISSING
-
-
-def _build(cls: type[T], args: Namespace, *, prefix: str, skip: set[str], given: Mapping[str, Any]) -> T:
-    hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):
-        path = prefix + field.name
-        if path in given:
-            values[field.name] = given[path]
-        elif path in skip:
-            continue
-        elif dataclasses.is_dataclass(hints[field.name]):
-            values[field.name] = _build(hints[field.name], args, prefix=f"{path}.", skip=skip, given=given)
-        else:
-            values[field.name] = args[path]
-    return cls(**values)
 
 
 def _dashed(name: str) -> str:
