@@ -145,10 +145,9 @@ class ConfigParser(ArgumentParser):
         except argparse.ArgumentError as err:
             raise argparse.ArgumentError(None, self._flag_spelling(" ".join(str(err).split()))) from err
 
-    def parse_config(self, cls: type[T], argv: list[str] | None, *, skip: Collection[str] = (),
-                     given: Mapping[str, Any] | None = None) -> T:
+    def parse_config(self, cls: type[T], argv: list[str] | None) -> T:
         """`argv` parsed into `cls` (one config added without prefix)."""
-        return config_from_args(cls, self.parse(argv), skip=skip, given=given)
+        return config_from_args(cls, self.parse(argv))
 
     def _flag_spelling(self, message: str) -> str:
         message = re.sub(r'Parser key "([^"]+)"', lambda m: self.flag_names.get(m.group(1), m.group(1)), message)
