@@ -43,8 +43,7 @@ class _Pending:
 class TextSearchBatcher:
     """Queue + worker tasks (per event loop) that run merged text searches."""
 
-    def __init__(self, limiter: anyio.CapacityLimiter, max_batch: int = 64, wait_s: float = 0.0,
-                 workers: int = 1) -> None:
+    def __init__(self, limiter: anyio.CapacityLimiter, max_batch: int, wait_s: float = 0.0, workers: int = 1) -> None:
         self._limiter = limiter
         self._max_batch = max_batch
         self._wait_s = wait_s
