@@ -77,15 +77,14 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
     return float(hits / (k * len(truth)))
 
 
-def measure(index: faiss.Index, params: str, queries: np.ndarray, truth: np.ndarray, k: int,
-            single_queries: int = 200) -> TuningRow:
-    """Recall, batched q/s and single-query latency of `index` under `params`."""
+def measure(index: faiss.Index, params: str, queries: np.ndarray, truth: np.ndarray, k: int) -> TuningRow:
+    """Recall, batched q/s and single-query latency (over the first 200 queries) of `index` under `params`."""
     if params:
         faiss.ParameterSpace().set_index_parameters(index, params)
     start = time.perf_counter()
     _, found = index.search(queries, k)
     batched_qps = len(queries) / max(time.perf_counter() - start, 1e-9)
-    latencies = single_query_latencies(index, queries[:single_queries], k)
+    latencies = single_query_latencies(index, queries[:200], k)
     return TuningRow(
         params=params,
         recall_at_k=round(recall_at_k(found, truth, k), 4),
