@@ -19,7 +19,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -33,7 +33,7 @@ from retrieval.encoder_spec import load_encoder
 from retrieval.errors import RetrievalError
 from retrieval.metadata import metadata_row, write_metadata
 from retrieval.recorded_paths import record_checkpoint, record_path, recorded_path
-from retrieval.shard_members import image_members
+from retrieval.shard_members import MemberSpan, image_members
 
 if TYPE_CHECKING:
     from pretrain.encoder import Encoder
@@ -143,12 +143,10 @@ def write_part(out: Path, part: str, vectors: ShardVectors, *, fp16: bool) -> in
     """Write one shard's vectors and metadata as `part` (metadata last); returns the rows written."""
     shard = vectors.shard
     spans = image_members(shard)
-    rows = []
-    for key, caption, meta in zip(vectors.keys, vectors.captions, vectors.metas):
-        span = spans.get(key)
-        rows.append(metadata_row(key=key, caption=caption, shard=Path(shard).name,
-                                 member=span.member if span else "", offset=span.offset if span else -1,
-                                 size=span.size if span else 0, meta=meta))
+    no_image = MemberSpan(member="", offset=-1, size=0)  # where a sample's image member was not found
+    rows = [metadata_row(key=key, caption=caption, shard=Path(shard).name, meta=meta,
+                         **asdict(spans.get(key, no_image)))
+            for key, caption, meta in zip(vectors.keys, vectors.captions, vectors.metas)]
     partial = out / "metadata" / f"{part}{PARTIAL_SUFFIX}"
     unreadable = vectors.skipped.get("corrupt_tar", 0)
     if unreadable:  # before the part's files: a part is never complete-looking without its whole shard
