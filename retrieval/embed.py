@@ -121,8 +121,7 @@ def _embed_local(encoder: Encoder, shards: list[str], mine: list[int], out: Path
         else:
             todo.append((n, i))
     start = time.perf_counter()
-    vectors = embed_stream(encoder, [shards[i] for _, i in todo], batch_size=config.batch_size,
-                           num_workers=config.num_workers, precision=config.precision)
+    vectors = embed_stream(encoder, [shards[i] for _, i in todo], config)
     for (n, i), shard_vectors in zip(todo, vectors, strict=True):
         rows = write_part(out, f"part_{i:05d}", shard_vectors, fp16=config.fp16)
         seconds, start = time.perf_counter() - start, time.perf_counter()
@@ -134,8 +133,7 @@ def embed_shard(encoder: Encoder, shard: str, out: Path, part: str, config: Embe
     """Embed one shard into `part` (config.precision already resolved); returns the number of samples written."""
     from retrieval.embed_stream import embed_stream
 
-    (vectors,) = embed_stream(encoder, [shard], batch_size=config.batch_size, num_workers=config.num_workers,
-                              precision=config.precision)
+    (vectors,) = embed_stream(encoder, [shard], config)
     return write_part(out, part, vectors, fp16=config.fp16)
 
 
