@@ -150,9 +150,9 @@ def write_part(out: Path, part: str, vectors: ShardVectors, *, fp16: bool) -> in
     if unreadable:  # before the part's files: a part is never complete-looking without its whole shard
         write_json_atomic(partial, {"shard": Path(shard).name, "reason": "the tar is truncated or unreadable "
                                     "part-way; its readable samples are embedded", "rows": len(rows)})
-    dtype = np.float16 if fp16 else np.float32
-    _save_npy(vectors.images.astype(dtype), out / "img_emb" / f"{part}.npy")
-    _save_npy(vectors.texts.astype(dtype), out / "text_emb" / f"{part}.npy")
+    for array, folder in ((vectors.images, MODALITY_DIRS["image"]), (vectors.texts, MODALITY_DIRS["text"])):
+        with atomic_path(out / folder / f"{part}.npy") as tmp:
+            np.save(tmp, array.astype(np.float16 if fp16 else np.float32))
     write_metadata(rows, out / "metadata" / f"{part}.parquet")  # last: marks the part complete
     if not unreadable:
         partial.unlink(missing_ok=True)
@@ -245,8 +245,3 @@ def _write_info(out: Path, config: EmbedConfig, encoder: Encoder, shards: list[s
     }
     write_json_atomic(out / "info.json", info)
     return info
-
-
-def _save_npy(array: np.ndarray, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        np.save(tmp, array)
