@@ -44,8 +44,8 @@ class ShardEmbedder:
             count, error = -1, ""
             for _ in range(1 + max(0, self.config.distributed.max_retries)):
                 try:
-                    count, error = embed_shard(self.encoder, str(shard), self.out, f"part_{int(index):05d}",
-                                               self.config), ""
+                    count = embed_shard(self.encoder, str(shard), self.out, f"part_{int(index):05d}", self.config)
+                    error = ""
                     break
                 except Exception as err:  # noqa: BLE001 - reported by the driver, naming the shard
                     error = " ".join(f"{type(err).__name__}: {err}".split())[:300]
