@@ -106,7 +106,20 @@ def config_from_args(cls: type[T], args: Namespace, *, skip: Collection[str] = (
 
     `given` maps field paths to values set by the caller instead (e.g. a skipped field).
     """
-    return _build(cls, args, prefix=f"{prefix}." if prefix else "", skip=set(skip), given=dict(given or {}))
+    hints = typing.get_type_hints(cls)
+    given = given or {}
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        path = f"{prefix}.{field.name}" if prefix else field.name
+        if path in given:
+            values[field.name] = given[path]
+        elif path in skip:
+            continue
+        elif dataclasses.is_dataclass(hints[field.name]):
+            values[field.name] = config_from_args(hints[field.name], args, skip=skip, given=given, prefix=path)
+        else:
+            values[field.name] = args[path]
+    return cls(**values)
 
 
 class ConfigParser(ArgumentParser):
@@ -132,10 +145,9 @@ class ConfigParser(ArgumentParser):
         except argparse.ArgumentError as err:
             raise argparse.ArgumentError(None, self._flag_spelling(" ".join(str(err).split()))) from err
 
-    def parse_config(self, cls: type[T], argv: list[str] | None, *, skip: Collection[str] = (),
-                     given: Mapping[str, Any] | None = None) -> T:
+    def parse_config(self, cls: type[T], argv: list[str] | None) -> T:
         """`argv` parsed into `cls` (one config added without prefix)."""
-        return config_from_args(cls, self.parse(argv), skip=skip, given=given)
+        return config_from_args(cls, self.parse(argv))
 
     def _flag_spelling(self, message: str) -> str:
         message = re.sub(r'Parser key "([^"]+)"', lambda m: self.flag_names.get(m.group(1), m.group(1)), message)
@@ -243,22 +255,6 @@ def _default(field: dataclasses.Field, parent_defaults: Any) -> Any:
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
     return dataclasses.MISSING
-
-
-def _build(cls: type[T], args: Namespace, *, prefix: str, skip: set[str], given: Mapping[str, Any]) -> T:
-    hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):
-        path = prefix + field.name
-        if path in given:
-            values[field.name] = given[path]
-        elif path in skip:
-            continue
-        elif dataclasses.is_dataclass(hints[field.name]):
-            values[field.name] = _build(hints[field.name], args, prefix=f"{path}.", skip=skip, given=given)
-        else:
-            values[field.name] = args[path]
-    return cls(**values)
 
 
 def _dashed(name: str) -> str:

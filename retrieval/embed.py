@@ -19,7 +19,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -33,7 +33,7 @@ from retrieval.encoder_spec import load_encoder
 from retrieval.errors import RetrievalError
 from retrieval.metadata import metadata_row, write_metadata
 from retrieval.recorded_paths import record_checkpoint, record_path, recorded_path
-from retrieval.shard_members import image_members
+from retrieval.shard_members import MemberSpan, image_members
 
 if TYPE_CHECKING:
     from pretrain.encoder import Encoder
@@ -121,8 +121,7 @@ def _embed_local(encoder: Encoder, shards: list[str], mine: list[int], out: Path
         else:
             todo.append((n, i))
     start = time.perf_counter()
-    vectors = embed_stream(encoder, [shards[i] for _, i in todo], batch_size=config.batch_size,
-                           num_workers=config.num_workers, precision=config.precision)
+    vectors = embed_stream(encoder, [shards[i] for _, i in todo], config)
     for (n, i), shard_vectors in zip(todo, vectors, strict=True):
         rows = write_part(out, f"part_{i:05d}", shard_vectors, fp16=config.fp16)
         seconds, start = time.perf_counter() - start, time.perf_counter()
@@ -134,8 +133,7 @@ def embed_shard(encoder: Encoder, shard: str, out: Path, part: str, config: Embe
     """Embed one shard into `part` (config.precision already resolved); returns the number of samples written."""
     from retrieval.embed_stream import embed_stream
 
-    (vectors,) = embed_stream(encoder, [shard], batch_size=config.batch_size, num_workers=config.num_workers,
-                              precision=config.precision)
+    (vectors,) = embed_stream(encoder, [shard], config)
     return write_part(out, part, vectors, fp16=config.fp16)
 
 
@@ -143,20 +141,18 @@ def write_part(out: Path, part: str, vectors: ShardVectors, *, fp16: bool) -> in
     """Write one shard's vectors and metadata as `part` (metadata last); returns the rows written."""
     shard = vectors.shard
     spans = image_members(shard)
-    rows = []
-    for key, caption, meta in zip(vectors.keys, vectors.captions, vectors.metas):
-        span = spans.get(key)
-        rows.append(metadata_row(key=key, caption=caption, shard=Path(shard).name,
-                                 member=span.member if span else "", offset=span.offset if span else -1,
-                                 size=span.size if span else 0, meta=meta))
+    no_image = MemberSpan(member="", offset=-1, size=0)  # where a sample's image member was not found
+    rows = [metadata_row(key=key, caption=caption, shard=Path(shard).name, meta=meta,
+                         **asdict(spans.get(key, no_image)))
+            for key, caption, meta in zip(vectors.keys, vectors.captions, vectors.metas)]
     partial = out / "metadata" / f"{part}{PARTIAL_SUFFIX}"
     unreadable = vectors.skipped.get("corrupt_tar", 0)
     if unreadable:  # before the part's files: a part is never complete-looking without its whole shard
         write_json_atomic(partial, {"shard": Path(shard).name, "reason": "the tar is truncated or unreadable "
                                     "part-way; its readable samples are embedded", "rows": len(rows)})
-    dtype = np.float16 if fp16 else np.float32
-    _save_npy(vectors.images.astype(dtype), out / "img_emb" / f"{part}.npy")
-    _save_npy(vectors.texts.astype(dtype), out / "text_emb" / f"{part}.npy")
+    for array, folder in ((vectors.images, MODALITY_DIRS["image"]), (vectors.texts, MODALITY_DIRS["text"])):
+        with atomic_path(out / folder / f"{part}.npy") as tmp:
+            np.save(tmp, array.astype(np.float16 if fp16 else np.float32))
     write_metadata(rows, out / "metadata" / f"{part}.parquet")  # last: marks the part complete
     if not unreadable:
         partial.unlink(missing_ok=True)
@@ -249,8 +245,3 @@ def _write_info(out: Path, config: EmbedConfig, encoder: Encoder, shards: list[s
     }
     write_json_atomic(out / "info.json", info)
     return info
-
-
-def _save_npy(array: np.ndarray, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        np.save(tmp, array)

@@ -44,8 +44,8 @@ class ShardEmbedder:
             count, error = -1, ""
             for _ in range(1 + max(0, self.config.distributed.max_retries)):
                 try:
-                    count, error = embed_shard(self.encoder, str(shard), self.out, f"part_{int(index):05d}",
-                                               self.config), ""
+                    count = embed_shard(self.encoder, str(shard), self.out, f"part_{int(index):05d}", self.config)
+                    error = ""
                     break
                 except Exception as err:  # noqa: BLE001 - reported by the driver, naming the shard
                     error = " ".join(f"{type(err).__name__}: {err}".split())[:300]
@@ -73,12 +73,11 @@ def embed_parts_ray(shards: list[str], out: Path, config: EmbedConfig, log: Call
         context.print_on_execution_start = False
         items = [{"part": i, "shard": shards[i]} for i in todo]
         actors = min(config.num_actors, len(todo))
-        remote_args: dict[str, Any] = {"max_restarts": config.distributed.max_retries,
-                                       "max_task_retries": config.distributed.max_retries}
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             ShardEmbedder, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=1, num_gpus=1 if config.device.startswith("cuda") else 0,
-            fn_constructor_kwargs={"config": config, "out": str(out)}, **remote_args)
+            fn_constructor_kwargs={"config": config, "out": str(out)},
+            max_restarts=config.distributed.max_retries, max_task_retries=config.distributed.max_retries)
         written = 0
         failed: list[tuple[int, str, str]] = []
         with tqdm(total=len(todo), desc=f"embed ({actors} Ray actors)", unit="shard") as bar:

@@ -32,7 +32,7 @@ from pretrain.precision import autocast, encoder_device
 
 if TYPE_CHECKING:
     from pretrain.encoder import Encoder
-    from pretrain.precision import Precision
+    from retrieval.embed import EmbedConfig
 
 
 @dataclass(kw_only=True)
@@ -51,13 +51,14 @@ class ShardVectors:
     """Samples (or whole tar remainders, `corrupt_tar`) that could not be read, by reason."""
 
 
-def embed_stream(encoder: Encoder, shards: Sequence[str], *, batch_size: int, num_workers: int | None,
-                 precision: Precision) -> Iterator[ShardVectors]:
-    """The vectors of each of `shards`, in order, one `ShardVectors` per shard."""
-    compute = autocast(precision, encoder_device(encoder))
+def embed_stream(encoder: Encoder, shards: Sequence[str], config: EmbedConfig) -> Iterator[ShardVectors]:
+    """The vectors of each of `shards`, in order, one `ShardVectors` per shard, computed as `config` says
+    (its batch size, loader workers and precision, the last already resolved to bf16 or fp32)."""
+    batch_size = config.batch_size
+    compute = autocast(config.precision, encoder_device(encoder))
     if encoder_device(encoder).type == "cpu":
         keep_freed_memory()  # see evaluate.shard_encoding: every batch re-allocates the same activations
-    workers = auto_loader_workers(num_workers)
+    workers = auto_loader_workers(config.num_workers)
     batches = _shard_batches(encoder, shards, batch_size, workers)
     stream = prefetch_in_thread(batches) if workers == 0 else batches
     with contextlib.closing(stream):  # stop the prefetch thread when the caller stops early

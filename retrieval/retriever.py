@@ -31,6 +31,9 @@ from retrieval.recorded_paths import recorded_checkpoint, recorded_path
 if TYPE_CHECKING:
     from pretrain.encoder import Encoder
 
+# the metadata a result carries, in its order (`shard` then made an absolute path)
+RESULT_FIELDS = ("key", "caption", "label", "source", "shard", "member", "offset", "size")
+
 
 class Retriever:
     """Search one modality's index of an index dir."""
@@ -122,17 +125,14 @@ class Retriever:
 
     def _results(self, scores: np.ndarray, ids: np.ndarray) -> list[dict]:
         found = [(float(s), int(i)) for s, i in zip(scores, ids) if i >= 0]  # IVF may return < k hits
-        rows = self.metadata.rows([i for _, i in found])
+        rows = self.metadata.rows([i for _, i in found], RESULT_FIELDS)
         results = []
         for rank, ((score, vid), row) in enumerate(zip(found, rows), 1):
             shard = self._shard_paths.get(row["shard"])
             if shard is None:
                 shard = self._shard_paths.setdefault(row["shard"], str((self.data_dir / row["shard"]).resolve()))
-            results.append({
-                "rank": rank, "id": vid, "score": round(score, 6), "key": row["key"], "caption": row["caption"],
-                "label": row["label"], "source": row["source"], "shard": shard, "member": row["member"],
-                "offset": row["offset"], "size": row["size"], "image": f"{shard}#{row['member']}",
-            })
+            image = f"{shard}#{row['member']}"
+            results.append({"rank": rank, "id": vid, "score": round(score, 6), **row, "shard": shard, "image": image})
         return results
 
 

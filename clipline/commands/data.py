@@ -96,9 +96,8 @@ def run_validate(config: ValidateConfig) -> int:
     return 0 if report["ok"] else EXIT_CORRUPT
 
 
-COMMANDS = {"build": (DataBuildConfig, run_build), "inspect": (InspectConfig, run_inspect),
-            "validate": (ValidateConfig, run_validate)}
-POSITIONAL = {"build": ("source",), "inspect": ("dir",), "validate": ("dir",)}
+COMMANDS = {"build": (DataBuildConfig, run_build, ("source",)), "inspect": (InspectConfig, run_inspect, ("dir",)),
+            "validate": (ValidateConfig, run_validate, ("dir",))}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,9 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     word, rest = argv[0], argv[1:]
     if word not in COMMANDS:
         fail(f"unknown command {word!r}; choose one of {', '.join(COMMANDS)} (see `clipline data --help`)")
-    config_cls, run = COMMANDS[word]
+    config_cls, run, positional = COMMANDS[word]
     with reported_errors(f"data {word}"):
         code = run(parse_config(config_cls, rest, prog=f"clipline data {word}", flat=("build", "read", "build.distributed"),
-                                positional=POSITIONAL[word]))
+                                positional=positional))
     if code:
         sys.exit(code)

@@ -18,7 +18,7 @@ import resource
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -32,7 +32,7 @@ from retrieval.errors import RetrievalError
 from retrieval.index.choice import (TRAIN_POINTS_PER_LIST, IndexChoice, choose_index_factory, configure_index,
                                     more_accurate_choices, training_points)
 from retrieval.index.recall import end_to_end_recall
-from retrieval.index.tune import TuningResult, exact_neighbors, rows_as_dicts, tune_index
+from retrieval.index.tune import TuningResult, exact_neighbors, tune_index
 from retrieval.index.memory_size import format_size, parse_size
 from retrieval.metadata import MetadataTable
 from retrieval.recorded_paths import rebased, record_path
@@ -138,7 +138,7 @@ def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, b
 
     path = out_dir / f"{modality}.faiss"
     faiss.write_index(index, str(path))
-    write_json_atomic(out_dir / f"{modality}.tuning.json", rows_as_dicts(result.rows))
+    write_json_atomic(out_dir / f"{modality}.tuning.json", [asdict(row) for row in result.rows])
     chosen = result.chosen
     if not result.target_met:
         log(f"[{modality}] warning: best recall@{k} {chosen.recall_at_k:.3f} is below the target "
@@ -163,7 +163,7 @@ def _build_and_tune(emb: EmbeddingSet, modality: str, choice: IndexChoice, confi
                     rng: np.random.Generator, queries: np.ndarray, truth: np.ndarray, source: str,
                     log: Callable[[str], None], work: Path) -> tuple[faiss.Index, dict[str, float], TuningResult]:
     """Train and fill `choice` (Ray parts under `work`), tune it on half the queries and validate on the other half."""
-    index, timings = train_and_fill(emb, modality, choice, config, rng, log, work=work)
+    index, timings = train_and_fill(emb, modality, choice, config, rng, log, work)
     start = time.perf_counter()
     k = truth.shape[1]
     half = len(queries) // 2  # tune on one half, confirm the choice on the other (held out)
@@ -191,7 +191,7 @@ def _refuse_budget(reached: float, larger: list[IndexChoice], target: float, bud
 
 def train_and_fill(emb: EmbeddingSet, modality: str, choice: IndexChoice, config: IndexBuildConfig,
                    rng: np.random.Generator, log: Callable[[str], None],
-                   work: Path | None = None) -> tuple[faiss.Index, dict[str, float]]:
+                   work: Path) -> tuple[faiss.Index, dict[str, float]]:
     """The empty index trained on a sample, then filled batch by batch (memory: one batch + sample), or part by
     part on Ray workers (`work`: where the parts go before they are merged)."""
     timings: dict[str, float] = {}
@@ -216,8 +216,7 @@ def train_and_fill(emb: EmbeddingSet, modality: str, choice: IndexChoice, config
     timings["train_s"] = time.perf_counter() - start
     start = time.perf_counter()
     if ray:
-        index = fill_with_ray(emb, modality, index, work or Path(f".{modality}-parts"), config.distributed,
-                              config.add_batch_size, log)
+        index = fill_with_ray(emb, modality, index, work, config.distributed, config.add_batch_size, log)
     else:
         next_report = 0
         for batch in emb.batches(modality, config.add_batch_size):

@@ -18,8 +18,7 @@ KS = (1, 5, 10)
 
 def relevant_rows(captions: Sequence[str], query_rows: Sequence[int]) -> list[set[int]]:
     """For each query row, the set of rows sharing its caption (itself included)."""
-    wanted = {captions[q] for q in query_rows}
-    rows_of: dict[str, set[int]] = {c: set() for c in wanted}
+    rows_of: dict[str, set[int]] = {captions[q]: set() for q in query_rows}
     for row, caption in enumerate(captions):
         if caption in rows_of:
             rows_of[caption].add(row)

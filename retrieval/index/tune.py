@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
@@ -77,15 +77,14 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
     return float(hits / (k * len(truth)))
 
 
-def measure(index: faiss.Index, params: str, queries: np.ndarray, truth: np.ndarray, k: int,
-            single_queries: int = 200) -> TuningRow:
-    """Recall, batched q/s and single-query latency of `index` under `params`."""
+def measure(index: faiss.Index, params: str, queries: np.ndarray, truth: np.ndarray, k: int) -> TuningRow:
+    """Recall, batched q/s and single-query latency (over the first 200 queries) of `index` under `params`."""
     if params:
         faiss.ParameterSpace().set_index_parameters(index, params)
     start = time.perf_counter()
     _, found = index.search(queries, k)
     batched_qps = len(queries) / max(time.perf_counter() - start, 1e-9)
-    latencies = single_query_latencies(index, queries[:single_queries], k)
+    latencies = single_query_latencies(index, queries[:200], k)
     return TuningRow(
         params=params,
         recall_at_k=round(recall_at_k(found, truth, k), 4),
@@ -187,7 +186,3 @@ def choose_setting(rows: list[TuningRow], target_recall: float) -> tuple[TuningR
     if meeting:
         return min(meeting, key=lambda r: (r.latency_ms_median, -r.recall_at_k)), True
     return max(rows, key=lambda r: (r.recall_at_k, -r.latency_ms_median)), False
-
-
-def rows_as_dicts(rows: list[TuningRow]) -> list[dict]:
-    return [asdict(r) for r in rows]

@@ -149,18 +149,19 @@ def _hit(row: dict) -> dict:
     return {"key": row["key"], "caption": row["caption"], "score": row["score"], "has_image": bool(row["member"])}
 
 
-def load_backend(root: Path, encoders: dict[str, Any], checkpoint: str | None = None,
-                 caches: dict[str, TextEmbeddingCache] | None = None,
-                 text_cache_size: int = TEXT_CACHE_SIZE, precision: str = "fp32") -> IndexBackend:
-    """Open every side of the index dir; indices built with one checkpoint share one encoder and text cache."""
+def load_backend(root: Path, loaded: dict[str, tuple[Any, TextEmbeddingCache]], checkpoint: str | None,
+                 text_cache_size: int, precision: str) -> IndexBackend:
+    """Open every side of the index dir; indices built with one checkpoint share one encoder and text cache
+    (`loaded`: checkpoint spec -> both, filled on first use)."""
     info, _ = read_index_info(root)
     spec = checkpoint or recorded_checkpoint(info.get("checkpoint"), root)
     if not spec:
         raise RetrievalError(f"{root}/info.json names no checkpoint; pass `checkpoint` RUN")
-    if spec not in encoders:
-        encoders[spec] = load_encoder(spec)
-        prepare_query_encoder(encoders[spec], resolve_precision(encoders[spec], precision))
-    encoder = encoders[spec]
+    if spec not in loaded:
+        encoder = load_encoder(spec)
+        prepare_query_encoder(encoder, resolve_precision(encoder, precision))
+        loaded[spec] = encoder, TextEmbeddingCache(text_cache_size)
+    encoder, cache = loaded[spec]
     expected = info.get("checkpoint_id")
     if checkpoint is None and expected and encoder.checkpoint_id != expected:
         raise RetrievalError(f"checkpoint {spec!r} is not the one {root} was embedded with; queries would land "
@@ -169,17 +170,14 @@ def load_backend(root: Path, encoders: dict[str, Any], checkpoint: str | None = 
     if encoder.embed_dim != int(info["dim"]):
         raise RetrievalError(f"checkpoint {spec!r} makes {encoder.embed_dim}-d embeddings but {root} holds "
                              f"{info['dim']}-d ones; serve it with the checkpoint it was built from")
-    caches = {} if caches is None else caches
-    cache = caches.setdefault(spec, TextEmbeddingCache(text_cache_size))
     return IndexBackend(retrievers, info, text_cache=cache, precision=resolve_precision(encoder, precision))
 
 
 def load_registry(named: list[tuple[str, Path]], checkpoint: str | None = None,
                   text_cache_size: int = TEXT_CACHE_SIZE, precision: str = "fp32") -> IndexRegistry:
     """Load each (name, index dir) once, in order; the first is the default index."""
-    encoders: dict[str, Any] = {}
-    caches: dict[str, TextEmbeddingCache] = {}
-    served = [ServedIndex(name, load_backend(Path(root), encoders, checkpoint, caches, text_cache_size, precision),
+    loaded: dict[str, tuple[Any, TextEmbeddingCache]] = {}
+    served = [ServedIndex(name, load_backend(Path(root), loaded, checkpoint, text_cache_size, precision),
                           source=str(root))
               for name, root in named]
     return IndexRegistry(served)

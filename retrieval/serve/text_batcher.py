@@ -40,23 +40,10 @@ class _Pending:
     future: asyncio.Future = field(repr=False)
 
 
-@dataclass
-class BatchStats:
-    """Counters the benchmark reads to show how much merging happened."""
-
-    batches: int = 0
-    queries: int = 0
-
-    def as_dict(self) -> dict[str, float]:
-        mean = self.queries / self.batches if self.batches else 0.0
-        return {"batches": self.batches, "queries": self.queries, "mean_batch": round(mean, 2)}
-
-
 class TextSearchBatcher:
     """Queue + worker tasks (per event loop) that run merged text searches."""
 
-    def __init__(self, limiter: anyio.CapacityLimiter, max_batch: int = 64, wait_s: float = 0.0,
-                 workers: int = 1) -> None:
+    def __init__(self, limiter: anyio.CapacityLimiter, max_batch: int, wait_s: float = 0.0, workers: int = 1) -> None:
         self._limiter = limiter
         self._max_batch = max_batch
         self._wait_s = wait_s
@@ -65,7 +52,6 @@ class TextSearchBatcher:
         self._workers: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._arrived: asyncio.Event | None = None  # set on every put; wakes a worker filling a batch
-        self.stats = BatchStats()
 
     async def search(self, served: ServedIndex, text: str, k: int, modality: str) -> tuple[int, list[dict]]:
         """(generation of the snapshot searched, top-k hits) for one text query."""
@@ -145,8 +131,6 @@ class TextSearchBatcher:
                     if not pending.future.done():
                         pending.future.set_exception(exc)
                 continue
-            self.stats.batches += 1
-            self.stats.queries += len(members)
             for pending, hits in zip(members, results):
                 if not pending.future.done():
                     pending.future.set_result((snapshot.generation, hits[: pending.k]))
