@@ -128,9 +128,9 @@ class LabelledBatches:
             ids.append(self._index[task][value])
         return ids
 
-    def _select(self, batch: dict, skipped: Counter[str]) -> tuple[list[int], list[list[int]]]:
-        """Rows of a loader batch in this split that have every task's label, and their targets."""
-        rows, targets = [], []
+    def _select(self, batch: dict, skipped: Counter[str]) -> tuple[list[int], list[list[int]], list[str]]:
+        """Rows of a loader batch in this split that have every task's label, their targets and split ids."""
+        rows, targets, sides = [], [], []
         for i, (key, meta) in enumerate(zip(batch["key"], batch["meta"])):
             side = split_id(key, meta, batch["caption"][i], self.val_by)
             if self.split != "all" and in_val_split(side, self.val_fraction) != (self.split == "val"):
@@ -141,7 +141,8 @@ class LabelledBatches:
                 continue
             rows.append(i)
             targets.append(result)
-        return rows, targets
+            sides.append(side)
+        return rows, targets, sides
 
     def __iter__(self) -> Iterator[dict]:
         self._loader.set_epoch(self._epoch)
@@ -149,16 +150,15 @@ class LabelledBatches:
         skipped: Counter[str] = Counter()
         kept = 0
         for batch in self._loader:
-            rows, targets = self._select(batch, skipped)
+            rows, targets, sides = self._select(batch, skipped)
             if self.max_samples is not None:
-                rows, targets = rows[: self.max_samples - kept], targets[: self.max_samples - kept]
+                rows, targets, sides = (part[: self.max_samples - kept] for part in (rows, targets, sides))
             if rows:
                 kept += len(rows)
                 index = torch.tensor(rows)
                 yield {"image": batch["image"][index], "text": batch["text"][index],
                        "caption": [batch["caption"][i] for i in rows], "key": [batch["key"][i] for i in rows],
-                       "split_id": [split_id(batch["key"][i], batch["meta"][i], batch["caption"][i], self.val_by)
-                                    for i in rows],
+                       "split_id": sides,
                        "targets": torch.tensor(targets, dtype=torch.long)}  # (B, T)
             if self.max_samples is not None and kept >= self.max_samples:
                 break

@@ -53,11 +53,9 @@ def run_epoch(model: FusionClassifier, weighting: TaskLossWeighting, batches: It
         for batch in batches:
             targets = batch["targets"]  # (B, T)
             size = len(targets)
-            if training and modality_dropout > 0:
-                image_present, text_present = drop_modalities(size, modality_dropout, generator)
-            else:
-                image_present, text_present = condition_mask(size, "both")
-            out = model.classify(_encoded(model, batch), image_present, text_present)
+            dropout = training and modality_dropout > 0  # else both present (classify's default)
+            present = drop_modalities(size, modality_dropout, generator) if dropout else (None, None)
+            out = model.classify(_encoded(model, batch), *present)
             loss = weighting(per_task_losses(out["logits"], targets, tasks))
             if training:
                 optimizer.zero_grad(set_to_none=True)

@@ -1,7 +1,7 @@
 """One few-shot experiment: checkpoint + labelled shards -> features -> k-shot task -> method -> report.
 
 `prepare` loads the encoder, the cached features of the train and eval
-directories and the zero-shot head once; `make_task`, `fit_method` and
+directories and the zero-shot head once; `make_task`, `timed_fit` and
 `evaluate` are then cheap and are what a sweep loops over.
 """
 
@@ -128,20 +128,6 @@ def make_task(prep: Prepared, *, shots: Shots, seed: int, imbalance: ImbalanceCo
     return task, split
 
 
-def fit_method(prep: Prepared, method: str, task: FewShotTask, split: ShotSplit, config: Any = None) -> FittedModel:
-    """Train `method` on `task`, loading the shots' images first if the method tunes the image tower."""
-    spec = METHODS[method]
-    config = config if config is not None else spec.config_cls()
-    images = None
-    if spec.needs_images(config):
-        keys = [prep.train.keys[i] for i in prep.train_rows.tolist()]
-        wanted = [keys[i] for i in split.train.tolist() + split.val.tolist()]
-        both = load_images(prep.train_data, wanted, prep.encoder.preprocess)  # one pass over the shards
-        n = len(split.train)
-        images = TaskImages(train=both[:n], val=both[n:], visual=prep.encoder.model.visual)
-    return spec.fit(task, config, images)
-
-
 def evaluate(prep: Prepared, fitted: FittedModel) -> dict[str, Any]:
     """classification_report of `fitted` on the eval set (re-encoding it if the image tower was tuned)."""
     x = prep.eval_x if fitted.image_tower is None else _encode_with_tower(prep, fitted.image_tower)
@@ -162,9 +148,19 @@ def zeroshot_report(prep: Prepared) -> dict[str, Any]:
 
 def timed_fit(prep: Prepared, method: str, task: FewShotTask, split: ShotSplit, config: Any = None
               ) -> tuple[FittedModel, float]:
+    """Train `method` on `task`, loading the shots' images first if the method tunes the image tower; the fitted
+    model and the seconds it all took."""
     start = time.perf_counter()
-    fitted = fit_method(prep, method, task, split, config)
-    return fitted, time.perf_counter() - start
+    spec = METHODS[method]
+    config = config if config is not None else spec.config_cls()
+    images = None
+    if spec.needs_images(config):
+        keys = [prep.train.keys[i] for i in prep.train_rows.tolist()]
+        wanted = [keys[i] for i in split.train.tolist() + split.val.tolist()]
+        both = load_images(prep.train_data, wanted, prep.encoder.preprocess)  # one pass over the shards
+        n = len(split.train)
+        images = TaskImages(train=both[:n], val=both[n:], visual=prep.encoder.model.visual)
+    return spec.fit(task, config, images), time.perf_counter() - start
 
 
 def _encode_with_tower(prep: Prepared, tower: torch.nn.Module) -> Tensor:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from finetune.methods.imbalance import balanced_indices, classification_loss, loss_class_weights
+from finetune.methods.imbalance import balanced_indices, class_weights, classification_loss
 from finetune.methods.task import FewShotTask
 
 
@@ -49,7 +49,7 @@ def train_head(head: nn.Module, params: list[nn.Parameter], task: FewShotTask, c
 def train_steps(task: FewShotTask, batch: int, steps: int, optimizer: torch.optim.Optimizer,
                 schedule: torch.optim.lr_scheduler.LRScheduler, logits: Callable[[Tensor], Tensor]) -> None:
     """`steps` optimiser steps on the task's (imbalance-aware) classification loss; `logits` of a batch's indices."""
-    weight = loss_class_weights(task.train_y, task.num_classes, task.imbalance)
+    weight = class_weights(task.train_y, task.num_classes) if task.imbalance.class_weight else None
     for idx in batch_indices(task, batch, steps):
         loss = classification_loss(logits(idx), task.train_y[idx], weight=weight,
                                    focal_gamma=task.imbalance.focal_gamma)

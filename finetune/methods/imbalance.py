@@ -76,7 +76,3 @@ def classification_loss(logits: Tensor, target: Tensor, *, weight: Tensor | None
         return focal_loss(logits, target, focal_gamma, weight)
     return F.cross_entropy(logits, target, weight=weight)
 
-
-def loss_class_weights(labels: Tensor, num_classes: int, options: ImbalanceConfig) -> Tensor | None:
-    """The (C,) class weights a trainer should pass to `classification_loss`, or None."""
-    return class_weights(labels, num_classes) if options.class_weight else None

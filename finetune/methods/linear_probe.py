@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from finetune.methods.imbalance import balanced_indices, classification_loss, loss_class_weights
+from finetune.methods.imbalance import balanced_indices, class_weights, classification_loss
 from finetune.methods.task import FewShotTask, FittedModel
 
 
@@ -128,7 +128,7 @@ def _training_data(task: FewShotTask, x: Tensor, y: Tensor) -> tuple[Tensor, Ten
 
     Full-batch balanced sampling is one class-uniform resample of the same size.
     """
-    weight = loss_class_weights(y, task.num_classes, task.imbalance)
+    weight = class_weights(y, task.num_classes) if task.imbalance.class_weight else None
     if not task.imbalance.balanced_sampling:
         return x, y, weight
     idx = balanced_indices(y, len(y), task.generator(offset=1))
