@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from clipline.commands.serve import allowed_hosts, main
+from clipline.commands.serve import allowed_hosts
 from retrieval.serve.app import create_app
 from retrieval.serve.config import ServeConfig, ServeLimits
 from retrieval.serve.registry import IndexRegistry, ServedIndex
+from tests.clipline.running import error_line
 from tests.retrieval.serve.fakes import ColorBackend, colors_app, embed_words
 
 
@@ -112,8 +113,5 @@ def test_serve_on_a_busy_port_is_one_error_line(shard: Path, tmp_path: Path,
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        with pytest.raises(SystemExit) as exit_:
-            main([str(index), "--port", str(port)])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and f"127.0.0.1:{port}" in err[0] and "--port" in err[0]
+        line = error_line(["serve", str(index), "--port", str(port)], capsys, alone=True)
+    assert f"127.0.0.1:{port}" in line and "--port" in line
