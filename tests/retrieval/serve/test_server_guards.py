@@ -13,9 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from clipline.commands.serve import allowed_hosts
-from retrieval.serve.app import create_app
 from retrieval.serve.config import ServeConfig, ServeLimits
-from retrieval.serve.registry import IndexRegistry, ServedIndex
 from tests.clipline.running import error_line
 from tests.retrieval.serve.fakes import ColorBackend, colors_app, embed_words
 
@@ -55,8 +53,8 @@ def test_other_host_headers_are_refused_with_a_detail(shard: Path) -> None:
         assert client.get("/health", headers={"host": "127.0.0.1:8000"}).status_code == 200
         rebound = client.post("/search", json={"text": "red"}, headers={"host": "evil.example:8000"})
         assert rebound.status_code == 400 and "Host header" in rebound.json()["detail"]
-    with TestClient(create_app(IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))]),
-                               ServeConfig(limits=ServeLimits()))) as default:
+    default_hosts = ServeConfig(limits=ServeLimits()).allowed_hosts
+    with TestClient(colors_app(shard, allowed_hosts=default_hosts)) as default:
         assert default.get("/health").status_code == 400  # 'testserver' is not loopback: refused by default
         assert default.get("/health", headers={"host": "localhost:8000"}).status_code == 200
 
