@@ -135,17 +135,14 @@ def wrong_kind_outputs(w: dict[str, Path]) -> dict[str, list[str]]:
 
 
 def other_cases(w: dict[str, Path]) -> dict[str, list[str]]:
-    run, data = str(w["run"]), str(w["shards"])
-    out = str(w["root"] / "out" / "y")
+    with_run = checkpoint_commands(w, str(w["run"]))
+    resume = [*pretrain_argv(w), "--out", str(w["resume_run"]), "--resume", "latest"]
+    ivf_on_48 = ["index", "build", str(w["emb"]), "--out", str(w["root"] / "out" / "y"), "--factory", "IVF4096,Flat"]
     return {
-        "resume from a truncated train_state.pt": [*pretrain_argv(w), "--out", str(w["resume_run"]), "--resume",
-                                                   "latest"],
-        "zeroshot --max-samples 0": ["zeroshot", "--checkpoint", run, "--data", data, "--out", out + ".json",
-                                     "--max-samples", "0"],
-        "eval retrieval --max-samples 0": ["eval", "retrieval", "--checkpoint", run, "--data", data, "--out",
-                                           out + ".json", "--max-samples", "0"],
-        "index build --factory IVF4096,Flat on 48 vectors": ["index", "build", str(w["emb"]), "--out", out,
-                                                             "--factory", "IVF4096,Flat"],
+        "resume from a truncated train_state.pt": resume,
+        "zeroshot --max-samples 0": [*with_run["zeroshot"], "--max-samples", "0"],
+        "eval retrieval --max-samples 0": [*with_run["eval retrieval"], "--max-samples", "0"],
+        "index build --factory IVF4096,Flat on 48 vectors": ivf_on_48,
         "search --image a decompression bomb": ["search", str(w["index"]), "--image", str(w["bomb"])],
         "validate a killed build": ["data", "validate", str(w["killed_build"])],
         "inspect a killed build": ["data", "inspect", str(w["killed_build"])],

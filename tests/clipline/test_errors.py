@@ -45,8 +45,8 @@ def test_other_errors_are_not_swallowed() -> None:
 
 
 def test_a_wrong_flag_value_names_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
-    line = error_line(["finetune", "linear-probe", "--checkpoint", "c", "--train-data", "t", "--eval-data", "e",
-                       "--out", "o", "--method.max-iter", "many"], capsys, alone=True)
+    argv = "finetune linear-probe --checkpoint c --train-data t --eval-data e --out o --method.max-iter many".split()
+    line = error_line(argv, capsys, alone=True)
     assert line.startswith("error: --method.max-iter: ") and "many" in line
 
 

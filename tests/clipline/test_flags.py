@@ -88,8 +88,8 @@ def test_group_defaults_come_from_the_parents_factory() -> None:
 
 def test_parse_back_into_nested_dataclasses() -> None:
     parser = parser_for(Run, flat=("imbalance",))
-    args = parser.parse_args(["--data", "d", "--shots", "all", "--class-weight", "--method.adapt-text",
-                              "--method.training.min-steps", "5", "--method.ratios", "[0.5]"])
+    argv = "--data d --shots all --class-weight --method.adapt-text --method.training.min-steps 5 --method.ratios [0.5]"
+    args = parser.parse_args(argv.split())
     run = config_from_args(Run, args)
     assert run == Run(data="d", shots="all", imbalance=Imbalance(class_weight=True),
                       method=Method(ratios=[0.5], adapt_text=True, training=Training(lr=1e-2, min_steps=5)))

@@ -27,22 +27,19 @@ def clustered_vectors(n: int, dim: int, *, seed: int = 0, centres: int = 200, ra
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def write_embedding_dir(root: Path, image: np.ndarray, text: np.ndarray | None = None, *,
-                        captions: list[str] | None = None, parts: int = 2, data_dir: str = "/nonexistent") -> Path:
-    """An EMB dir in `clipline embed`'s layout, rows split evenly over `parts` parts."""
+def write_embedding_dir(root: Path, image: np.ndarray, text: np.ndarray, *, parts: int = 2) -> Path:
+    """An EMB dir in `clipline embed`'s layout, rows split evenly over `parts` parts, captions "item {row}"."""
     n, dim = image.shape
-    captions = captions or [f"item {i}" for i in range(n)]
     for folder in ("img_emb", "text_emb", "metadata"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     bounds = np.linspace(0, n, parts + 1).astype(int)
     for p, (a, b) in enumerate(itertools.pairwise(bounds)):
         np.save(root / "img_emb" / f"part_{p:05d}.npy", image[a:b])
-        if text is not None:
-            np.save(root / "text_emb" / f"part_{p:05d}.npy", text[a:b])
-        rows = [metadata_row(key=f"k{i:06d}", caption=captions[i], shard=f"{p:05d}.tar", member=f"k{i:06d}.jpg",
+        np.save(root / "text_emb" / f"part_{p:05d}.npy", text[a:b])
+        rows = [metadata_row(key=f"k{i:06d}", caption=f"item {i}", shard=f"{p:05d}.tar", member=f"k{i:06d}.jpg",
                              offset=-1, size=0, meta={"key": f"k{i:06d}"}) for i in range(a, b)]
         write_metadata(rows, root / "metadata" / f"part_{p:05d}.parquet")
     info = {"format": "clipline-embeddings/1", "checkpoint": None, "checkpoint_id": None, "dim": dim,
-            "count": n, "data_dir": data_dir}
+            "count": n, "data_dir": "/nonexistent"}
     (root / "info.json").write_text(json.dumps(info))
     return root

@@ -70,8 +70,7 @@ def test_zeroshot_search_and_serve_work_after_the_move(moved_tree: Path, tmp_pat
     assert json.loads(report.read_text())["n"] == 48
     capsys.readouterr()
     out, _ = run_ok(["search", str(moved_tree / "index"), "--text", "grinning face", "-k", "3", "--json"], capsys)
-    hits = json.loads(out)
-    hits = hits["results"] if isinstance(hits, dict) else hits
+    hits = json.loads(out)["results"]
     assert len(hits) == 3 and all(Path(h["shard"]).is_relative_to(moved_tree.resolve() / "data") for h in hits)
     registry = load_registry([("emoji", moved_tree / "index")])
     with TestClient(create_app(registry, serve_config())) as client:

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from clipline.commands.serve import main, parse_index_arg
+from clipline.commands.serve import parse_index_arg
 from retrieval.errors import RetrievalError
 from retrieval.serve.guards import check_bind_safety, is_loopback_host
 from retrieval.serve.registry import IndexRegistry, ServedIndex
+from tests.clipline.running import error_line
 from tests.retrieval.serve.fakes import ColorBackend, colors_app, write_color_shard
 
 KEY = "s3cret-key"
@@ -62,34 +63,25 @@ def test_public_hosts_need_a_key_or_insecure(host: str) -> None:
     check_bind_safety(host, api_key=None, insecure=True)
 
 
-def serve_error(argv: list[str], capsys: pytest.CaptureFixture) -> str:
-    """What `clipline serve ARGV...` prints on stderr, exiting with status 2."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    return capsys.readouterr().err
-
-
 def test_cli_refuses_public_bind_without_key(tmp_path: Path, capsys: pytest.CaptureFixture,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CLIPLINE_API_KEY", raising=False)
-    err = serve_error([str(tmp_path), "--host", "0.0.0.0"], capsys).strip()
-    assert err.startswith("error: --host 0.0.0.0") and "\n" not in err
+    line = error_line(["serve", str(tmp_path), "--host", "0.0.0.0"], capsys, alone=True)
+    assert line.startswith("error: --host 0.0.0.0")
 
 
 def test_cli_reports_missing_index_dir_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    err = serve_error([str(tmp_path / "absent")], capsys).strip()
-    assert "does not exist" in err and "\n" not in err
+    assert "does not exist" in error_line(["serve", str(tmp_path / "absent")], capsys, alone=True)
 
 
 def test_cli_bad_flag_is_one_line(capsys: pytest.CaptureFixture) -> None:
-    assert serve_error(["x", "--port", "not-a-port"], capsys).count("\n") == 1
+    error_line(["serve", "x", "--port", "not-a-port"], capsys, alone=True)
 
 
 @pytest.mark.parametrize("flags", [["--max-k", "0"], ["--compute-threads", "0"], ["--port", "70000"],
                                    ["--max-image-mb", "-1"]])
 def test_cli_refuses_bad_limits(tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str]) -> None:
-    assert serve_error([str(tmp_path), *flags], capsys).startswith(f"error: {flags[0]}")
+    assert error_line(["serve", str(tmp_path), *flags], capsys, alone=True).startswith(f"error: {flags[0]}")
 
 
 def test_index_names(tmp_path: Path) -> None:

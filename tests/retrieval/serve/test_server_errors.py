@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -178,20 +179,23 @@ def test_internal_error_is_500_without_internals(shard: Path) -> None:
     assert "secret" not in response.text
 
 
+RED = [1] + [0] * (DIM - 1)  # the embedding of "red"
+
+
+def add_body(*items: dict) -> bytes:
+    return json.dumps({"items": list(items)}).encode()
+
+
 ADD_CASES = {
     "not json": (b"{", 400),
-    "no items": (b'{"items": []}', 422),
-    "too many items": (b'{"items": [' + b",".join([b'{"key": "x"}'] * 6) + b"]}", 413),
-    "missing embedding": (b'{"items": [{"key": "n1", "caption": "c"}]}', 400),
-    "wrong dim": (b'{"items": [{"key": "n1", "image_embedding": [1], "text_embedding": [1]}]}', 400),
-    "duplicate in request": (
-        b'{"items": [{"key": "d", "image_embedding": [1,0,0,0,0,0,0,0], "text_embedding": [1,0,0,0,0,0,0,0]},'
-        b' {"key": "d", "image_embedding": [1,0,0,0,0,0,0,0], "text_embedding": [1,0,0,0,0,0,0,0]}]}', 400),
-    "existing key": (
-        b'{"items": [{"key": "red_circle", "image_embedding": [1,0,0,0,0,0,0,0], "text_embedding": [1,0,0,0,0,0,0,0]}]}',
-        409),
-    "zero vector": (b'{"items": [{"key": "z", "image_embedding": [0,0,0,0,0,0,0,0], "text_embedding": [1,0,0,0,0,0,0,0]}]}', 400),
-    "empty key": (b'{"items": [{"key": "", "image_embedding": [1,0,0,0,0,0,0,0]}]}', 422),
+    "no items": (add_body(), 422),
+    "too many items": (add_body(*[{"key": "x"}] * 6), 413),
+    "missing embedding": (add_body({"key": "n1", "caption": "c"}), 400),
+    "wrong dim": (add_body({"key": "n1", "image_embedding": [1], "text_embedding": [1]}), 400),
+    "duplicate in request": (add_body(*[{"key": "d", "image_embedding": RED, "text_embedding": RED}] * 2), 400),
+    "existing key": (add_body({"key": "red_circle", "image_embedding": RED, "text_embedding": RED}), 409),
+    "zero vector": (add_body({"key": "z", "image_embedding": [0] * DIM, "text_embedding": RED}), 400),
+    "empty key": (add_body({"key": "", "image_embedding": RED}), 422),
 }
 
 

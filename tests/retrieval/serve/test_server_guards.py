@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from clipline.commands.serve import allowed_hosts, main
-from retrieval.serve.app import create_app
+from clipline.commands.serve import allowed_hosts
 from retrieval.serve.config import ServeConfig, ServeLimits
-from retrieval.serve.registry import IndexRegistry, ServedIndex
+from tests.clipline.running import error_line
 from tests.retrieval.serve.fakes import ColorBackend, colors_app, embed_words
 
 
@@ -54,8 +53,8 @@ def test_other_host_headers_are_refused_with_a_detail(shard: Path) -> None:
         assert client.get("/health", headers={"host": "127.0.0.1:8000"}).status_code == 200
         rebound = client.post("/search", json={"text": "red"}, headers={"host": "evil.example:8000"})
         assert rebound.status_code == 400 and "Host header" in rebound.json()["detail"]
-    with TestClient(create_app(IndexRegistry([ServedIndex("colors", ColorBackend.from_shard(shard))]),
-                               ServeConfig(limits=ServeLimits()))) as default:
+    default_hosts = ServeConfig(limits=ServeLimits()).allowed_hosts
+    with TestClient(colors_app(shard, allowed_hosts=default_hosts)) as default:
         assert default.get("/health").status_code == 400  # 'testserver' is not loopback: refused by default
         assert default.get("/health", headers={"host": "localhost:8000"}).status_code == 200
 
@@ -112,8 +111,5 @@ def test_serve_on_a_busy_port_is_one_error_line(shard: Path, tmp_path: Path,
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        with pytest.raises(SystemExit) as exit_:
-            main([str(index), "--port", str(port)])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and f"127.0.0.1:{port}" in err[0] and "--port" in err[0]
+        line = error_line(["serve", str(index), "--port", str(port)], capsys, alone=True)
+    assert f"127.0.0.1:{port}" in line and "--port" in line
