@@ -34,6 +34,14 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3).permute(2, 0, 1).float() / 255
 
 
+def drawing(size: int = 32) -> Image.Image:
+    """A red square (the middle half) on a transparent frame, with a half-transparent blue stripe near the bottom."""
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))  # transparent black, as most PNG writers store it
+    image.paste((200, 0, 0, 255), (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
+    image.paste((0, 0, 255, 128), (0, 7 * size // 8, size, 7 * size // 8 + 2))
+    return image
+
+
 @pytest.fixture
 def fixture_shards(tmp_path: Path) -> Path:
     """A private copy of the checked-in emoji shards (tests may damage it)."""

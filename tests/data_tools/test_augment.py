@@ -7,12 +7,7 @@ import torch
 from PIL import Image
 
 from data_tools.augment import RandomBackground
-
-
-def drawing(size: int = 32) -> Image.Image:
-    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-    image.paste((200, 0, 0, 255), (8, 8, 24, 24))
-    return image
+from tests.data_tools.conftest import drawing
 
 
 def corner_colours(augment: RandomBackground, n: int = 400) -> list[tuple[int, int, int]]:

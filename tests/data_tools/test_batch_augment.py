@@ -11,16 +11,9 @@ from PIL import Image
 from data_tools.batch_augment import BatchAugment
 from data_tools.image_ops import to_rgb_on
 from data_tools.loader import LoaderConfig, make_loader
+from tests.data_tools.conftest import drawing
 
 MEAN, STD = (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)
-
-
-def drawing(size: int = 32) -> Image.Image:
-    """A red square on a transparent frame, with a half-transparent blue stripe."""
-    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-    image.paste((200, 0, 0, 255), (8, 8, 24, 24))
-    image.paste((0, 0, 255, 128), (0, 28, size, 30))
-    return image
 
 
 def batch_of(augment: BatchAugment, images: list[Image.Image]) -> torch.Tensor:

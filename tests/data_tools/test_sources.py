@@ -12,7 +12,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from data_tools.build import BuildConfig, build_shards
 from data_tools.errors import DataError
@@ -22,7 +21,7 @@ from data_tools.sources import SourceConfig, load_source
 from data_tools.sources.emoji import is_val_concept
 from data_tools.sources.fashion_captions import RETAIL_NAMES
 from data_tools.tar_samples import iter_tar_samples
-from tests.data_tools.conftest import COLOURS, image_bytes, write_image
+from tests.data_tools.conftest import COLOURS, drawing, image_bytes, write_image
 from tests.tar_writing import write_tar
 
 TABLE_OPTIONS = SourceConfig(image_column="img", caption_column="text", label_column="kind")
@@ -74,12 +73,10 @@ def test_folder_with_caption_sidecars_and_resize_crop(tmp_path: Path) -> None:
 
 
 def _alpha_folder(tmp_path: Path, size: int = 48) -> str:
-    """A folder source, `tmp_path/alpha`, of one RGBA drawing: a red square on transparent black."""
+    """A folder source, `tmp_path/alpha`, of one RGBA `drawing`: a red square on transparent black."""
     root = tmp_path / "alpha"
     root.mkdir()
-    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))  # transparent black, as most PNG writers store it
-    image.paste((200, 0, 0, 255), (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
-    image.save(root / "x.png")
+    drawing(size).save(root / "x.png")
     (root / "x.txt").write_text("red square")
     return f"folder:{root}"
 
