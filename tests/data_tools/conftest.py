@@ -22,10 +22,13 @@ def image_bytes(colour: tuple[int, int, int], size: tuple[int, int] = (40, 30), 
     return buffer.getvalue()
 
 
-def write_image(path: Path, colour: tuple[int, int, int], **kwargs) -> Path:
+def write_image(path: Path, colour: tuple[int, int, int], caption: str | None = None, **kwargs) -> Path:
+    """An image file in the format its suffix names, with a `caption` sidecar (same name, .txt) if given."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}[path.suffix[1:].lower()]
     path.write_bytes(image_bytes(colour, fmt=fmt, **kwargs))
+    if caption is not None:
+        path.with_suffix(".txt").write_text(caption)
     return path
 
 

@@ -58,10 +58,8 @@ def test_folder_with_class_subfolders(tmp_path: Path) -> None:
 
 def test_folder_with_caption_sidecars_and_resize_crop(tmp_path: Path) -> None:
     root = tmp_path / "pairs"
-    write_image(root / "a.png", (10, 10, 10), size=(80, 40))
-    (root / "a.txt").write_text("  a dark wide picture \n")
-    write_image(root / "sub" / "b.webp", (250, 250, 0), size=(30, 60))
-    (root / "sub" / "b.txt").write_text("a yellow tall picture")
+    write_image(root / "a.png", (10, 10, 10), caption="  a dark wide picture \n", size=(80, 40))
+    write_image(root / "sub" / "b.webp", (250, 250, 0), caption="a yellow tall picture", size=(30, 60))
     write_image(root / "c.jpg", (0, 0, 0))  # no sidecar: empty caption
     info, samples = build_and_read(f"folder:{root}", tmp_path / "out", image_size=20)
     assert info["skipped"] == {"empty_caption": 1}
@@ -110,8 +108,7 @@ def test_background_keep_stores_rgba_png_that_readers_flatten_onto_white(tmp_pat
 
 def test_background_keep_stores_opaque_images_as_jpeg(tmp_path: Path) -> None:
     root = tmp_path / "rgb"
-    write_image(root / "x.png", (10, 200, 10))
-    (root / "x.txt").write_text("green")
+    write_image(root / "x.png", (10, 200, 10), caption="green")
     build_and_read(f"folder:{root}", tmp_path / "out", image_size=16, background="keep")
     [raw] = [raw for path in list_shards(tmp_path / "out") for raw in iter_tar_samples(path, pytest.fail)]
     assert "jpg" in raw and "png" not in raw
