@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shards"
@@ -30,11 +29,6 @@ def write_image(path: Path, colour: tuple[int, int, int], caption: str | None = 
     if caption is not None:
         path.with_suffix(".txt").write_text(caption)
     return path
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """A minimal image transform: (3, H, W) floats in [0, 1]."""
-    return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3).permute(2, 0, 1).float() / 255
 
 
 def drawing(size: int = 32) -> Image.Image:

@@ -6,6 +6,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from torchvision.transforms.functional import to_tensor
 
 from data_tools import shard_writer
 from data_tools.build import BuildConfig, build_shards
@@ -18,7 +19,7 @@ from data_tools.sources import npm_cache
 from data_tools.inspect_shards import inspect_shards
 from data_tools.validate import validate_shards
 from tests.clipline.running import run_clipline
-from tests.data_tools.conftest import COLOURS, image_bytes, to_tensor, write_image
+from tests.data_tools.conftest import COLOURS, image_bytes, write_image
 
 
 @pytest.fixture

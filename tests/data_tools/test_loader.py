@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchvision.transforms.functional import to_tensor
 
 from data_tools.build import BuildConfig, build_shards
 from data_tools import loader as loader_module
 from data_tools.errors import DataError
 from data_tools.loader import LoaderConfig, _shard_source, count_samples, list_shards, make_loader, read_dataset_info
 from data_tools.records import SourceData, SourceRecord
-from tests.data_tools.conftest import FIXTURE_SHARDS, image_bytes, to_tensor
+from tests.data_tools.conftest import FIXTURE_SHARDS, image_bytes
 
 
 def _keys(loader) -> list[str]:
