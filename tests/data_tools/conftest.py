@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from data_tools.loader import list_shards
+from data_tools.sample_fields import ParsedSample, parse_sample
+from data_tools.tar_samples import iter_tar_samples
+
 FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shards"
 
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
@@ -37,6 +41,13 @@ def drawing(size: int = 32) -> Image.Image:
     image.paste((200, 0, 0, 255), (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
     image.paste((0, 0, 255, 128), (0, 7 * size // 8, size, 7 * size // 8 + 2))
     return image
+
+
+def read_samples(shards: str | Path) -> list[ParsedSample]:
+    """Every sample of a shard set, parsed as the loader parses it; an unreadable tar or sample fails the test."""
+    samples = [parse_sample(raw) for path in list_shards(shards) for raw in iter_tar_samples(path, pytest.fail)]
+    assert all(isinstance(s, ParsedSample) for s in samples)
+    return samples  # type: ignore[return-value]
 
 
 @pytest.fixture
