@@ -42,8 +42,8 @@ def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
     root = _folder(tmp_path / "in", count=12, corrupt=())
     outputs = []
     for name, workers in (("a", 2), ("b", 1), ("c", 2)):
-        data = load_source(f"folder:{root}", SourceConfig())
-        build_shards(data, BuildConfig(out=tmp_path / name, shard_size=5, workers=workers, image_size=24, progress=False))
+        config = BuildConfig(out=tmp_path / name, shard_size=5, workers=workers, image_size=24, progress=False)
+        build_shards(load_source(f"folder:{root}", SourceConfig()), config)
         outputs.append(_files(tmp_path / name))
     assert list(outputs[0]) == ["00000.tar", "00001.tar", "00002.tar", "dataset.json"]
     assert outputs[0] == outputs[1] == outputs[2]
