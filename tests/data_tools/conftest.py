@@ -12,8 +12,7 @@ from PIL import Image
 from data_tools.loader import list_shards
 from data_tools.sample_fields import ParsedSample, parse_sample
 from data_tools.tar_samples import iter_tar_samples
-
-FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shards"
+from tests.conftest import FIXTURE_SHARDS
 
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
 
