@@ -23,9 +23,10 @@ def _keys(loader) -> list[str]:
     return [key for batch in loader for key in batch["key"]]
 
 
-def _loader(spec: str | Path | list[str], **config: object) -> loader_module.ShardLoader:
-    """make_loader over `spec` with LoaderConfig(**config), images as tensors."""
-    return make_loader(spec, LoaderConfig(**config), image_transform=to_tensor)
+def _loader(spec: str | Path | list[str], tokenize: loader_module.Tokenize | None = None,
+            **config: object) -> loader_module.ShardLoader:
+    """make_loader over `spec` with LoaderConfig(**config) and `tokenize`, images as tensors."""
+    return make_loader(spec, LoaderConfig(**config), image_transform=to_tensor, tokenize=tokenize)
 
 
 def _keys_per_rank(spec: str | Path | list[str], world_size: int, **config: object) -> list[list[str]]:
@@ -66,8 +67,7 @@ def test_tokenizer_runs_in_the_pipeline_and_random_captions_vary() -> None:
     def tokenize(texts: list[str]) -> torch.Tensor:
         return torch.tensor([[len(t), 1] for t in texts])
 
-    loader = make_loader(FIXTURE_SHARDS, LoaderConfig(batch_size=48, num_workers=0, caption="random", seed=3),
-                         image_transform=to_tensor, tokenize=tokenize)
+    loader = _loader(FIXTURE_SHARDS, tokenize, batch_size=48, num_workers=0, caption="random", seed=3)
     batch = next(iter(loader))
     assert batch["text"].shape == (48, 2)
     assert batch["text"][:, 0].tolist() == [len(c) for c in batch["caption"]]
