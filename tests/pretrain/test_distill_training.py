@@ -24,6 +24,7 @@ from pretrain.teacher import image_adapter
 from pretrain.train import Trainer, train
 from tests.clipline.running import error_line
 from tests.pretrain.distributed_helper import global_batches, save_teacher
+from tests.pretrain.test_cli import PRETRAIN_TINY_DEBUG
 from tests.pretrain.test_train import debug_config
 
 DISTILL_OPTIONS = ["temperature=2", "kl_weight=0.7", "feature_weight=0.4"]
@@ -123,8 +124,8 @@ def test_wider_teacher_trains_a_projection_that_resumes_exactly(
 def test_bad_teacher_path_is_one_error_line(teacher: str, message: str, emoji_shards: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "empty").mkdir()
-    line = error_line(["pretrain", "--config", "tiny-debug", "--train-data", str(emoji_shards),
-                       "--out", str(tmp_path / "run"), f"distill.teacher={tmp_path / teacher}"], capsys, alone=True)
+    argv = [*PRETRAIN_TINY_DEBUG, "--train-data", str(emoji_shards), "--out", str(tmp_path / "run")]
+    line = error_line([*argv, f"distill.teacher={tmp_path / teacher}"], capsys, alone=True)
     assert line.startswith("error: distill.teacher: ") and message in line
     assert not (tmp_path / "run" / "checkpoints").exists()
 
