@@ -52,6 +52,4 @@ def read_samples(shards: str | Path) -> list[ParsedSample]:
 @pytest.fixture
 def fixture_shards(tmp_path: Path) -> Path:
     """A private copy of the checked-in emoji shards (tests may damage it)."""
-    copy = tmp_path / "emoji_shards"
-    shutil.copytree(FIXTURE_SHARDS, copy)
-    return copy
+    return shutil.copytree(FIXTURE_SHARDS, tmp_path / "emoji_shards")

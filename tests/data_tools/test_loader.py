@@ -130,8 +130,7 @@ def _member_offset(tar_path: Path, name: str) -> int:
 
 
 def test_corrupt_tars_mid_stream_are_skipped_and_counted(tmp_path: Path, six_shards: Path) -> None:
-    shards = tmp_path / "shards"
-    shutil.copytree(six_shards, shards)
+    shards = shutil.copytree(six_shards, tmp_path / "shards")
     (shards / "00001.tar").write_bytes(b"")  # zero-byte tar: s005..s009 gone
     cut = _member_offset(shards / "00003.tar", "s017.jpg") + 50  # cut inside s017's image
     (shards / "00003.tar").write_bytes((shards / "00003.tar").read_bytes()[:cut])
@@ -171,8 +170,7 @@ def test_sources_joined_by_double_colon_and_brace_ranges(six_shards: Path) -> No
 
 def test_weighted_sources_are_drawn_in_proportion(tmp_path: Path, six_shards: Path) -> None:
     """weights 3,1 over two copies of the same 30 samples: the first copy's shards are drawn 3 times in 4."""
-    copy = tmp_path / "copy"
-    shutil.copytree(six_shards, copy)
+    copy = shutil.copytree(six_shards, tmp_path / "copy")
     spec = f"{six_shards}::{copy}"
     loader = _loader(spec, batch_size=10, num_workers=0, resampled=True, source_weights=(3.0, 1.0), seed=4, rank=0,
                      world_size=1)

@@ -104,8 +104,7 @@ def test_wider_teacher_trains_a_projection_that_resumes_exactly(
     first = checkpoint.read_train_state(straight / "checkpoints" / "step_00000002")["distill"]["projection"]["weight"]
     assert not torch.equal(first, projection)  # it is trained
 
-    resumed = tmp_path / "resumed"
-    shutil.copytree(straight, resumed)
+    resumed = shutil.copytree(straight, tmp_path / "resumed")
     shutil.rmtree(resumed / "checkpoints" / "step_00000003")
     train(debug_config(resumed, *options, "resume=latest"))
     keys = ("step", "loss", "distill_kl", "distill_feature")
