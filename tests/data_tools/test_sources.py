@@ -158,8 +158,7 @@ def test_jsonl_with_caption_lists_and_a_bad_line(tmp_path: Path) -> None:
 
 def test_parquet_with_paths_and_bytes(tmp_path: Path) -> None:
     rows = _table_rows(tmp_path)
-    table = pa.table({k: [r[k] for r in rows] for k in ("img", "text", "kind")})
-    pq.write_table(table, tmp_path / "pairs.parquet")
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "pairs.parquet")
     _check_table(*build_and_read(f"parquet:{tmp_path / 'pairs.parquet'}", tmp_path / "out", TABLE_OPTIONS))
     blob = pa.table({"image": [image_bytes(COLOURS["blue"])], "caption": ["a blue thing"]})
     pq.write_table(blob, tmp_path / "bytes.parquet")
