@@ -12,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURE_SHARDS = Path(__file__).parent / "fixtures" / "emoji_shards"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,10 +41,9 @@ def save_random_checkpoint(run_dir: Path, name: str, *, seed: int = 0, step: int
 @pytest.fixture(scope="session")
 def emoji_shards() -> Path:
     """Tiny real emoji shard set checked in under tests/fixtures/."""
-    path = FIXTURES / "emoji_shards"
-    if not path.exists():
+    if not FIXTURE_SHARDS.exists():
         pytest.skip("fixture shards not built yet")
-    return path
+    return FIXTURE_SHARDS
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
-FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shards"
+from data_tools.loader import list_shards
+from data_tools.sample_fields import ParsedSample, parse_sample
+from data_tools.tar_samples import iter_tar_samples
+from tests.conftest import FIXTURE_SHARDS
 
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
 
@@ -22,21 +24,32 @@ def image_bytes(colour: tuple[int, int, int], size: tuple[int, int] = (40, 30), 
     return buffer.getvalue()
 
 
-def write_image(path: Path, colour: tuple[int, int, int], **kwargs) -> Path:
+def write_image(path: Path, colour: tuple[int, int, int], caption: str | None = None, **kwargs) -> Path:
+    """An image file in the format its suffix names, with a `caption` sidecar (same name, .txt) if given."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}[path.suffix[1:].lower()]
     path.write_bytes(image_bytes(colour, fmt=fmt, **kwargs))
+    if caption is not None:
+        path.with_suffix(".txt").write_text(caption)
     return path
 
 
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """A minimal image transform: (3, H, W) floats in [0, 1]."""
-    return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3).permute(2, 0, 1).float() / 255
+def drawing(size: int = 32) -> Image.Image:
+    """A red square (the middle half) on a transparent frame, with a half-transparent blue stripe near the bottom."""
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))  # transparent black, as most PNG writers store it
+    image.paste((200, 0, 0, 255), (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
+    image.paste((0, 0, 255, 128), (0, 7 * size // 8, size, 7 * size // 8 + 2))
+    return image
+
+
+def read_samples(shards: str | Path) -> list[ParsedSample]:
+    """Every sample of a shard set, parsed as the loader parses it; an unreadable tar or sample fails the test."""
+    samples = [parse_sample(raw) for path in list_shards(shards) for raw in iter_tar_samples(path, pytest.fail)]
+    assert all(isinstance(s, ParsedSample) for s in samples)
+    return samples  # type: ignore[return-value]
 
 
 @pytest.fixture
 def fixture_shards(tmp_path: Path) -> Path:
     """A private copy of the checked-in emoji shards (tests may damage it)."""
-    copy = tmp_path / "emoji_shards"
-    shutil.copytree(FIXTURE_SHARDS, copy)
-    return copy
+    return shutil.copytree(FIXTURE_SHARDS, tmp_path / "emoji_shards")

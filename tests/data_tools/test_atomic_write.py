@@ -97,9 +97,8 @@ def test_wrong_kind_of_output_path_is_a_data_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(DataError, match="is a directory"):
         write_json_atomic(tmp_path, {})
-    with pytest.raises(DataError, match="is a file"):
-        with atomic_directory(tmp_path / "file"):
-            pass
+    with pytest.raises(DataError, match="is a file"), atomic_directory(tmp_path / "file"):
+        pass
     with pytest.raises(DataError, match="is a file, not a directory"):
         write_json_atomic(tmp_path / "file" / "report.json", {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

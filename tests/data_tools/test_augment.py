@@ -7,12 +7,7 @@ import torch
 from PIL import Image
 
 from data_tools.augment import RandomBackground
-
-
-def drawing(size: int = 32) -> Image.Image:
-    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-    image.paste((200, 0, 0, 255), (8, 8, 24, 24))
-    return image
+from tests.data_tools.conftest import drawing
 
 
 def corner_colours(augment: RandomBackground, n: int = 400) -> list[tuple[int, int, int]]:
@@ -42,8 +37,7 @@ def test_zoom_out_shrinks_the_drawing_somewhere_in_the_frame() -> None:
     areas = []
     for _ in range(30):
         out = augment(drawing())
-        red = [(x, y) for x in range(32) for y in range(32) if out.getpixel((x, y))[0] > 150 and out.getpixel((x, y))[1] < 80]
-        areas.append(len(red))
+        areas.append(sum(r > 150 and g < 80 for r, g, _ in out.getdata()))  # red pixels
         assert out.size == (32, 32)
     assert max(areas) <= 16 * 16 + 40 and min(areas) < 0.5 * 16 * 16  # never larger, sometimes under half
 

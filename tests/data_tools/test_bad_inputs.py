@@ -6,6 +6,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from torchvision.transforms.functional import to_tensor
 
 from data_tools import shard_writer
 from data_tools.build import BuildConfig, build_shards
@@ -18,7 +19,7 @@ from data_tools.sources import npm_cache
 from data_tools.inspect_shards import inspect_shards
 from data_tools.validate import validate_shards
 from tests.clipline.running import run_clipline
-from tests.data_tools.conftest import COLOURS, image_bytes, to_tensor, write_image
+from tests.data_tools.conftest import COLOURS, image_bytes, write_image
 
 
 @pytest.fixture
@@ -26,15 +27,13 @@ def messy(tmp_path: Path) -> SourceData:
     """A folder source of 3 good pairs, plus a truncated JPEG, a text file named .jpg, and an empty caption."""
     root = tmp_path / "in"
     for i, colour in enumerate(COLOURS.values()):
-        write_image(root / f"good{i}.jpg", colour)
-        (root / f"good{i}.txt").write_text(f"good picture {i}")
+        write_image(root / f"good{i}.jpg", colour, caption=f"good picture {i}")
     full = image_bytes((1, 2, 3), size=(64, 64), fmt="JPEG")
     (root / "truncated.jpg").write_bytes(full[: len(full) // 2])
     (root / "truncated.txt").write_text("half an image")
     (root / "notes.jpg").write_text("this is not an image")
     (root / "notes.txt").write_text("text pretending")
-    write_image(root / "blank.png", (9, 9, 9))
-    (root / "blank.txt").write_text("   \n")
+    write_image(root / "blank.png", (9, 9, 9), caption="   \n")
     return load_source(f"folder:{root}", SourceConfig())
 
 

@@ -11,16 +11,11 @@ from PIL import Image
 from data_tools.batch_augment import BatchAugment
 from data_tools.image_ops import to_rgb_on
 from data_tools.loader import LoaderConfig, make_loader
+from tests.data_tools.conftest import drawing
 
 MEAN, STD = (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)
-
-
-def drawing(size: int = 32) -> Image.Image:
-    """A red square on a transparent frame, with a half-transparent blue stripe."""
-    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-    image.paste((200, 0, 0, 255), (8, 8, 24, 24))
-    image.paste((0, 0, 255, 128), (0, 28, size, 30))
-    return image
+RAW = {"mean": (0.0,) * 3, "std": (1.0,) * 3}  # no normalisation: outputs are colours in [0, 1]
+WHOLE_FRAME = {"scale": (1.0, 1.0), "ratio": (1.0, 1.0)}  # the crop is the whole frame
 
 
 def batch_of(augment: BatchAugment, images: list[Image.Image]) -> torch.Tensor:
@@ -28,7 +23,7 @@ def batch_of(augment: BatchAugment, images: list[Image.Image]) -> torch.Tensor:
 
 
 def test_whole_frame_crop_on_white_equals_flattening_then_normalising() -> None:
-    augment = BatchAugment(size=32, mean=MEAN, std=STD, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    augment = BatchAugment(size=32, mean=MEAN, std=STD, **WHOLE_FRAME)
     out = batch_of(augment, [drawing(), drawing().convert("RGB")])
     expected = TF.normalize(TF.to_tensor(to_rgb_on(drawing())), MEAN, STD)
     assert out.shape == (2, 3, 32, 32)
@@ -41,7 +36,7 @@ def test_whole_frame_crop_on_white_equals_flattening_then_normalising() -> None:
 def test_crops_are_sub_windows_of_the_frame_resized_back() -> None:
     ramp = torch.linspace(0, 1, 64).expand(64, 64)  # brightness rises left to right
     image = TF.to_pil_image(torch.stack([ramp, ramp, ramp]))
-    augment = BatchAugment(size=64, mean=(0.0,) * 3, std=(1.0,) * 3, scale=(0.25, 0.25), ratio=(1.0, 1.0))
+    augment = BatchAugment(size=64, **RAW, scale=(0.25, 0.25), ratio=(1.0, 1.0))
     torch.manual_seed(0)
     out = batch_of(augment, [image] * 64)
     spans = out[:, 0, 32, -1] - out[:, 0, 32, 0]  # a half-width crop spans about half the ramp
@@ -51,8 +46,7 @@ def test_crops_are_sub_windows_of_the_frame_resized_back() -> None:
 
 
 def test_random_backgrounds_follow_the_shares_and_zoom_out_shrinks_transparent_drawings_only() -> None:
-    augment = BatchAugment(size=32, mean=(0.0,) * 3, std=(1.0,) * 3, scale=(1.0, 1.0), ratio=(1.0, 1.0),
-                           background="random")
+    augment = BatchAugment(size=32, **RAW, **WHOLE_FRAME, background="random")
     torch.manual_seed(0)
     corners = batch_of(augment, [drawing()] * 800)[:, :, 0, 0]  # (B, 3) the transparent corner
     white = (corners == 1).all(dim=1).float().mean()
@@ -62,8 +56,7 @@ def test_random_backgrounds_follow_the_shares_and_zoom_out_shrinks_transparent_d
     red = batch_of(augment, [drawing()])[0, :, 16, 16]
     assert torch.allclose(red, torch.tensor([200 / 255, 0.0, 0.0]), atol=1e-5)  # the drawing itself is kept
 
-    zoomed = BatchAugment(size=32, mean=(0.0,) * 3, std=(1.0,) * 3, scale=(1.0, 1.0), ratio=(1.0, 1.0),
-                          background="random", zoom_out_min=0.5, white=1.0, black=0.0)
+    zoomed = BatchAugment(size=32, **RAW, **WHOLE_FRAME, background="random", zoom_out_min=0.5, white=1.0, black=0.0)
     torch.manual_seed(1)
     out = batch_of(zoomed, [drawing()] * 200 + [drawing().convert("RGB")] * 200)
     red_share = ((out[:, 0] > 0.7) & (out[:, 1] < 0.1)).flatten(1).float().mean(dim=1)

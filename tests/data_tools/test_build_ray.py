@@ -1,4 +1,5 @@
-"""`clipline data build --distributor ray` writes the shards of a local build, byte for byte."""
+"""The same input gives byte-identical shards, whatever the number of local workers, and with
+`clipline data build --distributor ray` as in a local build."""
 
 from __future__ import annotations
 
@@ -35,6 +36,17 @@ def _folder(root: Path, count: int = 17, corrupt: tuple[int, ...] = (3, 4, 9)) -
 
 def _files(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "in", count=12, corrupt=())
+    outputs = []
+    for name, workers in (("a", 2), ("b", 1), ("c", 2)):
+        config = BuildConfig(out=tmp_path / name, shard_size=5, workers=workers, image_size=24, progress=False)
+        build_shards(load_source(f"folder:{root}", SourceConfig()), config)
+        outputs.append(_files(tmp_path / name))
+    assert list(outputs[0]) == ["00000.tar", "00001.tar", "00002.tar", "dataset.json"]
+    assert outputs[0] == outputs[1] == outputs[2]
 
 
 def test_shard_plan_fills_shards_in_kept_order() -> None:

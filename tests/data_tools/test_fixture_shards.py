@@ -5,17 +5,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from data_tools.loader import list_shards, read_dataset_info
-from data_tools.sample_fields import ParsedSample, parse_sample
-from data_tools.tar_samples import iter_tar_samples
-from tests.data_tools.conftest import FIXTURE_SHARDS
-
-
-def _samples() -> list[ParsedSample]:
-    errors: list = []
-    samples = [parse_sample(raw) for path in list_shards(FIXTURE_SHARDS) for raw in iter_tar_samples(path, errors.append)]
-    assert not errors
-    return samples  # type: ignore[return-value]
+from data_tools.loader import read_dataset_info
+from tests.data_tools.conftest import FIXTURE_SHARDS, read_samples
 
 
 def test_fixture_is_small_and_described() -> None:
@@ -28,8 +19,7 @@ def test_fixture_is_small_and_described() -> None:
 
 
 def test_fixture_samples_have_labels_captions_and_both_vendors() -> None:
-    samples = _samples()
-    assert all(isinstance(s, ParsedSample) for s in samples)
+    samples = read_samples(FIXTURE_SHARDS)
     classes = read_dataset_info(FIXTURE_SHARDS)["classes"]
     for s in samples:
         assert s.image.size == (64, 64)

@@ -9,22 +9,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchvision.transforms.functional import to_tensor
 
 from data_tools.build import BuildConfig, build_shards
 from data_tools import loader as loader_module
 from data_tools.errors import DataError
 from data_tools.loader import LoaderConfig, _shard_source, count_samples, list_shards, make_loader, read_dataset_info
 from data_tools.records import SourceData, SourceRecord
-from tests.data_tools.conftest import FIXTURE_SHARDS, image_bytes, to_tensor
+from tests.data_tools.conftest import FIXTURE_SHARDS, image_bytes
 
 
 def _keys(loader) -> list[str]:
     return [key for batch in loader for key in batch["key"]]
 
 
-def _loader(spec: str | Path | list[str], **config: object) -> loader_module.ShardLoader:
-    """make_loader over `spec` with LoaderConfig(**config), images as tensors."""
-    return make_loader(spec, LoaderConfig(**config), image_transform=to_tensor)
+def _loader(spec: str | Path | list[str], tokenize: loader_module.Tokenize | None = None,
+            **config: object) -> loader_module.ShardLoader:
+    """make_loader over `spec` with LoaderConfig(**config) and `tokenize`, images as tensors."""
+    return make_loader(spec, LoaderConfig(**config), image_transform=to_tensor, tokenize=tokenize)
 
 
 def _keys_per_rank(spec: str | Path | list[str], world_size: int, **config: object) -> list[list[str]]:
@@ -65,8 +67,7 @@ def test_tokenizer_runs_in_the_pipeline_and_random_captions_vary() -> None:
     def tokenize(texts: list[str]) -> torch.Tensor:
         return torch.tensor([[len(t), 1] for t in texts])
 
-    loader = make_loader(FIXTURE_SHARDS, LoaderConfig(batch_size=48, num_workers=0, caption="random", seed=3),
-                         image_transform=to_tensor, tokenize=tokenize)
+    loader = _loader(FIXTURE_SHARDS, tokenize, batch_size=48, num_workers=0, caption="random", seed=3)
     batch = next(iter(loader))
     assert batch["text"].shape == (48, 2)
     assert batch["text"][:, 0].tolist() == [len(c) for c in batch["caption"]]
@@ -129,8 +130,7 @@ def _member_offset(tar_path: Path, name: str) -> int:
 
 
 def test_corrupt_tars_mid_stream_are_skipped_and_counted(tmp_path: Path, six_shards: Path) -> None:
-    shards = tmp_path / "shards"
-    shutil.copytree(six_shards, shards)
+    shards = shutil.copytree(six_shards, tmp_path / "shards")
     (shards / "00001.tar").write_bytes(b"")  # zero-byte tar: s005..s009 gone
     cut = _member_offset(shards / "00003.tar", "s017.jpg") + 50  # cut inside s017's image
     (shards / "00003.tar").write_bytes((shards / "00003.tar").read_bytes()[:cut])
@@ -170,8 +170,7 @@ def test_sources_joined_by_double_colon_and_brace_ranges(six_shards: Path) -> No
 
 def test_weighted_sources_are_drawn_in_proportion(tmp_path: Path, six_shards: Path) -> None:
     """weights 3,1 over two copies of the same 30 samples: the first copy's shards are drawn 3 times in 4."""
-    copy = tmp_path / "copy"
-    shutil.copytree(six_shards, copy)
+    copy = shutil.copytree(six_shards, tmp_path / "copy")
     spec = f"{six_shards}::{copy}"
     loader = _loader(spec, batch_size=10, num_workers=0, resampled=True, source_weights=(3.0, 1.0), seed=4, rank=0,
                      world_size=1)

@@ -12,7 +12,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from data_tools.build import BuildConfig, build_shards
 from data_tools.errors import DataError
@@ -22,7 +21,7 @@ from data_tools.sources import SourceConfig, load_source
 from data_tools.sources.emoji import is_val_concept
 from data_tools.sources.fashion_captions import RETAIL_NAMES
 from data_tools.tar_samples import iter_tar_samples
-from tests.data_tools.conftest import COLOURS, image_bytes, write_image
+from tests.data_tools.conftest import COLOURS, drawing, image_bytes, read_samples, write_image
 from tests.tar_writing import write_tar
 
 TABLE_OPTIONS = SourceConfig(image_column="img", caption_column="text", label_column="kind")
@@ -31,10 +30,8 @@ TABLE_OPTIONS = SourceConfig(image_column="img", caption_column="text", label_co
 def build_and_read(spec: str, out: Path, options: SourceConfig | None = None, **config) -> tuple[dict, list[ParsedSample]]:
     data = load_source(spec, options or SourceConfig())
     info = build_shards(data, BuildConfig(out=out, workers=1, progress=False, **config))
-    samples = [parse_sample(raw) for path in list_shards(out) for raw in iter_tar_samples(path, pytest.fail)]
-    assert all(isinstance(s, ParsedSample) for s in samples)
     assert info == read_dataset_info(out)
-    return info, samples  # type: ignore[return-value]
+    return info, read_samples(out)
 
 
 def test_folder_with_class_subfolders(tmp_path: Path) -> None:
@@ -59,10 +56,8 @@ def test_folder_with_class_subfolders(tmp_path: Path) -> None:
 
 def test_folder_with_caption_sidecars_and_resize_crop(tmp_path: Path) -> None:
     root = tmp_path / "pairs"
-    write_image(root / "a.png", (10, 10, 10), size=(80, 40))
-    (root / "a.txt").write_text("  a dark wide picture \n")
-    write_image(root / "sub" / "b.webp", (250, 250, 0), size=(30, 60))
-    (root / "sub" / "b.txt").write_text("a yellow tall picture")
+    write_image(root / "a.png", (10, 10, 10), caption="  a dark wide picture \n", size=(80, 40))
+    write_image(root / "sub" / "b.webp", (250, 250, 0), caption="a yellow tall picture", size=(30, 60))
     write_image(root / "c.jpg", (0, 0, 0))  # no sidecar: empty caption
     info, samples = build_and_read(f"folder:{root}", tmp_path / "out", image_size=20)
     assert info["skipped"] == {"empty_caption": 1}
@@ -74,12 +69,10 @@ def test_folder_with_caption_sidecars_and_resize_crop(tmp_path: Path) -> None:
 
 
 def _alpha_folder(tmp_path: Path, size: int = 48) -> str:
-    """A folder source, `tmp_path/alpha`, of one RGBA drawing: a red square on transparent black."""
+    """A folder source, `tmp_path/alpha`, of one RGBA `drawing`: a red square on transparent black."""
     root = tmp_path / "alpha"
     root.mkdir()
-    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))  # transparent black, as most PNG writers store it
-    image.paste((200, 0, 0, 255), (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
-    image.save(root / "x.png")
+    drawing(size).save(root / "x.png")
     (root / "x.txt").write_text("red square")
     return f"folder:{root}"
 
@@ -113,8 +106,7 @@ def test_background_keep_stores_rgba_png_that_readers_flatten_onto_white(tmp_pat
 
 def test_background_keep_stores_opaque_images_as_jpeg(tmp_path: Path) -> None:
     root = tmp_path / "rgb"
-    write_image(root / "x.png", (10, 200, 10))
-    (root / "x.txt").write_text("green")
+    write_image(root / "x.png", (10, 200, 10), caption="green")
     build_and_read(f"folder:{root}", tmp_path / "out", image_size=16, background="keep")
     [raw] = [raw for path in list_shards(tmp_path / "out") for raw in iter_tar_samples(path, pytest.fail)]
     assert "jpg" in raw and "png" not in raw
@@ -166,8 +158,7 @@ def test_jsonl_with_caption_lists_and_a_bad_line(tmp_path: Path) -> None:
 
 def test_parquet_with_paths_and_bytes(tmp_path: Path) -> None:
     rows = _table_rows(tmp_path)
-    table = pa.table({k: [r[k] for r in rows] for k in ("img", "text", "kind")})
-    pq.write_table(table, tmp_path / "pairs.parquet")
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "pairs.parquet")
     _check_table(*build_and_read(f"parquet:{tmp_path / 'pairs.parquet'}", tmp_path / "out", TABLE_OPTIONS))
     blob = pa.table({"image": [image_bytes(COLOURS["blue"])], "caption": ["a blue thing"]})
     pq.write_table(blob, tmp_path / "bytes.parquet")

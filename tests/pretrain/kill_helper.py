@@ -19,8 +19,6 @@ KILL_AT = 5
 class SignalAt:
     """An evaluator that sends `signum` to this process on its `at`-th call (test_train.py uses it too)."""
 
-    name = "signal"
-
     def __init__(self, signum: int, at: int) -> None:
         self.signum, self.at, self.calls = signum, at, 0
 

@@ -11,7 +11,7 @@ import torch
 
 from pretrain import models
 from pretrain.batch_split import BatchSplit, choose_batch_split, part_rows
-from pretrain.config import apply_overrides
+from pretrain.config import TrainConfig, apply_overrides
 from pretrain.distributed import Distributed
 from pretrain.errors import PretrainError
 from pretrain.grad_cache import forward_backward
@@ -31,12 +31,11 @@ def _loss_fn(out: dict[str, torch.Tensor]) -> torch.Tensor:
     return clip_loss(out["image_features"], out["text_features"], out["logit_scale"])
 
 
-def _towers(*overrides: str) -> models.TwoTower:
-    """clip-tiny-64 as the trainer builds it on a CPU (explicit attention, bias-fused linears, in-place
-    embedding gradients: each must stay right when two threads run it)."""
+def _towers(run: TrainConfig) -> models.TwoTower:
+    """The run's towers as the trainer builds them on a CPU (for clip-tiny-64: explicit attention, bias-fused
+    linears, in-place embedding gradients: each must stay right when two threads run it)."""
     torch.manual_seed(0)
-    return build_towers(apply_overrides(named_config("tiny"), list(overrides)), torch.device("cpu"), sharded=False,
-                        processes=1)
+    return build_towers(run, torch.device("cpu"), sharded=False, processes=1)
 
 
 def _step(towers: models.TwoTower, run, precision: str) -> tuple[float, dict[str, torch.Tensor]]:
@@ -51,7 +50,7 @@ def _step(towers: models.TwoTower, run, precision: str) -> tuple[float, dict[str
 
 @pytest.mark.parametrize("parts", [2, 3])
 def test_parts_give_the_whole_batch_loss_and_gradients(parts: int) -> None:
-    towers = _towers("model.text_buckets=2")
+    towers = _towers(apply_overrides(named_config("tiny"), ["model.text_buckets=2"]))
     want_loss, want = _step(towers, forward_backward, "fp32")
     got_loss, got = _step(towers, BatchSplit(parts, threads_each=1).forward_backward, "fp32")
     assert got_loss == pytest.approx(want_loss, abs=1e-6)
@@ -63,7 +62,7 @@ def test_parts_give_the_whole_batch_loss_and_gradients(parts: int) -> None:
 
 
 def test_bf16_parts_match_the_whole_batch_and_run_on_their_own_threads() -> None:
-    towers = _towers()
+    towers = _towers(named_config("tiny"))
     seen: list[tuple[int, int, bool]] = []
     towers.register_forward_pre_hook(lambda *_: seen.append(
         (threading.get_ident(), torch.get_num_threads(), torch.is_autocast_enabled("cpu"))))
@@ -99,7 +98,7 @@ def test_an_error_in_one_part_is_raised_after_every_part_finished() -> None:
 
 def _choice(*overrides: str, config: str = "tiny-debug", threads: int = 2) -> tuple[int, str]:
     run = apply_overrides(named_config(config), ["data.batch_size=128", *overrides])
-    towers = build_towers(run, torch.device("cpu"), sharded=False, processes=1)
+    towers = _towers(run)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

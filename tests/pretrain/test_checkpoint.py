@@ -52,11 +52,8 @@ def test_weights_load_with_open_clip_create_model(saved: tuple) -> None:
 
 
 def test_keep_last_prunes_older_checkpoints(tmp_path: Path) -> None:
-    towers = models.build_model("clip-tiny-64")
-    info = models.model_info(towers.name, towers.clip)
     for step in (1, 2, 3):
-        checkpoint.save_checkpoint(tmp_path, step=step, state_dict=towers.clip.state_dict(), model_info=info,
-                                   keep_last=2)
+        checkpoint.save_checkpoint(tmp_path, step=step, state_dict={"w": torch.ones(2)}, model_info={}, keep_last=2)
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step_00000002", "step_00000003"]
 
 

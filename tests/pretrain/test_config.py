@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
+from open_clip.transform import PreprocessCfg
 from PIL import Image
 
 from pretrain.config import apply_overrides, config_from_dict, config_to_dict, save_config, validate
@@ -51,8 +53,7 @@ def test_resolved_config_is_saved(tmp_path: Path) -> None:
 
 def test_random_background_puts_transparent_drawings_on_drawn_backgrounds() -> None:
     config = apply_overrides(named_config("tiny-debug"), ["data.background=random", "data.zoom_out_min=0.7"])
-    preprocess = {"size": 16, "mode": "RGB", "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0),
-                  "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}
+    preprocess = asdict(PreprocessCfg(size=16, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
     drawing = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
     per_image = train_transform(apply_overrides(config, ["data.batch_augment=false"]).data, preprocess)
     assert per_image.per_batch is None  # open_clip's per-image transform behind RandomBackground

@@ -13,7 +13,9 @@ from tests.pretrain.test_losses import unit
 
 
 def _reference(x, y, xt, yt, s, st, T, kl_weight, feature_weight, project=lambda v: v):  # noqa: ANN001
-    """The module docstring's formulas, one number at a time."""
+    """The module docstring's formulas, one number at a time on the tensors' values as Python lists."""
+    px, py = project(x).tolist(), project(y).tolist()
+    x, y, xt, yt = x.tolist(), y.tolist(), xt.tolist(), yt.tolist()
     n = len(x)
 
     def sim(a, b, scale):  # noqa: ANN001
@@ -35,7 +37,6 @@ def _reference(x, y, xt, yt, s, st, T, kl_weight, feature_weight, project=lambda
     def cos(a, b):  # noqa: ANN001
         return sum(u * v for u, v in zip(a, b)) / math.sqrt(sum(u * u for u in a) * sum(v * v for v in b))
 
-    px, py = project(torch.tensor(x)).tolist(), project(torch.tensor(y)).tolist()
     l_feat = 0.5 * (sum(1 - cos(px[i], xt[i]) for i in range(n)) / n + sum(1 - cos(py[i], yt[i]) for i in range(n)) / n)
     return kl_weight * l_kl + feature_weight * l_feat, l_kl, l_feat
 
@@ -45,8 +46,7 @@ def test_matches_slow_reference(temperature: float) -> None:
     x, y, xt, yt = unit(6, 8, 1), unit(6, 8, 2), unit(6, 8, 3), unit(6, 8, 4)
     out = distill_loss(x, y, xt, yt, torch.tensor(14.0), torch.tensor(30.0), temperature=temperature,
                        kl_weight=0.7, feature_weight=0.4)
-    want, want_kl, want_feat = _reference(x.tolist(), y.tolist(), xt.tolist(), yt.tolist(), 14.0, 30.0,
-                                          temperature, 0.7, 0.4)
+    want, want_kl, want_feat = _reference(x, y, xt, yt, 14.0, 30.0, temperature, 0.7, 0.4)
     assert out["loss"].item() == pytest.approx(want, rel=1e-4)
     assert out["kl"].item() == pytest.approx(want_kl, rel=1e-4)
     assert out["feature"].item() == pytest.approx(want_feat, rel=1e-4)
@@ -73,8 +73,7 @@ def test_different_teacher_size_needs_a_projection() -> None:
     projection = feature_projection(8, 16)
     assert feature_projection(8, 8) is None
     out = distill_loss(x, y, xt, yt, torch.tensor(10.0), torch.tensor(10.0), projection=projection)
-    want, _, _ = _reference(x.tolist(), y.tolist(), xt.tolist(), yt.tolist(), 10.0, 10.0, 1.0, 1.0, 1.0,
-                            project=lambda v: projection(v).detach())
+    want, _, _ = _reference(x, y, xt, yt, 10.0, 10.0, 1.0, 1.0, 1.0, project=lambda v: projection(v).detach())
     assert out["loss"].item() == pytest.approx(want, rel=1e-4)
     out["loss"].backward()
     assert projection.weight.grad is not None and projection.weight.grad.abs().sum() > 0

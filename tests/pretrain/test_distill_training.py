@@ -24,6 +24,7 @@ from pretrain.teacher import image_adapter
 from pretrain.train import Trainer, train
 from tests.clipline.running import error_line
 from tests.pretrain.distributed_helper import global_batches, save_teacher
+from tests.pretrain.test_cli import PRETRAIN_TINY_DEBUG
 from tests.pretrain.test_train import debug_config
 
 DISTILL_OPTIONS = ["temperature=2", "kl_weight=0.7", "feature_weight=0.4"]
@@ -58,8 +59,8 @@ def split(batch: dict, parts: int) -> list[dict]:
 def test_first_step_loss_is_clip_plus_distillation_of_the_same_batch(
         minilm_teacher: Path, emoji_batch: dict, tmp_path: Path) -> None:
     runs = {}
-    for name, accum, extra in (("whole", 1, [f"teacher={minilm_teacher}"]),
-                               ("gradcache", 2, [f"teacher={minilm_teacher}"]), ("plain", 1, [])):
+    for name, accum in (("whole", 1), ("gradcache", 2), ("plain", 1)):
+        extra = [] if name == "plain" else [f"teacher={minilm_teacher}"]
         config = debug_config(tmp_path / name, "steps=1", f"accum_steps={accum}", f"batch_size={8 // accum}",
                               *DISTILL_OPTIONS, *extra)
         trainer = Trainer(config, evaluators=(), make_epoch=lambda epoch, parts=accum: split(emoji_batch, parts),
@@ -103,8 +104,7 @@ def test_wider_teacher_trains_a_projection_that_resumes_exactly(
     first = checkpoint.read_train_state(straight / "checkpoints" / "step_00000002")["distill"]["projection"]["weight"]
     assert not torch.equal(first, projection)  # it is trained
 
-    resumed = tmp_path / "resumed"
-    shutil.copytree(straight, resumed)
+    resumed = shutil.copytree(straight, tmp_path / "resumed")
     shutil.rmtree(resumed / "checkpoints" / "step_00000003")
     train(debug_config(resumed, *options, "resume=latest"))
     keys = ("step", "loss", "distill_kl", "distill_feature")
@@ -123,8 +123,8 @@ def test_wider_teacher_trains_a_projection_that_resumes_exactly(
 def test_bad_teacher_path_is_one_error_line(teacher: str, message: str, emoji_shards: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "empty").mkdir()
-    line = error_line(["pretrain", "--config", "tiny-debug", "--train-data", str(emoji_shards),
-                       "--out", str(tmp_path / "run"), f"distill.teacher={tmp_path / teacher}"], capsys, alone=True)
+    argv = [*PRETRAIN_TINY_DEBUG, "--train-data", str(emoji_shards), "--out", str(tmp_path / "run")]
+    line = error_line([*argv, f"distill.teacher={tmp_path / teacher}"], capsys, alone=True)
     assert line.startswith("error: distill.teacher: ") and message in line
     assert not (tmp_path / "run" / "checkpoints").exists()
 

@@ -34,15 +34,16 @@ def reference_siglip(x: torch.Tensor, y: torch.Tensor, scale: float, bias: float
     return total / n
 
 
-def mean_over_simulated_ranks(loss: Callable[..., torch.Tensor], world: int, *full: torch.Tensor) -> float:
-    """Mean of `loss` over `world` ranks, each given its rows of every tensor in `full` and a `gather`
-    that returns what an all-gather across the ranks would: the whole tensor."""
+def mean_over_simulated_ranks(loss: Callable[..., torch.Tensor], world: int, *full: torch.Tensor,
+                              **options: object) -> float:
+    """Mean of `loss` over `world` ranks, each given its rows of every tensor in `full`, a `gather` that
+    returns what an all-gather across the ranks would (the whole tensor), and `options`."""
     per_rank = len(full[0]) // world
     local = []
     for rank in range(world):
         rows = [t[rank * per_rank:(rank + 1) * per_rank] for t in full]
         all_of = {id(part): whole for part, whole in zip(rows, full)}
-        local.append(float(loss(*rows, gather=lambda t: all_of[id(t)], rank=rank)))
+        local.append(float(loss(*rows, gather=lambda t: all_of[id(t)], rank=rank, **options)))
     return sum(local) / world
 
 
@@ -70,8 +71,7 @@ def test_clip_loss_clamps_scale_and_stops_its_gradient_above_max() -> None:
 def test_local_loss_over_simulated_ranks_averages_to_the_global_loss() -> None:
     x, y = unit(3 * 4, 16, 5), unit(3 * 4, 16, 6)  # 3 ranks of 4 pairs
     full = float(clip_loss(x, y, torch.tensor(10.0)))
-    local = mean_over_simulated_ranks(lambda xr, yr, **kw: clip_loss(xr, yr, torch.tensor(10.0), local_loss=True, **kw),
-                                      3, x, y)
+    local = mean_over_simulated_ranks(clip_loss, 3, x, y, logit_scale=torch.tensor(10.0), local_loss=True)
     assert abs(local - full) < 1e-5
 
 
@@ -83,9 +83,9 @@ def test_siglip_loss_matches_reference_loop() -> None:
 
 def test_siglip_rank_losses_average_to_the_global_loss() -> None:
     x, y = unit(2 * 3, 16, 9), unit(2 * 3, 16, 10)  # 2 ranks of 3 pairs
-    full = float(siglip_loss(x, y, torch.tensor(10.0), torch.tensor(-5.0)))
-    local = mean_over_simulated_ranks(
-        lambda xr, yr, **kw: siglip_loss(xr, yr, torch.tensor(10.0), torch.tensor(-5.0), **kw), 2, x, y)
+    scale, bias = torch.tensor(10.0), torch.tensor(-5.0)
+    full = float(siglip_loss(x, y, scale, bias))
+    local = mean_over_simulated_ranks(siglip_loss, 2, x, y, logit_scale=scale, logit_bias=bias)
     assert abs(local - full) < 1e-5
 
 

@@ -123,8 +123,7 @@ def test_patch_dropout_and_grad_checkpointing_train(tmp_path: Path) -> None:
 
 
 def test_corrupt_sample_is_skipped_and_counted(emoji_shards: Path, tmp_path: Path) -> None:
-    shards = tmp_path / "shards"
-    shutil.copytree(emoji_shards, shards)
+    shards = shutil.copytree(emoji_shards, tmp_path / "shards")
     write_tar(shards / "00000.tar", [("broken_1.jpg", b"not a jpeg at all"), ("broken_1.txt", b"a broken image")],
               mode="a")
     result = train(debug_config(tmp_path / "run", f"train_data={shards}"))  # one epoch: every sample read
