@@ -7,10 +7,8 @@ random, so a method's effect is measurable against a known zero-shot accuracy.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Literal
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -70,15 +68,6 @@ def mean_per_class_recall(logits: Tensor, labels: Tensor) -> float:
 
 def zeroshot_logits(task: FewShotTask, x: Tensor) -> Tensor:
     return task.logit_scale * x @ task.zeroshot_weights.T
-
-
-@pytest.fixture
-def single_thread() -> Iterator[None]:
-    """One torch thread: these tensors are tiny, and two spinning threads on a busy 2-core box cost 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class PixelTower(nn.Module):

@@ -15,9 +15,6 @@ from finetune.methods.features import cached_features, load_images
 from finetune.methods.imbalance import ImbalanceConfig
 from finetune.methods.linear_probe import fit_linear_probe
 from tests.finetune.fakes import ColourEncoder, write_shards
-from tests.finetune.fewshot_data import single_thread
-
-pytestmark = pytest.mark.usefixtures(single_thread.__name__)
 
 CLASSES = ["red", "green", "blue", "yellow"]
 
