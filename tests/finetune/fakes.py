@@ -74,15 +74,15 @@ class ColourEncoder:
         return torch.nn.functional.normalize(out, dim=-1)
 
 
-def write_shards(out: Path, classes: Sequence[str], per_class: int, *, shard_size: int = 7, image_size: int = 16,
-                 write_cls: bool = True, write_label: bool = True, label_fields: dict[str, Sequence[str]] | None = None,
-                 captions: bool = False, source: str = "synthetic") -> Path:
-    """Solid-colour images, class i in PALETTE[i]; returns `out` with dataset.json."""
+def write_shards(out: Path, classes: Sequence[str], per_class: int, *, image_size: int = 16, write_cls: bool = True,
+                 write_label: bool = True, label_fields: dict[str, Sequence[str]] | None = None,
+                 captions: bool = False) -> Path:
+    """Solid-colour images, class i in PALETTE[i], 7 to a shard; returns `out` with dataset.json."""
     written = []
     for j in range(per_class):
         for c in range(len(classes)):
             key = f"s{c:02d}_{j:03d}"
-            meta: dict = {"key": key, "caption": f"a picture of {classes[c]}", "source": source}
+            meta: dict = {"key": key, "caption": f"a picture of {classes[c]}", "source": "synthetic"}
             if write_label:
                 meta["label"] = classes[c]
             if label_fields:
@@ -94,12 +94,12 @@ def write_shards(out: Path, classes: Sequence[str], per_class: int, *, shard_siz
             if write_cls:
                 files["cls"] = str(c).encode()
             written.append((key, files))
-    info: dict = {"image_size": image_size, "source": source}
+    info: dict = {"image_size": image_size, "source": "synthetic"}
     if write_cls:
         info["classes"] = list(classes)
     if label_fields:
         info["label_fields"] = {k: list(v) for k, v in label_fields.items()}
-    return write_shard_dir(out, written, shard_size, info)
+    return write_shard_dir(out, written, 7, info)
 
 
 TINY_CONFIG = {
