@@ -93,7 +93,7 @@ def test_open_clip_train_checkpoint_via_model_and_pretrained(emoji_shards: Path,
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, capsys) -> None:  # noqa: ANN001
     labelled = write_shards(tmp_path / "labelled", CLASSES, per_class=2, image_size=16)
-    unlabelled = write_shards(tmp_path / "plain", CLASSES, per_class=2, image_size=16, write_cls=False, write_label=False)
+    unlabelled = write_shards(tmp_path / "plain", CLASSES, per_class=2, image_size=16, label="none")
     big = write_shards(tmp_path / "big", CLASSES, per_class=2, image_size=24)
     dupes = tmp_path / "dupes.txt"
     dupes.write_text("cat\ndog\ncat\n")
