@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from evaluate.clip_benchmark_format import dataset_name, zeroshot_classification, zeroshot_retrieval
 from evaluate.retrieval_recall import clip_benchmark_recalls, retrieval_metrics
@@ -20,15 +21,11 @@ def reference_recall_at_k(scores: torch.Tensor, positive_pairs: torch.Tensor, k:
     return nb_true_positive / nb_positive
 
 
-def unit(x: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.normalize(x, dim=-1)
-
-
 def test_recalls_match_clip_benchmarks_code() -> None:
     torch.manual_seed(0)
-    images = unit(torch.randn(40, 16))
+    images = F.normalize(torch.randn(40, 16), dim=-1)
     owner = torch.arange(40).repeat_interleave(torch.randint(1, 4, (40,)))  # 1-3 captions per image
-    texts = unit(images[owner] + 1.2 * torch.randn(len(owner), 16))  # (P, D), each caption its own text
+    texts = F.normalize(images[owner] + 1.2 * torch.randn(len(owner), 16), dim=-1)  # (P, D), each caption its own text
     pairs = torch.stack([owner, torch.arange(len(owner))], dim=1)
     ours = clip_benchmark_recalls(images, texts, pairs)
     scores = texts @ images.T  # CLIP_benchmark: texts x images
@@ -45,8 +42,8 @@ def test_recalls_match_clip_benchmarks_code() -> None:
 def test_a_caption_two_images_share_is_two_queries_each_with_one_match() -> None:
     # images a and b both captioned "smile"; b is closer to the text. Ours: one text, found at rank 1
     # (any matching image counts). CLIP_benchmark: two queries; the one owned by a misses at k=1.
-    images = unit(torch.tensor([[1.0, 0.0], [0.8, 0.6]]))
-    texts = unit(torch.tensor([[0.7, 0.7]]))
+    images = F.normalize(torch.tensor([[1.0, 0.0], [0.8, 0.6]]), dim=-1)
+    texts = F.normalize(torch.tensor([[0.7, 0.7]]), dim=-1)
     pairs = torch.tensor([[0, 0], [1, 0]])
     assert retrieval_metrics(images, texts, pairs, ks=(1,))["text_to_image_R@1"] == 1.0
     assert clip_benchmark_recalls(images, texts, pairs, ks=(1,))["image_retrieval_recall@1"] == 0.5

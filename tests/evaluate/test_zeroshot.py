@@ -34,13 +34,13 @@ def test_weights_are_the_renormalised_mean_of_normalised_prompt_embeddings() -> 
     torch.testing.assert_close(clf.logits(images), images @ clf.weights.T)
 
 
-@pytest.mark.parametrize("write_cls", [True, False], ids=["cls", "labels-from-json"])
-def test_perfect_encoder_scores_one(tmp_path: Path, write_cls: bool) -> None:
-    data = write_shards(tmp_path / "shards", CLASSES, per_class=4, write_cls=write_cls)
+@pytest.mark.parametrize("label", ["cls", "json"], ids=["cls", "labels-from-json"])
+def test_perfect_encoder_scores_one(tmp_path: Path, label: str) -> None:
+    data = write_shards(tmp_path / "shards", CLASSES, per_class=4, label=label)
     evaluator = ZeroShotEvaluator(data=data, templates=TEMPLATES, encoding=IN_PROCESS)
     report = evaluator.evaluate(ColourEncoder(CLASSES)).report
     # without .cls there are no dataset classes either: the labels seen, sorted
-    assert report["classes"] == (CLASSES if write_cls else sorted(CLASSES))
+    assert report["classes"] == (CLASSES if label == "cls" else sorted(CLASSES))
     assert report["top1"] == 1.0
     assert report["macro_f1"] == 1.0
     assert report["n"] == 20
@@ -91,7 +91,7 @@ def test_prompt_names_differ_from_label_names(tmp_path: Path) -> None:
 
 
 def test_unlabelled_shards_fail_after_the_first_batch(tmp_path: Path) -> None:
-    data = write_shards(tmp_path / "shards", CLASSES, per_class=20, write_cls=False, write_label=False)
+    data = write_shards(tmp_path / "shards", CLASSES, per_class=20, label="none")
     encoder = ColourEncoder(CLASSES)
     with pytest.raises(EvaluateError, match="no class label"):
         encoding = EncodingConfig(batch_size=8, num_workers=0)

@@ -91,9 +91,9 @@ def test_open_clip_train_checkpoint_via_model_and_pretrained(emoji_shards: Path,
     assert reports[0]["top1"] == reports[1]["top1"]
 
 
-def _bad_input_cases(tmp_path: Path, tiny_run: Path) -> dict[str, tuple[list[str], str]]:
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, capsys) -> None:  # noqa: ANN001
     labelled = write_shards(tmp_path / "labelled", CLASSES, per_class=2, image_size=16)
-    unlabelled = write_shards(tmp_path / "plain", CLASSES, per_class=2, image_size=16, write_cls=False, write_label=False)
+    unlabelled = write_shards(tmp_path / "plain", CLASSES, per_class=2, image_size=16, label="none")
     big = write_shards(tmp_path / "big", CLASSES, per_class=2, image_size=24)
     dupes = tmp_path / "dupes.txt"
     dupes.write_text("cat\ndog\ncat\n")
@@ -102,7 +102,7 @@ def _bad_input_cases(tmp_path: Path, tiny_run: Path) -> dict[str, tuple[list[str
     no_weights = tmp_path / "empty_run"
     no_weights.mkdir()
     run, out = str(tiny_run), str(tmp_path / "r.json")
-    return {
+    cases = {
         "duplicate classes": (["--checkpoint", run, "--data", str(labelled), "--classes", str(dupes), "--out", out],
                               "lists 'cat' twice"),
         "empty class name": (["--checkpoint", run, "--data", str(labelled), "--classes", str(blanks), "--out", out],
@@ -119,10 +119,7 @@ def _bad_input_cases(tmp_path: Path, tiny_run: Path) -> dict[str, tuple[list[str
         "no shards": (["--checkpoint", run, "--data", str(tmp_path / "missing"), "--out", out], "does not exist"),
         "unknown flag": (["--checkpoint", run, "--data", str(labelled), "--out", out, "--bogus", "1"], "bogus"),
     }  # fmt: skip
-
-
-def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, capsys) -> None:  # noqa: ANN001
-    for case, (argv, expected) in _bad_input_cases(tmp_path, tiny_run).items():
+    for case, (argv, expected) in cases.items():
         line = error_line(["zeroshot", *argv], capsys)
         assert re.search(expected, line), (case, line)
     assert not (tmp_path / "r.json").exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -74,16 +75,17 @@ class ColourEncoder:
         return torch.nn.functional.normalize(out, dim=-1)
 
 
-def write_shards(out: Path, classes: Sequence[str], per_class: int, *, shard_size: int = 7, image_size: int = 16,
-                 write_cls: bool = True, write_label: bool = True, label_fields: dict[str, Sequence[str]] | None = None,
-                 captions: bool = False, source: str = "synthetic") -> Path:
-    """Solid-colour images, class i in PALETTE[i]; returns `out` with dataset.json."""
+def write_shards(out: Path, classes: Sequence[str], per_class: int, *, image_size: int = 16,
+                 label: Literal["cls", "json", "none"] = "cls", label_fields: dict[str, Sequence[str]] | None = None,
+                 captions: bool = False) -> Path:
+    """Solid-colour images, class i in PALETTE[i], 7 to a shard; returns `out` with dataset.json. `label`: the class
+    as .cls (indexing dataset.json's classes) and .json `label`, as .json `label` only, or not at all."""
     written = []
     for j in range(per_class):
         for c in range(len(classes)):
             key = f"s{c:02d}_{j:03d}"
-            meta: dict = {"key": key, "caption": f"a picture of {classes[c]}", "source": source}
-            if write_label:
+            meta: dict = {"key": key, "caption": f"a picture of {classes[c]}", "source": "synthetic"}
+            if label != "none":
                 meta["label"] = classes[c]
             if label_fields:
                 meta["labels"] = {field: names[c % len(names)] for field, names in label_fields.items()}
@@ -91,15 +93,15 @@ def write_shards(out: Path, classes: Sequence[str], per_class: int, *, shard_siz
                 meta["captions"] = [f"a picture of {classes[c]}", f"{classes[c]} number {j}"]
             png = encode_png(Image.new("RGB", (image_size, image_size), PALETTE[c]))
             files = {"png": png, "txt": meta["caption"].encode(), "json": json.dumps(meta).encode()}
-            if write_cls:
+            if label == "cls":
                 files["cls"] = str(c).encode()
             written.append((key, files))
-    info: dict = {"image_size": image_size, "source": source}
-    if write_cls:
+    info: dict = {"image_size": image_size, "source": "synthetic"}
+    if label == "cls":
         info["classes"] = list(classes)
     if label_fields:
         info["label_fields"] = {k: list(v) for k, v in label_fields.items()}
-    return write_shard_dir(out, written, shard_size, info)
+    return write_shard_dir(out, written, 7, info)
 
 
 TINY_CONFIG = {

@@ -7,10 +7,8 @@ random, so a method's effect is measurable against a known zero-shot accuracy.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Literal
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,16 +32,15 @@ def draw(centres: Tensor, per_class: list[int], spread: float, generator: torch.
     return F.normalize(centres[labels] + spread * noise, dim=-1), labels
 
 
-def cluster_task(*, num_classes: int = 4, dim: int = 16, shots: int | list[int] = 8, val_per_class: int = 4,
-                 eval_per_class: int = 50, spread: float = 0.15,
-                 zeroshot: Literal["right", "wrong", "random"] = "wrong", logit_scale: float = 20.0,
+def cluster_task(*, num_classes: int = 4, dim: int = 16, shots: int | list[int] = 8, eval_per_class: int = 50,
+                 spread: float = 0.15, zeroshot: Literal["right", "wrong", "random"] = "wrong",
                  imbalance: ImbalanceConfig | None = None, seed: int = 0) -> tuple[FewShotTask, Tensor, Tensor]:
     """A FewShotTask plus a held-out eval set (eval_x, eval_y) from the same clusters."""
     centres = cluster_centres(num_classes, dim, seed)
     g = torch.Generator().manual_seed(seed + 1)
     per_class = [shots] * num_classes if isinstance(shots, int) else list(shots)
     train_x, train_y = draw(centres, per_class, spread, g)
-    val_x, val_y = draw(centres, [val_per_class] * num_classes, spread, g)
+    val_x, val_y = draw(centres, [4] * num_classes, spread, g)
     eval_x, eval_y = draw(centres, [eval_per_class] * num_classes, spread, g)
     if zeroshot == "right":
         weights = centres
@@ -53,7 +50,7 @@ def cluster_task(*, num_classes: int = 4, dim: int = 16, shots: int | list[int] 
         weights = F.normalize(torch.randn(num_classes, dim, generator=g), dim=-1)
     task = FewShotTask(
         train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, zeroshot_weights=weights,
-        logit_scale=logit_scale, classnames=[f"class{c}" for c in range(num_classes)],
+        logit_scale=20.0, classnames=[f"class{c}" for c in range(num_classes)],
         imbalance=imbalance or ImbalanceConfig(), seed=seed,
     )
     return task, eval_x, eval_y
@@ -70,15 +67,6 @@ def mean_per_class_recall(logits: Tensor, labels: Tensor) -> float:
 
 def zeroshot_logits(task: FewShotTask, x: Tensor) -> Tensor:
     return task.logit_scale * x @ task.zeroshot_weights.T
-
-
-@pytest.fixture
-def single_thread() -> Iterator[None]:
-    """One torch thread: these tensors are tiny, and two spinning threads on a busy 2-core box cost 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class PixelTower(nn.Module):

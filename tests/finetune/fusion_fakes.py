@@ -39,13 +39,12 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (30, 60, 220), 
 WORDS = ["north", "south", "east", "west"]
 
 
-def write_two_task_shards(out: Path, per_class: int, *, seed: int = 0, drop_word_every: int = 0,
-                          shard_size: int = 16) -> Path:
+def write_two_task_shards(out: Path, per_class: int, *, seed: int = 0, drop_word_every: int = 0) -> Path:
     """Shards where task `colour` is visible only in the image and task `word` only in the caption.
 
     Each sample: a 64-px image, a solid square of its colour on grey at a random place;
     caption "<word> thing"; `.json` labels {colour, word}. With `drop_word_every` = k,
-    every k-th sample has no `word` label (to test skipping).
+    every k-th sample has no `word` label (to test skipping). 16 samples to a shard.
     """
     rng = random.Random(seed)
     names = list(COLOURS)
@@ -64,4 +63,4 @@ def write_two_task_shards(out: Path, per_class: int, *, seed: int = 0, drop_word
         written.append((f"s{index:05d}", {"png": encode_png(image), "txt": caption.encode(),
                                           "json": json.dumps(meta).encode()}))
     info = {"image_size": 64, "source": "synthetic", "label_fields": {"colour": names, "word": WORDS}}
-    return write_shard_dir(out, written, shard_size, info)
+    return write_shard_dir(out, written, 16, info)

@@ -17,9 +17,6 @@ from finetune.methods.adapter_io import AdapterPredictor, load_adapter
 from pretrain.encoder import Encoder
 from tests.clipline.running import error_line
 from tests.finetune.fakes import save_tiny_checkpoint, write_shards
-from tests.finetune.fewshot_data import single_thread
-
-pytestmark = pytest.mark.usefixtures(single_thread.__name__)
 
 CLASSES = ["red", "green", "blue", "yellow"]
 

@@ -30,12 +30,14 @@ def run_new_and_old(new: list[str], old: list[str], args: list[str], out: Path, 
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("explain") / "run")
+def run_and_data(tmp_path_factory: pytest.TempPathFactory, emoji_shards: Path) -> list[str]:
+    """`--checkpoint RUN --data SHARDS`: a tiny run and the emoji fixture shards."""
+    run = tiny_checkpoint(tmp_path_factory.mktemp("explain") / "run")
+    return ["--checkpoint", str(run), "--data", str(emoji_shards)]
 
 
-def test_explain_and_its_old_spelling(tiny_run: Path, emoji_shards: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
-    args = ["--checkpoint", str(tiny_run), "--data", str(emoji_shards), "--count", "2", "--method", "tokens"]
+def test_explain_and_its_old_spelling(run_and_data: list[str], tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    args = [*run_and_data, "--count", "2", "--method", "tokens"]
     out, old_out = run_new_and_old(["explain"], ["finetune", "fusion", "heatmap"], args, tmp_path, capsys)
     assert "heatmap: wrote" in out and "heatmap: wrote" in old_out
     for folder in ("new", "old"):
@@ -45,15 +47,13 @@ def test_explain_and_its_old_spelling(tiny_run: Path, emoji_shards: Path, tmp_pa
     assert len(new_maps["samples"]) == 2 and set(new_maps["mean_object_focus"]) == {"tokens"}
 
 
-def test_explain_bad_method_is_one_line(tiny_run: Path, emoji_shards: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
-    line = error_line(["explain", "--checkpoint", str(tiny_run), "--data", str(emoji_shards), "--out", str(tmp_path),
-                       "--method", "nonsense"], capsys)
+def test_explain_bad_method_is_one_line(run_and_data: list[str], tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    line = error_line(["explain", *run_and_data, "--out", str(tmp_path), "--method", "nonsense"], capsys)
     assert line.startswith("error: unknown --method 'nonsense'")
 
 
-def test_compress_and_its_old_spelling(tiny_run: Path, emoji_shards: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
-    args = ["--checkpoint", str(tiny_run), "--data", str(emoji_shards), "--variants", "fp32,bf16",
-            "--batch-size", "16", "--speed-images", "16"]
+def test_compress_and_its_old_spelling(run_and_data: list[str], tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    args = [*run_and_data, "--variants", "fp32,bf16", "--batch-size", "16", "--speed-images", "16"]
     out, _ = run_new_and_old(["compress"], ["finetune", "fusion", "compress"], args, tmp_path, capsys)
     assert "bf16" in out
     for folder in ("new", "old"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,25 +23,24 @@ from tests.clipline.running import error_line
 from tests.finetune.fusion_fakes import tiny_checkpoint, write_two_task_shards
 
 
+QUICK = FusionConfig(tasks="colour,word", epochs=25, hidden=128, batch_size=32, val_fraction=0.2, lr=1e-2,
+                     modality_dropout=0.3)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("fusion")
-    setup = {
-        "checkpoint": tiny_checkpoint(root / "ckpt"),
-        "train": write_two_task_shards(root / "train", per_class=6, seed=0),
-        "eval": write_two_task_shards(root / "eval", per_class=2, seed=1),
-        "root": root,
-    }
-    return setup | {"paths": TrainEvalPathsConfig(checkpoint=str(setup["checkpoint"]), train_data=str(setup["train"]),
-                                                   eval_data=str(setup["eval"]))}
+    paths = TrainEvalPathsConfig(
+        checkpoint=str(tiny_checkpoint(root / "ckpt")),
+        train_data=str(write_two_task_shards(root / "train", per_class=6, seed=0)),
+        eval_data=str(write_two_task_shards(root / "eval", per_class=2, seed=1)),
+    )
+    return {"paths": paths, "root": root}
 
 
-def _run(paths: TrainEvalPathsConfig, out: Path, *, log: Callable[[str], None] = lambda _: None,
-         shared_cache: dict | None = None, **overrides: object) -> dict[str, Any]:
-    """A quick two-task fusion run into `out` with `overrides` of the settings below; its report."""
-    settings = {"tasks": "colour,word", "epochs": 25, "hidden": 128, "batch_size": 32, "val_fraction": 0.2,
-                "lr": 1e-2, "modality_dropout": 0.3} | overrides
-    return train_fusion(paths, out=str(out), config=FusionConfig(**settings), log=log, shared_cache=shared_cache)
+def _run(paths: TrainEvalPathsConfig, out: Path, **overrides: Any) -> dict[str, Any]:
+    """A quick two-task fusion run into `out` with `overrides` of QUICK's settings; its report."""
+    return train_fusion(paths, out=str(out), config=replace(QUICK, **overrides), log=lambda _: None)
 
 
 def test_each_modality_knows_only_its_own_task(setup: dict[str, Any]) -> None:
@@ -79,7 +77,7 @@ def test_gated_run_saves_reloads_and_reports_gates(setup: dict[str, Any]) -> Non
 
 def test_partially_unfrozen_towers_train_and_are_saved(setup: dict[str, Any]) -> None:
     out = setup["root"] / "last"
-    before = {n: p.clone() for n, p in Encoder.load(setup["checkpoint"]).model.named_parameters()}
+    before = {n: p.clone() for n, p in Encoder.load(setup["paths"].checkpoint).model.named_parameters()}
     _run(setup["paths"], out, fusion="attention", towers="last", unfrozen_blocks=1, epochs=2, tower_lr=1e-3,
          attention_heads=2)
     model, _ = load_fusion(out)
@@ -100,8 +98,9 @@ def test_samples_missing_a_label_are_skipped_and_counted(setup: dict[str, Any]) 
 
 
 def test_bad_input_is_one_line_and_exit_2(setup: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    common = ["--checkpoint", str(setup["checkpoint"]), "--train-data", str(setup["train"]),
-              "--eval-data", str(setup["eval"]), "--out", str(setup["root"] / "bad")]
+    paths = setup["paths"]
+    common = ["--checkpoint", paths.checkpoint, "--train-data", paths.train_data, "--eval-data", paths.eval_data,
+              "--out", str(setup["root"] / "bad")]
     cases = [
         (["--tasks", "colour,shape"], "task 'shape' is not a label field of"),
         (["--tasks", "colour", "--fusion", "nonsense"], "fusion"),
@@ -140,8 +139,9 @@ def test_heads_can_share_one_pass_of_the_frozen_towers(setup: dict[str, Any]) ->
     logs: dict[str, list[str]] = {"attention": [], "gated": []}
     reports = {}
     for fusion in logs:
-        reports[fusion] = _run(setup["paths"], setup["root"] / f"shared_{fusion}", log=logs[fusion].append,
-                               shared_cache=shared, fusion=fusion, epochs=1, attention_heads=2)
+        config = replace(QUICK, fusion=fusion, epochs=1, attention_heads=2)
+        reports[fusion] = train_fusion(setup["paths"], out=str(setup["root"] / f"shared_{fusion}"), config=config,
+                                       log=logs[fusion].append, shared_cache=shared)
     assert sum("running the frozen towers" in line for line in logs["attention"]) == 2  # train and eval shards
     assert not any("running the frozen towers" in line for line in logs["gated"])
     assert reports["gated"]["train_samples"] == reports["attention"]["train_samples"] > 0

@@ -19,9 +19,7 @@ from finetune.methods.linear_probe import fit_linear_probe
 from finetune.methods.task import FewShotTask
 from finetune.methods.tip_adapter import fit_tip_adapter_f
 from finetune.methods.wise_ft import fit_wise_ft
-from tests.finetune.fewshot_data import cluster_task, image_task, single_thread
-
-pytestmark = pytest.mark.usefixtures(single_thread.__name__)
+from tests.finetune.fewshot_data import cluster_task, image_task
 
 FAST_ADAPTER = ClipAdapterConfig(ratios=[0.5], training=HeadTrainingConfig(min_steps=10, epochs=1))
 

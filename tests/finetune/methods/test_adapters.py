@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -12,9 +11,7 @@ from finetune.methods.head_training import HeadTrainingConfig
 from finetune.methods.linear_probe import LinearHead, fit_linear_probe
 from finetune.methods.tip_adapter import TipAdapterConfig, TipAdapterHead, build_cache, fit_tip_adapter, fit_tip_adapter_f
 from finetune.methods.wise_ft import WiseFtConfig, fit_wise_ft
-from tests.finetune.fewshot_data import accuracy, cluster_task, image_task, single_thread, zeroshot_logits
-
-pytestmark = pytest.mark.usefixtures(single_thread.__name__)
+from tests.finetune.fewshot_data import accuracy, cluster_task, image_task, zeroshot_logits
 
 
 # --- CLIP-Adapter -------------------------------------------------------------------------------

@@ -15,9 +15,6 @@ from finetune.methods.features import cached_features, load_images
 from finetune.methods.imbalance import ImbalanceConfig
 from finetune.methods.linear_probe import fit_linear_probe
 from tests.finetune.fakes import ColourEncoder, write_shards
-from tests.finetune.fewshot_data import single_thread
-
-pytestmark = pytest.mark.usefixtures(single_thread.__name__)
 
 CLASSES = ["red", "green", "blue", "yellow"]
 
@@ -80,7 +77,7 @@ def test_eval_classes_missing_from_train_are_named(tmp_path: Path) -> None:
 
 
 def test_unlabelled_shards_say_which_label_fields_exist(tmp_path: Path) -> None:
-    train = write_shards(tmp_path / "train", CLASSES, per_class=2, write_cls=False, write_label=False,
+    train = write_shards(tmp_path / "train", CLASSES, per_class=2, label="none",
                          label_fields={"warmth": ["warm", "cold"]})
     with pytest.raises(FinetuneError, match="label_fields lists: warmth|one of: warmth"):
         prepare(ColourEncoder(CLASSES), train_data=str(train), eval_data=str(train), feature_cache=str(tmp_path / "c"))

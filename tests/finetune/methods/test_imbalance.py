@@ -9,9 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from finetune.methods.imbalance import balanced_indices, class_weights, classification_loss, focal_loss
-from tests.finetune.fewshot_data import single_thread
-
-pytestmark = pytest.mark.usefixtures(single_thread.__name__)
 
 
 def focal_reference(logits: torch.Tensor, target: torch.Tensor, gamma: float, weight: torch.Tensor | None) -> float:

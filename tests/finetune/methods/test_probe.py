@@ -9,9 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 from finetune.methods.imbalance import ImbalanceConfig
 from finetune.methods.linear_probe import LinearProbeConfig, fit_linear_probe, fit_logistic_regression
-from tests.finetune.fewshot_data import accuracy, cluster_task, mean_per_class_recall, single_thread, zeroshot_logits
-
-pytestmark = pytest.mark.usefixtures(single_thread.__name__)
+from tests.finetune.fewshot_data import accuracy, cluster_task, mean_per_class_recall, zeroshot_logits
 
 
 def test_probe_separates_clusters_the_zero_shot_head_gets_wrong() -> None:
