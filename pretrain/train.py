@@ -201,21 +201,19 @@ class Trainer:
     def _contrastive_loss(self, out: dict[str, torch.Tensor], groups: torch.Tensor | None) -> torch.Tensor:
         """`groups` (N,) concept ids of the step's pairs: with loss.positives=group, same id = positive."""
         cfg, dist = self.config.loss, self.dist
+        features = (out["image_features"], out["text_features"], out["logit_scale"])  # what every loss scores
+        across = {"gather": dist.gather_with_grad, "rank": dist.rank}  # the global batch of all processes
         groups = groups if cfg.positives == "group" else None
         if cfg.kind == "siglip":
-            return siglip_loss(out["image_features"], out["text_features"], out["logit_scale"],
-                               out["logit_bias"], gather=dist.gather_with_grad, rank=dist.rank, groups=groups)
+            return siglip_loss(*features, out["logit_bias"], **across, groups=groups)
         if groups is None and cfg.soft_targets:  # soft targets around one positive per pair
             batch = out["image_features"].shape[0]
             groups = torch.arange(batch, device=out["image_features"].device) + dist.rank * batch
+        clip = {**across, "local_loss": cfg.local_loss, "max_logit_scale": cfg.max_logit_scale}
         if groups is not None:
-            return multi_positive_clip_loss(out["image_features"], out["text_features"], out["logit_scale"], groups,
-                                            gather=dist.gather_with_grad, rank=dist.rank, local_loss=cfg.local_loss,
-                                            max_logit_scale=cfg.max_logit_scale, soft_weight=cfg.soft_targets,
+            return multi_positive_clip_loss(*features, groups, **clip, soft_weight=cfg.soft_targets,
                                             soft_temperature=cfg.soft_temperature)
-        return clip_loss(out["image_features"], out["text_features"], out["logit_scale"],
-                         gather=dist.gather_with_grad, rank=dist.rank, local_loss=cfg.local_loss,
-                         max_logit_scale=cfg.max_logit_scale)
+        return clip_loss(*features, **clip)
 
     def _micro_batches(self) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], TeacherFeatures | None,
                                       torch.Tensor | None]:

@@ -4,9 +4,7 @@ The one exemption from the layering rule: this file forwards to the command
 layer above the package (clipline.commands), which owns every command line.
 """
 
-import sys
-
 from clipline.cli import main
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

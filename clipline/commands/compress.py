@@ -38,7 +38,3 @@ def main(argv: list[str] | None = None, prog: str = "clipline compress") -> None
         table = compression_table(checkpoint=paths.checkpoint, data=paths.data, out=paths.out,
                                   train_data=run.train_data, config=run.compress)
     print(markdown_table(table))
-
-
-if __name__ == "__main__":
-    main()

@@ -96,7 +96,3 @@ def main(argv: list[str] | None = None) -> None:
     with reported_errors("eval retrieval"):
         config = parse_config(RetrievalEvalConfig, argv[1:], prog="clipline eval retrieval", flat=EVAL_FLAT)
         run_retrieval_eval(config)
-
-
-if __name__ == "__main__":
-    main()

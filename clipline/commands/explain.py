@@ -56,7 +56,3 @@ def run_explain(cmd: ExplainConfig) -> None:
 def main(argv: list[str] | None = None, prog: str = "clipline explain") -> None:
     with reported_errors(prog.removeprefix("clipline ")):
         run_explain(parse_config(ExplainConfig, argv, prog=prog, flat=("paths",)))
-
-
-if __name__ == "__main__":
-    main()

@@ -61,7 +61,3 @@ def forward_renamed(word: str, argv: list[str]) -> None:
     print(f"note: `clipline finetune fusion {word}` is now `clipline {new_word}`; the old spelling will be "
           "removed in the next release", file=sys.stderr)
     importlib.import_module(module).main(argv, prog=f"clipline {new_word}")
-
-
-if __name__ == "__main__":
-    main()

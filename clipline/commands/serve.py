@@ -167,7 +167,3 @@ def main(argv: list[str] | None = None) -> None:
         cmd = parse_config(ServeCommandConfig, argv, prog="clipline serve", description=__doc__.split("\n\n")[0],
                            flat=("encoder",), positional=("index",))
         run_server(replace(cmd, api_key=cmd.api_key or os.environ.get(API_KEY_ENV) or None))
-
-
-if __name__ == "__main__":
-    main()

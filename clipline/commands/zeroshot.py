@@ -125,7 +125,3 @@ def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
 def main(argv: list[str] | None = None) -> None:
     with reported_errors("zeroshot"):
         run_zeroshot(parse_config(ZeroShotConfig, argv, flat=EVAL_FLAT, prog="clipline zeroshot"))
-
-
-if __name__ == "__main__":
-    main()

@@ -71,7 +71,6 @@ class AdapterPredictor:
     def __init__(self, *, config: dict[str, Any], head: nn.Module, encoder: Encoder,
                  image_tower: nn.Module | None) -> None:
         self.config = config
-        self.method: str = config["method"]
         self.classnames: list[str] = config["classnames"]
         self.head = head.eval()
         self.encoder = encoder
@@ -91,10 +90,6 @@ class AdapterPredictor:
         """(N, D) L2-normalised image features -> (N, C) logits, columns in `classnames` order."""
         with torch.no_grad():
             return self.head(image_features.float())
-
-    def predict(self, image_features: Tensor) -> Tensor:
-        """(N,) predicted class indices."""
-        return self.logits(image_features).argmax(dim=1)
 
 
 def load_adapter(path: str | Path, encoder: Encoder) -> AdapterPredictor:

@@ -53,7 +53,6 @@ class BodyTooLargeError(Exception):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body is over the limit of {limit} bytes")
-        self.limit = limit
 
 
 class _HttpMiddleware:

@@ -10,7 +10,6 @@ assignment, which is atomic in CPython.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -85,7 +84,6 @@ class ServedIndex:
         self._snapshot = Snapshot(backend, 0)
         self.built_rows = len(backend)  # rows loaded from disk; the rest were added
         self._write_lock = threading.Lock()
-        self.updated_at = time.time()
 
     def snapshot(self) -> Snapshot:
         """The current snapshot; read it once per query and keep using that object."""
@@ -117,7 +115,6 @@ class ServedIndex:
                                         f"(first: {duplicates[0]!r}); use new keys")
             extended = Snapshot(current.backend.with_added(items), current.generation + 1)
             self._snapshot = extended  # the swap: one reference assignment
-            self.updated_at = time.time()
             return extended
 
     def describe(self) -> dict[str, Any]:
