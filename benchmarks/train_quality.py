@@ -152,8 +152,8 @@ def run_peer_recipe(name: str, *, train_data: str, budget_min: float, steps: int
     _, num_samples = shard_pattern(Path(train_data))
     loaders = max(workers, 1)  # open_clip_train rounds an epoch up to whole batches per worker; 0 = one loader
     steps_per_epoch = math.ceil(math.ceil(num_samples / batch_size) / loaders) * loaders
-    argv = dict(model=model, train_data=Path(train_data), batch_size=batch_size, workers=workers, lr=lr,
-                warmup=100, logs=work, extra=extra)
+    argv = dict(model=model, train_data=Path(train_data), batch_size=batch_size, workers=workers, lr=lr, logs=work,
+                extra=extra)
     if clock is not None:  # calibration
         run_peer(peer_argv(**argv, epochs=100, name=f"{name}-calibration"), clock)
         return {}

@@ -129,12 +129,13 @@ def device_finish() -> Callable[[], None]:
     return torch.cuda.synchronize if training_device() == "cuda" else lambda: None
 
 
-def peer_argv(*, model: str, train_data: Path, batch_size: int, workers: int, epochs: int, lr: float,
-              warmup: int, logs: Path, name: str, extra: list[str] = ()) -> list[str]:
+def peer_argv(*, model: str, train_data: Path, batch_size: int, workers: int, epochs: int, lr: float = 1e-3,
+              logs: Path, name: str, extra: list[str] = ()) -> list[str]:
+    """open_clip_train's command line; learning rate, warm-up and weight decay as our optimizer's defaults."""
     pattern, num_samples = shard_pattern(train_data)
     flags = {"--model": model, "--train-data": pattern, "--train-num-samples": num_samples,
              "--dataset-type": "webdataset", "--batch-size": batch_size, "--precision": "amp_bf16",
-             "--workers": workers, "--epochs": epochs, "--lr": lr, "--warmup": warmup, "--wd": "0.2",
+             "--workers": workers, "--epochs": epochs, "--lr": lr, "--warmup": "100", "--wd": "0.2",
              "--device": training_device(), "--logs": logs, "--name": name, "--save-frequency": "0",
              "--report-to": "", "--log-every-n-steps": "100000", "--seed": "0"}
     return [str(part) for flag_and_value in flags.items() for part in flag_and_value] + [*extra]
@@ -240,8 +241,7 @@ def child_run(spec: dict[str, Any]) -> list[float]:
     data, work = Path(spec["train_data"]), Path(spec["work"])
     if spec["kind"] == "peer":
         run_peer(peer_argv(model=spec["model"], train_data=data, batch_size=spec["batch_size"],
-                           workers=spec["workers"], epochs=1000, lr=1e-3, warmup=100, logs=work, name=spec["tag"]),
-                 clock)
+                           workers=spec["workers"], epochs=1000, logs=work, name=spec["tag"]), clock)
     else:
         from pretrain.config import apply_overrides
         from pretrain.named_configs import named_config
