@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from train_quality import evaluate  # benchmarks/train_quality.py (this script's folder is on sys.path)
-from figures import timed  # benchmarks/figures.py
+from figures import print_figures, timed  # benchmarks/figures.py
 from machine import machine_info  # benchmarks/machine.py
 
 from pretrain.config import DistillConfig
@@ -148,4 +148,4 @@ if __name__ == "__main__":
     bench = parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/distill.py", flat=("distill",))
     if not bench.distill.teacher:
         sys.exit("benchmarks/distill.py: pass --teacher RUN")
-    print(json.dumps(measure(bench), indent=2))
+    print_figures(measure(bench))

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def print_figures(figures: dict[str, Any], out: str | None, *, indent: int = 2) -> None:
+def print_figures(figures: dict[str, Any], out: str | None = None, *, indent: int = 2) -> None:
     """Print `figures` as JSON (values JSON cannot encode as their `str`) and write the same text to `out`."""
     text = json.dumps(figures, indent=indent, default=str)
     if out:

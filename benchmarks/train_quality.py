@@ -44,6 +44,7 @@ from data_tools.atomic_write import write_json_atomic
 
 from train_throughput import (  # the peer runner lives with the throughput benchmark (same folder)
     StepClock, patch_open_clip_train_webdataset, peer_argv, run_peer, shard_pattern)
+from figures import print_figures  # benchmarks/figures.py
 from machine import machine_info  # benchmarks/machine.py
 
 PEER_RECIPES = {
@@ -274,5 +275,4 @@ def measure(bench: QualityConfig) -> dict[str, Any]:
 if __name__ == "__main__":
     from clipline.flags import parse_script_config
 
-    print(json.dumps(measure(parse_script_config(QualityConfig, sys.argv[1:], prog="benchmarks/train_quality.py")),
-                     indent=2))
+    print_figures(measure(parse_script_config(QualityConfig, sys.argv[1:], prog="benchmarks/train_quality.py")))

@@ -52,7 +52,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-from figures import run_fresh_pass  # noqa: E402  (benchmarks/figures.py: this script's folder is on sys.path)
+from figures import print_figures, run_fresh_pass  # noqa: E402  (benchmarks/figures.py: this folder is on sys.path)
 from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
 
@@ -342,5 +342,4 @@ if __name__ == "__main__":
     else:
         from clipline.flags import parse_script_config
 
-        print(json.dumps(measure(parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/train_throughput.py")),
-                         indent=2))
+        print_figures(measure(parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/train_throughput.py")))
