@@ -67,7 +67,7 @@ class StepClock:
     """Timestamps of every optimizer step taken in this process, by any trainer; leaving the `with` block
     on the clock's own stop (EnoughSteps) is a normal end."""
 
-    def __init__(self, *, stop_after: int | None = None, stop_after_s: float | None = None) -> None:
+    def __init__(self, *, stop_after: float = math.inf, stop_after_s: float = math.inf) -> None:
         self.times: list[float] = []
         self.stop_after, self.stop_after_s = stop_after, stop_after_s
         self._handle = None
@@ -85,8 +85,7 @@ class StepClock:
     def _hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._finish()
         self.times.append(time.perf_counter())
-        if (self.stop_after is not None and len(self.times) >= self.stop_after
-                or self.stop_after_s is not None and self.times[-1] - self._start >= self.stop_after_s):
+        if len(self.times) >= self.stop_after or self.times[-1] - self._start >= self.stop_after_s:
             raise EnoughSteps
 
     def steps_per_s(self, warmup: int) -> float:
