@@ -11,7 +11,6 @@ JSON object (with CPU flags and versions). Never asserts on time.
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ import torch
 
 from clipline.flags import parse_script_config
 from finetune.compress.table import CompressConfig, compression_table, markdown_table
-from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
+from figures import print_figures  # benchmarks/figures.py (this script's folder is on sys.path)
+from machine import machine_info  # benchmarks/machine.py
 
 
 @dataclass(kw_only=True)
@@ -57,7 +57,7 @@ def main() -> None:
         **table,
         "markdown": markdown_table(table),
     }
-    print(json.dumps(result, indent=1))
+    print_figures(result, indent=1)
 
 
 if __name__ == "__main__":

@@ -29,30 +29,30 @@ from typing import Any
 import torch
 
 from train_quality import evaluate  # benchmarks/train_quality.py (this script's folder is on sys.path)
-from figures import timed  # benchmarks/figures.py
+from figures import print_figures, timed  # benchmarks/figures.py
 from machine import machine_info  # benchmarks/machine.py
 
 from pretrain.config import DistillConfig
 
 
-def train_student(*, train_data: str, out: Path, budget_min: float, batch_size: int, workers: int | None,
-                  distill: DistillConfig | None) -> dict[str, Any]:
+def train_student(bench: BenchConfig, out: Path, distill: DistillConfig | None) -> dict[str, Any]:
+    """A `tiny` student trained for the budget into `out`, with a teacher where `distill` is given."""
     from pretrain.config import apply_overrides
     from pretrain.named_configs import named_config
     from pretrain.run_log import read_metrics
     from pretrain.train import train
 
     config = apply_overrides(named_config("tiny"), [
-        f"train_data={train_data}", f"out={out}", f"time_budget_min={budget_min}", f"batch_size={batch_size}",
-        f"workers={'null' if workers is None else workers}", "eval_every=0", "checkpoint_every=1000000", "log_every=5",
-        "progress=false"])
+        f"train_data={bench.train_data}", f"out={out}", f"time_budget_min={bench.budget_min}",
+        f"batch_size={bench.batch_size}", f"workers={'null' if bench.workers is None else bench.workers}",
+        "eval_every=0", "checkpoint_every=1000000", "log_every=5", "progress=false"])
     config = replace(config, distill=distill) if distill else config
     result, seconds = timed(train, config)
     metrics = out / "metrics.jsonl"
     rows = [r for r in read_metrics(metrics) if "loss" in r] if metrics.is_file() else []
     last = {k: v for k, v in rows[-1].items() if k in ("step", "loss", "distill_kl", "distill_feature")} if rows else {}
     return {"steps": result.step, "seconds": round(seconds, 1), "final_loss": result.loss,
-            "train_samples_per_s": round(result.step * batch_size / seconds, 1), "last_log": last,
+            "train_samples_per_s": round(result.step * bench.batch_size / seconds, 1), "last_log": last,
             "options": asdict(distill) if distill else {}}
 
 
@@ -120,11 +120,9 @@ def measure(config: BenchConfig) -> dict[str, Any]:
     threads = torch.get_num_threads()
     root = Path(config.work) if config.work else Path(tempfile.mkdtemp(prefix="distill-"))
     teacher_ckpt = resolve_checkpoint(config.distill.teacher)
-    common = {"train_data": config.train_data, "budget_min": config.budget_min, "batch_size": config.batch_size,
-              "workers": config.workers}
     runs = {
-        "plain_student": train_student(out=root / "plain", distill=None, **common),
-        "distilled_student": train_student(out=root / "distilled", distill=config.distill, **common),
+        "plain_student": train_student(config, root / "plain", None),
+        "distilled_student": train_student(config, root / "distilled", config.distill),
     }
     torch.set_num_threads(threads)  # the trainer may have changed it
     encoders = {"teacher": Encoder.load(teacher_ckpt), "distilled_student": Encoder.load(root / "distilled"),
@@ -148,4 +146,4 @@ if __name__ == "__main__":
     bench = parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/distill.py", flat=("distill",))
     if not bench.distill.teacher:
         sys.exit("benchmarks/distill.py: pass --teacher RUN")
-    print(json.dumps(measure(bench), indent=2))
+    print_figures(measure(bench))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from figures import timed  # benchmarks/figures.py
+from figures import print_figures, timed  # benchmarks/figures.py
 from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
 from clipline.flags import parse_script_config
 from data_tools.build import BuildConfig, build_shards
@@ -139,7 +139,7 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     figures["load_average_at_end"] = os.getloadavg()
-    print(json.dumps(figures, indent=2))
+    print_figures(figures)
 
 
 if __name__ == "__main__":

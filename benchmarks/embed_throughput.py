@@ -73,10 +73,10 @@ class BenchConfig:
     """Also write the JSON here."""
 
 
-def peer_pass(model_name: str, weights: str, shards: list[str], out: Path, batch_size: int, workers: int,
-              bf16: bool) -> Callable[[], int]:
-    """clip-retrieval style: webdataset -> preprocess -> batch -> encode both towers -> npy per shard.
-    Returns the pass to time (it returns the samples embedded), the model loaded."""
+def peer_pass(model_name: str, weights: str, data: str, out: Path, batch_size: int, workers: int,
+              precision: str) -> Callable[[], int]:
+    """clip-retrieval style: webdataset -> preprocess -> batch -> encode both towers -> npy per shard, in bf16
+    autocast if `precision` is bf16. Returns the pass to time (it returns the samples embedded), the model loaded."""
     import open_clip
     import webdataset as wds
 
@@ -85,7 +85,8 @@ def peer_pass(model_name: str, weights: str, shards: list[str], out: Path, batch
     model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=weights)
     model.eval()
     tokenizer = open_clip.get_tokenizer(model_name)
-    compute = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    compute = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
+    shards = list_shards(data)
 
     def run() -> int:
         count = 0
@@ -126,12 +127,9 @@ def child_pass(spec: dict[str, Any]) -> dict[str, Any]:
         torch.set_num_threads(spec["threads"])
     out = Path(spec["out"])
     out.mkdir(parents=True)
-    if spec["side"] == "peer":
-        run = peer_pass(spec["model"], spec["weights"], list_shards(spec["data"]), out, spec["batch_size"],
-                        spec["workers"], spec["precision"] == "bf16")
-    else:
-        run = ours_pass(spec["model"], spec["weights"], spec["data"], out, spec["batch_size"], spec["workers"],
-                        spec["precision"])
+    make_pass = peer_pass if spec["side"] == "peer" else ours_pass
+    run = make_pass(spec["model"], spec["weights"], spec["data"], out, spec["batch_size"], spec["workers"],
+                    spec["precision"])
     cpu_start, start = cpu_seconds(), time.perf_counter()
     count = run()
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start

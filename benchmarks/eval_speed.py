@@ -34,7 +34,6 @@ import statistics
 import sys
 import tarfile
 import tempfile
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -168,16 +167,15 @@ def child_pass(cfg: BenchConfig, spec: dict[str, Any]) -> dict[str, Any]:
     from pretrain.encoder_choice import open_encoder
 
     encoder = open_encoder(cfg.checkpoint, cfg.model, cfg.pretrained)
-    start = time.perf_counter()
+    # the evaluate pass has no "workers": the library's default, as `clipline zeroshot` runs it
+    encoding = EncodingConfig(batch_size=cfg.batch_size, max_samples=cfg.max_samples, num_workers=spec.get("workers"),
+                              precision=spec["precision"])
     if spec["side"] == "ours":
-        encoding = EncodingConfig(batch_size=cfg.batch_size, max_samples=cfg.max_samples, num_workers=spec["workers"],
-                                  precision=spec["precision"])
-        encoded = encode_labelled_images(encoder, cfg.data, encoding, label_field=cfg.label_field)
-        return {"images_per_s": len(encoded.keys) / (time.perf_counter() - start), "n": len(encoded.keys)}
-    encoding = EncodingConfig(batch_size=cfg.batch_size, max_samples=cfg.max_samples, precision=spec["precision"])
-    result = ZeroShotEvaluator(data=cfg.data, templates=cfg.templates, label_field=cfg.label_field,
-                               encoding=encoding).evaluate(encoder)
-    seconds = time.perf_counter() - start
+        encoded, seconds = timed(encode_labelled_images, encoder, cfg.data, encoding, label_field=cfg.label_field)
+        return {"images_per_s": len(encoded.keys) / seconds, "n": len(encoded.keys)}
+    evaluator = ZeroShotEvaluator(data=cfg.data, templates=cfg.templates, label_field=cfg.label_field,
+                                  encoding=encoding)
+    result, seconds = timed(evaluator.evaluate, encoder)
     torch.save(result.classifier.weights, spec["save"])
     keys = ("precision", "loader_workers", "top1", "n", "classes", "templates")
     return {**{k: result.report[k] for k in keys}, "templates_all": result.classifier.templates,

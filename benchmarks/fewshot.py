@@ -137,12 +137,12 @@ def full_data(prep: Prepared, raw_dir: str) -> dict[str, Any]:
     pixel_fit, pixel_seconds = timed(fit_linear_probe, pixel_task, LinearProbeConfig(init="zero"))
     with torch.no_grad():
         pixels = report_for_logits(pixel_fit.head(standardise(test_px)), test_y, names)
-    return {
-        "linear_probe": {**{m: probe[m] for m in METRICS}, "fit_seconds": seconds,
-                         "hyperparameters": fitted.hyperparameters},
-        "raw_pixel_logistic_regression": {**{m: pixels[m] for m in METRICS}, "fit_seconds": pixel_seconds,
-                                          "hyperparameters": pixel_fit.hyperparameters},
-    }
+
+    def figures(report: dict[str, Any], fit_seconds: float, fit: Any) -> dict[str, Any]:
+        return {**{m: report[m] for m in METRICS}, "fit_seconds": fit_seconds, "hyperparameters": fit.hyperparameters}
+
+    return {"linear_probe": figures(probe, seconds, fitted),
+            "raw_pixel_logistic_regression": figures(pixels, pixel_seconds, pixel_fit)}
 
 
 def raw_pixels(directory: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:

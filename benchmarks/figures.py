@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def print_figures(figures: dict[str, Any], out: str | None, *, indent: int = 2) -> None:
-    """Print `figures` as JSON (values JSON cannot encode as their `str`) and write the same text to `out`."""
+def print_figures(figures: dict[str, Any], out: str | None = None, *, indent: int | None = 2) -> None:
+    """Print `figures` as JSON (one line if `indent` is None; unencodable values as their `str`), also to `out`."""
     text = json.dumps(figures, indent=indent, default=str)
     if out:
         Path(out).write_text(text + "\n")

@@ -100,13 +100,12 @@ def noisy_caption_shards(source: str, out: Path, *, count: int, noise: float, se
     return out
 
 
-def compare_heads(checkpoint: str, train: str, eval_data: str, tasks: str, cfg: BenchConfig,
-                  work: Path) -> dict[str, Any]:
+def compare_heads(train: str, eval_data: str, tasks: str, cfg: BenchConfig, work: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     shared: dict = {}  # tower outputs computed once per dataset, reused by every head
     for fusion in cfg.fusions.split(","):
         report, seconds = timed(
-            train_fusion, TrainEvalPathsConfig(checkpoint=checkpoint, train_data=train, eval_data=eval_data),
+            train_fusion, TrainEvalPathsConfig(checkpoint=cfg.checkpoint, train_data=train, eval_data=eval_data),
             out=str(work / fusion), config=FusionConfig(fusion=fusion, tasks=tasks, epochs=cfg.epochs, seed=cfg.seed,
                                                         modality_dropout=cfg.modality_dropout),
             log=lambda _: None, shared_cache=shared)
@@ -131,15 +130,13 @@ def main() -> None:
                               "epochs": cfg.epochs, "modality_dropout": cfg.modality_dropout, "towers": "frozen"}
     with tempfile.TemporaryDirectory(prefix="fusion-bench-") as tmp:
         work = Path(tmp)
-        result["emoji"] = compare_heads(cfg.checkpoint, cfg.emoji_train, cfg.emoji_eval, "category,subcategory",
-                                        cfg, work / "emoji")
+        result["emoji"] = compare_heads(cfg.emoji_train, cfg.emoji_eval, "category,subcategory", cfg, work / "emoji")
         if cfg.fmnist_train and cfg.fmnist_eval:
             train = noisy_caption_shards(cfg.fmnist_train, work / "fm-train", count=cfg.fmnist_train_samples,
                                          noise=cfg.caption_noise, seed=cfg.seed)
             test = noisy_caption_shards(cfg.fmnist_eval, work / "fm-eval", count=cfg.fmnist_eval_samples,
                                         noise=cfg.caption_noise, seed=cfg.seed + 1)
-            result["fashion_mnist"] = compare_heads(cfg.checkpoint, str(train), str(test), "class", cfg,
-                                                    work / "fashion")
+            result["fashion_mnist"] = compare_heads(str(train), str(test), "class", cfg, work / "fashion")
             result["fashion_mnist"]["caption_noise"] = cfg.caption_noise
     print_figures(result, cfg.out, indent=1)
 

@@ -40,7 +40,7 @@ from retrieval.index.build import IndexBuildConfig, build_index  # noqa: E402
 from retrieval.index.store import load_index  # noqa: E402
 from retrieval.index.tune import recall_at_k, single_query_latencies  # noqa: E402
 from retrieval.metadata import metadata_row, write_metadata  # noqa: E402
-from figures import timed  # noqa: E402  (benchmarks/figures.py, this script's folder)
+from figures import print_figures, timed  # noqa: E402  (benchmarks/figures.py, this script's folder)
 from machine import machine_info  # noqa: E402  (benchmarks/machine.py, this script's folder)
 
 K = 10
@@ -132,9 +132,8 @@ def best_batched(index: faiss.Index, queries: np.ndarray) -> tuple[list[float], 
     """
     rates, ids = [], None
     for _ in range(TIMED_PASSES):
-        start = time.perf_counter()
-        _, ids = index.search(queries, K)
-        rates.append(len(queries) / (time.perf_counter() - start))
+        (_, ids), seconds = timed(index.search, queries, K)
+        rates.append(len(queries) / seconds)
     return rates, ids
 
 
@@ -267,7 +266,7 @@ def main() -> None:
     report["total_s"] = round(time.perf_counter() - start, 1)
     report["environment"] = {**machine_info(("faiss-cpu", "numpy"), threads=faiss.omp_get_max_threads()),
                              "faiss_simd": faiss.get_compile_options()}
-    print(json.dumps(report))
+    print_figures(report, indent=None)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from clipline.flags import parse_script_config  # noqa: E402
+from figures import print_figures  # noqa: E402  (benchmarks/figures.py: this script's folder)
 from retrieval.serve.config import ServeConfig, ServeLimits  # noqa: E402
 from retrieval.serve.backend import load_registry  # noqa: E402
 from retrieval.serve.app import create_app  # noqa: E402
@@ -250,7 +251,7 @@ def main() -> None:
     raw = [raw_http_status(port, payload) for payload in RAW_HTTP]
     healthy = httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
     server.should_exit = True
-    print(json.dumps({
+    print_figures({
         "benchmark": "serve_fuzz", "index": served.name, "index_size": len(served.backend),
         "tried": tried, "seconds": round(time.monotonic() - started, 1),
         "status_counts": {str(k): v for k, v in sorted(statuses.items())},
@@ -259,7 +260,7 @@ def main() -> None:
         "raw_http_statuses": raw, "raw_http_5xx": sum(1 for s in raw if s is not None and s >= 500),
         "healthy_after": healthy, "python": platform.python_version(), "fastapi": __import__("fastapi").__version__,
         "uvicorn": uvicorn.__version__,
-    }))
+    }, indent=None)
 
 
 if __name__ == "__main__":

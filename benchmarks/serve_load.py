@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from clipline.flags import parse_script_config  # noqa: E402
-from figures import timed  # noqa: E402  (benchmarks/figures.py: this script's folder)
+from figures import print_figures, timed  # noqa: E402  (benchmarks/figures.py: this script's folder)
 from query_streams import FreshQueries, repeated_query  # noqa: E402  (this script's folder)
 
 
@@ -328,12 +328,12 @@ def main() -> None:
             runs += peer_runs(name, index_dir, args, "fresh")
         add_peer_ratios(runs)
         results[name] = runs
-    print(json.dumps({
+    print_figures({
         "benchmark": "serve_load", "clients": args.clients, "seconds": args.seconds, "k": args.k,
         "indices": sizes, "results": results,
         "machine": machine_info(("torch", "faiss-cpu", "fastapi", "uvicorn"), threads=torch.get_num_threads()),
         "note": "clients run in this process on the same cores as the server",
-    }))
+    }, indent=None)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from machine import machine_info  # benchmarks/machine.py (this script's folder is on sys.path)
+from figures import print_figures  # benchmarks/figures.py (this script's folder is on sys.path)
+from machine import machine_info  # benchmarks/machine.py
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,4 +58,4 @@ def measure(bench: BenchConfig) -> dict:
 if __name__ == "__main__":
     from clipline.flags import parse_script_config
 
-    print(json.dumps(measure(parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/train_memory.py")), indent=2))
+    print_figures(measure(parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/train_memory.py")))

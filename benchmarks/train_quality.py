@@ -44,6 +44,7 @@ from data_tools.atomic_write import write_json_atomic
 
 from train_throughput import (  # the peer runner lives with the throughput benchmark (same folder)
     StepClock, patch_open_clip_train_webdataset, peer_argv, run_peer, shard_pattern)
+from figures import print_figures  # benchmarks/figures.py
 from machine import machine_info  # benchmarks/machine.py
 
 PEER_RECIPES = {
@@ -117,8 +118,8 @@ def split_name(name: str) -> tuple[str, list[str]]:
     return base, options
 
 
-def run_ours(name: str, *, train_data: str, data_root: Path, budget_min: float, steps: int | None, seed: int,
-             work: Path, clock: StepClock | None = None) -> dict:
+def run_ours(name: str, bench: QualityConfig, work: Path, *, steps: int | None, seed: int,
+             clock: StepClock | None = None) -> dict:
     from pretrain.config import apply_overrides
     from pretrain.named_configs import DEFAULT_CONFIG, named_config
     from pretrain.encoder import Encoder
@@ -126,11 +127,12 @@ def run_ours(name: str, *, train_data: str, data_root: Path, budget_min: float, 
 
     base, suffix = split_name(name)
     config_name, options, shards = RECIPES[base]
-    budget = ["steps=1000000", f"time_budget_min={budget_min}"] if steps is None else \
+    budget = ["steps=1000000", f"time_budget_min={bench.budget_min}"] if steps is None else \
         [f"steps={steps}", "time_budget_min=null"]
     config = apply_overrides(named_config(config_name or DEFAULT_CONFIG), [
-        f"train_data={data_root / shards if shards else train_data}", *budget, f"out={work / f'{name}-seed{seed}'}",
-        "progress=false", "checkpoint_every=1000000", "eval_every=0", f"seed={seed}", *options, *suffix])
+        f"train_data={Path(bench.data_root) / shards if shards else bench.train_data}", *budget,
+        f"out={work / f'{name}-seed{seed}'}", "progress=false", "checkpoint_every=1000000", "eval_every=0",
+        f"seed={seed}", *options, *suffix])
     started = time.perf_counter()
     result = None  # stays None where the clock ends the run
     with clock or contextlib.nullcontext():
@@ -140,8 +142,8 @@ def run_ours(name: str, *, train_data: str, data_root: Path, budget_min: float, 
             "train_data": config.data.train_data, "options": [*options, *suffix]}
 
 
-def run_peer_recipe(name: str, *, train_data: str, budget_min: float, steps: int | None, seed: int,
-                    batch_size: int, workers: int, work: Path, clock: StepClock | None = None) -> dict:
+def run_peer_recipe(name: str, bench: QualityConfig, work: Path, *, steps: int | None, seed: int,
+                    clock: StepClock | None = None) -> dict:
     from pretrain.encoder import Encoder
 
     base, suffix = split_name(name)
@@ -149,19 +151,19 @@ def run_peer_recipe(name: str, *, train_data: str, budget_min: float, steps: int
     lr = float(options.get("lr", 1e-3))
     model, extra = PEER_RECIPES[base]
     extra = [*extra, "--seed", str(seed)]
-    _, num_samples = shard_pattern(Path(train_data))
-    loaders = max(workers, 1)  # open_clip_train rounds an epoch up to whole batches per worker; 0 = one loader
-    steps_per_epoch = math.ceil(math.ceil(num_samples / batch_size) / loaders) * loaders
-    argv = dict(model=model, train_data=Path(train_data), batch_size=batch_size, workers=workers, lr=lr,
-                warmup=100, logs=work, extra=extra)
+    _, num_samples = shard_pattern(Path(bench.train_data))
+    loaders = max(bench.workers, 1)  # open_clip_train rounds an epoch up to whole batches per worker; 0 = one loader
+    steps_per_epoch = math.ceil(math.ceil(num_samples / bench.batch_size) / loaders) * loaders
+    argv = dict(model=model, train_data=Path(bench.train_data), batch_size=bench.batch_size, workers=bench.workers,
+                lr=lr, logs=work, extra=extra)
     if clock is not None:  # calibration
         run_peer(peer_argv(**argv, epochs=100, name=f"{name}-calibration"), clock)
         return {}
     if steps is None:
         calibration = StepClock(stop_after=CALIBRATION_STEPS)
         run_peer(peer_argv(**argv, epochs=100, name=f"{name}-calibration-{seed}"), calibration)
-        steps = round(budget_min * 60 * calibration.steps_per_s(warmup=CALIBRATION_WARMUP))
-        stop = StepClock(stop_after_s=budget_min * 60)
+        steps = round(bench.budget_min * 60 * calibration.steps_per_s(warmup=CALIBRATION_WARMUP))
+        stop = StepClock(stop_after_s=bench.budget_min * 60)
     else:
         stop = StepClock(stop_after=steps)
     epochs = max(1, round(steps / steps_per_epoch))
@@ -241,12 +243,8 @@ def measure(bench: QualityConfig) -> dict[str, Any]:
         print(f"{name}: {json.dumps(runs[-1])}", file=sys.stderr)
         report["recipes"][name] = {"runs": runs, "summary": summarise(runs)}
     for name in recipes if not bench.score_runs else ():
-        common = dict(train_data=bench.train_data, budget_min=bench.budget_min, work=work)
-        if split_name(name)[0] in RECIPES:
-            train_recipe = functools.partial(run_ours, name, data_root=Path(bench.data_root), **common)
-        else:
-            train_recipe = functools.partial(run_peer_recipe, name, batch_size=bench.batch_size, workers=bench.workers,
-                                             **common)
+        run_recipe = run_ours if split_name(name)[0] in RECIPES else run_peer_recipe
+        train_recipe = functools.partial(run_recipe, name, bench, work)
         if bench.calibrate:
             clock = StepClock(stop_after=CALIBRATION_STEPS)
             train_recipe(steps=None, seed=0, clock=clock)
@@ -274,5 +272,4 @@ def measure(bench: QualityConfig) -> dict[str, Any]:
 if __name__ == "__main__":
     from clipline.flags import parse_script_config
 
-    print(json.dumps(measure(parse_script_config(QualityConfig, sys.argv[1:], prog="benchmarks/train_quality.py")),
-                     indent=2))
+    print_figures(measure(parse_script_config(QualityConfig, sys.argv[1:], prog="benchmarks/train_quality.py")))

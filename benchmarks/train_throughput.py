@@ -52,7 +52,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-from figures import run_fresh_pass  # noqa: E402  (benchmarks/figures.py: this script's folder is on sys.path)
+from figures import print_figures, run_fresh_pass  # noqa: E402  (benchmarks/figures.py: this folder is on sys.path)
 from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
 
@@ -67,7 +67,7 @@ class StepClock:
     """Timestamps of every optimizer step taken in this process, by any trainer; leaving the `with` block
     on the clock's own stop (EnoughSteps) is a normal end."""
 
-    def __init__(self, *, stop_after: int | None = None, stop_after_s: float | None = None) -> None:
+    def __init__(self, *, stop_after: float = math.inf, stop_after_s: float = math.inf) -> None:
         self.times: list[float] = []
         self.stop_after, self.stop_after_s = stop_after, stop_after_s
         self._handle = None
@@ -85,8 +85,7 @@ class StepClock:
     def _hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._finish()
         self.times.append(time.perf_counter())
-        if (self.stop_after is not None and len(self.times) >= self.stop_after
-                or self.stop_after_s is not None and self.times[-1] - self._start >= self.stop_after_s):
+        if len(self.times) >= self.stop_after or self.times[-1] - self._start >= self.stop_after_s:
             raise EnoughSteps
 
     def steps_per_s(self, warmup: int) -> float:
@@ -129,12 +128,13 @@ def device_finish() -> Callable[[], None]:
     return torch.cuda.synchronize if training_device() == "cuda" else lambda: None
 
 
-def peer_argv(*, model: str, train_data: Path, batch_size: int, workers: int, epochs: int, lr: float,
-              warmup: int, logs: Path, name: str, extra: list[str] = ()) -> list[str]:
+def peer_argv(*, model: str, train_data: Path, batch_size: int, workers: int, epochs: int, lr: float = 1e-3,
+              logs: Path, name: str, extra: list[str] = ()) -> list[str]:
+    """open_clip_train's command line; learning rate, warm-up and weight decay as our optimizer's defaults."""
     pattern, num_samples = shard_pattern(train_data)
     flags = {"--model": model, "--train-data": pattern, "--train-num-samples": num_samples,
              "--dataset-type": "webdataset", "--batch-size": batch_size, "--precision": "amp_bf16",
-             "--workers": workers, "--epochs": epochs, "--lr": lr, "--warmup": warmup, "--wd": "0.2",
+             "--workers": workers, "--epochs": epochs, "--lr": lr, "--warmup": "100", "--wd": "0.2",
              "--device": training_device(), "--logs": logs, "--name": name, "--save-frequency": "0",
              "--report-to": "", "--log-every-n-steps": "100000", "--seed": "0"}
     return [str(part) for flag_and_value in flags.items() for part in flag_and_value] + [*extra]
@@ -240,8 +240,7 @@ def child_run(spec: dict[str, Any]) -> list[float]:
     data, work = Path(spec["train_data"]), Path(spec["work"])
     if spec["kind"] == "peer":
         run_peer(peer_argv(model=spec["model"], train_data=data, batch_size=spec["batch_size"],
-                           workers=spec["workers"], epochs=1000, lr=1e-3, warmup=100, logs=work, name=spec["tag"]),
-                 clock)
+                           workers=spec["workers"], epochs=1000, logs=work, name=spec["tag"]), clock)
     else:
         from pretrain.config import apply_overrides
         from pretrain.named_configs import named_config
@@ -342,5 +341,4 @@ if __name__ == "__main__":
     else:
         from clipline.flags import parse_script_config
 
-        print(json.dumps(measure(parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/train_throughput.py")),
-                         indent=2))
+        print_figures(measure(parse_script_config(BenchConfig, sys.argv[1:], prog="benchmarks/train_throughput.py")))
