@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from open_clip import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
@@ -51,9 +52,11 @@ SOURCE_TEMPLATES = {"emoji": "emoji", "fashion-mnist": "fashion"}
 FALLBACK_TEMPLATES = "generic"
 
 
-def templates_for_source(source: str | None) -> str:
-    """Name of the built-in set for a dataset source (`emoji`, `fashion-mnist`, ...)."""
-    key = (source or "").split(":", 1)[0].lower()
+def templates_for_source(source: str | dict[str, Any] | None) -> str:
+    """Name of the built-in set for dataset.json's `source` (`emoji`, `fashion-mnist`, ...; a dict by its name)."""
+    if isinstance(source, dict):  # tolerate {"name": "emoji", ...}
+        source = source.get("name") or source.get("kind")
+    key = (source if isinstance(source, str) else "").split(":", 1)[0].lower()
     return SOURCE_TEMPLATES.get(key, FALLBACK_TEMPLATES)
 
 

@@ -164,7 +164,7 @@ class ZeroShotEvaluator:
         """(name shown in the report, templates)."""
         if not isinstance(self.templates, str):
             return "custom", list(self.templates)
-        name = templates_for_source(_source_name(info)) if self.templates == "auto" else self.templates
+        name = templates_for_source(info.get("source")) if self.templates == "auto" else self.templates
         return name, load_templates(name)
 
     def evaluate(self, encoder: Encoder) -> ZeroShotResult:
@@ -205,10 +205,3 @@ class ZeroShotEvaluator:
         report["corrupt_skipped"] = encoded.skipped
         report["modality_gap"] = float((features.mean(0) - classifier.weights.mean(0)).norm())
         return ZeroShotResult(report, classifier, features, y_true, logits)
-
-
-def _source_name(info: dict[str, Any]) -> str | None:
-    source = info.get("source")
-    if isinstance(source, dict):  # tolerate {"name": "emoji", ...}
-        source = source.get("name") or source.get("kind")
-    return source if isinstance(source, str) else None

@@ -91,6 +91,10 @@ class AdapterPredictor:
         with torch.no_grad():
             return self.head(image_features.float())
 
+    def predict(self, image_features: Tensor) -> Tensor:
+        """(N,) predicted class indices (the README's library example)."""
+        return self.logits(image_features).argmax(dim=1)
+
 
 def load_adapter(path: str | Path, encoder: Encoder) -> AdapterPredictor:
     """Load the adapter in `path` for `encoder`; FinetuneError if it was trained on another checkpoint."""

@@ -102,7 +102,7 @@ def zeroshot_weights(encoder: Encoder, classnames: list[str], templates: str, in
     from evaluate.zeroshot import ZeroShotClassifier
 
     if templates == "auto":
-        templates = templates_for_source(info.get("source") if isinstance(info.get("source"), str) else None)
+        templates = templates_for_source(info.get("source"))
     return ZeroShotClassifier.build(encoder, classnames, load_templates(templates)).weights.detach().float()
 
 

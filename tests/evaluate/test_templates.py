@@ -25,6 +25,7 @@ def test_source_picks_its_set() -> None:
     assert templates_for_source("fashion-mnist") == "fashion"
     assert templates_for_source("csv:/data/x.csv") == "generic"
     assert templates_for_source(None) == "generic"
+    assert templates_for_source({"name": "fashion-mnist", "split": "test"}) == "fashion"  # a dict source, by its name
 
 
 def test_fill_template_keeps_braces_in_class_names() -> None:

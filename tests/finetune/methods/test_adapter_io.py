@@ -42,6 +42,7 @@ def test_round_trip_gives_the_same_logits(tmp_path: Path, fit) -> None:
     save_adapter(tmp_path / "run", method="m", fitted=fitted, checkpoint_id="ck1", classnames=task.classnames)
     predictor = load_adapter(tmp_path / "run", fake_encoder("ck1"))
     assert torch.allclose(predictor.logits(eval_x), fitted.head(eval_x).detach(), atol=1e-6)
+    assert torch.equal(predictor.predict(eval_x), fitted.head(eval_x).argmax(dim=1))
     assert predictor.classnames == task.classnames
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["checkpoint_id"] == "ck1" and config["method"] == "m"
