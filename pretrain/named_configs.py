@@ -70,13 +70,10 @@ def emoji_lit_rn_raw() -> TrainConfig:
                             group_positives=True, data=DataConfig(batch_size=128, background="random"))
 
 
+# each under its function's name spelled with hyphens (`emoji_lit_rn` -> "emoji-lit-rn")
 NAMED_CONFIGS: dict[str, Callable[[], TrainConfig]] = {
-    "tiny": tiny,
-    "tiny-debug": tiny_debug,
-    "emoji-small": emoji_small,
-    "emoji-lit-minilm": emoji_lit_minilm,
-    "emoji-lit-rn": emoji_lit_rn,
-    "emoji-lit-rn-raw": emoji_lit_rn_raw,
+    make.__name__.replace("_", "-"): make
+    for make in (tiny, tiny_debug, emoji_small, emoji_lit_minilm, emoji_lit_rn, emoji_lit_rn_raw)
 }
 DEFAULT_CONFIG = "emoji-lit-rn-raw"
 
