@@ -70,10 +70,13 @@ def emoji_lit_rn_raw() -> TrainConfig:
                             group_positives=True, data=DataConfig(batch_size=128, background="random"))
 
 
-# each under its function's name spelled with hyphens (`emoji_lit_rn` -> "emoji-lit-rn")
 NAMED_CONFIGS: dict[str, Callable[[], TrainConfig]] = {
-    make.__name__.replace("_", "-"): make
-    for make in (tiny, tiny_debug, emoji_small, emoji_lit_minilm, emoji_lit_rn, emoji_lit_rn_raw)
+    "tiny": tiny,
+    "tiny-debug": tiny_debug,
+    "emoji-small": emoji_small,
+    "emoji-lit-minilm": emoji_lit_minilm,
+    "emoji-lit-rn": emoji_lit_rn,
+    "emoji-lit-rn-raw": emoji_lit_rn_raw,
 }
 DEFAULT_CONFIG = "emoji-lit-rn-raw"
 
