@@ -90,10 +90,7 @@ def is_checkpoint_dir(path: Path) -> bool:
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Complete checkpoint dirs of a run, oldest first (temporary dirs ignored)."""
-    root = Path(run_dir) / CHECKPOINTS_DIR
-    if not root.is_dir():
-        return []
-    dirs = [p for p in root.iterdir() if p.name.startswith(STEP_PREFIX) and is_checkpoint_dir(p)]
+    dirs = [p for p in (Path(run_dir) / CHECKPOINTS_DIR).glob(f"{STEP_PREFIX}*") if is_checkpoint_dir(p)]
     return sorted(dirs, key=lambda p: int(p.name[len(STEP_PREFIX):]))
 
 

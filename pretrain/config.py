@@ -284,10 +284,6 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
     return parser.instantiate_classes(parsed).run
 
 
-def config_to_dict(config: TrainConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     groups = {"model": ModelConfig, "data": DataConfig, "loss": LossConfig, "optim": OptimConfig,
               "distill": DistillConfig, "distributed": DistributedConfig}
@@ -339,4 +335,4 @@ def validate(config: TrainConfig) -> None:
 
 def save_config(config: TrainConfig, run_dir: Path) -> Path:
     """Write the resolved config to run_dir/config.json (atomically)."""
-    return write_json_atomic(run_dir / "config.json", config_to_dict(config))  # creates run_dir if missing
+    return write_json_atomic(run_dir / "config.json", dataclasses.asdict(config))  # creates run_dir if missing

@@ -34,10 +34,7 @@ class Encoder:
         self.model = model.to(self.device).eval()
         if explicit_attention_pays(self.device, models.max_sequence_length(config["model_name"])):
             use_explicit_attention(self.model)  # same maths; the fused CPU kernel is slow for short sequences
-        self.preprocess = preprocess
-        self.tokenizer = tokenizer
-        self.config = config
-        self.checkpoint_id = checkpoint_id
+        self.preprocess, self.tokenizer, self.config, self.checkpoint_id = preprocess, tokenizer, config, checkpoint_id
         # Trimming padding is exact for causal/EOT-pooled and masked HF towers; it saves most text compute.
         self._towers = models.TwoTower(model, name=config.get("model_name", "?"), dynamic_padding=True)
 

@@ -40,23 +40,28 @@ def forward_backward(model: nn.Module, micro_batches: Sequence[Batch], *, loss_f
         loss = loss_fn(out)
         loss.backward()
         return loss.detach()
-    cached, rng_states = _cache_features(model, micro_batches, autocast)
-    loss = loss_fn(cached)
-    loss.backward()
-    _replay_with_grad(model, micro_batches, cached, rng_states, autocast, dist)
-    return loss.detach()
-
-
-def _cache_features(model: nn.Module, micro_batches: Sequence[Batch],
-                    autocast: Callable[[], AbstractContextManager]) -> tuple[dict, list]:
-    """Pass 1: features of every micro-batch as leaf tensors that will receive gradients."""
     outs, rng_states = [], []
-    with torch.no_grad():
+    with torch.no_grad():  # pass 1: every micro-batch's features, no graph kept
         for images, texts in micro_batches:
             rng_states.append(capture_rng())
             with autocast():
                 outs.append(model(images, texts))
-    return as_leaves(outs), rng_states
+    cached = as_leaves(outs)
+    loss = loss_fn(cached)  # pass 2: the loss of the whole contrastive batch
+    loss.backward()
+    after_pass_one = capture_rng()
+    start, last = 0, len(micro_batches) - 1
+    for i, (images, texts) in enumerate(micro_batches):  # pass 3: each micro-batch again, with grad
+        rows = slice(start, start + images.shape[0])
+        start += images.shape[0]
+        restore_rng(rng_states[i])
+        # Only the last backward all-reduces gradients across ranks.
+        with dist.no_sync(model, skip=i < last):
+            with autocast():
+                out = model(images, texts)
+            surrogate(out, cached, rows, parts=len(micro_batches)).backward()
+    restore_rng(after_pass_one)
+    return loss.detach()
 
 
 def as_leaves(outs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -79,20 +84,3 @@ def surrogate(out: dict[str, torch.Tensor], cached: dict[str, torch.Tensor], row
         if key in cached:
             total = total + out[key].float() * cached[key].grad / parts
     return total
-
-
-def _replay_with_grad(model: nn.Module, micro_batches: Sequence[Batch], cached: dict, rng_states: list,
-                      autocast: Callable[[], AbstractContextManager], dist: Distributed) -> None:
-    """Pass 3: re-run each micro-batch with grad and push the cached gradients through it."""
-    after_pass_one = capture_rng()
-    start, last = 0, len(micro_batches) - 1
-    for i, (images, texts) in enumerate(micro_batches):
-        rows = slice(start, start + images.shape[0])
-        start += images.shape[0]
-        restore_rng(rng_states[i])
-        # Only the last backward all-reduces gradients across ranks.
-        with dist.no_sync(model, skip=i < last):
-            with autocast():
-                out = model(images, texts)
-            surrogate(out, cached, rows, parts=len(micro_batches)).backward()
-    restore_rng(after_pass_one)

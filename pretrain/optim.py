@@ -20,10 +20,7 @@ MAX_WARMUP_FRACTION = 0.1  # of a wall-clock budget
 
 def decays(name: str, param: nn.Parameter) -> bool:
     """Whether weight decay applies: matrices yes; norms, biases, temperature, positions no."""
-    if param.ndim < 2:
-        return False
-    leaf = name.rsplit(".", 1)[-1]
-    if leaf in NO_DECAY_NAMES or any(n in leaf for n in NO_DECAY_NAMES):
+    if param.ndim < 2 or any(n in name.rsplit(".", 1)[-1] for n in NO_DECAY_NAMES):  # leaf names like in_proj_bias
         return False
     return not any(part in name for part in NORM_NAME_PARTS)
 

@@ -28,12 +28,8 @@ FAST_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 def cpu_flags() -> set[str]:
     """The CPU feature flags from /proc/cpuinfo (empty where it does not exist)."""
     cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return set()
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    return next((set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags")), set())
 
 
 def cpu_has_fast_bf16() -> bool:

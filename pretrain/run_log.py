@@ -33,8 +33,10 @@ class RunLog:
         if not enabled:
             return
         check_output_dir(run_dir)
-        if truncate_after_step is not None:
-            self._truncate(truncate_after_step)
+        if truncate_after_step is not None and self.path.is_file():
+            # a resumed run drops rows logged after its checkpoint (they will be logged again)
+            kept = [row for row in read_metrics(self.path) if row.get("step", 0) <= truncate_after_step]
+            write_text_atomic(self.path, "".join(json.dumps(row) + "\n" for row in kept))
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -42,13 +44,6 @@ class RunLog:
                                      purge_step=truncate_after_step + 1 if truncate_after_step else None)
         except ImportError:  # tensorboard is optional for watching; the JSONL is the record
             LOG.warning("tensorboard not installed: metrics go to %s only", self.path)
-
-    def _truncate(self, step: int) -> None:
-        """A resumed run drops rows logged after its checkpoint (they will be logged again)."""
-        if not self.path.is_file():
-            return
-        kept = [row for row in read_metrics(self.path) if row.get("step", 0) <= step]
-        write_text_atomic(self.path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def write(self, row: dict[str, Any], *, prefix: str = "train") -> None:
         if not self.enabled:

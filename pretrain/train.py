@@ -17,7 +17,7 @@ import math
 import resource
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from data_tools.loader import count_samples
 from data_tools.token_cache import CachedTokenizer
 from pretrain import checkpoint, models, precision
 from pretrain.batch_split import batch_split_for
-from pretrain.config import TrainConfig, config_to_dict, save_config, validate
+from pretrain.config import TrainConfig, save_config, validate
 from pretrain.cpu_memory import keep_freed_memory
 from pretrain.data_stream import BatchStream, EpochFactory, SkipTally, shard_epochs, train_transform
 from pretrain.distributed import Distributed, replicated_parameters, shard_like
@@ -348,7 +348,7 @@ class Trainer:
             state = {"step": self.step, "samples_seen": self.samples_seen, "elapsed_s": elapsed,
                      "optimizer": optimizer, "schedule": self.schedule.state_dict(),
                      "rng": rngs, "data_position": positions, "world_size": self.dist.world_size,
-                     "config": config_to_dict(self.config)}
+                     "config": asdict(self.config)}
             if self.distiller is not None:
                 state["distill"] = self.distiller.state_dict()
             if average is not None:  # model.safetensors holds the averaged weights

@@ -60,20 +60,6 @@ def compile_towers(towers: TwoTower) -> None:
             block.compile()
 
 
-def lock_towers(clip: nn.Module, *, lock_text: bool = False, lock_text_unlocked_layers: int = 0,
-                lock_image: bool = False, lock_image_unlocked_groups: int = 0) -> None:
-    """Freeze towers LiT-style; a HF tower's projection head stays trainable."""
-    if lock_image:
-        clip.lock_image_tower(unlocked_groups=lock_image_unlocked_groups)
-    if lock_text and is_hf_text(clip) and lock_text_unlocked_layers:
-        # open_clip's HF lock does not know BERT's layer list: freeze all, then free the last layers
-        clip.lock_text_tower(unlocked_layers=0)
-        for layer in clip.text.transformer.encoder.layer[-lock_text_unlocked_layers:]:
-            layer.requires_grad_(True)
-    elif lock_text:
-        clip.lock_text_tower(unlocked_layers=lock_text_unlocked_layers)
-
-
 def build_model(name: str, *, pretrained: str | None = None, lock_text: bool = False,
                 lock_text_unlocked_layers: int = 0, lock_image: bool = False,
                 lock_image_unlocked_groups: int = 0, patch_dropout: float = 0.0,
@@ -92,8 +78,16 @@ def build_model(name: str, *, pretrained: str | None = None, lock_text: bool = F
     if init_logit_bias is not None:
         name = sigmoid_variant(name, init_logit_bias)
     clip = create_open_clip(name, pretrained=pretrained, patch_dropout=patch_dropout)
-    lock_towers(clip, lock_text=lock_text, lock_text_unlocked_layers=lock_text_unlocked_layers,
-                lock_image=lock_image, lock_image_unlocked_groups=lock_image_unlocked_groups)
+    # LiT-style locks; a HF tower's projection head stays trainable
+    if lock_image:
+        clip.lock_image_tower(unlocked_groups=lock_image_unlocked_groups)
+    if lock_text and is_hf_text(clip) and lock_text_unlocked_layers:
+        # open_clip's HF lock does not know BERT's layer list: freeze all, then free the last layers
+        clip.lock_text_tower(unlocked_layers=0)
+        for layer in clip.text.transformer.encoder.layer[-lock_text_unlocked_layers:]:
+            layer.requires_grad_(True)
+    elif lock_text:
+        clip.lock_text_tower(unlocked_layers=lock_text_unlocked_layers)
     if grad_checkpointing:
         clip.set_grad_checkpointing(True)
     if explicit_attention:

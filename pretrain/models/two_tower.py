@@ -59,33 +59,6 @@ def trim_padding(tokens: torch.Tensor, pad_id: int, multiple: int = 1) -> torch.
     return tokens[:, : min(tokens.shape[1], round_up(length, multiple))]
 
 
-def encode_text_clip_trimmed(clip: nn.Module, tokens: torch.Tensor, *, pooled_last_block: bool = False) -> torch.Tensor:
-    """`CLIP.encode_text` for tokens shorter than the context (unnormalised, (B, D)).
-
-    With a causal mask, positions before end-of-text never see the padding, so
-    slicing the positional embedding and mask to L gives the same features.
-    `pooled_last_block` computes the last block for the pooled row only (pooled_block.py).
-    """
-    length = tokens.shape[1]  # L <= context_length
-    cast_dtype = clip.transformer.get_cast_dtype()
-    x = clip.token_embedding(tokens).to(cast_dtype)  # (B, L, W)
-    x = x + clip.positional_embedding[:length].to(cast_dtype)
-    mask = None if clip.attn_mask is None else clip.attn_mask[:length, :length]  # (L, L)
-    eos_id = getattr(clip, "text_eos_id", None)
-    if pooled_last_block:
-        # (B,) the row `text_global_pool` keeps for each caption (argmax or eos pooling)
-        rows = tokens.argmax(dim=-1) if clip.text_pool_type == "argmax" else (tokens == eos_id).int().argmax(dim=-1)
-        x = run_all_but_last(clip.transformer, x, mask)
-        x = clip.ln_final(pooled_block(clip.transformer.resblocks[-1], x, rows, mask))  # (B, W)
-    else:
-        x = clip.transformer(x, attn_mask=mask)
-        x = clip.ln_final(x)
-        x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=eos_id)  # (B, W)
-    if isinstance(clip.text_projection, nn.Linear):
-        return clip.text_projection(x)
-    return x if clip.text_projection is None else x @ clip.text_projection  # (B, D)
-
-
 def supports_pooled_text(clip: nn.Module) -> bool:
     """Whether the text tower is an open_clip causal tower whose last block pooled_block.py can compute."""
     return (hasattr(clip, "token_embedding") and clip.text_pool_type in ("argmax", "eos")
@@ -154,8 +127,31 @@ class TwoTower(nn.Module):
         return F.normalize(features, dim=-1)  # (B, D)
 
     def _encode_causal_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Unnormalised features of an open_clip text tower for (B, L) tokens, any L <= context. (B, D)"""
-        return encode_text_clip_trimmed(self.clip, tokens, pooled_last_block=self.pooled_text)
+        """`CLIP.encode_text` of an open_clip text tower for (B, L) tokens, any L <= context (unnormalised, (B, D)).
+
+        With a causal mask, positions before end-of-text never see the padding, so
+        slicing the positional embedding and mask to L gives the same features.
+        With `pooled_text` the last block is computed for the pooled row only (pooled_block.py).
+        """
+        clip = self.clip
+        length = tokens.shape[1]  # L <= context_length
+        cast_dtype = clip.transformer.get_cast_dtype()
+        x = clip.token_embedding(tokens).to(cast_dtype)  # (B, L, W)
+        x = x + clip.positional_embedding[:length].to(cast_dtype)
+        mask = None if clip.attn_mask is None else clip.attn_mask[:length, :length]  # (L, L)
+        eos_id = getattr(clip, "text_eos_id", None)
+        if self.pooled_text:
+            # (B,) the row `text_global_pool` keeps for each caption (argmax or eos pooling)
+            rows = tokens.argmax(dim=-1) if clip.text_pool_type == "argmax" else (tokens == eos_id).int().argmax(dim=-1)
+            x = run_all_but_last(clip.transformer, x, mask)
+            x = clip.ln_final(pooled_block(clip.transformer.resblocks[-1], x, rows, mask))  # (B, W)
+        else:
+            x = clip.transformer(x, attn_mask=mask)
+            x = clip.ln_final(x)
+            x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=eos_id)  # (B, W)
+        if isinstance(clip.text_projection, nn.Linear):
+            return clip.text_projection(x)
+        return x if clip.text_projection is None else x @ clip.text_projection  # (B, D)
 
     def forward(self, images: torch.Tensor, texts: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {

@@ -11,7 +11,7 @@ import torch
 from open_clip.transform import PreprocessCfg
 from PIL import Image
 
-from pretrain.config import apply_overrides, config_from_dict, config_to_dict, save_config, validate
+from pretrain.config import apply_overrides, config_from_dict, save_config, validate
 from pretrain.data_stream import train_transform
 from pretrain.named_configs import NAMED_CONFIGS, named_config
 from pretrain.errors import PretrainError
@@ -21,7 +21,7 @@ from pretrain.errors import PretrainError
 def test_named_configs_build_and_round_trip(name: str) -> None:
     config = named_config(name)
     assert config.name == name
-    assert config_from_dict(json.loads(json.dumps(config_to_dict(config)))) == config
+    assert config_from_dict(json.loads(json.dumps(asdict(config)))) == config
 
 
 def test_overrides_by_dotted_path_and_unique_leaf() -> None:
