@@ -29,8 +29,9 @@ from pathlib import Path
 
 from data_tools.build import SEGMENT_DIR, BuildConfig, finish_build, prepare_out_dir
 from data_tools.distributor import import_ray, ray_session, run_tasks
-from data_tools.encode_sample import EncodedSample, Skipped, encode_record
+from data_tools.encode_sample import EncodedSample, encode_record
 from data_tools.records import SourceData, SourceRecord
+from data_tools.sample_fields import SampleProblem
 from data_tools.shard_writer import ShardWriter
 from data_tools.tar_samples import iter_tar_samples
 
@@ -104,7 +105,7 @@ def encode_partition(records: list[SourceRecord], segments: str, partition: int,
     with ShardWriter(Path(segments), shard_size=len(records) + 1, first_index=partition) as writer:
         for record in records:
             result = encode_record(record, image_size=image_size, background=background)
-            if isinstance(result, Skipped):
+            if isinstance(result, SampleProblem):
                 skips.append((result.key, result.reason, result.detail))
             else:
                 writer.write(result)
