@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import multiprocessing
 import shutil
 from collections import Counter
@@ -23,8 +22,8 @@ from data_tools.output_paths import check_output_dir
 from data_tools.records import SourceData, SourceRecord
 from data_tools.sample_fields import SampleProblem
 from data_tools.shard_writer import ShardWriter
+from data_tools.skips import LOG
 
-LOG = logging.getLogger("data_tools")
 Background = Literal["white", "black", "keep"]
 BUILD_BACKGROUNDS = get_args(Background)
 SEGMENT_DIR = ".segments"  # a Ray build's encoded partitions before they become shards

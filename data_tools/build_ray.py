@@ -19,7 +19,6 @@ segments only (no `.tar` that looks whole and is not); `--overwrite` starts agai
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import shutil
 from collections import Counter
@@ -33,9 +32,8 @@ from data_tools.encode_sample import EncodedSample, encode_record
 from data_tools.records import SourceData, SourceRecord
 from data_tools.sample_fields import SampleProblem
 from data_tools.shard_writer import ShardWriter
+from data_tools.skips import LOG
 from data_tools.tar_samples import iter_tar_samples
-
-LOG = logging.getLogger("data_tools")
 
 
 @dataclass(frozen=True)
