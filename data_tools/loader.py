@@ -253,11 +253,10 @@ def concept_id(meta: dict, first_caption: str) -> int:
 def _batch(spec: _Spec, tokenize: Tokenize | None, batch_transform: BatchTransform | None,
            samples: Iterable[dict]) -> Iterator[dict]:
     """Group decoded samples into batch dicts; tokenizing (and a batch transform) here keeps it in the workers."""
-    collate = functools.partial(_collate, tokenize=tokenize, batch_transform=batch_transform)
     samples = iter(samples)
     while batch := list(itertools.islice(samples, spec.config.batch_size)):
         if len(batch) == spec.config.batch_size or not spec.config.drop_last:
-            yield collate(batch)
+            yield _collate(batch, tokenize=tokenize, batch_transform=batch_transform)
 
 
 def _collate(batch: list[dict], *, tokenize: Tokenize | None, batch_transform: BatchTransform | None) -> dict:
