@@ -79,19 +79,16 @@ def build_shards_ray(data: SourceData, config: BuildConfig) -> dict:
 def shard_plan(kept: list[int], shard_size: int) -> list[list[SegmentSlice]]:
     """For each shard, the segment slices that fill it: kept samples in order, `shard_size` per shard."""
     plan: list[list[SegmentSlice]] = []
-    current: list[SegmentSlice] = []
-    room = shard_size
+    room = 0  # left in the last shard of the plan
     for partition, count in enumerate(kept):
         start = 0
         while start < count:
-            take = min(room, count - start)
-            current.append(SegmentSlice(partition, start, start + take, count))
-            start, room = start + take, room - take
             if room == 0:
-                plan.append(current)
-                current, room = [], shard_size
-    if current:
-        plan.append(current)
+                plan.append([])
+                room = shard_size
+            take = min(room, count - start)
+            plan[-1].append(SegmentSlice(partition, start, start + take, count))
+            start, room = start + take, room - take
     return plan
 
 
