@@ -41,7 +41,7 @@ class ShardWriter:
             tar.addfile(info, io.BytesIO(data))
         self._in_shard += 1
         if self._in_shard == self.shard_size:
-            self._close_current()
+            self.close()
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -55,8 +55,11 @@ class ShardWriter:
             self.abort()
 
     def close(self) -> dict[str, int]:
-        """Finish the last shard; returns samples per shard file name."""
-        self._close_current()
+        """Finish the shard being written (the next `write` starts another); returns samples per shard file name."""
+        if self._tar is not None and self._pending is not None:
+            self._tar.close()
+            self.counts[self._pending.commit().name] = self._in_shard
+            self._tar, self._pending = None, None
         return self.counts
 
     def abort(self) -> None:
@@ -72,10 +75,3 @@ class ShardWriter:
         self._tar = tarfile.open(self._pending.path, "w", format=tarfile.USTAR_FORMAT)
         self._in_shard = 0
         return self._tar
-
-    def _close_current(self) -> None:
-        if self._tar is None or self._pending is None:
-            return
-        self._tar.close()
-        self.counts[self._pending.commit().name] = self._in_shard
-        self._tar, self._pending = None, None
