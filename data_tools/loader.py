@@ -199,11 +199,10 @@ def _read_samples(spec: _Spec, skips: SkipCounter, urls: Iterable[str]) -> Itera
     # shard is unreadable, and stopping beats spinning without ever yielding
     max_empty_draws, empty_draws = max(100, 10 * len(spec.shards)), 0
     for url in urls:
-        produced = False
+        empty_draws += 1
         for sample in iter_tar_samples(url, skips.add):
-            produced = True
+            empty_draws = 0
             yield sample
-        empty_draws = 0 if produced else empty_draws + 1
         if empty_draws >= max_empty_draws:
             LOG.error("no readable sample in %d shard draws; stopping this loader worker", empty_draws)
             return
