@@ -132,21 +132,15 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         for item in sorted(tmp.rglob("*")):
             fsync_path(item)
         fsync_path(tmp)
-        _swap_into_place(tmp, path)
+        old = path.with_name(f".{path.name}.old-{_writer_tag()}-{secrets.token_hex(4)}")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)  # no-op where there was no old directory
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_path(path.parent)
-
-
-def _swap_into_place(tmp: Path, path: Path) -> None:
-    if not path.exists():
-        os.replace(tmp, path)
-        return
-    old = path.with_name(f".{path.name}.old-{_writer_tag()}-{secrets.token_hex(4)}")
-    os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _host_tag() -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import multiprocessing
 import shutil
 from collections import Counter
@@ -17,13 +16,14 @@ from tqdm import tqdm
 from data_tools.atomic_write import write_json_atomic
 from data_tools.build_marker import mark_build_finished, mark_build_started
 from data_tools.distributor import DistributorConfig
-from data_tools.encode_sample import EncodedSample, Skipped, encode_record
+from data_tools.encode_sample import EncodedSample, encode_record
 from data_tools.errors import DataError
 from data_tools.output_paths import check_output_dir
 from data_tools.records import SourceData, SourceRecord
+from data_tools.sample_fields import SampleProblem
 from data_tools.shard_writer import ShardWriter
+from data_tools.skips import LOG
 
-LOG = logging.getLogger("data_tools")
 Background = Literal["white", "black", "keep"]
 BUILD_BACKGROUNDS = get_args(Background)
 SEGMENT_DIR = ".segments"  # a Ray build's encoded partitions before they become shards
@@ -65,7 +65,7 @@ def prepare_out_dir(config: BuildConfig) -> None:
     (config.out / "dataset.json").unlink(missing_ok=True)
 
 
-def _encoded(records: list[SourceRecord], config: BuildConfig) -> Iterator[EncodedSample | Skipped]:
+def _encoded(records: list[SourceRecord], config: BuildConfig) -> Iterator[EncodedSample | SampleProblem]:
     """Encoded samples in record order, whatever the number of workers."""
     encode = functools.partial(encode_record, image_size=config.image_size, background=config.background)
     if config.workers <= 1:
@@ -89,7 +89,7 @@ def build_shards(data: SourceData, config: BuildConfig) -> dict:
     with ShardWriter(config.out, config.shard_size) as writer, bar:
         for result in _encoded(data.records, config):
             bar.update(1)
-            if isinstance(result, Skipped):
+            if isinstance(result, SampleProblem):
                 skipped[result.reason] += 1
                 LOG.warning("skipped %s (%s): %s", result.key, result.reason, result.detail)
             else:

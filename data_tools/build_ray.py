@@ -19,7 +19,6 @@ segments only (no `.tar` that looks whole and is not); `--overwrite` starts agai
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import shutil
 from collections import Counter
@@ -29,12 +28,12 @@ from pathlib import Path
 
 from data_tools.build import SEGMENT_DIR, BuildConfig, finish_build, prepare_out_dir
 from data_tools.distributor import import_ray, ray_session, run_tasks
-from data_tools.encode_sample import EncodedSample, Skipped, encode_record
+from data_tools.encode_sample import EncodedSample, encode_record
 from data_tools.records import SourceData, SourceRecord
+from data_tools.sample_fields import SampleProblem
 from data_tools.shard_writer import ShardWriter
+from data_tools.skips import LOG
 from data_tools.tar_samples import iter_tar_samples
-
-LOG = logging.getLogger("data_tools")
 
 
 @dataclass(frozen=True)
@@ -80,19 +79,16 @@ def build_shards_ray(data: SourceData, config: BuildConfig) -> dict:
 def shard_plan(kept: list[int], shard_size: int) -> list[list[SegmentSlice]]:
     """For each shard, the segment slices that fill it: kept samples in order, `shard_size` per shard."""
     plan: list[list[SegmentSlice]] = []
-    current: list[SegmentSlice] = []
-    room = shard_size
+    room = 0  # left in the last shard of the plan
     for partition, count in enumerate(kept):
         start = 0
         while start < count:
-            take = min(room, count - start)
-            current.append(SegmentSlice(partition, start, start + take, count))
-            start, room = start + take, room - take
             if room == 0:
-                plan.append(current)
-                current, room = [], shard_size
-    if current:
-        plan.append(current)
+                plan.append([])
+                room = shard_size
+            take = min(room, count - start)
+            plan[-1].append(SegmentSlice(partition, start, start + take, count))
+            start, room = start + take, room - take
     return plan
 
 
@@ -104,7 +100,7 @@ def encode_partition(records: list[SourceRecord], segments: str, partition: int,
     with ShardWriter(Path(segments), shard_size=len(records) + 1, first_index=partition) as writer:
         for record in records:
             result = encode_record(record, image_size=image_size, background=background)
-            if isinstance(result, Skipped):
+            if isinstance(result, SampleProblem):
                 skips.append((result.key, result.reason, result.detail))
             else:
                 writer.write(result)

@@ -11,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from data_tools.image_ops import (
     BACKGROUNDS, WHITE, encode_jpeg, encode_png, has_alpha, resize_center_crop, to_rgb_on, to_rgba)
 from data_tools.records import SourceRecord
+from data_tools.sample_fields import SampleProblem
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -18,13 +19,6 @@ class EncodedSample:
     key: str
     files: dict[str, bytes]
     """Extension -> member bytes ("jpg", "txt", "json"[, "cls"])."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Skipped:
-    key: str
-    reason: str
-    detail: str
 
 
 def _open_image(record: SourceRecord) -> Image.Image:
@@ -36,22 +30,22 @@ def _open_image(record: SourceRecord) -> Image.Image:
     return image
 
 
-def encode_record(record: SourceRecord, image_size: int, background: str = "white") -> EncodedSample | Skipped:
+def encode_record(record: SourceRecord, image_size: int, background: str = "white") -> EncodedSample | SampleProblem:
     """Resize (short side, centre crop), flatten transparency onto `background` and JPEG-encode (or, with
     background "keep", PNG-encode an image that has transparency as RGBA), and add caption/json/cls."""
     captions = [c.strip() for c in record.captions if c and c.strip()]
     if not captions:
-        return Skipped(key=record.key, reason="empty_caption", detail=record.source)
+        return SampleProblem(key=record.key, reason="empty_caption", detail=record.source)
     if record.image_path is None and record.image_bytes is None and record.pixels is None:
-        return Skipped(key=record.key, reason="missing_image", detail=f"{record.source}: no image given")
+        return SampleProblem(key=record.key, reason="missing_image", detail=f"{record.source}: no image given")
     try:
         image = _open_image(record)
     except FileNotFoundError as exc:
-        return Skipped(key=record.key, reason="missing_image", detail=f"{record.source}: {exc.strerror}")
+        return SampleProblem(key=record.key, reason="missing_image", detail=f"{record.source}: {exc.strerror}")
     except UnidentifiedImageError:
-        return Skipped(key=record.key, reason="not_an_image", detail=record.source)
+        return SampleProblem(key=record.key, reason="not_an_image", detail=record.source)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        return Skipped(key=record.key, reason="corrupt_image", detail=f"{record.source}: {exc}")
+        return SampleProblem(key=record.key, reason="corrupt_image", detail=f"{record.source}: {exc}")
     keep_alpha = background == "keep" and has_alpha(image)
     flat = to_rgba(image) if keep_alpha else to_rgb_on(image, BACKGROUNDS.get(background, WHITE))  # "keep": no alpha
     image = resize_center_crop(flat, image_size)

@@ -75,9 +75,17 @@ def list_shards(path: str | Path) -> list[str]:
     return shards
 
 
-def count_samples(path: str | Path) -> int | None:
-    """Samples in a shard spec (as `list_shards` takes), from the dataset.json files; None if unknown."""
-    return _count_samples(tuple(list_shards(path)))
+def count_samples(shards: str | Path | tuple[str, ...]) -> int | None:
+    """Samples in a shard spec (as `list_shards` takes) or a tuple of tar paths, from the dataset.json files;
+    None if unknown."""
+    shards = shards if isinstance(shards, tuple) else tuple(list_shards(shards))
+    counts: dict[str, int] = {}
+    for directory in {str(Path(s).parent) for s in shards}:
+        for name, count in read_dataset_info(directory).get("shards", {}).items():
+            counts[str(Path(directory) / name)] = int(count)
+    if not all(s in counts for s in shards):
+        return None
+    return sum(counts[s] for s in shards)
 
 
 def read_dataset_info(path: str | Path) -> dict:
@@ -191,11 +199,10 @@ def _read_samples(spec: _Spec, skips: SkipCounter, urls: Iterable[str]) -> Itera
     # shard is unreadable, and stopping beats spinning without ever yielding
     max_empty_draws, empty_draws = max(100, 10 * len(spec.shards)), 0
     for url in urls:
-        produced = False
+        empty_draws += 1
         for sample in iter_tar_samples(url, skips.add):
-            produced = True
+            empty_draws = 0
             yield sample
-        empty_draws = 0 if produced else empty_draws + 1
         if empty_draws >= max_empty_draws:
             LOG.error("no readable sample in %d shard draws; stopping this loader worker", empty_draws)
             return
@@ -245,11 +252,10 @@ def concept_id(meta: dict, first_caption: str) -> int:
 def _batch(spec: _Spec, tokenize: Tokenize | None, batch_transform: BatchTransform | None,
            samples: Iterable[dict]) -> Iterator[dict]:
     """Group decoded samples into batch dicts; tokenizing (and a batch transform) here keeps it in the workers."""
-    collate = functools.partial(_collate, tokenize=tokenize, batch_transform=batch_transform)
     samples = iter(samples)
     while batch := list(itertools.islice(samples, spec.config.batch_size)):
         if len(batch) == spec.config.batch_size or not spec.config.drop_last:
-            yield collate(batch)
+            yield _collate(batch, tokenize=tokenize, batch_transform=batch_transform)
 
 
 def _collate(batch: list[dict], *, tokenize: Tokenize | None, batch_transform: BatchTransform | None) -> dict:
@@ -285,7 +291,7 @@ class ShardLoader:
         self._batch_transform = batch_transform
         self._context = multiprocessing.get_context()  # the platform default (fork on Linux <= 3.13)
         self._skips = SkipCounter(self._context)
-        self.num_samples = _count_samples(spec.shards)
+        self.num_samples = count_samples(spec.shards)
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle for `epoch` (takes effect at the next `iter()`)."""
@@ -311,16 +317,6 @@ class ShardLoader:
         return iter(loader)
 
 
-def _count_samples(shards: tuple[str, ...]) -> int | None:
-    counts: dict[str, int] = {}
-    for directory in {str(Path(s).parent) for s in shards}:
-        for name, count in read_dataset_info(directory).get("shards", {}).items():
-            counts[str(Path(directory) / name)] = int(count)
-    if not all(s in counts for s in shards):
-        return None
-    return sum(counts[s] for s in shards)
-
-
 def shard_weights(spec: str | Path, source_weights: tuple[float, ...]) -> tuple[str, tuple[float, ...]]:
     """The shards of a `a::b` spec and each one's resampling weight: its source's weight times its
     samples (from dataset.json; 1 per shard when a count is unknown)."""
@@ -334,7 +330,7 @@ def shard_weights(spec: str | Path, source_weights: tuple[float, ...]) -> tuple[
     weights: list[float] = []
     for part, weight in zip(parts, source_weights):
         part_shards = list_shards(part)
-        counts = {s: _count_samples((s,)) for s in part_shards}
+        counts = {s: count_samples((s,)) for s in part_shards}
         known = all(c is not None for c in counts.values())
         shards += part_shards
         weights += [weight * (counts[s] if known else 1) for s in part_shards]

@@ -28,7 +28,7 @@ class ParsedSample:
 class SampleProblem:
     key: str
     reason: str
-    """One of data_tools.skips.SKIP_REASONS."""
+    """Reading shards: one of data_tools.skips.SKIP_REASONS; building them: one of encode_record's."""
     detail: str = ""
 
 

@@ -31,19 +31,17 @@ class ShardWriter:
         self._in_shard = 0
 
     def write(self, sample: EncodedSample) -> None:
-        if self._tar is None:
-            self._open_next()
-        assert self._tar is not None
+        tar = self._tar or self._open_next()
         for ext in sorted(sample.files, key=lambda e: (MEMBER_ORDER + (e,)).index(e)):
             data = sample.files[ext]
             info = tarfile.TarInfo(f"{sample.key}.{ext}")
             info.size, info.mtime, info.mode = len(data), 0, 0o444
             info.uid = info.gid = 0
             info.uname = info.gname = ""
-            self._tar.addfile(info, io.BytesIO(data))
+            tar.addfile(info, io.BytesIO(data))
         self._in_shard += 1
         if self._in_shard == self.shard_size:
-            self._close_current()
+            self.close()
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -57,8 +55,11 @@ class ShardWriter:
             self.abort()
 
     def close(self) -> dict[str, int]:
-        """Finish the last shard; returns samples per shard file name."""
-        self._close_current()
+        """Finish the shard being written (the next `write` starts another); returns samples per shard file name."""
+        if self._tar is not None and self._pending is not None:
+            self._tar.close()
+            self.counts[self._pending.commit().name] = self._in_shard
+            self._tar, self._pending = None, None
         return self.counts
 
     def abort(self) -> None:
@@ -68,15 +69,9 @@ class ShardWriter:
             self._pending.discard()
         self._tar, self._pending = None, None
 
-    def _open_next(self) -> None:
+    def _open_next(self) -> tarfile.TarFile:
         name = f"{self.first_index + len(self.counts):05d}.tar"
         self._pending = PendingFile(self.out_dir / name, temporary=f"{name}.tmp")
         self._tar = tarfile.open(self._pending.path, "w", format=tarfile.USTAR_FORMAT)
         self._in_shard = 0
-
-    def _close_current(self) -> None:
-        if self._tar is None or self._pending is None:
-            return
-        self._tar.close()
-        self.counts[self._pending.commit().name] = self._in_shard
-        self._tar, self._pending = None, None
+        return self._tar

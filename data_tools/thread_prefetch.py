@@ -11,6 +11,7 @@ decoding is a larger share of the time.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable, Iterator
 from queue import Full, Queue
@@ -58,9 +59,7 @@ def prefetch_in_thread(items: Iterable[T], depth: int = 2) -> Iterator[T]:
 def _put(queue: Queue, entry: tuple, stop: threading.Event) -> bool:
     """Put `entry`, waiting for room; False if the consumer stopped first."""
     while not stop.is_set():
-        try:
+        with contextlib.suppress(Full):
             queue.put(entry, timeout=_POLL_S)
             return True
-        except Full:
-            continue
     return False

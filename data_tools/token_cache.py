@@ -21,8 +21,7 @@ class CachedTokenizer:
     def __call__(self, captions: list[str]) -> torch.Tensor:
         missing = list(dict.fromkeys(c for c in captions if c not in self.rows))
         if missing:
-            for caption, row in zip(missing, self.tokenize(missing)):
-                self.rows[caption] = row
+            self.rows.update(zip(missing, self.tokenize(missing)))
         for caption in captions:
             self.rows.move_to_end(caption)
         tokens = torch.stack([self.rows[c] for c in captions])  # (B, L)

@@ -11,17 +11,21 @@ from data_tools.sample_fields import SampleProblem, parse_sample
 from data_tools.tar_samples import iter_tar_samples
 
 
+def _problem(shard: str, reason: str, detail: str, key: str | None = None) -> dict:
+    return {"shard": shard, "key": key, "reason": reason, "detail": detail}
+
+
 def _validate_shard(path: str) -> tuple[int, list[dict]]:
     """(readable samples, problems) for one tar."""
     name, good, problems = Path(path).name, 0, []
 
     def on_tar_error(reason: str, where: str, exc: Exception) -> None:
-        problems.append({"shard": name, "key": None, "reason": reason, "detail": f"{type(exc).__name__}: {exc}"})
+        problems.append(_problem(name, reason, f"{type(exc).__name__}: {exc}"))
 
     for raw in iter_tar_samples(path, on_tar_error):
         parsed = parse_sample(raw)
         if isinstance(parsed, SampleProblem):
-            problems.append({"shard": name, "key": parsed.key, "reason": parsed.reason, "detail": parsed.detail})
+            problems.append(_problem(name, parsed.reason, parsed.detail, parsed.key))
         else:
             good += 1
     return good, problems
@@ -39,18 +43,17 @@ def validate_shards(directory: str | Path) -> dict:
     per_shard, problems = {}, []
     unfinished = incomplete_build(directory)
     if unfinished:
-        problems.append({"shard": "(build)", "key": None, "reason": "incomplete_build", "detail": unfinished})
+        problems.append(_problem("(build)", "incomplete_build", unfinished))
     for path in shards:
         good, shard_problems = _validate_shard(path)
         name = Path(path).name
         want = expected.get(name)
         if want is not None and good + len([p for p in shard_problems if p["key"]]) < want:
-            shard_problems.append({"shard": name, "key": None, "reason": "missing_samples",
-                                   "detail": f"dataset.json lists {want}, tar holds fewer"})
+            shard_problems.append(_problem(name, "missing_samples", f"dataset.json lists {want}, tar holds fewer"))
         per_shard[name] = {"good": good, "expected": want, "problems": len(shard_problems)}
         problems.extend(shard_problems)
-    problems.extend({"shard": name, "key": None, "reason": "missing_shard", "detail": "listed in dataset.json"}
-                    for name in sorted(set(expected) - set(per_shard)))
+    missing = sorted(set(expected) - set(per_shard))
+    problems.extend(_problem(name, "missing_shard", "listed in dataset.json") for name in missing)
     return {
         "directory": str(directory),
         "num_shards": len(shards),

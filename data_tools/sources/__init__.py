@@ -66,8 +66,7 @@ def load_source(spec: str, options: SourceConfig) -> SourceData:
             from data_tools.sources.folder import load_folder
 
             return load_folder(Path(rest), name=spec)
-        from data_tools.sources.tables import TableColumns, load_table
+        from data_tools.sources.tables import load_table
 
-        columns = TableColumns(image=options.image_column, caption=options.caption_column, label=options.label_column)
-        return load_table(Path(rest), kind, columns, name=spec)
+        return load_table(Path(rest), kind, options, name=spec)
     raise DataError(f"unknown source {spec!r}; use one of: {SOURCE_HELP}")

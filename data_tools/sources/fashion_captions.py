@@ -48,14 +48,9 @@ RETAIL_TEMPLATES = (
 RETAIL_VARIANTS = 3  # captions per image; training picks one per epoch
 
 
-def caption_name(class_name: str) -> str:
-    """Class name as it reads in a sentence: "T-shirt/top" -> "t-shirt or top"."""
-    return class_name.lower().replace("/", " or ")
-
-
 def class_captions(class_name: str) -> tuple[str, ...]:
-    """The class name in every template."""
-    name = caption_name(class_name)
+    """The class name in every template, as it reads in a sentence: "T-shirt/top" -> "t-shirt or top"."""
+    name = class_name.lower().replace("/", " or ")
     article = "an" if name[0] in "aeiou" else "a"
     return tuple(t.format(article=article, name=name) for t in TEMPLATES)
 

@@ -8,27 +8,16 @@ or a list of caption variants. An optional label column gives classes.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from data_tools.errors import DataError
 from data_tools.records import SourceData, SourceRecord
+from data_tools.sources import SourceConfig
 
 FORMATS = ("csv", "jsonl", "parquet")
-
-
-@dataclass(frozen=True, kw_only=True)
-class TableColumns:
-    image: str = "image"
-    """Column with the image path (or bytes)."""
-    caption: str = "caption"
-    """Column with the caption (a string, or a list of variants)."""
-    label: str | None = None
-    """Optional column with a class name."""
 
 
 def _rows(path: Path, fmt: str, skipped: Counter) -> Iterator[dict]:
@@ -71,7 +60,9 @@ def _captions(value: object) -> tuple[str, ...]:
     return (str(value),) if value is not None else ()
 
 
-def load_table(path: Path, fmt: str, columns: TableColumns, name: str) -> SourceData:
+def load_table(path: Path, fmt: str, options: SourceConfig, name: str) -> SourceData:
+    """Records of a table, its columns named by `options` (image_column, caption_column, label_column)."""
+    columns = {"image": options.image_column, "caption": options.caption_column, "label": options.label_column}
     if fmt not in FORMATS:
         raise DataError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")
     if not path.is_file():
@@ -79,19 +70,20 @@ def load_table(path: Path, fmt: str, columns: TableColumns, name: str) -> Source
     skipped: Counter = Counter()
     rows = list(_rows(path, fmt, skipped))
     if rows:
-        missing = [c for c in (columns.image, columns.caption, columns.label) if c and c not in rows[0]]
+        missing = [c for c in columns.values() if c and c not in rows[0]]
         if missing:
             raise DataError(f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, rows[0]))}); "
                             "name the right ones with `image_column` / `caption_column` / `label_column`")
-    labels = [str(r.get(columns.label) or "").strip() for r in rows] if columns.label else []
+    label_column = columns["label"]
+    labels = [str(r.get(label_column) or "").strip() for r in rows] if label_column else []
     classes = sorted({label for label in labels if label})
     records = []
     for index, row in enumerate(rows):
         label = labels[index] if labels and labels[index] else None
-        records.append(SourceRecord(key=f"{index:09d}", captions=_captions(row.get(columns.caption)), label=label,
+        records.append(SourceRecord(key=f"{index:09d}", captions=_captions(row.get(columns["caption"])), label=label,
                                     cls=classes.index(label) if label is not None else None,
-                                    labels={columns.label: label} if label is not None and columns.label else {},
-                                    **_image_fields(row.get(columns.image), path.parent)))
+                                    labels={label_column: label} if label is not None and label_column else {},
+                                    **_image_fields(row.get(columns["image"]), path.parent)))
     return SourceData(name=name, records=records, classes=classes,
-                      label_fields={columns.label: classes} if columns.label else {}, skipped=dict(skipped),
-                      details={"path": str(path), "columns": dataclasses.asdict(columns)})
+                      label_fields={label_column: classes} if label_column else {}, skipped=dict(skipped),
+                      details={"path": str(path), "columns": columns})
