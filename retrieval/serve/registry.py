@@ -93,10 +93,6 @@ class ServedIndex:
     def backend(self) -> SearchBackend:
         return self._snapshot.backend
 
-    @property
-    def generation(self) -> int:
-        return self._snapshot.generation
-
     def add(self, items: AddedItems, max_added_rows: int | None = None) -> Snapshot:
         """Build the extended snapshot off to the side, then swap it in; returns the new snapshot.
 
