@@ -12,15 +12,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
+from retrieval.embedding_store import Modality
 from retrieval.errors import RetrievalError
-
-Modality = Literal["image", "text"]
 
 
 @dataclass(frozen=True, kw_only=True)
