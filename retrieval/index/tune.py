@@ -148,21 +148,25 @@ def tune_index(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, *,
             break
     if validation is None:
         chosen, met = choose_setting(rows, target_recall)
-    else:  # the fastest tuning row whose recall on the validation split meets the target, as measured there
-        val_queries, val_truth = validation
-        meeting = [r for r in rows if r.recall_at_k >= target_recall]
-        for row in sorted(meeting, key=lambda r: (r.latency_ms_median, -r.recall_at_k)):
-            chosen = measure(index, row.params, val_queries, val_truth, k)
-            log(f"  validation {row.params or 'exact'}: recall@{k} {chosen.recall_at_k:.4f}")
-            met = chosen.recall_at_k >= target_recall
-            if met:
-                break
-        else:  # none holds there: the most accurate, as measured there
-            best = max(rows, key=lambda r: (r.recall_at_k, -r.latency_ms_median))
-            chosen, met = measure(index, best.params, val_queries, val_truth, k), False
+    else:
+        chosen, met = _validated_setting(index, rows, validation, target_recall, k, log)
     if chosen.params:
         faiss.ParameterSpace().set_index_parameters(index, chosen.params)
     return TuningResult(rows=rows, chosen=chosen, target_met=met)
+
+
+def _validated_setting(index: faiss.Index, rows: list[TuningRow], validation: tuple[np.ndarray, np.ndarray],
+                       target_recall: float, k: int, log) -> tuple[TuningRow, bool]:
+    """Fastest tuning row whose recall on the validation split meets the target, as measured there."""
+    val_queries, val_truth = validation
+    meeting = [r for r in rows if r.recall_at_k >= target_recall]
+    for row in sorted(meeting, key=lambda r: (r.latency_ms_median, -r.recall_at_k)):
+        checked = measure(index, row.params, val_queries, val_truth, k)
+        log(f"  validation {row.params or 'exact'}: recall@{k} {checked.recall_at_k:.4f}")
+        if checked.recall_at_k >= target_recall:
+            return checked, True
+    best = max(rows, key=lambda r: (r.recall_at_k, -r.latency_ms_median))
+    return measure(index, best.params, val_queries, val_truth, k), False
 
 
 def _ladder_cannot_win(rows: list[TuningRow], ladder: list[str], target_recall: float) -> bool:
