@@ -39,8 +39,9 @@ class Retriever:
     """Search one modality's index of an index dir."""
 
     def __init__(self, index_dir: str | Path, *, modality: str | None = None, checkpoint: str | None = None,
-                 data_dir: str | Path | None = None, encoder: Encoder | None = None, device: str = "cpu") -> None:
-        self.loaded = loaded = load_index(index_dir, modality)
+                 data_dir: str | Path | None = None, encoder: Encoder | None = None, device: str = "cpu",
+                 mmap: bool = True) -> None:
+        self.loaded = loaded = load_index(index_dir, modality, mmap=mmap)
         self.index, self.modality = loaded.index, loaded.modality
         self.metadata = MetadataTable(sorted((loaded.root / "metadata").glob("part_*.parquet")))
         if len(self.metadata) != self.index.ntotal:
