@@ -129,14 +129,6 @@ def _embed_local(encoder: Encoder, shards: list[str], mine: list[int], out: Path
             f"{rows / max(seconds, 1e-9):.1f} samples/s")
 
 
-def embed_shard(encoder: Encoder, shard: str, out: Path, part: str, config: EmbedConfig) -> int:
-    """Embed one shard into `part` (config.precision already resolved); returns the number of samples written."""
-    from retrieval.embed_stream import embed_stream
-
-    (vectors,) = embed_stream(encoder, [shard], config)
-    return write_part(out, part, vectors, fp16=config.fp16)
-
-
 def write_part(out: Path, part: str, vectors: ShardVectors, *, fp16: bool) -> int:
     """Write one shard's vectors and metadata as `part` (metadata last); returns the rows written."""
     shard = vectors.shard

@@ -1,9 +1,10 @@
 """`clipline embed --distributor ray`: Ray Data over the shard list, one model per actor of a pool.
 
 Each actor loads the encoder once and embeds whole shards with the local code path
-(`retrieval.embed.embed_shard`), so a part written by an actor is the part a local
-run writes: arrays under temporary names, metadata last. The driver lists only the
-parts not yet complete, so a rerun after a killed job redoes exactly those. A shard
+(`retrieval.embed_stream`, then `retrieval.embed.write_part`), so a part written by an
+actor is the part a local run writes: arrays under temporary names, metadata last. The
+driver lists only the parts not yet complete, so a rerun after a killed job redoes
+exactly those. A shard
 that fails is tried again (`--max-retries`; a crashed actor is restarted by Ray);
 one that fails for good ends the run with an error naming its part and shard.
 """
@@ -37,14 +38,16 @@ class ShardEmbedder:
         self.encoder = load_encoder(config.checkpoint, config.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        from retrieval.embed import embed_shard
+        from retrieval.embed import write_part
+        from retrieval.embed_stream import embed_stream
 
         rows, errors = [], []
         for index, shard in zip(batch["part"], batch["shard"]):
             count, error = -1, ""
             for _ in range(1 + max(0, self.config.distributed.max_retries)):
                 try:
-                    count = embed_shard(self.encoder, str(shard), self.out, f"part_{int(index):05d}", self.config)
+                    (vectors,) = embed_stream(self.encoder, [str(shard)], self.config)  # precision already resolved
+                    count = write_part(self.out, f"part_{int(index):05d}", vectors, fp16=self.config.fp16)
                     error = ""
                     break
                 except Exception as err:  # noqa: BLE001 - reported by the driver, naming the shard

@@ -44,13 +44,10 @@ def recorded_checkpoint(value: str | None, base: str | Path) -> str | None:
     return recorded_path(value, base)
 
 
-PATH_KEYS = ("data_dir", "emb_dir")
-
-
 def rebased(info: dict, old_base: str | Path, new_base: str | Path) -> dict:
     """`info` (read from `old_base`) with its recorded paths re-recorded for an info.json in `new_base`."""
     out = dict(info)
-    for key in PATH_KEYS:
+    for key in ("data_dir", "emb_dir"):
         if info.get(key):
             out[key] = record_path(recorded_path(info[key], old_base), new_base)
     if info.get("checkpoint"):

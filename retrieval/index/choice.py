@@ -243,9 +243,8 @@ def more_accurate_choices(choice: IndexChoice, n: int, dim: int) -> list[IndexCh
     exact_lists = _ivf(n, dim, "Flat", dim * 4, "", 0,
                        "exact distances within the probed lists: nprobe reaches any recall")
     ladder = [*_refined_choices(n, dim), exact_lists]
-    factories = [c.factory for c in ladder]
-    start = factories.index(choice.factory) + 1 if choice.factory in factories else 0
-    return [c for c in ladder[start:] if c.estimated_bytes > 0]
+    above = next((i + 1 for i, c in enumerate(ladder) if c.factory == choice.factory), 0)  # not on it (rule 5): all
+    return ladder[above:]
 
 
 def _compressed_choice(n: int, dim: int, max_memory_bytes: int) -> IndexChoice:

@@ -16,26 +16,19 @@ import numpy as np
 KS = (1, 5, 10)
 
 
-def relevant_rows(captions: Sequence[str], query_rows: Sequence[int]) -> list[set[int]]:
-    """For each query row, the set of rows sharing its caption (itself included)."""
-    rows_of: dict[str, set[int]] = {captions[q]: set() for q in query_rows}
+def end_to_end_recall(found: np.ndarray, exact: np.ndarray, captions: Sequence[str], query_rows: Sequence[int],
+                      direction: str) -> dict[str, float]:
+    """`{direction}_R@k` through the index and `exact_{direction}_R@k` from exact neighbours, for each k of KS
+    that the (Q, k) ids `found` and `exact` reach: the fraction of queries with a relevant row in the top k."""
+    rows_of: dict[str, set[int]] = {captions[q]: set() for q in query_rows}  # rows sharing a query's caption
     for row, caption in enumerate(captions):
         if caption in rows_of:
             rows_of[caption].add(row)
-    return [rows_of[captions[q]] for q in query_rows]
-
-
-def paired_recall(found: np.ndarray, relevant: list[set[int]], ks: Sequence[int] = KS) -> dict[int, float]:
-    """{k: fraction of queries with a relevant row among found[:, :k]}; found (Q, >=max k) ids."""
-    return {k: float(np.mean([bool(rel.intersection(row[:k].tolist())) for row, rel in zip(found, relevant)]))
-            for k in ks if k <= found.shape[1]}
-
-
-def end_to_end_recall(found: np.ndarray, exact: np.ndarray, captions: Sequence[str], query_rows: Sequence[int],
-                      direction: str) -> dict[str, float]:
-    """`{direction}_R@k` through the index and `exact_{direction}_R@k` from exact neighbours."""
-    relevant = relevant_rows(captions, query_rows)
-    report = {f"{direction}_R@{k}": round(v, 4) for k, v in paired_recall(found, relevant).items()}
-    report |= {f"exact_{direction}_R@{k}": round(v, 4) for k, v in paired_recall(exact, relevant).items()}
+    relevant = [rows_of[captions[q]] for q in query_rows]  # each query's own row included
+    report: dict[str, float] = {}
+    for prefix, ids in (("", found), ("exact_", exact)):
+        for k in (k for k in KS if k <= ids.shape[1]):
+            hits = [bool(rel.intersection(row[:k].tolist())) for row, rel in zip(ids, relevant)]
+            report[f"{prefix}{direction}_R@{k}"] = round(float(np.mean(hits)), 4)
     report["n"] = len(query_rows)
     return report

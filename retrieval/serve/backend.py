@@ -41,10 +41,6 @@ class DeltaRows:
     captions: tuple[str, ...]
     indices: dict[str, faiss.Index]
 
-    @classmethod
-    def empty(cls, modalities: tuple[str, ...], dim: int) -> DeltaRows:
-        return cls((), (), {m: faiss.IndexFlatIP(dim) for m in modalities})
-
     def extended(self, items: AddedItems) -> DeltaRows:
         """A new delta with `items` appended; this one stays untouched for the queries using it."""
         indices = {}
@@ -69,7 +65,7 @@ class IndexBackend:
         self.embed_dim = first.dim
         self.base_count = len(first)
         self.metric = info.get("metric", "ip")
-        self.delta = delta or DeltaRows.empty(self.modalities, self.embed_dim)
+        self.delta = delta or DeltaRows((), (), {m: faiss.IndexFlatIP(self.embed_dim) for m in self.modalities})
         self._delta_keys = frozenset(self.delta.keys)
         self.text_cache = text_cache if text_cache is not None else TextEmbeddingCache(0)
         self.precision = precision  # of the query encoders: bf16 autocast where chosen, as `clipline embed` runs

@@ -12,15 +12,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
+from retrieval.embedding_store import Modality
 from retrieval.errors import RetrievalError
-
-Modality = Literal["image", "text"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,10 +91,6 @@ class ServedIndex:
     @property
     def backend(self) -> SearchBackend:
         return self._snapshot.backend
-
-    @property
-    def generation(self) -> int:
-        return self._snapshot.generation
 
     def add(self, items: AddedItems, max_added_rows: int | None = None) -> Snapshot:
         """Build the extended snapshot off to the side, then swap it in; returns the new snapshot.

@@ -153,7 +153,7 @@ def test_concurrent_writers_do_not_lose_items(shard: Path) -> None:
 
     with ThreadPoolExecutor(4) as writers:
         list(writers.map(add, range(4)))  # list: a writer's exception is raised here
-    assert len(served.backend) == 12 + 20 and served.generation == 20
+    assert len(served.backend) == 12 + 20 and served.snapshot().generation == 20
 
 
 def test_batcher_under_load_waits_for_the_rest_of_the_last_batch(shard: Path) -> None:
