@@ -112,8 +112,6 @@ def set_towers_trainable(model: nn.Module, mode: TowerMode, blocks: int = 2) -> 
     Returns the number of trainable tower parameters. `logit_scale` stays frozen:
     classification heads do not use it.
     """
-    if blocks < 0:
-        raise FinetuneError(f"unfrozen blocks must be >= 0, got {blocks}")
     for p in model.parameters():
         p.requires_grad = mode == "full"
     for name in ("logit_scale", "logit_bias"):
@@ -128,8 +126,7 @@ def set_towers_trainable(model: nn.Module, mode: TowerMode, blocks: int = 2) -> 
             *(text_blocks[-blocks:] if blocks else []), *text_tail, _text_projection(model),
         ]
         for item in chosen:
-            params = [item] if isinstance(item, nn.Parameter) else ([] if item is None else item.parameters())
-            for p in params:
-                p.requires_grad = True
+            if item is not None:  # a tower without a projection
+                item.requires_grad_(True)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
