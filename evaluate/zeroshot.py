@@ -27,8 +27,6 @@ from pretrain.precision import precision_context, resolve_precision
 if TYPE_CHECKING:
     from pretrain.encoder import Encoder
 
-__all__ = ["ImageClassifier", "ZeroShotClassifier", "ZeroShotEvaluator", "ZeroShotResult", "encode_labelled_images"]
-
 
 class ImageClassifier(Protocol):
     """A trained classifier that stands in for the prompts: a few-shot adapter (`finetune.methods.adapter_io`).
