@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -28,15 +28,8 @@ from data_tools.atomic_write import atomic_path
 from finetune.errors import FinetuneError
 
 if TYPE_CHECKING:
+    from evaluate.shard_encoding import ImageEncoder
     from pretrain.encoder import Encoder
-
-
-class ImageEncoder(Protocol):
-    """What feature encoding needs: `Encoder`, or a fine-tuned tower with the same preprocessing."""
-
-    preprocess: Callable[[Any], Tensor]
-
-    def encode_image(self, images: Tensor) -> Tensor: ...
 
 
 CACHE_VERSION = 3
