@@ -39,9 +39,7 @@ def read_class_file(path: str | Path) -> tuple[list[str], list[str]]:
     text = path.read_text(encoding="utf-8")
     origin = f"class file {path}"
     if path.suffix.lower() != ".json" and not text.lstrip().startswith(("[", "{")):
-        lines = text.splitlines()
-        while lines and not lines[-1].strip():  # a trailing newline is not an empty class
-            lines.pop()
+        lines = text.rstrip().splitlines()  # trailing blank lines are not empty classes
         names = validate_class_names([n.strip() for n in lines], origin=origin)
         return names, names
     try:
@@ -61,9 +59,8 @@ def read_class_file(path: str | Path) -> tuple[list[str], list[str]]:
 def validate_class_names(names: Sequence[str], *, origin: str) -> list[str]:
     if not names:
         raise EvaluateError(f"{origin} lists no classes; zero-shot needs at least two class names")
-    for i, name in enumerate(names):
-        if not name:
-            raise EvaluateError(f"{origin} has an empty class name at entry {i + 1}; remove the blank entry")
+    if "" in names:
+        raise EvaluateError(f"{origin} has an empty class name at entry {names.index('') + 1}; remove the blank entry")
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in seen:

@@ -30,6 +30,7 @@ Maps are (gh, gw) grids; `upsample` brings them to pixels for the overlay.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -262,21 +263,14 @@ def pick_samples(encoder: Encoder, data: str, count: int, spread: bool = True) -
     try:
         loader = make_loader(data, LoaderConfig(batch_size=64, num_workers=0), image_transform=encoder.preprocess)
         step = max(1, (loader.num_samples or count) // count) if spread else 1
-        picked: dict[str, list] = {"image": [], "caption": [], "key": []}
-        seen = 0
-        for batch in loader:
-            for i in range(len(batch["key"])):
-                if (seen + i) % step == 0 and len(picked["key"]) < count:
-                    for name in picked:
-                        picked[name].append(batch[name][i])
-            seen += len(batch["key"])
-            if len(picked["key"]) == count:
-                break
+        samples = (sample for batch in loader for sample in zip(batch["image"], batch["caption"], batch["key"]))
+        picked = list(itertools.islice(samples, 0, step * count, step))  # every `step`-th sample, `count` at most
     except DataError as exc:
         raise EvaluateError(str(exc)) from exc
-    if not picked["key"]:
+    if not picked:
         raise EvaluateError(f"no readable sample in {data}")
-    return {**picked, "image": torch.stack(picked["image"])}
+    images, captions, keys = zip(*picked)
+    return {"image": torch.stack(images), "caption": list(captions), "key": list(keys)}
 
 
 def render_heatmaps(encoder: Encoder, data: str, out: Path, *, text: str | None = None, count: int = 8,

@@ -20,10 +20,10 @@ and get the same speed-ups:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from tqdm import tqdm
@@ -34,6 +34,14 @@ from data_tools.thread_prefetch import prefetch_in_thread
 from evaluate.errors import EvaluateError
 from pretrain.cpu_memory import keep_freed_memory
 from pretrain.precision import encoder_device, precision_context
+
+
+class ImageEncoder(Protocol):
+    """What image encoding needs: `Encoder`, an adapter, or a fine-tuned tower with the same preprocessing."""
+
+    preprocess: Callable[[Any], torch.Tensor]
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,7 +72,7 @@ class ShardImageFeatures:
     reason) is complete once the iteration has finished.
     """
 
-    def __init__(self, encoder: Any, data: str | Path, encoding: EncodingConfig = EncodingConfig(), *,
+    def __init__(self, encoder: ImageEncoder, data: str | Path, encoding: EncodingConfig = EncodingConfig(), *,
                  progress: bool = False, desc: str = "encoding images") -> None:
         self.encoder, self.max_samples, self.precision = encoder, encoding.max_samples, encoding.precision
         self.progress, self.desc = progress, desc

@@ -8,7 +8,7 @@ embeddings: logits = image_features @ weights.T.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,17 +20,15 @@ from data_tools.loader_workers import auto_loader_workers
 from evaluate.class_names import cls_class_names, dataset_class_names, label_field_names, label_indices, sample_label
 from evaluate.errors import EvaluateError
 from evaluate.metrics import classification_report
-from evaluate.shard_encoding import EncodingConfig, ShardImageFeatures
+from evaluate.shard_encoding import EncodingConfig, ImageEncoder, ShardImageFeatures
 from evaluate.templates import fill_template, load_templates, templates_for_source
 from pretrain.precision import precision_context, resolve_precision
 
 if TYPE_CHECKING:
     from pretrain.encoder import Encoder
 
-__all__ = ["ImageClassifier", "ZeroShotClassifier", "ZeroShotEvaluator", "ZeroShotResult", "encode_labelled_images"]
 
-
-class ImageClassifier(Protocol):
+class ImageClassifier(ImageEncoder, Protocol):
     """A trained classifier that stands in for the prompts: a few-shot adapter (`finetune.methods.adapter_io`).
 
     It encodes images itself (its own image tower, or the encoder's) and scores
@@ -39,9 +37,6 @@ class ImageClassifier(Protocol):
 
     classnames: list[str]
     config: dict[str, Any]
-    preprocess: Callable[[Any], torch.Tensor]
-
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor: ...
 
     def logits(self, image_features: torch.Tensor) -> torch.Tensor: ...
 

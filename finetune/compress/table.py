@@ -26,7 +26,7 @@ from data_tools.loader import LoaderConfig, make_loader
 from evaluate.retrieval_recall import RetrievalEvaluator
 from evaluate.shard_encoding import EncodingConfig
 from evaluate.zeroshot import ZeroShotEvaluator
-from finetune.compress.variants import (RecoveryConfig, as_encoder, images_per_second, magnitude_prune,
+from finetune.compress.variants import (as_encoder, images_per_second, magnitude_prune,
                                         nonzero_parameters, quantize_int8, recover_pruned, serialized_bytes, sparsity,
                                         to_bf16)
 from finetune.errors import FinetuneError
@@ -115,7 +115,7 @@ def _pruned(base: Encoder, train_data: str | None, out: Path, config: CompressCo
     if config.recovery_steps and train_data:
         started = time.perf_counter()
         losses = recover_pruned(student, base.model, masks, _recovery_batches(base, train_data, config),
-                                RecoveryConfig(steps=config.recovery_steps, lr=config.recovery_lr), log=log)
+                                steps=config.recovery_steps, lr=config.recovery_lr, log=log)
         info |= {"recovery_steps": len(losses), "recovery_seconds": time.perf_counter() - started,
                  "recovery_loss_first_last": [losses[0], losses[-1]], "sparsity_after_recovery": sparsity(student)}
     checkpoint_io.save_checkpoint(out / "pruned", step=config.recovery_steps, state_dict=student.state_dict(),

@@ -23,7 +23,6 @@ import io
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -174,29 +173,20 @@ def images_per_second(encoder: Encoder, images: Tensor, batch_size: int = 64, re
     return len(images) / best
 
 
-@dataclass(kw_only=True)
-class RecoveryConfig:
-    """The short fine-tune that lets a pruned model recover."""
-
-    steps: int = 100
-    """Optimizer steps (0 skips recovery)."""
-    lr: float = 2e-5
-    """AdamW learning rate."""
-    distill_weight: float = 1.0
-    """Weight of distillation from the dense model (similarity KL + feature cosine) next to the contrastive loss."""
-
-
 def recover_pruned(student: nn.Module, teacher: nn.Module, masks: dict[str, Tensor],
-                   batches: Callable[[], Iterator[dict]], config: RecoveryConfig,
+                   batches: Callable[[], Iterator[dict]], *, steps: int = 100, lr: float = 2e-5,
                    log: Callable[[str], None] = print) -> list[float]:
-    """Fine-tune `student` in place on image-text batches, pruned entries held at zero; returns losses."""
+    """Fine-tune `student` in place on image-text batches, pruned entries held at zero; returns losses.
+
+    `steps` AdamW steps at learning rate `lr` (0 skips recovery); the loss is the contrastive
+    loss plus distillation from the dense `teacher` (similarity KL + feature cosine).
+    """
     teacher.eval()
     student.train()
-    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=0.0)
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     losses: list[float] = []
     stream = batches()
-    while len(losses) < config.steps:
+    while len(losses) < steps:
         batch = next(stream, None)
         if batch is None:  # end of the shards: start another pass
             stream = batches()
@@ -208,16 +198,14 @@ def recover_pruned(student: nn.Module, teacher: nn.Module, masks: dict[str, Tens
         s_image = F.normalize(student.encode_image(images), dim=-1)
         s_text = F.normalize(student.encode_text(text), dim=-1)
         scale = student.logit_scale.exp()
-        loss = clip_loss(s_image, s_text, scale)
-        if config.distill_weight:
-            loss = loss + config.distill_weight * distill_loss(
-                s_image, s_text, t_image, t_text, scale, teacher.logit_scale.exp())["loss"]
+        distill = distill_loss(s_image, s_text, t_image, t_text, scale, teacher.logit_scale.exp())["loss"]
+        loss = clip_loss(s_image, s_text, scale) + distill
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         apply_masks(student, masks)
         losses.append(loss.item())
-        if len(losses) % 25 == 0 or len(losses) == config.steps:
-            log(f"recovery step {len(losses)}/{config.steps} loss {sum(losses[-25:]) / len(losses[-25:]):.4f}")
+        if len(losses) % 25 == 0 or len(losses) == steps:
+            log(f"recovery step {len(losses)}/{steps} loss {sum(losses[-25:]) / len(losses[-25:]):.4f}")
     student.eval()
     return losses

@@ -22,9 +22,9 @@ class FeatureCache:
     """Encoded inputs (N, ...) and targets (N, T) of a whole split, on CPU."""
 
     def __init__(self, encoded: dict[str, Tensor], targets: Tensor, captions: list[str], keys: list[str],
-                 split_ids: list[str] | None = None) -> None:
+                 split_ids: list[str]) -> None:
         self.encoded, self.targets, self.captions, self.keys = encoded, targets, captions, keys
-        self.split_ids = split_ids if split_ids is not None else keys
+        self.split_ids = split_ids
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -32,7 +32,7 @@ class FeatureCache:
     @classmethod
     @torch.no_grad()
     def build(cls, model: FusionClassifier, batches: Iterable[dict]) -> FeatureCache:
-        """Run the towers over `batches` (dicts with image, text, targets) in eval mode."""
+        """Run the towers over `batches` (`LabelledBatches` dicts) in eval mode."""
         was_training = model.towers.training
         model.towers.eval()
         parts: dict[str, list[Tensor]] = {}
@@ -44,7 +44,7 @@ class FeatureCache:
             targets.append(batch["targets"])
             captions += batch["caption"]
             keys += batch["key"]
-            split_ids += batch.get("split_id", batch["key"])
+            split_ids += batch["split_id"]
         model.towers.train(was_training)
         encoded = {name: _cat_padded(values) for name, values in parts.items()}
         if "text_mask" in encoded:  # drop the all-padding tail of the context: most of its length

@@ -60,12 +60,9 @@ def build_report(results: dict[str, dict[str, Any]], weighting: TaskLossWeightin
     return report
 
 
-def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
+def write_plots(report: dict[str, Any], out: Path) -> None:
     """Confusion matrix and per-class recall PNG per task (both modalities present)."""
-    paths = []
     for task, result in report["tasks"].items():
         title = f"fusion {report['fusion']}: {task}"
-        paths.append(confusion_matrix_png(result["confusion"], result["classes"], out / f"confusion_{task}.png",
-                                          title=title))
-        paths.append(per_class_recall_png(result, out / f"per_class_recall_{task}.png", title=title))
-    return paths
+        confusion_matrix_png(result["confusion"], result["classes"], out / f"confusion_{task}.png", title=title)
+        per_class_recall_png(result, out / f"per_class_recall_{task}.png", title=title)

@@ -90,20 +90,15 @@ def tower_widths(model: nn.Module) -> dict[str, int]:
     return {"image": visual.transformer.width, "text": text_width, "embed": visual.output_dim}
 
 
-def _text_blocks(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
-    """(ordered transformer blocks, modules after the blocks) of the text tower."""
+def _text_blocks(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module | nn.Parameter | None]]:
+    """(ordered transformer blocks, what follows them: final norm and projection) of the text tower."""
     tower = getattr(model, "text", None)
     if isinstance(tower, HFTextEncoder):
         encoder = getattr(tower.transformer, "encoder", tower.transformer)
         return list(encoder.layer), [tower.proj]
     if isinstance(tower, TextTransformer):
-        return list(tower.transformer.resblocks), [tower.ln_final]
-    return list(model.transformer.resblocks), [model.ln_final]
-
-
-def _text_projection(model: nn.Module) -> nn.Parameter | nn.Module | None:
-    tower = getattr(model, "text", None)
-    return getattr(tower if tower is not None else model, "text_projection", None)
+        return list(tower.transformer.resblocks), [tower.ln_final, tower.text_projection]
+    return list(model.transformer.resblocks), [model.ln_final, model.text_projection]
 
 
 def set_towers_trainable(model: nn.Module, mode: TowerMode, blocks: int = 2) -> int:
@@ -112,8 +107,6 @@ def set_towers_trainable(model: nn.Module, mode: TowerMode, blocks: int = 2) -> 
     Returns the number of trainable tower parameters. `logit_scale` stays frozen:
     classification heads do not use it.
     """
-    if blocks < 0:
-        raise FinetuneError(f"unfrozen blocks must be >= 0, got {blocks}")
     for p in model.parameters():
         p.requires_grad = mode == "full"
     for name in ("logit_scale", "logit_bias"):
@@ -125,11 +118,10 @@ def set_towers_trainable(model: nn.Module, mode: TowerMode, blocks: int = 2) -> 
         chosen: list[nn.Module | nn.Parameter | None] = [
             *(visual.transformer.resblocks[-blocks:] if blocks else []),
             visual.ln_post, visual.proj,
-            *(text_blocks[-blocks:] if blocks else []), *text_tail, _text_projection(model),
+            *(text_blocks[-blocks:] if blocks else []), *text_tail,
         ]
         for item in chosen:
-            params = [item] if isinstance(item, nn.Parameter) else ([] if item is None else item.parameters())
-            for p in params:
-                p.requires_grad = True
+            if item is not None:  # a tower without a projection
+                item.requires_grad_(True)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -28,15 +28,8 @@ from data_tools.atomic_write import atomic_path
 from finetune.errors import FinetuneError
 
 if TYPE_CHECKING:
+    from evaluate.shard_encoding import ImageEncoder
     from pretrain.encoder import Encoder
-
-
-class ImageEncoder(Protocol):
-    """What feature encoding needs: `Encoder`, or a fine-tuned tower with the same preprocessing."""
-
-    preprocess: Callable[[Any], Tensor]
-
-    def encode_image(self, images: Tensor) -> Tensor: ...
 
 
 CACHE_VERSION = 3
@@ -83,21 +76,20 @@ def cache_key(checkpoint_id: str, data_dir: str | Path) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def cached_features(encoder: Encoder, data_dir: str | Path, *, cache_dir: str | Path | None = None,
-                    batch_size: int = 256) -> FeatureSet:
+def cached_features(encoder: Encoder, data_dir: str | Path, *, cache_dir: str | Path | None = None) -> FeatureSet:
     """The encoder's features of `data_dir`, from the cache or encoded (and cached) now."""
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     path = cache / f"{cache_key(encoder.checkpoint_id, data_dir)}.pt"
     if path.exists():
         return FeatureSet(**torch.load(path, weights_only=True))
-    features = encode_shards(encoder, data_dir, batch_size=batch_size)
+    features = encode_shards(encoder, data_dir)
     with atomic_path(path) as tmp:
         torch.save(vars(features), tmp)
     return features
 
 
-def encode_shards(encoder: ImageEncoder, data_dir: str | Path, *, batch_size: int = 256) -> FeatureSet:
-    """Encode every image in `data_dir` with `encoder.encode_image` (fp32, normalised).
+def encode_shards(encoder: ImageEncoder, data_dir: str | Path) -> FeatureSet:
+    """Encode every image in `data_dir` with `encoder.encode_image` (fp32, normalised), 256 per batch.
 
     The shared shard-encoding loop (evaluate.shard_encoding): loader workers
     chosen for the machine, decoding overlapped with the model.
@@ -111,7 +103,7 @@ def encode_shards(encoder: ImageEncoder, data_dir: str | Path, *, batch_size: in
     metas: list[dict[str, Any]] = []
     cls: list[int] = []
     start = last = time.monotonic()
-    for features, batch in ShardImageFeatures(encoder, data_dir, EncodingConfig(batch_size=batch_size)):
+    for features, batch in ShardImageFeatures(encoder, data_dir, EncodingConfig(batch_size=256)):
         blocks.append(features)
         keys += list(batch["key"])
         metas += [label_parts(m) for m in batch["meta"]]

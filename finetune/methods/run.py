@@ -20,8 +20,9 @@ METRICS = ("top1", "mean_per_class_recall", "macro_f1")  # the eval figures a cu
 
 
 @dataclass(kw_only=True)
-class FewShotDataConfig:
-    """Where the model and the labelled data come from."""
+class AdaptConfig:
+    """Where the model and the labelled data come from, and the class-imbalance remedies: what a single run and a
+    sweep share."""
 
     paths: TrainEvalPathsConfig
     """The checkpoint and the train / eval shards (flags without prefix)."""
@@ -34,12 +35,6 @@ class FewShotDataConfig:
     """Feature cache directory (default $CLIPLINE_FEATURE_CACHE or ~/.cache/clipline/features)."""
     val_shots: int = 4
     """Validation samples per class for k-shot runs: min(k, val_shots), drawn apart from the shots."""
-
-
-@dataclass(kw_only=True)
-class AdaptConfig(FewShotDataConfig):
-    """Data plus the class-imbalance remedies, shared by a single run and a sweep."""
-
     imbalance: ImbalanceConfig = field(default_factory=ImbalanceConfig)
     """Class-imbalance remedies (their flags have no prefix: --class-weight, --balanced-sampling, --focal-gamma)."""
 
@@ -56,7 +51,7 @@ class FinetuneConfig(AdaptConfig):
     """Seed of the k-shot draw (and of the method's own randomness)."""
 
 
-def prepare_from(options: FewShotDataConfig) -> Prepared:
+def prepare_from(options: AdaptConfig) -> Prepared:
     """Load the checkpoint's encoder, then features and zero-shot head for the options' data."""
     from pretrain.encoder import Encoder
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from finetune.compress.table import CompressConfig, compression_table, load_int8_encoder
 from finetune.compress.variants import (apply_masks, as_encoder, magnitude_prune, prunable_weights, quantize_int8,
-                                        recover_pruned, RecoveryConfig, serialized_bytes, sparsity, to_bf16)
+                                        recover_pruned, serialized_bytes, sparsity, to_bf16)
 from finetune.errors import FinetuneError
 from pretrain import checkpoint
 from pretrain.encoder import Encoder
@@ -80,7 +80,7 @@ def test_recovery_keeps_the_sparsity_while_the_weights_move() -> None:
             yield {"image": torch.randn(4, 3, 64, 64, generator=generator),
                    "text": torch.randint(1, 400, (4, 16), generator=generator)}
 
-    losses = recover_pruned(student, teacher, masks, batches, RecoveryConfig(steps=3, lr=1e-3), log=lambda _: None)
+    losses = recover_pruned(student, teacher, masks, batches, steps=3, lr=1e-3, log=lambda _: None)
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     assert sparsity(student) == pytest.approx(0.5, abs=1e-6)
     moved = [n for n, w in prunable_weights(student).items() if not torch.equal(w, pruned_copy[n])]
