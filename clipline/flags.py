@@ -8,9 +8,7 @@ is itself a dataclass is a group: its fields become `--group.field`
 (a command's own fields next to a library config, where no name repeats).
 Booleans are `--flag / --no-flag`. Fields without a default are required.
 
-    parser = ConfigParser("clipline finetune fusion")
-    parser.add_config(FusionRunConfig, flat=("fusion",))
-    config = parser.parse_config(FusionRunConfig, argv)
+    config = parse_config(FusionRunConfig, argv, prog="clipline finetune fusion", flat=("head",))
 
 The parsed namespace holds every value under its field path, so
 `config_from_args` builds the same nested dataclasses back: each value is
@@ -78,12 +76,13 @@ def config_fields(cls: type, *, flat: Collection[str] = (), skip: Collection[str
 
 def add_config_flags(parser: ArgumentParser, cls: type, *, flat: Collection[str] = (),
                      positional: Collection[str] = (), skip: Collection[str] = (), prefix: str = "",
-                     short: Mapping[str, str] | None = None) -> None:
-    """One flag per leaf field of `cls` on `parser`.
+                     short: Mapping[str, str] | None = None) -> list[ConfigField]:
+    """One flag per leaf field of `cls` on `parser`; returns the fields.
 
     `positional` names top-level fields taken by position; `short` gives a field path a short alias (`-k`).
     """
-    for item in config_fields(cls, flat=flat, skip=skip, prefix=prefix):
+    fields = config_fields(cls, flat=flat, skip=skip, prefix=prefix)
+    for item in fields:
         kwargs: dict[str, Any] = {"help": " ".join(item.doc.split())}  # jsonargparse formats help without %
         required = item.default is dataclasses.MISSING
         if item.path in positional:
@@ -98,6 +97,7 @@ def add_config_flags(parser: ArgumentParser, cls: type, *, flat: Collection[str]
         kwargs.update({"required": True} if required else {"default": item.default})
         parser.add_argument(*([short[item.path]] if short and item.path in short else []), item.flag,
                             dest=item.path, **kwargs)
+    return fields
 
 
 def config_from_args(cls: type[T], args: Namespace, *, skip: Collection[str] = (),
@@ -132,8 +132,7 @@ class ConfigParser(ArgumentParser):
     def add_config(self, cls: type, *, flat: Collection[str] = (), positional: Collection[str] = (),
                    skip: Collection[str] = (), prefix: str = "", short: Mapping[str, str] | None = None) -> None:
         """The flags of `cls` (see add_config_flags)."""
-        add_config_flags(self, cls, flat=flat, positional=positional, skip=skip, prefix=prefix, short=short)
-        fields = config_fields(cls, flat=flat, skip=skip, prefix=prefix)
+        fields = add_config_flags(self, cls, flat=flat, positional=positional, skip=skip, prefix=prefix, short=short)
         self.flag_names |= {f.path: f.flag for f in fields if f.path not in positional}
         note_spellings(self.flag_names)
 
@@ -145,10 +144,6 @@ class ConfigParser(ArgumentParser):
         except argparse.ArgumentError as err:
             raise argparse.ArgumentError(None, self._flag_spelling(" ".join(str(err).split()))) from err
 
-    def parse_config(self, cls: type[T], argv: list[str] | None) -> T:
-        """`argv` parsed into `cls` (one config added without prefix)."""
-        return config_from_args(cls, self.parse(argv))
-
     def _flag_spelling(self, message: str) -> str:
         message = re.sub(r'Parser key "([^"]+)"', lambda m: self.flag_names.get(m.group(1), m.group(1)), message)
         required = re.search(r"the following arguments are required: (.*)", message)
@@ -159,12 +154,13 @@ class ConfigParser(ArgumentParser):
 
 
 def parse_config(cls: type[T], argv: list[str] | None, *, prog: str, description: str | None = None,
-                 flat: Collection[str] = (), positional: Collection[str] = ()) -> T:
+                 flat: Collection[str] = (), positional: Collection[str] = (),
+                 short: Mapping[str, str] | None = None) -> T:
     """Parse `argv` (None: sys.argv[1:]) into `cls` with a parser of its own flags only (raises
     argparse.ArgumentError)."""
     parser = ConfigParser(prog, description or cls.__doc__)
-    parser.add_config(cls, flat=flat, positional=positional)
-    return parser.parse_config(cls, argv)
+    parser.add_config(cls, flat=flat, positional=positional, short=short)
+    return config_from_args(cls, parser.parse(argv))
 
 
 def parse_script_config(cls: type[T], argv: list[str] | None, *, prog: str, description: str | None = None,

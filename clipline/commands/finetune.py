@@ -14,7 +14,7 @@ import importlib
 import sys
 
 from clipline.commands.errors import fail, reported_errors
-from clipline.flags import ConfigParser, config_from_args
+from clipline.flags import ConfigParser, config_from_args, parse_config
 
 USAGE = """usage: clipline finetune METHOD --checkpoint RUN --train-data DIR --eval-data DIR --out RUN2 [options]
        clipline finetune sweep --checkpoint RUN --train-data DIR --eval-data DIR --out DIR [--methods ...]
@@ -71,9 +71,7 @@ def run_method(method: str, argv: list[str]) -> None:
 def run_sweep(argv: list[str]) -> None:
     from finetune.methods.sweep import SweepConfig, run_sweep as sweep
 
-    parser = ConfigParser("clipline finetune sweep", SweepConfig.__doc__)
-    parser.add_config(SweepConfig, flat=("paths", "imbalance"))
-    config = parser.parse_config(SweepConfig, argv)
+    config = parse_config(SweepConfig, argv, prog="clipline finetune sweep", flat=("paths", "imbalance"))
     payload = sweep(config)
     print(f"zero-shot top1 {payload['zeroshot']['top1']:.4f}")
     for row in payload["summary"]:

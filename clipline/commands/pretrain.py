@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from jsonargparse import DefaultHelpFormatter
 
 from clipline.commands.errors import reported_errors
-from clipline.flags import ConfigParser, config_fields, note_spellings
+from clipline.flags import ConfigParser, config_fields, config_from_args, note_spellings
 from data_tools.output_paths import check_output_dir
 from pretrain.config import TrainConfig, apply_overrides
 from pretrain.named_configs import DEFAULT_CONFIG, named_config
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         build_parser().print_help()
         return
     with reported_errors("pretrain"):
-        config = resolve_config(build_parser().parse_config(PretrainCommandConfig, argv))
+        config = resolve_config(config_from_args(PretrainCommandConfig, build_parser().parse(argv)))
         check_output_dir(config.run_dir, create=False)  # a file at --out fails before the model is built
         from evaluate.in_loop import evaluators_for  # the command wires the layer above pretrain
         from pretrain.train import train
