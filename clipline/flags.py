@@ -74,35 +74,8 @@ def config_fields(cls: type, *, flat: Collection[str] = (), skip: Collection[str
     return fields
 
 
-def add_config_flags(parser: ArgumentParser, cls: type, *, flat: Collection[str] = (),
-                     positional: Collection[str] = (), skip: Collection[str] = (), prefix: str = "",
-                     short: Mapping[str, str] | None = None) -> list[ConfigField]:
-    """One flag per leaf field of `cls` on `parser`; returns the fields.
-
-    `positional` names top-level fields taken by position; `short` gives a field path a short alias (`-k`).
-    """
-    fields = config_fields(cls, flat=flat, skip=skip, prefix=prefix)
-    for item in fields:
-        kwargs: dict[str, Any] = {"help": " ".join(item.doc.split())}  # jsonargparse formats help without %
-        required = item.default is dataclasses.MISSING
-        if item.path in positional:
-            many = typing.get_origin(item.type) is list
-            if many and not required:
-                kwargs.update(nargs="*", default=item.default)
-            elif many:
-                kwargs.update(nargs="+")
-            parser.add_argument(item.path, type=typing.get_args(item.type)[0] if many else item.type, **kwargs)
-            continue
-        kwargs.update({"action": argparse.BooleanOptionalAction} if item.type is bool else {"type": item.type})
-        kwargs.update({"required": True} if required else {"default": item.default})
-        parser.add_argument(*([short[item.path]] if short and item.path in short else []), item.flag,
-                            dest=item.path, **kwargs)
-    return fields
-
-
-def config_from_args(cls: type[T], args: Namespace, *, skip: Collection[str] = (),
-                     given: Mapping[str, Any] | None = None, prefix: str = "") -> T:
-    """Build `cls` (and its groups) from the values `add_config_flags` parsed.
+def config_from_args(cls: type[T], args: Namespace, *, given: Mapping[str, Any] | None = None, prefix: str = "") -> T:
+    """Build `cls` (and its groups) from the values `ConfigParser.add_config` parsed.
 
     `given` maps field paths to values set by the caller instead (e.g. a skipped field).
     """
@@ -113,10 +86,8 @@ def config_from_args(cls: type[T], args: Namespace, *, skip: Collection[str] = (
         path = f"{prefix}.{field.name}" if prefix else field.name
         if path in given:
             values[field.name] = given[path]
-        elif path in skip:
-            continue
         elif dataclasses.is_dataclass(hints[field.name]):
-            values[field.name] = config_from_args(hints[field.name], args, skip=skip, given=given, prefix=path)
+            values[field.name] = config_from_args(hints[field.name], args, given=given, prefix=path)
         else:
             values[field.name] = args[path]
     return cls(**values)
@@ -131,9 +102,26 @@ class ConfigParser(ArgumentParser):
 
     def add_config(self, cls: type, *, flat: Collection[str] = (), positional: Collection[str] = (),
                    skip: Collection[str] = (), prefix: str = "", short: Mapping[str, str] | None = None) -> None:
-        """The flags of `cls` (see add_config_flags)."""
-        fields = add_config_flags(self, cls, flat=flat, positional=positional, skip=skip, prefix=prefix, short=short)
-        self.flag_names |= {f.path: f.flag for f in fields if f.path not in positional}
+        """One flag per leaf field of `cls`.
+
+        `positional` names top-level fields taken by position; `short` gives a field path a short alias (`-k`).
+        """
+        for item in config_fields(cls, flat=flat, skip=skip, prefix=prefix):
+            kwargs: dict[str, Any] = {"help": " ".join(item.doc.split())}  # jsonargparse formats help without %
+            required = item.default is dataclasses.MISSING
+            if item.path in positional:
+                many = typing.get_origin(item.type) is list
+                if many and not required:
+                    kwargs.update(nargs="*", default=item.default)
+                elif many:
+                    kwargs.update(nargs="+")
+                self.add_argument(item.path, type=typing.get_args(item.type)[0] if many else item.type, **kwargs)
+                continue
+            kwargs.update({"action": argparse.BooleanOptionalAction} if item.type is bool else {"type": item.type})
+            kwargs.update({"required": True} if required else {"default": item.default})
+            self.add_argument(*([short[item.path]] if short and item.path in short else []), item.flag,
+                              dest=item.path, **kwargs)
+            self.flag_names[item.path] = item.flag
         note_spellings(self.flag_names)
 
     def parse(self, argv: list[str] | None) -> Namespace:
