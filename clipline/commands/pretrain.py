@@ -61,7 +61,9 @@ def build_parser() -> ConfigParser:
     parser = ConfigParser("clipline pretrain", PretrainCommandConfig.__doc__, epilog=config_keys_help(),
                           formatter_class=HelpFormatter)
     parser.add_config(PretrainCommandConfig, positional=("overrides",))
-    note_key_spellings(parser)
+    # error lines name a TrainConfig field as the user sets it: the flag above, else its `key=value` key
+    keys = {f.path: f.path for f in config_fields(TrainConfig)}
+    note_spellings(keys | {path: parser.flag_names[name] for path, name in FLAG_FIELDS.items()})
     return parser
 
 
@@ -80,12 +82,6 @@ def resolve_config(command: PretrainCommandConfig) -> TrainConfig:
     data = {path.removeprefix("data."): v for path, v in given.items() if path.startswith("data.")}
     run = {path: v for path, v in given.items() if not path.startswith("data.")}
     return dataclasses.replace(config, data=dataclasses.replace(config.data, **data), **run)
-
-
-def note_key_spellings(parser: ConfigParser) -> None:
-    """Error lines name a TrainConfig field as the user sets it: the flag above, else its `key=value` key."""
-    keys = {f.path: f.path for f in config_fields(TrainConfig)}
-    note_spellings(keys | {path: parser.flag_names[name] for path, name in FLAG_FIELDS.items()})
 
 
 def parse_weights(text: str) -> tuple[float, ...]:
