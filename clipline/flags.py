@@ -234,11 +234,9 @@ def _default(field: dataclasses.Field, parent_defaults: Any) -> Any:
     """A field's default: the parent default instance's value (a group's factory may change it), else its own."""
     if parent_defaults is not None:
         return getattr(parent_defaults, field.name)
-    if field.default is not dataclasses.MISSING:
-        return field.default
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
-    return dataclasses.MISSING
+    return field.default  # dataclasses.MISSING when the field has none
 
 
 def _dashed(name: str) -> str:
