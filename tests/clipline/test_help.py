@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from clipline import cli
-from clipline.commands import data
 from finetune.methods.experiment import METHODS
 from tests.clipline.running import run_clipline
 
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = [
-    [], *[[word] for word in cli.COMMANDS], *[["data", word] for word in data.COMMANDS],
-    *[["finetune", method] for method in METHODS], ["finetune", "sweep"], ["finetune", "fusion"],
-    ["finetune", "zeroshot"], ["index", "build"], ["eval", "retrieval"],
+    [], ["data"], ["data", "build"], ["data", "inspect"], ["data", "validate"], ["pretrain"], ["zeroshot"],
+    ["finetune"], *[["finetune", method] for method in METHODS], ["finetune", "sweep"], ["finetune", "fusion"],
+    ["finetune", "zeroshot"], ["explain"], ["compress"], ["embed"], ["index"], ["index", "build"], ["search"],
+    ["serve"], ["eval"], ["eval", "retrieval"],
 ]
 
 
