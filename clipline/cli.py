@@ -12,11 +12,8 @@ import sys
 from clipline import __version__
 from clipline.commands.errors import fail
 
-# command word -> module with a `main(argv)` function (imported on use: each loads its own libraries)
-COMMANDS: dict[str, str] = {
-    word: f"clipline.commands.{word}"
-    for word in "data pretrain zeroshot finetune explain compress embed index search serve eval".split()
-}
+# command words: clipline.commands.WORD has its `main(argv)` (imported on use: each loads its own libraries)
+COMMANDS: list[str] = "data pretrain zeroshot finetune explain compress embed index search serve eval".split()
 
 USAGE = """usage: clipline COMMAND [ARGS ...]
 
@@ -47,4 +44,4 @@ def main(argv: list[str] | None = None) -> None:
     word = argv[0]
     if word not in COMMANDS:
         fail(f"unknown command {word!r}; choose one of {', '.join(COMMANDS)} (see `clipline --help`)")
-    importlib.import_module(COMMANDS[word]).main(argv[1:])
+    importlib.import_module(f"clipline.commands.{word}").main(argv[1:])

@@ -8,9 +8,7 @@ is itself a dataclass is a group: its fields become `--group.field`
 (a command's own fields next to a library config, where no name repeats).
 Booleans are `--flag / --no-flag`. Fields without a default are required.
 
-    parser = ConfigParser("clipline finetune fusion")
-    parser.add_config(FusionRunConfig, flat=("fusion",))
-    config = parser.parse_config(FusionRunConfig, argv)
+    config = parse_config(FusionRunConfig, argv, prog="clipline finetune fusion", flat=("head",))
 
 The parsed namespace holds every value under its field path, so
 `config_from_args` builds the same nested dataclasses back: each value is
@@ -76,33 +74,8 @@ def config_fields(cls: type, *, flat: Collection[str] = (), skip: Collection[str
     return fields
 
 
-def add_config_flags(parser: ArgumentParser, cls: type, *, flat: Collection[str] = (),
-                     positional: Collection[str] = (), skip: Collection[str] = (), prefix: str = "",
-                     short: Mapping[str, str] | None = None) -> None:
-    """One flag per leaf field of `cls` on `parser`.
-
-    `positional` names top-level fields taken by position; `short` gives a field path a short alias (`-k`).
-    """
-    for item in config_fields(cls, flat=flat, skip=skip, prefix=prefix):
-        kwargs: dict[str, Any] = {"help": " ".join(item.doc.split())}  # jsonargparse formats help without %
-        required = item.default is dataclasses.MISSING
-        if item.path in positional:
-            many = typing.get_origin(item.type) is list
-            if many and not required:
-                kwargs.update(nargs="*", default=item.default)
-            elif many:
-                kwargs.update(nargs="+")
-            parser.add_argument(item.path, type=typing.get_args(item.type)[0] if many else item.type, **kwargs)
-            continue
-        kwargs.update({"action": argparse.BooleanOptionalAction} if item.type is bool else {"type": item.type})
-        kwargs.update({"required": True} if required else {"default": item.default})
-        parser.add_argument(*([short[item.path]] if short and item.path in short else []), item.flag,
-                            dest=item.path, **kwargs)
-
-
-def config_from_args(cls: type[T], args: Namespace, *, skip: Collection[str] = (),
-                     given: Mapping[str, Any] | None = None, prefix: str = "") -> T:
-    """Build `cls` (and its groups) from the values `add_config_flags` parsed.
+def config_from_args(cls: type[T], args: Namespace, *, given: Mapping[str, Any] | None = None, prefix: str = "") -> T:
+    """Build `cls` (and its groups) from the values `ConfigParser.add_config` parsed.
 
     `given` maps field paths to values set by the caller instead (e.g. a skipped field).
     """
@@ -113,10 +86,8 @@ def config_from_args(cls: type[T], args: Namespace, *, skip: Collection[str] = (
         path = f"{prefix}.{field.name}" if prefix else field.name
         if path in given:
             values[field.name] = given[path]
-        elif path in skip:
-            continue
         elif dataclasses.is_dataclass(hints[field.name]):
-            values[field.name] = config_from_args(hints[field.name], args, skip=skip, given=given, prefix=path)
+            values[field.name] = config_from_args(hints[field.name], args, given=given, prefix=path)
         else:
             values[field.name] = args[path]
     return cls(**values)
@@ -131,10 +102,26 @@ class ConfigParser(ArgumentParser):
 
     def add_config(self, cls: type, *, flat: Collection[str] = (), positional: Collection[str] = (),
                    skip: Collection[str] = (), prefix: str = "", short: Mapping[str, str] | None = None) -> None:
-        """The flags of `cls` (see add_config_flags)."""
-        add_config_flags(self, cls, flat=flat, positional=positional, skip=skip, prefix=prefix, short=short)
-        fields = config_fields(cls, flat=flat, skip=skip, prefix=prefix)
-        self.flag_names |= {f.path: f.flag for f in fields if f.path not in positional}
+        """One flag per leaf field of `cls`.
+
+        `positional` names top-level fields taken by position; `short` gives a field path a short alias (`-k`).
+        """
+        for item in config_fields(cls, flat=flat, skip=skip, prefix=prefix):
+            kwargs: dict[str, Any] = {"help": " ".join(item.doc.split())}  # jsonargparse formats help without %
+            required = item.default is dataclasses.MISSING
+            if item.path in positional:
+                many = typing.get_origin(item.type) is list
+                if many and not required:
+                    kwargs.update(nargs="*", default=item.default)
+                elif many:
+                    kwargs.update(nargs="+")
+                self.add_argument(item.path, type=typing.get_args(item.type)[0] if many else item.type, **kwargs)
+                continue
+            kwargs.update({"action": argparse.BooleanOptionalAction} if item.type is bool else {"type": item.type})
+            kwargs.update({"required": True} if required else {"default": item.default})
+            self.add_argument(*([short[item.path]] if short and item.path in short else []), item.flag,
+                              dest=item.path, **kwargs)
+            self.flag_names[item.path] = item.flag
         note_spellings(self.flag_names)
 
     def parse(self, argv: list[str] | None) -> Namespace:
@@ -144,10 +131,6 @@ class ConfigParser(ArgumentParser):
             return self.parse_args(argv)
         except argparse.ArgumentError as err:
             raise argparse.ArgumentError(None, self._flag_spelling(" ".join(str(err).split()))) from err
-
-    def parse_config(self, cls: type[T], argv: list[str] | None) -> T:
-        """`argv` parsed into `cls` (one config added without prefix)."""
-        return config_from_args(cls, self.parse(argv))
 
     def _flag_spelling(self, message: str) -> str:
         message = re.sub(r'Parser key "([^"]+)"', lambda m: self.flag_names.get(m.group(1), m.group(1)), message)
@@ -159,12 +142,13 @@ class ConfigParser(ArgumentParser):
 
 
 def parse_config(cls: type[T], argv: list[str] | None, *, prog: str, description: str | None = None,
-                 flat: Collection[str] = (), positional: Collection[str] = ()) -> T:
+                 flat: Collection[str] = (), positional: Collection[str] = (),
+                 short: Mapping[str, str] | None = None) -> T:
     """Parse `argv` (None: sys.argv[1:]) into `cls` with a parser of its own flags only (raises
     argparse.ArgumentError)."""
     parser = ConfigParser(prog, description or cls.__doc__)
-    parser.add_config(cls, flat=flat, positional=positional)
-    return parser.parse_config(cls, argv)
+    parser.add_config(cls, flat=flat, positional=positional, short=short)
+    return config_from_args(cls, parser.parse(argv))
 
 
 def parse_script_config(cls: type[T], argv: list[str] | None, *, prog: str, description: str | None = None,
@@ -250,11 +234,9 @@ def _default(field: dataclasses.Field, parent_defaults: Any) -> Any:
     """A field's default: the parent default instance's value (a group's factory may change it), else its own."""
     if parent_defaults is not None:
         return getattr(parent_defaults, field.name)
-    if field.default is not dataclasses.MISSING:
-        return field.default
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
-    return dataclasses.MISSING
+    return field.default  # dataclasses.MISSING when the field has none
 
 
 def _dashed(name: str) -> str:

@@ -29,11 +29,11 @@ class CompressRunConfig:
     """Which variants to build and how to measure them (flags without prefix)."""
 
 
-def main(argv: list[str] | None = None, prog: str = "clipline compress") -> None:
+def main(argv: list[str] | None = None) -> None:
     from finetune.compress.table import compression_table, markdown_table
 
-    with reported_errors(prog.removeprefix("clipline ")):
-        run = parse_config(CompressRunConfig, argv, prog=prog, flat=("paths", "compress"))
+    with reported_errors("compress"):
+        run = parse_config(CompressRunConfig, argv, prog="clipline compress", flat=("paths", "compress"))
         paths = run.paths
         table = compression_table(checkpoint=paths.checkpoint, data=paths.data, out=paths.out,
                                   train_data=run.train_data, config=run.compress)

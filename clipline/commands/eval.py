@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from clipline.commands.errors import fail, reported_errors
 from clipline.commands.model_choice import EVAL_FLAT, EvalRunConfig, normalised, report_provenance
@@ -34,8 +34,8 @@ class RetrievalEvalConfig:
     image_retrieval_recall@k / text_retrieval_recall@k, each caption its own query, as CLIP_benchmark counts)."""
 
 
-def run_retrieval_eval(cmd: RetrievalEvalConfig) -> dict[str, Any]:
-    """Evaluate and write report.json; returns the report."""
+def run_retrieval_eval(cmd: RetrievalEvalConfig) -> None:
+    """Evaluate and write report.json."""
     from evaluate.retrieval_recall import RetrievalEvaluator
     from evaluate.clip_benchmark_format import dataset_name, zeroshot_retrieval
     from evaluate.retrieval_report import write_retrieval_report
@@ -65,7 +65,7 @@ def run_retrieval_eval(cmd: RetrievalEvalConfig) -> dict[str, Any]:
         layout = zeroshot_retrieval(report, dataset=dataset_name(run.data, info), model=report["model"],
                                     pretrained=choice.pretrained or choice.checkpoint)
         print(f"eval retrieval: wrote {write_json_atomic(Path(run.out), layout)} (CLIP_benchmark layout)")
-        return report
+        return
     written = write_retrieval_report(report, Path(run.out))
     print(
         f"eval retrieval: image->text R@1 {report['image_to_text_R@1']:.1%} R@5 {report['image_to_text_R@5']:.1%} "
@@ -74,7 +74,6 @@ def run_retrieval_eval(cmd: RetrievalEvalConfig) -> dict[str, Any]:
         f"({report['n']} images, {report['n_texts']} distinct captions)"
     )
     print(f"eval retrieval: wrote {written['json']} and {written['html']}")
-    return report
 
 
 USAGE = """usage: clipline eval retrieval --checkpoint RUN --data DIR --out report.json [options]

@@ -53,6 +53,6 @@ def run_explain(cmd: ExplainConfig) -> None:
         print(f"heatmap: wrote {out}/fusion_*.png and fusion_explanations.json")
 
 
-def main(argv: list[str] | None = None, prog: str = "clipline explain") -> None:
-    with reported_errors(prog.removeprefix("clipline ")):
-        run_explain(parse_config(ExplainConfig, argv, prog=prog, flat=("paths",)))
+def main(argv: list[str] | None = None) -> None:
+    with reported_errors("explain"):
+        run_explain(parse_config(ExplainConfig, argv, prog="clipline explain", flat=("paths",)))

@@ -1,18 +1,20 @@
 """`clipline finetune METHOD ...` / `python -m finetune METHOD ...`.
 
 METHOD is one of finetune.methods.experiment.METHODS, or `sweep`; a first word
-`fusion` is handed to the fusion command, and `zeroshot` (the old spelling of
-`clipline zeroshot`, kept for one release with a notice) to the zeroshot one.
+`fusion` is handed to the fusion command. The old spellings `finetune zeroshot`
+and `finetune fusion heatmap|compress` (kept for one release, with a notice)
+run `clipline zeroshot`, `explain` and `compress`.
 Flags come from the config dataclasses (finetune.methods.run,
 finetune.methods.sweep) and the method's config dataclass (under --method.*).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from clipline.commands.errors import fail, reported_errors
-from clipline.flags import ConfigParser, config_from_args
+from clipline.flags import ConfigParser, config_from_args, parse_config
 
 USAGE = """usage: clipline finetune METHOD --checkpoint RUN --train-data DIR --eval-data DIR --out RUN2 [options]
        clipline finetune sweep --checkpoint RUN --train-data DIR --eval-data DIR --out DIR [--methods ...]
@@ -22,15 +24,18 @@ METHOD: {methods}, fusion
 `clipline finetune METHOD --help` lists every option."""
 
 
+# old first words -> the command they are now
+RENAMED = {("zeroshot",): "zeroshot", ("fusion", "heatmap"): "explain", ("fusion", "compress"): "compress"}
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["zeroshot"]:
-        from clipline.commands import zeroshot
-
-        print("note: `clipline finetune zeroshot` is now `clipline zeroshot`; the old spelling will be removed "
-              "in the next release", file=sys.stderr)
-        zeroshot.main(argv[1:])
-        return
+    for old, new in RENAMED.items():
+        if tuple(argv[: len(old)]) == old:
+            print(f"note: `clipline finetune {' '.join(old)}` is now `clipline {new}`; the old spelling will be "
+                  "removed in the next release", file=sys.stderr)
+            importlib.import_module(f"clipline.commands.{new}").main(argv[len(old):])
+            return
     if argv[:1] == ["fusion"]:
         from clipline.commands import fusion
 
@@ -66,9 +71,7 @@ def run_method(method: str, argv: list[str]) -> None:
 def run_sweep(argv: list[str]) -> None:
     from finetune.methods.sweep import SweepConfig, run_sweep as sweep
 
-    parser = ConfigParser("clipline finetune sweep", SweepConfig.__doc__)
-    parser.add_config(SweepConfig, flat=("paths", "imbalance"))
-    config = parser.parse_config(SweepConfig, argv)
+    config = parse_config(SweepConfig, argv, prog="clipline finetune sweep", flat=("paths", "imbalance"))
     payload = sweep(config)
     print(f"zero-shot top1 {payload['zeroshot']['top1']:.4f}")
     for row in payload["summary"]:

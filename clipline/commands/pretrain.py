@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from jsonargparse import DefaultHelpFormatter
 
 from clipline.commands.errors import reported_errors
-from clipline.flags import ConfigParser, config_fields, note_spellings
+from clipline.flags import ConfigParser, config_fields, config_from_args, note_spellings
 from data_tools.output_paths import check_output_dir
 from pretrain.config import TrainConfig, apply_overrides
 from pretrain.named_configs import DEFAULT_CONFIG, named_config
@@ -61,7 +61,9 @@ def build_parser() -> ConfigParser:
     parser = ConfigParser("clipline pretrain", PretrainCommandConfig.__doc__, epilog=config_keys_help(),
                           formatter_class=HelpFormatter)
     parser.add_config(PretrainCommandConfig, positional=("overrides",))
-    note_key_spellings(parser)
+    # error lines name a TrainConfig field as the user sets it: the flag above, else its `key=value` key
+    keys = {f.path: f.path for f in config_fields(TrainConfig)}
+    note_spellings(keys | {path: parser.flag_names[name] for path, name in FLAG_FIELDS.items()})
     return parser
 
 
@@ -80,12 +82,6 @@ def resolve_config(command: PretrainCommandConfig) -> TrainConfig:
     data = {path.removeprefix("data."): v for path, v in given.items() if path.startswith("data.")}
     run = {path: v for path, v in given.items() if not path.startswith("data.")}
     return dataclasses.replace(config, data=dataclasses.replace(config.data, **data), **run)
-
-
-def note_key_spellings(parser: ConfigParser) -> None:
-    """Error lines name a TrainConfig field as the user sets it: the flag above, else its `key=value` key."""
-    keys = {f.path: f.path for f in config_fields(TrainConfig)}
-    note_spellings(keys | {path: parser.flag_names[name] for path, name in FLAG_FIELDS.items()})
 
 
 def parse_weights(text: str) -> tuple[float, ...]:
@@ -114,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         build_parser().print_help()
         return
     with reported_errors("pretrain"):
-        config = resolve_config(build_parser().parse_config(PretrainCommandConfig, argv))
+        config = resolve_config(config_from_args(PretrainCommandConfig, build_parser().parse(argv)))
         check_output_dir(config.run_dir, create=False)  # a file at --out fails before the model is built
         from evaluate.in_loop import evaluators_for  # the command wires the layer above pretrain
         from pretrain.train import train

@@ -13,7 +13,7 @@ from typing import Literal
 
 from clipline.commands.errors import reported_errors
 from clipline.commands.model_choice import ModelChoiceConfig, encoder_spec
-from clipline.flags import ConfigParser
+from clipline.flags import parse_config
 from data_tools.output_paths import check_output_file
 from retrieval.errors import RetrievalError
 
@@ -76,6 +76,5 @@ def run_search(config: SearchConfig) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     with reported_errors("search"):
-        parser = ConfigParser("clipline search", SearchConfig.__doc__)
-        parser.add_config(SearchConfig, flat=("encoder",), positional=("index",), short={"k": "-k"})
-        run_search(parser.parse_config(SearchConfig, argv))
+        run_search(parse_config(SearchConfig, argv, prog="clipline search", flat=("encoder",), positional=("index",),
+                                short={"k": "-k"}))

@@ -52,8 +52,8 @@ class ZeroShotConfig:
     """2-D projection of the embedding map."""
 
 
-def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
-    """Evaluate and write the report; returns the written files."""
+def run_zeroshot(cmd: ZeroShotConfig) -> None:
+    """Evaluate and write the report."""
     from evaluate.clip_benchmark_format import dataset_name, zeroshot_classification
     from evaluate.report import write_zeroshot_report
     from evaluate.zeroshot import ZeroShotEvaluator
@@ -104,7 +104,7 @@ def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
                                          pretrained=choice.pretrained or choice.checkpoint)
         print(f"zeroshot: acc1 {report['top1']:.1%}; wrote {write_json_atomic(Path(run.out), layout)} "
               "(CLIP_benchmark layout)")
-        return {"json": Path(run.out)}
+        return
     written = write_zeroshot_report(
         result, Path(run.out), report_dir=Path(cmd.report_dir) if cmd.report_dir else None,
         context=context, projection=cmd.projection,
@@ -119,7 +119,6 @@ def run_zeroshot(cmd: ZeroShotConfig) -> dict[str, Path]:
         f"(n={report['n']}, {report['num_classes']} classes, chance {1 / report['num_classes']:.1%})"
     )
     print(f"zeroshot: wrote {written['json']} and {written['html']}")
-    return written
 
 
 def main(argv: list[str] | None = None) -> None:

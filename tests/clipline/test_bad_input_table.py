@@ -24,7 +24,6 @@ from pretrain import checkpoint
 from tests.clipline.running import run_clipline
 from tests.finetune.fusion_fakes import tiny_checkpoint
 
-FIXTURE_SHARDS = Path(__file__).resolve().parents[1] / "fixtures" / "emoji_shards"
 FINETUNE_METHODS = ("linear-probe", "clip-adapter", "tip-adapter", "tip-adapter-f", "wise-ft", "fusion")
 
 
@@ -57,9 +56,9 @@ def without_model_name(ckpt: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def world(tmp_path_factory: pytest.TempPathFactory, emoji_shards: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bad_inputs")
-    shards = Path(shutil.copytree(FIXTURE_SHARDS, root / "shards"))
+    shards = Path(shutil.copytree(emoji_shards, root / "shards"))
     run = tiny_checkpoint(root / "run")
     w = {"root": root, "shards": shards, "run": run, "file": root / "a_file", "dir": root / "a_dir",
          "bomb": bomb_png(root / "bomb.png")}
@@ -81,7 +80,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     main(["embed", "--checkpoint", str(run), "--data", str(shards), "--out", str(root / "emb"), "--num-workers", "0"])
     main(["index", "build", str(root / "emb"), "--out", str(root / "index")])
     w["emb"], w["index"] = root / "emb", root / "index"
-    incomplete = Path(shutil.copytree(FIXTURE_SHARDS, root / "killed_build"))
+    incomplete = Path(shutil.copytree(emoji_shards, root / "killed_build"))
     (incomplete / "dataset.json").unlink()
     shutil.copy(incomplete / "00001.tar", incomplete / "00002.tar.tmp")
     (incomplete / "00001.tar").unlink()

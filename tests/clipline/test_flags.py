@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
-from jsonargparse import ArgumentParser
 
-from clipline.flags import add_config_flags, config_fields, config_from_args, parse_config, parse_script_config
+from clipline.flags import ConfigParser, config_fields, config_from_args, parse_config, parse_script_config
 
 
 @dataclass(kw_only=True)
@@ -64,9 +63,9 @@ class Run(Base):
     """Method settings (under --method.)."""
 
 
-def parser_for(cls: type, **kwargs: object) -> ArgumentParser:
-    parser = ArgumentParser(prog="test", exit_on_error=False)
-    add_config_flags(parser, cls, **kwargs)
+def parser_for(cls: type, **kwargs: object) -> ConfigParser:
+    parser = ConfigParser("test")
+    parser.add_config(cls, **kwargs)
     return parser
 
 
@@ -138,8 +137,7 @@ def test_positional_and_skipped_fields() -> None:
         """Key (read elsewhere)."""
 
     parser = parser_for(Serve, positional=("index",), skip=("api_key",))
-    config = config_from_args(Serve, parser.parse_args(["a", "b", "--port", "9"]), skip=("api_key",),
-                              given={"api_key": "k"})
+    config = config_from_args(Serve, parser.parse_args(["a", "b", "--port", "9"]), given={"api_key": "k"})
     assert config == Serve(index=["a", "b"], port=9, api_key="k")
     assert parse_config(Serve, ["x"], prog="serve", positional=("index",)).index == ["x"]
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from clipline.commands.pretrain import PretrainCommandConfig, build_parser, resolve_config
+from clipline.flags import config_from_args
 from pretrain.config import validate
 from pretrain.errors import PretrainError
 
 
 def resolved(*argv: str):
-    return resolve_config(build_parser().parse_config(PretrainCommandConfig, list(argv)))
+    return resolve_config(config_from_args(PretrainCommandConfig, build_parser().parse(list(argv))))
 
 
 def test_train_data_weights_become_a_tuple_and_the_default_is_the_chosen_recipe() -> None:
