@@ -3,3 +3,5 @@
 from pretrain.losses.clip_loss import clip_loss
 from pretrain.losses.multi_positive_loss import multi_positive_clip_loss
 from pretrain.losses.siglip_loss import siglip_loss
+
+__all__ = ["clip_loss", "multi_positive_clip_loss", "siglip_loss"]

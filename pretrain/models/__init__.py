@@ -29,3 +29,10 @@ from pretrain.models.registry import (
     register_model_config,
 )
 from pretrain.models.two_tower import TwoTower, is_hf_text, pad_token_id, trim_padding
+
+__all__ = [
+    "TwoTower", "accumulate_embedding_grads_in_place", "build_model", "clip_from_info", "compile_towers",
+    "convolutional_image_tower", "create_open_clip", "is_hf_text", "max_sequence_length", "minilm_dir",
+    "model_config", "model_info", "pad_token_id", "quiet_model_building", "register_model_config", "trim_padding",
+    "use_bias_fused_linear",
+]
