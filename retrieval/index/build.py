@@ -110,10 +110,7 @@ def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, b
     rng = np.random.default_rng(config.seed)
     choice = _choose(emb.count, emb.dim, budget, config)
     start = time.perf_counter()
-    # tuning queries as search will see them: the other modality's embeddings when present, in random order
-    other = "text" if modality == "image" else "image"
-    source = other if other in emb.modalities() else modality
-    query_rows = rng.choice(emb.count, size=min(config.tune_queries, emb.count), replace=False)  # halves alike
+    query_rows, source = _tuning_queries(emb, modality, config.tune_queries, rng)
     queries = emb.rows(source, query_rows)
     k = min(RECALL_K, emb.count)
     _, truth = exact_neighbors(emb.batches(modality, config.add_batch_size), queries, k, METRICS[config.metric])
@@ -162,6 +159,26 @@ def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, b
     }
 
 
+def _build_and_tune(emb: EmbeddingSet, modality: str, choice: IndexChoice, config: IndexBuildConfig,
+                    rng: np.random.Generator, queries: np.ndarray, truth: np.ndarray, source: str,
+                    log: Callable[[str], None], work: Path) -> tuple[faiss.Index, dict[str, float], TuningResult]:
+    """Train and fill `choice` (Ray parts under `work`), tune it on half the queries and validate on the other half."""
+    index, timings = train_and_fill(emb, modality, choice, config, rng, log, work)
+    start = time.perf_counter()
+    k = truth.shape[1]
+    half = len(queries) // 2  # tune on one half, confirm the choice on the other (held out)
+    log(f"[{modality}] tuning on {half} {source} embeddings, validating on {len(queries) - half}, "
+        f"target recall@{k} {config.target_recall}")
+    if half:
+        tune_q, tune_truth, validation = queries[:half], truth[:half], (queries[half:], truth[half:])
+    else:  # one query: nothing to hold out
+        tune_q, tune_truth, validation = queries, truth, None
+    result = tune_index(index, tune_q, tune_truth, search_params=choice.search_params, nlist=choice.nlist,
+                        target_recall=config.target_recall, k=k, log=log, validation=validation)
+    timings["tune_s"] = time.perf_counter() - start
+    return index, timings, result
+
+
 def _refuse_budget(reached: float, larger: list[IndexChoice], target: float, budget: int, k: int) -> None:
     """One line: the recall reached within the budget and the smallest budget of an index that could reach more."""
     smallest = min(larger, key=lambda c: c.estimated_bytes)
@@ -172,12 +189,11 @@ def _refuse_budget(reached: float, larger: list[IndexChoice], target: float, bud
                          f"({smallest.factory}) needs `max_memory` {need}, or lower `target_recall`")
 
 
-def _build_and_tune(emb: EmbeddingSet, modality: str, choice: IndexChoice, config: IndexBuildConfig,
-                    rng: np.random.Generator, queries: np.ndarray, truth: np.ndarray, source: str,
-                    log: Callable[[str], None], work: Path) -> tuple[faiss.Index, dict[str, float], TuningResult]:
+def train_and_fill(emb: EmbeddingSet, modality: str, choice: IndexChoice, config: IndexBuildConfig,
+                   rng: np.random.Generator, log: Callable[[str], None],
+                   work: Path) -> tuple[faiss.Index, dict[str, float]]:
     """The empty index trained on a sample, then filled batch by batch (memory: one batch + sample), or part by
-    part on Ray workers (`work`: where the parts go before they are merged); then tuned on half the queries and
-    validated on the other half. Returns it with the seconds each step took."""
+    part on Ray workers (`work`: where the parts go before they are merged)."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
     index = faiss.index_factory(emb.dim, choice.factory, METRICS[config.metric])
@@ -209,19 +225,7 @@ def _build_and_tune(emb: EmbeddingSet, modality: str, choice: IndexChoice, confi
                 log(f"[{modality}] added {index.ntotal}/{emb.count}")
                 next_report = index.ntotal + emb.count // 10
     timings["add_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    k = truth.shape[1]
-    half = len(queries) // 2  # tune on one half, confirm the choice on the other (held out)
-    log(f"[{modality}] tuning on {half} {source} embeddings, validating on {len(queries) - half}, "
-        f"target recall@{k} {config.target_recall}")
-    if half:
-        tune_q, tune_truth, validation = queries[:half], truth[:half], (queries[half:], truth[half:])
-    else:  # one query: nothing to hold out
-        tune_q, tune_truth, validation = queries, truth, None
-    result = tune_index(index, tune_q, tune_truth, search_params=choice.search_params, nlist=choice.nlist,
-                        target_recall=config.target_recall, k=k, log=log, validation=validation)
-    timings["tune_s"] = time.perf_counter() - start
-    return index, timings, result
+    return index, timings
 
 
 def _choose(n: int, dim: int, budget: int, config: IndexBuildConfig) -> IndexChoice:
@@ -244,6 +248,14 @@ def _choose(n: int, dim: int, budget: int, config: IndexBuildConfig) -> IndexCho
         raise RetrievalError(f"faiss cannot build factory {factory!r} for dim {dim}: {reason}") from err
     return IndexChoice(factory=factory, reason="given by --factory", estimated_bytes=0, nlist=nlist,
                        train_size=training_points(n, nlist), search_params=params)
+
+
+def _tuning_queries(emb: EmbeddingSet, modality: str, count: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """(row ids, modality) of queries as search will see them: the other modality's embeddings when present."""
+    other = "text" if modality == "image" else "image"
+    source = other if other in emb.modalities() else modality
+    return rng.choice(emb.count, size=min(count, emb.count), replace=False), source  # random order: halves alike
 
 
 def _provenance(emb: EmbeddingSet, config: IndexBuildConfig, modalities: list[str]) -> dict:
