@@ -4,9 +4,9 @@ Each actor loads the encoder once and embeds whole shards with the local code pa
 (`retrieval.embed_stream`, then `retrieval.embed.write_part`), so a part written by an
 actor is the part a local run writes: arrays under temporary names, metadata last. The
 driver lists only the parts not yet complete, so a rerun after a killed job redoes
-exactly those. A shard
-that fails is tried again (`--max-retries`; a crashed actor is restarted by Ray);
-one that fails for good ends the run with an error naming its part and shard.
+exactly those. A shard that fails is tried again (`--max-retries`; a crashed actor is
+restarted by Ray); one that fails for good ends the run with an error naming its part
+and shard.
 """
 
 from __future__ import annotations
