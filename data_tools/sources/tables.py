@@ -74,16 +74,16 @@ def load_table(path: Path, fmt: str, options: SourceConfig, name: str) -> Source
         if missing:
             raise DataError(f"{path} has no column {missing[0]!r} (columns: {', '.join(map(str, rows[0]))}); "
                             "name the right ones with `image_column` / `caption_column` / `label_column`")
-    label_column = columns["label"]
+    label_column = options.label_column
     labels = [str(r.get(label_column) or "").strip() for r in rows] if label_column else []
     classes = sorted({label for label in labels if label})
     records = []
     for index, row in enumerate(rows):
         label = labels[index] if labels and labels[index] else None
-        records.append(SourceRecord(key=f"{index:09d}", captions=_captions(row.get(columns["caption"])), label=label,
-                                    cls=classes.index(label) if label is not None else None,
+        records.append(SourceRecord(key=f"{index:09d}", captions=_captions(row.get(options.caption_column)),
+                                    label=label, cls=classes.index(label) if label is not None else None,
                                     labels={label_column: label} if label is not None and label_column else {},
-                                    **_image_fields(row.get(columns["image"]), path.parent)))
+                                    **_image_fields(row.get(options.image_column), path.parent)))
     return SourceData(name=name, records=records, classes=classes,
                       label_fields={label_column: classes} if label_column else {}, skipped=dict(skipped),
                       details={"path": str(path), "columns": columns})
