@@ -38,15 +38,20 @@ class ExplicitSelfAttention(nn.MultiheadAttention):
                                    attn_mask=attn_mask, average_attn_weights=average_attn_weights,
                                    is_causal=is_causal)
         batch, length, width = query.shape
-        heads = self.num_heads
+        heads, head_dim = self.num_heads, width // self.num_heads
         qkv = self.in_projection(query, self.in_proj_weight, self.in_proj_bias)  # (B, L, 3C)
-        q, k, v = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, C/H)
-        scores = (q * (1.0 / math.sqrt(width // heads))) @ k.transpose(-2, -1)  # (B, H, L, L)
-        if attn_mask is not None:
-            scores = scores + attn_mask.to(scores.dtype)
+        # one copy into heads-major order, so every product below is a plain batched matmul on contiguous
+        # operands (3 x (B*H, L, d)); its backward is one stack and one copy back
+        q, k, v = qkv.view(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4).reshape(
+            3, batch * heads, length, head_dim)
+        # the scale is the matmul's alpha and the mask its added input (one pass fewer each)
+        added = q.new_empty(()).expand(batch * heads, length, length) if attn_mask is None else (
+            attn_mask.to(q.dtype).expand(batch * heads, length, length))
+        scores = torch.baddbmm(added, q, k.transpose(1, 2), beta=0 if attn_mask is None else 1,
+                               alpha=1.0 / math.sqrt(head_dim))  # (B*H, L, L)
         weights = scores.softmax(dim=-1).to(v.dtype)
-        out = (weights @ v).transpose(1, 2).reshape(batch, length, width)  # (B, L, C)
-        return self.out_proj(out), None
+        out = (weights @ v).view(batch, heads, length, head_dim).transpose(1, 2).reshape(batch, length, width)
+        return self.out_proj(out), None  # (B, L, C)
 
 
 def use_explicit_attention(model: nn.Module) -> int:

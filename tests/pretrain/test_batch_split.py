@@ -71,8 +71,9 @@ def test_bf16_parts_match_the_whole_batch_and_run_on_their_own_threads() -> None
     got_loss, got = _step(towers, BatchSplit(2, threads_each=1).forward_backward, "bf16")
     assert len({thread for thread, _, _ in seen}) == 2 and all(n == 1 and cast for _, n, cast in seen)
     assert got_loss == pytest.approx(want_loss, abs=2e-2)
-    for name, grad in want.items():  # bf16 rounds other row counts differently (~1.6 % here; a lost half: ~50 %)
-        assert (got[name] - grad).abs().max() <= 5e-2 * grad.abs().max(), name
+    for name, grad in want.items():  # bf16 rounds other row counts differently: up to ~3 % of a gradient's
+        # norm on both reference machines (its largest entry can be 5 % off on a small bias); a lost half: ~50 %
+        assert (got[name] - grad).norm() <= 1e-1 * grad.norm(), name
 
 
 def test_part_rows_cover_the_batch_in_order() -> None:
