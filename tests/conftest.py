@@ -9,6 +9,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# MKL's fp32 matmuls on Intel CPUs pick kernels by the operands' memory alignment, so the same product can
+# differ in its last bit from one allocation to the next; tests that compare two paths bit for bit need it not to
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 import pytest  # noqa: E402
 

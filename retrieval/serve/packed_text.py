@@ -9,7 +9,9 @@ of one query, sees the (B, H, L, L) padded layout the HF tower gives SDPA,
 gathered from the packed q/k/v rows. Each real token's row goes through the
 same kernels with the same weights and casts as in the padded forward (a
 matmul row does not depend on the other rows), so the vectors are the padded
-forward's bit for bit, in bf16 and fp32 (tests/retrieval/serve/test_packed_text.py).
+forward's bit for bit in fp32, and in bf16 on the AMD reference host; on an Intel
+host with AMX, oneDNN's bf16 kernels round by the matmul's shape (cosine to the
+padded vectors > 0.9999; tests/retrieval/serve/test_packed_text.py).
 The layers run as one TorchScript function (`packed_layers`), outside the GIL.
 
 Measured on the 2-core machine with other jobs running, 16 clients, fresh
@@ -187,7 +189,7 @@ def _layer_tensors(bert: nn.Module) -> tuple[list[list[torch.Tensor]], bool]:
     for oneDNN: q/k/v weight and bias side by side, attention output weight and bias, its LayerNorm's
     weight and bias, FFN in and FFN out weights and biases, their LayerNorm's weight and bias.
 
-    Two measured savings, both the same bits (tests/retrieval/serve/test_packed_text.py):
+    Two measured savings, both the same bits on the AMD reference host (tests/retrieval/serve/test_packed_text.py):
     - q, k and v as one (N, C) x (C, 3C) matmul: each column comes out as in its own layer's matmul
       (checked for N from 5 to 700), with two matmul calls and two scatters fewer per layer;
     - bf16 weights are handed to oneDNN prepacked once, instead of being repacked on every call:
