@@ -11,7 +11,10 @@ of small CLIP towers (65 image tokens, <= 32 text tokens): forward+backward
 of a (128, 4, 65, 64) bf16 attention takes ~150 ms with it and ~25 ms as
 explicit matmuls (measured on the 2-core AVX512-BF16 machine). For long
 sequences the fused kernel wins; `use_explicit_attention` is only applied
-where that does not hold (CPU, short context).
+where that does not hold (CPU, short context). q, k and v are copied once into
+heads-major order and q k^T is one `baddbmm` carrying the scale and the mask:
+13.8 -> 10.3 ms for a (64, 65, 256) forward + backward on the Intel AMX host
+against per-head views, a separate scaling and a separate mask addition.
 """
 
 from __future__ import annotations
