@@ -72,7 +72,7 @@ def test_bf16_parts_match_the_whole_batch_and_run_on_their_own_threads() -> None
     assert len({thread for thread, _, _ in seen}) == 2 and all(n == 1 and cast for _, n, cast in seen)
     assert got_loss == pytest.approx(want_loss, abs=2e-2)
     for name, grad in want.items():  # bf16 rounds other row counts differently: up to ~3 % of a gradient's
-        # norm on both reference machines (its largest entry can be 5 % off on a small bias); a lost half: ~50 %
+        # norm on the Intel AMX host (its largest entry 5 % off on a small bias); a lost half: ~50 %
         assert (got[name] - grad).norm() <= 1e-1 * grad.norm(), name
 
 
