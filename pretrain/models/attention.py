@@ -49,9 +49,11 @@ class ExplicitSelfAttention(nn.MultiheadAttention):
         q, k, v = qkv.view(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4).reshape(
             3, batch * heads, length, head_dim)
         # the scale is the matmul's alpha and the mask its added input (one pass fewer each)
-        added = q.new_empty(()).expand(batch * heads, length, length) if attn_mask is None else (
-            attn_mask.to(q.dtype).expand(batch * heads, length, length))
-        scores = torch.baddbmm(added, q, k.transpose(1, 2), beta=0 if attn_mask is None else 1,
+        if attn_mask is None:
+            added, beta = q.new_empty(()), 0  # beta 0: the input is ignored
+        else:
+            added, beta = attn_mask.to(q.dtype), 1
+        scores = torch.baddbmm(added.expand(batch * heads, length, length), q, k.transpose(1, 2), beta=beta,
                                alpha=1.0 / math.sqrt(head_dim))  # (B*H, L, L)
         weights = scores.softmax(dim=-1).to(v.dtype)
         out = (weights @ v).view(batch, heads, length, head_dim).transpose(1, 2).reshape(batch, length, width)
