@@ -1,7 +1,7 @@
 """`clipline index build`: embeddings -> tuned FAISS index in a self-contained directory.
 
     INDEX/image.faiss           the index (ids = row numbers of the embedding parts)
-    INDEX/image.tuning.json     recall vs latency for every search setting tried
+    INDEX/image.tuning.json     recall vs latency for every search setting tried, and the validation checks
     INDEX/summary.json          per modality: factory, size, memory, recall@10, latency, params
     INDEX/info.json             provenance: checkpoint, data dir, dim, count, metric
     INDEX/metadata/part_*.parquet  row metadata (hard-linked from EMB when possible)
@@ -32,7 +32,7 @@ from retrieval.errors import RetrievalError
 from retrieval.index.choice import (TRAIN_POINTS_PER_LIST, IndexChoice, choose_index_factory, configure_index,
                                     more_accurate_choices, training_points)
 from retrieval.index.recall import end_to_end_recall
-from retrieval.index.tune import TuningResult, exact_neighbors, tune_index
+from retrieval.index.tune import TuningResult, TuningRow, exact_neighbors, lower_bound, tune_index
 from retrieval.index.memory_size import format_size, parse_size
 from retrieval.metadata import MetadataTable
 from retrieval.recorded_paths import rebased, record_path
@@ -60,9 +60,10 @@ class IndexBuildConfig:
     """Which embeddings to index; `both` builds image.faiss and text.faiss."""
     factory: str | None = None
     """Override the chosen FAISS factory string (e.g. IVF1024,Flat)."""
-    tune_queries: int = 1000
+    tune_queries: int = 2000
     """Queries for tuning (the other modality's embeddings when present): half tune the search setting,
-    the other half check it, and summary.json's recall is measured on that held-out half."""
+    the other half check it (its recall's 95 % lower confidence bound must meet the target), and
+    summary.json's recall is measured on that held-out half."""
     add_batch_size: int = 65536
     """Vectors added per call; bounds memory while adding."""
     overwrite: bool = False
@@ -126,8 +127,8 @@ def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, b
             break  # a given factory, HNSW or the top of the ladder keeps its best setting, with the warning below
         fitting = [c for c in larger if c.estimated_bytes <= budget]
         if not fitting:
-            _refuse_budget(result.chosen.recall_at_k, larger, config.target_recall, budget, k)
-        log(f"[{modality}] recall@{k} {result.chosen.recall_at_k:.3f} on held-out queries is below the target "
+            _refuse_budget(result.chosen, larger, config.target_recall, budget, k)
+        log(f"[{modality}] recall@{k} {_reached(result.chosen)} on held-out queries is below the target "
             f"{config.target_recall}: trying {fitting[0].factory}")
         choice = fitting[0]
     end_to_end = {}
@@ -138,14 +139,17 @@ def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, b
 
     path = out_dir / f"{modality}.faiss"
     faiss.write_index(index, str(path))
-    write_json_atomic(out_dir / f"{modality}.tuning.json", [asdict(row) for row in result.rows])
+    write_json_atomic(out_dir / f"{modality}.tuning.json", [
+        *(asdict(row) | {"split": "tuning"} for row in result.rows),
+        *(asdict(row) | {"split": "validation"} for row in result.validation)])
     chosen = result.chosen
     if not result.target_met:
-        log(f"[{modality}] warning: best recall@{k} {chosen.recall_at_k:.3f} is below the target "
+        log(f"[{modality}] warning: best recall@{k} {_reached(chosen)} is below the target "
             f"{config.target_recall}; raise --max-memory or lower --target-recall")
     return {
         "factory": choice.factory, "reason": choice.reason, "count": emb.count, "dim": emb.dim,
         "metric": config.metric, "params": chosen.params, "recall_at_10": chosen.recall_at_k,
+        "recall_at_10_stderr": chosen.recall_stderr,
         "target_recall": config.target_recall, "target_met": result.target_met,
         "latency_ms_median": chosen.latency_ms_median, "latency_ms_p99": chosen.latency_ms_p99,
         "batched_qps": chosen.batched_qps, "size_on_disk_bytes": path.stat().st_size,
@@ -179,13 +183,18 @@ def _build_and_tune(emb: EmbeddingSet, modality: str, choice: IndexChoice, confi
     return index, timings, result
 
 
-def _refuse_budget(reached: float, larger: list[IndexChoice], target: float, budget: int, k: int) -> None:
+def _reached(row: TuningRow) -> str:
+    """A validated recall as the target is judged: its mean and the 95 % lower bound that must meet it."""
+    return f"{row.recall_at_k:.3f} (95 % lower bound {lower_bound(row):.3f})"
+
+
+def _refuse_budget(reached: TuningRow, larger: list[IndexChoice], target: float, budget: int, k: int) -> None:
     """One line: the recall reached within the budget and the smallest budget of an index that could reach more."""
     smallest = min(larger, key=lambda c: c.estimated_bytes)
     scale = 10 ** max(len(str(smallest.estimated_bytes)) - 3, 0)  # 3 digits, rounded up: enough, not just short
     need = format_size(math.ceil(smallest.estimated_bytes / scale) * scale)
-    raise RetrievalError(f"recall@{k} {reached:.3f} on held-out queries is below `target_recall` {target} within "
-                         f"`max_memory` {format_size(budget)}; the smallest index that can reach it "
+    raise RetrievalError(f"recall@{k} {_reached(reached)} on held-out queries is below `target_recall` {target} "
+                         f"within `max_memory` {format_size(budget)}; the smallest index that can reach it "
                          f"({smallest.factory}) needs `max_memory` {need}, or lower `target_recall`")
 
 
