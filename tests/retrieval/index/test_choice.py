@@ -30,12 +30,12 @@ def filled_index(factory: str, data: np.ndarray, train: np.ndarray | None = None
     (5_000, 4096, 4 * GB, "Flat"),                      # large dim but too few vectors to train on
     (40_000, 512, 4 * GB, "HNSW32,Flat"),               # mid-size, graph fits
     (200_000, 512, 4 * GB, "HNSW32,Flat"),
-    (1_000_000, 512, 4 * GB, "IVF2048,PQ256x4fs,RFlat"),          # raw vectors fit: exact re-ranking
-    (1_000_000, 512, 2 * GB, "IVF2048,PQ256x4fs,Refine(SQfp16)"),  # 2.2 GB needed for RFlat: fp16 copies
-    (1_000_000, 512, GB, "IVF2048,PQ256x4fs,Refine(SQ8)"),
+    (1_000_000, 512, 4 * GB, "IVF2048,PQ256x4fsr,RFlat"),          # raw vectors fit: exact re-ranking
+    (1_000_000, 512, 2 * GB, "IVF2048,PQ256x4fsr,Refine(SQfp16)"),  # 2.2 GB needed for RFlat: fp16 copies
+    (1_000_000, 512, GB, "IVF2048,PQ256x4fsr,Refine(SQ8)"),
     (1_000_000, 512, GB // 5, "IVF2048,PQ256x4fsr"),   # only codes fit
-    (10_000_000, 512, 64 * GB, "IVF8192,PQ256x4fs,RFlat"),        # past HNSW's build-time limit
-    (1_000_000, 384, 4 * GB, "IVF2048,PQ192x4fs,RFlat"),          # MiniLM-sized vectors
+    (10_000_000, 512, 64 * GB, "IVF8192,PQ256x4fsr,RFlat"),        # past HNSW's build-time limit
+    (1_000_000, 384, 4 * GB, "IVF2048,PQ192x4fsr,RFlat"),          # MiniLM-sized vectors: 2 dims per code
     (1_000_000, 256, 4 * GB, "IVF2048,PQ256x4fsr,RFlat"),         # <= 256 dims: one residual sub-quantiser per dim
 ])
 def test_rules(n: int, dim: int, budget: int, factory: str) -> None:
@@ -67,8 +67,8 @@ def test_exact_target_means_flat_and_hnsw_can_be_refused() -> None:
 def test_the_ladder_above_a_choice_ends_in_exact_lists() -> None:
     codes_only = choose_index_factory(1_000_000, 512, GB // 5)
     ladder = more_accurate_choices(codes_only, 1_000_000, 512)
-    assert [c.factory for c in ladder] == ["IVF2048,PQ256x4fs,Refine(SQ8)", "IVF2048,PQ256x4fs,Refine(SQfp16)",
-                                          "IVF2048,PQ256x4fs,RFlat", "IVF2048,Flat"]
+    assert [c.factory for c in ladder] == ["IVF2048,PQ256x4fsr,Refine(SQ8)", "IVF2048,PQ256x4fsr,Refine(SQfp16)",
+                                          "IVF2048,PQ256x4fsr,RFlat", "IVF2048,Flat"]
     # exact lists: raw vectors + ids + centroids
     assert ladder[-1].estimated_bytes == 1_000_000 * (512 * 4 + 8) + 2048 * 512 * 4
     assert ladder[-1].search_params == ("nprobe",)
@@ -124,8 +124,8 @@ def test_validation_split_picks_a_setting_that_holds_on_held_out_queries():
     assert np.mean([len(np.intersect1d(f, t)) / 10 for f, t in zip(found, val_truth)]) >= 0.9
 
 
-def test_one_dim_codes_encode_residuals_and_wider_codes_do_not() -> None:
-    for dim, codes in ((ONE_DIM_CODES_UP_TO, f"PQ{ONE_DIM_CODES_UP_TO}x4fsr"), (384, "PQ192x4fs")):
+def test_refined_codes_encode_residuals_with_one_dim_per_code_up_to_the_limit_and_two_above() -> None:
+    for dim, codes in ((ONE_DIM_CODES_UP_TO, f"PQ{ONE_DIM_CODES_UP_TO}x4fsr"), (384, "PQ192x4fsr")):
         ladder = more_accurate_choices(choose_index_factory(1_000_000, dim, GB // 5), 1_000_000, dim)
         assert [c.factory.split(",")[1] for c in ladder[:-1]] == [codes] * 3  # SQ8, fp16 and raw re-ranking
 
