@@ -159,7 +159,7 @@ def tune_index(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, *,
     chosen setting is the fastest whose recall holds on the validation split
     too, by its 95 % lower confidence bound: a setting picked on the queries it
     was tuned on overstates its recall, and a mean over a few hundred queries
-    varies by about a percentage point.
+    moves by half a percentage point from one query set to another.
     """
     rows: list[TuningRow] = []
     for ladder in candidate_settings(search_params, nlist):
