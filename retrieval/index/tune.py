@@ -179,18 +179,19 @@ def tune_index(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, *,
     if validation is None:
         chosen, met = choose_setting(rows, target_recall)
     else:
-        chosen, met = _validated_setting(index, rows, validation, target_recall, k, log, checks)
+        chosen, met, checks = _validated_setting(index, rows, validation, target_recall, k, log)
     if chosen.params:
         faiss.ParameterSpace().set_index_parameters(index, chosen.params)
     return TuningResult(rows=rows, chosen=chosen, target_met=met, validation=checks)
 
 
 def _validated_setting(index: faiss.Index, rows: list[TuningRow], validation: tuple[np.ndarray, np.ndarray],
-                       target_recall: float, k: int, log, checks: list[TuningRow]) -> tuple[TuningRow, bool]:
+                       target_recall: float, k: int, log) -> tuple[TuningRow, bool, list[TuningRow]]:
     """Fastest tuning row whose recall on the validation split meets the target with 95 % confidence (its
-    lower bound does), as measured there; else the most accurate tuning row, measured there. Every
-    measurement on the validation split is appended to `checks`."""
+    lower bound does), as measured there; else the most accurate tuning row, measured there. Also every
+    measurement taken on the validation split, in order."""
     val_queries, val_truth = validation
+    checks: list[TuningRow] = []
 
     def check(row: TuningRow) -> TuningRow:
         checked = measure(index, row.params, val_queries, val_truth, k)
@@ -203,9 +204,9 @@ def _validated_setting(index: faiss.Index, rows: list[TuningRow], validation: tu
     for row in sorted(meeting, key=lambda r: (r.latency_ms_median, -r.recall_at_k)):
         checked = check(row)
         if lower_bound(checked) >= target_recall:
-            return checked, True
+            return checked, True, checks
     best = max(rows, key=lambda r: (r.recall_at_k, -r.latency_ms_median))
-    return next((c for c in checks if c.params == best.params), None) or check(best), False
+    return next((c for c in checks if c.params == best.params), None) or check(best), False, checks
 
 
 def _ladder_cannot_win(rows: list[TuningRow], ladder: list[str], target_recall: float) -> bool:
