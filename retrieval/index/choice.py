@@ -61,8 +61,7 @@ fewer, longer lists balance coarse assignment against scanning; and k-means
 training and adding (assigning every vector) cost time linear in nlist (1M x
 256, noise 1.0, AMX host: 4096 / 8192 lists held recall@10 >= 0.95 on held-out
 queries at 1.04x / 1.06x the batched q/s of 2048, for 3.6x / 8.6x the k-means
-time). The
-lists come from 25 k-means iterations (faiss's IVF default: 10, set by
+time). The lists come from 25 k-means iterations (faiss's IVF default: 10, set by
 `configure_index`) over 200 training points per list: at 1M x 256, noise 1.0,
 they let nprobe 24 reach the recall that needed 32 with 10 over 50. Fast-scan
 search groups up to 16 queries per list instead of 11 (batched q/s +5-8 %).
