@@ -85,7 +85,16 @@ def _pax_path(payload: bytes) -> str | None:
 
 def iter_tar_members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
     """(name, data) of each regular file, in archive order; TarFormatError if the tar is broken."""
+    for name, _, _, data in iter_tar_entries(stream):
+        yield name, data
+
+
+def iter_tar_entries(stream: BinaryIO, *, read_data: bool = True) -> Iterator[tuple[str, int, int, bytes]]:
+    """(name, data offset, size, data) of each regular file, in archive order; TarFormatError if the tar is
+    broken. Without `read_data` the data is left empty and skipped with a seek (`stream` must be a file), so only
+    the headers are read: where each member lies, as `tarfile` says it, in a fraction of its time."""
     offset, long_name = 0, None
+    end = None if read_data else os.fstat(stream.fileno()).st_size
     while True:
         header = stream.read(BLOCK)
         if not header:
@@ -99,20 +108,27 @@ def iter_tar_members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
         _check_header(header, offset)
         size, kind = _octal(header[124:136]), header[156:157]
         name = (long_name or _member_name(header)) if kind in REGULAR_TYPES else None
-        data = stream.read(size)
-        if len(data) != size:
-            raise TarFormatError(f"unexpected end of file inside the member at byte {offset}: truncated", name)
-        stream.read(-size % BLOCK)  # padding to a whole block
-        offset += BLOCK + size + (-size % BLOCK)
+        padded = size + (-size % BLOCK)
+        if read_data or kind in (GNU_LONGNAME, PAX_HEADER):
+            data = stream.read(size)
+            if len(data) != size:
+                raise TarFormatError(f"unexpected end of file inside the member at byte {offset}: truncated", name)
+            stream.read(padded - size)  # padding to a whole block
+        else:
+            if end is not None and offset + BLOCK + size > end:
+                raise TarFormatError(f"unexpected end of file inside the member at byte {offset}: truncated", name)
+            stream.seek(padded, os.SEEK_CUR)
+            data = b""
         if kind == GNU_LONGNAME:
             long_name = data.rstrip(b"\0").decode("utf-8", "replace")
         elif kind == PAX_HEADER:
             long_name = _pax_path(data) or long_name
         elif name is not None:
-            yield name, data
+            yield name, offset + BLOCK, size, data
             long_name = None
         elif kind != PAX_GLOBAL:
             long_name = None  # directory, link, device...: not sample data
+        offset += BLOCK + padded
 
 
 def iter_tar_samples(path: str, on_error: ErrorCallback) -> Iterator[Sample]:

@@ -6,7 +6,6 @@ Recorded at embedding time so a search result can be read back with one seek
 
 from __future__ import annotations
 
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from PIL import Image
 
 from data_tools.image_ops import decode_image
 from data_tools.sample_fields import IMAGE_EXTENSIONS
-from data_tools.tar_samples import split_member_name
+from data_tools.tar_samples import TarFormatError, iter_tar_entries, split_member_name
 from retrieval.errors import RetrievalError
 
 
@@ -33,12 +32,12 @@ def image_members(shard: str | Path) -> dict[str, MemberSpan]:
     """
     found: dict[str, dict[str, MemberSpan]] = {}
     try:
-        with tarfile.open(shard, "r:") as tar:  # uncompressed: offsets are file offsets
-            for info in tar:
-                parts = split_member_name(info.name) if info.isfile() else None
+        with open(shard, "rb", buffering=1 << 16) as stream:  # headers only; uncompressed: file offsets
+            for name, offset, size, _ in iter_tar_entries(stream, read_data=False):
+                parts = split_member_name(name)
                 if parts and parts[1] in IMAGE_EXTENSIONS:
-                    found.setdefault(parts[0], {})[parts[1]] = MemberSpan(info.name, info.offset_data, info.size)
-    except (OSError, tarfile.TarError):
+                    found.setdefault(parts[0], {})[parts[1]] = MemberSpan(name, offset, size)
+    except (OSError, TarFormatError):
         pass
     return {key: next(spans[e] for e in IMAGE_EXTENSIONS if e in spans) for key, spans in found.items()}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
-from data_tools.tar_samples import iter_tar_samples, split_member_name
+from data_tools.tar_samples import TarFormatError, iter_tar_entries, iter_tar_samples, split_member_name
 from tests.tar_writing import write_tar
 
 
@@ -28,6 +28,33 @@ def test_reads_every_tarfile_format_including_long_and_unicode_names(tmp_path: P
     assert errors == []
     assert samples == [{"__key__": key, "jpg": b"J" * 700, "txt": b"caption"},
                        {"__key__": "other", "seg.png": b"P", "seg.txt": b"t"}]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+@pytest.mark.parametrize("read_data", [True, False])
+def test_entry_offsets_are_tarfiles_and_headers_only_skips_the_data(tmp_path: Path, fmt: int, read_data: bool) -> None:
+    long_dir = "d" * 120 if fmt != tarfile.USTAR_FORMAT else "d" * 60
+    members = [(f"{long_dir}/k.jpg", b"J" * 700), (f"{long_dir}/k.txt", b"caption"), ("empty", b""), ("m.png", b"P" * 513)]
+    write_tar(tmp_path / "x.tar", members, format=fmt)
+    with tarfile.open(tmp_path / "x.tar") as tar:
+        expected = [(m.name, m.offset_data, m.size) for m in tar if m.isfile()]
+    with open(tmp_path / "x.tar", "rb") as stream:
+        entries = list(iter_tar_entries(stream, read_data=read_data))
+    assert [(name, offset, size) for name, offset, size, _ in entries] == expected
+    assert [data for *_, data in entries] == ([data for _, data in members] if read_data else [b""] * 4)
+
+
+def test_headers_only_stops_at_a_member_cut_off(tmp_path: Path) -> None:
+    members = [("a.jpg", b"A" * 600), ("a.txt", b"a"), ("b.jpg", b"B" * 2000)]
+    write_tar(tmp_path / "x.tar", members, format=tarfile.USTAR_FORMAT)
+    with tarfile.open(tmp_path / "x.tar") as tar:
+        cut = tar.getmember("b.jpg").offset_data + 1024
+    (tmp_path / "x.tar").write_bytes((tmp_path / "x.tar").read_bytes()[:cut])
+    seen: list[str] = []
+    with open(tmp_path / "x.tar", "rb") as stream, pytest.raises(TarFormatError, match="truncated"):
+        for name, *_ in iter_tar_entries(stream, read_data=False):
+            seen.append(name)
+    assert seen == ["a.jpg", "a.txt"]
 
 
 def test_reads_webdataset_tarwriter_output(tmp_path: Path) -> None:
