@@ -14,7 +14,9 @@ and get the same speed-ups:
   (`keep_freed_memory`): every batch frees and re-allocates the same large
   activations, which otherwise come back as ~75k-180k page faults per batch of
   128 (fp32 tiny ViT 64 px: 175-211 -> ~240 images/s on the 2-core machine);
-- images go to the model as the loader stacked them (no copy, no cast).
+- the preprocessing's float conversion and normalisation run once per batch
+  (`data_tools.batch_normalize`: the per-image transform's values bit for bit);
+- images go to the model as the loader produced them (no copy, no cast).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, Literal, Protocol
 import torch
 from tqdm import tqdm
 
+from data_tools.batch_normalize import split_eval_transform
 from data_tools.loader import LoaderConfig, make_loader
 from data_tools.loader_workers import auto_loader_workers
 from data_tools.thread_prefetch import prefetch_in_thread
@@ -80,7 +83,8 @@ class ShardImageFeatures:
         # rank 0 of 1: every sample, also when called from one rank of a distributed job (in-loop eval, embed)
         config = LoaderConfig(batch_size=encoding.batch_size, num_workers=self.num_workers, caption="first", rank=0,
                               world_size=1)
-        self.loader = make_loader(data, config, image_transform=encoder.preprocess)
+        per_image, per_batch = split_eval_transform(encoder.preprocess)  # same values, normalised per batch
+        self.loader = make_loader(data, config, image_transform=per_image, batch_transform=per_batch)
         total, limit = self.loader.num_samples, self.max_samples  # total: from the dataset.json of the shards read
         self.total = min(total, limit) if total and limit else (total or limit)
 

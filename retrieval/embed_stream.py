@@ -4,7 +4,9 @@
   background thread (`prefetch_in_thread`) when there are no loader worker
   processes (the choice on <= 2 cores), else in the workers. The thread runs
   across shard boundaries, so the next shard's first batches are decoded while
-  this shard's captions are encoded and its part is written.
+  this shard's captions are encoded and its part is written. The float
+  conversion and normalisation of the preprocessing run once per batch
+  (`data_tools.batch_normalize`, same values).
 - The image tower runs per batch; the text tower once per shard, over all its
   captions sorted by token length (`Encoder.encode_tokens`), so each chunk of
   `batch_size` captions is padded only to its own longest (emoji-train shards:
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from data_tools.batch_normalize import split_eval_transform
 from data_tools.loader import LoaderConfig, make_loader
 from data_tools.loader_workers import auto_loader_workers
 from data_tools.thread_prefetch import prefetch_in_thread
@@ -88,10 +91,12 @@ def embed_stream(encoder: Encoder, shards: Sequence[str], config: EmbedConfig) -
 def _shard_batches(encoder: Encoder, shards: Sequence[str], batch_size: int,
                    workers: int) -> Iterator[tuple[str, dict[str, Any] | None, dict[str, int]]]:
     """(shard, batch, {}) for each decoded, tokenised batch of each shard, then (shard, None, its skip counts)."""
+    per_image, per_batch = split_eval_transform(encoder.preprocess)
     for shard in shards:
         # rank 0 of 1: the whole shard, also when this process is one rank of several (they split by shard)
         config = LoaderConfig(batch_size=batch_size, num_workers=workers, caption="first", rank=0, world_size=1)
-        loader = make_loader([shard], config, image_transform=encoder.preprocess, tokenize=encoder.tokenizer)
+        loader = make_loader([shard], config, image_transform=per_image, batch_transform=per_batch,
+                             tokenize=encoder.tokenizer)
         for batch in loader:
             yield shard, batch, {}
         yield shard, None, loader.skipped
