@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from finetune.errors import FinetuneError
+from pretrain import models
 from pretrain.encoder import Encoder
 from pretrain.losses.clip_loss import clip_loss
 from pretrain.losses.distill_loss import distill_loss
@@ -71,7 +72,9 @@ def quantize_int8(model: nn.Module) -> nn.Module:
                                            quantize_dynamic)
 
         qconfig = {nn.Linear: per_channel_dynamic_qconfig, nn.Embedding: float_qparams_weight_only_qconfig}
-        quantized = quantize_dynamic(copy.deepcopy(model).float().eval(), qconfig, dtype=torch.qint8)
+        plain = copy.deepcopy(model).float().eval()
+        models.use_plain_linear(plain)  # quantize_dynamic matches the exact type nn.Linear
+        quantized = quantize_dynamic(plain, qconfig, dtype=torch.qint8)
     for parent in list(quantized.modules()):
         for name, child in parent.named_children():
             if isinstance(child, DynamicQuantizedLinear):

@@ -11,7 +11,7 @@
 registers the configs.
 """
 
-from pretrain.models.bias_fused_linear import use_bias_fused_linear
+from pretrain.models.bias_fused_linear import use_bias_fused_linear, use_plain_linear
 from pretrain.models.build import (
     build_model,
     clip_from_info,
@@ -34,5 +34,5 @@ __all__ = [
     "TwoTower", "accumulate_embedding_grads_in_place", "build_model", "clip_from_info", "compile_towers",
     "convolutional_image_tower", "create_open_clip", "is_hf_text", "max_sequence_length", "minilm_dir",
     "model_config", "model_info", "pad_token_id", "quiet_model_building", "register_model_config", "trim_padding",
-    "use_bias_fused_linear",
+    "use_bias_fused_linear", "use_plain_linear",
 ]

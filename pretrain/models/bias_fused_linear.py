@@ -12,8 +12,9 @@ autocast's, so values and gradients are those of `F.linear` under autocast
 
 clip-tiny-64 training on the 2-core reference machine: 136.6 -> 152.3 samples/s
 (`benchmarks/train_throughput.py` ablation rows). Applied by the trainer on CPU
-with bf16 autocast (`bias_fused_linear`);
+with bf16 autocast (`bias_fused_linear`) and by `Encoder` to the models it loads;
 everywhere else, and without autocast, the layers run `F.linear` unchanged.
+`use_plain_linear` turns them back into `nn.Linear` (int8 quantisation needs that type).
 """
 
 from __future__ import annotations
@@ -75,3 +76,15 @@ def use_bias_fused_linear(model: nn.Module) -> int:
     for module in attentions:
         module.in_projection = linear
     return len(linears) + len(attentions)
+
+
+def use_plain_linear(model: nn.Module) -> int:
+    """Undo `use_bias_fused_linear` (same parameters); returns how many layers. For tools that match layers by
+    their exact type, as torch's dynamic quantisation does (`nn.Linear` only)."""
+    fused = [m for m in model.modules() if type(m) is BiasFusedLinear]
+    for module in fused:
+        module.__class__ = nn.Linear
+    for module in model.modules():
+        if isinstance(module, ExplicitSelfAttention):
+            vars(module).pop("in_projection", None)  # back to the class's F.linear
+    return len(fused)

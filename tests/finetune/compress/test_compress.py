@@ -9,12 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 from finetune.compress.table import CompressConfig, compression_table, load_int8_encoder
 from finetune.compress.variants import (apply_masks, as_encoder, magnitude_prune, prunable_weights, quantize_int8,
                                         recover_pruned, serialized_bytes, sparsity, to_bf16)
 from finetune.errors import FinetuneError
 from pretrain import checkpoint
+from pretrain.models.bias_fused_linear import BiasFusedLinear
 from pretrain.encoder import Encoder
 from tests.finetune.fusion_fakes import tiny_checkpoint, tiny_clip
 
@@ -41,6 +43,18 @@ def test_int8_and_bf16_outputs_stay_close_to_fp32_and_shrink(base: Encoder) -> N
     assert serialized_bytes(to_bf16(base.model)) / full == pytest.approx(0.5, abs=0.02)
     assert serialized_bytes(quantize_int8(base.model)) / full < 0.4  # int8 Linear and embedding weights
     assert base.model.visual.transformer.resblocks[0].mlp.c_fc.weight.dtype == torch.float32  # original untouched
+
+
+def test_int8_quantises_every_linear_layer_of_a_loaded_encoder(tmp_path: Path) -> None:
+    loaded = Encoder.load(tiny_checkpoint(tmp_path / "run"))  # its linear layers add the bias inside the matmul
+    linears = [name for name, m in loaded.model.named_modules() if isinstance(m, nn.Linear)
+               and not isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear)]
+    assert linears and all(type(loaded.model.get_submodule(name)) is BiasFusedLinear for name in linears)
+    quantized = quantize_int8(loaded.model)
+    assert all(isinstance(quantized.get_submodule(name), DynamicQuantizedLinear) for name in linears)
+    assert type(loaded.model.get_submodule(linears[0])) is BiasFusedLinear  # the encoder's own model untouched
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert _cosines(as_encoder(quantized, loaded, "int8").encode_image(images), loaded.encode_image(images)).min() > 0.99
 
 
 def test_magnitude_pruning_zeroes_exactly_the_smallest_entries() -> None:
