@@ -210,7 +210,10 @@ def main(argv: list[str] | None = None) -> None:
                      f"library default: {auto_loader_workers(None)} (0: decoded and tokenised in a thread ahead "
                      "of the model, across shard boundaries)",
                      "text": "each shard's captions sorted by length, chunks of batch_size cut to their longest",
+                     "preprocess": "PIL steps per image, ToTensor + Normalize once per batch "
+                                   "(data_tools.batch_normalize, same values)",
                      "attention": "explicit matmuls (pretrain.models.attention) on CPU for short sequences",
+                     "linear": "bias added inside the bf16 matmul (pretrain.models.bias_fused_linear, same values)",
                      "last_block": "pooled token only (pretrain.models.pooled_block)",
                      "malloc": "freed memory kept in the process (pretrain.cpu_memory)",
                      "writes": "parts: vectors + parquet metadata with image locations, atomically"},
