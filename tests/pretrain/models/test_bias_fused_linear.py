@@ -52,3 +52,25 @@ def test_state_dict_is_unchanged() -> None:
     keys = list(layer.state_dict())
     models.use_bias_fused_linear(layer)
     assert type(layer) is BiasFusedLinear and list(layer.state_dict()) == keys
+
+
+def test_encoder_fuses_the_models_it_loads_with_the_same_vectors_and_leaves_a_trainers_model_alone(tmp_path) -> None:
+    from pretrain.encoder import Encoder
+    from tests.conftest import save_random_checkpoint
+
+    loaded = Encoder.load(save_random_checkpoint(tmp_path / "run", "clip-tiny-64"))
+    c_fc = loaded.model.visual.transformer.resblocks[0].mlp.c_fc
+    assert type(c_fc) is BiasFusedLinear
+    trainers = models.create_open_clip("clip-tiny-64")
+    trainers.load_state_dict(loaded.model.state_dict())
+    shared = Encoder.from_model(trainers, model_name="clip-tiny-64")  # in-loop evaluation: the trainer's model
+    assert type(trainers.visual.transformer.resblocks[0].mlp.c_fc) is nn.Linear
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused_image, plain_image = loaded.encode_image(images), shared.encode_image(images)
+        fused_text, plain_text = loaded.encode_text(CAPTIONS), shared.encode_text(CAPTIONS)
+    assert torch.allclose(fused_image, plain_image, atol=2e-3) and torch.allclose(fused_text, plain_text, atol=2e-3)
+    attention = loaded.model.visual.transformer.resblocks[0].attn
+    assert attention.in_projection is bias_fused_linear.linear
+    assert models.use_plain_linear(loaded.model) == 10 * 3  # out-projection and 2 MLP layers of 10 blocks
+    assert type(c_fc) is nn.Linear and attention.in_projection is torch.nn.functional.linear
