@@ -61,8 +61,8 @@ class _PilStepsToUint8:
 def split_eval_transform(transform: ImageTransform) -> tuple[ImageTransform, BatchTransform | None]:
     """(per-image transform, batch transform) computing `transform`: split as the module docstring says where
     `transform` is a `Compose` ending in `ToTensor`, `Normalize`; else `(transform, None)`."""
-    steps = getattr(transform, "transforms", None) if isinstance(transform, transforms.Compose) else None
-    if not steps or len(steps) < 2:
+    steps = list(transform.transforms) if isinstance(transform, transforms.Compose) else []
+    if len(steps) < 2:
         return transform, None
     *pil_steps, to_tensor, normalize = steps
     if not (isinstance(to_tensor, transforms.ToTensor) and type(normalize) is transforms.Normalize):
