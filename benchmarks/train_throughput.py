@@ -281,9 +281,13 @@ class BenchConfig:
 
 def measure(bench: BenchConfig) -> dict[str, Any]:
     """Run the comparison and return the figures (see module docstring)."""
+    with tempfile.TemporaryDirectory(prefix="throughput-") as work:  # the runs' outputs and logs
+        return _measure_in(bench, Path(work))
+
+
+def _measure_in(bench: BenchConfig, work: Path) -> dict[str, Any]:
     data = Path(bench.train_data)
     threads = torch.get_num_threads()
-    work = Path(tempfile.mkdtemp(prefix="throughput-"))
     base = {"train_data": str(data), "work": str(work), "model": bench.model, "batch_size": bench.batch_size,
             "steps": bench.warmup_steps + bench.timed_steps + 1}
     rates: dict[str, float] = {}
