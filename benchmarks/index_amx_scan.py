@@ -1,18 +1,19 @@
 """Prototype, not product code: an index's lists scored exactly in int8 on AMX tiles, beside faiss's fast scan.
 
 Measures one design alternative for the index's scan on CPUs with AMX (Intel
-Xeon 4th generation on), where `IndexFlatIP`'s fp32 BLAS is fast enough that
+Xeon, 4th generation or later), where `IndexFlatIP`'s fp32 BLAS is fast enough that
 faiss's 4-bit fast scan stays under 50x it at 256-d, noise 1.0 (README, "for
 the next engineer"). Same built index, same lists, same nprobe, same held-out
 queries and exact baseline as `index_bench.py`; only the scan differs:
 
-- each vector as int8 codes with one float scale (256 MB at 1M x 256, beside
+- each vector as int8 codes with one float scale (~260 MB at 1M x 256, beside
   the index's float32 re-ranking vectors), laid out per list in blocks of 16;
 - the queries of a batch grouped by the lists they probe (faiss's coarse
   quantiser), up to 16 at a time as one AMX tile against each block of the
   list, so that a list is read once per batch (`amx_ivf_scan.c`);
 - each query's `--candidates` best kept per thread, then scored exactly in
-  float32 against the index's own vectors and the best 10 returned.
+  float32 (the embeddings' vectors, as the index's re-ranking holds them) and
+  the best 10 returned.
 
 Run `index_bench.py ... --sweep '' --work DIR` first (it leaves DIR/emb_NOISE
 and DIR/index_NOISE of its one level), then this script with the same
@@ -186,6 +187,8 @@ def main() -> None:
     loaded = load_index(index_dir, "image", mmap=True)
     faiss_rates, faiss_found = best_batched(loaded.index, queries)
     ivf = faiss.extract_index_ivf(loaded.index)
+    if ivf.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise SystemExit("index_amx_scan.py: error: the prototype scores inner products; this index uses another metric")
     with tempfile.TemporaryDirectory(prefix="amx-scan-") as work:  # the library stays mapped once loaded
         scan = AmxScan(compile_kernel(Path(work)), ivf, x, args.candidates)
     exact_lists = faiss.IndexIVFFlat(ivf.quantizer, x.shape[1], ivf.nlist, faiss.METRIC_INNER_PRODUCT)
