@@ -153,14 +153,18 @@ class AmxScan:
         return found
 
 
-def compile_kernel(out: Path) -> Path:
-    """`amx_ivf_scan.c` built for this CPU; one clear line if the machine cannot run it."""
+def check_machine() -> None:
+    """One clear line, before any work, if this machine cannot build or run the kernel."""
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     if " amx_int8" not in flags:
         raise SystemExit("index_amx_scan.py: error: this CPU has no AMX (amx_int8); run it on an Intel Xeon of the "
                          "4th generation or later")
     if not shutil.which("gcc"):
         raise SystemExit("index_amx_scan.py: error: gcc is not installed; install it (apt install gcc)")
+
+
+def compile_kernel(out: Path) -> Path:
+    """`amx_ivf_scan.c` built for this CPU (`check_machine` first)."""
     library = out / "amx_ivf_scan.so"
     subprocess.run(["gcc", "-O3", "-march=native", "-mamx-tile", "-mamx-int8", "-fopenmp", "-shared", "-fPIC",
                     "-o", str(library), str(SOURCE)], check=True)
@@ -172,6 +176,7 @@ def main() -> None:
                                description=__doc__.splitlines()[0])
     if not 10 <= args.candidates <= 64:
         raise SystemExit("index_amx_scan.py: error: --candidates must be between 10 and 64")
+    check_machine()
     emb_dir, index_dir = Path(args.work) / f"emb_{args.noise}", Path(args.work) / f"index_{args.noise}"
     if not (emb_dir.is_dir() and index_dir.is_dir()):
         raise SystemExit(f"index_amx_scan.py: error: {emb_dir} or {index_dir} is missing; run index_bench.py with "
