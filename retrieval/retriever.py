@@ -121,7 +121,7 @@ class Retriever:
             raise RetrievalError(f"-k must be at least 1, got {k}")
         if k > len(self):
             raise RetrievalError(f"-k {k} is larger than the index ({len(self)} items); ask for at most {len(self)}")
-        return self.index.search(np.ascontiguousarray(vectors), k)
+        return self.loaded.search(np.ascontiguousarray(vectors), k)
 
     def _results(self, scores: np.ndarray, ids: np.ndarray) -> list[dict]:
         found = [(float(s), int(i)) for s, i in zip(scores, ids) if i >= 0]  # IVF may return < k hits

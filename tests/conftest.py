@@ -41,6 +41,14 @@ def save_random_checkpoint(run_dir: Path, name: str, *, seed: int = 0, step: int
     return run_dir
 
 
+@pytest.fixture(scope="session", autouse=True)
+def kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Compiled kernels (retrieval/index/native.py) go to a temp dir, not the user's cache."""
+    path = tmp_path_factory.mktemp("kernels")
+    os.environ["CLIPLINE_KERNEL_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def emoji_shards() -> Path:
     """Tiny real emoji shard set checked in under tests/fixtures/."""

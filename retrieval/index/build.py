@@ -2,7 +2,8 @@
 
     INDEX/image.faiss           the index (ids = row numbers of the embedding parts)
     INDEX/image.tuning.json     recall vs latency for every search setting tried, and the validation checks
-    INDEX/summary.json          per modality: factory, size, memory, recall@10, latency, params
+    INDEX/summary.json          per modality: factory, size, memory, recall@10, latency, params, and whether
+                                batches may use the AMX list scan (`batch_scan`, list_scan.py)
     INDEX/info.json             provenance: checkpoint, data dir, dim, count, metric
     INDEX/metadata/part_*.parquet  row metadata (hard-linked from EMB when possible)
 
@@ -29,11 +30,14 @@ from data_tools.atomic_write import atomic_directory, write_json_atomic
 from data_tools.distributor import DistributorConfig
 from retrieval.embedding_store import EmbeddingSet
 from retrieval.errors import RetrievalError
+from retrieval.index import list_scan
 from retrieval.index.choice import (TRAIN_POINTS_PER_LIST, IndexChoice, choose_index_factory, configure_index,
                                     more_accurate_choices, training_points)
-from retrieval.index.recall import end_to_end_recall
-from retrieval.index.tune import TuningResult, TuningRow, exact_neighbors, lower_bound, tune_index
 from retrieval.index.memory_size import format_size, parse_size
+from retrieval.index.native import CompileError
+from retrieval.index.recall import end_to_end_recall
+from retrieval.index.tune import (CONFIDENCE_Z, TuningResult, TuningRow, exact_neighbors, lower_bound,
+                                  per_query_recall, tune_index)
 from retrieval.metadata import MetadataTable
 from retrieval.recorded_paths import rebased, record_path
 
@@ -143,6 +147,9 @@ def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, b
         *(asdict(row) | {"split": "tuning"} for row in result.rows),
         *(asdict(row) | {"split": "validation"} for row in result.validation)])
     chosen = result.chosen
+    held_out = _held_out(queries, truth)
+    batch_scan = _check_batch_scan(index, *held_out, chosen, config.target_recall, budget - path.stat().st_size,
+                                   lambda line: log(f"[{modality}] {line}")) if held_out else None
     if not result.target_met:
         log(f"[{modality}] warning: best recall@{k} {_reached(chosen)} is below the target "
             f"{config.target_recall}; raise --max-memory or lower --target-recall")
@@ -160,7 +167,56 @@ def build_modality(emb: EmbeddingSet, modality: str, config: IndexBuildConfig, b
         "recall_measured_on": "held-out half of the tuning queries" if len(queries) > 1 else "the one query",
         "build_seconds": {name: round(v, 3) for name, v in timings.items()},
         "end_to_end": end_to_end,
+        "batch_scan": batch_scan or {"enabled": False, "reason": "one query: nothing held out to check it on"},
     }
+
+
+def _held_out(queries: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The validation half of the tuning queries and their exact ids (None for one query)."""
+    half = len(queries) // 2
+    return (queries[half:], truth[half:]) if half else None
+
+
+def _check_batch_scan(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, chosen: TuningRow,
+                      target_recall: float, room: int, log: Callable[[str], None]) -> dict:
+    """Whether batches may use the AMX list scan (list_scan.py): it runs here, its codes fit `room` bytes
+    beside the index, and its recall on the held-out queries at the chosen setting meets the target by its
+    95 % lower bound (or, when the index itself missed the target, is no lower than the index's)."""
+    reason = list_scan.index_unsupported(index)
+    if reason:  # Flat, HNSW, compressed codes: nothing to say in the log
+        return {"enabled": False, "reason": reason}
+    reason = list_scan.machine_unsupported()
+    if reason is None and len(queries) < list_scan.MIN_BATCH:
+        reason = f"{len(queries)} held-out queries are too few to check it on (it serves {list_scan.MIN_BATCH}+)"
+    scan = None
+    if reason is None:
+        try:
+            scan = list_scan.ListScan(index)
+        except (CompileError, OSError) as err:
+            reason = str(err)
+    if scan is not None and scan.nbytes > room:
+        reason = (f"its int8 codes ({format_size(scan.nbytes)}) do not fit in `max_memory` beside the index "
+                  f"({format_size(max(room, 0))} left)")
+    if scan is None or reason:
+        log(f"batch scan off: {reason}")
+        return {"enabled": False, "reason": reason}
+    k = truth.shape[1]
+    rates, found = [], None
+    for _ in range(2):  # the first pass maps the vectors it re-ranks on
+        start = time.perf_counter()
+        _, found = scan.search(queries, k)
+        rates.append(len(queries) / max(time.perf_counter() - start, 1e-9))
+    recalls = per_query_recall(found, truth, k)
+    recall, stderr = float(recalls.mean()), float(recalls.std() / np.sqrt(len(recalls)))
+    bound = recall - CONFIDENCE_Z * stderr
+    enabled = bound >= target_recall or (lower_bound(chosen) < target_recall and recall >= chosen.recall_at_k)
+    log(f"batch scan {'on' if enabled else 'off'}: AMX int8 list scan at {chosen.params}: recall@{k} "
+        f"{recall:.4f} (95 % lower bound {bound:.4f}), {max(rates):.0f} q/s on {len(queries)} held-out queries, "
+        f"{format_size(scan.nbytes)} of codes")
+    return {"enabled": enabled, "kind": "amx_int8_list_scan", "min_batch": list_scan.MIN_BATCH,
+            "max_k": list_scan.MAX_K, "recall_at_10": round(recall, 4), "recall_at_10_stderr": round(stderr, 4),
+            "batched_qps": round(max(rates), 1), "memory_bytes": scan.nbytes,
+            **({} if enabled else {"reason": f"recall@{k} lower bound {bound:.4f} is below the target"})}
 
 
 def _build_and_tune(emb: EmbeddingSet, modality: str, choice: IndexChoice, config: IndexBuildConfig,
@@ -173,10 +229,8 @@ def _build_and_tune(emb: EmbeddingSet, modality: str, choice: IndexChoice, confi
     half = len(queries) // 2  # tune on one half, confirm the choice on the other (held out)
     log(f"[{modality}] tuning on {half} {source} embeddings, validating on {len(queries) - half}, "
         f"target recall@{k} {config.target_recall}")
-    if half:
-        tune_q, tune_truth, validation = queries[:half], truth[:half], (queries[half:], truth[half:])
-    else:  # one query: nothing to hold out
-        tune_q, tune_truth, validation = queries, truth, None
+    validation = _held_out(queries, truth)
+    tune_q, tune_truth = (queries[:half], truth[:half]) if validation else (queries, truth)  # one query: no split
     result = tune_index(index, tune_q, tune_truth, search_params=choice.search_params, nlist=choice.nlist,
                         target_recall=config.target_recall, k=k, log=log, validation=validation)
     timings["tune_s"] = time.perf_counter() - start

@@ -4,18 +4,27 @@
 re-ranking vectors, IVF-Flat lists), so opening a multi-GB index costs almost
 no resident memory; pages load on first touch. Plain `IO_FLAG_MMAP` only maps
 IVF array lists and cannot be combined with it, so IFC is the one flag used.
+
+`LoadedIndex.search` answers with faiss, or, for a batch of `list_scan.MIN_BATCH`
+or more queries, with the AMX list scan where the build enabled it (summary's
+`batch_scan`) and this machine can run it (`list_scan.py`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import threading
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
+import numpy as np
 
 from retrieval.errors import RetrievalError
+from retrieval.index import list_scan
 from retrieval.index.build import INDEX_FORMAT
+from retrieval.index.native import CompileError
 
 
 @dataclass
@@ -29,6 +38,38 @@ class LoadedIndex:
     info: dict
     """info.json: checkpoint, data dir, dim, count, metric."""
     root: Path
+    _scan: list_scan.ListScan | None = field(default=None, init=False, repr=False)
+    _scan_state: str = field(default="unbuilt", init=False, repr=False)  # unbuilt | ready | off
+    _scan_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), each (nq, k), of (nq, dim) float32 `queries`: the batch scan for batches it serves,
+        else faiss (module doc)."""
+        scan = self.batch_scan() if len(queries) >= list_scan.MIN_BATCH and k <= list_scan.MAX_K else None
+        return scan.search(queries, k) if scan else self.index.search(queries, k)
+
+    def batch_scan(self) -> list_scan.ListScan | None:
+        """The AMX list scan, built on first use (its codes: seconds at 1M vectors), or None where the build
+        did not enable it or this machine cannot run it (with one warning saying why)."""
+        if self._scan_state == "unbuilt":
+            with self._scan_lock:
+                if self._scan_state == "unbuilt":
+                    self._scan = self._build_scan()
+                    self._scan_state = "ready" if self._scan else "off"
+        return self._scan
+
+    def _build_scan(self) -> list_scan.ListScan | None:
+        if not (self.summary.get("batch_scan") or {}).get("enabled"):
+            return None
+        reason = list_scan.machine_unsupported()
+        if reason is None:
+            try:
+                return list_scan.ListScan(self.index)
+            except (CompileError, OSError, ValueError) as err:
+                reason = str(err)
+        warnings.warn(f"{self.root}: batched queries use faiss, not the AMX list scan the index was built "
+                      f"with: {reason}", stacklevel=3)
+        return None
 
 
 def read_index_info(index_dir: str | Path) -> tuple[dict, dict]:
