@@ -4,8 +4,8 @@
 // blocks of 16 vectors, dimensions zero-padded to a multiple of 64. A block is dims/4 rows of 64 bytes, row r
 // holding dims 4r..4r+3 of its 16 vectors (AMX's VNNI layout), so a block's 16-row slices are the B tiles of
 // TDPBSSD. The queries probing a list are taken 16 at a time as the A tile, so a list is read once a batch for
-// up to 16 of its queries. Each thread keeps a min-heap of the `k` best slots per query; `rerank` merges the
-// threads' heaps and scores those candidates exactly in float32.
+// up to 16 of its queries. Each thread keeps a min-heap of the `k` best slots per query; `rerank` keeps each
+// query's best `k` of all threads' heaps and scores those exactly in float32.
 //
 // Threads are plain pthreads, not OpenMP: the process already holds faiss's and torch's OpenMP runtimes, and a
 // third one spinning between calls takes cores from them.
@@ -162,74 +162,87 @@ int scan(const uint32_t* codes, const float* scale, const int64_t* block_start, 
 }
 
 typedef struct {
-    const float* vectors; const float* queries; const int64_t* cand_pos; const int64_t* slot_ids;
-    int dims, threads, nq, k, k_out, first, last;
+    const float* vectors; const float* queries; const float* cand_value; const int64_t* cand_pos;
+    const int64_t* slot_ids; int dims, threads, nq, k, k_out, first, last;
     float* out_scores; int64_t* out_ids;
 } rerank_job;
 
+typedef struct { float value; int64_t pos; } candidate;
+
+/* best int8 score first; equal scores by slot, so the kept set does not depend on which thread found what */
+static int by_score(const void* a, const void* b) {
+    const candidate *x = a, *y = b;
+    if (x->value != y->value) return x->value < y->value ? 1 : -1;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
 static void* rerank_range(void* p) {
     rerank_job* job = p;
-    const int dims = job->dims, k = job->k, k_out = job->k_out;
+    const int dims = job->dims, k = job->k, k_out = job->k_out, pooled = job->threads * k;
+    candidate* pool = malloc(sizeof(candidate) * (size_t)pooled);
+    if (!pool) return pool;  /* rerank reports it */
     for (int i = job->first; i < job->last; i++) {
+        int found = 0;
+        for (int t = 0; t < job->threads; t++)  /* the threads' heaps: each holds its own best k */
+            for (int j = 0; j < k; j++) {
+                int64_t at = ((int64_t)t * job->nq + i) * k + j;
+                if (job->cand_pos[at] >= 0) pool[found++] = (candidate){job->cand_value[at], job->cand_pos[at]};
+            }
+        qsort(pool, (size_t)found, sizeof(candidate), by_score);
+        if (found > k) found = k;  /* the query's best k of all lists, whichever thread scanned them */
         float best[MAX_CANDIDATES];
         int64_t best_id[MAX_CANDIDATES];
-        int kept = 0;
         const float* q = job->queries + (int64_t)i * dims;
-        for (int t = 0; t < job->threads; t++)
-            for (int j = 0; j < k; j++) {
-                int64_t p = job->cand_pos[((int64_t)t * job->nq + i) * k + j];
-                if (p < 0) continue;
-                int64_t id = job->slot_ids[p];
-                const float* x = job->vectors + id * dims;
-                __m512 acc = _mm512_setzero_ps();
-                int d = 0;
-                for (; d + 16 <= dims; d += 16)
-                    acc = _mm512_fmadd_ps(_mm512_loadu_ps(x + d), _mm512_loadu_ps(q + d), acc);
-                float s = _mm512_reduce_add_ps(acc);
-                for (; d < dims; d++) s += x[d] * q[d];
-                int slot = kept;
-                if (kept < k_out) kept++;
-                else {
-                    slot = 0;
-                    for (int u = 1; u < k_out; u++) if (best[u] < best[slot]) slot = u;
-                    if (s <= best[slot]) continue;
-                }
-                best[slot] = s; best_id[slot] = id;
-            }
-        for (int a = 0; a < kept; a++)  /* best first; ties by id, as faiss orders them */
-            for (int b = a + 1; b < kept; b++)
+        for (int c = 0; c < found; c++) {
+            int64_t id = job->slot_ids[pool[c].pos];
+            const float* x = job->vectors + id * dims;
+            __m512 acc = _mm512_setzero_ps();
+            int d = 0;
+            for (; d + 16 <= dims; d += 16)
+                acc = _mm512_fmadd_ps(_mm512_loadu_ps(x + d), _mm512_loadu_ps(q + d), acc);
+            float s = _mm512_reduce_add_ps(acc);
+            for (; d < dims; d++) s += x[d] * q[d];
+            best[c] = s; best_id[c] = id;
+        }
+        for (int a = 0; a < found; a++)  /* best first; ties by id, as faiss orders them */
+            for (int b = a + 1; b < found; b++)
                 if (best[b] > best[a] || (best[b] == best[a] && best_id[b] < best_id[a])) {
                     float f = best[a]; best[a] = best[b]; best[b] = f;
                     int64_t h = best_id[a]; best_id[a] = best_id[b]; best_id[b] = h;
                 }
         for (int a = 0; a < k_out; a++) {
-            job->out_scores[(int64_t)i * k_out + a] = a < kept ? best[a] : -3.4028234663852886e38f;
-            job->out_ids[(int64_t)i * k_out + a] = a < kept ? best_id[a] : -1;
+            job->out_scores[(int64_t)i * k_out + a] = a < found ? best[a] : -3.4028234663852886e38f;
+            job->out_ids[(int64_t)i * k_out + a] = a < found ? best_id[a] : -1;
         }
     }
-    return NULL;
+    free(pool);
+    return job;  /* non-NULL: done */
 }
 
-/* The threads' candidates of each query (cand_pos: threads x nq x k slots from `scan`), mapped to ids through
- * slot_ids, scored exactly on the float32 `vectors` (row = id), best k_out first (score -FLT_MAX, id -1 where
- * fewer were found). Returns 0, or -1 for arguments the kernel does not take. */
-int rerank(const float* vectors, const float* queries, const int64_t* cand_pos, const int64_t* slot_ids, int dims,
-           int threads, int nq, int k, int k_out, float* out_scores, int64_t* out_ids) {
-    if (k_out < 1 || k_out > MAX_CANDIDATES || threads < 1 || threads > MAX_THREADS) return -1;
+/* Each query's best k candidates of the threads' heaps (cand_value / cand_pos: threads x nq x k from `scan`),
+ * mapped to ids through slot_ids, scored exactly on the float32 `vectors` (row = id), best k_out first (score
+ * -FLT_MAX, id -1 where fewer were found). Returns 0, -1 for arguments the kernel does not take, -2 when memory
+ * runs out. */
+int rerank(const float* vectors, const float* queries, const float* cand_value, const int64_t* cand_pos,
+           const int64_t* slot_ids, int dims, int threads, int nq, int k, int k_out, float* out_scores,
+           int64_t* out_ids) {
+    if (k < 1 || k > MAX_CANDIDATES || k_out < 1 || k_out > k || threads < 1 || threads > MAX_THREADS) return -1;
     rerank_job jobs[MAX_THREADS];
     pthread_t ids[MAX_THREADS];
+    void* done[MAX_THREADS] = {0};
     int per = (nq + threads - 1) / threads, started = 0;
     for (int t = 0; t < threads; t++) {
         int first = t * per < nq ? t * per : nq, last = (t + 1) * per < nq ? (t + 1) * per : nq;
-        jobs[t] = (rerank_job){vectors, queries, cand_pos, slot_ids, dims, threads, nq, k, k_out, first, last,
-                               out_scores, out_ids};
+        jobs[t] = (rerank_job){vectors, queries, cand_value, cand_pos, slot_ids, dims, threads, nq, k, k_out,
+                               first, last, out_scores, out_ids};
     }
     for (int t = 1; t < threads; t++) {
         if (pthread_create(&ids[t], NULL, rerank_range, &jobs[t]) != 0) break;
         started = t;
     }
-    rerank_range(&jobs[0]);
-    for (int t = started + 1; t < threads; t++) rerank_range(&jobs[t]);  /* ranges whose thread did not start */
-    for (int t = 1; t <= started; t++) pthread_join(ids[t], NULL);
+    done[0] = rerank_range(&jobs[0]);
+    for (int t = started + 1; t < threads; t++) done[t] = rerank_range(&jobs[t]);  /* ranges whose thread did not start */
+    for (int t = 1; t <= started; t++) pthread_join(ids[t], &done[t]);
+    for (int t = 0; t < threads; t++) if (!done[t]) return -2;
     return 0;
 }

@@ -51,6 +51,10 @@ MAX_K = 32
 # 10.9k / 17.0k (AMX host, 2 cores): each call pays for its threads and buffers, and a list is read once for
 # the few queries of a small batch that probe it.
 MIN_BATCH = 128
+# Queries a kernel call takes: its buffers hold `candidates` per query and thread, and past ~1,000 queries a
+# call reads each list for enough of them that larger calls gain little.
+MAX_CALL = 4096
+MAX_THREADS = 256  # list_scan.c's
 
 
 def candidates(k: int) -> int:
@@ -183,6 +187,12 @@ class ListScan:
         if not 1 <= k <= MAX_K:
             raise ValueError(f"the AMX list scan returns 1 to {MAX_K} results a query, not {k}")
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if len(queries) <= MAX_CALL:
+            return self._search(queries, k)
+        parts = [self._search(queries[i:i + MAX_CALL], k) for i in range(0, len(queries), MAX_CALL)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         lay, nq, nprobe, nlist = self.layout, len(queries), self.ivf.nprobe, self.ivf.nlist
         _, probes = self.ivf.quantizer.search(queries, nprobe)
         flat = probes.ravel()
@@ -192,7 +202,7 @@ class ListScan:
         counts = np.bincount(flat[by_list], minlength=nlist)
         pair_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         query_codes, _ = int8_codes(queries, self.padded_dim)  # a query's own scale does not change its ranking
-        threads, kept = faiss.omp_get_max_threads(), candidates(k)
+        threads, kept = min(faiss.omp_get_max_threads(), MAX_THREADS), candidates(k)
         best_value = np.empty((threads, nq, kept), np.float32)
         best_slot = np.empty((threads, nq, kept), np.int64)
         status = self.lib.scan(_ptr(lay.codes), _ptr(lay.scale), _ptr(lay.block_start), _ptr(lay.list_size),
@@ -203,7 +213,10 @@ class ListScan:
             raise OSError(f"the AMX list scan failed (code {status}: "
                           f"{'out of memory' if status == -2 else 'arguments it does not take'})")
         scores, ids = np.empty((nq, k), np.float32), np.empty((nq, k), np.int64)
-        self.lib.rerank(_ptr(self.vectors), _ptr(queries), _ptr(best_slot), _ptr(lay.slot_ids), ctypes.c_int(self.dim),
-                        ctypes.c_int(threads), ctypes.c_int(nq), ctypes.c_int(kept), ctypes.c_int(k), _ptr(scores),
-                        _ptr(ids))
+        status = self.lib.rerank(_ptr(self.vectors), _ptr(queries), _ptr(best_value), _ptr(best_slot),
+                                 _ptr(lay.slot_ids), ctypes.c_int(self.dim), ctypes.c_int(threads), ctypes.c_int(nq),
+                                 ctypes.c_int(kept), ctypes.c_int(k), _ptr(scores), _ptr(ids))
+        if status != 0:
+            raise OSError(f"the AMX list scan's re-ranking failed (code {status}: "
+                          f"{'out of memory' if status == -2 else 'arguments it does not take'})")
         return scores, ids

@@ -124,7 +124,8 @@ def build(emb: Path, out: Path) -> dict:
 
 
 @needs_amx
-def test_build_checks_the_scan_and_batches_use_it(rflat_emb: Path, tmp_path: Path) -> None:
+def test_build_checks_the_scan_and_batches_use_it(rflat_emb: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     summary = build(rflat_emb, tmp_path / "index")
     scan = summary["batch_scan"]
     assert scan["enabled"] and scan["kind"] == "amx_int8_list_scan"
@@ -135,6 +136,9 @@ def test_build_checks_the_scan_and_batches_use_it(rflat_emb: Path, tmp_path: Pat
     scores, ids = loaded.search(queries, 10)
     assert loaded.batch_scan() is not None
     assert np.array_equal(ids, loaded.batch_scan().search(queries, 10)[1])
+    monkeypatch.setattr(list_scan, "MAX_CALL", 128)  # a batch larger than one kernel call: the same results
+    chunked = loaded.search(queries, 10)
+    assert np.array_equal(chunked[1], ids) and np.array_equal(chunked[0], scores)
     few = queries[: list_scan.MIN_BATCH - 1]  # a small batch is faiss's
     assert np.array_equal(loaded.search(few, 10)[1], loaded.index.search(few, 10)[1])
     assert np.array_equal(loaded.search(queries, 40)[1], loaded.index.search(queries, 40)[1])  # k over MAX_K too
