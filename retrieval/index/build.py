@@ -180,8 +180,10 @@ def _held_out(queries: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.nd
 def _check_batch_scan(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, chosen: TuningRow,
                       target_recall: float, room: int, log: Callable[[str], None]) -> dict:
     """Whether batches may use the AMX list scan (list_scan.py): it runs here, its codes fit `room` bytes
-    beside the index, and its recall on the held-out queries at the chosen setting meets the target by its
-    95 % lower bound (or, when the index itself missed the target, is no lower than the index's)."""
+    beside the index, its recall on the held-out queries at the chosen setting meets the target by its 95 %
+    lower bound (or, when the index itself missed the target, is no lower than the index's), and it answers
+    them as one batch faster than faiss does (at 1M x 384 and 512, noise 0.5, faiss's fast scan was 1-5 %
+    faster there, at lower recall)."""
     reason = list_scan.index_unsupported(index)
     if reason:  # Flat, HNSW, compressed codes: nothing to say in the log
         return {"enabled": False, "reason": reason}
@@ -201,22 +203,32 @@ def _check_batch_scan(index: faiss.Index, queries: np.ndarray, truth: np.ndarray
         log(f"batch scan off: {reason}")
         return {"enabled": False, "reason": reason}
     k = truth.shape[1]
-    rates, found = [], None
-    for _ in range(2):  # the first pass maps the vectors it re-ranks on
-        start = time.perf_counter()
-        _, found = scan.search(queries, k)
-        rates.append(len(queries) / max(time.perf_counter() - start, 1e-9))
+    found, qps = _best_of_two(scan.search, queries, k)  # the first pass maps the vectors it re-ranks on
+    _, faiss_qps = _best_of_two(index.search, queries, k)
     recalls = per_query_recall(found, truth, k)
     recall, stderr = float(recalls.mean()), float(recalls.std() / np.sqrt(len(recalls)))
     bound = recall - CONFIDENCE_Z * stderr
-    enabled = bound >= target_recall or (lower_bound(chosen) < target_recall and recall >= chosen.recall_at_k)
-    log(f"batch scan {'on' if enabled else 'off'}: AMX int8 list scan at {chosen.params}: recall@{k} "
-        f"{recall:.4f} (95 % lower bound {bound:.4f}), {max(rates):.0f} q/s on {len(queries)} held-out queries, "
-        f"{format_size(scan.nbytes)} of codes")
-    return {"enabled": enabled, "kind": "amx_int8_list_scan", "min_batch": list_scan.MIN_BATCH,
+    if not (bound >= target_recall or (lower_bound(chosen) < target_recall and recall >= chosen.recall_at_k)):
+        reason = f"recall@{k} lower bound {bound:.4f} is below the target"
+    elif qps <= faiss_qps:
+        reason = f"faiss answers the held-out batch faster ({faiss_qps:.0f} vs {qps:.0f} q/s)"
+    log(f"batch scan {'off' if reason else 'on'}: AMX int8 list scan at {chosen.params}: recall@{k} "
+        f"{recall:.4f} (95 % lower bound {bound:.4f}), {qps:.0f} q/s (faiss {faiss_qps:.0f}) on {len(queries)} "
+        f"held-out queries, {format_size(scan.nbytes)} of codes")
+    return {"enabled": not reason, "kind": "amx_int8_list_scan", "min_batch": list_scan.MIN_BATCH,
             "max_k": list_scan.MAX_K, "recall_at_10": round(recall, 4), "recall_at_10_stderr": round(stderr, 4),
-            "batched_qps": round(max(rates), 1), "memory_bytes": scan.nbytes,
-            **({} if enabled else {"reason": f"recall@{k} lower bound {bound:.4f} is below the target"})}
+            "batched_qps": round(qps, 1), "faiss_batched_qps": round(faiss_qps, 1), "memory_bytes": scan.nbytes,
+            **({"reason": reason} if reason else {})}
+
+
+def _best_of_two(search: Callable, queries: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """The ids `search(queries, k)` found and its best q/s of two passes."""
+    rate, found = 0.0, None
+    for _ in range(2):
+        start = time.perf_counter()
+        _, found = search(queries, k)
+        rate = max(rate, len(queries) / max(time.perf_counter() - start, 1e-9))
+    return found, rate
 
 
 def _build_and_tune(emb: EmbeddingSet, modality: str, choice: IndexChoice, config: IndexBuildConfig,
