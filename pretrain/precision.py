@@ -13,23 +13,16 @@ import contextlib
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from data_tools.cpu_features import cpu_flags
 from pretrain.errors import PretrainError
 
 LOG = logging.getLogger(__name__)
 Precision = Literal["bf16", "fp32"]
 FAST_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags from /proc/cpuinfo (empty where it does not exist)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    return next((set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags")), set())
 
 
 def cpu_has_fast_bf16() -> bool:

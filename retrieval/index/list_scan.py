@@ -39,7 +39,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from retrieval.index.native import cpu_flags, load_library
+from data_tools.cpu_features import cpu_flags
+from retrieval.index.native import load_library
 
 KERNEL = Path(__file__).with_name("list_scan.c")
 FLAGS = ("-O3", "-march=native", "-mamx-tile", "-mamx-int8", "-pthread")

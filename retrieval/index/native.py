@@ -22,6 +22,8 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+from data_tools.cpu_features import cpu_flags
+
 
 class CompileError(RuntimeError):
     """The compiler is missing or failed; the message says which, in one line."""
@@ -31,16 +33,6 @@ def kernel_cache_dir() -> Path:
     if os.environ.get("CLIPLINE_KERNEL_CACHE"):
         return Path(os.environ["CLIPLINE_KERNEL_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clipline" / "kernels"
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
 
 
 @cache
