@@ -39,7 +39,7 @@ class LoadedIndex:
     """info.json: checkpoint, data dir, dim, count, metric."""
     root: Path
     _scan: list_scan.ListScan | None = field(default=None, init=False, repr=False)
-    _scan_state: str = field(default="unbuilt", init=False, repr=False)  # unbuilt | ready | off
+    _scan_checked: bool = field(default=False, init=False, repr=False)  # `_scan` is final (None: faiss)
     _scan_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,11 +51,11 @@ class LoadedIndex:
     def batch_scan(self) -> list_scan.ListScan | None:
         """The AMX list scan, built on first use (its codes: seconds at 1M vectors), or None where the build
         did not enable it or this machine cannot run it (with one warning saying why)."""
-        if self._scan_state == "unbuilt":
+        if not self._scan_checked:
             with self._scan_lock:
-                if self._scan_state == "unbuilt":
+                if not self._scan_checked:
                     self._scan = self._build_scan()
-                    self._scan_state = "ready" if self._scan else "off"
+                    self._scan_checked = True
         return self._scan
 
     def _build_scan(self) -> list_scan.ListScan | None:
