@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import signal
 import sys
 import tempfile
 import types
@@ -75,6 +76,13 @@ def fastest_metadata_provider(clip_back: types.ModuleType, folder: Path, columns
 
 def main() -> None:
     name, index_dir, port = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # serve_load.py stops it so: unwind, remove the temp dir
+    with tempfile.TemporaryDirectory(prefix="clip-back-") as folder:
+        serve(name, index_dir, port, Path(folder))
+
+
+def serve(name: str, index_dir: Path, port: int, folder: Path) -> None:
+    """clip_back's routes for the index in `index_dir`, its metadata cache kept in `folder`, until stopped."""
     import faiss
     from flask import Flask
     from flask_restful import Api
@@ -86,7 +94,6 @@ def main() -> None:
     info = json.loads((index_dir / "info.json").read_text())
     encoder = Encoder.load(recorded_checkpoint(info["checkpoint"], index_dir))  # recorded relative to the index
     # clip_back expects INDEX/image.index and INDEX/metadata/*.parquet; it writes metadata.hdf5 next to them.
-    folder = Path(tempfile.mkdtemp(prefix="clip-back-"))
     (folder / "metadata").symlink_to((index_dir / "metadata").resolve())
     indices = {}
     for modality in ("image", "text"):
