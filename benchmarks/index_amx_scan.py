@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import faiss
@@ -33,9 +32,9 @@ from retrieval.embedding_store import EmbeddingSet  # noqa: E402
 from retrieval.index import list_scan  # noqa: E402
 from retrieval.index.store import load_index  # noqa: E402
 from retrieval.index.tune import recall_at_k  # noqa: E402
-from figures import print_figures  # noqa: E402  (benchmarks/figures.py, this script's folder)
+from figures import print_figures, timed  # noqa: E402  (benchmarks/figures.py, this script's folder)
 from index_bench import (  # noqa: E402
-    K, TIMED_PASSES, BenchConfig, best_batched, held_out_queries, real_base, synthetic_base)
+    K, BenchConfig, best_batched, held_out_queries, real_base, synthetic_base)
 from machine import machine_info  # noqa: E402
 
 
@@ -62,9 +61,7 @@ def main() -> None:
     if reason:
         raise SystemExit(f"index_amx_scan.py: error: the AMX list scan cannot serve {index_dir}: {reason}")
     faiss_rates, faiss_found = best_batched(loaded.index, queries)
-    start = time.perf_counter()
-    scan = list_scan.ListScan(loaded.index)  # the product's, whether or not the build enabled it
-    scan_build_s = time.perf_counter() - start
+    scan, scan_build_s = timed(list_scan.ListScan, loaded.index)  # the product's, whether or not the build enabled it
     ivf = scan.ivf
     exact_lists = faiss.IndexIVFFlat(ivf.quantizer, x.shape[1], ivf.nlist, faiss.METRIC_INNER_PRODUCT)
     exact_lists.is_trained = True
@@ -72,11 +69,7 @@ def main() -> None:
     exact_lists.nprobe = ivf.nprobe
     _, ivf_flat_found = exact_lists.search(queries, K)
     del exact_lists
-    scan_rates, found = [], None
-    for _ in range(TIMED_PASSES):
-        start = time.perf_counter()
-        _, found = scan.search(queries, K)
-        scan_rates.append(len(queries) / (time.perf_counter() - start))
+    scan_rates, found = best_batched(scan, queries)
     flat_qps = max(flat_rates)
 
     def figures(found_ids: np.ndarray, rates: list[float]) -> dict:

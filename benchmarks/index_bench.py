@@ -39,6 +39,7 @@ from clipline.flags import parse_script_config  # noqa: E402
 from retrieval.embedding_store import EmbeddingSet  # noqa: E402
 from retrieval.errors import RetrievalError  # noqa: E402
 from retrieval.index.build import IndexBuildConfig, build_index  # noqa: E402
+from retrieval.index.list_scan import ListScan  # noqa: E402
 from retrieval.index.store import LoadedIndex, load_index  # noqa: E402
 from retrieval.index.tune import recall_at_k, single_query_latencies  # noqa: E402
 from retrieval.metadata import metadata_row, write_metadata  # noqa: E402
@@ -124,7 +125,7 @@ def write_tiled_emb(out: Path, n: int, sigma: float, base: tuple, seed: int) -> 
     (out / "info.json").write_text(json.dumps({"dim": image.shape[1], "count": n, "noise": sigma}))
 
 
-def best_batched(index: faiss.Index | LoadedIndex, queries: np.ndarray) -> tuple[list[float], np.ndarray]:
+def best_batched(index: faiss.Index | LoadedIndex | ListScan, queries: np.ndarray) -> tuple[list[float], np.ndarray]:
     """The q/s of `TIMED_PASSES` batched searches of all `queries` (the best is the figure), and the ids found.
 
     Ours and flat are timed alike, with no separate warm-up. A pass of 1,000 queries takes 25-110 ms
